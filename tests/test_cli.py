@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+from longctx.cli import COMMANDS, main
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pretrain", "extend", "eval", "compare", "bench", "export"):
+        assert name in out and name in COMMANDS
+
+
+def test_unknown_command_is_one_line_exit_2(capsys):
+    assert main(["frobnicate"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "frobnicate" in err[0]
+
+
+def test_python_m_is_the_same_cli():
+    r = subprocess.run([sys.executable, "-m", "longctx", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "pretrain" in r.stdout
