@@ -1,0 +1,104 @@
+"""The offline default corpus: an endless, seeded stream of prose and synthetic long-range tasks.
+
+Document i is a pure function of (seed, i), so any number of tokens is available, a run is
+reproducible, and resuming at document i needs no replay. Document sizes are drawn log-uniformly
+from a range, so the same generator serves short documents for base training and long ones for
+context extension.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from typing import Iterator
+
+from longctx.data import synthetic, text
+from longctx.data.sources import DocSource
+from longctx.errors import UsageError
+
+# Retrieval-heavy on purpose: the corpus exists to teach small models long-range recall.
+DEFAULT_MIX = {"book": 0.15, "prose": 0.15, "kv": 0.45, "chain": 0.1, "common": 0.075, "freq": 0.075}
+KINDS = tuple(DEFAULT_MIX)
+
+
+class EmbeddedSource(DocSource):
+    infinite = True
+
+    def __init__(self, seed: int = 0, *, doc_chars: tuple[int, int] = (2000, 16000),
+                 mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
+                 scale: dict[str, float] | None = None):
+        """`scale[kind]` multiplies the drawn length for that kind (embedded_source() sets it to the
+        kind's characters per token, so that `doc_chars` then counts tokens)."""
+        lo, hi = doc_chars
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+            raise UsageError(f"embedded doc length range {doc_chars!r}: need integers 1 <= min <= max")
+        mix = dict(DEFAULT_MIX if mix is None else mix)
+        bad = [k for k in mix if k not in KINDS]
+        if bad or not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise UsageError(f"embedded mix {mix!r}: accepted kinds {', '.join(KINDS)} with non-negative weights")
+        if not 0.0 <= chat_fraction <= 1.0:
+            raise UsageError(f"embedded chat_fraction {chat_fraction!r}: accepted 0..1")
+        self.seed, self.doc_chars, self.mix, self.chat_fraction = seed, (lo, hi), mix, chat_fraction
+        self.scale = dict(scale or {})
+        self.name = "embedded"
+
+    def _plan(self, i: int) -> tuple[random.Random, str, int]:
+        # A string seed is hashed with SHA-512 by `random`, so it is stable across processes. The
+        # length range is part of it: a run's later stage (longer documents, same seed) must not
+        # meet the same keys and values again, or recall could come from memory instead of context.
+        lo, hi = self.doc_chars
+        rng = random.Random(f"longctx-embedded:{self.seed}:{lo}:{hi}:{i}")
+        n = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        kind = rng.choices(list(self.mix), list(self.mix.values()))[0]
+        return rng, kind, max(1, int(round(n * self.scale.get(kind, 1.0))))
+
+    def kind(self, i: int) -> str:
+        """Which kind document i is (book, prose, kv, chain, common, freq)."""
+        return self._plan(i)[1]
+
+    def document(self, i: int) -> str:
+        rng, kind, n_chars = self._plan(i)
+        if kind == "book":
+            return text.excerpt(rng, n_chars)
+        if kind == "prose":
+            return text.markov_prose(rng, n_chars)
+        parts = synthetic.TASKS[kind](rng, n_chars)
+        return synthetic.render(rng, parts, chat=rng.random() < self.chat_fraction)
+
+    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
+                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
+        # Already random per document; the stream is infinite, so there is only epoch 0.
+        first = start + (rank - start) % world_size
+        return ((i, self.document(i)) for i in itertools.count(first, world_size))
+
+
+def chars_per_token(tokenizer, sample_chars: int = 4000, n: int = 8) -> dict[str, float]:
+    """Measured characters per token of each kind of embedded document under `tokenizer`."""
+    out = {}
+    for kind in KINDS:
+        src = EmbeddedSource(seed=12345, doc_chars=(sample_chars, sample_chars), mix={kind: 1.0})
+        docs = [src.document(i) for i in range(n)]
+        n_tok = sum(len(ids) for ids in tokenizer(docs, add_special_tokens=False)["input_ids"])
+        out[kind] = sum(map(len, docs)) / n_tok
+    return out
+
+
+def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
+                    doc_chars: tuple[int, int] | None = None, tokenizer=None,
+                    mix: dict[str, float] | None = None, chat_fraction: float = 0.2) -> EmbeddedSource:
+    """The default corpus. Size documents by characters, or by tokens (converted with the measured
+    characters-per-token of `tokenizer`, the default tokenizer when None; sizes are then approximate)."""
+    if doc_tokens is not None and doc_chars is not None:
+        raise UsageError("embedded source: give doc_tokens or doc_chars, not both")
+    if doc_tokens is not None:
+        lo, hi = doc_tokens
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+            raise UsageError(f"embedded doc_tokens {doc_tokens!r}: need integers 1 <= min <= max")
+        if tokenizer is None:
+            from longctx.data.tokenizer import default_tokenizer
+
+            tokenizer = default_tokenizer()
+        return EmbeddedSource(seed, doc_chars=(lo, hi), mix=mix, chat_fraction=chat_fraction,
+                              scale=chars_per_token(tokenizer))
+    return EmbeddedSource(seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction)
