@@ -1,0 +1,208 @@
+"""Softmax attention layer (Olmo 3 / Olmo Hybrid) and the kernel that runs it.
+
+The layer: q/k/v projections, RMSNorm over the full q and k widths (before splitting into
+heads, as OLMo does), RoPE if the layer has any, causal attention, output projection.
+
+`attend` picks a backend per call (`select_backend`), small so the speed work can swap it:
+- "flash": flash-attn 2 (`flash_attn_varlen_func` for packed documents), CUDA, fp16/bf16.
+- "sdpa":  torch SDPA with is_causal (cuDNN / flash kernels), CUDA, one document per row and
+           no active sliding window.
+- "flex":  FlexAttention (compiled) with a block mask for documents and/or a sliding window,
+           CUDA. Chosen over a per-document SDPA loop because one mask serves both packing and
+           sliding windows and skips fully masked blocks.
+- "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models).
+Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
+
+Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rope_methods
+from longctx.model.norms import RMSNorm
+from longctx.model.varlen import DocLayout
+
+BACKENDS = ("flash", "sdpa", "flex", "math")
+BACKEND: str | None = os.environ.get("LONGCTX_ATTN_BACKEND") or None
+
+_flash = None  # (flash_attn_func, flash_attn_varlen_func) once imported, False if absent
+_flex_compiled = None
+
+
+def _flash_fns():
+    global _flash
+    if _flash is None:
+        try:
+            from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+            _flash = (flash_attn_func, flash_attn_varlen_func)
+        except ImportError:
+            _flash = False
+    return _flash
+
+
+def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> str:
+    if BACKEND is not None:
+        if BACKEND not in BACKENDS:
+            raise ValueError(f"attention backend {BACKEND!r} unknown; accepted: {', '.join(BACKENDS)}")
+        return BACKEND
+    if not q.is_cuda:
+        return "math"
+    if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_fns():
+        return "flash"
+    if not layout.packed and window is None:
+        return "sdpa"
+    return "flex"
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: DocLayout, window: int | None, scale: float
+) -> torch.Tensor:
+    """Causal attention over [B, T, H, D] q and [B, T, Hkv, D] k/v; returns [B, T, H, D]."""
+    if window is not None and window >= layout.max_seqlen:
+        window = None  # the window covers every document: plain causal
+    backend = select_backend(q, layout, window)
+    return _BACKEND_FNS[backend](q, k, v, layout, window, scale)
+
+
+def _flash_attend(q, k, v, layout, window, scale):
+    flash_func, flash_varlen = _flash_fns()
+    window_size = (window - 1, 0) if window is not None else (-1, -1)
+    if not layout.packed:
+        return flash_func(q, k, v, softmax_scale=scale, causal=True, window_size=window_size)
+    B, T = q.shape[:2]
+    out = flash_varlen(
+        q.reshape(B * T, *q.shape[2:]),
+        k.reshape(B * T, *k.shape[2:]),
+        v.reshape(B * T, *v.shape[2:]),
+        cu_seqlens_q=layout.cu_seqlens,
+        cu_seqlens_k=layout.cu_seqlens,
+        max_seqlen_q=layout.max_seqlen,
+        max_seqlen_k=layout.max_seqlen,
+        softmax_scale=scale,
+        causal=True,
+        window_size=window_size,
+    )
+    return out.view(q.shape)
+
+
+def _sdpa_attend(q, k, v, layout, window, scale):
+    if layout.packed or window is not None:
+        raise ValueError("the 'sdpa' attention backend handles neither packed documents nor sliding windows")
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        is_causal=True, scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+    )
+    return out.transpose(1, 2)
+
+
+def dense_mask(layout: DocLayout, window: int | None, device: torch.device) -> torch.Tensor:
+    """Boolean [B or 1, 1, T, T] mask, True where attention is allowed."""
+    key = ("dense", window, device)
+    if key not in layout.cache:
+        pos = torch.arange(layout.seqlen, device=device)
+        allowed = pos[None, :] <= pos[:, None]
+        if window is not None:
+            allowed = allowed & (pos[:, None] - pos[None, :] < window)
+        allowed = allowed[None]
+        if layout.doc_ids is not None:
+            ids = layout.doc_ids.to(device)
+            allowed = allowed & (ids[:, :, None] == ids[:, None, :])
+        layout.cache[key] = allowed[:, None]
+    return layout.cache[key]
+
+
+def _math_attend(q, k, v, layout, window, scale):
+    mask = dense_mask(layout, window, q.device)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        attn_mask=mask, scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+    )
+    return out.transpose(1, 2)
+
+
+def _block_mask(layout: DocLayout, window: int | None, device: torch.device):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    key = ("flex", window, device)
+    if key not in layout.cache:
+        doc_ids = layout.doc_ids.to(device) if layout.doc_ids is not None else None
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = kv_idx <= q_idx
+            if window is not None:
+                allowed = allowed & (q_idx - kv_idx < window)
+            if doc_ids is not None:
+                allowed = allowed & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+            return allowed
+
+        batch = layout.batch if doc_ids is not None else 1
+        # _compile: evaluate the mask block by block; eagerly it materialises [B, T, T] (and a
+        # gathered int32 copy of it), 28 GiB extra at 64k tokens
+        layout.cache[key] = create_block_mask(
+            mask_mod, batch, None, layout.seqlen, layout.seqlen, device=device, _compile=device.type == "cuda"
+        )
+    return layout.cache[key]
+
+
+def _flex_attend(q, k, v, layout, window, scale):
+    global _flex_compiled
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if _flex_compiled is None:
+        # eager flex_attention materialises the full score matrix; compiled it is a fused kernel
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    fn = _flex_compiled if q.is_cuda else flex_attention
+    out = fn(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        block_mask=_block_mask(layout, window, q.device), scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+    )
+    return out.transpose(1, 2)
+
+
+_BACKEND_FNS = {"flash": _flash_attend, "sdpa": _sdpa_attend, "flex": _flex_attend, "math": _math_attend}
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+class Attention(nn.Module):
+    """Olmo 3 / Olmo Hybrid self-attention; parameter names as in transformers (`self_attn.*`)."""
+
+    def __init__(self, config, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.layer_type = config.layer_types[layer_idx]
+        self.head_dim = head_dim_of(config)
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads or config.num_attention_heads
+        self.window = config.sliding_window if self.layer_type == "sliding_attention" else None
+        self.scale = self.head_dim**-0.5
+        bias = bool(getattr(config, "attention_bias", False))
+        d, q_dim, kv_dim = config.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(d, q_dim, bias=bias)
+        self.k_proj = nn.Linear(d, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(d, kv_dim, bias=bias)
+        self.o_proj = nn.Linear(q_dim, d, bias=bias)
+        # OLMo normalises q and k across all heads at once, not per head
+        self.q_norm = RMSNorm(q_dim, eps=config.rms_norm_eps)
+        self.k_norm = RMSNorm(kv_dim, eps=config.rms_norm_eps)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layout: DocLayout
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x)).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_norm(self.k_proj(x)).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        if rope is not None:
+            q, k = rope_methods.apply_rotary(q, k, *rope, unsqueeze_dim=2)
+        out = attend(q, k, v, layout, self.window, self.scale)
+        return self.o_proj(out.reshape(B, T, -1))

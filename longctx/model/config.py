@@ -1,0 +1,122 @@
+"""Model configs: transformers' own `OlmoHybridConfig` / `Olmo3Config`, read from YAML or checkpoints.
+
+A YAML under configs/models/ holds the HF config fields including `model_type`; `load_config`
+builds the matching transformers config class from it, so what we train is exactly what
+transformers (and vLLM) will load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from transformers import AutoConfig, PretrainedConfig
+
+from longctx.errors import UsageError
+
+# which layer types each architecture's transformers implementation can run
+LAYER_TYPES = {
+    "olmo_hybrid": ("linear_attention", "full_attention"),
+    "olmo3": ("sliding_attention", "full_attention"),
+}
+ARCHITECTURES = {"olmo_hybrid": "OlmoHybridForCausalLM", "olmo3": "Olmo3ForCausalLM"}
+ROPE_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIRS = (REPO_ROOT / "configs" / "models", Path.cwd() / "configs" / "models")
+
+
+def available_configs() -> list[str]:
+    names = set()
+    for d in CONFIG_DIRS:
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def config_from_dict(fields: dict, **overrides) -> PretrainedConfig:
+    """transformers config of `fields["model_type"]` from a plain dict (YAML / JSON contents)."""
+    fields = {**fields, **overrides}
+    model_type = fields.pop("model_type", None)
+    if model_type not in LAYER_TYPES:
+        raise UsageError(f"model_type {model_type!r} is not supported; accepted: {', '.join(LAYER_TYPES)}")
+    try:
+        config = AutoConfig.for_model(model_type, **fields)
+        check_config(config)
+    except (TypeError, ValueError) as e:  # transformers' strict dataclass validation, and ours
+        raise UsageError(f"invalid {model_type} config: {e}") from e
+    return config
+
+
+def load_config(path_or_name: str | Path, **overrides) -> PretrainedConfig:
+    """Config from a configs/models name ('hybrid-tiny'), a .yaml/.json file, or a checkpoint dir.
+
+    `overrides` replace fields before the config is built (e.g. vocab_size=tokenizer size), so
+    derived defaults (head dims, layer_types) follow them.
+    """
+    path = Path(path_or_name)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{path} has no config.json")
+        fields = json.loads((path / "config.json").read_text())
+    elif path.is_file():
+        text = path.read_text()
+        fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    else:
+        name = str(path_or_name)
+        found = [d / f"{name}.yaml" for d in CONFIG_DIRS if (d / f"{name}.yaml").is_file()]
+        if not found:
+            raise UsageError(
+                f"model config {name!r} not found (not a file, a checkpoint dir or a name); "
+                f"accepted names: {', '.join(available_configs())}"
+            )
+        fields = yaml.safe_load(found[0].read_text())
+    if not isinstance(fields, dict):
+        raise UsageError(f"model config {path_or_name} is not a mapping of config fields")
+    return config_from_dict(fields, **overrides)
+
+
+def check_config(config) -> None:
+    """Raise ValueError on configs HybridLM cannot run exactly as transformers does."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in LAYER_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not supported; accepted: {', '.join(LAYER_TYPES)}")
+    types = list(config.layer_types or [])
+    if len(types) != config.num_hidden_layers:
+        raise ValueError(f"layer_types has {len(types)} entries but num_hidden_layers={config.num_hidden_layers}")
+    bad = sorted(set(types) - set(LAYER_TYPES[model_type]))
+    if bad:
+        raise ValueError(f"layer types {bad} not supported by {model_type}; accepted: {', '.join(LAYER_TYPES[model_type])}")
+    if config.hidden_act not in ("silu", "swish"):
+        raise ValueError(f"hidden_act {config.hidden_act!r} not supported; accepted: silu")
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
+    if heads % kv_heads:
+        raise ValueError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
+    if not getattr(config, "head_dim", None) and config.hidden_size % heads:
+        raise ValueError(f"hidden_size={config.hidden_size} is not a multiple of num_attention_heads={heads}")
+    if "sliding_attention" in types and not config.sliding_window:
+        raise ValueError("sliding_attention layers need a positive sliding_window")
+    if "linear_attention" in types and config.linear_num_value_heads % config.linear_num_key_heads:
+        raise ValueError(
+            f"linear_num_value_heads={config.linear_num_value_heads} is not a multiple of "
+            f"linear_num_key_heads={config.linear_num_key_heads}"
+        )
+
+
+def rope_parameters_for(config, layer_type: str) -> dict | None:
+    """The flat rope dict of one layer type, or None for no RoPE.
+
+    Olmo 3 nests rope_parameters by layer type; Olmo Hybrid has one flat dict, used by its
+    full-attention layers only. A null rope_theta is transformers' saved form of "no RoPE".
+    """
+    rp = getattr(config, "rope_parameters", None)
+    if rp is None:
+        return None
+    if any(k in ROPE_LAYER_TYPES for k in rp):
+        rp = rp.get(layer_type)
+    elif layer_type != "full_attention":
+        return None
+    if rp is None or rp.get("rope_theta", 0) is None:
+        return None
+    return rp

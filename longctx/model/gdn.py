@@ -1,0 +1,255 @@
+"""Gated DeltaNet layer of Olmo Hybrid, with fla kernels on CUDA and a torch reference elsewhere.
+
+Per token t and value head h (state S is [K, V], starts at zero in every document):
+    S_t = exp(g_t) S_{t-1} + k_t (beta_t (v_t - exp(g_t) S_{t-1}^T k_t))^T,   o_t = S_t^T q_t
+with q, k the short-conv (SiLU) outputs, L2-normalised, q scaled by K**-0.5;
+beta = sigmoid(b_proj x) (times 2 with allow_neg_eigval), g = -exp(A_log) softplus(a_proj x + dt_bias).
+The output is RMSNorm(o) * silu(g_proj x) per head, then o_proj.
+With more value heads than key heads, key head i serves value heads i*r .. i*r+r-1 (r = HV/HK).
+
+Parameter names are those of the Hub checkpoint and of transformers' saved files
+(`linear_attn.q_conv1d` etc.), so a state dict saves and loads without renaming.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from longctx.model.norms import GatedRMSNorm
+from longctx.model.varlen import DocLayout
+
+GDN_BACKENDS = ("fla", "torch")
+# Global default; HybridLM(config, gdn_backend=...) or a layer's .backend overrides it.
+BACKEND: str | None = os.environ.get("LONGCTX_GDN_BACKEND") or None
+
+_fla = None
+
+
+def fla_ops():
+    """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
+    global _fla
+    if _fla is None:
+        try:
+            from fla.modules.causal_conv1d import causal_conv1d
+            from fla.modules.norm.fused_norm_gate import rms_norm_gated
+            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+            _fla = (chunk_gated_delta_rule, causal_conv1d, rms_norm_gated)
+        except ImportError:
+            _fla = False
+    return _fla
+
+
+# ---------------------------------------------------------------- torch reference
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    # fla's convention: eps inside the square root of the sum of squares
+    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
+
+
+def causal_conv_ref(x: torch.Tensor, weight: torch.Tensor, doc_pos: torch.Tensor | None) -> torch.Tensor:
+    """Depthwise causal conv + SiLU over [B, T, C] with a [C, 1, W] weight.
+
+    Written as W shifted copies so that a document boundary can cut the window: the tap that
+    reaches j tokens back is dropped where the token sits fewer than j tokens into its document.
+    """
+    T, W = x.shape[1], weight.shape[-1]
+    xw = x.to(weight.dtype)
+    padded = F.pad(xw, (0, 0, W - 1, 0))
+    out = torch.zeros_like(xw)
+    for j in range(W):
+        shifted = padded[:, W - 1 - j : W - 1 - j + T]
+        if doc_pos is not None and j > 0:
+            shifted = shifted * (doc_pos >= j).unsqueeze(-1).to(shifted.dtype)
+        out = out + shifted * weight[:, 0, W - 1 - j]
+    return F.silu(out).to(x.dtype)
+
+
+def chunk_delta_rule_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, chunk: int = 64
+) -> torch.Tensor:
+    """Gated delta rule over [B, H, T, K] q/k (normalised, q scaled), [B, H, T, V] v, [B, H, T] g/beta.
+
+    Chunked form, float32. Inside a chunk with inclusive log-decay cumsum c and start state S0,
+    the per-token corrections u (what gets written to the state) solve
+        (I + A) u = beta v - beta exp(c) k S0,   A[t, s] = beta_t exp(c_t - c_s) k_t.k_s  (s < t)
+    and then  o_t = exp(c_t) q_t S0 + sum_{s<=t} exp(c_t - c_s) (q_t.k_s) u_s,
+    S_end = exp(c_last) S0 + sum_s exp(c_last - c_s) k_s u_s^T.
+    """
+    B, H, T, K = k.shape
+    V = v.shape[-1]
+    pad = (-T) % chunk
+    if pad:  # zero k, v and beta at the tail change nothing before it
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        g, beta = (F.pad(x, (0, pad)) for x in (g, beta))
+    n = (T + pad) // chunk
+    q, k, v = (x.reshape(B, H, n, chunk, x.shape[-1]) for x in (q, k, v))
+    g, beta = (x.reshape(B, H, n, chunk) for x in (g, beta))
+
+    c = g.cumsum(-1)
+    future = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).triu(1)
+    # exp(c_t - c_s) for s <= t, zero above the diagonal (masked before exp: no overflow)
+    decay = (c.unsqueeze(-1) - c.unsqueeze(-2)).masked_fill(future, float("-inf")).exp()
+    kb = k * beta.unsqueeze(-1)
+    A = (kb @ k.transpose(-1, -2)) * decay  # its diagonal is ignored: unitriangular solve
+    u_v = torch.linalg.solve_triangular(A, v * beta.unsqueeze(-1), upper=False, unitriangular=True)
+    u_k = torch.linalg.solve_triangular(A, kb * c.exp().unsqueeze(-1), upper=False, unitriangular=True)
+    qk = (q @ k.transpose(-1, -2)) * decay
+    q_decayed = q * c.exp().unsqueeze(-1)
+    k_to_end = k * (c[..., -1:] - c).exp().unsqueeze(-1)
+    chunk_decay = c[..., -1].exp()[..., None, None]
+
+    state = q.new_zeros(B, H, K, V)
+    outs = []
+    for i in range(n):
+        u = u_v[:, :, i] - u_k[:, :, i] @ state
+        outs.append(q_decayed[:, :, i] @ state + qk[:, :, i] @ u)
+        state = state * chunk_decay[:, :, i] + k_to_end[:, :, i].transpose(-1, -2) @ u
+    return torch.stack(outs, 2).reshape(B, H, n * chunk, V)[:, :, :T]
+
+
+def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> torch.Tensor:
+    """[B, T, HK, K] q/k (raw conv outputs), [B, T, HV, V] v, [B, T, HV] g/beta -> [B, T, HV, V].
+
+    With packed documents the flat sequence is cut at each boundary and each document runs from
+    a zero state, which is exactly what the varlen kernel computes.
+    """
+    dtype = v.dtype
+    B, T, HK, _ = q.shape
+    HV = v.shape[2]
+    if HV != HK:
+        q, k = (x.repeat_interleave(HV // HK, dim=2) for x in (q, k))
+    q, k, v, g, beta = (x.float().transpose(1, 2) for x in (q, k, v, g, beta))  # heads first
+    q, k = l2norm(q) * scale, l2norm(k)
+    if not layout.packed:
+        out = chunk_delta_rule_ref(q, k, v, g, beta)
+    else:
+        # [B, H, T, ...] -> [1, H, B*T, ...]: rows laid end to end, as cu_seqlens counts them
+        flat = [x.transpose(0, 1).flatten(1, 2).unsqueeze(0) for x in (q, k, v, g, beta)]
+        pieces = [chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat))
+                  for a, b in zip(layout.bounds[:-1], layout.bounds[1:])]
+        out = torch.cat(pieces, 2)[0].unflatten(1, (B, T)).transpose(0, 1)
+    return out.transpose(1, 2).to(dtype)
+
+
+# ---------------------------------------------------------------- the layer
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, config, layer_idx: int, backend: str | None = None):
+        super().__init__()
+        if backend is not None and backend not in GDN_BACKENDS:
+            raise ValueError(f"gdn backend {backend!r} unknown; accepted: {', '.join(GDN_BACKENDS)}")
+        self.layer_idx = layer_idx
+        self.backend = backend
+        d = config.hidden_size
+        self.num_k_heads = config.linear_num_key_heads
+        self.num_v_heads = config.linear_num_value_heads
+        self.head_k_dim = config.linear_key_head_dim
+        self.head_v_dim = config.linear_value_head_dim
+        self.allow_neg_eigval = bool(config.linear_allow_neg_eigval)
+        key_dim, value_dim = self.num_k_heads * self.head_k_dim, self.num_v_heads * self.head_v_dim
+        width = config.linear_conv_kernel_dim
+
+        self.q_proj = nn.Linear(d, key_dim, bias=False)
+        self.k_proj = nn.Linear(d, key_dim, bias=False)
+        self.v_proj = nn.Linear(d, value_dim, bias=False)
+        self.a_proj = nn.Linear(d, self.num_v_heads, bias=False)
+        self.b_proj = nn.Linear(d, self.num_v_heads, bias=False)
+        self.g_proj = nn.Linear(d, value_dim, bias=False)
+        self.o_proj = nn.Linear(value_dim, d, bias=False)
+
+        def conv(dim):
+            return nn.Conv1d(dim, dim, width, groups=dim, padding=width - 1, bias=False)
+
+        self.q_conv1d, self.k_conv1d, self.v_conv1d = conv(key_dim), conv(key_dim), conv(value_dim)
+        self.A_log = nn.Parameter(torch.empty(self.num_v_heads))
+        self.dt_bias = nn.Parameter(torch.empty(self.num_v_heads))
+        self.o_norm = GatedRMSNorm(self.head_v_dim, eps=1e-5)
+        self.reset_gates(config)
+
+    @torch.no_grad()
+    def reset_gates(self, config):
+        """A_log and dt_bias initialisation of transformers' OlmoHybrid (Mamba-2 style dt range)."""
+        if self.A_log.is_meta:
+            return
+        a = torch.empty_like(self.A_log).uniform_(config.linear_a_log_min, config.linear_a_log_max)
+        self.A_log.copy_(a.log())
+        lo, hi = math.log(config.linear_dt_min), math.log(config.linear_dt_max)
+        dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp(min=config.linear_dt_init_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+
+    def use_fla(self, x: torch.Tensor) -> bool:
+        backend = self.backend or BACKEND
+        if backend == "torch":
+            return False
+        available = x.is_cuda and bool(fla_ops())
+        if backend == "fla" and not available:
+            raise RuntimeError("gdn backend 'fla' needs CUDA tensors and the flash-linear-attention package")
+        return available
+
+    def forward(self, x: torch.Tensor, layout: DocLayout) -> torch.Tensor:
+        B, T, _ = x.shape
+        fla = self.use_fla(x)
+        conv = self._conv_fla if fla else self._conv_ref
+        q = conv(self.q_proj(x), self.q_conv1d, layout)
+        k = conv(self.k_proj(x), self.k_conv1d, layout)
+        v = conv(self.v_proj(x), self.v_conv1d, layout)
+        q = q.view(B, T, self.num_k_heads, self.head_k_dim)
+        k = k.view(B, T, self.num_k_heads, self.head_k_dim)
+        v = v.view(B, T, self.num_v_heads, self.head_v_dim)
+
+        beta = self.b_proj(x).sigmoid()
+        if self.allow_neg_eigval:
+            beta = beta * 2.0
+        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+
+        scale = self.head_k_dim**-0.5
+        if fla:
+            o = self._delta_rule_fla(q, k, v, g, beta, scale, layout)
+        else:
+            o = gated_delta_rule_ref(q, k, v, g, beta, scale, layout)
+
+        gate = self.g_proj(x).view(B, T, self.num_v_heads, self.head_v_dim)
+        if fla:
+            o = fla_ops()[2](o, gate, self.o_norm.weight, None, activation="silu", eps=self.o_norm.eps)
+        else:
+            o = self.o_norm(o, gate)
+        return self.o_proj(o.reshape(B, T, -1))
+
+    @staticmethod
+    def _conv_ref(x, conv: nn.Conv1d, layout: DocLayout):
+        return causal_conv_ref(x, conv.weight, layout.doc_pos)
+
+    @staticmethod
+    def _conv_fla(x, conv: nn.Conv1d, layout: DocLayout):
+        causal_conv1d = fla_ops()[1]
+        weight = conv.weight.squeeze(1)
+        if not layout.packed:
+            return causal_conv1d(x, weight=weight, activation="silu")[0]
+        B, T, C = x.shape
+        y, _ = causal_conv1d(
+            x.reshape(1, B * T, C), weight=weight, activation="silu",
+            cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
+        )
+        return y.view(B, T, C)
+
+    @staticmethod
+    def _delta_rule_fla(q, k, v, g, beta, scale, layout: DocLayout):
+        chunk_gated_delta_rule = fla_ops()[0]
+        if not layout.packed:
+            o, _ = chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True)
+            return o
+        B, T = q.shape[:2]
+        flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
+        o, _ = chunk_gated_delta_rule(
+            *flat, scale=scale, use_qk_l2norm_in_kernel=True,
+            cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
+        )
+        return o.view(B, T, *o.shape[2:])

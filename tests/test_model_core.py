@@ -1,0 +1,138 @@
+"""HybridLM features beyond HF parity: hidden states, checkpointing, counts, FLOPs, backends, dtypes."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from longctx.model import HybridLM, check_config
+from longctx.model import attention as attn
+from longctx.model.varlen import doc_layout
+from test_model_util import VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, randomize
+
+
+def tiny(kind="olmo_hybrid", seed=0, **kw):
+    torch.manual_seed(seed)
+    model = HybridLM(hybrid_config(**kw) if kind == "olmo_hybrid" else olmo3_config(**kw))
+    return randomize(model, seed)
+
+
+def test_forward_is_head_of_forward_hidden():
+    model = tiny().eval()
+    x = torch.randint(0, VOCAB, (2, 30))
+    with torch.no_grad():
+        hidden = model.forward_hidden(x)
+        assert hidden.shape == (2, 30, 64)
+        assert torch.equal(model.lm_head(hidden), model(x))
+
+
+@pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
+def test_gradient_checkpointing_same_grads(kind):
+    model = tiny(kind).train()
+    x = torch.randint(0, VOCAB, (2, 40))
+    cu = torch.tensor([0, 17, 40, 80], dtype=torch.int32)
+    calls = []
+    # a pre-hook: non-reentrant recompute stops early, before forward hooks would run
+    model.model.layers[0].register_forward_pre_hook(lambda *a: calls.append(1))
+
+    def grads():
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x, cu_seqlens=cu).flatten(0, 1), x.flatten())
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss_a, grads_a = grads()
+    assert len(calls) == 1
+    model.gradient_checkpointing = True
+    loss_b, grads_b = grads()
+    assert len(calls) == 3  # forward, then recomputed in backward
+    assert torch.allclose(loss_a, loss_b)
+    assert all(torch.allclose(grads_a[n], grads_b[n], atol=1e-6) for n in grads_a)
+    assert all(g.abs().sum() > 0 for n, g in grads_a.items()), "every parameter gets a gradient"
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
+def test_num_params_matches_transformers(kind, tied):
+    config = (hybrid_config if kind == "olmo_hybrid" else olmo3_config)(tie_word_embeddings=tied)
+    ref = AutoModelForCausalLM.from_config(config)
+    model = HybridLM(config)
+    assert model.num_params() == ref.num_parameters()
+    assert model.num_params(exclude_embeddings=True) == ref.num_parameters() - VOCAB * 64
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+
+
+@pytest.mark.parametrize("seq_len", [10, 16, 100])
+def test_flops_attention_context_counts_mask(seq_len):
+    """The attention term uses the mean number of attended keys; count them from the real mask."""
+    model = HybridLM(olmo3_config(tie_word_embeddings=True))
+    layout = doc_layout(None, 1, seq_len, torch.device("cpu"))
+    expected = 6.0 * model.num_params()  # tied: the head matrix is the embedding, counted once
+    for layer in model.model.layers:
+        a = layer.self_attn
+        keys = attn.dense_mask(layout, a.window, torch.device("cpu")).sum().item()
+        expected += 12.0 * a.num_heads * a.head_dim * keys / seq_len
+    assert model.flops_per_token(seq_len) == pytest.approx(expected, rel=1e-12)
+
+
+def test_flops_gdn_term_and_untied_head():
+    config = hybrid_config()
+    model = HybridLM(config)
+    gdn = 3 * 18.0 * config.linear_num_value_heads * config.linear_key_head_dim * config.linear_value_head_dim
+    attention = 12.0 * 4 * 16 * (50 + 1) / 2
+    n_matmul = model.num_params() - VOCAB * 64  # the input embedding is a lookup
+    assert model.flops_per_token(50) == pytest.approx(6.0 * n_matmul + gdn + attention, rel=1e-12)
+
+
+def test_fresh_init():
+    model = HybridLM(hybrid_config(linear_a_log_min=1.0, linear_a_log_max=16.0))
+    gdn = model.model.layers[0].linear_attn
+    assert ((gdn.A_log.exp() >= 1.0) & (gdn.A_log.exp() <= 16.0)).all()
+    dt = torch.nn.functional.softplus(gdn.dt_bias)
+    assert ((dt >= 1e-3 - 1e-6) & (dt <= 0.1 + 1e-6)).all()
+    assert torch.equal(model.model.embed_tokens.weight[0], torch.zeros(64))  # pad_token_id=0
+    assert model.model.layers[3].post_attention_layernorm.weight.eq(1).all()
+    assert 0.015 < model.lm_head.weight.std().item() < 0.025
+
+
+def test_attention_backends_agree_on_cpu():
+    """flex (eager on CPU: checks its mask_mod) and math, with packing, GQA and a sliding window."""
+    gen = torch.Generator().manual_seed(0)
+    B, T, H, D = 2, 40, 4, 16
+    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    layout = doc_layout(torch.tensor([0, 13, 40, 45, 80], dtype=torch.int32), B, T, torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for window in (None, 7):
+            math = attn._math_attend(q, k, v, layout, window, 0.25)
+            assert max_diff(attn._flex_attend(q, k, v, layout, window, 0.25), math) < 1e-5
+    plain = doc_layout(None, B, T, torch.device("cpu"))
+    assert max_diff(attn._sdpa_attend(q, k, v, plain, None, 0.25), attn._math_attend(q, k, v, plain, None, 0.25)) < 1e-5
+
+
+def test_bf16_load_as_accurate_as_transformers(tmp_path):
+    ref = hf_reference(hybrid_config())
+    ref.save_pretrained(tmp_path)
+    ours = HybridLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert {p.dtype for p in ours.parameters()} == {torch.bfloat16}
+    ref_bf16 = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    x = torch.randint(0, VOCAB, (1, 70))
+    with torch.no_grad():
+        exact, out, theirs = ref(x).logits, ours(x), ref_bf16(x).logits
+    assert out.dtype == torch.bfloat16
+    # bf16 rounding moves logits by ~0.3 here; ours must not add error on top of transformers'
+    assert max_diff(out, exact) <= 1.5 * max_diff(theirs, exact)
+
+
+def test_config_validation():
+    bad = hybrid_config()
+    bad.layer_types = ["linear_attention", "sliding_attention", "linear_attention", "full_attention"]
+    with pytest.raises(ValueError, match="accepted: linear_attention, full_attention"):
+        check_config(bad)
+    bad = olmo3_config()
+    bad.hidden_act = "gelu"
+    with pytest.raises(ValueError, match="hidden_act"):
+        HybridLM(bad)
