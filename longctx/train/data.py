@@ -1,0 +1,39 @@
+"""Training data for the loop: one resumable loader per stage, and a check that the source yields."""
+from __future__ import annotations
+
+from typing import Callable
+
+from longctx.config import RunConfig
+from longctx.errors import UsageError
+
+DEFAULT_SOURCE = "embedded"
+
+
+def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, rank: int = 0, world_size: int = 1) -> Callable:
+    """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source)."""
+    from longctx.data import build_loader
+
+    def make(stage):
+        return build_loader(
+            cfg.data.source or DEFAULT_SOURCE, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
+            doc_mask=cfg.data.doc_mask, long_doc_fraction=cfg.data.long_doc_fraction,
+            long_doc_weight=cfg.data.long_doc_weight, text_field=cfg.data.text_field,
+            prefetch=prefetch, rank=rank, world_size=world_size,
+        )
+
+    return make
+
+
+def check_data(make: Callable, stage) -> None:
+    """Build the first stage's loader and take one batch, so an empty or unreadable source fails
+    before OUT is created. The loader is thrown away; training builds its own."""
+    source = "--data"
+    try:
+        loader = make(stage)
+        next(iter(loader))
+    except UsageError as e:
+        raise UsageError(f"{source}: {e}") from None
+    except StopIteration:
+        raise UsageError(f"{source}: the data source yields no batch of {stage.batch_size} x {stage.seq_len} tokens") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"{source}: cannot read the data ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None

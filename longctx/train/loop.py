@@ -1,0 +1,241 @@
+"""The training loop: stages of (seq_len, batch, steps), one optimizer and LR schedule across them.
+
+A run is a list of stages (pretraining: one; DRoPE extension: recalibrate at the base length, then
+train at the target). Each step takes `grad_accum` micro-batches, runs `forward_hidden`, the
+chunked cross-entropy over the lm head, backward, clips and steps AdamW. Metrics go to
+`metrics.jsonl` and a progress bar; checkpoints to `checkpoints/step_N`.
+
+Pluggable for the distributed version: `parallelize(model, cfg)` wraps the model (FSDP2, context
+parallel) after it is on its device, and `loss_fn(hidden, head_weight, labels) -> LossParts`
+replaces the loss (e.g. fla's fused linear cross-entropy, or a context-parallel one).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from longctx.config import RunConfig
+from longctx.train import checkpoint as ckpt
+from longctx.train.loss import IGNORE_INDEX, LossParts, chunked_cross_entropy
+from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
+from longctx.train.optim import build_optimizer
+from longctx.train.schedule import build_scheduler
+
+
+@dataclass
+class Stage:
+    name: str  # "pretrain", "recalibrate", "train"
+    seq_len: int
+    batch_size: int  # sequences per micro-batch
+    steps: int  # optimizer steps in this stage
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, loss: float, grad_norm: float, last_checkpoint: Path | None):
+        self.step, self.last_checkpoint = step, last_checkpoint
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written"
+        super().__init__(
+            f"non-finite loss at step {step} (loss {loss}, grad norm {grad_norm}); stopped without updating; {where}"
+        )
+
+
+def parallelize(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """Single process: nothing to wrap. The distributed trainer passes its own."""
+    return model
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        stages: list[Stage],
+        make_loader: Callable[[Stage], Iterable[dict]],
+        *,
+        device: torch.device,
+        meta: dict[str, Any] | None = None,
+        write_extra: Callable[[Path], None] | None = None,
+        parallelize: Callable[[nn.Module, RunConfig], nn.Module] = parallelize,
+        loss_fn: Callable[..., LossParts] | None = None,
+        show_progress: bool = True,
+    ):
+        self.cfg, self.run_dir, self.stages, self.device = cfg, Path(run_dir), stages, device
+        self.make_loader, self.meta, self.write_extra = make_loader, dict(meta or {}), write_extra
+        self.show_progress = show_progress
+        self.total_steps = sum(s.steps for s in stages)
+        if hasattr(model, "gradient_checkpointing"):
+            model.gradient_checkpointing = cfg.grad_checkpointing
+        self.raw_model = model.to(device)
+        self.model = parallelize(self.raw_model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)
+        self.loss_fn = loss_fn or partial(chunked_cross_entropy, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
+        self.step, self.tokens, self.elapsed = 0, 0, 0.0
+        self.last_checkpoint: Path | None = None
+        self._loader, self._loader_stage, self._it = None, -1, None
+        self._peak = peak_flops(device)
+
+    # ------------------------------------------------------------ stages and data
+
+    def stage_index(self, step: int) -> int:
+        """The stage that the update from `step` to `step + 1` belongs to."""
+        end = 0
+        for i, s in enumerate(self.stages):
+            end += s.steps
+            if step < end:
+                return i
+        return len(self.stages) - 1
+
+    def _ensure_loader(self, i: int, state: dict | None = None) -> None:
+        if self._loader_stage == i:
+            return
+        self._loader = self.make_loader(self.stages[i])
+        if state is not None:
+            self._loader.load_state_dict(state)
+        self._loader_stage, self._it = i, iter(self._loader)
+
+    def _next_batch(self) -> dict:
+        try:
+            return next(self._it)
+        except StopIteration:  # a finite loader: start its next epoch
+            self._it = iter(self._loader)
+            try:
+                return next(self._it)
+            except StopIteration:
+                raise RuntimeError(f"the data loader of stage {self.stages[self._loader_stage].name!r} is empty") from None
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self) -> Path:
+        state = {
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "stage": self._loader_stage,
+            "loader": self._loader.state_dict() if self._loader is not None else None,
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.rng_state(self.device),
+        }
+        stage = self.stages[self.stage_index(max(self.step - 1, 0))]
+        meta = {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len,
+                "total_steps": self.total_steps}
+        self.last_checkpoint = ckpt.save_checkpoint(
+            self.run_dir, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
+            meta=meta, write_extra=self.write_extra, keep=self.cfg.checkpoint.keep,
+        )
+        return self.last_checkpoint
+
+    def resume(self, path: Path) -> None:
+        state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
+        self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state.get("elapsed", 0.0)
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"], self.device)
+        if self.step < self.total_steps and state["stage"] == self.stage_index(self.step):
+            self._ensure_loader(state["stage"], state["loader"])
+        self.last_checkpoint = path
+
+    # ------------------------------------------------------------ the step
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        stage = self.stages[self.stage_index(self.step)]
+        batches = [self._next_batch() for _ in range(self.cfg.grad_accum)]
+        dev = self.device
+        # Normalise by the tokens of the whole step, so accumulation equals one big batch.
+        count = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
+        denom = max(count, 1)
+        ce_sum = torch.zeros((), device=dev)
+        z_sum = torch.zeros((), device=dev)
+        step_tokens = 0
+        head = self.raw_model.lm_head.weight
+        for b in batches:
+            ids = b["input_ids"].to(dev, non_blocking=True)
+            pos = b.get("position_ids")
+            cu = b.get("cu_seqlens")
+            with self._autocast():
+                hidden = self.model.forward_hidden(
+                    ids,
+                    position_ids=None if pos is None else pos.to(dev, non_blocking=True),
+                    cu_seqlens=None if cu is None else cu.to(dev, non_blocking=True),
+                )
+                parts = self.loss_fn(hidden, head, b["labels"].to(dev, non_blocking=True))
+            (parts.total / denom).backward()
+            ce_sum += parts.ce_sum
+            z_sum += parts.z_sum
+            step_tokens += ids.numel()  # tokens processed (the budget's unit), not only those with a label
+        clip = self.cfg.optimizer.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        loss = float(ce_sum) / denom
+        gn = float(grad_norm)
+        if not (math.isfinite(loss) and math.isfinite(gn)):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(self.step + 1, loss, gn, self.last_checkpoint)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        dt = time.perf_counter() - t0
+        self.step += 1
+        self.tokens += step_tokens
+        self.elapsed += dt
+        row = {
+            "step": self.step, "stage": stage.name, "seq_len": stage.seq_len, "loss": loss, "lr": lr,
+            "grad_norm": gn, "tokens": self.tokens, "tokens_per_s": step_tokens / dt, "step_time_s": dt,
+            "elapsed_s": self.elapsed,
+        }
+        if self.cfg.z_loss > 0:
+            row["z_loss"] = float(z_sum) / denom
+        if dev.type == "cuda":
+            row["peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
+            fpt = getattr(self.raw_model, "flops_per_token", None)
+            if self._peak and fpt is not None:
+                row["mfu"] = fpt(stage.seq_len) * row["tokens_per_s"] / self._peak
+        return row
+
+    # ------------------------------------------------------------ the run
+
+    def fit(self) -> None:
+        """Train from self.step to the end of the last stage. Raises NonFiniteLoss (nothing saved)."""
+        self.model.train()
+        metrics = MetricsLog(self.run_dir, resume_step=self.step)
+        bar = progress_bar(self.total_steps, self.step, "train") if self.show_progress else None
+        interval = self.cfg.checkpoint.interval
+        try:
+            while self.step < self.total_steps:
+                i = self.stage_index(self.step)
+                self._ensure_loader(i)
+                if bar is not None:
+                    bar.set_description(f"{self.stages[i].name} @{self.stages[i].seq_len}")
+                row = self.train_step()
+                metrics.log(row)
+                if bar is not None:
+                    bar.set_postfix_str(format_postfix(row), refresh=False)
+                    bar.update(1)
+                if (interval and self.step % interval == 0) or self.step == self.total_steps:
+                    self.save()
+        finally:
+            metrics.close()
+            if bar is not None:
+                bar.close()

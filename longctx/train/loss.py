@@ -1,0 +1,102 @@
+"""Cross-entropy over the lm head, chunked over tokens.
+
+At 64k tokens and a 100k vocabulary the fp32 logits alone are 26 GB, so they are never built at
+once: each chunk of tokens gets its logits, their softmax and its gradient in turn, and only the
+gradients w.r.t. the hidden states [N, D] and the head weight [V, D] are kept. Because the loss is a
+scalar, its gradient is computed during the forward pass and the backward only scales it; this
+costs one extra matmul per chunk less than recomputing logits in the backward.
+
+Returned as sums (not means) so that gradient accumulation, and later data/context parallelism,
+can divide by the token count of the whole optimizer step.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+class LossParts(NamedTuple):
+    total: torch.Tensor  # ce_sum + z_coef * z_sum; the differentiable one
+    ce_sum: torch.Tensor  # summed cross-entropy over counted tokens (detached)
+    z_sum: torch.Tensor  # summed logsumexp^2 over counted tokens (detached)
+    count: torch.Tensor  # number of counted tokens (labels != ignore_index)
+
+
+class _ChunkedLinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad):
+        n = hidden.shape[0]
+        acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: fp32 at least
+        ce_sum = torch.zeros((), dtype=acc, device=hidden.device)
+        z_sum = torch.zeros((), dtype=acc, device=hidden.device)
+        w = weight.to(compute_dtype)
+        grad_h = torch.empty_like(hidden) if need_grad else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
+        for s in range(0, n, chunk):
+            h = hidden[s : s + chunk].to(compute_dtype)
+            y = labels[s : s + chunk]
+            valid = y != ignore_index
+            y_safe = torch.where(valid, y, torch.zeros_like(y))
+            logits = (h @ w.t()).to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            target = logits.gather(1, y_safe[:, None]).squeeze(1)
+            vf = valid.to(acc)
+            ce_sum += ((lse - target) * vf).sum()
+            z_sum += (lse * lse * vf).sum()
+            if need_grad:
+                # d/dlogits [lse - logit_y + z * lse^2] = softmax * (1 + 2 z lse) - onehot(y)
+                g = logits.sub_(lse[:, None]).exp_()
+                g.mul_((1.0 + 2.0 * z_coef * lse)[:, None])
+                g[torch.arange(g.shape[0], device=g.device), y_safe] -= 1.0
+                g.mul_(vf[:, None])
+                g = g.to(compute_dtype)
+                grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
+                grad_w += (g.t() @ h).to(acc)
+            del logits
+        if need_grad:
+            ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        total = ce_sum + z_coef * z_sum
+        ctx.mark_non_differentiable(ce_sum, z_sum)
+        return total, ce_sum, z_sum
+
+    @staticmethod
+    def backward(ctx, grad_total, _g_ce, _g_z):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_total.to(grad_h.dtype) if ctx.needs_input_grad[0] else None
+        gw = grad_w * grad_total.to(grad_w.dtype) if ctx.needs_input_grad[1] else None
+        return gh, gw, None, None, None, None, None, None
+
+
+def chunked_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    chunk: int = 4096,
+    z_loss: float = 0.0,
+    ignore_index: int = IGNORE_INDEX,
+    compute_dtype: torch.dtype | None = None,
+) -> LossParts:
+    """Summed CE (and z-loss) of logits = hidden @ weight.T against labels, chunk tokens at a time.
+
+    hidden [..., D] and labels [...] are flattened together; weight is the lm head [V, D].
+    compute_dtype is the matmul dtype (default: the autocast dtype when autocast is on, else
+    hidden's); softmax and the sums are always fp32.
+    """
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    if labels.shape[0] != hidden.shape[0]:
+        raise ValueError(f"labels ({labels.shape[0]}) and hidden ({hidden.shape[0]}) hold different token counts")
+    if compute_dtype is None:
+        dev = hidden.device.type
+        compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    with torch.autocast(hidden.device.type, enabled=False):
+        total, ce_sum, z_sum = _ChunkedLinearCE.apply(
+            hidden, weight, labels, int(chunk), float(z_loss), int(ignore_index), compute_dtype, need_grad
+        )
+    count = (labels != ignore_index).sum()
+    return LossParts(total, ce_sum, z_sum, count)

@@ -1,0 +1,127 @@
+"""`longctx pretrain`: train a model from scratch at a base context length.
+
+    longctx pretrain --config configs/models/hybrid-tiny.yaml --seq-len 512 --steps 200 --out runs/base
+
+Everything is checked (config, numbers, OUT, the data) before OUT is created. OUT gets the HF
+model (loadable by transformers and `lm_eval --model hf`), longctx_train.json (the base length
+that `longctx extend` reads), run_config.yaml, metrics.jsonl and checkpoints/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from longctx import __version__
+from longctx.config import RunConfig, from_dict, resolve_steps
+from longctx.errors import UsageError
+from longctx.train import checkpoint as ckpt
+from longctx.train.cli_args import add_training_arguments, config_from_args
+from longctx.train.data import check_data, loader_factory
+from longctx.train.export import export_hf, parse_dtype
+from longctx.train.loop import NonFiniteLoss, Stage, Trainer, resolve_device
+from longctx.train.outdir import check_out, prepare_out, read_run_config, write_run_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME_OR_YAML",
+                   help="model config: a name in configs/models (e.g. hybrid-tiny) or a model YAML/JSON")
+    add_training_arguments(p)
+
+
+def check_device(name: str | None) -> torch.device:
+    device = resolve_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA device is available; accepted here: cpu")
+    return device
+
+
+def model_config(cfg: RunConfig, tokenizer):
+    """The HF config to train: the named/inline model with the tokenizer's vocabulary (its size
+    rounded up to a multiple of 128) and special ids, and the training length as
+    max_position_embeddings."""
+    from longctx.model import available_configs, config_from_dict, load_config
+
+    if cfg.model is None:
+        raise UsageError(f"no model given: pass --model NAME or a config with model:; names: {', '.join(available_configs())}")
+    over = {
+        "vocab_size": -(-len(tokenizer) // 128) * 128,
+        "max_position_embeddings": cfg.seq_len,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    mc = config_from_dict(dict(cfg.model), **over) if isinstance(cfg.model, dict) else load_config(cfg.model, **over)
+    return mc
+
+
+def checkpoint_writer(model, tokenizer):
+    """What each checkpoint carries besides the weights, so `longctx export` can rebuild the model."""
+    from longctx.model.hf import export_config
+
+    def write(d: Path) -> None:
+        export_config(model).save_pretrained(str(d))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(d))
+
+    return write
+
+
+def resume_point(out: Path, resume: bool, force: bool, steps: int) -> Path | None:
+    found = check_out(out, resume=resume, force=force)
+    if found is not None:
+        done = ckpt.read_meta(found)["step"]
+        if done > steps:
+            raise UsageError(f"--steps {steps} is below the step of the checkpoint to resume ({done}, {found})")
+    return found
+
+
+def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
+    try:
+        trainer.fit()
+    except NonFiniteLoss as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
+    export_hf(trainer.raw_model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
+    print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model saved to {out}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from longctx.data import load_tokenizer
+    from longctx.model import HybridLM
+
+    out = Path(args.out)
+    base = None
+    if args.resume and args.config is None and (saved := read_run_config(out)) is not None:
+        base = from_dict(saved)  # the run's own config; flags still override
+    cfg = config_from_args(args, base)
+    if args.model is not None:
+        cfg.model = args.model
+    device = check_device(cfg.device)
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    mconfig = model_config(cfg, tokenizer)
+    steps = resolve_steps(cfg)
+    dtype = parse_dtype(cfg.export_dtype)
+    resume_from = resume_point(out, args.resume, args.force, steps)
+    stage = Stage("pretrain", cfg.seq_len, cfg.batch_size, steps)
+    make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
+    check_data(make_loader, stage)
+    torch.manual_seed(cfg.seed)
+    model = HybridLM(mconfig)
+
+    # Validated: from here on OUT is written.
+    prepare_out(out, force=args.force)
+    write_run_config(out, cfg.to_dict())
+    train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
+                  "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
+    trainer = Trainer(model, cfg, out, [stage], make_loader, device=device, meta=train_meta,
+                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress)
+    if resume_from is not None:
+        trainer.resume(resume_from)
+        print(f"longctx pretrain: resuming from {resume_from} (step {trainer.step} of {steps})", file=sys.stderr)
+    return train_and_export(trainer, out, prog="longctx pretrain", tokenizer=tokenizer, train_meta=train_meta,
+                            dtype=dtype)
