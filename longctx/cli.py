@@ -36,6 +36,14 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; users asked for one line naming the bad value."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _fail(prog: str, msg: str) -> int:
     print(f"{prog}: error: {msg}", file=sys.stderr)
     return 2
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.name and module_name.startswith(e.name):
             return _fail(f"longctx {name}", f"command {name!r} is not implemented yet")
         raise
-    parser = argparse.ArgumentParser(prog=f"longctx {name}", description=help_text)
+    parser = _OneLineParser(prog=f"longctx {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)  # argparse itself exits 2 with one line on a bad flag
     try:

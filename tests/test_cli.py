@@ -20,3 +20,18 @@ def test_unknown_command_is_one_line_exit_2(capsys):
 def test_python_m_is_the_same_cli():
     r = subprocess.run([sys.executable, "-m", "longctx", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "pretrain" in r.stdout
+
+
+def test_bad_flag_is_one_line_exit_2(capsys, tmp_path):
+    for argv in (["pretrain", "--out", str(tmp_path / "o"), "--steps", "many"],  # our validation
+                 ["pretrain", "--out", str(tmp_path / "o"), "--many-steps", "3"]):  # argparse's
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "many" in err[0]
+        assert not (tmp_path / "o").exists()
+
+
