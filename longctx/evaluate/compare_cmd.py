@@ -1,0 +1,51 @@
+"""`longctx compare FILE.json ...`: the RULER table across runs (Markdown on stdout), optional CSV and plot.
+
+Rows are runs, labelled `<model dir> (<method>)` with the method read from the stored
+rope_parameters (null -> drope, yarn, linear -> pi, dynamic -> ntk, default) unless the file
+carries a label; columns are context lengths and their average; a cell is the mean of the
+13 RULER tasks, marked `*` when some were missing or unavailable (see the footnote).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from longctx.errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("\n", 1)[1]
+    p.add_argument("files", nargs="+", metavar="FILE.json", help="results written by `longctx eval`")
+    p.add_argument("--per-task", action="store_true", help="also print per-task tables (tasks as rows)")
+    p.add_argument("--per-task-by", choices=["length", "run"], default="length",
+                   help="per-task tables: one per length with runs as columns (default), or one per run")  # fmt: skip
+    p.add_argument("--csv", metavar="FILE", help="write every (run, length, task) score and the means as CSV")
+    p.add_argument("--plot", metavar="FILE.png", help="write score vs context length (log2 axis)")
+    p.add_argument("--title", default="RULER", help="plot title (default: RULER)")
+
+
+def _check_out(path: str | None, flag: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"{flag} {path!r}: folder {str(Path(path).parent)!r} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    from longctx import report
+    from longctx.evaluate import results
+
+    _check_out(args.csv, "--csv")
+    _check_out(args.plot, "--plot")
+    if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--plot {args.plot!r}: use a .png, .svg or .pdf file name")
+    runs = [results.load(f) for f in args.files]  # all validated before anything is written
+
+    print(report.markdown_table(runs), end="")
+    if args.per_task:
+        print()
+        print(report.per_task_markdown(runs, by=args.per_task_by), end="")
+    if args.csv:
+        results.write_atomic(args.csv, report.csv_text(runs))
+    if args.plot:
+        report.plot(runs, args.plot, title=args.title)
+    return 0

@@ -1,0 +1,137 @@
+"""`longctx eval`: RULER at several context lengths through lm-evaluation-harness -> results JSON.
+
+    longctx eval --model runs/drope-64k --lengths 4k,8k,16k,32k,64k --out runs/drope-64k/ruler.json
+
+Backends: `longctx` (our lm-eval adapter, default), `hf` (lm-eval's HF model, `pretrained=DIR`),
+`vllm` (lm-eval's vLLM model; vLLM >= 0.18 serves OlmoHybridForCausalLM; wired but untested,
+it does not run on our machines). Resumable: answers go to `<out>.partial.jsonl` as they are
+produced; rerunning the same command skips finished samples and (task, length) cells; the
+journal is kept after success (delete it to recompute; one made with another model, backend,
+weights or data option is refused). Tasks whose data cannot be had offline (the QA sets) are
+recorded as unavailable, not as 0.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from longctx.errors import UsageError
+from longctx.evaluate.lengths import parse_lengths
+from longctx.evaluate.results import RULER_TASKS
+from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("\n", 1)[1]
+    p.add_argument("--model", required=True, metavar="DIR", help="HF model directory (config.json, weights, tokenizer)")
+    p.add_argument("--lengths", required=True, help="comma-separated context lengths, e.g. 4k,8k,16k,32k,64k")
+    p.add_argument("--out", required=True, metavar="FILE.json", help="results JSON to write")
+    p.add_argument("--tasks", default="all",
+                   help=f"comma-separated RULER tasks or 'all' (default); names: {', '.join(RULER_TASKS)} "
+                        "(the 'ruler_' prefix may be left out)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=100, help="samples per task and length (default 100; RULER uses 500)")
+    p.add_argument("--backend", default="longctx", choices=BACKENDS,
+                   help="lm-eval model: longctx (default), hf, vllm (untested: needs a vLLM GPU machine)")  # fmt: skip
+    p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    p.add_argument("--batch-size", default=None, help="requests per batch, or 'auto' (default: 1; vllm: auto)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
+    p.add_argument("--label", default=None, help="row label for `longctx compare` (default: model dir + method)")
+    p.add_argument("--haystack", default="auto", choices=HAYSTACKS,
+                   help="essay haystack: auto (Paul Graham essays if reachable, else the bundled text), "
+                        "paul_graham, bundled")  # fmt: skip
+    p.add_argument("--haystack-dir", default=None, metavar="DIR", help="essay haystack from local .txt files instead")
+    p.add_argument("--seed", type=int, default=42, help="sample generation seed (default 42)")
+
+
+def parse_tasks(text: str) -> list[str]:
+    if text.strip().lower() in ("all", "ruler"):
+        return list(RULER_TASKS)
+    tasks = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        full = name if name in RULER_TASKS else f"ruler_{name}"
+        if full not in RULER_TASKS:
+            raise UsageError(f"unknown task {name!r}; choose from: all, {', '.join(RULER_TASKS)}")
+        if full not in tasks:
+            tasks.append(full)
+    if not tasks:
+        raise UsageError(f"no tasks in {text!r}; give 'all' or names from: {', '.join(RULER_TASKS)}")
+    return tasks
+
+
+def _has_chat_template(model_dir: Path) -> bool:
+    if (model_dir / "chat_template.jinja").is_file() or (model_dir / "chat_template.json").is_file():
+        return True
+    cfg = model_dir / "tokenizer_config.json"
+    return cfg.is_file() and bool(json.loads(cfg.read_text()).get("chat_template"))
+
+
+def spec_from_args(args: argparse.Namespace) -> EvalSpec:
+    """Check every flag before anything is loaded or written."""
+    lengths = parse_lengths(args.lengths)
+    tasks = parse_tasks(args.tasks)
+    model = Path(args.model)
+    if not model.is_dir():
+        raise UsageError(f"--model {args.model!r} is not a directory; give an HF model folder")
+    if not (model / "config.json").is_file():
+        raise UsageError(f"--model {args.model!r} has no config.json; give an HF model folder")
+    try:
+        json.loads((model / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--model {args.model!r}: config.json is not valid JSON ({e})") from None
+    if not any((model / f).is_file() for f in TOKENIZER_FILES):
+        raise UsageError(f"--model {args.model!r} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
+    if not any(model.glob("*.safetensors")) and not any(model.glob("*.bin")):
+        raise UsageError(f"--model {args.model!r} has no weights (*.safetensors or *.bin)")
+    if args.samples < 1:
+        raise UsageError(f"--samples {args.samples} must be a positive integer")
+    bs = args.batch_size
+    if bs is not None and bs != "auto":
+        if not str(bs).isdigit() or int(bs) < 1:
+            raise UsageError(f"--batch-size {bs!r}: give a positive integer or 'auto'")
+        bs = int(bs)
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise UsageError(f"--out {args.out!r}: the results file must end in .json")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out!r} is a directory; give a FILE.json path")
+    if args.chat_template and not _has_chat_template(model):
+        raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UsageError("--backend vllm needs vLLM (pip install 'longctx[vllm]', on a GPU machine)")
+    if args.haystack_dir is not None and not Path(args.haystack_dir).exists():
+        raise UsageError(f"--haystack-dir {args.haystack_dir!r} does not exist; give a folder of .txt files or a file")
+    if args.device and not (args.device in ("cpu", "cuda", "mps") or args.device.startswith("cuda:")):
+        raise UsageError(f"--device {args.device!r}; use cpu, cuda or cuda:N")
+    return EvalSpec(
+        model=args.model, lengths=lengths, tasks=tasks, samples=args.samples, out=out,
+        backend=args.backend, chat_template=args.chat_template, batch_size=bs,
+        device=args.device, dtype=args.dtype, label=args.label,
+        haystack=args.haystack, haystack_dir=args.haystack_dir, seed=args.seed,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    from longctx.evaluate.resume import Journal
+    from longctx.evaluate.runner import evaluate_ruler, fingerprint, journal_path
+
+    Journal(journal_path(spec.out), fingerprint(spec))  # a journal of another run: refuse before loading
+    try:
+        res = evaluate_ruler(spec)
+    except KeyboardInterrupt:
+        print(f"answers so far are in {journal_path(spec.out)}; rerun the same command to resume", file=sys.stderr)
+        raise
+    from longctx.report import markdown_table
+
+    print(markdown_table([res]), end="")
+    n_unavail = sum("unavailable" in e for per in res["scores"].values() for e in per.values())
+    print(f"wrote {spec.out}" + (f" ({n_unavail} task x length cells unavailable here)" if n_unavail else ""))
+    return 0

@@ -1,0 +1,231 @@
+"""Run RULER through lm-eval's Python API, one (task, length) at a time, resumably.
+
+Each cell is one `lm_eval.simple_evaluate` call with a TaskManager that includes
+`eval_tasks.TASKS_DIR` and metadata `max_seq_lengths=[length]`, `limit=samples`. The model is
+built once and wrapped in `ResumableLM`, so answers survive a crash or Ctrl-C in the journal
+`<out>.partial.jsonl`; a rerun with the same --out skips finished cells and finished samples.
+The results JSON is written atomically at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from longctx.evaluate import results as R
+from longctx.evaluate.lengths import format_length
+from longctx.evaluate.resume import Journal, ResumableLM
+
+BACKENDS = ("longctx", "hf", "vllm")
+HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay haystack choices
+# lm-eval left-truncates prompts longer than the model's max_length. RULER sizes prompt plus
+# answer to fit the target length, so the cap is the largest length plus a margin that absorbs
+# a chat template's few extra tokens rather than cutting off the start of the task.
+CONTEXT_MARGIN = 256
+VLLM_CHUNK = 32
+
+
+@dataclass
+class EvalSpec:
+    model: str
+    lengths: list[int]
+    tasks: list[str]
+    samples: int
+    out: Path
+    backend: str = "longctx"
+    chat_template: bool = False
+    batch_size: int | str | None = None  # None: 1 for hf/longctx, "auto" for vllm
+    device: str | None = None
+    dtype: str = "auto"
+    label: str | None = None
+    haystack: str = "auto"
+    haystack_dir: str | None = None
+    seed: int = 42
+
+    def data_opts(self) -> dict:
+        """The eval_tasks.ruler options that choose the samples' text sources."""
+        opts = {"haystack": self.haystack}
+        if self.haystack_dir:
+            opts["haystack_dir"] = str(Path(self.haystack_dir).resolve())
+        return opts
+
+
+def journal_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _weights_stamp(model_dir: Path) -> str:
+    """Names, sizes and mtimes of the weight files: a model retrained into the same folder differs."""
+    files = sorted(p for ext in ("*.safetensors", "*.bin", "*.pt") for p in model_dir.glob(ext))
+    st = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(repr(st).encode()).hexdigest()[:16]
+
+
+def fingerprint(spec: EvalSpec) -> dict:
+    """What the journaled answers depend on; a journal of another run is refused, not reused."""
+    return {
+        "model": str(Path(spec.model).resolve()),
+        "weights": _weights_stamp(Path(spec.model)),
+        "backend": spec.backend,
+        "chat_template": spec.chat_template,
+        "dtype": spec.dtype,
+        "seed": spec.seed,
+        **spec.data_opts(),
+    }
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_lm(spec: EvalSpec):
+    """The lm-eval model of `spec.backend` (`longctx` registers itself on import)."""
+    from lm_eval.api.registry import get_model
+
+    max_len = max(spec.lengths) + CONTEXT_MARGIN
+    # Absolute: HFLM asks the Hub about a `pretrained` that looks like a repo id (`runs/x` does).
+    model = str(Path(spec.model).resolve())
+    if spec.backend == "vllm":
+        # Untested here (no vLLM on our machines); vLLM >= 0.18 serves OlmoHybridForCausalLM.
+        args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
+        return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
+    if spec.backend == "longctx":
+        import longctx.evaluate.lm_model  # noqa: F401
+
+    args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
+    extra = {"batch_size": spec.batch_size or 1, "device": spec.device or default_device()}
+    return get_model(spec.backend).create_from_arg_obj(args, extra)
+
+
+def haystack_source(spec: EvalSpec) -> str:
+    """The essay haystack of the essay tasks (source and digest); offline it is the bundled text."""
+    from eval_tasks.ruler import DataUnavailable, sources
+
+    try:
+        src = sources("niah_single_2", spec.data_opts())  # a task on the essay haystack
+    except DataUnavailable as e:
+        return f"unavailable ({str(e).splitlines()[0]})"
+    return f"{src['haystack']} (sha256:{src['haystack_digest']})"
+
+
+def task_metadata(spec: EvalSpec, length: int) -> dict:
+    # `pretrained`/`tokenizer`: the generators size prompts with the model's own tokenizer.
+    model = str(Path(spec.model).resolve())
+    return {
+        "pretrained": model,
+        "tokenizer": model,
+        "max_seq_lengths": [length],
+        "num_samples": spec.samples,
+        "chat_template": spec.chat_template,
+        "seed": spec.seed,
+        **spec.data_opts(),
+    }
+
+
+def cell_score(out: dict, task: str, length: int) -> tuple[float, int] | None:
+    """The task's score at `length` (the per-length metric eval_tasks declares) and its sample
+    count, from simple_evaluate's output; None when lm-eval ran no sample (a skipped task)."""
+    n = int(out.get("n-samples", {}).get(task, {}).get("effective", 0))
+    metrics = out["results"].get(task, {})
+    value = metrics.get(f"{length},none")
+    if n == 0:
+        return None
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        raise RuntimeError(f"{task}: no metric for length {length} in lm-eval output {sorted(metrics)}")
+    if not 0 <= value <= 100:
+        raise RuntimeError(f"{task} at {length}: score {value} is not in 0..100")
+    return float(value), n
+
+
+def evaluate_ruler(
+    spec: EvalSpec,
+    lm: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate every (task, length) of `spec`, write `spec.out`, and return the results dict.
+
+    `lm`: an lm-eval LM to use instead of building one from `spec.backend` (tests pass one).
+    """
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from eval_tasks import TASKS_DIR
+    from eval_tasks.ruler import DataUnavailable, LengthTooShort, sources
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    journal = Journal(journal_path(spec.out), fingerprint(spec))
+    res = R.new_results(
+        model=spec.model,
+        rope_parameters=R.read_rope_parameters(spec.model),
+        tasks=spec.tasks,
+        lengths=spec.lengths,
+        backend=spec.backend,
+        chat_template=spec.chat_template,
+        samples=spec.samples,
+        haystack=haystack_source(spec),
+        lm_eval_version=lm_eval.__version__,
+        label=spec.label,
+    )
+    total = len(spec.tasks) * len(spec.lengths)
+    wrapped = None
+    try:
+        i = 0
+        for length in spec.lengths:
+            manager = None
+            for task in spec.tasks:
+                i += 1
+                where = f"[{i}/{total}] {task} @ {format_length(length)}"
+                done = journal.cell(task, length, spec.samples)
+                if done is not None:
+                    R.set_score(res, task, length, done["score"], done["samples"], haystack=done.get("haystack"))
+                    log(f"{where}: {done['score']:.1f} ({done['samples']} samples, from {journal.path.name})")
+                    continue
+                try:  # the QA sets offline (or an essay haystack forced offline) cannot run here
+                    source = sources(task, spec.data_opts())["haystack"]
+                except DataUnavailable as e:
+                    R.set_unavailable(res, task, length, str(e).splitlines()[0])
+                    log(f"{where}: unavailable ({e})")
+                    continue
+                if wrapped is None:
+                    log(f"loading {spec.model} ({spec.backend} backend)")
+                    # vLLM answers a whole call at once: feed it chunks so a crash loses one chunk.
+                    chunk = VLLM_CHUNK if spec.backend == "vllm" and lm is None else None
+                    wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, chunk=chunk)
+                if manager is None:
+                    manager = TaskManager(
+                        include_path=str(TASKS_DIR), include_defaults=False, metadata=task_metadata(spec, length)
+                    )
+                log(f"{where}: running")
+                wrapped.tag = {"task": task, "length": length}
+                t0, reused = time.time(), wrapped.reused
+                try:
+                    out = simple_evaluate(
+                        model=wrapped, tasks=[task], task_manager=manager, limit=spec.samples,
+                        apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
+                    )  # fmt: skip
+                except LengthTooShort as e:  # e.g. CWE's one-shot example alone fills 1k tokens
+                    R.set_unavailable(res, task, length, f"length too short: {e}")
+                    log(f"{where}: unavailable (length too short: {e})")
+                    continue
+                scored = cell_score(out, task, length)
+                if scored is None:  # eval_tasks skipped it: its data vanished after the check above
+                    R.set_unavailable(res, task, length, "no samples ran (task skipped by lm-eval)")
+                    log(f"{where}: unavailable (no samples ran)")
+                    continue
+                score, n = scored
+                R.set_score(res, task, length, score, n, haystack=source)
+                journal.add_cell(task, length, spec.samples, {"score": score, "samples": n, "haystack": source})
+                log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, "
+                    f"{time.time() - t0:.1f} s)")  # fmt: skip
+    finally:
+        journal.close()
+    R.save(res, spec.out)
+    return res

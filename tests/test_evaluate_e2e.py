@@ -1,0 +1,221 @@
+"""`longctx eval` end to end on CPU, offline: a tiny random OlmoHybrid + a locally trained tokenizer,
+RULER at 1024 tokens through lm-eval's Python API (hf and longctx backends), resume after a crash,
+and the `longctx lm-eval` pass-through."""
+import gzip
+import json
+from pathlib import Path
+
+import eval_tasks
+import pytest
+import torch
+
+from longctx.cli import main
+from longctx.evaluate import results as R
+from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
+
+LENGTH = 1024
+TASKS = ["niah_single_1", "ruler_vt", "ruler_qa_squad"]  # qa: data unavailable offline
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_sample_cache(tmp_path_factory):
+    """Generated RULER samples go to a temporary cache, not the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LONGCTX_RULER_CACHE", str(tmp_path_factory.mktemp("ruler-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoModelForCausalLM, OlmoHybridConfig, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-olmo-hybrid")
+    # Byte-level BPE trained on the kinds of text RULER prompts hold (the bundled haystack, the word
+    # list, the noise sentences), so that prompts of 1024 tokens have room for their haystacks.
+    data = Path(eval_tasks.TASKS_DIR) / "ruler" / "data"
+    words = gzip.open(data / "english_words.txt.gz", "rt").read().split()
+    text = (data / "botchan.txt").read_text()
+    noise = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+    corpus = ([" ".join(words[i:i + 300]) for i in range(0, len(words), 300)]
+              + [text[i:i + 2000] for i in range(0, len(text), 2000)] + [noise * 5] * 50)  # fmt: skip
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   bos_token="<|endoftext|>")  # fmt: skip
+    fast.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")  # fmt: skip
+    cfg = OlmoHybridConfig(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+        num_attention_heads=2, num_key_value_heads=2, linear_num_key_heads=2, linear_num_value_heads=2,
+        linear_key_head_dim=16, linear_value_head_dim=32, max_position_embeddings=4096,
+        layer_types=["linear_attention"] * 3 + ["full_attention"],
+        rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 256},
+        eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    fast.save_pretrained(d)
+    return d
+
+
+def _journal_answers(out):
+    lines = [json.loads(s) for s in journal_path(out).read_text().splitlines()]
+    return {ln["key"]: ln["response"] for ln in lines if ln["kind"] == "response"}
+
+
+def test_eval_hf_and_longctx_backends(tiny_model, tmp_path, capsys):
+    import lm_eval
+
+    outs = {}
+    for backend in ("hf", "longctx"):
+        out = tmp_path / backend / "ruler.json"
+        argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", ",".join(TASKS),
+                "--samples", "1", "--backend", backend, "--device", "cpu", "--out", str(out)]
+        assert main(argv) == 0, capsys.readouterr().err
+        r = R.load(out)
+        assert r["model"] == str(tiny_model) and r["backend"] == backend and r["samples"] == 1
+        assert r["rope_parameters"] == json.loads((tiny_model / "config.json").read_text())["rope_parameters"]
+        assert r["lm_eval_version"] == lm_eval.__version__ and "(sha256:" in r["haystack"]
+        assert r["lengths"] == [LENGTH] and r["tasks"] == TASKS
+        for t in TASKS[:2]:
+            e = R.cell(r, t, LENGTH)
+            assert e["samples"] == 1 and 0 <= e["score"] <= 100
+            assert e["haystack"] == "noise"  # RULER's niah_single_1 and vt use the noise haystack
+        qa = R.cell(r, "ruler_qa_squad", LENGTH)
+        assert qa["score"] is None and "unavailable" in qa  # recorded as unavailable, not 0
+        outs[backend] = (r, _journal_answers(out))
+        err = capsys.readouterr().err
+        assert "niah_single_1 @ 1k" in err and "ruler_vt @ 1k" in err  # progress per task x length
+    # `longctx` delegates to transformers for now: the same greedy answers and scores as `hf`.
+    assert outs["hf"][1] == outs["longctx"][1] and len(outs["hf"][1]) == 2
+    assert outs["hf"][0]["scores"] == outs["longctx"][0]["scores"]
+
+
+class _ScriptedLM:
+    """Builds lm-eval HF models whose generate() is counted and can be made to fail (a crash mid-run)."""
+
+    @staticmethod
+    def make(model_dir, fail_at=None):
+        from lm_eval.models.huggingface import HFLM
+
+        class Counting(HFLM):
+            calls = 0
+
+            def _model_generate(self, *a, **k):
+                type(self).calls += 1
+                if fail_at is not None and type(self).calls >= fail_at:
+                    raise KeyboardInterrupt
+                return super()._model_generate(*a, **k)
+
+        return Counting(pretrained=str(model_dir), device="cpu", batch_size=1, max_length=LENGTH + 256)
+
+
+def test_resume_after_interruption(tiny_model, tmp_path):
+    tasks = ["niah_single_1", "ruler_vt"]
+
+    def spec(out):
+        return EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=tasks, samples=2, out=out, backend="hf")
+
+    full = tmp_path / "full.json"
+    lm = _ScriptedLM.make(tiny_model)
+    ref = evaluate_ruler(spec(full), lm=lm, log=lambda s: None)
+    assert type(lm).calls == 4  # 2 tasks x 2 samples
+
+    out = tmp_path / "resumed.json"
+    crashing = _ScriptedLM.make(tiny_model, fail_at=4)  # dies on the 2nd sample of the 2nd task
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_ruler(spec(out), lm=crashing, log=lambda s: None)
+    assert not out.exists() and len(_journal_answers(out)) == 3
+
+    again = _ScriptedLM.make(tiny_model)
+    resumed = evaluate_ruler(spec(out), lm=again, log=lambda s: None)
+    assert type(again).calls == 1  # only the sample in flight is recomputed
+    assert resumed["scores"] == ref["scores"]
+    assert _journal_answers(out) == _journal_answers(full)
+
+    # a finished file reruns from the journal alone
+    third = _ScriptedLM.make(tiny_model)
+    assert evaluate_ruler(spec(out), lm=third, log=lambda s: None)["scores"] == ref["scores"]
+    assert type(third).calls == 0
+
+
+class _EchoLM:
+    """An lm-eval LM whose answer is its prompt: every RULER reference of the synthetic tasks is in
+    the prompt, so string_match_all scores 100; an empty answer scores 0."""
+
+    @staticmethod
+    def make(echo):
+        from lm_eval.api.model import LM
+
+        class Echo(LM):
+            def generate_until(self, requests):
+                return [r.args[0] if echo else "" for r in requests]
+
+            def loglikelihood(self, requests):
+                raise NotImplementedError
+
+            def loglikelihood_rolling(self, requests):
+                raise NotImplementedError
+
+        return Echo()
+
+
+def test_scores_come_from_lm_eval_metrics(tiny_model, tmp_path):
+    tasks = ["niah_single_1", "niah_multikey_1", "ruler_vt", "ruler_fwe"]  # (cwe needs > 1024 tokens)
+    for echo, expected in ((True, 100.0), (False, 0.0)):
+        s = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=tasks, samples=2,
+                     out=tmp_path / f"echo-{echo}.json")  # fmt: skip
+        r = evaluate_ruler(s, lm=_EchoLM.make(echo), log=lambda s: None)
+        assert {t: R.cell(r, t, LENGTH)["score"] for t in tasks} == dict.fromkeys(tasks, expected)
+
+
+def test_task_that_cannot_fit_the_length_is_unavailable_not_fatal(tiny_model, tmp_path):
+    # CWE's one-shot example alone needs more than 1024 tokens: that cell cannot run, the rest do.
+    s = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["ruler_cwe", "niah_single_1"], samples=1,
+                 out=tmp_path / "cwe.json")  # fmt: skip
+    r = evaluate_ruler(s, lm=_EchoLM.make(True), log=lambda s: None)
+    cwe = R.cell(r, "ruler_cwe", LENGTH)
+    assert cwe["score"] is None and "too short" in cwe["unavailable"]
+    assert R.cell(r, "niah_single_1", LENGTH)["score"] == 100.0
+
+
+def test_lm_eval_passthrough_runs_longctx_model(tiny_model, tmp_path, capsys):
+    argv = ["lm-eval", "--model", "longctx", "--model_args", f"pretrained={tiny_model},max_length={LENGTH + 256}",
+            "--tasks", "niah_single_1", "--limit", "1", "--device", "cpu", "--output_path", str(tmp_path),
+            "--metadata", json.dumps({"max_seq_lengths": [LENGTH]})]  # fmt: skip
+    assert main(argv) == 0
+    assert "niah_single_1" in capsys.readouterr().out
+    (saved,) = tmp_path.rglob("results_*.json")
+    out = json.loads(saved.read_text())
+    assert out["config"]["model"] == "longctx"
+    assert out["results"]["niah_single_1"]["sample_len"] == 1 and f"{LENGTH},none" in out["results"]["niah_single_1"]
+    # our RULER task (from eval_tasks), not lm-eval's built-in one of the same name
+    source = out["configs"]["niah_single_1"]["metadata"]["config_source"]
+    assert source.startswith(str(Path(eval_tasks.TASKS_DIR))), source
+
+
+def test_chat_template_wraps_the_prompts(tiny_model, tmp_path):
+    from lm_eval.models.huggingface import HFLM
+
+    class Recording(HFLM):
+        prompts: list = []
+
+        def generate_until(self, requests, disable_tqdm=False):
+            type(self).prompts += [r.args[0] for r in requests]
+            return super().generate_until(requests, disable_tqdm)
+
+    lm = Recording(pretrained=str(tiny_model), device="cpu", batch_size=1, max_length=LENGTH + 256)
+    s = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1,
+                 out=tmp_path / "chat.json", chat_template=True)  # fmt: skip
+    r = evaluate_ruler(s, lm=lm, log=lambda s: None)
+    assert r["chat_template"] is True and R.cell(r, "niah_single_1", LENGTH)["samples"] == 1
+    (prompt,) = Recording.prompts
+    assert prompt.startswith("<|user|>\n") and "\n<|assistant|>\n" in prompt
+    tok = lm.tokenizer
+    assert len(tok(prompt).input_ids) + 128 <= LENGTH  # sized with the template and the answer budget

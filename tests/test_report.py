@@ -1,0 +1,134 @@
+"""`longctx compare` and longctx.report on two crafted results files."""
+import csv
+import io
+
+import pytest
+
+from longctx.cli import main
+from longctx.evaluate import results as R
+
+T = R.RULER_TASKS
+YARN = {"rope_type": "yarn", "factor": 8.0, "rope_theta": 5e5, "original_max_position_embeddings": 8192}
+
+
+def _run(model, rope, lengths):
+    return R.new_results(model=model, rope_parameters=rope, tasks=list(T), lengths=lengths, backend="hf",
+                         chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")
+
+
+@pytest.fixture
+def files(tmp_path):
+    # Run A: all 13 tasks at 4k; at 8k ruler_qa_squad is unavailable.
+    a = _run("runs/yarn-64k", YARN, [4096, 8192])
+    for t, s in zip(T, [100] * 8 + [90, 80, 70, 60, 50]):
+        R.set_score(a, t, 4096, s, 2)
+    for t, s in zip(T, [50] * 8 + [40, 30, 20, None, 10]):
+        if s is None:
+            R.set_unavailable(a, t, 8192, "data unavailable offline")
+        else:
+            R.set_score(a, t, 8192, s, 2)
+    # Run B: no RoPE (DRoPE), only 4k ran; 8k is a missing length.
+    b = _run("/abs/runs/drope-64k/", None, [4096])
+    for t in T:
+        R.set_score(b, t, 4096, 83.0 if t == "ruler_cwe" else 70.0, 2)
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    R.save(a, pa)
+    R.save(b, pb)
+    return pa, pb
+
+
+# A 4k: (8*100 + 90+80+70+60+50)/13 = 1150/13 = 88.46;  A 8k: (8*50 + 40+30+20+10)/12 = 500/12 = 41.67
+# A avg: (88.46+41.67)/2 = 65.06;  B 4k: (12*70 + 83)/13 = 923/13 = 71.0;  B avg: 71.0 over 4k only.
+EXPECTED = """\
+| model (method) | 4k | 8k | avg |
+|:---|---:|---:|---:|
+| yarn-64k (yarn) | 88.5 | 41.7* | 65.1* |
+| drope-64k (drope) | 71.0 | — | 71.0* |
+
+\\* mean over the tasks and lengths that ran, not all 13 tasks:
+- yarn-64k (yarn) 8k: 12/13 tasks; unavailable: ruler_qa_squad
+- drope-64k (drope) 8k: no results
+"""
+
+
+def test_compare_table_exact(files, capsys):
+    assert main(["compare", *map(str, files)]) == 0
+    assert capsys.readouterr().out == EXPECTED
+
+
+def test_summary_numbers(files):
+    from longctx import report
+
+    rows = report.summary([R.load(f) for f in files])
+    assert rows[0].cells[4096].mean == pytest.approx(1150 / 13)
+    assert rows[0].cells[8192].mean == pytest.approx(500 / 12)
+    assert rows[0].cells[8192].unavailable == ["ruler_qa_squad"] and rows[0].cells[8192].missing == []
+    assert rows[0].average == pytest.approx((1150 / 13 + 500 / 12) / 2)
+    assert rows[1].cells[8192].mean is None and rows[1].average == pytest.approx(923 / 13)
+    assert not rows[0].cells[4096].partial and rows[0].average_partial and rows[1].average_partial
+
+
+def test_per_task_tables(files, capsys):
+    assert main(["compare", "--per-task", *map(str, files)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(EXPECTED)
+    eight = out.split("### 8k")[1]
+    assert "| ruler_qa_squad | n/a | — |" in eight and "| ruler_cwe | 30.0 | — |" in eight
+    assert "| mean | 41.7* | — |" in eight
+    four = out.split("### 4k")[1].split("### 8k")[0]
+    assert "| ruler_cwe | 80.0 | 83.0 |" in four and "| mean | 88.5 | 71.0 |" in four
+
+    assert main(["compare", *map(str, files), "--per-task", "--per-task-by", "run"]) == 0
+    by_run = capsys.readouterr().out
+    assert "### drope-64k (drope)" in by_run and "| ruler_cwe | 83.0 | — |" in by_run.split("### drope-64k")[1]
+
+
+def test_csv(files, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert main(["compare", *map(str, files), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 2 * 2 * (13 + 1)  # runs x lengths x (tasks + mean)
+    by = {(r["run"], r["length"], r["task"]): r for r in rows}
+    m = by[("yarn-64k (yarn)", "8192", "mean")]
+    assert float(m["score"]) == pytest.approx(500 / 12, abs=1e-4) and m["status"] == "partial"
+    assert by[("yarn-64k (yarn)", "4096", "mean")]["status"] == "ok"
+    assert by[("yarn-64k (yarn)", "8192", "ruler_qa_squad")]["status"] == "unavailable"
+    assert by[("yarn-64k (yarn)", "4096", "ruler_vt")]["score"] == "90.0000"
+    assert by[("drope-64k (drope)", "8192", "niah_single_1")]["status"] == "missing"
+    assert by[("drope-64k (drope)", "8192", "mean")]["score"] == ""
+    assert by[("drope-64k (drope)", "4096", "ruler_cwe")]["method"] == "drope"
+
+
+def test_plot_png(files, tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "ruler.png"
+    assert main(["compare", *map(str, files), "--plot", str(png)]) == 0
+    img = Image.open(png).convert("RGB")
+    assert img.size == (840, 540)  # figsize 7x4.5 at 120 dpi
+    colors = img.getcolors(maxcolors=1 << 20)
+    assert len(colors) > 50  # text, grid, lines: not a blank canvas
+    present = {c for _, c in colors}
+    assert (31, 119, 180) in present and (255, 127, 14) in present  # one line per run (C0, C1)
+
+
+def test_bad_inputs_are_usage_errors(files, tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json" in err[0] and "does not exist" in err[0]
+
+    other = tmp_path / "other.json"
+    other.write_text('{"results": {}}')
+    assert main(["compare", str(files[0]), str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other.json" in err[0] and "format" in err[0]
+
+    garbage = tmp_path / "g.json"
+    garbage.write_text("{not json")
+    assert main(["compare", str(garbage)]) == 2
+    assert "not a results JSON" in capsys.readouterr().err
+
+    out_csv = tmp_path / "missing-dir" / "x.csv"
+    assert main(["compare", str(files[0]), "--csv", str(out_csv)]) == 2
+    assert not out_csv.parent.exists()
+    assert capsys.readouterr().out == ""  # nothing printed before validation finished
