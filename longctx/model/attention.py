@@ -65,6 +65,8 @@ def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: DocLayout, window: int | None, scale: float
 ) -> torch.Tensor:
     """Causal attention over [B, T, H, D] q and [B, T, Hkv, D] k/v; returns [B, T, H, D]."""
+    if layout.cp is not None:  # context parallel: this rank's queries against every rank's keys
+        return layout.cp.attend(q, k, v, layout, window, scale)
     if window is not None and window >= layout.max_seqlen:
         window = None  # the window covers every document: plain causal
     backend = select_backend(q, layout, window)

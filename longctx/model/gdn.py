@@ -72,9 +72,13 @@ def causal_conv_ref(x: torch.Tensor, weight: torch.Tensor, doc_pos: torch.Tensor
 
 
 def chunk_delta_rule_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, chunk: int = 64
-) -> torch.Tensor:
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, chunk: int = 64,
+    initial_state: torch.Tensor | None = None, output_final_state: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Gated delta rule over [B, H, T, K] q/k (normalised, q scaled), [B, H, T, V] v, [B, H, T] g/beta.
+
+    initial_state: [B, H, K, V] state before the first token (default zero); with
+    output_final_state the state after the last token is returned too, as (out, state).
 
     Chunked form, float32. Inside a chunk with inclusive log-decay cumsum c and start state S0,
     the per-token corrections u (what gets written to the state) solve
@@ -105,13 +109,15 @@ def chunk_delta_rule_ref(
     k_to_end = k * (c[..., -1:] - c).exp().unsqueeze(-1)
     chunk_decay = c[..., -1].exp()[..., None, None]
 
-    state = q.new_zeros(B, H, K, V)
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
     outs = []
     for i in range(n):
         u = u_v[:, :, i] - u_k[:, :, i] @ state
         outs.append(q_decayed[:, :, i] @ state + qk[:, :, i] @ u)
         state = state * chunk_decay[:, :, i] + k_to_end[:, :, i].transpose(-1, -2) @ u
-    return torch.stack(outs, 2).reshape(B, H, n * chunk, V)[:, :, :T]
+    out = torch.stack(outs, 2).reshape(B, H, n * chunk, V)[:, :, :T]
+    # the zero-padded tail (g = 0, k = 0) leaves the state as the last real token left it
+    return (out, state) if output_final_state else out
 
 
 def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> torch.Tensor:
@@ -198,9 +204,15 @@ class GatedDeltaNet(nn.Module):
         B, T, _ = x.shape
         fla = self.use_fla(x)
         conv = self._conv_fla if fla else self._conv_ref
-        q = conv(self.q_proj(x), self.q_conv1d, layout)
-        k = conv(self.k_proj(x), self.k_conv1d, layout)
-        v = conv(self.v_proj(x), self.v_conv1d, layout)
+        if layout.cp is not None:  # context parallel: the convs and the recurrence cross rank boundaries
+            q, k, v = layout.cp.short_convs(
+                (self.q_proj(x), self.k_proj(x), self.v_proj(x)), (self.q_conv1d, self.k_conv1d, self.v_conv1d),
+                layout, fla=fla,
+            )
+        else:
+            q = conv(self.q_proj(x), self.q_conv1d, layout)
+            k = conv(self.k_proj(x), self.k_conv1d, layout)
+            v = conv(self.v_proj(x), self.v_conv1d, layout)
         q = q.view(B, T, self.num_k_heads, self.head_k_dim)
         k = k.view(B, T, self.num_k_heads, self.head_k_dim)
         v = v.view(B, T, self.num_v_heads, self.head_v_dim)
@@ -211,7 +223,9 @@ class GatedDeltaNet(nn.Module):
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
 
         scale = self.head_k_dim**-0.5
-        if fla:
+        if layout.cp is not None:
+            o = layout.cp.gated_delta_rule(q, k, v, g, beta, scale, layout, fla=fla)
+        elif fla:
             o = self._delta_rule_fla(q, k, v, g, beta, scale, layout)
         else:
             o = gated_delta_rule_ref(q, k, v, g, beta, scale, layout)

@@ -92,6 +92,9 @@ class HybridLM(nn.Module):
         with torch.device("cpu"):  # plain tensors, also when the model is built on the meta device
             self._rope = self._rope_specs()
         self._rope_cache: dict = {}
+        # longctx.distributed installs a ContextParallel here: inputs are then this rank's slice of
+        # each row and cu_seqlens/positions describe the whole rows (see forward_hidden)
+        self.context_parallel = None
         self.init_weights()
 
     # ------------------------------------------------------------ construction
@@ -135,7 +138,7 @@ class HybridLM(nn.Module):
 
     # ------------------------------------------------------------ forward
 
-    def _rope_tables(self, position_ids: torch.Tensor) -> dict:
+    def _rope_tables(self, position_ids: torch.Tensor, layout: DocLayout | None = None) -> dict:
         tables, device = {}, position_ids.device
         for layer_type, spec in self._rope.items():
             if spec is None:
@@ -143,8 +146,11 @@ class HybridLM(nn.Module):
                 continue
             rp, inv, scaling = spec
             if rp.get("rope_type") in DYNAMIC_ROPE_TYPES:
+                # under context parallelism the longest position is over every rank's slice
+                limit = int(position_ids.max()) + 1 if layout is None or layout.cp is None else \
+                    layout.cp.position_limit(position_ids)
                 inv, scaling = rope_methods.dynamic_inv_freq(
-                    rp, head_dim_of(self.config), int(position_ids.max()) + 1,
+                    rp, head_dim_of(self.config), limit,
                     max_position_embeddings=self.config.max_position_embeddings,
                 )
                 inv = inv.to(device)
@@ -173,11 +179,17 @@ class HybridLM(nn.Module):
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         device = input_ids.device
-        layout = doc_layout(cu_seqlens, B, T, device)
-        if position_ids is None:
-            position_ids = layout.doc_pos if layout.packed else torch.arange(T, device=device)
+        if self.context_parallel is None:
+            layout = doc_layout(cu_seqlens, B, T, device)
+            if position_ids is None:
+                position_ids = layout.doc_pos if layout.packed else torch.arange(T, device=device)
+        else:
+            # input_ids/position_ids: this rank's tokens of each row; cu_seqlens: the whole rows
+            layout = self.context_parallel.doc_layout(cu_seqlens, B, T, device)
+            if position_ids is None:
+                position_ids = layout.cp.default_positions
         position_ids = position_ids.to(device).expand(B, T)
-        ropes = self._rope_tables(position_ids)
+        ropes = self._rope_tables(position_ids, layout)
 
         h = self.model.embed_tokens(input_ids)
         use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()

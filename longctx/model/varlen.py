@@ -9,6 +9,7 @@ what lets attention keep its [B, T] layout while the GDN kernels see one flat se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,6 +25,9 @@ class DocLayout:
     doc_ids: torch.Tensor | None = None  # [B, T] int32 document index of each token
     doc_pos: torch.Tensor | None = None  # [B, T] int64 position of each token inside its document
     cache: dict = field(default_factory=dict)  # per-forward masks shared by layers (see attention.py)
+    # Context parallel: this rank holds a slice of each row and `cp` (longctx.distributed.context.CPLayout)
+    # says which and how layers exchange tokens; None in a single process.
+    cp: Any = None
 
     @property
     def packed(self) -> bool:

@@ -8,6 +8,10 @@ A checkpoint directory holds
       so a checkpoint exports on its own (`longctx export`)
 It is written under `checkpoints/.tmp-step_N` and renamed into place only when complete, so a
 crash mid-write never leaves a directory that looks like a checkpoint.
+
+Under torchrun every rank writes its own shards into state/ (DCP; a later run with another
+(dp, cp) layout reads them back resharded) and rank 0 does everything else. The run directory
+must be on a filesystem all nodes share.
 """
 from __future__ import annotations
 
@@ -92,20 +96,28 @@ def save_checkpoint(
     meta: dict[str, Any],
     write_extra: Callable[[Path], None] | None = None,
     keep: int | None = None,
+    parallel=None,
 ) -> Path:
+    main = parallel is None or parallel.is_main
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step}"
     tmp = root / f".tmp-step_{step}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if parallel is not None:
+        parallel.barrier()
     if optimizer is not None:
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optimizer": osd}
     else:
         state = {"model": get_model_state_dict(model)}
     _dcp(dcp.save, state, checkpoint_id=str(tmp / "state"))
+    if not main:
+        parallel.barrier()  # until rank 0 has renamed it into place
+        return final
     torch.save(trainer_state, tmp / "trainer_state.pt")
     if write_extra is not None:
         write_extra(tmp)
@@ -118,6 +130,8 @@ def save_checkpoint(
     if keep:
         for _, d in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
+    if parallel is not None:
+        parallel.barrier()
     return final
 
 

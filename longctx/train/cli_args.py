@@ -55,6 +55,9 @@ def add_training_arguments(p: argparse.ArgumentParser, *, seq_len: bool = True) 
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     mode.add_argument("--force", action="store_true", help="delete the run in --out and start over")
+    from longctx.distributed import add_parallel_arguments
+
+    add_parallel_arguments(p)
 
 
 def overrides(args: argparse.Namespace) -> dict:

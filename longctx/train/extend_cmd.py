@@ -29,8 +29,15 @@ from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, loader_factory
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage, Trainer
-from longctx.train.outdir import prepare_out, read_run_config, read_train_meta, write_run_config
-from longctx.train.pretrain_cmd import check_device, checkpoint_writer, resume_point, train_and_export
+from longctx.train.outdir import read_run_config, read_train_meta
+from longctx.train.pretrain_cmd import (
+    check_device,
+    checkpoint_writer,
+    prepare_out_once,
+    resume_point,
+    start_parallel,
+    train_and_export,
+)
 
 _LEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 
@@ -235,14 +242,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--model {args.model}: {e}") from None
     make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
     check_data(make_loader, stages[0])
+    dims, device = start_parallel(args, stages, mconfig, device)
     model = with_rope(load_model(model_dir, args.model), rope, max_pos)
     do_eval = cfg.extend.eval and importlib.util.find_spec("longctx.evaluate.eval_cmd") is not None
     if cfg.extend.eval and not do_eval:
         print("longctx extend: longctx.evaluate.eval_cmd is not available; --eval is skipped", file=sys.stderr)
 
     # Validated: from here on OUT is written.
-    prepare_out(out, force=args.force)
-    write_run_config(out, cfg.to_dict())
+    prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
     torch.manual_seed(cfg.seed)
     train_meta = {
         "kind": "extend", "seq_len": target, "base_len": base_len, "target": target, "method": method.name,
@@ -251,12 +258,14 @@ def run(args: argparse.Namespace) -> int:
         "longctx_version": __version__,
     }
     trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
-                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress)
+                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
+                      parallel=dims)
     if resume_from is not None:
         trainer.resume(resume_from)
-        print(f"longctx extend: resuming from {resume_from} (step {trainer.step} of {total})", file=sys.stderr)
+        if dims.is_main:
+            print(f"longctx extend: resuming from {resume_from} (step {trainer.step} of {total})", file=sys.stderr)
     rc = train_and_export(trainer, out, prog="longctx extend", tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
-    if rc or not do_eval:
+    if rc or not do_eval or not dims.is_main:  # the evaluation runs as one process, on rank 0
         return rc
     from longctx.evaluate import eval_cmd
 

@@ -8,6 +8,11 @@ chunked cross-entropy over the lm head, backward, clips and steps AdamW. Metrics
 Pluggable for the distributed version: `parallelize(model, cfg)` wraps the model (FSDP2, context
 parallel) after it is on its device, and `loss_fn(hidden, head_weight, labels) -> LossParts`
 replaces the loss (e.g. fla's fused linear cross-entropy, or a context-parallel one).
+
+Under torchrun (`parallel`: a longctx.distributed.ParallelDims) every rank reads the same global
+batches and keeps its rows (dp) and tokens (cp); the loss is normalised by the tokens of the whole
+step on every rank and FSDP sums gradients, so a step equals the single-process step. Rank 0
+alone writes metrics and checkpoint files (DCP writes every rank's shards).
 """
 from __future__ import annotations
 
@@ -73,7 +78,11 @@ class Trainer:
         parallelize: Callable[[nn.Module, RunConfig], nn.Module] = parallelize,
         loss_fn: Callable[..., LossParts] | None = None,
         show_progress: bool = True,
+        parallel=None,
     ):
+        from longctx.distributed import ParallelDims
+
+        self.parallel = parallel if parallel is not None else ParallelDims(device=device)
         self.cfg, self.run_dir, self.stages, self.device = cfg, Path(run_dir), stages, device
         self.make_loader, self.meta, self.write_extra = make_loader, dict(meta or {}), write_extra
         self.show_progress = show_progress
@@ -81,7 +90,12 @@ class Trainer:
         if hasattr(model, "gradient_checkpointing"):
             model.gradient_checkpointing = cfg.grad_checkpointing
         self.raw_model = model.to(device)
-        self.model = parallelize(self.raw_model, cfg)
+        if self.parallel.distributed:
+            from longctx.distributed import parallelize as distribute
+
+            self.model = distribute(self.raw_model, self.parallel)
+        else:
+            self.model = parallelize(self.raw_model, cfg)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)
         self.loss_fn = loss_fn or partial(chunked_cross_entropy, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
@@ -136,7 +150,7 @@ class Trainer:
                 "total_steps": self.total_steps}
         self.last_checkpoint = ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
-            meta=meta, write_extra=self.write_extra, keep=self.cfg.checkpoint.keep,
+            meta=meta, write_extra=self.write_extra, keep=self.cfg.checkpoint.keep, parallel=self.parallel,
         )
         return self.last_checkpoint
 
@@ -167,8 +181,9 @@ class Trainer:
         ce_sum = torch.zeros((), device=dev)
         z_sum = torch.zeros((), device=dev)
         step_tokens = 0
-        head = self.raw_model.lm_head.weight
         for b in batches:
+            step_tokens += b["input_ids"].numel()  # tokens processed (the budget's unit), not only those with a label
+            b = self.parallel.shard_batch(b)
             ids = b["input_ids"].to(dev, non_blocking=True)
             pos = b.get("position_ids")
             cu = b.get("cu_seqlens")
@@ -178,15 +193,20 @@ class Trainer:
                     position_ids=None if pos is None else pos.to(dev, non_blocking=True),
                     cu_seqlens=None if cu is None else cu.to(dev, non_blocking=True),
                 )
+                # taken after the forward: under FSDP only then is it the whole (unsharded) matrix
+                head = self.raw_model.lm_head.weight
                 parts = self.loss_fn(hidden, head, b["labels"].to(dev, non_blocking=True))
             (parts.total / denom).backward()
             ce_sum += parts.ce_sum
             z_sum += parts.z_sum
-            step_tokens += ids.numel()  # tokens processed (the budget's unit), not only those with a label
         clip = self.cfg.optimizer.grad_clip
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else math.inf)
+        if self.parallel.distributed:  # each rank summed its own tokens' loss
+            from longctx.distributed import all_reduce_sum
+
+            ce_sum, z_sum = all_reduce_sum(torch.stack([ce_sum, z_sum]))
         loss = float(ce_sum) / denom
-        gn = float(grad_norm)
+        gn = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         if not (math.isfinite(loss) and math.isfinite(gn)):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLoss(self.step + 1, loss, gn, self.last_checkpoint)
@@ -211,7 +231,7 @@ class Trainer:
             row["peak_mem_gb"] = torch.cuda.max_memory_allocated(dev) / 2**30
             fpt = getattr(self.raw_model, "flops_per_token", None)
             if self._peak and fpt is not None:
-                row["mfu"] = fpt(stage.seq_len) * row["tokens_per_s"] / self._peak
+                row["mfu"] = fpt(stage.seq_len) * row["tokens_per_s"] / (self._peak * self.parallel.world_size)
         return row
 
     # ------------------------------------------------------------ the run
@@ -219,8 +239,9 @@ class Trainer:
     def fit(self) -> None:
         """Train from self.step to the end of the last stage. Raises NonFiniteLoss (nothing saved)."""
         self.model.train()
-        metrics = MetricsLog(self.run_dir, resume_step=self.step)
-        bar = progress_bar(self.total_steps, self.step, "train") if self.show_progress else None
+        main = self.parallel.is_main
+        metrics = MetricsLog(self.run_dir, resume_step=self.step) if main else None
+        bar = progress_bar(self.total_steps, self.step, "train") if self.show_progress and main else None
         interval = self.cfg.checkpoint.interval
         try:
             while self.step < self.total_steps:
@@ -229,13 +250,24 @@ class Trainer:
                 if bar is not None:
                     bar.set_description(f"{self.stages[i].name} @{self.stages[i].seq_len}")
                 row = self.train_step()
-                metrics.log(row)
+                if metrics is not None:
+                    metrics.log(row)
                 if bar is not None:
                     bar.set_postfix_str(format_postfix(row), refresh=False)
                     bar.update(1)
                 if (interval and self.step % interval == 0) or self.step == self.total_steps:
                     self.save()
         finally:
-            metrics.close()
+            if metrics is not None:
+                metrics.close()
             if bar is not None:
                 bar.close()
+
+    def export_model(self) -> nn.Module | None:
+        """The trained model with whole weights for the HF export: on rank 0 (None on the other
+        ranks, which must call this too: it gathers the shards)."""
+        if not self.parallel.distributed:
+            return self.raw_model
+        from longctx.distributed import unsharded_copy
+
+        return unsharded_copy(self.model)

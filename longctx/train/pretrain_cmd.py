@@ -79,15 +79,42 @@ def resume_point(out: Path, resume: bool, force: bool, steps: int) -> Path | Non
 
 
 def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
+    main = trainer.parallel.is_main
     try:
         trainer.fit()
     except NonFiniteLoss as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        if main:
+            print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
-    export_hf(trainer.raw_model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
-    print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model saved to {out}")
+    model = trainer.export_model()  # every rank: gathers the shards under torchrun
+    if main:
+        export_hf(model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
+        print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model saved to {out}")
+    if trainer.parallel.distributed:
+        from longctx.distributed import destroy_distributed
+
+        trainer.parallel.barrier()
+        destroy_distributed()
     return 0
+
+
+def start_parallel(args: argparse.Namespace, stages, mconfig, device: torch.device):
+    """Check --dp/--cp against the processes and every stage, join torchrun's process group, and
+    return (ParallelDims, this rank's device). A single process gets (ParallelDims(), device)."""
+    from longctx.distributed import parallel_from_args
+
+    dims = parallel_from_args(args, stages, mconfig, device.type)
+    return dims, dims.device if dims.distributed else device
+
+
+def prepare_out_once(dims, out: Path, *, force: bool, run_config: dict) -> None:
+    """Create OUT and write run_config.yaml on rank 0 only, once every rank has validated."""
+    dims.barrier()
+    if dims.is_main:
+        prepare_out(out, force=force)
+        write_run_config(out, run_config)
+    dims.barrier()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -110,18 +137,20 @@ def run(args: argparse.Namespace) -> int:
     stage = Stage("pretrain", cfg.seq_len, cfg.batch_size, steps)
     make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
     check_data(make_loader, stage)
+    dims, device = start_parallel(args, [stage], mconfig, device)
     torch.manual_seed(cfg.seed)
     model = HybridLM(mconfig)
 
     # Validated: from here on OUT is written.
-    prepare_out(out, force=args.force)
-    write_run_config(out, cfg.to_dict())
+    prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
     train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
                   "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
     trainer = Trainer(model, cfg, out, [stage], make_loader, device=device, meta=train_meta,
-                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress)
+                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
+                      parallel=dims)
     if resume_from is not None:
         trainer.resume(resume_from)
-        print(f"longctx pretrain: resuming from {resume_from} (step {trainer.step} of {steps})", file=sys.stderr)
+        if dims.is_main:
+            print(f"longctx pretrain: resuming from {resume_from} (step {trainer.step} of {steps})", file=sys.stderr)
     return train_and_export(trainer, out, prog="longctx pretrain", tokenizer=tokenizer, train_meta=train_meta,
                             dtype=dtype)
