@@ -1,0 +1,353 @@
+"""Greedy generation with a cache over a HybridLM's own modules and weights (RULER evaluation).
+
+`prefill` runs the prompts packed into rows (cu_seqlens, one document per prompt) through the
+blocks' submodules and captures, per layer, what decoding needs:
+- GDN: the recurrent state after the prompt ([HV, K, V], float32) and the last W-1 pre-conv
+  q/k/v inputs (zero-padded for prompts shorter than that, like the conv's own padding);
+- attention: K (QK-normed, rotated) and V in a ring of `slots` entries, slot = position % slots.
+  A full layer has a slot for every position a sequence reaches; a sliding layer `window` slots,
+  exactly what a query can see (position p sees p - window < j <= p), so old keys are overwritten.
+`decode_step` then advances a batch of sequences by one token; `greedy_generate` loops it.
+
+The layer forwards cannot hand out their states, so the per-layer computations are redone here
+with the layers' submodules; the pieces that are inline in those forwards (gates, head layout,
+output gate) have small equivalents below, checked against the forwards by tests/test_generate.py.
+GDN prefill uses the torch reference recurrence (also on CUDA); fla is not used here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import rope_methods
+from longctx.model.attention import attend
+from longctx.model.gdn import causal_conv_ref, chunk_delta_rule_ref, l2norm
+from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
+from longctx.model.varlen import DocLayout, doc_layout
+
+# ---------------------------------------------------------------- caches
+
+
+@dataclass
+class GDNCache:
+    state: torch.Tensor  # [N, HV, K, V] float32
+    conv: list[torch.Tensor]  # q, k, v pre-conv inputs, each [N, W-1, C]
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.state = self.state[rows]
+        self.conv = [c[rows] for c in self.conv]
+
+
+@dataclass
+class AttnCache:
+    k: torch.Tensor  # [N, S, Hkv, D]
+    v: torch.Tensor
+    pos: torch.Tensor  # [N, S] absolute position held by each slot, -1 while empty
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+        """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
+        rows = torch.arange(k.shape[0], device=k.device)
+        slot = pos % self.k.shape[1]
+        self.k[rows, slot] = k
+        self.v[rows, slot] = v
+        self.pos[rows, slot] = pos
+
+
+@dataclass
+class DecodeCache:
+    layers: list  # GDNCache | AttnCache per layer, rows = sequences
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these sequences (in this order), e.g. once others have finished."""
+        if not self.layers:
+            return
+        first = self.layers[0]
+        device = (first.state if isinstance(first, GDNCache) else first.k).device
+        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        for cache in self.layers:
+            cache.select(idx)
+
+
+# ---------------------------------------------------------------- GDN pieces
+
+
+def _gdn_gates(gdn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """beta, g [B, T, HV] as GatedDeltaNet.forward computes them."""
+    beta = gdn.b_proj(x).sigmoid()
+    if gdn.allow_neg_eigval:
+        beta = beta * 2.0
+    g = -gdn.A_log.float().exp() * F.softplus(gdn.a_proj(x).float() + gdn.dt_bias)
+    return beta, g
+
+
+def _gdn_heads(gdn, q, k, v, g, beta):
+    """Conv outputs [B, T, C] -> float [B, HV, T, .] q (normed, scaled), k (normed), v, g, beta,
+    the layout gated_delta_rule_ref hands to the recurrence."""
+    B, T, _ = q.shape
+    q = q.view(B, T, gdn.num_k_heads, gdn.head_k_dim)
+    k = k.view(B, T, gdn.num_k_heads, gdn.head_k_dim)
+    v = v.view(B, T, gdn.num_v_heads, gdn.head_v_dim)
+    if gdn.num_v_heads != gdn.num_k_heads:
+        q, k = (x.repeat_interleave(gdn.num_v_heads // gdn.num_k_heads, dim=2) for x in (q, k))
+    q, k, v, g, beta = (x.float().transpose(1, 2) for x in (q, k, v, g, beta))
+    return l2norm(q) * gdn.head_k_dim**-0.5, l2norm(k), v, g, beta
+
+
+def _gdn_out(gdn, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """o [B, HV, T, V] float -> the layer output [B, T, D]: gated RMSNorm per head, o_proj."""
+    B, T, _ = x.shape
+    o = o.transpose(1, 2).to(x.dtype)
+    gate = gdn.g_proj(x).view(B, T, gdn.num_v_heads, gdn.head_v_dim)
+    return gdn.o_proj(gdn.o_norm(o, gate).reshape(B, T, -1))
+
+
+def _convs(gdn):
+    return ((gdn.q_proj, gdn.q_conv1d), (gdn.k_proj, gdn.k_conv1d), (gdn.v_proj, gdn.v_conv1d))
+
+
+def _tail(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Last n rows of [L, C], zero rows in front when L < n."""
+    x = x[max(0, x.shape[0] - n):]
+    return F.pad(x, (0, 0, n - x.shape[0], 0))
+
+
+def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, int]]):
+    """x [1, T, D] -> (output [1, T, D], final states [n_docs, HV, K, V], conv tails)."""
+    pre, conv_out = [], []
+    for proj, conv in _convs(gdn):
+        p = proj(x)
+        pre.append(p)
+        conv_out.append(causal_conv_ref(p, conv.weight, layout.doc_pos))
+    W = gdn.q_conv1d.weight.shape[-1]
+    tails = [torch.stack([_tail(p[0, a:b], W - 1) for a, b in docs]) for p in pre]
+    beta, g = _gdn_gates(gdn, x)
+    heads = _gdn_heads(gdn, *conv_out, g, beta)
+    outs, states = [], []
+    for a, b in docs:
+        o, s = chunk_delta_rule_ref(*(h[:, :, a:b] for h in heads), output_final_state=True)
+        outs.append(o)
+        states.append(s[0])
+    return _gdn_out(gdn, torch.cat(outs, 2), x), torch.stack(states), tails
+
+
+def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
+    """One token per sequence, x [N, 1, D] -> [N, 1, D]; advances the cache."""
+    conv_out = []
+    for i, (proj, conv) in enumerate(_convs(gdn)):
+        window = torch.cat([cache.conv[i], proj(x)], 1)  # [N, W, C], oldest first
+        cache.conv[i] = window[:, 1:]
+        w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
+        conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
+    beta, g = _gdn_gates(gdn, x)
+    q, k, v, g, beta = (h[:, :, 0] for h in _gdn_heads(gdn, *conv_out, g, beta))
+    # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
+    S = cache.state * g.exp()[..., None, None]
+    u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
+    S = S + k[..., :, None] * u[..., None, :]
+    cache.state = S
+    o = torch.einsum("nhkv,nhk->nhv", S, q)
+    return _gdn_out(gdn, o[:, :, None], x)
+
+
+# ---------------------------------------------------------------- attention pieces
+
+
+def _attn_qkv(attn, x: torch.Tensor, rope):
+    """q [B, T, H, D], k/v [B, T, Hkv, D] as Attention.forward builds them (QK-norm, RoPE)."""
+    B, T, _ = x.shape
+    q = attn.q_norm(attn.q_proj(x)).view(B, T, attn.num_heads, attn.head_dim)
+    k = attn.k_norm(attn.k_proj(x)).view(B, T, attn.num_kv_heads, attn.head_dim)
+    v = attn.v_proj(x).view(B, T, attn.num_kv_heads, attn.head_dim)
+    if rope is not None:
+        q, k = rope_methods.apply_rotary(q, k, *rope, unsqueeze_dim=2)
+    return q, k, v
+
+
+def _attn_step(attn, x: torch.Tensor, rope, cache: AttnCache, pos: torch.Tensor) -> torch.Tensor:
+    q, k, v = _attn_qkv(attn, x, rope)
+    cache.write(k[:, 0], v[:, 0], pos)
+    # a sliding layer's ring has `window` slots: after this write it holds exactly positions
+    # pos - window < j <= pos, so only the empty slots need masking
+    allowed = cache.pos >= 0
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), cache.k.transpose(1, 2), cache.v.transpose(1, 2),
+        attn_mask=allowed[:, None, None, :], scale=attn.scale, enable_gqa=attn.num_heads != attn.num_kv_heads,
+    )
+    return attn.o_proj(out.transpose(1, 2).reshape(x.shape[0], 1, -1))
+
+
+# ---------------------------------------------------------------- model level
+
+
+def _check(model: HybridLM) -> None:
+    if model.context_parallel is not None:
+        raise ValueError("greedy_generate runs on a model without context parallelism")
+    for layer_type, spec in model._rope.items():
+        if spec is not None and spec[0].get("rope_type") in DYNAMIC_ROPE_TYPES:
+            raise ValueError(f"rope_type {spec[0]['rope_type']!r} ({layer_type}) changes with the sequence length; "
+                             "cached decoding supports static RoPE or none")
+
+
+def _pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive prompts into rows of at most max_tokens tokens (a longer prompt gets its own row)."""
+    rows, cur, total = [], [], 0
+    for i, n in enumerate(lengths):
+        if cur and total + n > max_tokens:
+            rows.append(cur)
+            cur, total = [], 0
+        cur.append(i)
+        total += n
+    if cur:
+        rows.append(cur)
+    return rows
+
+
+@torch.no_grad()
+def prefill(
+    model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = 65536
+) -> tuple[DecodeCache, torch.Tensor]:
+    """Run the prompts, several packed per row, and return (cache, logits [N, V] of each last token).
+
+    capacity: the most positions any sequence will reach (prompt + generated tokens); it sizes the
+    full-attention caches.
+    """
+    _check(model)
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prefill needs at least one prompt and no empty prompt")
+    capacity = max(capacity, max(len(p) for p in prompts))
+    device = model.lm_head.weight.device
+    dtype = model.model.embed_tokens.weight.dtype
+    N = len(prompts)
+
+    caches = []
+    for layer in model.model.layers:
+        if isinstance(layer, GDNBlock):
+            gdn = layer.linear_attn
+            W = gdn.q_conv1d.weight.shape[-1]
+            caches.append(GDNCache(
+                state=torch.zeros(N, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
+                conv=[torch.zeros(N, W - 1, proj.out_features, device=device, dtype=dtype)
+                      for proj, _ in _convs(gdn)],
+            ))
+        elif isinstance(layer, AttentionBlock):
+            attn = layer.self_attn
+            slots = capacity if attn.window is None else min(capacity, attn.window)
+            shape = (N, slots, attn.num_kv_heads, attn.head_dim)
+            caches.append(AttnCache(
+                k=torch.zeros(shape, device=device, dtype=dtype), v=torch.zeros(shape, device=device, dtype=dtype),
+                pos=torch.full((N, slots), -1, dtype=torch.long, device=device),
+            ))
+        else:
+            raise TypeError(f"unknown block {type(layer).__name__}")
+
+    last_hidden = [None] * N
+    for row in _pack_rows([len(p) for p in prompts], max_prefill_tokens):
+        ids = torch.tensor([t for i in row for t in prompts[i]], dtype=torch.long, device=device)[None]
+        bounds = [0]
+        for i in row:
+            bounds.append(bounds[-1] + len(prompts[i]))
+        docs = list(zip(bounds[:-1], bounds[1:]))
+        layout = doc_layout(torch.tensor(bounds, dtype=torch.int32), 1, bounds[-1], device)
+        positions = layout.doc_pos if layout.packed else torch.arange(bounds[-1], device=device)[None]
+        ropes = model._rope_tables(positions, layout)
+        rows_idx = torch.tensor(row, dtype=torch.long, device=device)
+
+        h = model.model.embed_tokens(ids)
+        for layer, cache in zip(model.model.layers, caches):
+            if isinstance(layer, GDNBlock):
+                out, states, tails = _gdn_prefill(layer.linear_attn, layer.attention_layer_norm(h), layout, docs)
+                cache.state[rows_idx] = states
+                for buf, tail in zip(cache.conv, tails):
+                    buf[rows_idx] = tail
+                h = h + out
+                h = h + layer.mlp(layer.feedforward_layer_norm(h))
+            else:
+                attn = layer.self_attn
+                q, k, v = _attn_qkv(attn, h, ropes[layer.layer_type])
+                out = attn.o_proj(attend(q, k, v, layout, attn.window, attn.scale).reshape(1, bounds[-1], -1))
+                slots = cache.k.shape[1]
+                for i, (a, b) in zip(row, docs):
+                    keep = torch.arange(max(a, b - slots), b, device=device)  # the newest `slots` tokens
+                    pos = keep - a
+                    cache.k[i, pos % slots] = k[0, keep]
+                    cache.v[i, pos % slots] = v[0, keep]
+                    cache.pos[i, pos % slots] = pos
+                h = h + layer.post_attention_layernorm(out)
+                h = h + layer.post_feedforward_layernorm(layer.mlp(h))
+        for i, (_, b) in zip(row, docs):
+            last_hidden[i] = h[0, b - 1]
+    logits = model.lm_head(model.model.norm(torch.stack(last_hidden)))
+    return DecodeCache(caches), logits
+
+
+@torch.no_grad()
+def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Feed one token per sequence: tokens, positions [N] (absolute position of each token in its
+    sequence). Returns logits [N, V] and advances the cache."""
+    positions = positions.to(tokens.device)
+    ropes = model._rope_tables(positions[:, None])
+    h = model.model.embed_tokens(tokens[:, None])
+    for layer, c in zip(model.model.layers, cache.layers):
+        if isinstance(layer, GDNBlock):
+            h = h + _gdn_step(layer.linear_attn, layer.attention_layer_norm(h), c)
+            h = h + layer.mlp(layer.feedforward_layer_norm(h))
+        else:
+            out = _attn_step(layer.self_attn, h, ropes[layer.layer_type], c, positions)
+            h = h + layer.post_attention_layernorm(out)
+            h = h + layer.post_feedforward_layernorm(layer.mlp(h))
+    return model.lm_head(model.model.norm(h[:, 0]))
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: HybridLM,
+    prompts: list[list[int]],
+    max_new_tokens: int | list[int],
+    eos_token_ids: set[int] | None = None,
+    stop_sequences: Callable[[int, list[int]], bool] | None = None,
+    max_prefill_tokens: int = 65536,
+) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids), batched.
+
+    A sequence stops at an EOS token (not included in its output), after max_new_tokens tokens
+    (one number for all or one per prompt), or once stop_sequences(prompt_index, generated_ids)
+    returns True (the token just generated is kept; the caller trims stop strings).
+    max_prefill_tokens: prompts are packed into prefill rows of at most this many tokens.
+    """
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts) or any(b < 0 for b in budgets):
+        raise ValueError("max_new_tokens must be >= 0, one value or one per prompt")
+    eos = set(eos_token_ids or ())
+    results: list[list[int]] = [[] for _ in prompts]
+    active = [i for i, b in enumerate(budgets) if b > 0]  # prompt index of each cache row
+    if not active:
+        return results
+    capacity = max(len(prompts[i]) + budgets[i] for i in active)
+    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens)
+    positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
+    while True:
+        tokens = logits.argmax(-1)
+        keep = []
+        for row, (i, t) in enumerate(zip(active, tokens.tolist())):
+            if t in eos:
+                continue
+            results[i].append(t)
+            if len(results[i]) >= budgets[i] or (stop_sequences is not None and stop_sequences(i, results[i])):
+                continue
+            keep.append(row)
+        if not keep:
+            return results
+        if len(keep) < len(active):
+            cache.select(keep)
+            rows = torch.tensor(keep, dtype=torch.long, device=tokens.device)
+            tokens, positions = tokens[rows], positions[rows]
+            active = [active[r] for r in keep]
+        logits = decode_step(model, cache, tokens, positions)
+        positions = positions + 1

@@ -1,0 +1,123 @@
+"""Cached greedy generation (longctx.model.generate) against transformers' generate and against
+HybridLM's own full forward (fp32, CPU, tiny randomised models)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from longctx.model import HybridLM
+from longctx.model.generate import decode_step, greedy_generate, prefill
+from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config
+
+TOL = 1e-4
+NEW = 12
+# 2 < the GDN conv width - 1 and < the window; 70 and 130 cross GDN chunks of 64 and the window of 8
+LENGTHS = (2, 37, 70, 130)
+CASES = {
+    "hybrid-rope": lambda: hybrid_config(),
+    "hybrid-norope": lambda: hybrid_config(rope_parameters=dict(NO_ROPE)),
+    "olmo3-sliding8": lambda: olmo3_config(sliding_window=8),
+}
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def models(request, tmp_path_factory):
+    ref = hf_reference(CASES[request.param]())
+    path = tmp_path_factory.mktemp(request.param)
+    ref.save_pretrained(path)
+    return ref, HybridLM.from_pretrained(path)
+
+
+def prompts(lengths=LENGTHS, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+
+
+def hf_generate(ref, prompt, n, eos):
+    """transformers' greedy output for one unpadded prompt, the EOS (which it keeps) cut off."""
+    out = ref.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, eos_token_id=eos,
+                       pad_token_id=0)[0, len(prompt):].tolist()
+    return out[:out.index(eos)] if eos in out else out
+
+
+def test_matches_transformers_generate(models):
+    ref, ours = models
+    ps = prompts()
+    eos = ref.config.eos_token_id
+    got = greedy_generate(ours, ps, NEW, eos_token_ids={eos})
+    assert got == [hf_generate(ref, p, NEW, eos) for p in ps]
+
+
+def test_decode_logits_match_full_forward(models):
+    """Teacher-forced: after a packed prefill, each decode step's logits equal the full forward's
+    logits at that position of prompt + fed tokens."""
+    _, ours = models
+    ps = prompts()
+    steps = 6
+    gen = torch.Generator().manual_seed(5)
+    fed = torch.randint(2, VOCAB, (len(ps), steps), generator=gen)
+    cache, logits = prefill(ours, ps, capacity=max(LENGTHS) + steps)
+    per_step = [logits]
+    positions = torch.tensor([len(p) for p in ps])
+    for s in range(steps):
+        per_step.append(decode_step(ours, cache, fed[:, s], positions + s))
+    with torch.no_grad():
+        for i, p in enumerate(ps):
+            full = ours(torch.tensor([p + fed[i].tolist()]))[0]
+            expected = full[len(p) - 1:len(p) + steps]
+            got = torch.stack([step[i] for step in per_step])
+            assert expected.abs().max() > 1.0
+            assert max_diff(got, expected) <= TOL, (i, max_diff(got, expected))
+
+
+def test_eos_stops_one_sequence_while_others_continue(models):
+    ref, ours = models
+    ps = prompts()
+    free = greedy_generate(ours, ps, NEW)
+    # a token some outputs produce after their first step and others never: it becomes the EOS
+    seen = [set(o[1:]) for o in free]
+    candidates = sorted(set().union(*seen) - set.intersection(*seen) - set(free[0][:1]) - set(o[0] for o in free))
+    assert candidates, free
+    eos = candidates[0]
+    got = greedy_generate(ours, ps, NEW, eos_token_ids={eos, VOCAB + 10})
+    assert got == [hf_generate(ref, p, NEW, eos) for p in ps]
+    assert any(len(o) < NEW for o in got) and any(len(o) == NEW for o in got)
+    assert got == [o[:o.index(eos)] if eos in o else o for o in free]
+
+
+def test_packed_prefill_equals_one_by_one(models):
+    _, ours = models
+    ps = prompts()
+    budgets = [NEW, 3, 0, NEW]
+    packed = greedy_generate(ours, ps, budgets)  # all four prompts in one row
+    single = greedy_generate(ours, ps, budgets, max_prefill_tokens=1)  # one row per prompt
+    assert packed == single
+    assert [len(o) for o in packed] == budgets
+    cache_a, logits_a = prefill(ours, ps, capacity=200)
+    cache_b, logits_b = prefill(ours, ps, capacity=200, max_prefill_tokens=1)
+    assert max_diff(logits_a, logits_b) <= TOL
+    for a, b in zip(cache_a.layers, cache_b.layers):
+        for x, y in zip(vars(a).values(), vars(b).values()):
+            xs, ys = (x, y) if isinstance(x, list) else ([x], [y])
+            assert all(max_diff(u, w) <= TOL for u, w in zip(xs, ys))
+
+
+def test_stop_callback_keeps_the_stopping_token():
+    torch.manual_seed(0)
+    model = HybridLM(hybrid_config()).eval()
+    ps = prompts((9, 20))
+    free = greedy_generate(model, ps, NEW)
+    stop_at = free[0][4]
+    got = greedy_generate(model, ps, NEW, stop_sequences=lambda i, ids: i == 0 and ids[-1] == stop_at)
+    assert got[0] == free[0][:free[0].index(stop_at) + 1]
+    assert got[1] == free[1]
+
+
+def test_rejects_length_dependent_rope_and_bad_budgets():
+    model = HybridLM(hybrid_config(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0},
+                                   max_position_embeddings=64)).eval()
+    with pytest.raises(ValueError, match="dynamic"):
+        greedy_generate(model, [[5, 6]], 2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy_generate(model, [[5, 6]], [2, 3])
