@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from longctx.distributed.collectives import all_gather
 from longctx.distributed.sharding import local_index
 from longctx.model import attention as single
+from longctx.model.attention import allowed_positions
 from longctx.model.varlen import DocLayout
 
 _flex_compiled = None
@@ -68,13 +69,7 @@ def block_mask(layout: DocLayout, window: int | None):
         ids = cp.whole.doc_ids
 
         def mask_mod(b, h, q_idx, kv_idx):
-            qp, kp = qpos[q_idx], kpos[kv_idx]
-            allowed = kp <= qp
-            if window is not None:
-                allowed = allowed & (qp - kp < window)
-            if ids is not None:
-                allowed = allowed & (ids[b, qp] == ids[b, kp])
-            return allowed
+            return allowed_positions(b, qpos[q_idx], kpos[kv_idx], window, ids)
 
         device = qpos.device
         cp.cache[key] = create_block_mask(

@@ -129,6 +129,20 @@ def _math_attend(q, k, v, layout, window, scale):
     return out.transpose(1, 2)
 
 
+def allowed_positions(b, q_pos, k_pos, window: int | None, doc_ids: torch.Tensor | None):
+    """The one attention rule (causal, sliding window, same document) on absolute token positions.
+
+    FlexAttention mask_mods call it with index tensors; context parallelism maps its local
+    indices to global positions first.
+    """
+    allowed = k_pos <= q_pos
+    if window is not None:
+        allowed = allowed & (q_pos - k_pos < window)
+    if doc_ids is not None:
+        allowed = allowed & (doc_ids[b, q_pos] == doc_ids[b, k_pos])
+    return allowed
+
+
 def _block_mask(layout: DocLayout, window: int | None, device: torch.device):
     from torch.nn.attention.flex_attention import create_block_mask
 
@@ -137,12 +151,7 @@ def _block_mask(layout: DocLayout, window: int | None, device: torch.device):
         doc_ids = layout.doc_ids.to(device) if layout.doc_ids is not None else None
 
         def mask_mod(b, h, q_idx, kv_idx):
-            allowed = kv_idx <= q_idx
-            if window is not None:
-                allowed = allowed & (q_idx - kv_idx < window)
-            if doc_ids is not None:
-                allowed = allowed & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
-            return allowed
+            return allowed_positions(b, q_idx, kv_idx, window, doc_ids)
 
         batch = layout.batch if doc_ids is not None else 1
         # _compile: evaluate the mask block by block; eagerly it materialises [B, T, T] (and a
