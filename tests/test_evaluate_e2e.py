@@ -92,9 +92,22 @@ def test_eval_hf_and_longctx_backends(tiny_model, tmp_path, capsys):
         outs[backend] = (r, _journal_answers(out))
         err = capsys.readouterr().err
         assert "niah_single_1 @ 1k" in err and "ruler_vt @ 1k" in err  # progress per task x length
-    # `longctx` delegates to transformers for now: the same greedy answers and scores as `hf`.
+    # `longctx` runs HybridLM with its cached greedy decoder; `hf` runs transformers' generate:
+    # the same greedy answers and scores.
     assert outs["hf"][1] == outs["longctx"][1] and len(outs["hf"][1]) == 2
     assert outs["hf"][0]["scores"] == outs["longctx"][0]["scores"]
+
+
+def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys):
+    """Several prompts prefilled packed in one row (--batch-size 3) answer as transformers does one by one."""
+    answers = {}
+    for backend, batch in (("hf", "1"), ("longctx", "3")):
+        out = tmp_path / backend / "ruler.json"
+        argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", "niah_single_1",
+                "--samples", "3", "--batch-size", batch, "--backend", backend, "--device", "cpu", "--out", str(out)]
+        assert main(argv) == 0, capsys.readouterr().err
+        answers[backend] = _journal_answers(out)
+    assert len(answers["hf"]) == 3 and answers["hf"] == answers["longctx"]
 
 
 class _ScriptedLM:

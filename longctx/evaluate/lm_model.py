@@ -1,29 +1,71 @@
 """`--model longctx`: the lm-eval model adapter of this suite.
 
 Importing this module registers it with lm-eval (`longctx eval --backend longctx` and
-`longctx lm-eval --model longctx --model_args pretrained=DIR ...` both do). For now it is
-lm-eval's HF model with the checkpoint loaded through transformers (`OlmoHybridForCausalLM`,
-`Olmo3ForCausalLM`), pinned to a decoder-only backend; it exists so that the internals can move
-to batched prefill on `longctx.model.HybridLM` without changing any command line.
+`longctx lm-eval --model longctx --model_args pretrained=DIR ...` both do).
+
+It keeps lm-eval's HF model for everything around the model (tokenizer, chat template, request
+batching, stop strings, loglikelihood bookkeeping) and swaps the model itself for
+`longctx.model.HybridLM`: logits come from its forward, and generation from
+`longctx.model.generate.greedy_generate`, which prefills the batch's prompts packed into one
+row (cu_seqlens, no padding) and decodes on the GDN recurrent state + KV cache. RULER is greedy;
+sampling arguments are refused rather than silently ignored.
 """
 from __future__ import annotations
 
 import os
 
+import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
+
+from longctx.model import HybridLM
+from longctx.model.generate import greedy_generate
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @register_model("longctx")
 class LongctxLM(HFLM):
-    """model_args: `pretrained=DIR` plus any HFLM argument (`max_length`, `dtype`, `batch_size`, ...)."""
+    """model_args: `pretrained=DIR` plus HFLM's (`dtype`, `batch_size`, `max_length`, `device`, ...)."""
 
     def __init__(self, pretrained, **kwargs):
-        # Auto-detection of causal vs seq2seq reads a config mapping that does not know every
-        # hybrid; these models are all decoder-only.
-        kwargs.setdefault("backend", "causal")
+        kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
-            # (`runs/x` does); an absolute path is rejected locally, without a network call.
+            # (`runs/x` does); an absolute path is recognised as local, without a network call.
             pretrained = os.path.abspath(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+
+    def _create_model(self, pretrained, dtype="auto", **kwargs) -> None:
+        if dtype in (None, "auto"):
+            dtype = None  # as stored
+        elif isinstance(dtype, str):
+            if dtype not in _DTYPES:
+                raise ValueError(f"dtype {dtype!r} unknown; accepted: auto, {', '.join(_DTYPES)}")
+            dtype = _DTYPES[dtype]
+        self._model = HybridLM.from_pretrained(pretrained, dtype=dtype, device=self.device).eval()
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        with torch.no_grad():
+            return self.model(inps)
+
+    def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        if generation_kwargs.get("do_sample") or generation_kwargs.get("temperature", 0.0) not in (0, 0.0, None):
+            raise ValueError(f"--model longctx decodes greedily; got generation kwargs {generation_kwargs}")
+        mask = generation_kwargs.get("attention_mask")
+        rows = context.tolist()
+        if mask is not None:  # HFLM left-pads the batch; the packed prefill wants the bare prompts
+            rows = [row[len(row) - int(m.sum()):] for row, m in zip(rows, mask)]
+        new = max_length - context.shape[1]
+        stop = [s for s in stop if s]
+
+        def stopped(i: int, generated: list[int]) -> bool:
+            tail = self.tok_decode(generated[-16:], skip_special_tokens=False)
+            return any(s in tail for s in stop)
+
+        outputs = greedy_generate(self.model, rows, new, eos_token_ids={self.eot_token_id},
+                                  stop_sequences=stopped if stop else None)
+        # HFLM cuts the context off and decodes the rest up to the first stop string; the EOS
+        # padding is itself a stop string (lm-eval adds it to `until`).
+        full = [row + out + [self.eot_token_id] * (new - len(out)) for row, out in zip(context.tolist(), outputs)]
+        return torch.tensor(full, dtype=context.dtype, device=context.device)
