@@ -1,0 +1,452 @@
+"""RULER-style evaluation throughput: greedy generation after long prompts, ours against transformers.
+
+On the GPU machine (one H100; repo root; fla installed), one call of at most 10 minutes:
+
+    OUT=${OUT:-./bench_out} python bench/eval_throughput.py --config hybrid-1b --lengths 16384,65536 --samples 8
+
+CPU smoke test (seconds):
+
+    python bench/eval_throughput.py --device cpu --config hybrid-tiny --lengths 256 --samples 3 --max-new-tokens 4
+
+Per length T: --samples prompts of T - --max-new-tokens tokens (so prompt + answer fit in T, as
+RULER sizes them): random tokens (default; enough for throughput) or `--prompts ruler`, RULER
+samples of `--ruler-task` from `eval_tasks.ruler.generate` with the default longctx tokenizer.
+Both implementations run the same bf16 weights (ours is built from the config, or loaded with
+--model, and saved to a temporary HF checkpoint that transformers loads), greedy, --max-new-tokens
+tokens, stopping at the config's EOS.
+- peer: transformers `model.generate(do_sample=False)` one prompt at a time, what
+  `lm_eval --model hf` does at batch size 1.
+- ours: `longctx.model.generate.greedy_generate(model, prompts, max_new_tokens, eos_token_ids)`,
+  all prompts in one call (batched decoding; `--ours-batch` caps prompts per call).
+Reported: samples/s (prompts / wall time of generation, prefill included), forward tokens/s (one
+forward over each prompt, last-token logits only: transformers `logits_to_keep=1`, ours
+`forward_hidden` + head on the last token), ours' cache prefill tokens/s
+(`longctx.model.generate.prefill`, what greedy_generate runs first), and the agreement rate: the
+fraction of prompts whose generated tokens are identical in both. Each timed phase runs once
+untimed on the first prompt first (kernel compilation / autotuning). OOM is reported as "OOM"
+and the run goes on. Results go to $OUT/eval_throughput.json (after every measurement); the
+table is printed last. With random weights greedy argmaxes sit close together, so bf16 noise
+can flip them: agreement is meaningful mainly with a trained checkpoint (--model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+IMPLS = ("ours", "peer")
+
+
+def parse_list(text: str, kind=str) -> list:
+    out = []
+    for x in (x.strip() for x in text.split(",")):
+        if x:
+            out.append(kind(x[:-1]) * 1024 if kind is int and x.lower().endswith("k") else kind(x))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="hybrid-1b", help="model config (configs/models name); random weights")
+    p.add_argument("--model", default=None, help="a checkpoint dir to load instead of --config (HybridLM.from_pretrained)")
+    p.add_argument("--lengths", default="16384,65536", help="total lengths (prompt + answer), comma-separated")
+    p.add_argument("--samples", type=int, default=8, help="prompts per length")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--impl", default="ours,peer", help="ours, peer or both, comma-separated")
+    p.add_argument("--prompts", default="random", choices=("random", "ruler"))
+    p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
+    p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs on the first prompt before each phase (0: none)")
+    p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
+    p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def validate(args) -> None:
+    args.lengths = parse_list(args.lengths, int)
+    args.impl = parse_list(args.impl)
+    bad = [i for i in args.impl if i not in IMPLS]
+    if bad or not args.impl:
+        sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
+    if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or args.ours_batch < 0:
+        sys.exit("--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0 required")
+    if not args.lengths or min(args.lengths) <= args.max_new_tokens:
+        sys.exit(f"--lengths {args.lengths}: each must exceed --max-new-tokens ({args.max_new_tokens})")
+    if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
+        sys.exit(f"--device {args.device!r}: accepted: cuda, cuda:N, cpu")
+
+
+def ours_generate_fn():
+    """greedy_generate, or None with the reason when longctx.model.generate is missing or differs."""
+    import inspect
+
+    try:
+        from longctx.model.generate import greedy_generate
+    except ImportError as e:
+        return None, f"longctx.model.generate.greedy_generate not importable ({e})"
+    params = list(inspect.signature(greedy_generate).parameters)
+    if params[:4] != ["model", "prompts", "max_new_tokens", "eos_token_ids"]:
+        return None, f"greedy_generate has signature {params}, expected (model, prompts, max_new_tokens, eos_token_ids)"
+    return greedy_generate, None
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def make_prompts(args, config, T: int) -> list[list[int]]:
+    import torch
+
+    n = T - args.max_new_tokens
+    if args.prompts == "ruler":
+        from eval_tasks.ruler import generate
+
+        from longctx.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(None)
+        samples = generate(args.ruler_task, T, args.samples, tok, seed=args.seed)
+        prompts = [tok(s["input"] + s.get("gen_prefix", ""), add_special_tokens=False)["input_ids"] for s in samples]
+        top = max(max(p) for p in prompts)
+        if top >= config.vocab_size:
+            sys.exit(f"--prompts ruler: token id {top} >= the model's vocab_size {config.vocab_size}; use --prompts random")
+        return prompts
+    gen = torch.Generator().manual_seed(args.seed + T)
+    specials = {x for x in (_ids(config.eos_token_id) + _ids(config.pad_token_id))}
+    ids = torch.randint(0, config.vocab_size, (args.samples, n), generator=gen)
+    for s in specials:  # no EOS / pad inside a prompt
+        ids[ids == s] = (s + 1) % config.vocab_size
+    return ids.tolist()
+
+
+def _ids(x) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [int(x)]
+
+
+# ---------------------------------------------------------------- the two implementations
+
+
+def sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+def cut_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[:i]
+    return tokens
+
+
+def run_peer(peer, prompts, args, device, eos) -> dict:
+    import torch
+
+    pad = peer.config.pad_token_id if peer.config.pad_token_id is not None else 0
+
+    def forward(p):
+        ids = torch.tensor([p], device=device)
+        with torch.no_grad():
+            return peer(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
+
+    def generate(p, k):
+        ids = torch.tensor([p], device=device)
+        with torch.no_grad():
+            out = peer.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, do_sample=False,
+                                eos_token_id=sorted(eos) or None, pad_token_id=pad, temperature=None, top_p=None,
+                                top_k=None)
+        return cut_eos(out[0, len(p):].tolist(), eos)
+
+    for _ in range(args.warmup):
+        forward(prompts[0])
+    fwd = [timed(lambda p=p: forward(p), device)[1] for p in prompts]
+    for _ in range(args.warmup):
+        generate(prompts[0], min(2, args.max_new_tokens))
+    outs, gen_times = [], []
+    for p in prompts:
+        o, dt = timed(lambda p=p: generate(p, args.max_new_tokens), device)
+        outs.append(o)
+        gen_times.append(dt)
+    return result(prompts, fwd, gen_times, outs, device)
+
+
+def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
+    import torch
+
+    def forward(p):
+        ids = torch.tensor([p], device=device)
+        with torch.no_grad():
+            return model.lm_head(model.forward_hidden(ids)[0, -1]).float()
+
+    for _ in range(args.warmup):
+        forward(prompts[0])
+    fwd = [timed(lambda p=p: forward(p), device)[1] for p in prompts]
+
+    # warm up on as many prompts as greedy_generate packs into one prefill row (its default
+    # max_prefill_tokens, 65536): a packed row takes another attention kernel (FlexAttention,
+    # compiled on first use) than a single prompt does
+    warm = prompts[:max(1, min(len(prompts), 65536 // max(len(p) for p in prompts)))]
+    row = {}
+    try:
+        from longctx.model.generate import prefill
+
+        cap = max(len(p) for p in prompts) + args.max_new_tokens
+        for _ in range(args.warmup):
+            prefill(model, warm, cap)
+        _, pre_s = timed(lambda: prefill(model, prompts, cap), device)
+        row["prefill_tok_s"] = sum(len(p) for p in prompts) / pre_s
+        row["prefill_s"] = pre_s
+    except ImportError:
+        row["prefill_tok_s"] = None
+    gc.collect()
+
+    batch = args.ours_batch or len(prompts)
+    for _ in range(args.warmup):
+        greedy_generate(model, warm, min(2, args.max_new_tokens), eos)
+    outs, gen_times = [], []
+    for i in range(0, len(prompts), batch):
+        o, dt = timed(lambda i=i: greedy_generate(model, prompts[i:i + batch], args.max_new_tokens, eos), device)
+        outs += [list(x) for x in o]
+        gen_times.append(dt)
+    row.update(result(prompts, fwd, gen_times, outs, device))
+    row["ours_batch"] = batch
+    return row
+
+
+def result(prompts, fwd_times, gen_times, outs, device) -> dict:
+    import torch
+
+    tokens = sum(len(p) for p in prompts)
+    total = sum(gen_times)
+    return {
+        "status": "ok",
+        "samples_per_s": len(prompts) / total,
+        "generate_s": total,
+        "generate_call_s": gen_times,
+        "forward_tok_s": tokens / sum(fwd_times),
+        "forward_s": fwd_times,
+        "forward_s_median": statistics.median(fwd_times),
+        "generated": outs,
+        "generated_tokens_mean": sum(len(o) for o in outs) / len(outs),
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+
+
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def free(device):
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# ---------------------------------------------------------------- report
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("fla", "causal_conv1d", "flash_attn"):
+        try:
+            v[name] = getattr(__import__(name), "__version__", "installed")
+        except Exception:  # noqa: BLE001 - absent or broken: either way not used
+            v[name] = None
+    return v
+
+
+def cell(row, key, spec):
+    if row is None:
+        return "-"
+    if row["status"] != "ok":
+        return row["status"] if row["status"] in ("OOM", "skipped") else "error"
+    v = row.get(key)
+    return "-" if v is None else f"{v:{spec}}"
+
+
+def table(results: list[dict], agreement: dict) -> str:
+    by = {(r["seq_len"], r["impl"]): r for r in results}
+    head = ["T", "prompt tok", "peer samples/s", "ours samples/s", "speed-up", "peer fwd tok/s",
+            "ours fwd tok/s", "ours prefill tok/s", "agreement"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for T in sorted({r["seq_len"] for r in results}):
+        o, p = by.get((T, "ours")), by.get((T, "peer"))
+        ok = o and p and o["status"] == "ok" and p["status"] == "ok"
+        agree = agreement.get(T)
+        lines.append("| " + " | ".join([
+            str(T), str((o or p)["prompt_tokens"]),
+            cell(p, "samples_per_s", ".3f"), cell(o, "samples_per_s", ".3f"),
+            f"{o['samples_per_s'] / p['samples_per_s']:.2f}x" if ok else "-",
+            cell(p, "forward_tok_s", ",.0f"), cell(o, "forward_tok_s", ",.0f"), cell(o, "prefill_tok_s", ",.0f"),
+            "-" if agree is None else f"{agree['identical']}/{agree['n']}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    import torch
+
+    from longctx.model import HybridLM, load_config
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device; use --device cpu for the smoke test")
+    greedy_generate, why_not = ours_generate_fn() if "ours" in args.impl else (None, None)
+    impls = list(args.impl)
+    if "ours" in impls and greedy_generate is None:
+        print(f"SKIPPING ours: {why_not}", file=sys.stderr)
+        impls.remove("ours")
+        if not impls:
+            sys.exit(f"nothing to run: {why_not}")
+
+    from longctx.errors import UsageError
+
+    if not args.model:
+        try:
+            load_config(args.config)
+        except UsageError as e:
+            sys.exit(f"--config: {e}")
+    t0 = time.perf_counter()
+    if args.model:
+        model = HybridLM.from_pretrained(args.model, dtype=torch.bfloat16, device=device)
+        source = str(args.model)
+    else:
+        config = load_config(args.config)
+        torch.manual_seed(args.seed)
+        with torch.device(device):
+            model = HybridLM(config)
+        source = f"{args.config} (random init, seed {args.seed})"
+    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    config = model.config
+    eos = set(_ids(config.eos_token_id))
+    peer = None
+    tmp = None
+    if "peer" in impls:
+        from transformers import AutoModelForCausalLM
+
+        # the same weights in transformers' format: save ours, load it back (HybridLM.save_pretrained
+        # writes what AutoModelForCausalLM loads with the same logits)
+        tmp = tempfile.TemporaryDirectory(prefix="eval_throughput_")
+        model.save_pretrained(Path(tmp.name) / "ckpt")
+        peer = AutoModelForCausalLM.from_pretrained(Path(tmp.name) / "ckpt", dtype=torch.bfloat16).to(device).eval()
+        tmp.cleanup()
+    build_s = time.perf_counter() - t0
+    if "ours" not in impls:
+        del model
+        model = None
+        free(device)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / "eval_throughput.json"
+    meta = {
+        "script": "bench/eval_throughput.py",
+        "argv": sys.argv[1:],
+        "args": dict(vars(args)),
+        "model": source,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": versions(),
+        "build_s": build_s,
+        "ours_skipped": why_not,
+        "peer_class": type(peer).__name__ if peer is not None else None,
+        "peer_attn_implementation": getattr(peer.config, "_attn_implementation", None) if peer is not None else None,
+        "dtype": "bfloat16",
+        "eos_token_ids": sorted(eos),
+    }
+    results: list[dict] = []
+    agreement: dict = {}
+
+    def save():
+        out_file.write_text(json.dumps({"meta": meta, "results": results,
+                                        "agreement": {str(k): v for k, v in agreement.items()}}, indent=2))
+
+    start = time.perf_counter()
+    for T in args.lengths:
+        prompts = make_prompts(args, config, T)
+        for impl in ("peer", "ours"):
+            if impl not in impls:
+                continue
+            row = {"impl": impl, "seq_len": T, "samples": len(prompts), "max_new_tokens": args.max_new_tokens,
+                   "prompt_tokens": max(len(p) for p in prompts)}
+            if time.perf_counter() - start > args.budget_s:
+                row.update(status="skipped", reason=f"time budget {args.budget_s:.0f} s spent")
+            else:
+                print(f"[{time.perf_counter() - start:6.0f}s] T={T} {impl} ...", file=sys.stderr, flush=True)
+                try:
+                    if impl == "peer":
+                        row.update(run_peer(peer, prompts, args, device, eos))
+                    else:
+                        row.update(run_ours(model, prompts, args, device, eos, greedy_generate))
+                except Exception as e:  # noqa: BLE001 - one failed cell must not end the run
+                    if is_oom(e):
+                        row["status"] = "OOM"
+                    else:
+                        row.update(status="error", error=f"{type(e).__name__}: {e}"[:2000])
+                        traceback.print_exc()
+                free(device)
+            results.append(row)
+            msg = f"{row['samples_per_s']:.3f} samples/s" if row["status"] == "ok" else row["status"]
+            print(f"    -> {msg}" + (f" ({row['error']})" if row.get("error") else ""), file=sys.stderr, flush=True)
+            save()
+        got = {r["impl"]: r for r in results if r["seq_len"] == T and r["status"] == "ok"}
+        if len(got) == 2:
+            a, b = got["ours"]["generated"], got["peer"]["generated"]
+            agreement[T] = {
+                "n": len(a),
+                "identical": sum(x == y for x, y in zip(a, b)),
+                "rate": sum(x == y for x, y in zip(a, b)) / len(a),
+                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b)) / len(a),
+            }
+            save()
+
+    print(f"\nModel: {source}; device: {meta['device']}; torch {meta['versions']['torch']}, transformers "
+          f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; bf16; {args.samples} prompts per "
+          f"length ({args.prompts}), {args.max_new_tokens} new tokens greedy. Peer: {meta['peer_class']}.generate "
+          f"one prompt at a time; ours: greedy_generate, {args.ours_batch or 'all'} prompts per call.")
+    if why_not:
+        print(f"Ours skipped: {why_not}")
+    print("agreement = prompts whose generated tokens are identical in both / prompts.")
+    print(f"JSON: {out_file}\n")
+    print(table(results, agreement))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,405 @@
+"""Training throughput, ours (HybridLM + chunked CE) against transformers (the peer), side by side.
+
+On the GPU machine (one H100; repo root; fla installed), one call of at most 10 minutes:
+
+    OUT=${OUT:-./bench_out} python bench/train_throughput.py --configs hybrid-1b,transformer-1b
+
+CPU smoke test (seconds):
+
+    python bench/train_throughput.py --device cpu --configs hybrid-tiny --lengths 256 --steps 2 --warmup 1
+
+What one step is, for both implementations: batch --batch x T random tokens (the same tokens for
+both, seeded per length), forward, next-token loss over T-1 positions, backward, AdamW step
+(fused on CUDA, same hyper-parameters), activation checkpointing of every block. Precision
+`bf16` (default): bf16 weights, gradients and optimizer states, no autocast; `amp`: fp32 weights
+under bf16 autocast (what `longctx pretrain` does).
+- ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
+  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--no-fused-ce` builds
+  the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
+  LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block.
+- peer: `transformers.AutoModelForCausalLM.from_config(config)` (OlmoHybridForCausalLM /
+  Olmo3ForCausalLM, its default attention implementation, fla kernels when importable),
+  `gradient_checkpointing_enable(use_reentrant=False)`, its own loss via `labels=input_ids`.
+
+Reported per (config, implementation, T): tokens/s = batch*T / median step time over --steps
+timed steps (after --warmup steps; the first fla backward of a new shape compiles a kernel for
+~15 s), MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12 (dense bf16 peak of an H100/H200),
+where flops_per_token counts model FLOPs only: 6 x matmul parameters (lm head included, input
+embedding excluded) + attention scores 12*H*Dh*ctx per attention layer (causal mean context,
+sliding windows honoured) + 18*HV*Dk*Dv per GDN layer; the recomputation of activation
+checkpointing, norms, convs and the optimizer are NOT counted (so MFU is "model FLOPs
+utilisation", the same numerator for both implementations). Peak memory =
+torch.cuda.max_memory_allocated over the timed steps. An out-of-memory error is reported as
+"OOM" and the run goes on. Results go to $OUT/train_throughput.json (written after every
+measurement); the table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+IMPLS = ("ours", "peer")
+ATTN_BACKENDS = ("flash", "sdpa", "flex", "math")  # longctx.model.attention.BACKENDS
+GDN_BACKENDS = ("fla", "torch")
+PRECISIONS = ("bf16", "amp")
+PEAK_FLOPS = 989e12
+FLOPS_NOTE = (
+    "MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12. flops_per_token = 6 x matmul params "
+    "(lm head incl., input embedding excl.) + 12*H*Dh*ctx per attention layer (causal mean context, "
+    "sliding window honoured) + 18*HV*Dk*Dv per GDN layer; checkpoint recomputation, norms, convs "
+    "and the optimizer are not counted; same numerator for ours and peer."
+)
+
+
+def parse_list(text: str, kind=str) -> list:
+    return [kind(x.strip()[:-1]) * 1024 if kind is int and x.strip().lower().endswith("k") else kind(x.strip())
+            for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--configs", default="hybrid-1b", help="model configs (configs/models names), comma-separated")
+    p.add_argument("--config", dest="configs", help="alias of --configs")
+    p.add_argument("--lengths", default="4096,16384,65536", help="sequence lengths, comma-separated (k suffix ok)")
+    p.add_argument("--batch", type=int, default=1, help="sequences per step")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--impl", default="ours,peer", help="ours, peer or both, comma-separated")
+    p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
+    p.add_argument("--precision", default="bf16", choices=PRECISIONS)
+    p.add_argument("--compile", action="store_true", help="ours: torch.compile each block")
+    p.add_argument("--no-fused-ce", action="store_true", help="ours: full logits + F.cross_entropy")
+    p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
+    p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
+    p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
+    p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
+    p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def validate(args) -> None:
+    args.configs = parse_list(args.configs)
+    args.lengths = parse_list(args.lengths, int)
+    args.impl = parse_list(args.impl)
+    bad = [i for i in args.impl if i not in IMPLS]
+    if bad or not args.impl:
+        sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
+    if not args.lengths or min(args.lengths) < 2:
+        sys.exit(f"--lengths {args.lengths}: need lengths >= 2")
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1:
+        sys.exit("--steps >= 1, --warmup >= 0 and --batch >= 1 required")
+    if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
+        sys.exit(f"--device {args.device!r}: accepted: cuda, cuda:N, cpu")
+
+
+# ---------------------------------------------------------------- models
+
+
+def build_ours(config, device, dtype, args):
+    import torch
+
+    from longctx.model import HybridLM
+
+    with torch.device(device):
+        model = HybridLM(config, gdn_backend=args.gdn_backend)
+    model = model.to(dtype).train()
+    model.gradient_checkpointing = not args.no_checkpointing
+    if args.compile:
+        for layer in model.model.layers:
+            layer.compile(dynamic=False)
+    return model
+
+
+def build_peer(config, device, dtype, args):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(config)
+    cfg.use_cache = False
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model = model.to(device=device, dtype=dtype).train()
+    if not args.no_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+def make_step(impl, model, opt, ids, labels, autocast, args):
+    import torch.nn.functional as F
+
+    from longctx.train.loss import chunked_cross_entropy
+
+    def step_ours():
+        with autocast():
+            hidden = model.forward_hidden(ids)
+            if args.no_fused_ce:
+                logits = model.lm_head(hidden)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            else:
+                parts = chunked_cross_entropy(hidden, model.lm_head.weight, labels, chunk=args.ce_chunk)
+                loss = parts.total / parts.count
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def step_peer():
+        with autocast():
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step_ours if impl == "ours" else step_peer
+
+
+def measure(impl, config, T, args, device) -> dict:
+    import torch
+
+    dtype = torch.bfloat16
+    param_dtype = dtype if args.precision == "bf16" else torch.float32
+    gen = torch.Generator().manual_seed(args.seed + T)
+    ids = torch.randint(0, config.vocab_size, (args.batch, T), generator=gen).to(device)
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = ids[:, 1:]  # transformers shifts labels=input_ids the same way
+
+    build = build_ours if impl == "ours" else build_peer
+    t0 = time.perf_counter()
+    model = build(config, device, param_dtype, args)
+    build_s = time.perf_counter() - t0
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1, fused=fused or None)
+
+    if args.precision == "amp":
+        def autocast():
+            return torch.autocast(device.type, dtype=dtype)
+    else:
+        from contextlib import nullcontext as autocast
+    step = make_step(impl, model, opt, ids, labels, autocast, args)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, loss = [], None
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    row = {
+        "status": "ok",
+        "tokens_per_s": args.batch * T / med,
+        "step_s_median": med,
+        "step_s": times,
+        "loss": float(loss),
+        "build_s": build_s,
+        "warmup_s": warmup_s,
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
+    if impl == "peer":
+        row["peer_class"] = type(model).__name__
+        row["peer_attn_implementation"] = getattr(model.config, "_attn_implementation", None)
+    else:
+        from longctx.model import gdn
+
+        has_gdn = any(hasattr(l, "linear_attn") for l in model.model.layers)
+        auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
+        row["ours_gdn_backend"] = (args.gdn_backend or gdn.BACKEND or auto) if has_gdn else None
+        row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
+    return row
+
+
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def free(device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+# ---------------------------------------------------------------- report
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("fla", "causal_conv1d", "flash_attn", "tilelang", "triton"):
+        try:
+            mod = __import__(name)
+            v[name] = getattr(mod, "__version__", "installed")
+        except Exception:  # noqa: BLE001 - absent or broken: either way the kernels are not used
+            v[name] = None
+    return v
+
+
+def fmt(x, spec, suffix=""):
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def cell(row, key):
+    if row is None:
+        return "-"
+    if row["status"] != "ok":
+        return row["status"] if row["status"] in ("OOM", "skipped") else "error"
+    if key == "tokens_per_s":
+        return fmt(row[key], ",.0f")
+    if key == "mfu":
+        return fmt(None if row[key] is None else 100 * row[key], ".1f", "%")
+    return fmt(row[key], ".1f")
+
+
+def table(results: list[dict], impls: list[str]) -> str:
+    keys = sorted({(r["config"], r["seq_len"]) for r in results}, key=lambda k: (k[0], k[1]))
+    by = {(r["config"], r["seq_len"], r["impl"]): r for r in results}
+    head = ["config", "T"]
+    for metric in ("tok/s", "MFU", "peak GiB"):
+        head += [f"{i} {metric}" for i in impls]
+    if set(impls) == set(IMPLS):
+        head.append("ours/peer")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cfg, T in keys:
+        cols = [cfg, str(T)]
+        for key in ("tokens_per_s", "mfu", "peak_mem_gib"):
+            cols += [cell(by.get((cfg, T, i)), key) for i in impls]
+        if set(impls) == set(IMPLS):
+            o, p = by.get((cfg, T, "ours")), by.get((cfg, T, "peer"))
+            ok = o and p and o["status"] == "ok" and p["status"] == "ok"
+            cols.append(f"{o['tokens_per_s'] / p['tokens_per_s']:.2f}x" if ok else "-")
+        lines.append("| " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    if args.attn_backend:
+        os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # read by attention.py at import
+    import torch
+
+    from longctx.model import HybridLM, load_config
+    from longctx.model import attention
+
+    if args.attn_backend:
+        attention.BACKEND = args.attn_backend  # in case it was imported before the env var was set
+        if args.attn_backend == "flash" and not attention._flash_fns():
+            sys.exit("--attn-backend flash: flash-attn is not installed; accepted here: sdpa, flex, math")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device; use --device cpu for the smoke test")
+    from longctx.errors import UsageError
+
+    try:
+        configs = {name: load_config(name) for name in args.configs}  # fail on a bad name before any work
+    except UsageError as e:
+        sys.exit(f"--configs: {e}")
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_file = out_dir / "train_throughput.json"
+    peak = PEAK_FLOPS if device.type == "cuda" else None
+    meta = {
+        "script": "bench/train_throughput.py",
+        "argv": sys.argv[1:],
+        "args": {k: v for k, v in vars(args).items()},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "versions": versions(),
+        "peak_flops": peak,
+        "flops_counted": FLOPS_NOTE,
+        "attn_backend_forced": args.attn_backend,
+        "step": "fwd + next-token loss + bwd + AdamW step, batch x T random tokens, "
+                + ("activation checkpointing per block" if not args.no_checkpointing else "no checkpointing")
+                + f", precision {args.precision}",
+    }
+    results: list[dict] = []
+
+    def save():
+        out_file.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+
+    start = time.perf_counter()
+    for name, config in configs.items():
+        with torch.device("meta"):
+            counter = HybridLM(config)  # only for flops_per_token and parameter counts
+        meta.setdefault("params", {})[name] = {
+            "total": counter.num_params(), "non_embedding": counter.num_params(exclude_embeddings=True)}
+        for T in args.lengths:
+            fpt = counter.flops_per_token(T)
+            for impl in args.impl:
+                row = {"config": name, "impl": impl, "seq_len": T, "batch": args.batch, "flops_per_token": fpt}
+                if time.perf_counter() - start > args.budget_s:
+                    row["status"] = "skipped"
+                    row["reason"] = f"time budget {args.budget_s:.0f} s spent"
+                else:
+                    print(f"[{time.perf_counter() - start:6.0f}s] {name} T={T} {impl} ...", file=sys.stderr, flush=True)
+                    try:
+                        row.update(measure(impl, config, T, args, device))
+                    except Exception as e:  # noqa: BLE001 - one failed cell must not end the run
+                        if is_oom(e):
+                            row["status"] = "OOM"
+                        else:
+                            row["status"] = "error"
+                            row["error"] = f"{type(e).__name__}: {e}"[:2000]
+                            traceback.print_exc()
+                    free(device)
+                row["mfu"] = fpt * row["tokens_per_s"] / peak if peak and row.get("status") == "ok" else None
+                row.setdefault("tokens_per_s", None)
+                row.setdefault("peak_mem_gib", None)
+                results.append(row)
+                save()
+                msg = f"{row['tokens_per_s']:,.0f} tok/s" if row["status"] == "ok" else row["status"]
+                print(f"    -> {msg}" + (f" ({row['error']})" if row.get("error") else ""), file=sys.stderr, flush=True)
+
+    print(f"\nDevice: {meta['device']}; torch {meta['versions']['torch']}, transformers "
+          f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; precision {args.precision}; "
+          f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up.")
+    ablations = [s for s, on in (("--compile", args.compile), ("--no-fused-ce", args.no_fused_ce),
+                                 (f"--attn-backend {args.attn_backend}", args.attn_backend),
+                                 (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
+                                 ("--no-checkpointing", args.no_checkpointing)) if on]
+    if ablations:
+        print("Ours with: " + " ".join(ablations))
+    print(FLOPS_NOTE if peak else "MFU: not reported (no CUDA peak for this device).")
+    print(f"JSON: {out_file}\n")
+    print(table(results, args.impl))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
