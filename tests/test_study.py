@@ -1,0 +1,141 @@
+"""bench/study.py: the stage plan, skip/resume detection, --only, the retrieval gate (fast), and the
+whole CPU smoke study end to end plus a rerun that skips everything (slow: ~4 CPU-minutes)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from longctx.evaluate import results
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "experiments" / "study-tiny.yaml"
+ARCHS = ("hybrid", "transformer")
+METHODS = ("none", "pi", "yarn", "drope")
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("study", REPO / "bench" / "study.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["study"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+study = _load()
+
+
+def _tiny(out: Path) -> dict:
+    s = study.load_study(str(TINY))
+    s["out"] = str(out)
+    return s
+
+
+def test_plan_order_and_commands(tmp_path):
+    stages = study.plan(_tiny(tmp_path))
+    want = []
+    for a in ARCHS:
+        want += [f"pretrain-{a}", f"eval-base-{a}"]
+        for m in METHODS:
+            want += [f"extend-{a}-{m}", f"eval-{a}-{m}"]
+    assert [s.name for s in stages] == want + ["compare"]
+    ext = next(s for s in stages if s.name == "extend-transformer-yarn")
+    assert ext.cmd[1:4] == ["-m", "longctx", "extend"]
+    assert ext.cmd[ext.cmd.index("--model") + 1] == str(tmp_path / "transformer" / "base")
+    ev = next(s for s in stages if s.name == "eval-hybrid-drope")
+    assert ev.cmd[ev.cmd.index("--lengths") + 1] == "512,1024"
+    assert len(stages[-1].inputs) == 10 and all(str(p) in stages[-1].cmd for p in stages[-1].inputs)
+
+
+def test_generated_configs_share_budgets(tmp_path):
+    s = _tiny(tmp_path)
+    ext = {m: study.extend_config(s, m) for m in METHODS}
+    for m, cfg in ext.items():
+        assert cfg["extend"] == {**cfg["extend"], "method": m, "target": 1024}
+        assert (cfg["steps"], cfg["batch_size"], cfg["grad_accum"]) == (2, 1, 1)
+        assert cfg["optimizer"] == ext["none"]["optimizer"]
+    h, t = study.pretrain_config(s, "hybrid"), study.pretrain_config(s, "transformer")
+    assert h["model"]["model_type"] == "olmo_hybrid" and t["model"]["model_type"] == "olmo3"
+    assert t["model"]["intermediate_size"] == 448 and h["seq_len"] == t["seq_len"] == 512
+    assert {k: v for k, v in h.items() if k != "model"} == {k: v for k, v in t.items() if k != "model"}
+
+
+def test_status_new_resume_done(tmp_path):
+    stages = {s.name: s for s in study.plan(_tiny(tmp_path))}
+    pre, ev = stages["pretrain-hybrid"], stages["eval-base-hybrid"]
+    assert study.status(pre) == "new" and study.status(ev) == "new"
+    pre.out.mkdir(parents=True)
+    (pre.out / "metrics.jsonl").write_text("{}\n")
+    assert study.status(pre) == "resume"
+    (pre.out / "config.json").write_text("{}")
+    (pre.out / "model.safetensors").write_bytes(b"x")
+    assert study.status(pre) == "resume"  # no longctx_train.json: the export did not finish
+    (pre.out / "longctx_train.json").write_text(json.dumps({"steps": 4}))
+    assert study.status(pre) == "done"
+    ev.out.write_text("not json")
+    assert study.status(ev) == "new"
+
+
+def _results(path: Path, score: float) -> None:
+    r = results.new_results(model="m", rope_parameters=None, tasks=["niah_single_1"], lengths=[512],
+                            backend="longctx", chat_template=False, samples=1, haystack="bundled",
+                            lm_eval_version="0")
+    results.set_score(r, "niah_single_1", 512, score, 1)
+    results.save(r, path)
+
+
+def test_gate(tmp_path):
+    s = _tiny(tmp_path)
+    s["gate"]["min"] = 80
+    st = {x.name: x for x in study.plan(s)}
+    ev = st["eval-base-hybrid"]
+    ev.out.parent.mkdir(parents=True)
+    _results(ev.out, 75.0)
+    assert "niah_single_1@512=75.0" in study.gate_check(s, ev)
+    _results(ev.out, 80.0)
+    assert study.gate_check(s, ev) is None
+    assert study.gate_check(s, st["eval-base-transformer"]) is None  # not gated
+
+
+def test_only_and_dry_run(tmp_path, capsys):
+    stages = study.plan(_tiny(tmp_path))
+    assert [s.name for s in study.select(stages, "extend-*-yarn,compare")] == [
+        "extend-hybrid-yarn", "extend-transformer-yarn", "compare"]
+    assert {s.kind for s in study.select(stages, "eval-base")} == {"eval-base"}
+    with pytest.raises(study.StudyError, match="bogus"):
+        study.select(stages, "bogus")
+    assert study.main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "pretrain"]) == 0
+    out = capsys.readouterr().out
+    assert "# pretrain-hybrid: new" in out and "longctx pretrain --config" in out
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end_then_skips(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "study.py"), str(TINY), "--out", str(tmp_path)]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for a in ARCHS:
+        for run in ("base",) + METHODS:
+            results.load(tmp_path / a / run / "ruler.json")
+    assert "| hybrid drope |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "ruler.png").stat().st_size > 0
+    n_log = len((tmp_path / "study_log.jsonl").read_text().splitlines())
+    assert n_log == 21
+
+    # a finished run: nothing is run again
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0
+    assert again.stdout.count("done, skipped") == 21
+    assert len((tmp_path / "study_log.jsonl").read_text().splitlines()) == n_log
+
+    # an unfinished export (no longctx_train.json): that stage alone resumes from its checkpoint
+    (tmp_path / "hybrid" / "base" / "longctx_train.json").unlink()
+    third = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "pretrain-hybrid: resuming" in third.stdout and third.stdout.count("done, skipped") == 20
+    assert study.train_done(tmp_path / "hybrid" / "base")

@@ -1,0 +1,104 @@
+"""The in-training retrieval probe: an oracle that emits the reference answers scores 100, a
+wrong oracle 0, a random tiny HybridLM a deterministic score in [0, 100], and the cached and
+full-forward decoders agree. The oracle is built from RULER samples rendered here (not by the
+probe), so a probe that feeds the model other tokens than lm-eval would gets nothing right."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import eval_tasks.ruler as ruler
+from longctx.data import load_tokenizer
+from longctx.errors import UsageError
+from longctx.model import HybridLM, load_config
+from longctx.train.probe import RetrievalProbe
+
+TASKS = ("niah_single_1", "niah_single_2", "niah_single_3")
+LENGTHS = (512, 768)
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+class Oracle(torch.nn.Module):
+    """logits [1, T, V] whose last row points at the next token of the answer stored for the
+    prompt the sequence starts with (then EOS); unknown prompts get EOS at once."""
+
+    def __init__(self, answers: dict[tuple, list[int]], vocab: int, eos: int):
+        super().__init__()
+        self.answers, self.vocab, self.eos = answers, vocab, eos
+        self.w = torch.nn.Parameter(torch.zeros(1))  # a device to report
+
+    def forward(self, input_ids):
+        ids = input_ids[0].tolist()
+        nxt = self.eos
+        for prompt, answer in self.answers.items():
+            if tuple(ids[: len(prompt)]) == prompt:
+                done = len(ids) - len(prompt)
+                nxt = answer[done] if done < len(answer) else self.eos
+                break
+        logits = torch.zeros(1, len(ids), self.vocab)
+        logits[0, -1, nxt] = 1.0
+        return logits
+
+
+def oracle(tok, answer_of) -> Oracle:
+    answers = {}
+    for task in TASKS:
+        for n in LENGTHS:
+            for s in ruler.generate(task, n, 2, tok, seed=SEED):
+                # lm-eval's rendering (api/task.py): input, a " " delimiter unless either side has
+                # whitespace at the joint, the answer prefix; special tokens added
+                joint = s["input"][-1].isspace() or s["gen_prefix"][0].isspace()
+                prompt = s["input"] + ("" if joint else " ") + s["gen_prefix"]
+                answers[tuple(tok.encode(prompt))] = tok.encode(" " + answer_of(s["outputs"]), add_special_tokens=False)
+    return Oracle(answers, len(tok) + 8, tok.eos_token_id)
+
+
+def test_oracle_scores_100_and_wrong_answers_0(tok):
+    probe = RetrievalProbe(tok, lengths=LENGTHS, tasks=TASKS, samples=2, seed=SEED)
+    right = probe.probe(oracle(tok, lambda refs: " ".join(refs)), "cpu")
+    assert set(right) == {f"probe/{t}@{n}" for t in TASKS for n in LENGTHS} | {"probe/mean"}
+    assert all(v == 100.0 for v in right.values())
+    wrong = probe.probe(oracle(tok, lambda refs: "nothing"), "cpu")
+    assert all(v == 0.0 for v in wrong.values())
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    torch.manual_seed(0)
+    cfg = load_config("hybrid-tiny", vocab_size=-(-len(tok) // 128) * 128, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    return HybridLM(cfg).train()
+
+
+def test_random_hybrid_is_deterministic_and_in_range(tok, tiny):
+    kw = dict(lengths=(512,), tasks=TASKS, samples=2, seed=SEED, max_gen_toks=32)  # 128 is slow on CPU
+    a = RetrievalProbe(tok, **kw).probe(tiny, "cpu")
+    assert tiny.training  # the model's mode is restored
+    b = RetrievalProbe(tok, **kw).probe(tiny, "cpu")
+    assert a == b
+    assert all(0.0 <= v <= 100.0 for v in a.values())
+    assert a["probe/mean"] == pytest.approx(sum(a[f"probe/{t}@512"] for t in TASKS) / 3, abs=0.01)
+
+
+def test_cached_and_forward_decoding_agree(tok, tiny):
+    kw = dict(lengths=(512,), tasks=("niah_single_1",), samples=2, seed=SEED, max_gen_toks=12)
+    cached, forward = RetrievalProbe(tok, mode="cache", **kw), RetrievalProbe(tok, mode="forward", **kw)
+    items = cached.items[("niah_single_1", 512)]
+    prompts, budgets = [p for p, _, _ in items], [g for _, g, _ in items]
+    a = cached._decoder(tiny)(tiny.eval(), prompts, budgets, torch.device("cpu"))
+    b = forward._decoder(tiny)(tiny, prompts, budgets, torch.device("cpu"))
+    assert a == b and all(len(x) > 0 for x in a)
+
+
+def test_bad_arguments(tok):
+    with pytest.raises(UsageError, match="niah_single_9"):
+        RetrievalProbe(tok, tasks=("niah_single_9",))
+    with pytest.raises(UsageError, match="mode"):
+        RetrievalProbe(tok, mode="beam")
+    with pytest.raises(UsageError, match="too short"):
+        RetrievalProbe(tok, lengths=(64,), samples=1)
