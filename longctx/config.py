@@ -76,6 +76,17 @@ class ExtendConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """In-training retrieval probe (RULER needles on fixed samples, greedy): is the model learning to retrieve?"""
+
+    interval: int = 0  # steps between probes; 0 = off
+    lengths: list[int] = field(default_factory=lambda: [1024, 4096])
+    tasks: list[str] = field(default_factory=lambda: ["niah_single_1", "niah_single_2", "niah_single_3"])
+    samples: int = 8  # per task and length
+    seed: int = 42
+
+
+@dataclass
 class RunConfig:
     model: Any = None  # str (name or path) or dict of HF config fields
     seq_len: int = 2048
@@ -94,6 +105,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -317,6 +329,8 @@ def validate(cfg: RunConfig) -> None:
     if e.base_len is not None:
         _need(e.base_len >= 2, "extend.base_len (--base-len)", ">= 2", e.base_len)
     _need(0 < e.recalibrate_fraction < 1, "extend.recalibrate_fraction", "in (0, 1)", e.recalibrate_fraction)
+    _need(cfg.probe.interval >= 0, "probe.interval", ">= 0 (0 = off)", cfg.probe.interval)
+    _need(cfg.probe.samples >= 1, "probe.samples", ">= 1", cfg.probe.samples)
 
 
 def resolve_steps(cfg: RunConfig, seq_len: int | None = None, *, default: int | None = None) -> int:

@@ -102,3 +102,33 @@ def test_bad_arguments(tok):
         RetrievalProbe(tok, mode="beam")
     with pytest.raises(UsageError, match="too short"):
         RetrievalProbe(tok, lengths=(64,), samples=1)
+
+
+def test_pretrain_logs_probe_scores_every_interval(tmp_path):
+    """`--probe-interval 2`: metrics.jsonl rows of steps 2 and 4 carry probe/* scores, the others none."""
+    import json
+
+    from longctx.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--steps", "4", "--seq-len", "64",
+            "--batch-size", "2", "--device", "cpu", "--no-progress", "--probe-interval", "2",
+            "--set", "probe.lengths=[512]", "--set", "probe.tasks=[niah_single_1]", "--set", "probe.samples=1"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    probed = {r["step"]: r for r in rows if "probe/mean" in r}
+    assert sorted(probed) == [2, 4]
+    for r in probed.values():
+        assert 0 <= r["probe/niah_single_1@512"] <= 100 and r["probe/mean"] == r["probe/niah_single_1@512"]
+
+
+def test_bad_probe_task_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from longctx.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--steps", "2", "--seq-len", "64",
+            "--device", "cpu", "--probe-interval", "1", "--set", "probe.tasks=[niah_single_9]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "niah_single_9" in err[0]
+    assert not out.exists()

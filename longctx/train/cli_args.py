@@ -24,6 +24,7 @@ _KEYS = {
     "device": "device",
     "data": "data.source",
     "grad_checkpointing": "grad_checkpointing",
+    "probe_interval": "probe.interval",
 }
 
 
@@ -50,6 +51,8 @@ def add_training_arguments(p: argparse.ArgumentParser, *, seq_len: bool = True) 
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--data", metavar="SOURCE", help="training data (default: the embedded corpus)")
     p.add_argument("--grad-checkpointing", action="store_true", default=None, help="activation checkpointing")
+    p.add_argument("--probe-interval", help="steps between in-training RULER needle probes, logged to "
+                   "metrics.jsonl as probe/* (0 = off; lengths/tasks/samples via --set probe.*)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. schedule.min_lr_ratio=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics.jsonl is still written)")
     mode = p.add_mutually_exclusive_group()

@@ -27,6 +27,7 @@ from longctx.config import RunConfig, apply_overrides, from_dict, load_run_confi
 from longctx.errors import UsageError
 from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, loader_factory
+from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage, Trainer
 from longctx.train.outdir import read_run_config, read_train_meta
@@ -242,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--model {args.model}: {e}") from None
     make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
     check_data(make_loader, stages[0])
+    probe = build_probe(cfg, tokenizer)
     dims, device = start_parallel(args, stages, mconfig, device)
     model = with_rope(load_model(model_dir, args.model), rope, max_pos)
     do_eval = cfg.extend.eval and importlib.util.find_spec("longctx.evaluate.eval_cmd") is not None
@@ -259,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     }
     trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
-                      parallel=dims)
+                      parallel=dims, probe=probe)
     if resume_from is not None:
         trainer.resume(resume_from)
         if dims.is_main:

@@ -79,13 +79,14 @@ class Trainer:
         loss_fn: Callable[..., LossParts] | None = None,
         show_progress: bool = True,
         parallel=None,
+        probe=None,
     ):
         from longctx.distributed import ParallelDims
 
         self.parallel = parallel if parallel is not None else ParallelDims(device=device)
         self.cfg, self.run_dir, self.stages, self.device = cfg, Path(run_dir), stages, device
         self.make_loader, self.meta, self.write_extra = make_loader, dict(meta or {}), write_extra
-        self.show_progress = show_progress
+        self.show_progress, self.probe = show_progress, probe  # probe: a train.probe.RetrievalProbe or None
         self.total_steps = sum(s.steps for s in stages)
         if hasattr(model, "gradient_checkpointing"):
             model.gradient_checkpointing = cfg.grad_checkpointing
@@ -250,6 +251,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_description(f"{self.stages[i].name} @{self.stages[i].seq_len}")
                 row = self.train_step()
+                row.update(self._probe())
                 if metrics is not None:
                     metrics.log(row)
                 if bar is not None:
@@ -262,6 +264,20 @@ class Trainer:
                 metrics.close()
             if bar is not None:
                 bar.close()
+
+    def _probe(self) -> dict[str, float]:
+        """Retrieval scores every probe.interval steps and at the end; {} otherwise.
+
+        Every rank runs it (an FSDP forward gathers weights); under context parallelism the
+        model expects sharded inputs, so the probe is skipped there."""
+        every = self.cfg.probe.interval
+        if self.probe is None or not every or (self.step % every and self.step != self.total_steps):
+            return {}
+        if self.parallel.cp > 1:
+            return {}
+        target = self.model if self.parallel.distributed else self.raw_model
+        with self._autocast():
+            return self.probe.probe(target, self.device)
 
     def export_model(self) -> nn.Module | None:
         """The trained model with whole weights for the HF export: on rank 0 (None on the other

@@ -20,6 +20,7 @@ from longctx.errors import UsageError
 from longctx.train import checkpoint as ckpt
 from longctx.train.cli_args import add_training_arguments, config_from_args
 from longctx.train.data import check_data, loader_factory
+from longctx.train.probe import build_probe
 from longctx.train.export import export_hf, parse_dtype
 from longctx.train.loop import NonFiniteLoss, Stage, Trainer, resolve_device
 from longctx.train.outdir import check_out, prepare_out, read_run_config, write_run_config
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     stage = Stage("pretrain", cfg.seq_len, cfg.batch_size, steps)
     make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
     check_data(make_loader, stage)
+    probe = build_probe(cfg, tokenizer)
     dims, device = start_parallel(args, [stage], mconfig, device)
     torch.manual_seed(cfg.seed)
     model = HybridLM(mconfig)
@@ -147,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
                   "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
     trainer = Trainer(model, cfg, out, [stage], make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
-                      parallel=dims)
+                      parallel=dims, probe=probe)
     if resume_from is not None:
         trainer.resume(resume_from)
         if dims.is_main:

@@ -140,3 +140,11 @@ def _forward_greedy(model, prompt: list[int], budget: int, eos: set[int], device
         out.append(tok)
         ids = torch.cat([ids, ids.new_tensor([[tok]])], 1)
     return out
+
+
+def build_probe(cfg, tokenizer) -> RetrievalProbe | None:
+    """The run's probe from its `probe:` config (None when probe.interval is 0); validates before OUT is written."""
+    p = cfg.probe
+    if not p.interval:
+        return None
+    return RetrievalProbe(tokenizer, lengths=tuple(p.lengths), tasks=tuple(p.tasks), samples=p.samples, seed=p.seed)
