@@ -44,19 +44,15 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free, is_oom, parse_list, versions  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 IMPLS = ("ours", "peer")
 
-
-def parse_list(text: str, kind=str) -> list:
-    out = []
-    for x in (x.strip() for x in text.split(",")):
-        if x:
-            out.append(kind(x[:-1]) * 1024 if kind is int and x.lower().endswith("k") else kind(x))
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,35 +254,10 @@ def result(prompts, fwd_times, gen_times, outs, device) -> dict:
     }
 
 
-def is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
-def free(device):
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 # ---------------------------------------------------------------- report
 
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
-    for name in ("fla", "causal_conv1d", "flash_attn"):
-        try:
-            v[name] = getattr(__import__(name), "__version__", "installed")
-        except Exception:  # noqa: BLE001 - absent or broken: either way not used
-            v[name] = None
-    return v
 
 
 def cell(row, key, spec):

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import platform
@@ -48,6 +47,9 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free, is_oom, parse_list, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -65,10 +67,6 @@ FLOPS_NOTE = (
     "and the optimizer are not counted; same numerator for ours and peer."
 )
 
-
-def parse_list(text: str, kind=str) -> list:
-    return [kind(x.strip()[:-1]) * 1024 if kind is int and x.strip().lower().endswith("k") else kind(x.strip())
-            for x in text.split(",") if x.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,36 +235,10 @@ def measure(impl, config, T, args, device) -> dict:
     return row
 
 
-def is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
-def free(device) -> None:
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
 
 
 # ---------------------------------------------------------------- report
 
-
-def versions() -> dict:
-    import torch
-    import transformers
-
-    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
-    for name in ("fla", "causal_conv1d", "flash_attn", "tilelang", "triton"):
-        try:
-            mod = __import__(name)
-            v[name] = getattr(mod, "__version__", "installed")
-        except Exception:  # noqa: BLE001 - absent or broken: either way the kernels are not used
-            v[name] = None
-    return v
 
 
 def fmt(x, spec, suffix=""):

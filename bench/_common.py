@@ -1,0 +1,39 @@
+"""Pieces both GPU benchmark scripts use: list flags, OOM handling, the versions stamp."""
+from __future__ import annotations
+
+import gc
+import platform
+
+
+def parse_list(text: str, kind=str) -> list:
+    """'4096,16k' -> [4096, 16384] (kind=int); empty items are dropped."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    return [kind(x[:-1]) * 1024 if kind is int and x.lower().endswith("k") else kind(x) for x in items]
+
+
+def is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def free(device) -> None:
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def versions() -> dict:
+    import torch
+    import transformers
+
+    v = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("fla", "causal_conv1d", "flash_attn", "tilelang", "triton"):
+        try:
+            v[name] = getattr(__import__(name), "__version__", "installed")
+        except Exception:  # noqa: BLE001 - absent or broken: either way its kernels are not used
+            v[name] = None
+    return v
