@@ -210,10 +210,15 @@ class Attention(nn.Module):
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layout: DocLayout
     ) -> torch.Tensor:
         B, T, _ = x.shape
+        out = attend(*self.qkv(x, rope), layout, self.window, self.scale)
+        return self.o_proj(out.reshape(B, T, -1))
+
+    def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        """q [B, T, H, D], k/v [B, T, Hkv, D]: projections, full-width QK-norm, RoPE (if any)."""
+        B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x)).view(B, T, self.num_heads, self.head_dim)
         k = self.k_norm(self.k_proj(x)).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
         if rope is not None:
             q, k = rope_methods.apply_rotary(q, k, *rope, unsqueeze_dim=2)
-        out = attend(q, k, v, layout, self.window, self.scale)
-        return self.o_proj(out.reshape(B, T, -1))
+        return q, k, v

@@ -120,6 +120,16 @@ def chunk_delta_rule_ref(
     return (out, state) if output_final_state else out
 
 
+def heads_first(q, k, v, g, beta, scale: float):
+    """[B, T, HK, K] q/k, [B, T, HV, V] v, [B, T, HV] g/beta -> float32 [B, HV, T, .], what the
+    recurrence takes: key heads repeated over their value heads, q and k L2-normalised, q scaled."""
+    HK, HV = q.shape[2], v.shape[2]
+    if HV != HK:
+        q, k = (x.repeat_interleave(HV // HK, dim=2) for x in (q, k))
+    q, k, v, g, beta = (x.float().transpose(1, 2) for x in (q, k, v, g, beta))
+    return l2norm(q) * scale, l2norm(k), v, g, beta
+
+
 def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> torch.Tensor:
     """[B, T, HK, K] q/k (raw conv outputs), [B, T, HV, V] v, [B, T, HV] g/beta -> [B, T, HV, V].
 
@@ -127,12 +137,8 @@ def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> t
     a zero state, which is exactly what the varlen kernel computes.
     """
     dtype = v.dtype
-    B, T, HK, _ = q.shape
-    HV = v.shape[2]
-    if HV != HK:
-        q, k = (x.repeat_interleave(HV // HK, dim=2) for x in (q, k))
-    q, k, v, g, beta = (x.float().transpose(1, 2) for x in (q, k, v, g, beta))  # heads first
-    q, k = l2norm(q) * scale, l2norm(k)
+    B, T = q.shape[:2]
+    q, k, v, g, beta = heads_first(q, k, v, g, beta, scale)
     if not layout.packed:
         out = chunk_delta_rule_ref(q, k, v, g, beta)
     else:
@@ -213,15 +219,8 @@ class GatedDeltaNet(nn.Module):
             q = conv(self.q_proj(x), self.q_conv1d, layout)
             k = conv(self.k_proj(x), self.k_conv1d, layout)
             v = conv(self.v_proj(x), self.v_conv1d, layout)
-        q = q.view(B, T, self.num_k_heads, self.head_k_dim)
-        k = k.view(B, T, self.num_k_heads, self.head_k_dim)
-        v = v.view(B, T, self.num_v_heads, self.head_v_dim)
-
-        beta = self.b_proj(x).sigmoid()
-        if self.allow_neg_eigval:
-            beta = beta * 2.0
-        g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
-
+        q, k, v = self.split_heads(q, k, v)
+        beta, g = self.gates(x)
         scale = self.head_k_dim**-0.5
         if layout.cp is not None:
             o = layout.cp.gated_delta_rule(q, k, v, g, beta, scale, layout, fla=fla)
@@ -236,6 +235,19 @@ class GatedDeltaNet(nn.Module):
         else:
             o = self.o_norm(o, gate)
         return self.o_proj(o.reshape(B, T, -1))
+
+    def split_heads(self, q, k, v):
+        """Conv outputs [B, T, C] -> q/k [B, T, HK, K], v [B, T, HV, V]."""
+        B, T, _ = q.shape
+        return (q.view(B, T, self.num_k_heads, self.head_k_dim), k.view(B, T, self.num_k_heads, self.head_k_dim),
+                v.view(B, T, self.num_v_heads, self.head_v_dim))
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """beta (sigmoid, doubled with allow_neg_eigval) and g = -exp(A_log) softplus(a + dt_bias), [B, T, HV]."""
+        beta = self.b_proj(x).sigmoid()
+        if self.allow_neg_eigval:
+            beta = beta * 2.0
+        return beta, -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
 
     @staticmethod
     def _conv_ref(x, conv: nn.Conv1d, layout: DocLayout):

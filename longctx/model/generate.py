@@ -10,8 +10,9 @@ blocks' submodules and captures, per layer, what decoding needs:
 `decode_step` then advances a batch of sequences by one token; `greedy_generate` loops it.
 
 The layer forwards cannot hand out their states, so the per-layer computations are redone here
-with the layers' submodules; the pieces that are inline in those forwards (gates, head layout,
-output gate) have small equivalents below, checked against the forwards by tests/test_generate.py.
+with the layers' submodules and the layers' own pieces (Attention.qkv, GatedDeltaNet.gates and
+.split_heads, gdn.heads_first); the output gate has a small equivalent below, checked against the
+forward by tests/test_generate.py.
 GDN prefill uses the torch reference recurrence (also on CUDA); fla is not used here.
 """
 
@@ -23,9 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-import rope_methods
 from longctx.model.attention import attend
-from longctx.model.gdn import causal_conv_ref, chunk_delta_rule_ref, l2norm
+from longctx.model.gdn import causal_conv_ref, chunk_delta_rule_ref, heads_first
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
 from longctx.model.varlen import DocLayout, doc_layout
 
@@ -78,26 +78,8 @@ class DecodeCache:
 # ---------------------------------------------------------------- GDN pieces
 
 
-def _gdn_gates(gdn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """beta, g [B, T, HV] as GatedDeltaNet.forward computes them."""
-    beta = gdn.b_proj(x).sigmoid()
-    if gdn.allow_neg_eigval:
-        beta = beta * 2.0
-    g = -gdn.A_log.float().exp() * F.softplus(gdn.a_proj(x).float() + gdn.dt_bias)
-    return beta, g
 
 
-def _gdn_heads(gdn, q, k, v, g, beta):
-    """Conv outputs [B, T, C] -> float [B, HV, T, .] q (normed, scaled), k (normed), v, g, beta,
-    the layout gated_delta_rule_ref hands to the recurrence."""
-    B, T, _ = q.shape
-    q = q.view(B, T, gdn.num_k_heads, gdn.head_k_dim)
-    k = k.view(B, T, gdn.num_k_heads, gdn.head_k_dim)
-    v = v.view(B, T, gdn.num_v_heads, gdn.head_v_dim)
-    if gdn.num_v_heads != gdn.num_k_heads:
-        q, k = (x.repeat_interleave(gdn.num_v_heads // gdn.num_k_heads, dim=2) for x in (q, k))
-    q, k, v, g, beta = (x.float().transpose(1, 2) for x in (q, k, v, g, beta))
-    return l2norm(q) * gdn.head_k_dim**-0.5, l2norm(k), v, g, beta
 
 
 def _gdn_out(gdn, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -127,8 +109,8 @@ def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, 
         conv_out.append(causal_conv_ref(p, conv.weight, layout.doc_pos))
     W = gdn.q_conv1d.weight.shape[-1]
     tails = [torch.stack([_tail(p[0, a:b], W - 1) for a, b in docs]) for p in pre]
-    beta, g = _gdn_gates(gdn, x)
-    heads = _gdn_heads(gdn, *conv_out, g, beta)
+    beta, g = gdn.gates(x)
+    heads = heads_first(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5)
     outs, states = [], []
     for a, b in docs:
         o, s = chunk_delta_rule_ref(*(h[:, :, a:b] for h in heads), output_final_state=True)
@@ -145,8 +127,8 @@ def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
         cache.conv[i] = window[:, 1:]
         w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
         conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
-    beta, g = _gdn_gates(gdn, x)
-    q, k, v, g, beta = (h[:, :, 0] for h in _gdn_heads(gdn, *conv_out, g, beta))
+    beta, g = gdn.gates(x)
+    q, k, v, g, beta = (h[:, :, 0] for h in heads_first(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5))
     # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
     S = cache.state * g.exp()[..., None, None]
     u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
@@ -159,19 +141,10 @@ def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
 # ---------------------------------------------------------------- attention pieces
 
 
-def _attn_qkv(attn, x: torch.Tensor, rope):
-    """q [B, T, H, D], k/v [B, T, Hkv, D] as Attention.forward builds them (QK-norm, RoPE)."""
-    B, T, _ = x.shape
-    q = attn.q_norm(attn.q_proj(x)).view(B, T, attn.num_heads, attn.head_dim)
-    k = attn.k_norm(attn.k_proj(x)).view(B, T, attn.num_kv_heads, attn.head_dim)
-    v = attn.v_proj(x).view(B, T, attn.num_kv_heads, attn.head_dim)
-    if rope is not None:
-        q, k = rope_methods.apply_rotary(q, k, *rope, unsqueeze_dim=2)
-    return q, k, v
 
 
 def _attn_step(attn, x: torch.Tensor, rope, cache: AttnCache, pos: torch.Tensor) -> torch.Tensor:
-    q, k, v = _attn_qkv(attn, x, rope)
+    q, k, v = attn.qkv(x, rope)
     cache.write(k[:, 0], v[:, 0], pos)
     # a sliding layer's ring has `window` slots: after this write it holds exactly positions
     # pos - window < j <= pos, so only the empty slots need masking
@@ -270,7 +243,7 @@ def prefill(
                 h = h + layer.mlp(layer.feedforward_layer_norm(h))
             else:
                 attn = layer.self_attn
-                q, k, v = _attn_qkv(attn, h, ropes[layer.layer_type])
+                q, k, v = attn.qkv(h, ropes[layer.layer_type])
                 out = attn.o_proj(attend(q, k, v, layout, attn.window, attn.scale).reshape(1, bounds[-1], -1))
                 slots = cache.k.shape[1]
                 for i, (a, b) in zip(row, docs):

@@ -9,7 +9,6 @@ Parameter names equal the keys of the HF checkpoint (Hub layout for GDN blocks),
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
