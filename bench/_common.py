@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import platform
 
 
@@ -9,6 +10,14 @@ def parse_list(text: str, kind=str) -> list:
     """'4096,16k' -> [4096, 16384] (kind=int); empty items are dropped."""
     items = [x.strip() for x in text.split(",") if x.strip()]
     return [kind(x[:-1]) * 1024 if kind is int and x.lower().endswith("k") else kind(x) for x in items]
+
+
+def add_run_args(p) -> None:
+    """--budget-s, --out, --seed: how long one device call may measure, where results go."""
+    p.add_argument("--budget-s", type=float, default=450.0,
+                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
+    p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def is_oom(e: BaseException) -> bool:

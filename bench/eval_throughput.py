@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
 import statistics
 import sys
@@ -45,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free, is_oom, parse_list, versions  # noqa: E402
+from _common import add_run_args, free, is_oom, parse_list, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -68,10 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs on the first prompt before each phase (0: none)")
     p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
-    p.add_argument("--budget-s", type=float, default=450.0,
-                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
-    p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p)
     return p
 
 

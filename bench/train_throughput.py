@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free, is_oom, parse_list, versions  # noqa: E402
+from _common import add_run_args, free, is_oom, parse_list, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -86,10 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
-    p.add_argument("--budget-s", type=float, default=450.0,
-                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
-    p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p)
     return p
 
 
