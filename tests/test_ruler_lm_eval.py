@@ -4,6 +4,7 @@ task and for the `ruler` group, and skip the QA tasks when their data cannot be 
 
 import glob
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -99,13 +100,19 @@ def test_lm_eval_cli_end_to_end(tiny_model, tmp_path):
     assert seen == {(t, n): 2 for t in TASKS if t not in QA for n in (1024, 2048)}  # --limit is per length
 
 
-def test_python_api_regenerates_for_the_chat_template(tiny_model, tmp_path, monkeypatch, caplog):
+def test_python_api_regenerates_for_the_chat_template(tiny_model, tmp_path, monkeypatch, caplog, request):
     # No --apply_chat_template on this command line and none in the metadata: the samples are
     # first sized without the template, then regenerated when lm-eval asks for it.
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     monkeypatch.setenv("LONGCTX_RULER_CACHE", str(tmp_path / "cache"))
+    # lm-eval's setup_logging (run in-process by earlier tests) may stop "lm_eval" propagating to
+    # the root logger where caplog listens: listen on our task logger itself.
+    task_log = logging.getLogger("lm_eval.longctx_ruler")
+    task_log.addHandler(caplog.handler)
+    monkeypatch.setattr(task_log, "level", logging.INFO)
+    request.addfinalizer(lambda: task_log.removeHandler(caplog.handler))
     meta = {"max_seq_lengths": [1024], "num_samples": 3, "pretrained": str(tiny_model)}
     tm = TaskManager(include_path=eval_tasks.TASKS_DIR, include_defaults=False, metadata=meta)
     res = lm_eval.simple_evaluate(
