@@ -229,11 +229,17 @@ class GatedDeltaNet(nn.Module):
         else:
             o = gated_delta_rule_ref(q, k, v, g, beta, scale, layout)
 
+        return self.output(o, x, fla)
+
+    def output(self, o: torch.Tensor, x: torch.Tensor, fla: bool) -> torch.Tensor:
+        """Recurrence output o [B, T, HV, V] -> the layer output [B, T, D]: RMSNorm(o) * silu(g_proj x)
+        per head (fla's fused kernel or the torch module), then o_proj."""
+        B, T, _ = x.shape
         gate = self.g_proj(x).view(B, T, self.num_v_heads, self.head_v_dim)
         if fla:
             o = fla_ops()[2](o, gate, self.o_norm.weight, None, activation="silu", eps=self.o_norm.eps)
         else:
-            o = self.o_norm(o, gate)
+            o = self.o_norm(o.to(x.dtype), gate)
         return self.o_proj(o.reshape(B, T, -1))
 
     def split_heads(self, q, k, v):
@@ -267,15 +273,19 @@ class GatedDeltaNet(nn.Module):
         return y.view(B, T, C)
 
     @staticmethod
-    def _delta_rule_fla(q, k, v, g, beta, scale, layout: DocLayout):
+    def _delta_rule_fla(q, k, v, g, beta, scale, layout: DocLayout, final_state: bool = False):
+        """fla's chunked kernel; with final_state also the state after each document (or row when
+        unpacked), [N, HV, K, V] float32, as (o, state)."""
         chunk_gated_delta_rule = fla_ops()[0]
         if not layout.packed:
-            o, _ = chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True)
-            return o
-        B, T = q.shape[:2]
-        flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
-        o, _ = chunk_gated_delta_rule(
-            *flat, scale=scale, use_qk_l2norm_in_kernel=True,
-            cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
-        )
-        return o.view(B, T, *o.shape[2:])
+            o, state = chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True,
+                                              output_final_state=final_state)
+        else:
+            B, T = q.shape[:2]
+            flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
+            o, state = chunk_gated_delta_rule(
+                *flat, scale=scale, use_qk_l2norm_in_kernel=True, output_final_state=final_state,
+                cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
+            )
+            o = o.view(B, T, *o.shape[2:])
+        return (o, state.float()) if final_state else o

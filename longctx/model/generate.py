@@ -10,10 +10,10 @@ blocks' submodules and captures, per layer, what decoding needs:
 `decode_step` then advances a batch of sequences by one token; `greedy_generate` loops it.
 
 The layer forwards cannot hand out their states, so the per-layer computations are redone here
-with the layers' submodules and the layers' own pieces (Attention.qkv, GatedDeltaNet.gates and
-.split_heads, gdn.heads_first); the output gate has a small equivalent below, checked against the
-forward by tests/test_generate.py.
-GDN prefill uses the torch reference recurrence (also on CUDA); fla is not used here.
+with the layers' submodules and the layers' own pieces (Attention.qkv, GatedDeltaNet.gates,
+.split_heads and .output, gdn.heads_first). GDN prefill runs fla's varlen kernel with
+output_final_state on CUDA (one launch per layer for all packed prompts), the torch reference
+elsewhere; decoding steps the recurrence in torch (one token: no kernel needed).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from longctx.model.attention import attend
-from longctx.model.gdn import causal_conv_ref, chunk_delta_rule_ref, heads_first
+from longctx.model.gdn import chunk_delta_rule_ref, heads_first
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
 from longctx.model.varlen import DocLayout, doc_layout
 
@@ -82,14 +82,6 @@ class DecodeCache:
 
 
 
-def _gdn_out(gdn, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """o [B, HV, T, V] float -> the layer output [B, T, D]: gated RMSNorm per head, o_proj."""
-    B, T, _ = x.shape
-    o = o.transpose(1, 2).to(x.dtype)
-    gate = gdn.g_proj(x).view(B, T, gdn.num_v_heads, gdn.head_v_dim)
-    return gdn.o_proj(gdn.o_norm(o, gate).reshape(B, T, -1))
-
-
 def _convs(gdn):
     return ((gdn.q_proj, gdn.q_conv1d), (gdn.k_proj, gdn.k_conv1d), (gdn.v_proj, gdn.v_conv1d))
 
@@ -101,22 +93,29 @@ def _tail(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, int]]):
-    """x [1, T, D] -> (output [1, T, D], final states [n_docs, HV, K, V], conv tails)."""
-    pre, conv_out = [], []
-    for proj, conv in _convs(gdn):
-        p = proj(x)
-        pre.append(p)
-        conv_out.append(causal_conv_ref(p, conv.weight, layout.doc_pos))
+    """x [1, T, D] -> (output [1, T, D], final states [n_docs, HV, K, V], conv tails).
+
+    fla's kernels where the layer would use them (CUDA): the varlen chunked kernel hands out each
+    document's final state itself; elsewhere the torch reference runs document by document."""
+    fla = gdn.use_fla(x)
+    conv = gdn._conv_fla if fla else gdn._conv_ref
+    pre = [proj(x) for proj, _ in _convs(gdn)]
+    conv_out = [conv(p, c, layout) for p, (_, c) in zip(pre, _convs(gdn))]
     W = gdn.q_conv1d.weight.shape[-1]
     tails = [torch.stack([_tail(p[0, a:b], W - 1) for a, b in docs]) for p in pre]
     beta, g = gdn.gates(x)
-    heads = heads_first(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5)
+    q, k, v = gdn.split_heads(*conv_out)
+    scale = gdn.head_k_dim**-0.5
+    if fla:
+        o, states = gdn._delta_rule_fla(q, k, v, g, beta, scale, layout, final_state=True)
+        return gdn.output(o, x, fla), states, tails
+    heads = heads_first(q, k, v, g, beta, scale)
     outs, states = [], []
     for a, b in docs:
         o, s = chunk_delta_rule_ref(*(h[:, :, a:b] for h in heads), output_final_state=True)
         outs.append(o)
         states.append(s[0])
-    return _gdn_out(gdn, torch.cat(outs, 2), x), torch.stack(states), tails
+    return gdn.output(torch.cat(outs, 2).transpose(1, 2), x, fla), torch.stack(states), tails
 
 
 def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
@@ -135,7 +134,7 @@ def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
     S = S + k[..., :, None] * u[..., None, :]
     cache.state = S
     o = torch.einsum("nhkv,nhk->nhv", S, q)
-    return _gdn_out(gdn, o[:, :, None], x)
+    return gdn.output(o[:, None], x, fla=False)  # one token: the torch norm
 
 
 # ---------------------------------------------------------------- attention pieces
