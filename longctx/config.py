@@ -57,6 +57,18 @@ class DataConfig:
     long_doc_fraction: float | None = None  # documents longer than this share of seq_len count as long
     long_doc_weight: float = 1.0  # relative sampling weight of long documents (long-context training)
     text_field: str = "text"  # the text column of a dataset source
+    # the embedded corpus only: kinds and weights (longctx.data.embedded.KINDS; None = DEFAULT_MIX) ...
+    mix: dict[str, float] | None = None
+    # ... and the document size range [min, max] in tokens (None = seq_len/16 .. seq_len)
+    doc_tokens: list[int] | None = None
+
+
+@dataclass
+class CurriculumStage:
+    """A shorter-context pretraining stage run before the main one (short contexts first)."""
+
+    seq_len: int
+    fraction: float  # share of the run's steps; the main stage at seq_len gets what is left
 
 
 @dataclass
@@ -106,6 +118,8 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # pretrain: stages at shorter lengths before seq_len, same tokens per step (batch scaled)
+    curriculum: list[CurriculumStage] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -157,6 +171,11 @@ def _coerce(value, tp, key: str):
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise UsageError(f"{key}: expected {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{key}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is dict or origin is dict:
         if value is None:
             return {}
@@ -320,6 +339,21 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.long_doc_fraction is not None:
         _need(cfg.data.long_doc_fraction > 0, "data.long_doc_fraction", "> 0", cfg.data.long_doc_fraction)
     _need(cfg.data.long_doc_weight > 0, "data.long_doc_weight", "> 0", cfg.data.long_doc_weight)
+    if cfg.data.mix is not None:
+        from longctx.data.embedded import KINDS
+
+        bad = [k for k, w in cfg.data.mix.items() if k not in KINDS or not isinstance(w, (int, float)) or w < 0]
+        _need(not bad and sum(cfg.data.mix.values()) > 0, "data.mix",
+              f"weights >= 0 (not all 0) for kinds among {', '.join(KINDS)}", cfg.data.mix)
+    if cfg.data.doc_tokens is not None:
+        d = cfg.data.doc_tokens
+        _need(len(d) == 2 and all(isinstance(x, int) for x in d) and 1 <= d[0] <= d[1], "data.doc_tokens",
+              "[min, max] with 1 <= min <= max", d)
+    for i, st in enumerate(cfg.curriculum):
+        _need(2 <= st.seq_len < cfg.seq_len, f"curriculum[{i}].seq_len", f"in [2, seq_len={cfg.seq_len})", st.seq_len)
+        _need(0 < st.fraction < 1, f"curriculum[{i}].fraction", "in (0, 1)", st.fraction)
+    _need(sum(st.fraction for st in cfg.curriculum) < 1, "the curriculum fractions", "summing to < 1",
+          [st.fraction for st in cfg.curriculum])
     c = cfg.checkpoint
     _need(c.interval >= 0, "checkpoint.interval (--checkpoint-interval)", ">= 0 (0 = only at the end)", c.interval)
     _need(c.keep >= 1, "checkpoint.keep", ">= 1", c.keep)

@@ -90,6 +90,38 @@ def test_kv_answers_follow_from_the_text():
     assert min(seen_modes.values()) >= 10, seen_modes
 
 
+def test_recall_drill_answers_every_question_from_the_text():
+    facts_re = _fact_regexes()
+
+    def pattern(t):
+        return re.compile(re.escape(t).replace(r"\{thing\}", r"[a-z ]+?").replace(r"\{key\}", r"(?P<key>[\w-]+)"))
+
+    questions = [pattern(q) for q, _ in synthetic.ASK_ONE]
+    prefixes = [re.compile(pattern(p).pattern + r" (?P<value>[\w-]+)\.") for _, p in synthetic.ASK_ONE]
+    n_questions = Counter()
+    for rng in rngs(120, "drill"):
+        doc = synthetic.render(rng, synthetic.recall_drill(rng, rng.choice([400, 2000, 12000])), chat=False)
+        facts = dict((m["key"], m["value"]) for r in facts_re for m in r.finditer(doc))
+        lines = doc.splitlines()
+        asked = []
+        for i, line in enumerate(lines):
+            q = next((m for r in questions if (m := r.fullmatch(line.removeprefix("Question: ")))), None)
+            if q is None:
+                continue
+            a = next(m for r in prefixes if (m := r.fullmatch(lines[i + 1].removeprefix("Answer: "))))
+            assert a["key"] == q["key"] and facts[q["key"]] == a["value"]
+            assert doc.index(a["value"]) < doc.index(line)  # the fact comes before its question
+            asked.append(q["key"])
+        assert len(asked) >= 2 and len(set(asked)) == len(asked)  # distinct keys asked
+        n_questions[len(asked)] += 1
+        for phrase in RULER_PHRASES:
+            assert phrase.lower() not in doc.lower(), phrase
+    assert min(n_questions) == 2 and max(n_questions) == 8
+    # off unless a mix asks for it
+    assert "drill" not in {EmbeddedSource(0).kind(i) for i in range(3000)}
+    assert {EmbeddedSource(0, mix={"drill": 1.0}).kind(i) for i in range(50)} == {"drill"}
+
+
 def _chain_regex(template, name):
     pat = re.escape(template).replace(r"\{a\}", rf"(?P<a>{name})").replace(r"\{b\}", rf"(?P<b>{name})")
     return re.compile(pat.replace(r"\{v\}", r"(?P<v>\d+)"))

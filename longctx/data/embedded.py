@@ -19,7 +19,9 @@ from longctx.errors import UsageError
 
 # Retrieval-heavy on purpose: the corpus exists to teach small models long-range recall.
 DEFAULT_MIX = {"book": 0.15, "prose": 0.15, "kv": 0.45, "chain": 0.1, "common": 0.075, "freq": 0.075}
-KINDS = tuple(DEFAULT_MIX)
+# "drill" (dense multi-question recall, synthetic.recall_drill) is off by default; a run's
+# data.mix turns it on (the study's retrieval curriculum starts with it).
+KINDS = tuple(DEFAULT_MIX) + ("drill",)
 
 
 class EmbeddedSource(DocSource):

@@ -161,6 +161,38 @@ def kv_recall(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str
     return intro, body, q.format(**fields), prefix.format(**fields), _and(asked_values) + "."
 
 
+def recall_drill(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str]:
+    """Dense recall: many facts in filler, then several questions in a fresh order, each answered.
+
+    Every answer needs a lookup by key, so one document carries several retrieval targets (a
+    needle document carries one): the signal a small model needs to form retrieval heads early.
+    """
+    key_kind = _pick(rng, {"word": 0.7, "number": 0.3})
+    val_kind = _pick(rng, {"number": 0.7, "word": 0.15, "uuid": 0.15})
+    thing = rng.choice(THINGS[val_kind])
+    per_fact = 60 if val_kind != "uuid" else 90
+    n = max(2, min(32, n_chars // (3 * per_fact)))
+    n = rng.randint(max(2, n // 2), n)
+    fact = rng.choice(FACTS)
+    keys = _unique(rng, lambda: make_key(rng, key_kind), n)
+    values = _unique(rng, lambda: make_value(rng, val_kind), n)
+    facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values)]
+    qa_chars = 110 * min(n, 8)
+    haystack = rng.choice(HAYSTACKS + ("none",))
+    budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - qa_chars - 150)
+    filler = [] if haystack == "none" else text.filler_sentences(rng, haystack, budget)
+    body = _scatter(rng, filler, facts)
+    asked = rng.sample(range(n), min(n, rng.randint(2, 8)))
+    qa = []
+    for i in asked:
+        q, prefix = rng.choice(ASK_ONE)
+        qa.append((q.format(thing=thing, key=keys[i]), prefix.format(thing=thing, key=keys[i]), values[i] + "."))
+    earlier = "\n\n".join(f"{q}\n{p} {a}" for q, p, a in qa[:-1])
+    intro = rng.choice(INTROS).format(thing=thing)
+    q, p, a = qa[-1]
+    return intro, body + "\n\n" + earlier, q, p, a
+
+
 def _var_name(rng: random.Random, kind: str) -> str:
     if kind == "caps":
         return "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(4, 6)))
@@ -252,7 +284,7 @@ def frequent_coded(rng: random.Random, n_chars: int) -> tuple[str, str, str, str
     return intro, body, q, prefix, ", ".join(vocab[:3]) + "."
 
 
-TASKS = {"kv": kv_recall, "chain": variable_chain, "common": common_words, "freq": frequent_coded}
+TASKS = {"kv": kv_recall, "drill": recall_drill, "chain": variable_chain, "common": common_words, "freq": frequent_coded}
 
 
 def render(rng: random.Random, parts: tuple[str, str, str, str, str], chat: bool) -> str:

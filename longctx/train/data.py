@@ -13,12 +13,22 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, rank: int = 
     """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source)."""
     from longctx.data import build_loader
 
+    source = cfg.data.source or DEFAULT_SOURCE
+    embedded = {}
+    if cfg.data.mix is not None or cfg.data.doc_tokens is not None:
+        if source != "embedded":
+            raise UsageError(f"data.mix / data.doc_tokens shape the embedded corpus; the source is {source!r}")
+        if cfg.data.mix is not None:
+            embedded["mix"] = dict(cfg.data.mix)
+        if cfg.data.doc_tokens is not None:
+            embedded["doc_tokens"] = tuple(cfg.data.doc_tokens)
+
     def make(stage):
         return build_loader(
-            cfg.data.source or DEFAULT_SOURCE, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
+            source, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
             doc_mask=cfg.data.doc_mask, long_doc_fraction=cfg.data.long_doc_fraction,
             long_doc_weight=cfg.data.long_doc_weight, text_field=cfg.data.text_field,
-            prefetch=prefetch, rank=rank, world_size=world_size,
+            prefetch=prefetch, rank=rank, world_size=world_size, **embedded,
         )
 
     return make

@@ -118,6 +118,20 @@ def prepare_out_once(dims, out: Path, *, force: bool, run_config: dict) -> None:
     dims.barrier()
 
 
+def pretrain_stages(cfg, steps: int) -> list[Stage]:
+    """The curriculum's shorter stages (in the order given, each its fraction of the steps, with the
+    batch scaled to the same tokens per step), then the main stage at seq_len with the rest."""
+    stages, used = [], 0
+    for st in cfg.curriculum:
+        n = max(1, round(st.fraction * steps))
+        stages.append(Stage(f"pretrain@{st.seq_len}", st.seq_len, max(1, cfg.batch_size * cfg.seq_len // st.seq_len), n))
+        used += n
+    if steps - used < 1:
+        raise UsageError(f"a budget of {steps} steps leaves nothing for the main stage after the curriculum "
+                         f"({used} steps); give more steps or smaller fractions")
+    return stages + [Stage("pretrain", cfg.seq_len, cfg.batch_size, steps - used)]
+
+
 def run(args: argparse.Namespace) -> int:
     from longctx.data import load_tokenizer
     from longctx.model import HybridLM
@@ -135,11 +149,12 @@ def run(args: argparse.Namespace) -> int:
     steps = resolve_steps(cfg)
     dtype = parse_dtype(cfg.export_dtype)
     resume_from = resume_point(out, args.resume, args.force, steps)
-    stage = Stage("pretrain", cfg.seq_len, cfg.batch_size, steps)
+    stages = pretrain_stages(cfg, steps)
     make_loader = loader_factory(cfg, tokenizer, prefetch=2 if device.type == "cuda" else 0)
-    check_data(make_loader, stage)
+    for stage in stages:
+        check_data(make_loader, stage)
     probe = build_probe(cfg, tokenizer)
-    dims, device = start_parallel(args, [stage], mconfig, device)
+    dims, device = start_parallel(args, stages, mconfig, device)
     torch.manual_seed(cfg.seed)
     model = HybridLM(mconfig)
 
@@ -147,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
     train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
                   "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
-    trainer = Trainer(model, cfg, out, [stage], make_loader, device=device, meta=train_meta,
+    trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
                       parallel=dims, probe=probe)
     if resume_from is not None:

@@ -1,0 +1,95 @@
+"""Pretraining curriculum and corpus mix: shorter stages first at equal tokens per step, the
+embedded corpus shaped by data.mix / data.doc_tokens, exact resume across a stage boundary,
+and one-line errors for bad values."""
+import re
+
+import pytest
+
+import longctx.train.loop as loop
+
+from longctx.cli import main
+from longctx.config import RunConfig, apply_overrides, from_dict, parse_set, validate
+from longctx.data import default_tokenizer, synthetic
+from longctx.errors import UsageError
+from longctx.train.data import loader_factory
+from longctx.train.loop import Stage
+from longctx.train.metrics import read_metrics
+from longctx.train.pretrain_cmd import pretrain_stages
+from test_train_loop import _same_run, one_thread, pretrain  # noqa: F401 (fixture)
+
+
+def test_stages_split_the_steps_and_keep_tokens_per_step():
+    cfg = from_dict({"seq_len": 1024, "batch_size": 4, "curriculum": [{"seq_len": 256, "fraction": 0.25},
+                                                                     {"seq_len": 512, "fraction": 0.25}]})
+    validate(cfg)
+    assert pretrain_stages(cfg, 100) == [Stage("pretrain@256", 256, 16, 25), Stage("pretrain@512", 512, 8, 25),
+                                         Stage("pretrain", 1024, 4, 50)]
+    assert pretrain_stages(RunConfig(seq_len=64, batch_size=2), 7) == [Stage("pretrain", 64, 2, 7)]
+    with pytest.raises(UsageError, match="nothing for the main stage"):
+        pretrain_stages(from_dict({"seq_len": 64, "curriculum": [{"seq_len": 32, "fraction": 0.9}]}), 1)
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["curriculum=[{seq_len: 4096, fraction: 0.5}]"], "curriculum[0].seq_len"),
+    (["curriculum=[{seq_len: 128, fraction: 0}]"], "curriculum[0].fraction"),
+    (["curriculum=[{seq_len: 128, fraction: 0.6}, {seq_len: 256, fraction: 0.5}]"], "curriculum fractions"),
+    (["curriculum=[{seq_len: 128}]"], "fraction"),
+    (["data.mix={poetry: 1}"], "data.mix"),
+    (["data.mix={kv: -1}"], "data.mix"),
+    (["data.mix={kv: 0}"], "data.mix"),
+    (["data.doc_tokens=[64, 8]"], "data.doc_tokens"),
+    (["data.doc_tokens=[64]"], "data.doc_tokens"),
+])
+def test_bad_values_name_the_key(sets, needle):
+    with pytest.raises((UsageError, TypeError)) as e:
+        validate(apply_overrides(RunConfig(seq_len=1024), parse_set(sets)))
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_rejects_a_bad_curriculum_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert pretrain(out, "--seq-len", 64, "--steps", 2, "--set", "curriculum=[{seq_len: 64, fraction: 0.5}]") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "curriculum[0].seq_len" in err[0] and not out.exists()
+    assert pretrain(out, "--steps", 2, "--data", str(tmp_path), "--set", "data.mix={kv: 1}") == 2
+    assert "embedded corpus" in capsys.readouterr().err and not out.exists()
+
+
+def test_mix_and_doc_tokens_shape_the_embedded_stream():
+    tok = default_tokenizer()
+    cfg = apply_overrides(RunConfig(seq_len=512, batch_size=2), parse_set(["data.mix={drill: 1}", "data.doc_tokens=[100, 120]"]))
+    validate(cfg)
+    batch = next(iter(loader_factory(cfg, tok)(Stage("pretrain", 512, 2, 1))))
+    cu = batch["cu_seqlens"].tolist()
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+    assert all(n <= 512 for n in lengths) and sorted(lengths)[len(lengths) // 2] < 200  # ~100-120 token documents
+    text = tok.decode(batch["input_ids"].flatten().tolist())
+    asked = [re.compile(re.escape(q).replace(r"\{thing\}", r"[a-z ]+?").replace(r"\{key\}", r"[\w-]+"))
+             for q, _ in synthetic.ASK_ONE]
+    n_questions = sum(any(r.fullmatch(line.removeprefix("Question: ")) for r in asked) for line in text.splitlines())
+    assert n_questions >= 2 * (len(lengths) - 2)  # every whole drill document asks two or more questions
+
+
+CURRICULUM = ("--seq-len", 64, "--batch-size", 2, "--lr", "2e-3", "--warmup-steps", 1, "--checkpoint-interval", 2,
+              "--set", "curriculum=[{seq_len: 16, fraction: 0.5}]", "--set", "data.mix={drill: 1, book: 1}")
+
+
+def test_curriculum_runs_short_first_and_resumes_bitwise_across_the_boundary(tmp_path, monkeypatch):
+    assert pretrain(tmp_path / "a", "--steps", 6, *CURRICULUM) == 0
+    rows = read_metrics(tmp_path / "a")
+    assert [(r["stage"], r["seq_len"]) for r in rows] == [("pretrain@16", 16)] * 3 + [("pretrain", 64)] * 3
+    per_step = [r["tokens"] - p["tokens"] for p, r in zip([{"tokens": 0}] + rows, rows)]
+    assert per_step == [128] * 6  # 8 x 16 in the short stage, 2 x 64 after
+    # killed during step 3 (the last short step; the step-2 checkpoint is the newest), then resumed
+    real = loop.Trainer.train_step
+
+    def dies_at_3(self):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", dies_at_3)
+    assert pretrain(tmp_path / "b", "--steps", 6, *CURRICULUM) == 130
+    monkeypatch.setattr(loop.Trainer, "train_step", real)
+    assert pretrain(tmp_path / "b", "--steps", 6, "--resume", *CURRICULUM) == 0
+    _same_run(tmp_path / "a", tmp_path / "b")
