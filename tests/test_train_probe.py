@@ -4,6 +4,8 @@ full-forward decoders agree. The oracle is built from RULER samples rendered her
 probe), so a probe that feeds the model other tokens than lm-eval would gets nothing right."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -61,10 +63,11 @@ def oracle(tok, answer_of) -> Oracle:
 def test_oracle_scores_100_and_wrong_answers_0(tok):
     probe = RetrievalProbe(tok, lengths=LENGTHS, tasks=TASKS, samples=2, seed=SEED)
     right = probe.probe(oracle(tok, lambda refs: " ".join(refs)), "cpu")
-    assert set(right) == {f"probe/{t}@{n}" for t in TASKS for n in LENGTHS} | {"probe/mean"}
-    assert all(v == 100.0 for v in right.values())
+    scores = {f"probe/{t}@{n}" for t in TASKS for n in LENGTHS} | {"probe/mean"}
+    assert set(right) == scores | {f"probe/nll/{t}@{n}" for t in TASKS for n in LENGTHS} | {"probe/nll_mean"}
+    assert all(right[k] == 100.0 for k in scores)
     wrong = probe.probe(oracle(tok, lambda refs: "nothing"), "cpu")
-    assert all(v == 0.0 for v in wrong.values())
+    assert all(wrong[k] == 0.0 for k in scores)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,27 @@ def test_random_hybrid_is_deterministic_and_in_range(tok, tiny):
     assert a == b
     assert all(0.0 <= v <= 100.0 for v in a.values())
     assert a["probe/mean"] == pytest.approx(sum(a[f"probe/{t}@512"] for t in TASKS) / 3, abs=0.01)
+
+
+def test_answer_nll_is_the_cross_entropy_of_the_reference_after_lm_evals_prompt(tok, tiny):
+    # recomputed from full logits on the prompt as lm-eval renders it (see oracle()) + " " + reference
+    import torch.nn.functional as F
+
+    got = RetrievalProbe(tok, lengths=(512,), tasks=("niah_single_1", "niah_single_3"), samples=2, seed=SEED,
+                         max_gen_toks=2).probe(tiny, "cpu")
+    for task in ("niah_single_1", "niah_single_3"):
+        losses = []
+        for s in ruler.generate(task, 512, 2, tok, seed=SEED):
+            joint = s["input"][-1].isspace() or s["gen_prefix"][0].isspace()
+            prompt = tok.encode(s["input"] + ("" if joint else " ") + s["gen_prefix"])
+            answer = tok.encode(" " + s["outputs"][0], add_special_tokens=False)
+            with torch.no_grad():
+                logits = tiny.eval()(torch.tensor([prompt + answer]))[0, len(prompt) - 1:-1]
+            losses.append(float(F.cross_entropy(logits.float(), torch.tensor(answer))))
+        assert got[f"probe/nll/{task}@512"] == pytest.approx(sum(losses) / 2, abs=1e-3)
+    tiny.train()
+    # a random model guesses: about ln(vocab) a token
+    assert 0.5 * math.log(len(tok)) < got["probe/nll_mean"] < 1.5 * math.log(len(tok))
 
 
 def test_cached_and_forward_decoding_agree(tok, tiny):

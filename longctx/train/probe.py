@@ -3,10 +3,12 @@
 Tiny models can train for hours and retrieve nothing; the loss does not show it. The probe runs a
 few needle-in-a-haystack samples (generated once, with RULER's own generator, templates and
 scoring) through greedy decoding every N steps, so a run that is not learning retrieval is seen
-early.
+early. Beside the scores it logs the teacher-forced NLL of the reference answer, which falls as
+retrieval forms, well before whole values come out right.
 
     probe = RetrievalProbe(tokenizer, lengths=(1024, 4096), samples=8)
-    metrics = probe.probe(model, device)   # {"probe/niah_single_1@1024": 62.5, ..., "probe/mean": 40.3}
+    metrics = probe.probe(model, device)   # {"probe/niah_single_1@1024": 62.5, ..., "probe/mean": 40.3,
+                                           #  "probe/nll/niah_single_1@1024": 0.41, ..., "probe/nll_mean": 0.9}
 
 Prompts are rendered as lm-eval renders them (input + " " + answer prefix, special tokens as the
 tokenizer adds them), generation stops at EOS or max_gen_toks (RULER's niah tasks have no stop
@@ -60,6 +62,7 @@ class RetrievalProbe:
         self.mode = mode
         self.eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
         self.items: dict[tuple[str, int], list[tuple[list[int], int, list[str]]]] = {}
+        self.answers: dict[tuple[str, int], list[list[int]]] = {}
         for task in tasks:
             for n in lengths:
                 try:
@@ -69,6 +72,10 @@ class RetrievalProbe:
                 self.items[(task, int(n))] = [
                     (encode(tokenizer, render(s)), max_gen_toks or int(s["max_gen_toks"]), list(s["outputs"]))
                     for s in gen
+                ]
+                # the first reference as the model should continue the prompt (lm-eval: after a space)
+                self.answers[(task, int(n))] = [
+                    tokenizer.encode(" " + s["outputs"][0], add_special_tokens=False) for s in gen
                 ]
 
     @torch.no_grad()
@@ -83,14 +90,18 @@ class RetrievalProbe:
         was_training = model.training
         model.eval()
         try:
-            out = {}
+            out, nll = {}, {}
             for (task, n), items in self.items.items():
                 ids = decode(model, [p for p, _, _ in items], [g for _, g, _ in items], torch.device(device))
                 preds = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
                 out[f"probe/{task}@{n}"] = float(ruler.score(task, preds, [r for _, _, r in items]))
+                losses = [_answer_nll(model, p, a, device) for (p, _, _), a in zip(items, self.answers[(task, n)])]
+                nll[f"probe/nll/{task}@{n}"] = round(sum(losses) / len(losses), 4)
         finally:
             model.train(was_training)
         out["probe/mean"] = round(sum(out.values()) / len(out), 2)
+        out.update(nll)
+        out["probe/nll_mean"] = round(sum(nll.values()) / len(nll), 4)
         return out
 
     def _decoder(self, model):
@@ -140,6 +151,20 @@ def _forward_greedy(model, prompt: list[int], budget: int, eos: set[int], device
         out.append(tok)
         ids = torch.cat([ids, ids.new_tensor([[tok]])], 1)
     return out
+
+
+def _answer_nll(model, prompt: list[int], answer: list[int], device) -> float:
+    """Mean teacher-forced NLL (nats/token) of the answer after the prompt. Retrieval shows here long
+    before greedy decoding gets a whole value right: ~ln(10) a digit for a model that guesses."""
+    ids = torch.tensor([prompt + answer], dtype=torch.long, device=device)
+    span = slice(len(prompt) - 1, ids.shape[1] - 1)
+    if hasattr(model, "forward_hidden"):  # logits of the answer positions only (64k x vocab would not fit)
+        h = model.forward_hidden(ids)[0, span]
+        logits = torch.nn.functional.linear(h.to(model.lm_head.weight.dtype), model.lm_head.weight)
+    else:
+        logits = model(ids)[0, span]
+    target = torch.tensor(answer, dtype=torch.long, device=logits.device)
+    return float(torch.nn.functional.cross_entropy(logits.float(), target))
 
 
 def build_probe(cfg, tokenizer) -> RetrievalProbe | None:
