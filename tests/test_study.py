@@ -35,6 +35,22 @@ def _tiny(out: Path) -> dict:
     return s
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_studies_resolve_to_valid_run_configs(path):
+    from longctx.config import from_dict, validate
+    from longctx.model import load_config
+
+    s = study.load_study(str(path))
+    assert study.plan(s)
+    for arch, spec in s["models"].items():
+        validate(from_dict(study.pretrain_config(s, arch)))
+        load_config(spec["model"], **spec.get("override", {}))
+    for method in s["extend"]["methods"]:
+        cfg = from_dict(study.extend_config(s, method))
+        validate(cfg)
+        assert cfg.extend.method == method and cfg.extend.target == s["extend"]["target"]
+
+
 def test_plan_order_and_commands(tmp_path):
     stages = study.plan(_tiny(tmp_path))
     want = []

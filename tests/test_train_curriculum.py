@@ -93,3 +93,25 @@ def test_curriculum_runs_short_first_and_resumes_bitwise_across_the_boundary(tmp
     monkeypatch.setattr(loop.Trainer, "train_step", real)
     assert pretrain(tmp_path / "b", "--steps", 6, "--resume", *CURRICULUM) == 0
     _same_run(tmp_path / "a", tmp_path / "b")
+
+
+def test_summary_per_stage_of_a_curriculum_run(tmp_path):
+    import statistics
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from longctx.train.metrics import summarize
+
+    assert pretrain(tmp_path / "a", "--steps", 6, *CURRICULUM, "--probe-interval", 3,
+                    "--set", "probe.lengths=[512]", "--set", "probe.tasks=[niah_single_1]", "--set", "probe.samples=1") == 0
+    rows = read_metrics(tmp_path / "a")
+    short, main_ = summarize(rows, skip=1)
+    assert (short["stage"], short["steps"], short["seq_len"], short["tokens_per_step"]) == ("pretrain@16", 3, 16, 128)
+    assert (main_["stage"], main_["steps"], main_["seq_len"], main_["tokens_per_step"]) == ("pretrain", 3, 64, 128)
+    assert short["tokens_per_s"] == statistics.median(r["tokens_per_s"] for r in rows[1:3])
+    assert main_["loss_first"] == rows[3]["loss"] and main_["loss_last"] == rows[5]["loss"]
+    assert main_["probe_mean"] == rows[5]["probe/mean"] and main_["mfu"] is None and main_["peak_mem_gb"] is None
+    script = Path(__file__).resolve().parents[1] / "bench" / "run_summary.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    assert "| a | pretrain@16 | 3 | 16 | 128 |" in out.stdout and "| a | pretrain | 3 | 64 | 128 |" in out.stdout

@@ -29,15 +29,14 @@ from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
-from longctx.train.loop import Stage, Trainer
+from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config, read_train_meta
 from longctx.train.pretrain_cmd import (
     check_device,
-    checkpoint_writer,
     prepare_out_once,
     resume_point,
+    run_training,
     start_parallel,
-    train_and_export,
 )
 
 _LEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
@@ -259,14 +258,9 @@ def run(args: argparse.Namespace) -> int:
         "plan": [{"stage": s.name, "seq_len": s.seq_len, "steps": s.steps} for s in stages],
         "longctx_version": __version__,
     }
-    trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
-                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
-                      parallel=dims, probe=probe)
-    if resume_from is not None:
-        trainer.resume(resume_from)
-        if dims.is_main:
-            print(f"longctx extend: resuming from {resume_from} (step {trainer.step} of {total})", file=sys.stderr)
-    rc = train_and_export(trainer, out, prog="longctx extend", tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+    rc = run_training(model, cfg, out, stages, make_loader, prog="longctx extend", device=device,
+                      train_meta=train_meta, tokenizer=tokenizer, dims=dims, probe=probe,
+                      resume_from=resume_from, dtype=dtype, progress=not args.no_progress)
     if rc or not do_eval or not dims.is_main:  # the evaluation runs as one process, on rank 0
         return rc
     from longctx.evaluate import eval_cmd

@@ -93,3 +93,29 @@ def _si(x: float) -> str:
         if abs(x) >= div:
             return f"{x / div:.1f}{unit}"
     return f"{x:.0f}"
+
+
+def summarize(rows: list[dict], skip: int = 2) -> list[dict]:
+    """One summary per stage of a run's metrics rows, in stage order: steps, seq_len, tokens per
+    step, median tokens/s and MFU over the stage's steps after its first `skip` (warm-up: kernel
+    compiles, allocator growth), the highest peak memory, first and last loss, the last probe mean."""
+    import statistics
+
+    stages: dict[str, list[dict]] = {}
+    for r in rows:
+        stages.setdefault(r["stage"], []).append(r)
+    out = []
+    for name, rs in stages.items():
+        timed = rs[skip:] or rs
+        prev = rows[rows.index(rs[0]) - 1]["tokens"] if rows.index(rs[0]) else 0
+        per_step = (rs[-1]["tokens"] - prev) / len(rs)
+        mfu = [r["mfu"] for r in timed if r.get("mfu") is not None]
+        mem = [r["peak_mem_gb"] for r in rs if r.get("peak_mem_gb") is not None]
+        probes = [r["probe/mean"] for r in rs if "probe/mean" in r]
+        out.append({
+            "stage": name, "steps": len(rs), "seq_len": rs[0]["seq_len"], "tokens_per_step": round(per_step),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
+            "mfu": statistics.median(mfu) if mfu else None, "peak_mem_gb": max(mem) if mem else None,
+            "loss_first": rs[0]["loss"], "loss_last": rs[-1]["loss"], "probe_mean": probes[-1] if probes else None,
+        })
+    return out

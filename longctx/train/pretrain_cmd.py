@@ -162,12 +162,19 @@ def run(args: argparse.Namespace) -> int:
     prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
     train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
                   "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
+    return run_training(model, cfg, out, stages, make_loader, prog="longctx pretrain", device=device,
+                        train_meta=train_meta, tokenizer=tokenizer, dims=dims, probe=probe,
+                        resume_from=resume_from, dtype=dtype, progress=not args.no_progress)
+
+
+def run_training(model, cfg, out: Path, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
+                 dims, probe, resume_from, dtype, progress: bool) -> int:
+    """The Trainer over the stages (resumed when asked), then the HF export; the exit code."""
     trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
-                      write_extra=checkpoint_writer(model, tokenizer), show_progress=not args.no_progress,
+                      write_extra=checkpoint_writer(model, tokenizer), show_progress=progress,
                       parallel=dims, probe=probe)
     if resume_from is not None:
         trainer.resume(resume_from)
         if dims.is_main:
-            print(f"longctx pretrain: resuming from {resume_from} (step {trainer.step} of {steps})", file=sys.stderr)
-    return train_and_export(trainer, out, prog="longctx pretrain", tokenizer=tokenizer, train_meta=train_meta,
-                            dtype=dtype)
+            print(f"{prog}: resuming from {resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
+    return train_and_export(trainer, out, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
