@@ -14,8 +14,8 @@ both, seeded per length), forward, next-token loss over T-1 positions, backward,
 `bf16` (default): bf16 weights, gradients and optimizer states, no autocast; `amp`: fp32 weights
 under bf16 autocast (what `longctx pretrain` does).
 - ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
-  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--no-fused-ce` builds
-  the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
+  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce fla` uses fla's
+  fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
   LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block.
 - peer: `transformers.AutoModelForCausalLM.from_config(config)` (OlmoHybridForCausalLM /
   Olmo3ForCausalLM, its default attention implementation, fla kernels when importable),
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="ours: torch.compile each block")
     p.add_argument("--no-fused-ce", action="store_true", help="ours: full logits + F.cross_entropy")
     p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
+    p.add_argument("--ce", default="chunked", choices=("chunked", "fla"),
+                   help="ours: cross-entropy over the head, ours chunked or fla's fused linear CE")
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
@@ -140,7 +142,9 @@ def build_peer(config, device, dtype, args):
 def make_step(impl, model, opt, ids, labels, autocast, args):
     import torch.nn.functional as F
 
-    from longctx.train.loss import chunked_cross_entropy
+    from longctx.train.loss import make_loss_fn
+
+    loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk)
 
     def step_ours():
         with autocast():
@@ -149,7 +153,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
                 logits = model.lm_head(hidden)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
             else:
-                parts = chunked_cross_entropy(hidden, model.lm_head.weight, labels, chunk=args.ce_chunk)
+                parts = loss_fn(hidden, model.lm_head.weight, labels)
                 loss = parts.total / parts.count
         loss.backward()
         opt.step()
@@ -359,6 +363,7 @@ def main(argv=None) -> int:
           f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; precision {args.precision}; "
           f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up.")
     ablations = [s for s, on in (("--compile", args.compile), ("--no-fused-ce", args.no_fused_ce),
+                                 (f"--ce {args.ce}", args.ce != "chunked"),
                                  (f"--attn-backend {args.attn_backend}", args.attn_backend),
                                  (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
                                  ("--no-checkpointing", args.no_checkpointing)) if on]

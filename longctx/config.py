@@ -111,6 +111,7 @@ class RunConfig:
     grad_checkpointing: bool = False
     z_loss: float = 0.0  # coefficient of mean(logsumexp^2)
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
+    loss_backend: str = "chunked"  # chunked (ours, any device) | fla (fused linear CE, CUDA, no z-loss)
     export_dtype: str | None = None  # dtype of the final HF model; None = float32 (pretrain) / the source's (extend)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -321,6 +322,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.steps is not None and cfg.tokens is not None:
         raise UsageError(f"give steps ({cfg.steps}) or tokens ({cfg.tokens}), not both")
     _need(cfg.loss_chunk >= 1, "loss_chunk", ">= 1", cfg.loss_chunk)
+    _need(cfg.loss_backend in ("chunked", "fla"), "loss_backend", "chunked or fla", cfg.loss_backend)
+    _need(not (cfg.loss_backend == "fla" and cfg.z_loss > 0), "z_loss with loss_backend fla", "0 (fla has no z-loss)",
+          cfg.z_loss)
     _need(cfg.export_dtype in (None, "float32", "bfloat16", "float16"), "export_dtype",
           "float32, bfloat16 or float16", cfg.export_dtype)
     _need(cfg.z_loss >= 0, "z_loss (--z-loss)", ">= 0", cfg.z_loss)

@@ -120,7 +120,9 @@ def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
-    real = loop.chunked_cross_entropy
+    import longctx.train.loss as loss_mod
+
+    real = loss_mod.chunked_cross_entropy
     calls = {"n": 0}
 
     def poisoned(hidden, weight, labels, **kw):
@@ -129,7 +131,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
             hidden = hidden * float("nan")
         return real(hidden, weight, labels, **kw)
 
-    monkeypatch.setattr(loop, "chunked_cross_entropy", poisoned)
+    monkeypatch.setattr(loss_mod, "chunked_cross_entropy", poisoned)
     out = tmp_path / "nan"
     rc = pretrain(out, "--seq-len", 32, "--batch-size", 2, "--steps", 5, "--checkpoint-interval", 2)
     assert rc != 0

@@ -62,3 +62,39 @@ def test_no_grad_and_all_ignored():
     parts = chunked_cross_entropy(h, w, y, z_loss=1.0)
     parts.total.backward()
     assert torch.count_nonzero(h.grad) == 0 and torch.count_nonzero(w.grad) == 0
+
+
+def test_fla_backend_wiring_with_a_reference_fake(monkeypatch):
+    """The fla path hands fla's fused_linear_cross_entropy_loss flat [N, D] inputs in the matmul dtype,
+    int64 labels and reduction="sum", and returns the Trainer's LossParts (fla itself runs on GPU only)."""
+    import sys
+    import types
+
+    import torch.nn.functional as F
+
+    from longctx.train.loss import make_loss_fn
+
+    seen = {}
+
+    def fake(x, target, weight, bias=None, ignore_index=-100, reduction="mean", num_chunks=8, **kw):
+        seen.update(x=(x.shape, x.dtype), w=weight.dtype, target=target.dtype, reduction=reduction)
+        return F.cross_entropy((x @ weight.t()).float(), target, ignore_index=ignore_index, reduction=reduction)
+
+    mod = types.ModuleType("fla.modules.fused_linear_cross_entropy")
+    mod.fused_linear_cross_entropy_loss = fake
+    monkeypatch.setitem(sys.modules, "fla.modules.fused_linear_cross_entropy", mod)
+    torch.manual_seed(0)
+    h = torch.randn(2, 9, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    y = torch.randint(0, 40, (2, 9))
+    y[0, :3] = -100
+    got = make_loss_fn("fla")(h, w, y)
+    want = chunked_cross_entropy(h, w, y, chunk=4)
+    assert seen == {"x": (torch.Size([18, 16]), torch.float32), "w": torch.float32, "target": torch.int64,
+                    "reduction": "sum"}
+    assert torch.allclose(got.total, want.total, atol=1e-4) and int(got.count) == int(want.count) == 15
+    assert float(got.z_sum) == 0.0 and not got.ce_sum.requires_grad
+    with pytest.raises(ValueError, match="z-loss"):
+        make_loss_fn("fla", z_loss=1e-4)
+    with pytest.raises(ValueError, match="unknown"):
+        make_loss_fn("liger")

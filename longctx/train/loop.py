@@ -20,7 +20,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,7 +28,7 @@ from torch import nn
 
 from longctx.config import RunConfig
 from longctx.train import checkpoint as ckpt
-from longctx.train.loss import IGNORE_INDEX, LossParts, chunked_cross_entropy
+from longctx.train.loss import IGNORE_INDEX, LossParts, make_loss_fn
 from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
 from longctx.train.optim import build_optimizer
 from longctx.train.schedule import build_scheduler
@@ -99,7 +98,7 @@ class Trainer:
             self.model = parallelize(self.raw_model, cfg)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)
-        self.loss_fn = loss_fn or partial(chunked_cross_entropy, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
+        self.loss_fn = loss_fn or make_loss_fn(cfg.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_checkpoint: Path | None = None
         self._loader, self._loader_stage, self._it = None, -1, None

@@ -100,3 +100,45 @@ def chunked_cross_entropy(
         )
     count = (labels != ignore_index).sum()
     return LossParts(total, ce_sum, z_sum, count)
+
+
+LOSS_BACKENDS = ("chunked", "fla")
+
+
+def fla_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX,
+    compute_dtype: torch.dtype | None = None, num_chunks: int = 8,
+) -> LossParts:
+    """The same summed CE through fla's fused linear cross-entropy (Triton: logits, softmax and
+    their gradient in place, chunk by chunk, in the matmul dtype). No z-loss."""
+    try:
+        from fla.modules.fused_linear_cross_entropy import fused_linear_cross_entropy_loss
+    except ImportError:
+        raise RuntimeError("loss backend 'fla' needs the flash-linear-attention package") from None
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    labels = labels.reshape(-1)
+    if compute_dtype is None:
+        dev = hidden.device.type
+        compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    with torch.autocast(hidden.device.type, enabled=False):
+        total = fused_linear_cross_entropy_loss(
+            hidden.to(compute_dtype), labels.contiguous(), weight.to(compute_dtype),
+            ignore_index=ignore_index, reduction="sum", num_chunks=num_chunks,
+        )
+    ce = total.detach().float()
+    return LossParts(total, ce, torch.zeros_like(ce), (labels != ignore_index).sum())
+
+
+def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float = 0.0):
+    """loss_fn(hidden, head_weight, labels) -> LossParts for the Trainer."""
+    if backend not in LOSS_BACKENDS:
+        raise ValueError(f"loss backend {backend!r} unknown; accepted: {', '.join(LOSS_BACKENDS)}")
+    if backend == "fla":
+        if z_loss:
+            raise ValueError("loss backend 'fla' has no z-loss; use the chunked backend with z_loss")
+        return fla_cross_entropy
+    def chunked(hidden, weight, labels):  # looked up at call time (tests patch it)
+        return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss)
+
+    return chunked
+
