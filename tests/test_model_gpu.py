@@ -45,6 +45,15 @@ def gpu_config(**kw):
     return hybrid_config(**fields)
 
 
+def on_gpu(base, gdn_backend: str, dtype):
+    """A copy of base on the GPU in dtype whose GDN layers use this backend."""
+    m = copy.deepcopy(base).to(device=CUDA, dtype=dtype)
+    for layer in m.model.layers:
+        if hasattr(layer, "linear_attn"):
+            layer.linear_attn.backend = gdn_backend
+    return m
+
+
 def loss_and_grads(model, x, cu):
     model.zero_grad(set_to_none=True)
     logits = model(x, cu_seqlens=cu)
@@ -65,11 +74,7 @@ def test_fla_matches_torch_reference(packed, neg_eigval):
     cu = torch.tensor([0, 100, 400, 512, 552, 553, 1024], dtype=torch.int32, device=CUDA) if packed else None
 
     def build(backend, dtype):
-        m = copy.deepcopy(base).to(device=CUDA, dtype=dtype).train()
-        for layer in m.model.layers:
-            if hasattr(layer, "linear_attn"):
-                layer.linear_attn.backend = backend
-        return m
+        return on_gpu(base, backend, dtype).train()
 
     exact_logits, exact_grads = loss_and_grads(build("torch", torch.float32), x, cu)
     ref_logits, ref_grads = loss_and_grads(build("torch", torch.bfloat16), x, cu)
@@ -101,11 +106,7 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     prompts = [torch.randint(2, 1024, (n,), generator=gen).tolist() for n in (5, 300, 129, 700)]
 
     def build(backend, dtype):
-        m = copy.deepcopy(base).to(device=CUDA, dtype=dtype).eval()
-        for layer in m.model.layers:
-            if hasattr(layer, "linear_attn"):
-                layer.linear_attn.backend = backend
-        return m
+        return on_gpu(base, backend, dtype).eval()
 
     runs = {name: prefill(build(b, dt), prompts, capacity=800, max_prefill_tokens=1024)
             for name, b, dt in (("exact", "torch", torch.float32), ("torch", "torch", torch.bfloat16),
