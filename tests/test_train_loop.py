@@ -140,3 +140,34 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
     assert [s for s, _ in list_checkpoints(out)] == [2]
     assert [r["step"] for r in read_metrics(out)] == [1, 2]
     assert not (out / "model.safetensors").exists()  # no export of a broken model
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])
+def test_scheduler_signal_saves_after_the_step_and_resume_is_bitwise(tmp_path, monkeypatch, capsys, sig):
+    """A scheduler's SIGTERM/SIGUSR1 (Slurm preemption, --signal) during step 5: the step finishes,
+    a checkpoint is written at 5 (not a checkpoint step), exit 128 + signal, no HF export; --resume
+    then ends bitwise where an uninterrupted run ends."""
+    import os
+    import signal
+
+    signum = getattr(signal, sig)
+    before = signal.getsignal(signum)
+    assert pretrain(tmp_path / "a", "--steps", 8, *SMALL) == 0
+    real = loop.Trainer.train_step
+
+    def signalled_in_5(self):
+        if self.step == 4:
+            os.kill(os.getpid(), signum)  # arrives mid-step
+        return real(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", signalled_in_5)
+    assert pretrain(tmp_path / "b", "--steps", 8, *SMALL) == 128 + signum
+    err = capsys.readouterr().err
+    assert f"stopped by {sig} after step 5" in err and "--resume" in err
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")][-1] == 5
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4, 5]
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    monkeypatch.setattr(loop.Trainer, "train_step", real)
+    assert signal.getsignal(signum) == before  # put back, not left pointing at a finished trainer
+    assert pretrain(tmp_path / "b", "--steps", 8, "--resume", *SMALL) == 0
+    _same_run(tmp_path / "a", tmp_path / "b")

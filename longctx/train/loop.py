@@ -17,6 +17,8 @@ alone writes metrics and checkpoint files (DCP writes every rank's shards).
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -49,6 +51,18 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(
             f"non-finite loss at step {step} (loss {loss}, grad norm {grad_norm}); stopped without updating; {where}"
         )
+
+
+# Schedulers' "stop soon" signals (Slurm: scancel and --signal=USR1@T send these): finish the step,
+# write a checkpoint, exit 128 + signal number; --resume continues exactly.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+class Preempted(RuntimeError):
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint}; "
+                         "rerun the same command with --resume to continue")
 
 
 def parallelize(model: nn.Module, cfg: RunConfig) -> nn.Module:
@@ -243,6 +257,8 @@ class Trainer:
         metrics = MetricsLog(self.run_dir, resume_step=self.step) if main else None
         bar = progress_bar(self.total_steps, self.step, "train") if self.show_progress and main else None
         interval = self.cfg.checkpoint.interval
+        self._stop_signum = 0
+        handlers = self._catch_stop_signals()
         try:
             while self.step < self.total_steps:
                 i = self.stage_index(self.step)
@@ -256,13 +272,41 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix_str(format_postfix(row), refresh=False)
                     bar.update(1)
-                if (interval and self.step % interval == 0) or self.step == self.total_steps:
+                saved = (interval and self.step % interval == 0) or self.step == self.total_steps
+                if saved:
                     self.save()
+                signum = self._stop_requested()
+                if signum:
+                    if not saved:
+                        self.save()
+                    raise Preempted(signum, self.step, self.last_checkpoint)
         finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
             if metrics is not None:
                 metrics.close()
             if bar is not None:
                 bar.close()
+
+    def _catch_stop_signals(self) -> dict:
+        """Turn STOP_SIGNALS into a request checked between steps; returns the handlers replaced."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request(signum, frame):
+            self._stop_signum = signum
+
+        return {sig: signal.signal(sig, request) for sig in STOP_SIGNALS}
+
+    def _stop_requested(self) -> int:
+        """The signal asking to stop (0: none). Under torchrun every rank learns it in the same step,
+        so all of them write the (collective) checkpoint together."""
+        signum = self._stop_signum
+        if self.parallel.distributed:
+            from longctx.distributed.collectives import all_reduce_max
+
+            signum = all_reduce_max(signum)
+        return signum
 
     def _probe(self) -> dict[str, float]:
         """Retrieval scores every probe.interval steps and at the end; {} otherwise.

@@ -22,7 +22,7 @@ from longctx.train.cli_args import add_training_arguments, config_from_args
 from longctx.train.data import check_data, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import export_hf, parse_dtype
-from longctx.train.loop import NonFiniteLoss, Stage, Trainer, resolve_device
+from longctx.train.loop import NonFiniteLoss, Preempted, Stage, Trainer, resolve_device
 from longctx.train.outdir import check_out, prepare_out, read_run_config, write_run_config
 
 
@@ -87,6 +87,14 @@ def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train
         if main:
             print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    except Preempted as e:
+        if main:
+            print(f"{prog}: {e}", file=sys.stderr)
+        if trainer.parallel.distributed:
+            from longctx.distributed import destroy_distributed
+
+            destroy_distributed()
+        return 128 + e.signum
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
     model = trainer.export_model()  # every rank: gathers the shards under torchrun
     if main:
