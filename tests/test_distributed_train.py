@@ -118,3 +118,53 @@ def test_layout_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds torchrun's workers through /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """SIGUSR1 to rank 1 only: both ranks finish the step, agree to stop, write one collective
+    checkpoint at that step (two DCP shards) and exit 138; --resume on the same layout finishes."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    flags = [*COMMON, "--checkpoint-interval", "1000", "--dp", "2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_port()),
+           "-m", "longctx", "pretrain", *flags, "--steps", "400", "--out", str(out)]
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while len(read_metrics(out)) < 3:
+            assert agent.poll() is None and time.time() < deadline, "the run ended or stalled before step 3"
+            time.sleep(0.2)
+        workers = sorted(_children(agent.pid))
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGUSR1)  # the second worker started: rank 1 in practice, either works
+        _, err = agent.communicate(timeout=120)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0 and "stopped by SIGUSR1 after step" in err, err[-3000:]
+    stopped = read_metrics(out)[-1]["step"]
+    assert 3 <= stopped < 400
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == [f"step_{stopped}"]
+    assert len(list((ckpts[0] / "state").glob("*.distcp"))) == 2
+    assert not (out / "model.safetensors").exists()
+    done = torchrun(2, "pretrain", *flags, "--steps", str(stopped + 2), "--resume", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, stopped + 3))
