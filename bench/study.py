@@ -10,7 +10,9 @@ every method extend to the target on the same budget and run RULER at `eval.leng
 Resumable: a training stage is skipped when its HF model is complete (longctx_train.json is
 written last), continued with --resume when its run directory holds a started run; an eval stage
 is skipped when its results JSON exists (`longctx eval` resumes its own journal otherwise). So
-rerunning the same command after a crash or a kill continues where it stopped. A finished stage
+rerunning the same command after a crash or a kill continues where it stopped. With
+--time-budget S (machines lent for minutes at a time) the runner stops by itself after S seconds,
+asking the stage in flight to stop where it resumes, and exits 75. A finished stage
 is not redone when the YAML changes: delete its directory for that.
 
 --only takes stage names or globs (comma-separated): `pretrain-hybrid`, `extend-*-yarn`, or a
@@ -25,6 +27,7 @@ import fnmatch
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +41,16 @@ KINDS = ("pretrain", "eval-base", "extend", "eval", "compare")
 
 class StudyError(Exception):
     pass
+
+
+class OutOfTime(Exception):
+    """The --time-budget ran out; the stage in flight was stopped where it resumes from."""
+
+
+# How a stage in flight is asked to stop at the deadline: training writes a checkpoint on SIGTERM
+# (after its current step), `longctx eval` keeps its journal on SIGINT. Then GRACE_S to exit.
+STOP_SIGNAL = {"pretrain": signal.SIGTERM, "extend": signal.SIGTERM, "eval-base": signal.SIGINT, "eval": signal.SIGINT}
+GRACE_S = 180
 
 
 @dataclasses.dataclass
@@ -243,7 +256,27 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
         (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
 
 
-def run_stage(stage: Stage, state: str, log) -> None:
+def _run_until(cmd: list[str], stage: Stage, deadline: float | None) -> tuple[int, bool]:
+    """Run the stage's command; at the deadline ask it to stop (STOP_SIGNAL) and wait GRACE_S.
+    Returns (exit code, stopped for time)."""
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    try:
+        return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.time())), False
+    except subprocess.TimeoutExpired:
+        print(f"study: {stage.name}: time budget reached, stopping it where it can resume", flush=True)
+        proc.send_signal(STOP_SIGNAL[stage.kind])
+        try:
+            return proc.wait(timeout=GRACE_S), True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(), True
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def run_stage(stage: Stage, state: str, log, deadline: float | None = None) -> None:
     cmd = list(stage.cmd) + (["--resume"] if state == "resume" else [])
     if stage.kind == "compare":  # runs that were not evaluated (a missed gate) are left out
         missing = {str(p) for p in stage.inputs if not p.is_file()}
@@ -259,13 +292,16 @@ def run_stage(stage: Stage, state: str, log) -> None:
             tmp.write_text(proc.stdout)
             os.replace(tmp, stage.out)
             print(proc.stdout, end="")
+        rc, out_of_time = proc.returncode, False
     else:
-        proc = subprocess.run(cmd, cwd=REPO)
-    log.write(json.dumps({"stage": stage.name, "state": state, "rc": proc.returncode,
+        rc, out_of_time = _run_until(cmd, stage, deadline)
+    log.write(json.dumps({"stage": stage.name, "state": state, "rc": rc, "out_of_time": out_of_time,
                           "seconds": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     log.flush()
-    if proc.returncode != 0:
-        raise StudyError(f"stage {stage.name} failed (exit {proc.returncode}); rerun the same command to resume")
+    if out_of_time:
+        raise OutOfTime(f"stage {stage.name} stopped at the time budget (exit {rc})")
+    if rc != 0:
+        raise StudyError(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
 
 
 def main(argv=None) -> int:
@@ -275,7 +311,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print each stage's state and command; run nothing")
     ap.add_argument("--out", help="study directory (default: the YAML's out, else runs/<name>)")
     ap.add_argument("--no-gate", action="store_true", help="extend even when a base model misses the retrieval gate")
+    ap.add_argument("--time-budget", type=float, metavar="SECONDS",
+                    help="stop after this long (e.g. a 10-minute machine lease): the stage in flight is stopped "
+                         "where it resumes (training checkpoints its step, eval keeps its journal), exit 75; "
+                         "rerunning the same command continues")
     args = ap.parse_args(argv)
+    deadline = None if args.time_budget is None else time.time() + args.time_budget
     try:
         study = load_study(args.study)
         if args.out:
@@ -302,8 +343,10 @@ def main(argv=None) -> int:
                 state = status(s)
                 if state == "done":
                     print(f"study: {s.name}: done, skipped", flush=True)
+                elif deadline is not None and time.time() >= deadline:
+                    raise OutOfTime(f"no time left to start {s.name}")
                 else:
-                    run_stage(s, state, log)
+                    run_stage(s, state, log, deadline)
                 if s.kind == "eval-base" and not args.no_gate and (why := gate_check(study, s)):
                     print(f"study: {why}; not extending {s.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
                     blocked.add(s.arch)
@@ -315,6 +358,9 @@ def main(argv=None) -> int:
     except StudyError as e:
         print(f"study: error: {e}", file=sys.stderr)
         return 2
+    except OutOfTime as e:
+        print(f"study: {e}; rerun the same command to continue", file=sys.stderr)
+        return 75
 
 
 if __name__ == "__main__":

@@ -155,3 +155,36 @@ def test_tiny_study_end_to_end_then_skips(tmp_path):
     assert third.returncode == 0, third.stderr[-3000:]
     assert "pretrain-hybrid: resuming" in third.stdout and third.stdout.count("done, skipped") == 20
     assert study.train_done(tmp_path / "hybrid" / "base")
+
+
+@pytest.mark.parametrize("kind,marker", [("pretrain", "SIGTERM"), ("eval", "SIGINT")])
+def test_time_budget_stops_the_stage_in_flight_where_it_resumes(tmp_path, kind, marker):
+    """At the deadline a training stage gets SIGTERM (it checkpoints its step), an eval stage SIGINT
+    (it keeps its journal); the runner logs it and raises OutOfTime (main() exits 75)."""
+    import io
+    import time
+
+    script = (
+        "import signal, sys, time\n"
+        "def stop(signum, frame):\n"
+        f"    open({str(tmp_path / 'got')!r}, 'w').write(signal.Signals(signum).name)\n"
+        "    sys.exit(128 + signum)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "time.sleep(60)\n"
+    )
+    stage = study.Stage("fake", kind, [sys.executable, "-c", script], tmp_path / "out")
+    log = io.StringIO()
+    t0 = time.time()
+    with pytest.raises(study.OutOfTime):
+        study.run_stage(stage, "new", log, deadline=time.time() + 1.5)
+    assert time.time() - t0 < 30
+    assert (tmp_path / "got").read_text() == marker
+    row = json.loads(log.getvalue())
+    assert row["out_of_time"] is True and row["rc"] == 128 + getattr(__import__("signal"), marker)
+
+
+def test_no_time_left_starts_nothing(tmp_path, capsys):
+    assert study.main([str(TINY), "--out", str(tmp_path / "s"), "--time-budget", "0"]) == 75
+    assert "no time left to start pretrain-hybrid" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "hybrid").exists()
