@@ -7,6 +7,7 @@ broken optional dependency of one command cannot break the others.
 from __future__ import annotations
 
 import argparse
+import re
 import importlib
 import sys
 
@@ -38,6 +39,12 @@ def _top_parser() -> argparse.ArgumentParser:
 
 class _OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus the error; users asked for one line naming the bad value."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # "-1e-3" is a (bad) value, not a flag: argparse's own pattern knows only -1 and -.5, so
+        # `--lr -1e-3` said "expected one argument" instead of naming the value
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
     def error(self, message):
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from longctx.cli import COMMANDS, main
 
 
@@ -35,3 +37,12 @@ def test_bad_flag_is_one_line_exit_2(capsys, tmp_path):
         assert not (tmp_path / "o").exists()
 
 
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-2", "-.5", "-3.0E+2"])
+def test_negative_numbers_are_values_named_in_the_error(capsys, tmp_path, value):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--steps", "1", "--lr", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optimizer.lr (--lr) must be > 0" in err, err
+    assert not out.exists()
