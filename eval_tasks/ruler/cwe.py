@@ -13,6 +13,7 @@ import numpy as np
 
 from .sizing import Built
 from .spec import TEMPLATES
+from .tokens import indexed_counts
 from .rng import shuffled
 from .words import Permutation, cwe_words, english_words
 
@@ -27,23 +28,6 @@ def numbered(words) -> str:
 def _example_list(words: list[str], num_cw: int, common_repeats: int, uncommon_repeats: int, *stream) -> tuple[list[str], list[str]]:
     common, uncommon = words[:num_cw], words[num_cw:]
     return shuffled(common * common_repeats + uncommon * uncommon_repeats, *stream), common
-
-
-class NumberCounts:
-    """Tokens of "1." and " {i}." for i = 2..L, cumulated, per tokenizer."""
-
-    def __init__(self, counter):
-        self.counter = counter
-        self.cum = np.zeros(1, dtype=np.int64)
-
-    def upto(self, length: int) -> int:
-        if length >= len(self.cum):
-            size = max(length + 1, 2 * len(self.cum))
-            start = len(self.cum)  # next item number
-            items = [("1." if i == 1 else f" {i}.") for i in range(start, size)]
-            counts = np.asarray(self.counter.count_many(items), dtype=np.int64)
-            self.cum = np.concatenate([self.cum, self.cum[-1] + np.cumsum(counts)])
-        return int(self.cum[length])
 
 
 class CweDraft:
@@ -67,10 +51,7 @@ class CweDraft:
         self.large_perm = Permutation(len(self.large_pool), *job.stream(index, "english_words"))
         self.c_head = c.count_head(c.render_head(self.head, self.gen_prefix))
         self.tail_r = c.render_tail(self.tail, self.gen_prefix)
-        key = "cwe_numbers"
-        if key not in c.memo:
-            c.memo[key] = NumberCounts(c)
-        self.numbers = c.memo[key]
+        self.numbers = indexed_counts(c, "cwe_numbers", lambda i: "1." if i == 1 else f" {i}.")
         self._drawn = {"small": ([], np.zeros(1, dtype=np.int64)), "large": ([], np.zeros(1, dtype=np.int64))}
 
     def _words(self, n: int) -> tuple[list[str], np.ndarray]:

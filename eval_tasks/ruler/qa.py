@@ -12,26 +12,11 @@ import numpy as np
 from .qa_data import load_qa
 from .sizing import Built
 from .spec import DOCUMENT_PROMPT, TEMPLATES
+from .tokens import indexed_counts
 from .words import Permutation
 
 T = TEMPLATES["qa"]
 HEAD, TAIL = T["template"].split("{context}")
-
-
-class HeaderCounts:
-    """Tokens of "Document {i}:\\n" for i = 1..n, cumulated, per tokenizer."""
-
-    def __init__(self, counter):
-        self.counter = counter
-        self.cum = np.zeros(1, dtype=np.int64)
-
-    def upto(self, n: int) -> int:
-        if n >= len(self.cum):
-            size = max(n + 1, 2 * len(self.cum))
-            items = [DOCUMENT_PROMPT.format(i=i, document="") for i in range(len(self.cum), size)]
-            counts = np.asarray(self.counter.count_many(items), dtype=np.int64)
-            self.cum = np.concatenate([self.cum, self.cum[-1] + np.cumsum(counts)])
-        return int(self.cum[n])
 
 
 class QaDraft:
@@ -56,10 +41,7 @@ class QaDraft:
         self.c_head = c.count_head(c.render_head(HEAD, self.gen_prefix))
         self.tail_r = c.render_tail(self.tail, self.gen_prefix)
         self.c_tail = c.count_plain(self.tail_r[2:])  # the tail starts with "\n\n"
-        key = "qa_headers"
-        if key not in c.memo:
-            c.memo[key] = HeaderCounts(c)
-        self.headers = c.memo[key]
+        self.headers = indexed_counts(c, "qa_headers", lambda i: DOCUMENT_PROMPT.format(i=i, document=""))
 
     def _ids(self, n: int) -> list[int]:
         """Documents of an n-document context (as a set: order is shuffled when built)."""

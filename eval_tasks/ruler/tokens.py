@@ -139,3 +139,27 @@ class TokenCounter:
                 probe = str(getattr(self.tok, "chat_template", ""))
             h.update(b"chat" + probe.encode())
         return h.hexdigest()[:16]
+
+
+class IndexedCounts:
+    """Tokens of item(1) + ... + item(n) for numbered pieces ("1." / " 2." list numbers, "Document i:"
+    headers), cumulated and grown by doubling: upto(n) is one array lookup once n has been seen."""
+
+    def __init__(self, counter: TokenCounter, item: Callable[[int], str]):
+        self.counter, self.item = counter, item
+        self.cum = np.zeros(1, dtype=np.int64)
+
+    def upto(self, n: int) -> int:
+        if n >= len(self.cum):
+            size = max(n + 1, 2 * len(self.cum))
+            counts = self.counter.count_many([self.item(i) for i in range(len(self.cum), size)])
+            self.cum = np.concatenate([self.cum, self.cum[-1] + np.cumsum(np.asarray(counts, dtype=np.int64))])
+        return int(self.cum[n])
+
+
+def indexed_counts(counter: TokenCounter, key: str, item: Callable[[int], str]) -> IndexedCounts:
+    """The tokenizer's one IndexedCounts for `key` (kept in counter.memo across samples and lengths)."""
+    if key not in counter.memo:
+        counter.memo[key] = IndexedCounts(counter, item)
+    return counter.memo[key]
+
