@@ -5,9 +5,7 @@ import re
 
 import pytest
 
-import longctx.train.loop as loop
 
-from longctx.cli import main
 from longctx.config import RunConfig, apply_overrides, from_dict, parse_set, validate
 from longctx.data import default_tokenizer, synthetic
 from longctx.errors import UsageError
@@ -15,7 +13,7 @@ from longctx.train.data import loader_factory
 from longctx.train.loop import Stage
 from longctx.train.metrics import read_metrics
 from longctx.train.pretrain_cmd import pretrain_stages
-from test_train_loop import _same_run, one_thread, pretrain  # noqa: F401 (fixture)
+from test_train_loop import _same_run, during_step, interrupt, one_thread, pretrain  # noqa: F401 (fixture)
 
 
 def test_stages_split_the_steps_and_keep_tokens_per_step():
@@ -81,16 +79,9 @@ def test_curriculum_runs_short_first_and_resumes_bitwise_across_the_boundary(tmp
     per_step = [r["tokens"] - p["tokens"] for p, r in zip([{"tokens": 0}] + rows, rows)]
     assert per_step == [128] * 6  # 8 x 16 in the short stage, 2 x 64 after
     # killed during step 3 (the last short step; the step-2 checkpoint is the newest), then resumed
-    real = loop.Trainer.train_step
-
-    def dies_at_3(self):
-        if self.step == 2:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(loop.Trainer, "train_step", dies_at_3)
+    undo = during_step(monkeypatch, 3, interrupt)
     assert pretrain(tmp_path / "b", "--steps", 6, *CURRICULUM) == 130
-    monkeypatch.setattr(loop.Trainer, "train_step", real)
+    undo()
     assert pretrain(tmp_path / "b", "--steps", 6, "--resume", *CURRICULUM) == 0
     _same_run(tmp_path / "a", tmp_path / "b")
 

@@ -101,19 +101,29 @@ def test_n_steps_then_resume_to_2n_is_bitwise_2n(tmp_path):
     assert sa["loader"] == sb["loader"] and sa["step"] == sb["step"] == 6
 
 
+def during_step(monkeypatch, n: int, action):
+    """Run action() at the start of step n of every Trainer; returns the undo."""
+    real = loop.Trainer.train_step
+
+    def patched(self):
+        if self.step == n - 1:
+            action()
+        return real(self)
+
+    monkeypatch.setattr(loop.Trainer, "train_step", patched)
+    return lambda: monkeypatch.setattr(loop.Trainer, "train_step", real)
+
+
+def interrupt():
+    raise KeyboardInterrupt
+
+
 def test_interrupted_run_resumes_bitwise(tmp_path, monkeypatch):
     # cosine over 6 steps, killed during step 5 (after the step-3 checkpoint), then resumed
     assert pretrain(tmp_path / "a", "--steps", 6, *SMALL) == 0
-    real = loop.Trainer.train_step
-
-    def dies_at_5(self):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return real(self)
-
-    monkeypatch.setattr(loop.Trainer, "train_step", dies_at_5)
+    undo = during_step(monkeypatch, 5, interrupt)
     assert pretrain(tmp_path / "b", "--steps", 6, *SMALL) == 130  # the CLI's exit code for an interrupt
-    monkeypatch.setattr(loop.Trainer, "train_step", real)
+    undo()
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4]
     assert pretrain(tmp_path / "b", "--steps", 6, "--resume", *SMALL) == 0  # metrics past step 3 are redone
     _same_run(tmp_path / "a", tmp_path / "b")
@@ -153,21 +163,14 @@ def test_scheduler_signal_saves_after_the_step_and_resume_is_bitwise(tmp_path, m
     signum = getattr(signal, sig)
     before = signal.getsignal(signum)
     assert pretrain(tmp_path / "a", "--steps", 8, *SMALL) == 0
-    real = loop.Trainer.train_step
-
-    def signalled_in_5(self):
-        if self.step == 4:
-            os.kill(os.getpid(), signum)  # arrives mid-step
-        return real(self)
-
-    monkeypatch.setattr(loop.Trainer, "train_step", signalled_in_5)
+    undo = during_step(monkeypatch, 5, lambda: os.kill(os.getpid(), signum))  # arrives mid-step
     assert pretrain(tmp_path / "b", "--steps", 8, *SMALL) == 128 + signum
     err = capsys.readouterr().err
     assert f"stopped by {sig} after step 5" in err and "--resume" in err
     assert [s for s, _ in list_checkpoints(tmp_path / "b")][-1] == 5
     assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4, 5]
     assert not (tmp_path / "b" / "model.safetensors").exists()
-    monkeypatch.setattr(loop.Trainer, "train_step", real)
+    undo()
     assert signal.getsignal(signum) == before  # put back, not left pointing at a finished trainer
     assert pretrain(tmp_path / "b", "--steps", 8, "--resume", *SMALL) == 0
     _same_run(tmp_path / "a", tmp_path / "b")
