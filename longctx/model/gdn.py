@@ -130,8 +130,10 @@ def heads_first(q, k, v, g, beta, scale: float):
     return l2norm(q) * scale, l2norm(k), v, g, beta
 
 
-def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> torch.Tensor:
-    """[B, T, HK, K] q/k (raw conv outputs), [B, T, HV, V] v, [B, T, HV] g/beta -> [B, T, HV, V].
+def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout, final_state: bool = False):
+    """[B, T, HK, K] q/k (raw conv outputs), [B, T, HV, V] v, [B, T, HV] g/beta -> [B, T, HV, V];
+    with final_state also the state after each document (each row when unpacked), [N, HV, K, V]
+    float32, as (o, state) — what fla's kernel returns.
 
     With packed documents the flat sequence is cut at each boundary and each document runs from
     a zero state, which is exactly what the varlen kernel computes.
@@ -140,14 +142,16 @@ def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout) -> t
     B, T = q.shape[:2]
     q, k, v, g, beta = heads_first(q, k, v, g, beta, scale)
     if not layout.packed:
-        out = chunk_delta_rule_ref(q, k, v, g, beta)
+        out, state = chunk_delta_rule_ref(q, k, v, g, beta, output_final_state=True)
     else:
         # [B, H, T, ...] -> [1, H, B*T, ...]: rows laid end to end, as cu_seqlens counts them
         flat = [x.transpose(0, 1).flatten(1, 2).unsqueeze(0) for x in (q, k, v, g, beta)]
-        pieces = [chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat))
+        pieces = [chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat), output_final_state=True)
                   for a, b in zip(layout.bounds[:-1], layout.bounds[1:])]
-        out = torch.cat(pieces, 2)[0].unflatten(1, (B, T)).transpose(0, 1)
-    return out.transpose(1, 2).to(dtype)
+        out = torch.cat([o for o, _ in pieces], 2)[0].unflatten(1, (B, T)).transpose(0, 1)
+        state = torch.cat([s for _, s in pieces])
+    out = out.transpose(1, 2).to(dtype)
+    return (out, state) if final_state else out
 
 
 # ---------------------------------------------------------------- the layer

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from longctx.model.attention import attend
-from longctx.model.gdn import chunk_delta_rule_ref, heads_first
+from longctx.model.gdn import gated_delta_rule_ref, heads_first
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
 from longctx.model.varlen import DocLayout, doc_layout
 
@@ -95,8 +95,8 @@ def _tail(x: torch.Tensor, n: int) -> torch.Tensor:
 def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, int]]):
     """x [1, T, D] -> (output [1, T, D], final states [n_docs, HV, K, V], conv tails).
 
-    fla's kernels where the layer would use them (CUDA): the varlen chunked kernel hands out each
-    document's final state itself; elsewhere the torch reference runs document by document."""
+    The layer's own kernels: fla's varlen chunked kernel on CUDA (it hands out each document's
+    final state itself), the torch reference elsewhere; both cut at the documents' boundaries."""
     fla = gdn.use_fla(x)
     conv = gdn._conv_fla if fla else gdn._conv_ref
     pre = [proj(x) for proj, _ in _convs(gdn)]
@@ -104,18 +104,9 @@ def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, 
     W = gdn.q_conv1d.weight.shape[-1]
     tails = [torch.stack([_tail(p[0, a:b], W - 1) for a, b in docs]) for p in pre]
     beta, g = gdn.gates(x)
-    q, k, v = gdn.split_heads(*conv_out)
-    scale = gdn.head_k_dim**-0.5
-    if fla:
-        o, states = gdn._delta_rule_fla(q, k, v, g, beta, scale, layout, final_state=True)
-        return gdn.output(o, x, fla), states, tails
-    heads = heads_first(q, k, v, g, beta, scale)
-    outs, states = [], []
-    for a, b in docs:
-        o, s = chunk_delta_rule_ref(*(h[:, :, a:b] for h in heads), output_final_state=True)
-        outs.append(o)
-        states.append(s[0])
-    return gdn.output(torch.cat(outs, 2).transpose(1, 2), x, fla), torch.stack(states), tails
+    delta_rule = gdn._delta_rule_fla if fla else gated_delta_rule_ref
+    o, states = delta_rule(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5, layout, final_state=True)
+    return gdn.output(o, x, fla), states, tails
 
 
 def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
