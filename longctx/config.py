@@ -30,6 +30,7 @@ import yaml
 from longctx.errors import UsageError
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
+LOSS_BACKENDS = ("chunked", "fla")  # longctx.train.loss.make_loss_fn
 
 
 @dataclass
@@ -322,7 +323,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.steps is not None and cfg.tokens is not None:
         raise UsageError(f"give steps ({cfg.steps}) or tokens ({cfg.tokens}), not both")
     _need(cfg.loss_chunk >= 1, "loss_chunk", ">= 1", cfg.loss_chunk)
-    _need(cfg.loss_backend in ("chunked", "fla"), "loss_backend", "chunked or fla", cfg.loss_backend)
+    _need(cfg.loss_backend in LOSS_BACKENDS, "loss_backend", "one of " + ", ".join(LOSS_BACKENDS), cfg.loss_backend)
     _need(not (cfg.loss_backend == "fla" and cfg.z_loss > 0), "z_loss with loss_backend fla", "0 (fla has no z-loss)",
           cfg.z_loss)
     _need(cfg.export_dtype in (None, "float32", "bfloat16", "float16"), "export_dtype",
@@ -343,16 +344,15 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.long_doc_fraction is not None:
         _need(cfg.data.long_doc_fraction > 0, "data.long_doc_fraction", "> 0", cfg.data.long_doc_fraction)
     _need(cfg.data.long_doc_weight > 0, "data.long_doc_weight", "> 0", cfg.data.long_doc_weight)
-    if cfg.data.mix is not None:
-        from longctx.data.embedded import KINDS
+    if cfg.data.mix is not None or cfg.data.doc_tokens is not None:
+        from longctx.data.embedded import KINDS, valid_mix, valid_range
 
-        bad = [k for k, w in cfg.data.mix.items() if k not in KINDS or not isinstance(w, (int, float)) or w < 0]
-        _need(not bad and sum(cfg.data.mix.values()) > 0, "data.mix",
-              f"weights >= 0 (not all 0) for kinds among {', '.join(KINDS)}", cfg.data.mix)
-    if cfg.data.doc_tokens is not None:
-        d = cfg.data.doc_tokens
-        _need(len(d) == 2 and all(isinstance(x, int) for x in d) and 1 <= d[0] <= d[1], "data.doc_tokens",
-              "[min, max] with 1 <= min <= max", d)
+        if cfg.data.mix is not None:
+            _need(valid_mix(cfg.data.mix), "data.mix", f"weights >= 0 (not all 0) for kinds among {', '.join(KINDS)}",
+                  cfg.data.mix)
+        if cfg.data.doc_tokens is not None:
+            _need(valid_range(cfg.data.doc_tokens), "data.doc_tokens", "[min, max] with 1 <= min <= max",
+                  cfg.data.doc_tokens)
     for i, st in enumerate(cfg.curriculum):
         _need(2 <= st.seq_len < cfg.seq_len, f"curriculum[{i}].seq_len", f"in [2, seq_len={cfg.seq_len})", st.seq_len)
         _need(0 < st.fraction < 1, f"curriculum[{i}].fraction", "in (0, 1)", st.fraction)

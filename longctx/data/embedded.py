@@ -24,6 +24,17 @@ DEFAULT_MIX = {"book": 0.15, "prose": 0.15, "kv": 0.45, "chain": 0.1, "common": 
 KINDS = tuple(DEFAULT_MIX) + ("drill",)
 
 
+def valid_mix(mix) -> bool:
+    """A mapping of known kinds to non-negative numbers, not all zero."""
+    return (isinstance(mix, dict) and bool(mix) and all(k in KINDS for k in mix)
+            and all(isinstance(w, (int, float)) and w >= 0 for w in mix.values()) and sum(mix.values()) > 0)
+
+
+def valid_range(r) -> bool:
+    """Two integers 1 <= min <= max (a document size range)."""
+    return len(r) == 2 and all(isinstance(x, int) for x in r) and 1 <= r[0] <= r[1]
+
+
 class EmbeddedSource(DocSource):
     infinite = True
 
@@ -32,12 +43,11 @@ class EmbeddedSource(DocSource):
                  scale: dict[str, float] | None = None):
         """`scale[kind]` multiplies the drawn length for that kind (embedded_source() sets it to the
         kind's characters per token, so that `doc_chars` then counts tokens)."""
-        lo, hi = doc_chars
-        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+        if not valid_range(doc_chars):
             raise UsageError(f"embedded doc length range {doc_chars!r}: need integers 1 <= min <= max")
+        lo, hi = doc_chars
         mix = dict(DEFAULT_MIX if mix is None else mix)
-        bad = [k for k in mix if k not in KINDS]
-        if bad or not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+        if not valid_mix(mix):
             raise UsageError(f"embedded mix {mix!r}: accepted kinds {', '.join(KINDS)} with non-negative weights")
         if not 0.0 <= chat_fraction <= 1.0:
             raise UsageError(f"embedded chat_fraction {chat_fraction!r}: accepted 0..1")
@@ -94,9 +104,9 @@ def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
     if doc_tokens is not None and doc_chars is not None:
         raise UsageError("embedded source: give doc_tokens or doc_chars, not both")
     if doc_tokens is not None:
-        lo, hi = doc_tokens
-        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+        if not valid_range(doc_tokens):
             raise UsageError(f"embedded doc_tokens {doc_tokens!r}: need integers 1 <= min <= max")
+        lo, hi = doc_tokens
         if tokenizer is None:
             from longctx.data.tokenizer import default_tokenizer
 

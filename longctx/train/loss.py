@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from longctx.config import LOSS_BACKENDS
+
 IGNORE_INDEX = -100
 
 
@@ -70,6 +72,12 @@ class _ChunkedLinearCE(torch.autograd.Function):
         return gh, gw, None, None, None, None, None, None
 
 
+def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The head matmul's dtype: the autocast dtype when autocast is on, else hidden's."""
+    dev = hidden.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+
+
 def chunked_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -90,9 +98,7 @@ def chunked_cross_entropy(
     labels = labels.reshape(-1)
     if labels.shape[0] != hidden.shape[0]:
         raise ValueError(f"labels ({labels.shape[0]}) and hidden ({hidden.shape[0]}) hold different token counts")
-    if compute_dtype is None:
-        dev = hidden.device.type
-        compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    compute_dtype = compute_dtype or _matmul_dtype(hidden)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(hidden.device.type, enabled=False):
         total, ce_sum, z_sum = _ChunkedLinearCE.apply(
@@ -100,9 +106,6 @@ def chunked_cross_entropy(
         )
     count = (labels != ignore_index).sum()
     return LossParts(total, ce_sum, z_sum, count)
-
-
-LOSS_BACKENDS = ("chunked", "fla")
 
 
 def fla_cross_entropy(
@@ -117,9 +120,7 @@ def fla_cross_entropy(
         raise RuntimeError("loss backend 'fla' needs the flash-linear-attention package") from None
     hidden = hidden.reshape(-1, hidden.shape[-1])
     labels = labels.reshape(-1)
-    if compute_dtype is None:
-        dev = hidden.device.type
-        compute_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else hidden.dtype
+    compute_dtype = compute_dtype or _matmul_dtype(hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         total = fused_linear_cross_entropy_loss(
             hidden.to(compute_dtype), labels.contiguous(), weight.to(compute_dtype),
@@ -137,8 +138,8 @@ def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float =
         if z_loss:
             raise ValueError("loss backend 'fla' has no z-loss; use the chunked backend with z_loss")
         return fla_cross_entropy
+
     def chunked(hidden, weight, labels):  # looked up at call time (tests patch it)
         return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss)
 
     return chunked
-

@@ -107,7 +107,8 @@ def summarize(rows: list[dict], skip: int = 2) -> list[dict]:
     out = []
     for name, rs in stages.items():
         timed = rs[skip:] or rs
-        prev = rows[rows.index(rs[0]) - 1]["tokens"] if rows.index(rs[0]) else 0
+        start = rows.index(rs[0])
+        prev = rows[start - 1]["tokens"] if start else 0
         per_step = (rs[-1]["tokens"] - prev) / len(rs)
         mfu = [r["mfu"] for r in timed if r.get("mfu") is not None]
         mem = [r["peak_mem_gb"] for r in rs if r.get("peak_mem_gb") is not None]

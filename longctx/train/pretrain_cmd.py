@@ -87,25 +87,26 @@ def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train
         if main:
             print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except Preempted as e:
+    except Preempted as e:  # every rank stopped at the same step and wrote its shard
         if main:
             print(f"{prog}: {e}", file=sys.stderr)
-        if trainer.parallel.distributed:
-            from longctx.distributed import destroy_distributed
-
-            destroy_distributed()
+        _leave_process_group(trainer)
         return 128 + e.signum
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
     model = trainer.export_model()  # every rank: gathers the shards under torchrun
     if main:
         export_hf(model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
         print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model saved to {out}")
+    _leave_process_group(trainer)
+    return 0
+
+
+def _leave_process_group(trainer: Trainer) -> None:
     if trainer.parallel.distributed:
         from longctx.distributed import destroy_distributed
 
         trainer.parallel.barrier()
         destroy_distributed()
-    return 0
 
 
 def start_parallel(args: argparse.Namespace, stages, mconfig, device: torch.device):
