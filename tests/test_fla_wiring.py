@@ -15,6 +15,7 @@ from longctx.model.norms import GatedRMSNorm
 from test_model_util import hybrid_config, max_diff
 
 CALLS: list[str] = []
+CU_SEEN: set[tuple[int, int]] = set()  # (id of cu_seqlens, id of cu_seqlens_cpu) handed to fla
 
 
 def _segments(T, cu_seqlens, B):
@@ -29,6 +30,8 @@ def _segments(T, cu_seqlens, B):
 def fake_delta_rule(q, k, v, g, beta, *, scale, use_qk_l2norm_in_kernel, output_final_state=False,
                     cu_seqlens=None, cu_seqlens_cpu=None, initial_state=None):
     CALLS.append("delta_rule")
+    if cu_seqlens is not None:
+        CU_SEEN.add((id(cu_seqlens), id(cu_seqlens_cpu)))
     assert use_qk_l2norm_in_kernel and initial_state is None
     B, T = q.shape[:2]
     assert k.shape[:2] == v.shape[:2] == g.shape[:2] == beta.shape[:2] == (B, T)
@@ -45,6 +48,8 @@ def fake_delta_rule(q, k, v, g, beta, *, scale, use_qk_l2norm_in_kernel, output_
 
 def fake_conv(x, *, weight, activation, cu_seqlens=None, cu_seqlens_cpu=None):
     CALLS.append("conv")
+    if cu_seqlens is not None:
+        CU_SEEN.add((id(cu_seqlens), id(cu_seqlens_cpu)))
     assert activation == "silu" and weight.dim() == 2 and weight.shape[0] == x.shape[-1]
     B, T, _ = x.shape
     segs = _segments(T, cu_seqlens, B)
@@ -67,6 +72,7 @@ def fake_fla(monkeypatch):
     monkeypatch.setattr(gdn, "_fla", (fake_delta_rule, fake_conv, fake_norm))
     monkeypatch.setattr(gdn.GatedDeltaNet, "use_fla", lambda self, x: self.backend != "torch")
     CALLS.clear()
+    CU_SEEN.clear()
     return CALLS
 
 
@@ -88,6 +94,18 @@ def test_forward_fla_branch_matches_torch_reference(fake_fla):
             a, b = fla_model(ids, **kw), ref(ids, **kw)
             assert {"delta_rule", "conv", "norm"} <= set(CALLS)
             assert max_diff(a, b) < 1e-5
+
+
+def test_packed_forward_hands_fla_one_cu_seqlens_pair(fake_fla):
+    """fla memoises chunk indices by tensor identity: every conv and delta-rule call of one forward
+    must get the same cu_seqlens objects (int64 on the device, int64 on the host)."""
+    fla_model, _ = models()
+    ids = torch.randint(2, fla_model.config.vocab_size, (2, 150))
+    cu = torch.tensor([0, 40, 150, 190, 300], dtype=torch.int32)
+    with torch.no_grad():
+        fla_model(ids, cu_seqlens=cu)
+    assert CALLS.count("delta_rule") == sum(t == "linear_attention" for t in fla_model.config.layer_types) > 1
+    assert len(CU_SEEN) == 1
 
 
 def test_prefill_fla_branch_hands_back_each_prompts_state(fake_fla):

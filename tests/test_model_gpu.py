@@ -199,7 +199,8 @@ def test_fla_fused_linear_ce_matches_chunked_ce():
     y[:100] = -100
 
     def run(backend, dtype):
-        h, w = h0.to(dtype).requires_grad_(), w0.to(dtype).requires_grad_()
+        # detached copies: in fp32 .to() would hand back h0 itself and make it require grad
+        h, w = h0.to(dtype).clone().requires_grad_(), w0.to(dtype).clone().requires_grad_()
         parts = make_loss_fn(backend)(h, w, y)
         parts.total.backward()
         return parts.total.detach().float(), h.grad.float(), w.grad.float(), int(parts.count)

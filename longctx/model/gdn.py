@@ -270,10 +270,8 @@ class GatedDeltaNet(nn.Module):
         if not layout.packed:
             return causal_conv1d(x, weight=weight, activation="silu")[0]
         B, T, C = x.shape
-        y, _ = causal_conv1d(
-            x.reshape(1, B * T, C), weight=weight, activation="silu",
-            cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
-        )
+        cu, cu_cpu = layout.fla_cu_seqlens()
+        y, _ = causal_conv1d(x.reshape(1, B * T, C), weight=weight, activation="silu", cu_seqlens=cu, cu_seqlens_cpu=cu_cpu)
         return y.view(B, T, C)
 
     @staticmethod
@@ -287,9 +285,10 @@ class GatedDeltaNet(nn.Module):
         else:
             B, T = q.shape[:2]
             flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
+            cu, cu_cpu = layout.fla_cu_seqlens()
             o, state = chunk_gated_delta_rule(
                 *flat, scale=scale, use_qk_l2norm_in_kernel=True, output_final_state=final_state,
-                cu_seqlens=layout.cu_seqlens.long(), cu_seqlens_cpu=layout.cu_seqlens_cpu(),
+                cu_seqlens=cu, cu_seqlens_cpu=cu_cpu,
             )
             o = o.view(B, T, *o.shape[2:])
         return (o, state.float()) if final_state else o

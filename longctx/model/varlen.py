@@ -36,6 +36,14 @@ class DocLayout:
     def cu_seqlens_cpu(self) -> torch.Tensor:
         return torch.tensor(self.bounds, dtype=torch.long)
 
+    def fla_cu_seqlens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int64 cu_seqlens on the device, int64 host copy), made once per forward. fla memoises
+        its chunk indices by tensor identity, so every layer (and the recomputation in backward)
+        must hand it the same objects: a fresh `.long()` per call misses that cache each time."""
+        if "fla_cu_seqlens" not in self.cache:
+            self.cache["fla_cu_seqlens"] = (self.cu_seqlens.long(), self.cu_seqlens_cpu())
+        return self.cache["fla_cu_seqlens"]
+
 
 def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device: torch.device) -> DocLayout:
     """Validate cu_seqlens against a [batch, seqlen] input and derive per-token document info."""
