@@ -49,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_run_args, free, is_oom, parse_list, versions  # noqa: E402
+from _common import add_run_args, free, is_oom, parse_list, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, profile one more step of each cell: OUT/profile_<cell>.txt (top ops, kernel vs wall time) + trace")
     add_run_args(p)
     return p
 
@@ -171,7 +173,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
     return step_ours if impl == "ours" else step_peer
 
 
-def measure(impl, config, T, args, device) -> dict:
+def measure(impl, config, T, args, device, label: str = "model") -> dict:
     import torch
 
     dtype = torch.bfloat16
@@ -223,6 +225,8 @@ def measure(impl, config, T, args, device) -> dict:
         "warmup_s": warmup_s,
         "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
+    if args.profile:
+        row["profile"] = profile_once(step, args.out, f"{label}_{impl}_{T}", device)
     if impl == "peer":
         row["peer_class"] = type(model).__name__
         row["peer_attn_implementation"] = getattr(model.config, "_attn_implementation", None)
@@ -342,7 +346,7 @@ def main(argv=None) -> int:
                 else:
                     print(f"[{time.perf_counter() - start:6.0f}s] {name} T={T} {impl} ...", file=sys.stderr, flush=True)
                     try:
-                        row.update(measure(impl, config, T, args, device))
+                        row.update(measure(impl, config, T, args, device, label=name))
                     except Exception as e:  # noqa: BLE001 - one failed cell must not end the run
                         if is_oom(e):
                             row["status"] = "OOM"

@@ -1,0 +1,85 @@
+"""bench/scaling.py: layouts, the commands it prepares, the table's arithmetic, and one CPU run
+(gloo) where cp=2 through the CLI logs the same losses as one process."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("scaling", REPO / "bench" / "scaling.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+scaling = _load()
+
+
+def test_parse_layouts():
+    assert scaling.parse_layouts("1x1, 2X4,4x2") == [(1, 1), (2, 4), (4, 2)]
+    for bad in ("2x", "0x2", "a", ""):
+        with pytest.raises(SystemExit):
+            scaling.parse_layouts(bad)
+
+
+def test_dry_run_prepares_one_torchrun_per_layout(tmp_path, capsys):
+    assert scaling.main(["--base", "runs/base", "--target", "131072", "--layouts", "1x1,2x4,4x2", "--batch-size", "4",
+                         "--steps", "50", "--out", str(tmp_path), "--dry-run", "--", "--set", "lr=1e-5"]) == 0
+    cmds = [line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ ")]
+    assert len(cmds) == 3
+    assert "torch.distributed.run" not in cmds[0] and "--dp" not in cmds[0]
+    for cmd, (d, c) in zip(cmds[1:], ((2, 4), (4, 2))):
+        assert cmd[cmd.index("--nproc-per-node") + 1] == "8"
+        assert cmd[cmd.index("--dp") + 1] == str(d) and cmd[cmd.index("--cp") + 1] == str(c)
+        assert cmd[cmd.index("--target") + 1] == "131072" and cmd[cmd.index("--batch-size") + 1] == "4"
+        assert cmd[-2:] == ["--set", "lr=1e-5"] and "--grad-checkpointing" in cmd
+
+
+def test_batch_not_divisible_by_dp_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="not divisible"):
+        scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,4x2", "--batch-size", "2",
+                      "--out", str(tmp_path), "--dry-run"])
+
+
+def test_table_efficiency_and_loss_gap():
+    def run(n_gpus_tok_s, losses):
+        rows = [{"step": i + 1, "stage": "target", "seq_len": 1024, "loss": l, "tokens": 1024 * (i + 1),
+                 "tokens_per_s": n_gpus_tok_s, "mfu": 0.2} for i, l in enumerate(losses)]
+        from longctx.train.metrics import summarize
+        return {"status": "ok", "rows": rows, "stages": summarize(rows, skip=0)}
+
+    results = {"d1c1": run(1000.0, [3.0, 2.5, 2.0]), "d1c2": run(1800.0, [3.0, 2.51, 2.0]),
+               "d2c2": {"status": "OOM", "rows": [], "stages": []}}
+    table = scaling.summarise([(1, 1), (1, 2), (2, 2)], results)
+    assert table[0]["efficiency"] == 1.0 and table[0]["max_loss_gap"] == 0.0
+    assert table[1]["tokens_per_s_per_gpu"] == 900.0 and table[1]["efficiency"] == pytest.approx(0.9)
+    assert table[1]["max_loss_gap"] == pytest.approx(0.01)
+    assert table[2]["status"] == "OOM" and "efficiency" not in table[2]
+    assert "| 2x2 | 4 |" in scaling.markdown(table)
+
+
+def test_cpu_run_cp2_matches_one_process(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "scaling.py"), "--config", "hybrid-tiny", "--target", "256",
+           "--base-seq-len", "64", "--layouts", "1x1,1x2", "--steps", "2", "--batch-size", "2", "--device", "cpu",
+           "--out", str(tmp_path), "--", "--set", "optimizer.eps=1e-3"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    table = json.loads((tmp_path / "scaling.json").read_text())["table"]
+    assert [r["status"] for r in table] == ["ok", "ok"]
+    assert table[1]["seq_len"] == 256 and table[1]["gpus"] == 2
+    # same global batch and data: the losses agree up to the order of fp32 reductions
+    assert table[1]["max_loss_gap"] < 1e-4
+    # rerunning the same command reuses the finished layouts: nothing is trained (or logged) again
+    logs = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.log")}
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and len(logs) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.log")} == logs
+    assert json.loads((tmp_path / "scaling.json").read_text())["table"] == table
