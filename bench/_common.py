@@ -48,42 +48,25 @@ def versions() -> dict:
     return v
 
 
-def profile_once(fn, out_dir, label: str, device, rows: int = 30) -> dict:
-    """Run fn() once under torch.profiler: write the top ops by self time (device time on CUDA) to
-    OUT/profile_<label>.txt and a gzipped Chrome trace beside it, and return the wall time against
-    the summed kernel time. Kernel time far below wall time means the step waits on the host
-    (launches, Python, syncs); close to it means the kernels themselves are the cost."""
-    import gzip
-    import shutil
+
+def profile_once(fn, out_dir, label: str, device) -> dict:
+    """Run fn() once under torch.profiler; longctx.train.profiling.write_summary writes
+    OUT/profile_<label>.txt (wall time against kernel time, top ops) and a trace beside it."""
     import time
     from pathlib import Path
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from longctx.train.profiling import write_summary
+
     cuda = device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     if cuda:
         torch.cuda.synchronize(device)
-    with profile(activities=activities) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         t0 = time.perf_counter()
         fn()
         if cuda:
             torch.cuda.synchronize(device)
         wall_ms = (time.perf_counter() - t0) * 1e3
-    events = prof.key_averages()
-    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    busy_ms = sum(getattr(e, key, 0.0) for e in events) / 1e3 if cuda else None
-    top_level_ops = sum(1 for e in prof.events() if e.cpu_parent is None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    head = (f"{label}: wall {wall_ms:.1f} ms"
-            + (f", kernels {busy_ms:.1f} ms ({100 * busy_ms / wall_ms:.0f}% of wall)" if cuda else "")
-            + f", {top_level_ops} top-level host ops\n")
-    (out / f"profile_{label}.txt").write_text(head + events.table(sort_by=key, row_limit=rows) + "\n")
-    trace = out / f"profile_{label}.trace.json"
-    prof.export_chrome_trace(str(trace))
-    with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    trace.unlink()
-    return {"wall_ms": wall_ms, "kernel_ms": busy_ms, "host_ops": top_level_ops, "file": f"profile_{label}.txt"}
+    return write_summary(prof, Path(out_dir), f"profile_{label}", wall_ms, cuda)

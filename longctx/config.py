@@ -100,6 +100,14 @@ class ProbeConfig:
 
 
 @dataclass
+class ProfileConfig:
+    """torch.profiler over steps start .. start + steps - 1 -> OUT/profile/ (longctx.train.profiling)."""
+
+    start: int = 0  # first profiled step (1-based); 0 = off
+    steps: int = 3
+
+
+@dataclass
 class RunConfig:
     model: Any = None  # str (name or path) or dict of HF config fields
     seq_len: int = 2048
@@ -120,6 +128,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     extend: ExtendConfig = field(default_factory=ExtendConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     # pretrain: stages at shorter lengths before seq_len, same tokens per step (batch scaled)
     curriculum: list[CurriculumStage] = field(default_factory=list)
 
@@ -369,6 +378,8 @@ def validate(cfg: RunConfig) -> None:
     _need(0 < e.recalibrate_fraction < 1, "extend.recalibrate_fraction", "in (0, 1)", e.recalibrate_fraction)
     _need(cfg.probe.interval >= 0, "probe.interval", ">= 0 (0 = off)", cfg.probe.interval)
     _need(cfg.probe.samples >= 1, "probe.samples", ">= 1", cfg.probe.samples)
+    _need(cfg.profile.start >= 0, "profile.start", ">= 0 (0 = off)", cfg.profile.start)
+    _need(cfg.profile.steps >= 1, "profile.steps", ">= 1", cfg.profile.steps)
 
 
 def resolve_steps(cfg: RunConfig, seq_len: int | None = None, *, default: int | None = None) -> int:

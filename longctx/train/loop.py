@@ -259,13 +259,18 @@ class Trainer:
         interval = self.cfg.checkpoint.interval
         self._stop_signum = 0
         handlers = self._catch_stop_signals()
+        prof = self._profiler()
         try:
             while self.step < self.total_steps:
                 i = self.stage_index(self.step)
                 self._ensure_loader(i)
                 if bar is not None:
                     bar.set_description(f"{self.stages[i].name} @{self.stages[i].seq_len}")
+                if prof is not None:
+                    prof.before(self.step + 1)
                 row = self.train_step()
+                if prof is not None:
+                    prof.after(self.step)
                 row.update(self._probe())
                 if metrics is not None:
                     metrics.log(row)
@@ -281,12 +286,23 @@ class Trainer:
                         self.save()
                     raise Preempted(signum, self.step, self.last_checkpoint)
         finally:
+            if prof is not None:
+                prof.close()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
             if metrics is not None:
                 metrics.close()
             if bar is not None:
                 bar.close()
+
+    def _profiler(self):
+        """A StepProfiler when profile.start is set (every rank profiles itself), else None."""
+        if not self.cfg.profile.start:
+            return None
+        from longctx.train.profiling import StepProfiler
+
+        return StepProfiler(self.cfg.profile.start, self.cfg.profile.steps, self.run_dir / "profile", self.device,
+                            rank=self.parallel.rank)
 
     def _catch_stop_signals(self) -> dict:
         """Turn STOP_SIGNALS into a request checked between steps; returns the handlers replaced."""

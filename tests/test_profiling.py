@@ -1,0 +1,50 @@
+"""`profile.start` / `profile.steps`: torch.profiler over exactly the chosen training steps."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import torch
+
+from longctx.cli import main
+from longctx.train.profiling import StepProfiler
+
+ARGS = ["--model", "hybrid-tiny", "--seq-len", "64", "--batch-size", "2", "--device", "cpu", "--no-progress"]
+
+
+def _trace_names(path) -> list[str]:
+    with gzip.open(path, "rt") as fh:
+        return [e.get("name") for e in json.load(fh)["traceEvents"]]
+
+
+def test_step_profiler_covers_exactly_its_steps(tmp_path):
+    prof = StepProfiler(start=3, steps=2, out_dir=tmp_path, device=torch.device("cpu"))
+    for step in range(1, 7):
+        prof.before(step)
+        with torch.profiler.record_function(f"step-{step}"):
+            torch.ones(8) @ torch.ones(8)
+        prof.after(step)
+    prof.close()
+    names = _trace_names(tmp_path / "rank0_steps3-4.trace.json.gz")
+    assert sorted(n for n in names if n and n.startswith("step-")) == ["step-3", "step-4"]
+    head = (tmp_path / "rank0_steps3-4.txt").read_text().splitlines()[0]
+    assert head.startswith("rank0_steps3-4: wall ") and "host ops" in head
+    assert prof.result["host_ops"] >= 2
+
+
+def test_pretrain_writes_a_profile_of_the_chosen_steps(tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", *ARGS, "--steps", "4", "--out", str(out), "--set", "profile.start=2", "--set", "profile.steps=2"]) == 0
+    files = sorted(p.name for p in (out / "profile").iterdir())
+    assert files == ["rank0_steps2-3.trace.json.gz", "rank0_steps2-3.txt"]
+    names = _trace_names(out / "profile" / "rank0_steps2-3.trace.json.gz")
+    # one optimizer step per profiled training step
+    assert sum(1 for n in names if n and n.startswith("Optimizer.step#") and n.endswith(".step")) == 2
+    assert "aten::mm" in (out / "profile" / "rank0_steps2-3.txt").read_text()
+
+
+def test_bad_profile_steps_is_one_line_exit_2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", *ARGS, "--steps", "2", "--out", str(out), "--set", "profile.steps=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "profile.steps" in err[0] and not out.exists()
