@@ -17,7 +17,8 @@ tokens, stopping at the config's EOS.
 - peer: transformers `model.generate(do_sample=False)` one prompt at a time, what
   `lm_eval --model hf` does at batch size 1.
 - ours: `longctx.model.generate.greedy_generate(model, prompts, max_new_tokens, eos_token_ids)`,
-  all prompts in one call (batched decoding; `--ours-batch` caps prompts per call).
+  all prompts in one call (batched decoding; `--ours-batch` caps prompts per call; `--cuda-graphs`
+  passes cuda_graphs=True: decode steps replayed from one CUDA graph, eager on CPU).
 Reported: samples/s (prompts / wall time of generation, prefill included), forward tokens/s (one
 forward over each prompt, last-token logits only: transformers `logits_to_keep=1`, ours
 `forward_hidden` + head on the last token), ours' cache prefill tokens/s
@@ -44,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_run_args, free, is_oom, parse_list, versions  # noqa: E402
+from _common import add_run_args, free, is_oom, parse_list, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph")
+    p.add_argument("--fla-intracard", action="store_true",
+                   help="set FLA_INTRACARD_CP=1: fla splits each long prompt's recurrence over more SMs (inference only)")
+    p.add_argument("--profile", action="store_true",
+                   help="after timing, profile one greedy_generate call of ours: OUT/profile_eval_ours_<T>.txt + trace")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs on the first prompt before each phase (0: none)")
     p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
     add_run_args(p)
@@ -219,15 +226,21 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     gc.collect()
 
     batch = args.ours_batch or len(prompts)
+    kw = {"cuda_graphs": True} if args.cuda_graphs else {}
+    warm_tokens = min(args.max_new_tokens, 6 if args.cuda_graphs else 2)  # enough steps to capture a graph
     for _ in range(args.warmup):
-        greedy_generate(model, warm, min(2, args.max_new_tokens), eos)
+        greedy_generate(model, warm, warm_tokens, eos, **kw)
     outs, gen_times = [], []
     for i in range(0, len(prompts), batch):
-        o, dt = timed(lambda i=i: greedy_generate(model, prompts[i:i + batch], args.max_new_tokens, eos), device)
+        o, dt = timed(lambda i=i: greedy_generate(model, prompts[i:i + batch], args.max_new_tokens, eos, **kw),
+                      device)
         outs += [list(x) for x in o]
         gen_times.append(dt)
     row.update(result(prompts, fwd, gen_times, outs, device))
     row["ours_batch"] = batch
+    if args.profile:
+        row["profile"] = profile_once(lambda: greedy_generate(model, prompts[:batch], args.max_new_tokens, eos, **kw),
+                                      args.out, f"eval_ours_{len(prompts[0])}", device)
     return row
 
 
@@ -284,9 +297,17 @@ def table(results: list[dict], agreement: dict) -> str:
     return "\n".join(lines)
 
 
+def graphs_note(args, device) -> str:
+    if not args.cuda_graphs:
+        return ""
+    return ", decode steps replayed from a CUDA graph" if device.type == "cuda" else ", --cuda-graphs (CPU: eager)"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     validate(args)
+    if args.fla_intracard:
+        os.environ["FLA_INTRACARD_CP"] = "1"  # fla reads it when it dispatches a kernel
     import torch
 
     from longctx.model import HybridLM, load_config
@@ -356,6 +377,8 @@ def main(argv=None) -> int:
         "peer_attn_implementation": getattr(peer.config, "_attn_implementation", None) if peer is not None else None,
         "dtype": "bfloat16",
         "eos_token_ids": sorted(eos),
+        "ours_cuda_graphs": bool(args.cuda_graphs),
+        "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
     }
     results: list[dict] = []
     agreement: dict = {}
@@ -406,7 +429,8 @@ def main(argv=None) -> int:
     print(f"\nModel: {source}; device: {meta['device']}; torch {meta['versions']['torch']}, transformers "
           f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; bf16; {args.samples} prompts per "
           f"length ({args.prompts}), {args.max_new_tokens} new tokens greedy. Peer: {meta['peer_class']}.generate "
-          f"one prompt at a time; ours: greedy_generate, {args.ours_batch or 'all'} prompts per call.")
+          f"one prompt at a time; ours: greedy_generate, {args.ours_batch or 'all'} prompts per call"
+          f"{graphs_note(args, device)}.")
     if why_not:
         print(f"Ours skipped: {why_not}")
     print("agreement = prompts whose generated tokens are identical in both / prompts.")

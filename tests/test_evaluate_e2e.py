@@ -232,3 +232,26 @@ def test_chat_template_wraps_the_prompts(tiny_model, tmp_path):
     assert prompt.startswith("<|user|>\n") and "\n<|assistant|>\n" in prompt
     tok = lm.tokenizer
     assert len(tok(prompt).input_ids) + 128 <= LENGTH  # sized with the template and the answer budget
+
+
+def test_longctx_backend_cuda_graphs_model_arg(tiny_model, monkeypatch):
+    """`--model_args ...,cuda_graphs=True` reaches greedy_generate (on CPU its fixed-batch path runs
+    eagerly and answers as the default path does); a value that is not a boolean is refused."""
+    from longctx.evaluate import lm_model
+
+    seen = []
+    real = lm_model.greedy_generate
+
+    def spy(*a, **kw):
+        seen.append(kw["cuda_graphs"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(lm_model, "greedy_generate", spy)
+    ctx = torch.tensor([[5, 9, 14, 3, 7, 21, 4, 8]])
+    outs = []
+    for flag in ("False", "True"):
+        lm = lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs=flag, device="cpu", dtype="float32")
+        outs.append(lm._model_generate(ctx, max_length=ctx.shape[1] + 6, stop=[]).tolist())
+    assert seen == [False, True] and outs[0] == outs[1]
+    with pytest.raises(ValueError, match="cuda_graphs='yes please'"):
+        lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs="yes please", device="cpu")

@@ -211,3 +211,36 @@ def test_fla_fused_linear_ce_matches_chunked_ce():
         e_ours, e_fla = rel_err(ours[i], exact[i]), rel_err(fla[i], exact[i])
         print(f"{name}: rel err vs fp32 chunked-bf16 {e_ours:.2e} fla-bf16 {e_fla:.2e}")
         assert e_fla <= max(2 * e_ours, 1e-2), name
+
+
+def test_greedy_cuda_graphs_match_eager():
+    """greedy_generate with cuda_graphs replays the eager decode step's kernels: identical bf16 tokens,
+    also when rows finish early (they stay in the graphed batch, so the other rows' tokens cannot
+    change); prints the time per decode step of both (graph capture and warm-up steps included)."""
+    from longctx.model.generate import greedy_generate
+
+    model = on_gpu(randomize(HybridLM(gpu_config()), seed=3), None, torch.bfloat16).eval()
+    gen = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(2, 1024, (n,), generator=gen).tolist() for n in (5, 300, 129, 700)]
+    new = 32
+
+    def run(graphs, budgets):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = greedy_generate(model, prompts, budgets, cuda_graphs=graphs)
+        torch.cuda.synchronize()
+        return out, time.perf_counter() - start
+
+    outs, per_step = {}, {}
+    for graphs in (False, True):
+        run(graphs, new)  # warm-up
+        _, prefill_only = run(graphs, 1)  # one token: prefill, no decode step
+        outs[graphs], seconds = run(graphs, new)
+        per_step[graphs] = (seconds - prefill_only) / (new - 1)
+    print(f"\ndecode step, 4 sequences: eager {per_step[False] * 1e3:.2f} ms, "
+          f"CUDA graph {per_step[True] * 1e3:.2f} ms ({per_step[False] / per_step[True]:.1f}x)")
+    assert [len(o) for o in outs[True]] == [new] * len(prompts)
+    assert outs[True] == outs[False]
+    budgets = [new, 3, new // 2, 1]
+    mixed, _ = run(True, budgets)
+    assert mixed == [o[:b] for o, b in zip(outs[True], budgets)]

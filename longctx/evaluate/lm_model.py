@@ -26,9 +26,15 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @register_model("longctx")
 class LongctxLM(HFLM):
-    """model_args: `pretrained=DIR` plus HFLM's (`dtype`, `batch_size`, `max_length`, `device`, ...)."""
+    """model_args: `pretrained=DIR` plus HFLM's (`dtype`, `batch_size`, `max_length`, `device`, ...),
+    and `cuda_graphs=True` to replay each decode step from one CUDA graph (greedy_generate)."""
 
-    def __init__(self, pretrained, **kwargs):
+    def __init__(self, pretrained, cuda_graphs=False, **kwargs):
+        if isinstance(cuda_graphs, str):  # model_args arrive as text
+            if cuda_graphs.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"cuda_graphs={cuda_graphs!r}: expected True or False")
+            cuda_graphs = cuda_graphs.lower() in ("true", "1")
+        self.cuda_graphs = bool(cuda_graphs)
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
@@ -64,7 +70,7 @@ class LongctxLM(HFLM):
             return any(s in tail for s in stop)
 
         outputs = greedy_generate(self.model, rows, new, eos_token_ids={self.eot_token_id},
-                                  stop_sequences=stopped if stop else None)
+                                  stop_sequences=stopped if stop else None, cuda_graphs=self.cuda_graphs)
         # HFLM cuts the context off and decodes the rest up to the first stop string; the EOS
         # padding is itself a stop string (lm-eval adds it to `until`).
         full = [row + out + [self.eot_token_id] * (new - len(out)) for row, out in zip(context.tolist(), outputs)]

@@ -7,17 +7,23 @@ blocks' submodules and captures, per layer, what decoding needs:
 - attention: K (QK-normed, rotated) and V in a ring of `slots` entries, slot = position % slots.
   A full layer has a slot for every position a sequence reaches; a sliding layer `window` slots,
   exactly what a query can see (position p sees p - window < j <= p), so old keys are overwritten.
-`decode_step` then advances a batch of sequences by one token; `greedy_generate` loops it.
+`decode_step` then advances a batch of sequences by one token, updating the cache in place;
+`greedy_generate` loops it, eagerly or (cuda_graphs) replaying one CUDA graph of it per step.
 
 The layer forwards cannot hand out their states, so the per-layer computations are redone here
 with the layers' submodules and the layers' own pieces (Attention.qkv, GatedDeltaNet.gates,
 .split_heads and .output, gdn.heads_first). GDN prefill runs fla's varlen kernel with
 output_final_state on CUDA (one launch per layer for all packed prompts), the torch reference
 elsewhere; decoding steps the recurrence in torch (one token: no kernel needed).
+
+All three entry points run under torch.inference_mode: besides skipping autograd bookkeeping it
+is what fla checks before its intra-card context parallelism (FLA_INTRACARD_CP=1), which splits
+a long prompt's chunked recurrence over more SMs than its heads alone would occupy.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,16 +120,15 @@ def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
     conv_out = []
     for i, (proj, conv) in enumerate(_convs(gdn)):
         window = torch.cat([cache.conv[i], proj(x)], 1)  # [N, W, C], oldest first
-        cache.conv[i] = window[:, 1:]
+        cache.conv[i].copy_(window[:, 1:])  # in place, like the state: a CUDA graph replays fixed addresses
         w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
         conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
     beta, g = gdn.gates(x)
     q, k, v, g, beta = (h[:, :, 0] for h in heads_first(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5))
     # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
-    S = cache.state * g.exp()[..., None, None]
+    S = cache.state.mul_(g.exp()[..., None, None])
     u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
-    S = S + k[..., :, None] * u[..., None, :]
-    cache.state = S
+    S.add_(k[..., :, None] * u[..., None, :])
     o = torch.einsum("nhkv,nhk->nhv", S, q)
     return gdn.output(o[:, None], x, fla=False)  # one token: the torch norm
 
@@ -172,7 +177,7 @@ def _pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return rows
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def prefill(
     model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = 65536
 ) -> tuple[DecodeCache, torch.Tensor]:
@@ -250,10 +255,11 @@ def prefill(
     return DecodeCache(caches), logits
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Feed one token per sequence: tokens, positions [N] (absolute position of each token in its
-    sequence). Returns logits [N, V] and advances the cache."""
+    sequence). Returns logits [N, V] and advances the cache in place (no cache tensor is
+    replaced, so that a CUDA graph of this step can be replayed on the same cache)."""
     positions = positions.to(tokens.device)
     ropes = model._rope_tables(positions[:, None])
     h = model.model.embed_tokens(tokens[:, None])
@@ -268,7 +274,62 @@ def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, posit
     return model.lm_head(model.model.norm(h[:, 0]))
 
 
-@torch.no_grad()
+class _GraphedStep:
+    """decode_step(model, cache, ., .) replayed from one CUDA graph: ~100 small kernels per layer
+    and their Python dispatch become one launch (a step of a 1.3B hybrid at a few sequences is
+    launch-bound). The graph holds the cache's addresses and fixed input buffers (tokens,
+    positions [N]), so the batch may never change: finished rows stay in it.
+
+    The first WARMUP calls run eagerly on a side stream, as real steps (a warm-up on dummy inputs
+    would advance the cache); they create what is made lazily on first use (cuBLAS handles and
+    workspaces) outside the capture. The next call captures and replays; the logits it returns
+    are the graph's output buffer, overwritten by the next call. A capture that fails (an op that
+    syncs with the host) warns and leaves the steps eager. decode_step has nothing on the host
+    that depends on the inputs: the RoPE tables come from the device cache that prefill filled,
+    and RoPE types computed on the host from the sequence length are refused by prefill (_check).
+    """
+
+    WARMUP = 2
+
+    def __init__(self, model: HybridLM, cache: DecodeCache, device: torch.device):
+        self.model, self.cache, self.device = model, cache, device
+        self.calls, self.graph, self.eager = 0, None, False
+        self.stream = torch.cuda.Stream(device)
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        with torch.cuda.device(self.device):  # streams and capture on the model's GPU, not the current one
+            return self._step(tokens, positions)
+
+    def _step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.graph is not None:
+            self.tokens.copy_(tokens)
+            self.positions.copy_(positions)
+            self.graph.replay()
+            return self.logits
+        if self.eager:
+            return decode_step(self.model, self.cache, tokens, positions)
+        if self.calls <= self.WARMUP:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                logits = decode_step(self.model, self.cache, tokens, positions)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            return logits
+        self.tokens, self.positions = tokens.clone(), positions.clone()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.logits = decode_step(self.model, self.cache, self.tokens, self.positions)
+        except RuntimeError as e:  # a capture runs no kernel: the cache is as it was
+            warnings.warn(f"greedy_generate: CUDA graph capture failed, decoding eagerly ({e})")
+            self.eager = True
+            return decode_step(self.model, self.cache, tokens, positions)
+        self.graph = graph
+        graph.replay()
+        return self.logits
+
+
+@torch.inference_mode()
 def greedy_generate(
     model: HybridLM,
     prompts: list[list[int]],
@@ -276,6 +337,7 @@ def greedy_generate(
     eos_token_ids: set[int] | None = None,
     stop_sequences: Callable[[int, list[int]], bool] | None = None,
     max_prefill_tokens: int = 65536,
+    cuda_graphs: bool = False,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), batched.
 
@@ -283,6 +345,10 @@ def greedy_generate(
     (one number for all or one per prompt), or once stop_sequences(prompt_index, generated_ids)
     returns True (the token just generated is kept; the caller trims stop strings).
     max_prefill_tokens: prompts are packed into prefill rows of at most this many tokens.
+    cuda_graphs: on a CUDA device, replay the decode steps from one CUDA graph (_GraphedStep).
+    Its shapes are fixed, so finished sequences then stay in the batch instead of being dropped
+    from the cache: they go on decoding (their positions may pass `capacity`: the rings wrap) and
+    their tokens are ignored. On CPU this static batch runs eagerly.
     """
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts) or any(b < 0 for b in budgets):
@@ -295,10 +361,15 @@ def greedy_generate(
     capacity = max(len(prompts[i]) + budgets[i] for i in active)
     cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens)
     positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
+    step = _GraphedStep(model, cache, logits.device) if cuda_graphs and logits.is_cuda else \
+        lambda tokens, positions: decode_step(model, cache, tokens, positions)
+    live = list(range(len(active)))  # cache rows still generating
     while True:
         tokens = logits.argmax(-1)
+        ids = tokens.tolist()
         keep = []
-        for row, (i, t) in enumerate(zip(active, tokens.tolist())):
+        for row in live:
+            i, t = active[row], ids[row]
             if t in eos:
                 continue
             results[i].append(t)
@@ -307,10 +378,11 @@ def greedy_generate(
             keep.append(row)
         if not keep:
             return results
-        if len(keep) < len(active):
+        if not cuda_graphs and len(keep) < len(active):
             cache.select(keep)
             rows = torch.tensor(keep, dtype=torch.long, device=tokens.device)
             tokens, positions = tokens[rows], positions[rows]
-            active = [active[r] for r in keep]
-        logits = decode_step(model, cache, tokens, positions)
+            active, keep = [active[r] for r in keep], list(range(len(keep)))
+        live = keep
+        logits = step(tokens, positions)
         positions = positions + 1
