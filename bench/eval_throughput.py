@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
+    p.add_argument("--prefill-tokens", type=int, default=0,
+                   help="ours: max_prefill_tokens of greedy_generate, tokens packed per prefill row (0: its default, 65536); "
+                        "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph")
     p.add_argument("--fla-intracard", action="store_true",
@@ -84,8 +87,8 @@ def validate(args) -> None:
     bad = [i for i in args.impl if i not in IMPLS]
     if bad or not args.impl:
         sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
-    if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or args.ours_batch < 0:
-        sys.exit("--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0 required")
+    if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or args.ours_batch < 0 or args.prefill_tokens < 0:
+        sys.exit("--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0, --prefill-tokens >= 0 required")
     if not args.lengths or min(args.lengths) <= args.max_new_tokens:
         sys.exit(f"--lengths {args.lengths}: each must exceed --max-new-tokens ({args.max_new_tokens})")
     if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
@@ -207,18 +210,19 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         forward(prompts[0])
     fwd = [timed(lambda p=p: forward(p), device)[1] for p in prompts]
 
-    # warm up on as many prompts as greedy_generate packs into one prefill row (its default
-    # max_prefill_tokens, 65536): a packed row takes another attention kernel (FlexAttention,
+    # warm up on as many prompts as greedy_generate packs into one prefill row (max_prefill_tokens,
+    # --prefill-tokens or 65536): a packed row takes another attention kernel (FlexAttention,
     # compiled on first use) than a single prompt does
-    warm = prompts[:max(1, min(len(prompts), 65536 // max(len(p) for p in prompts)))]
+    row_tokens = args.prefill_tokens or 65536
+    warm = prompts[:max(1, min(len(prompts), row_tokens // max(len(p) for p in prompts)))]
     row = {}
     try:
         from longctx.model.generate import prefill
 
         cap = max(len(p) for p in prompts) + args.max_new_tokens
         for _ in range(args.warmup):
-            prefill(model, warm, cap)
-        _, pre_s = timed(lambda: prefill(model, prompts, cap), device)
+            prefill(model, warm, cap, row_tokens)
+        _, pre_s = timed(lambda: prefill(model, prompts, cap, row_tokens), device)
         row["prefill_tok_s"] = sum(len(p) for p in prompts) / pre_s
         row["prefill_s"] = pre_s
     except ImportError:
@@ -227,6 +231,8 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
 
     batch = args.ours_batch or len(prompts)
     kw = {"cuda_graphs": True} if args.cuda_graphs else {}
+    if args.prefill_tokens:
+        kw["max_prefill_tokens"] = args.prefill_tokens
     warm_tokens = min(args.max_new_tokens, 6 if args.cuda_graphs else 2)  # enough steps to capture a graph
     for _ in range(args.warmup):
         greedy_generate(model, warm, warm_tokens, eos, **kw)
