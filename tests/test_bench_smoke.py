@@ -1,0 +1,36 @@
+"""The GPU benchmark scripts run end to end on CPU (their smoke-test mode) with every ablation
+flag, and write the JSON and profile files they promise; the figures themselves are not checked."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench(script: str, *args: str, out: Path) -> dict:
+    cmd = [sys.executable, str(REPO / "bench" / script), "--device", "cpu", "--out", str(out), *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / script.replace(".py", ".json")).read_text())
+
+
+def test_eval_throughput_smoke_with_ablations(tmp_path):
+    data = bench("eval_throughput.py", "--config", "hybrid-tiny", "--lengths", "128", "--samples", "2",
+                 "--max-new-tokens", "3", "--cuda-graphs", "--fla-intracard", "--prefill-tokens", "256", "--profile",
+                 out=tmp_path)
+    assert data["meta"]["ours_cuda_graphs"] is True and data["meta"]["fla_intracard_cp"] == "1"
+    ours = next(r for r in data["results"] if r["impl"] == "ours")
+    assert ours["status"] == "ok" and (tmp_path / ours["profile"]["file"]).exists()
+    assert data["agreement"]["128"]["n"] == 2
+
+
+def test_train_throughput_smoke_with_profile(tmp_path):
+    data = bench("train_throughput.py", "--configs", "hybrid-tiny", "--lengths", "64", "--steps", "1", "--warmup", "0",
+                 "--profile", out=tmp_path)
+    assert {(r["impl"], r["status"]) for r in data["results"]} == {("ours", "ok"), ("peer", "ok")}
+    assert all((tmp_path / r["profile"]["file"]).exists() for r in data["results"])
