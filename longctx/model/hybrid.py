@@ -156,7 +156,8 @@ class HybridLM(nn.Module):
             else:
                 key = (layer_type, device)
                 if key not in self._rope_cache:
-                    self._rope_cache[key] = inv.to(device)
+                    with torch.inference_mode(False):  # a cache filled during generation serves training too
+                        self._rope_cache[key] = inv.to(device)
                 inv = self._rope_cache[key]
             # float32 cos/sin whatever the activations' dtype, as Olmo 3 / Olmo Hybrid do
             tables[layer_type] = rope_methods.cos_sin(inv, scaling, position_ids, dtype=torch.float32)
