@@ -48,25 +48,13 @@ def versions() -> dict:
     return v
 
 
-
 def profile_once(fn, out_dir, label: str, device) -> dict:
-    """Run fn() once under torch.profiler; longctx.train.profiling.write_summary writes
-    OUT/profile_<label>.txt (wall time against kernel time, top ops) and a trace beside it."""
-    import time
-    from pathlib import Path
+    """Run fn() once under longctx's StepProfiler: OUT/profile_<label>.txt (wall time against kernel
+    time, top ops) and a trace beside it; returns the headline figures."""
+    from longctx.train.profiling import StepProfiler
 
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    from longctx.train.profiling import write_summary
-
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-        wall_ms = (time.perf_counter() - t0) * 1e3
-    return write_summary(prof, Path(out_dir), f"profile_{label}", wall_ms, cuda)
+    prof = StepProfiler(1, 1, out_dir, device, label=f"profile_{label}")
+    prof.before(1)
+    fn()
+    prof.after(1)
+    return prof.result

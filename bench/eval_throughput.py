@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
     p.add_argument("--prefill-tokens", type=int, default=0,
-                   help="ours: max_prefill_tokens of greedy_generate, tokens packed per prefill row (0: its default, 65536); "
+                   help="ours: max_prefill_tokens of greedy_generate, tokens packed per prefill row (0: its default, "
+                        "generate.MAX_PREFILL_TOKENS); "
                         "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph")
@@ -211,19 +212,21 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         forward(prompts[0])
     fwd = [timed(lambda p=p: forward(p), device)[1] for p in prompts]
 
-    # warm up on as many prompts as greedy_generate packs into one prefill row (max_prefill_tokens,
-    # --prefill-tokens or 65536): a packed row takes another attention kernel (FlexAttention,
-    # compiled on first use) than a single prompt does
-    row_tokens = args.prefill_tokens or 65536
-    warm = prompts[:max(1, min(len(prompts), row_tokens // max(len(p) for p in prompts)))]
+    from longctx.model.generate import MAX_PREFILL_TOKENS
+
+    # greedy_generate's keyword arguments, the same for the prefill timing, the warm-up and the run
+    kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs}
+    # warm up on as many prompts as greedy_generate packs into one prefill row: a packed row takes
+    # another attention kernel (FlexAttention, compiled on first use) than a single prompt does
+    warm = prompts[:max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
     row = {}
     try:
         from longctx.model.generate import prefill
 
         cap = max(len(p) for p in prompts) + args.max_new_tokens
         for _ in range(args.warmup):
-            prefill(model, warm, cap, row_tokens)
-        _, pre_s = timed(lambda: prefill(model, prompts, cap, row_tokens), device)
+            prefill(model, warm, cap, kw["max_prefill_tokens"])
+        _, pre_s = timed(lambda: prefill(model, prompts, cap, kw["max_prefill_tokens"]), device)
         row["prefill_tok_s"] = sum(len(p) for p in prompts) / pre_s
         row["prefill_s"] = pre_s
     except ImportError:
@@ -231,9 +234,6 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     gc.collect()
 
     batch = args.ours_batch or len(prompts)
-    kw = {"cuda_graphs": True} if args.cuda_graphs else {}
-    if args.prefill_tokens:
-        kw["max_prefill_tokens"] = args.prefill_tokens
     warm_tokens = min(args.max_new_tokens, 6 if args.cuda_graphs else 2)  # enough steps to capture a graph
     for _ in range(args.warmup):
         greedy_generate(model, warm, warm_tokens, eos, **kw)

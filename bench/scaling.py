@@ -150,14 +150,15 @@ def main(argv=None) -> int:
 
     results = {}
     for d, c in layouts:
-        name, run = layout_name(d, c), out / layout_name(d, c)
+        name = layout_name(d, c)
+        run = out / name
         cmd = extend_cmd(args, base, d, c, run)
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         if args.dry_run:
             continue
-        if (run / "config.json").exists() and read_metrics(run):
-            status, seconds = "ok", None  # finished before: reuse
-        else:
+        rows = read_metrics(run) if (run / "config.json").exists() else []
+        status, seconds = "ok", None  # finished before (an export and its metrics): reuse
+        if not rows:
             t0 = time.perf_counter()
             log = out / f"{name}.log"
             with open(log, "w") as fh:
@@ -165,11 +166,11 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - t0
             text = log.read_text(errors="replace")
             status = "ok" if rc == 0 else ("OOM" if "out of memory" in text.lower() else f"exit {rc} (see {log.name})")
-        rows = read_metrics(run) if status == "ok" else []
+            rows = read_metrics(run) if status == "ok" else []
+            if status == "ok" and not rows:
+                status = "no metrics"
         results[name] = {"status": status, "seconds": seconds, "cmd": cmd, "rows": rows,
                          "stages": summarize(rows) if rows else []}
-        if status == "ok" and not rows:
-            results[name]["status"] = "no metrics"
     if args.dry_run:
         return 0
     table = summarise(layouts, results)

@@ -8,7 +8,7 @@ import torch
 
 from longctx.model import HybridLM
 from longctx.model.generate import decode_step, greedy_generate, prefill
-from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config
+from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, random_prompts
 
 TOL = 1e-4
 NEW = 12
@@ -29,11 +29,6 @@ def models(request, tmp_path_factory):
     return ref, HybridLM.from_pretrained(path)
 
 
-def prompts(lengths=LENGTHS, seed=3):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in lengths]
-
-
 def hf_generate(ref, prompt, n, eos):
     """transformers' greedy output for one unpadded prompt, the EOS (which it keeps) cut off."""
     out = ref.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, eos_token_id=eos,
@@ -43,7 +38,7 @@ def hf_generate(ref, prompt, n, eos):
 
 def test_matches_transformers_generate(models):
     ref, ours = models
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     eos = ref.config.eos_token_id
     got = greedy_generate(ours, ps, NEW, eos_token_ids={eos})
     assert got == [hf_generate(ref, p, NEW, eos) for p in ps]
@@ -53,7 +48,7 @@ def test_decode_logits_match_full_forward(models):
     """Teacher-forced: after a packed prefill, each decode step's logits equal the full forward's
     logits at that position of prompt + fed tokens."""
     _, ours = models
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     steps = 6
     gen = torch.Generator().manual_seed(5)
     fed = torch.randint(2, VOCAB, (len(ps), steps), generator=gen)
@@ -73,7 +68,7 @@ def test_decode_logits_match_full_forward(models):
 
 def test_eos_stops_one_sequence_while_others_continue(models):
     ref, ours = models
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     free = greedy_generate(ours, ps, NEW)
     # a token some outputs produce after their first step and others never: it becomes the EOS
     seen = [set(o[1:]) for o in free]
@@ -88,7 +83,7 @@ def test_eos_stops_one_sequence_while_others_continue(models):
 
 def test_packed_prefill_equals_one_by_one(models):
     _, ours = models
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     budgets = [NEW, 3, 0, NEW]
     packed = greedy_generate(ours, ps, budgets)  # all four prompts in one row
     single = greedy_generate(ours, ps, budgets, max_prefill_tokens=1)  # one row per prompt
@@ -106,7 +101,7 @@ def test_packed_prefill_equals_one_by_one(models):
 def test_stop_callback_keeps_the_stopping_token():
     torch.manual_seed(0)
     model = HybridLM(hybrid_config()).eval()
-    ps = prompts((9, 20))
+    ps = random_prompts((9, 20))
     free = greedy_generate(model, ps, NEW)
     stop_at = free[0][4]
     got = greedy_generate(model, ps, NEW, stop_sequences=lambda i, ids: i == 0 and ids[-1] == stop_at)

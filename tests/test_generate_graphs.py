@@ -11,7 +11,7 @@ import torch
 
 from longctx.model import HybridLM, generate
 from longctx.model.generate import decode_step, greedy_generate, prefill
-from test_model_util import VOCAB, hybrid_config, max_diff, olmo3_config, randomize
+from test_model_util import hybrid_config, max_diff, olmo3_config, random_prompts, randomize
 
 TOL = 1e-4
 # distinct lengths (a decode step's positions tell which prompt each row is); 2 < the conv width
@@ -28,11 +28,6 @@ CASES = {
 def model(request):
     torch.manual_seed(0)
     return randomize(HybridLM(CASES[request.param]()), seed=0).eval()
-
-
-def prompts(seed=3):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in LENGTHS]
 
 
 @torch.no_grad()
@@ -63,7 +58,7 @@ def cache_tensors(cache):
 
 def test_decode_step_updates_the_cache_in_place(model):
     """A captured graph replays fixed addresses: every cache tensor keeps its storage and changes."""
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     cache, logits = prefill(model, ps, capacity=max(LENGTHS) + 4)
     tensors = cache_tensors(cache)
     before = [(t.data_ptr(), t.clone()) for t in tensors]
@@ -91,7 +86,7 @@ def test_decode_step_never_reads_back_to_the_host(model):
 
     # without inference_mode (the functions' decorator), so that composite ops such as linear and
     # einsum reach the hook decomposed into the aten ops that actually run
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     with torch.no_grad():
         cache, logits = prefill.__wrapped__(model, ps, capacity=max(LENGTHS) + 1)
         tokens, positions = logits.argmax(-1), torch.tensor(LENGTHS)
@@ -108,7 +103,7 @@ def test_greedy_tokens_and_logits_match_full_forward(model, cuda_graphs, monkeyp
     """Prompts of four lengths, budgets 12/4/9/12 and an EOS that stops one sequence early: tokens
     equal full-forward greedy decoding, and every decode step's logits of a still generating row
     equal the full forward's at that position (finished rows, kept in the static batch, ignored)."""
-    ps = prompts()
+    ps = random_prompts(LENGTHS)
     eos = a_mid_sequence_eos(model, ps, BUDGETS)
     calls = []
 
@@ -143,7 +138,7 @@ def test_static_batch_equals_selecting_path(model, monkeypatch):
     """cuda_graphs=True on CPU runs the eager loop (no CUDA graph is ever built) with finished rows
     kept in the batch: same outputs as the selecting path, with EOS, per-prompt budgets (one 0) and
     a stop callback."""
-    ps = prompts(seed=7)
+    ps = random_prompts(LENGTHS, seed=7)
     budgets = [10, 10, 0, 6]
     eos = a_mid_sequence_eos(model, ps, budgets)
     free = greedy_generate(model, ps, budgets, eos_token_ids={eos})

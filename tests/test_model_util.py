@@ -69,3 +69,9 @@ def hf_reference(config, seed: int = 0):
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
+
+
+def random_prompts(lengths, seed: int = 3) -> list[list[int]]:
+    """One prompt of random token ids (>= 2, below VOCAB) per length."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(2, VOCAB, (n,), generator=gen).tolist() for n in lengths]

@@ -35,6 +35,8 @@ from longctx.model.gdn import gated_delta_rule_ref, heads_first
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
 from longctx.model.varlen import DocLayout, doc_layout
 
+MAX_PREFILL_TOKENS = 65536  # tokens packed into one prefill row (prompts longer than this get a row each)
+
 # ---------------------------------------------------------------- caches
 
 
@@ -82,10 +84,6 @@ class DecodeCache:
 
 
 # ---------------------------------------------------------------- GDN pieces
-
-
-
-
 
 
 def _convs(gdn):
@@ -136,8 +134,6 @@ def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
 # ---------------------------------------------------------------- attention pieces
 
 
-
-
 def _attn_step(attn, x: torch.Tensor, rope, cache: AttnCache, pos: torch.Tensor) -> torch.Tensor:
     q, k, v = attn.qkv(x, rope)
     cache.write(k[:, 0], v[:, 0], pos)
@@ -179,7 +175,7 @@ def _pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
 
 @torch.inference_mode()
 def prefill(
-    model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = 65536
+    model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = MAX_PREFILL_TOKENS
 ) -> tuple[DecodeCache, torch.Tensor]:
     """Run the prompts, several packed per row, and return (cache, logits [N, V] of each last token).
 
@@ -336,7 +332,7 @@ def greedy_generate(
     max_new_tokens: int | list[int],
     eos_token_ids: set[int] | None = None,
     stop_sequences: Callable[[int, list[int]], bool] | None = None,
-    max_prefill_tokens: int = 65536,
+    max_prefill_tokens: int = MAX_PREFILL_TOKENS,
     cuda_graphs: bool = False,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), batched.

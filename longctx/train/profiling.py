@@ -1,6 +1,6 @@
 """torch.profiler over a few training steps (`--set profile.start=N`): where a step's time goes.
 
-Writes, per rank, OUT/profile/rank<r>.txt — wall time of the profiled steps against the summed
+Writes, per rank, OUT/profile/rank<r>_steps<a>-<b>.txt — wall time of the profiled steps against the summed
 kernel time (far below wall means the step waits on the host: launches, Python, syncs), the
 number of host-side ops, and the top ops by self time — and a gzipped Chrome/Perfetto trace
 beside it. bench/train_throughput.py --profile writes the same summary for one benchmark step.
@@ -35,11 +35,13 @@ def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, r
 
 
 class StepProfiler:
-    """Profiles steps start .. start + steps - 1 (1-based, as metrics.jsonl counts them)."""
+    """Profiles steps start .. start + steps - 1 (1-based, as metrics.jsonl counts them); the files
+    are named `label` (default rank<r>_steps<a>-<b>)."""
 
-    def __init__(self, start: int, steps: int, out_dir: Path, device: torch.device, rank: int = 0):
+    def __init__(self, start: int, steps: int, out_dir: Path, device: torch.device, rank: int = 0,
+                 label: str | None = None):
         self.start, self.stop = start, start + steps - 1
-        self.out_dir, self.device, self.rank = Path(out_dir), device, rank
+        self.out_dir, self.device, self.rank, self.label = Path(out_dir), device, rank, label
         self._prof, self._t0, self.result = None, 0.0, None
 
     def _sync(self) -> None:
@@ -62,7 +64,7 @@ class StepProfiler:
             self._sync()
             wall_ms = (time.perf_counter() - self._t0) * 1e3
             self._prof.__exit__(None, None, None)
-            label = f"rank{self.rank}_steps{self.start}-{step}"
+            label = self.label or f"rank{self.rank}_steps{self.start}-{step}"
             self.result = write_summary(self._prof, self.out_dir, label, wall_ms, self.device.type == "cuda")
             self._prof = None
 
