@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from longctx.distributed.launcher import die_with_parent
 from longctx.train.metrics import read_metrics, summarize
 
 
@@ -107,6 +109,36 @@ def markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_logged(cmd: list[str], log: Path) -> int:
+    """Run one layout, output to `log`; its return code.
+
+    The layout runs in a session of its own and gets SIGTERM when this script dies, even by SIGKILL
+    (PR_SET_PDEATHSIG). SIGTERM or SIGINT to this script is passed on as SIGTERM (torchrun passes it to
+    its workers, which finish the step, checkpoint and exit), then this script waits for the layout and
+    exits 128 + the signal: a stopped study leaves no process on the GPUs. Rerunning it keeps the finished
+    layouts and runs the stopped one again from its start."""
+    stop = []
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+        def forward(signum, frame):
+            stop.append(signum)
+            proc.send_signal(signal.SIGTERM)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            rc = proc.wait()
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    if stop:
+        print(f"scaling: stopped by {signal.Signals(stop[0]).name}; the layout checkpointed and exited {rc}; "
+              "rerun the same command: finished layouts are kept, this one starts again", file=sys.stderr)
+        raise SystemExit(128 + stop[0])
+    return rc
+
+
 def ensure_base(args, out: Path) -> Path:
     if args.base:
         return Path(args.base)
@@ -161,8 +193,7 @@ def main(argv=None) -> int:
         if not rows:
             t0 = time.perf_counter()
             log = out / f"{name}.log"
-            with open(log, "w") as fh:
-                rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
+            rc = run_logged(cmd, log)
             seconds = time.perf_counter() - t0
             text = log.read_text(errors="replace")
             status = "ok" if rc == 0 else ("OOM" if "out of memory" in text.lower() else f"exit {rc} (see {log.name})")

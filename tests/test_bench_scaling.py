@@ -83,3 +83,60 @@ def test_cpu_run_cp2_matches_one_process(tmp_path):
     assert again.returncode == 0 and len(logs) == 2
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.log")} == logs
     assert json.loads((tmp_path / "scaling.json").read_text())["table"] == table
+
+
+# a stand-in for one layout's launcher: reports SIGTERM in its log and exits as the trainer does
+LAYOUT = ("import signal, sys, time\n"
+          "signal.signal(signal.SIGTERM, lambda s, f: (print('got', s, flush=True), sys.exit(128 + s)))\n"
+          "print('running', flush=True)\n"
+          "time.sleep(60)\n")
+DRIVER = ("import importlib.util, sys\n"
+          "spec = importlib.util.spec_from_file_location('scaling', sys.argv[1])\n"
+          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+          "m.run_logged([sys.executable, '-c', sys.argv[2]], m.Path(sys.argv[3]))\n")
+
+
+def _start_driver(tmp_path):
+    import os
+    import time
+
+    log = tmp_path / "layout.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(REPO / "bench" / "scaling.py"), LAYOUT, str(log)], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (log.exists() and "running" in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "running" in log.read_text()
+    return proc, log
+
+
+def _wait_for(log, text, seconds=15):
+    import time
+
+    deadline = time.time() + seconds
+    while text not in log.read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    return log.read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and prctl: Linux")
+def test_sigterm_is_passed_to_the_layout_and_waited_for(tmp_path):
+    import signal
+
+    proc, log = _start_driver(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=30)
+    assert f"got {int(signal.SIGTERM)}" in log.read_text()  # the layout was told, and finished before the script
+    assert rc == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in proc.stderr.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and prctl: Linux")
+def test_a_killed_script_leaves_no_layout_running(tmp_path):
+    import signal
+
+    proc, log = _start_driver(tmp_path)
+    proc.kill()  # SIGKILL: nothing can be passed on; the kernel's parent-death signal must do it
+    proc.wait()
+    assert f"got {int(signal.SIGTERM)}" in _wait_for(log, "got")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from longctx.distributed.launcher import die_with_launcher
 from longctx.distributed.sharding import check_parallel, shard_batch
 
 
@@ -86,6 +87,7 @@ def init_distributed(
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if world == 1:
         return ParallelDims(dp=1, cp=1, device=dev, cp_layout=cp_layout)
+    die_with_launcher()  # a hard-killed torchrun must not leave this worker holding its GPU
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
