@@ -20,6 +20,20 @@ def add_run_args(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def add_fused_arg(p) -> None:
+    p.add_argument("--fused-elementwise", action="store_true",
+                   help="ours: fla's fused RMSNorm and SwiGLU kernels on CUDA (longctx/model/fused.py; off by default)")
+
+
+def apply_fused_arg(args) -> str:
+    """Set longctx's fused-elementwise switch from --fused-elementwise; what ours uses, for the JSON."""
+    from longctx.model import fused
+
+    if args.fused_elementwise:
+        fused.ENABLED = True
+    return "off" if fused.ENABLED is False else "fla on CUDA"
+
+
 def is_oom(e: BaseException) -> bool:
     import torch
 

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_run_args, free, is_oom, parse_list, profile_once, versions  # noqa: E402
+from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph")
+    add_fused_arg(p)
     p.add_argument("--fla-intracard", action="store_true",
                    help="set FLA_INTRACARD_CP=1: fla splits each long prompt's recurrence over more SMs (inference only)")
     p.add_argument("--profile", action="store_true",
@@ -312,6 +313,7 @@ def graphs_note(args, device) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     validate(args)
+    args.fused_elementwise_state = apply_fused_arg(args)
     if args.fla_intracard:
         os.environ["FLA_INTRACARD_CP"] = "1"  # fla reads it when it dispatches a kernel
     import torch
@@ -385,6 +387,7 @@ def main(argv=None) -> int:
         "eos_token_ids": sorted(eos),
         "ours_cuda_graphs": bool(args.cuda_graphs),
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
+        "ours_fused_elementwise": args.fused_elementwise_state,
     }
     results: list[dict] = []
     agreement: dict = {}

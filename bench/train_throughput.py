@@ -16,7 +16,8 @@ under bf16 autocast (what `longctx pretrain` does).
 - ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
   `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce fla` uses fla's
   fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
-  LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block.
+  LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block;
+  `--fused-elementwise` runs RMSNorm and SwiGLU through fla's fused kernels (off by default until measured).
 - peer: `transformers.AutoModelForCausalLM.from_config(config)` (OlmoHybridForCausalLM /
   Olmo3ForCausalLM, its default attention implementation, fla kernels when importable),
   `gradient_checkpointing_enable(use_reentrant=False)`, its own loss via `labels=input_ids`.
@@ -49,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_run_args, free, is_oom, parse_list, profile_once, versions  # noqa: E402
+from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="bf16", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", help="ours: torch.compile each block")
     p.add_argument("--no-fused-ce", action="store_true", help="ours: full logits + F.cross_entropy")
+    add_fused_arg(p)
     p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
     p.add_argument("--ce", default="chunked", choices=("chunked", "fla"),
                    help="ours: cross-entropy over the head, ours chunked or fla's fused linear CE")
@@ -237,6 +239,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.BACKEND or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
+        row["ours_fused_elementwise"] = args.fused_elementwise_state
     return row
 
 
@@ -286,6 +289,7 @@ def table(results: list[dict], impls: list[str]) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     validate(args)
+    args.fused_elementwise_state = apply_fused_arg(args)
     if args.attn_backend:
         os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # read by attention.py at import
     import torch
@@ -367,6 +371,7 @@ def main(argv=None) -> int:
           f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; precision {args.precision}; "
           f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up.")
     ablations = [s for s, on in (("--compile", args.compile), ("--no-fused-ce", args.no_fused_ce),
+                                 ("--fused-elementwise", args.fused_elementwise),
                                  (f"--ce {args.ce}", args.ce != "chunked"),
                                  (f"--attn-backend {args.attn_backend}", args.attn_backend),
                                  (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),

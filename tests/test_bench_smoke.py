@@ -22,8 +22,9 @@ def bench(script: str, *args: str, out: Path) -> dict:
 def test_eval_throughput_smoke_with_ablations(tmp_path):
     data = bench("eval_throughput.py", "--config", "hybrid-tiny", "--lengths", "128", "--samples", "2",
                  "--max-new-tokens", "3", "--cuda-graphs", "--fla-intracard", "--prefill-tokens", "256", "--profile",
-                 out=tmp_path)
+                 "--fused-elementwise", out=tmp_path)
     assert data["meta"]["ours_cuda_graphs"] is True and data["meta"]["fla_intracard_cp"] == "1"
+    assert data["meta"]["ours_fused_elementwise"] == "fla on CUDA"  # requested; CPU tensors stay plain
     ours = next(r for r in data["results"] if r["impl"] == "ours")
     assert ours["status"] == "ok" and (tmp_path / ours["profile"]["file"]).exists()
     assert data["agreement"]["128"]["n"] == 2
@@ -31,6 +32,7 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
 
 def test_train_throughput_smoke_with_profile(tmp_path):
     data = bench("train_throughput.py", "--configs", "hybrid-tiny", "--lengths", "64", "--steps", "1", "--warmup", "0",
-                 "--profile", out=tmp_path)
+                 "--profile", "--fused-elementwise", out=tmp_path)
     assert {(r["impl"], r["status"]) for r in data["results"]} == {("ours", "ok"), ("peer", "ok")}
+    assert next(r for r in data["results"] if r["impl"] == "ours")["ours_fused_elementwise"] == "fla on CUDA"
     assert all((tmp_path / r["profile"]["file"]).exists() for r in data["results"])

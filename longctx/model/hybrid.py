@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import rope_methods
+from longctx.model import fused
 from longctx.model.attention import Attention, head_dim_of
 from longctx.model.config import check_config, rope_parameters_for
 from longctx.model.gdn import GatedDeltaNet
@@ -36,6 +37,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
+        k = fused.kernels(x)
+        if k is not None:  # silu(gate) * up in one pass (fused.py)
+            return self.down_proj(k[1](self.gate_proj(x), self.up_proj(x)))
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

@@ -1,0 +1,50 @@
+"""fla's fused kernels for the blocks' elementwise work: RMSNorm and SwiGLU's silu(gate) * up.
+
+The plain-PyTorch RMSNorm (fp32 upcast, pow, mean, rsqrt, two multiplies, cast) and SwiGLU each
+read and write the whole activation once per op; on the H200 profiles these elementwise kernels
+were about a third of all kernel time (docs/benchmarks.md, session 4). fla's Triton kernels do each
+in one pass, forward and backward, with the same arithmetic: statistics and products in fp32, one
+cast to the input dtype at the end (fla computes 1/sqrt where norms.py has rsqrt; silu(g) * u is
+rounded once instead of twice), so they agree with the reference to rounding.
+
+ENABLED: False (the default until a GPU benchmark has measured them: docs/benchmarks.md) keeps the
+plain-PyTorch path; None uses them on CUDA tensors when fla is installed; True requires them on CUDA
+(an error if fla is missing). LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 sets True / None / False.
+CPU tensors always take the plain path.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENABLED: bool | None = {"1": True, "auto": None}.get(os.environ.get("LONGCTX_FUSED_ELEMENTWISE", "0"), False)
+DEVICES = ("cuda",)  # where the Triton kernels run
+
+_kernels = None
+
+
+def _load():
+    """(rms_norm, swiglu) from fla, or False if it is not installed."""
+    global _kernels
+    if _kernels is None:
+        try:
+            from fla.modules.activations import swiglu
+            from fla.modules.norm.layernorm import rms_norm
+
+            _kernels = (rms_norm, swiglu)
+        except ImportError:
+            _kernels = False
+    return _kernels
+
+
+def kernels(x: torch.Tensor):
+    """fla's (rms_norm, swiglu) for this tensor, or None for the reference path."""
+    if ENABLED is False or x.device.type not in DEVICES:
+        return None
+    found = _load()
+    if not found:
+        if ENABLED:
+            raise RuntimeError("fused elementwise kernels requested (LONGCTX_FUSED_ELEMENTWISE=1) but fla is not installed")
+        return None
+    return found
