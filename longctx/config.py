@@ -76,6 +76,10 @@ class CurriculumStage:
 class CheckpointConfig:
     interval: int = 1000  # steps between checkpoints; 0 = only at the end
     keep: int = 2  # how many of the newest checkpoints to keep
+    # a metrics.jsonl key ("probe/mean"; "-probe/nll_mean" for the lowest): checkpoints/best holds the
+    # weights (no optimizer) of the step where it was best so far, with its score in meta.json
+    best: str | None = None
+    export: str = "last"  # the weights of OUT's HF export: "last" step, or "best" (needs `best`)
 
 
 @dataclass
@@ -370,6 +374,14 @@ def validate(cfg: RunConfig) -> None:
     c = cfg.checkpoint
     _need(c.interval >= 0, "checkpoint.interval (--checkpoint-interval)", ">= 0 (0 = only at the end)", c.interval)
     _need(c.keep >= 1, "checkpoint.keep", ">= 1", c.keep)
+    _need(c.export in ("last", "best"), "checkpoint.export", "'last' or 'best'", c.export)
+    _need(c.export == "last" or bool(c.best), "checkpoint.export", "'last' unless checkpoint.best names a metric",
+          c.export)
+    if c.best is not None:
+        _need(isinstance(c.best, str) and c.best.lstrip("-") != "", "checkpoint.best",
+              "a metrics key, e.g. probe/mean or -probe/nll_mean", c.best)
+        _need(not c.best.lstrip("-").startswith("probe/") or cfg.probe.interval > 0, "checkpoint.best",
+              "a probe metric only with probe.interval > 0", c.best)
     e = cfg.extend
     if e.target is not None:
         _need(e.target >= 2, "extend.target (--target)", ">= 2", e.target)

@@ -1,4 +1,5 @@
-"""Training checkpoints: `RUN/checkpoints/step_N/`, written atomically, the newest K kept.
+"""Training checkpoints: `RUN/checkpoints/step_N/`, written atomically, the newest K kept; and
+`RUN/checkpoints/best/` (model only) when checkpoint.best names a metric.
 
 A checkpoint directory holds
     state/              model + optimizer through torch.distributed.checkpoint (sharded later under FSDP)
@@ -92,16 +93,20 @@ def save_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    trainer_state: dict[str, Any],
+    trainer_state: dict[str, Any] | None,
     meta: dict[str, Any],
     write_extra: Callable[[Path], None] | None = None,
     keep: int | None = None,
     parallel=None,
+    name: str | None = None,
 ) -> Path:
+    """name: the directory under checkpoints/ (default step_N, the resumable series that `keep`
+    prunes); `best` holds the best-scoring weights (optimizer None: model only)."""
     main = parallel is None or parallel.is_main
     root = Path(run_dir) / CHECKPOINTS
-    final = root / f"step_{step}"
-    tmp = root / f".tmp-step_{step}"
+    name = name or f"step_{step}"
+    final = root / name
+    tmp = root / f".tmp-{name}"
     if main:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
@@ -118,12 +123,13 @@ def save_checkpoint(
     if not main:
         parallel.barrier()  # until rank 0 has renamed it into place
         return final
-    torch.save(trainer_state, tmp / "trainer_state.pt")
+    if trainer_state is not None:  # None: weights only (checkpoints/best), not a point to resume from
+        torch.save(trainer_state, tmp / "trainer_state.pt")
     if write_extra is not None:
         write_extra(tmp)
     (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2, default=str))
-    if final.exists():  # re-saving a step (a resumed run that stops where it started)
-        old = root / f".old-step_{step}"
+    if final.exists():  # re-saving a step (a resumed run that stops where it started), or a new best
+        old = root / f".old-{name}"
         os.replace(final, old)
         shutil.rmtree(old)
     os.replace(tmp, final)

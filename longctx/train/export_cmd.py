@@ -19,7 +19,7 @@ from longctx.train.outdir import check_new_out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint dir: RUN/checkpoints/step_N")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint dir: RUN/checkpoints/step_N, or RUN/checkpoints/best (checkpoint.best)")
     p.add_argument("--out", required=True, metavar="DIR", help="HF model directory to write")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="weights dtype (default: float32, as trained)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")

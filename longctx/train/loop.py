@@ -20,6 +20,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,7 @@ class Trainer:
         self.loss_fn = loss_fn or make_loss_fn(cfg.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_checkpoint: Path | None = None
+        self.best: dict | None = None  # {"key", "value", "step"} of checkpoints/best (checkpoint.best)
         self._loader, self._loader_stage, self._it = None, -1, None
         self._peak = peak_flops(device)
 
@@ -158,6 +160,7 @@ class Trainer:
             "loader": self._loader.state_dict() if self._loader is not None else None,
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.rng_state(self.device),
+            "best": self.best,
         }
         stage = self.stages[self.stage_index(max(self.step - 1, 0))]
         meta = {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len,
@@ -173,6 +176,7 @@ class Trainer:
         self.step, self.tokens, self.elapsed = state["step"], state["tokens"], state.get("elapsed", 0.0)
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"], self.device)
+        self.best = state.get("best")
         if self.step < self.total_steps and state["stage"] == self.stage_index(self.step):
             self._ensure_loader(state["stage"], state["loader"])
         self.last_checkpoint = path
@@ -272,6 +276,7 @@ class Trainer:
                 if prof is not None:
                     prof.after(self.step)
                 row.update(self._probe())
+                self._keep_best(row)
                 if metrics is not None:
                     metrics.log(row)
                 if bar is not None:
@@ -337,6 +342,40 @@ class Trainer:
         target = self.model if self.parallel.distributed else self.raw_model
         with self._autocast():
             return self.probe.probe(target, self.device)
+
+    def _keep_best(self, row: dict) -> None:
+        """checkpoint.best: save the weights to checkpoints/best when the metric beats every earlier
+        value (highest; lowest for "-key"). Rank 0's row decides, for every rank."""
+        spec = self.cfg.checkpoint.best
+        if not spec:
+            return
+        key, sign = spec.lstrip("-"), (-1.0 if spec.startswith("-") else 1.0)
+        better = key in row and (self.best is None or sign * float(row[key]) > sign * self.best["value"])
+        if self.parallel.distributed:
+            from longctx.distributed.collectives import all_reduce_max
+
+            better = bool(all_reduce_max(int(better) if self.parallel.is_main else 0))
+        if not better:
+            return
+        self.best = {"key": key, "value": float(row[key]) if key in row else None, "step": self.step}
+        stage = self.stages[self.stage_index(max(self.step - 1, 0))]
+        meta = {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len, "best": self.best}
+        ckpt.save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=None, trainer_state=None, meta=meta,
+                             write_extra=self.write_extra, parallel=self.parallel, name="best")
+
+    def load_best(self) -> dict | None:
+        """checkpoint.export == "best": put the best weights back in the model before its export; returns
+        the best record (None when the run keeps its last weights)."""
+        if self.cfg.checkpoint.export != "best":
+            return None
+        if self.best is None:  # the metric was never logged (e.g. the probe is skipped under cp > 1)
+            if self.parallel.is_main:
+                warnings.warn(f"checkpoint.export: best, but {self.cfg.checkpoint.best} was never logged; "
+                              "exporting the last weights")
+            return None
+        if self.best["step"] != self.step:
+            ckpt.load_checkpoint(self.run_dir / ckpt.CHECKPOINTS / "best", model=self.model)
+        return self.best
 
     def export_model(self) -> nn.Module | None:
         """The trained model with whole weights for the HF export: on rank 0 (None on the other

@@ -93,10 +93,14 @@ def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train
         _leave_process_group(trainer)
         return 128 + e.signum
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
+    best = trainer.load_best()  # checkpoint.export: best
+    if best is not None:
+        meta["exported"] = {"checkpoint": "best", **best}
     model = trainer.export_model()  # every rank: gathers the shards under torchrun
     if main:
         export_hf(model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
-        print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model saved to {out}")
+        which = f" (the best {best['key']} = {best['value']}, step {best['step']})" if best is not None else ""
+        print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model{which} saved to {out}")
     _leave_process_group(trainer)
     return 0
 
