@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 import longctx.train.loop as loop
 from longctx.cli import main
+from test_train_loop import one_thread  # noqa: F401 - the module's one intra-op thread
+from test_train_loop import pretrain as loop_pretrain
 
 SCORES = {2: 10.0, 4: 30.0, 6: 20.0}  # probe/mean by step: the best is step 4 (highest) or 2 (lowest)
 # constant after warmup: the first N steps do not depend on the run's total, so a 3-step run resumes into 6
@@ -20,15 +22,10 @@ ARGS = ("--seq-len", 32, "--batch-size", 2, "--lr", "2e-3", "--warmup-steps", 2,
 @pytest.fixture(autouse=True)
 def scripted_probe(monkeypatch):
     monkeypatch.setattr(loop.Trainer, "_probe", lambda self: {"probe/mean": SCORES[self.step]} if self.step in SCORES else {})
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def pretrain(out, *extra):
-    return main(["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress",
-                 *map(str, ARGS), *map(str, extra)])
+    return loop_pretrain(out, *ARGS, *extra)
 
 
 def export(ckpt, out):
