@@ -58,6 +58,45 @@ def parallelize(
     return model
 
 
+def build_on_rank0(build, dims: ParallelDims, build_meta=None) -> nn.Module:
+    """The model as the trainer's `parallelize_from_rank0` wants it: `build()` on rank 0 (the one
+    whose weights count), `build_meta()` (default: `build`) under the meta device on the others:
+    the same architecture, no memory, no disk reads. A UsageError on rank 0 (a missing or corrupt checkpoint) is raised
+    on every rank, so that none of them waits in a collective for a rank that has quit."""
+    from longctx.distributed.collectives import all_reduce_max
+    from longctx.errors import UsageError
+
+    if not dims.distributed:
+        return build()
+    model, error = None, None
+    if dims.is_main:
+        try:
+            model = build()
+        except UsageError as e:
+            error = e
+    if all_reduce_max(int(error is not None)):
+        raise error if error is not None else UsageError("rank 0 could not load the model (see its error)")
+    if model is None:
+        with torch.device("meta"):
+            model = (build_meta or build)()
+    return model
+
+
+def parallelize_from_rank0(model: nn.Module, dims: ParallelDims, **kwargs) -> nn.Module:
+    """`parallelize`, for a model whose weights only rank 0 has to hold (the others may build it on
+    the meta device, see build_on_rank0): shard, allocate only this rank's shards on its device,
+    and fill them from rank 0's tensors by broadcast. Host memory per node holds one copy of the
+    model instead of one per rank (28 GB per rank for a 7B in fp32), and only rank 0 reads the
+    checkpoint. A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = {k: v.detach() for k, v in model.state_dict().items()} if dims.is_main else {}
+    parallelize(model, dims, **kwargs)
+    model.to_empty(device=dims.device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return model
+
+
 def head_weight(model: nn.Module) -> torch.Tensor:
     """The lm head matrix as a loss outside the model must use it: call after forward_hidden.
 

@@ -244,7 +244,15 @@ def run(args: argparse.Namespace) -> int:
     check_data(make_loader, stages[0])
     probe = build_probe(cfg, tokenizer)
     dims, device = start_parallel(args, stages, mconfig, device)
-    model = with_rope(load_model(model_dir, args.model), rope, max_pos)
+    from longctx.distributed import build_on_rank0
+    from longctx.model import HybridLM
+
+    def meta_twin():  # what the other ranks build: rank 0 alone reads the weights and broadcasts them
+        twin = HybridLM(mconfig)
+        twin._source_dir = model_dir
+        return twin
+
+    model = with_rope(build_on_rank0(lambda: load_model(model_dir, args.model), dims, meta_twin), rope, max_pos)
     do_eval = cfg.extend.eval and importlib.util.find_spec("longctx.evaluate.eval_cmd") is not None
     if cfg.extend.eval and not do_eval:
         print("longctx extend: longctx.evaluate.eval_cmd is not available; --eval is skipped", file=sys.stderr)

@@ -104,12 +104,13 @@ class Trainer:
         self.total_steps = sum(s.steps for s in stages)
         if hasattr(model, "gradient_checkpointing"):
             model.gradient_checkpointing = cfg.grad_checkpointing
-        self.raw_model = model.to(device)
-        if self.parallel.distributed:
-            from longctx.distributed import parallelize as distribute
+        if self.parallel.distributed:  # rank 0's weights, broadcast shard by shard (others may be on meta)
+            from longctx.distributed import parallelize_from_rank0
 
-            self.model = distribute(self.raw_model, self.parallel)
+            self.raw_model = model
+            self.model = parallelize_from_rank0(model, self.parallel)
         else:
+            self.raw_model = model.to(device)
             self.model = parallelize(self.raw_model, cfg)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)

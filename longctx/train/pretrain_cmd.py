@@ -147,6 +147,7 @@ def pretrain_stages(cfg, steps: int) -> list[Stage]:
 
 def run(args: argparse.Namespace) -> int:
     from longctx.data import load_tokenizer
+    from longctx.distributed import build_on_rank0
     from longctx.model import HybridLM
 
     out = Path(args.out)
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     probe = build_probe(cfg, tokenizer)
     dims, device = start_parallel(args, stages, mconfig, device)
     torch.manual_seed(cfg.seed)
-    model = HybridLM(mconfig)
+    model = build_on_rank0(lambda: HybridLM(mconfig), dims)  # under torchrun rank 0's init is broadcast
 
     # Validated: from here on OUT is written.
     prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
