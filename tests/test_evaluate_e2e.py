@@ -236,7 +236,8 @@ def test_chat_template_wraps_the_prompts(tiny_model, tmp_path):
 
 def test_longctx_backend_cuda_graphs_model_arg(tiny_model, monkeypatch):
     """`--model_args ...,cuda_graphs=True` reaches greedy_generate (on CPU its fixed-batch path runs
-    eagerly and answers as the default path does); a value that is not a boolean is refused."""
+    eagerly and answers as the default path does); without the arg it is on only for a model on a
+    GPU (off here, on CPU); a value that is not a boolean is refused."""
     from longctx.evaluate import lm_model
 
     seen = []
@@ -249,9 +250,10 @@ def test_longctx_backend_cuda_graphs_model_arg(tiny_model, monkeypatch):
     monkeypatch.setattr(lm_model, "greedy_generate", spy)
     ctx = torch.tensor([[5, 9, 14, 3, 7, 21, 4, 8]])
     outs = []
-    for flag in ("False", "True"):
-        lm = lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs=flag, device="cpu", dtype="float32")
+    for flag in ("False", "True", None):
+        kw = {} if flag is None else {"cuda_graphs": flag}
+        lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", **kw)
         outs.append(lm._model_generate(ctx, max_length=ctx.shape[1] + 6, stop=[]).tolist())
-    assert seen == [False, True] and outs[0] == outs[1]
+    assert seen == [False, True, False] and outs[0] == outs[1] == outs[2]
     with pytest.raises(ValueError, match="cuda_graphs='yes please'"):
         lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs="yes please", device="cpu")
