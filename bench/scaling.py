@@ -11,7 +11,8 @@ For each layout DxC it runs `torchrun --standalone --nproc-per-node D*C -m longc
 its loss curve should match the first layout's up to floating-point order; the table gives the
 largest step-wise loss difference from that reference. BASE is --base, or a one-step pretrain of
 --config written once to OUT/base. A layout whose OUT already holds a finished export is not run
-again: rerunning the same command resumes a study cut short. A layout that fails (out of memory,
+again, and one stopped by SIGTERM (it checkpoints) continues from its checkpoint: rerunning the same
+command resumes a study cut short, e.g. by a 10-minute job limit. A layout that fails (out of memory,
 a bad layout) is reported as such and the rest still run.
 
 Per layout, for the target-length stage (the last stage of the method's plan), from metrics.jsonl:
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from longctx.distributed.launcher import die_with_parent
+from longctx.train.checkpoint import latest_checkpoint
 from longctx.train.metrics import read_metrics, summarize
 
 
@@ -58,8 +60,10 @@ def extend_cmd(args, base: Path, d: int, c: int, out: Path) -> list[str]:
     head = [sys.executable, "-m", "longctx"]
     if n > 1:  # --standalone: a local rendezvous on a free port
         head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), "-m", "longctx"]
+    # a layout stopped part-way (SIGTERM: it checkpointed) continues from its checkpoint; else it starts over
+    again = "--resume" if latest_checkpoint(out) is not None else "--force"
     cmd = [*head, "extend", "--method", args.method, "--target", str(args.target), "--model", str(base),
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--out", str(out), "--force",
+           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--out", str(out), again,
            "--device", args.device, "--no-progress"]
     if n > 1:
         cmd += ["--dp", str(d), "--cp", str(c)]
@@ -116,7 +120,7 @@ def run_logged(cmd: list[str], log: Path) -> int:
     (PR_SET_PDEATHSIG). SIGTERM or SIGINT to this script is passed on as SIGTERM (torchrun passes it to
     its workers, which finish the step, checkpoint and exit), then this script waits for the layout and
     exits 128 + the signal: a stopped study leaves no process on the GPUs. Rerunning it keeps the finished
-    layouts and runs the stopped one again from its start."""
+    layouts and continues the stopped one from the checkpoint it wrote."""
     stop = []
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -134,7 +138,7 @@ def run_logged(cmd: list[str], log: Path) -> int:
                 signal.signal(s, h)
     if stop:
         print(f"scaling: stopped by {signal.Signals(stop[0]).name}; the layout checkpointed and exited {rc}; "
-              "rerun the same command: finished layouts are kept, this one starts again", file=sys.stderr)
+              "rerun the same command: finished layouts are kept, this one resumes", file=sys.stderr)
         raise SystemExit(128 + stop[0])
     return rc
 

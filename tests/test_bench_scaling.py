@@ -43,6 +43,17 @@ def test_dry_run_prepares_one_torchrun_per_layout(tmp_path, capsys):
         assert cmd[-2:] == ["--set", "lr=1e-5"] and "--grad-checkpointing" in cmd
 
 
+def test_a_stopped_layout_resumes_from_its_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "d1c2" / "checkpoints" / "step_3"  # what a layout stopped by SIGTERM leaves
+    ckpt.mkdir(parents=True)
+    (ckpt / "meta.json").write_text("{}")
+    assert scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,1x2", "--out", str(tmp_path),
+                         "--dry-run"]) == 0
+    cmds = [line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ ")]
+    assert "--force" in cmds[0] and "--resume" not in cmds[0]
+    assert "--resume" in cmds[1] and "--force" not in cmds[1]
+
+
 def test_batch_not_divisible_by_dp_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="not divisible"):
         scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,4x2", "--batch-size", "2",
