@@ -61,8 +61,9 @@ def parallelize(
 def build_on_rank0(build, dims: ParallelDims, build_meta=None) -> nn.Module:
     """The model as the trainer's `parallelize_from_rank0` wants it: `build()` on rank 0 (the one
     whose weights count), `build_meta()` (default: `build`) under the meta device on the others:
-    the same architecture, no memory, no disk reads. A UsageError on rank 0 (a missing or corrupt checkpoint) is raised
-    on every rank, so that none of them waits in a collective for a rank that has quit."""
+    the same architecture, no memory, no disk reads. A UsageError on rank 0 (a missing or corrupt
+    checkpoint) is raised on every rank, so that none of them waits in a collective for a rank that
+    has quit."""
     from longctx.distributed.collectives import all_reduce_max
     from longctx.errors import UsageError
 

@@ -163,14 +163,18 @@ class Trainer:
             "rng": ckpt.rng_state(self.device),
             "best": self.best,
         }
-        stage = self.stages[self.stage_index(max(self.step - 1, 0))]
-        meta = {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len,
-                "total_steps": self.total_steps}
+        meta = self._checkpoint_meta(total_steps=self.total_steps)
         self.last_checkpoint = ckpt.save_checkpoint(
             self.run_dir, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
             meta=meta, write_extra=self.write_extra, keep=self.cfg.checkpoint.keep, parallel=self.parallel,
         )
         return self.last_checkpoint
+
+    def _checkpoint_meta(self, **extra) -> dict:
+        """meta.json of a checkpoint written now: the run's metadata, tokens so far, and the stage that
+        the last step belonged to."""
+        stage = self.stages[self.stage_index(max(self.step - 1, 0))]
+        return {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len, **extra}
 
     def resume(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, model=self.model, optimizer=self.optimizer)
@@ -359,10 +363,9 @@ class Trainer:
         if not better:
             return
         self.best = {"key": key, "value": float(row[key]) if key in row else None, "step": self.step}
-        stage = self.stages[self.stage_index(max(self.step - 1, 0))]
-        meta = {**self.meta, "tokens": self.tokens, "stage": stage.name, "seq_len": stage.seq_len, "best": self.best}
-        ckpt.save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=None, trainer_state=None, meta=meta,
-                             write_extra=self.write_extra, parallel=self.parallel, name="best")
+        ckpt.save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=None, trainer_state=None,
+                             meta=self._checkpoint_meta(best=self.best), write_extra=self.write_extra,
+                             parallel=self.parallel, name="best")
 
     def load_best(self) -> dict | None:
         """checkpoint.export == "best": put the best weights back in the model before its export; returns
