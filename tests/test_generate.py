@@ -116,3 +116,27 @@ def test_rejects_length_dependent_rope_and_bad_budgets():
         greedy_generate(model, [[5, 6]], 2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_generate(model, [[5, 6]], [2, 3])
+
+
+def test_decode_under_autocast_with_fp32_weights(models):
+    """The training loop's probe generates from fp32 master weights under bf16 autocast: the
+    caches take the autocast dtype and every write into them casts (a bf16 conv tail written into
+    an fp32 cache was an error on the GPU). Teacher-forced logits stay those of the full forward
+    under the same autocast, within bf16 error."""
+    _, ours = models
+    ps = random_prompts(LENGTHS)
+    steps = 4
+    fed = torch.randint(2, VOCAB, (len(ps), steps), generator=torch.Generator().manual_seed(6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache, logits = prefill(ours, ps, capacity=max(LENGTHS) + steps)
+        assert {c.k.dtype for c in cache.layers if hasattr(c, "k")} <= {torch.bfloat16}
+        per_step = [logits]
+        positions = torch.tensor([len(p) for p in ps])
+        for s in range(steps):
+            per_step.append(decode_step(ours, cache, fed[:, s], positions + s))
+        with torch.no_grad():
+            for i, p in enumerate(ps):
+                expected = ours(torch.tensor([p + fed[i].tolist()]))[0][len(p) - 1:len(p) + steps].float()
+                got = torch.stack([step[i] for step in per_step]).float()
+                assert max_diff(got, expected) <= 0.05 * expected.abs().max(), (i, max_diff(got, expected))
+        assert len(greedy_generate(ours, ps, 3)) == len(ps)

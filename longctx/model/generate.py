@@ -63,8 +63,8 @@ class AttnCache:
         """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
         rows = torch.arange(k.shape[0], device=k.device)
         slot = pos % self.k.shape[1]
-        self.k[rows, slot] = k
-        self.v[rows, slot] = v
+        self.k[rows, slot] = k.to(self.k.dtype)
+        self.v[rows, slot] = v.to(self.v.dtype)
         self.pos[rows, slot] = pos
 
 
@@ -173,6 +173,15 @@ def _pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return rows
 
 
+def _cache_dtype(model: HybridLM) -> torch.dtype:
+    """The dtype activations have: the autocast dtype when autocast is on for the model's device
+    (the training loop's probe runs fp32 master weights under bf16 autocast), else the weights'."""
+    w = model.model.embed_tokens.weight
+    if torch.is_autocast_enabled(w.device.type):
+        return torch.get_autocast_dtype(w.device.type)
+    return w.dtype
+
+
 @torch.inference_mode()
 def prefill(
     model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = MAX_PREFILL_TOKENS
@@ -187,7 +196,7 @@ def prefill(
         raise ValueError("prefill needs at least one prompt and no empty prompt")
     capacity = max(capacity, max(len(p) for p in prompts))
     device = model.lm_head.weight.device
-    dtype = model.model.embed_tokens.weight.dtype
+    dtype = _cache_dtype(model)
     N = len(prompts)
 
     caches = []
@@ -227,9 +236,9 @@ def prefill(
         for layer, cache in zip(model.model.layers, caches):
             if isinstance(layer, GDNBlock):
                 out, states, tails = _gdn_prefill(layer.linear_attn, layer.attention_layer_norm(h), layout, docs)
-                cache.state[rows_idx] = states
+                cache.state[rows_idx] = states.to(cache.state.dtype)
                 for buf, tail in zip(cache.conv, tails):
-                    buf[rows_idx] = tail
+                    buf[rows_idx] = tail.to(buf.dtype)
                 h = h + out
                 h = h + layer.mlp(layer.feedforward_layer_norm(h))
             else:
@@ -240,8 +249,8 @@ def prefill(
                 for i, (a, b) in zip(row, docs):
                     keep = torch.arange(max(a, b - slots), b, device=device)  # the newest `slots` tokens
                     pos = keep - a
-                    cache.k[i, pos % slots] = k[0, keep]
-                    cache.v[i, pos % slots] = v[0, keep]
+                    cache.k[i, pos % slots] = k[0, keep].to(cache.k.dtype)
+                    cache.v[i, pos % slots] = v[0, keep].to(cache.v.dtype)
                     cache.pos[i, pos % slots] = pos
                 h = h + layer.post_attention_layernorm(out)
                 h = h + layer.post_feedforward_layernorm(layer.mlp(h))
