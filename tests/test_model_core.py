@@ -113,6 +113,49 @@ def test_attention_backends_agree_on_cpu():
     assert max_diff(attn._sdpa_attend(q, k, v, plain, None, 0.25), attn._math_attend(q, k, v, plain, None, 0.25)) < 1e-5
 
 
+def test_sdpa_docs_backend_matches_math(monkeypatch):
+    """Inference backend: one SDPA call per document, a sliding window as blocks of queries against
+    the keys they can see. Windows shorter than, equal to and longer than the documents; GQA."""
+    gen = torch.Generator().manual_seed(1)
+    B, T, H, D = 2, 70, 4, 16
+    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    packed = doc_layout(torch.tensor([0, 13, 70, 71, 100, 140], dtype=torch.int32), B, T, torch.device("cpu"))
+    plain = doc_layout(None, B, T, torch.device("cpu"))
+    for block in (1, 10, 4096):  # queries per SDPA call under a window: the window, 10, all
+        monkeypatch.setattr(attn, "QUERY_BLOCK", block)
+        for layout in (packed, plain):
+            for window in (None, 1, 7, 29, 57, 70):
+                math = attn._math_attend(q, k, v, layout, window, 0.25)
+                got = attn._sdpa_docs_attend(q, k, v, layout, window, 0.25)
+                assert max_diff(got, math) < 1e-5, (block, window)
+
+
+def test_no_grad_on_cuda_avoids_flex(monkeypatch):
+    """Inference (no autograd) on CUDA never goes through compiled FlexAttention: every new packed
+    length would recompile it, and past torch's recompile limit flex runs eagerly and materialises
+    the whole score matrix (an OOM at 8 x 8k-token prompts in a RULER eval on an H200)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(attn, "_flash_fns", lambda: False)
+    q = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(1, 64, 4, 16))
+    packed = doc_layout(torch.tensor([0, 13, 64], dtype=torch.int32), 1, 64, torch.device("cpu"))
+    plain = doc_layout(None, 1, 64, torch.device("cpu"))
+    assert attn.select_backend(q, packed, None) == "flex"  # training: one compiled shape, backward
+    assert attn.select_backend(q, plain, 8) == "flex"
+    assert attn.select_backend(q, plain, None) == "sdpa"
+    with torch.no_grad():
+        assert attn.select_backend(q, packed, None) == "sdpa_docs"
+        assert attn.select_backend(q, plain, 8) == "sdpa_docs"
+        assert attn.select_backend(q, plain, None) == "sdpa"
+    with torch.inference_mode():
+        assert attn.select_backend(q, packed, 8) == "sdpa_docs"
+    cpu = SimpleNamespace(is_cuda=False, dtype=torch.float32, shape=(1, 64, 4, 16))
+    assert attn.select_backend(cpu, packed, None) == "math"
+    with torch.no_grad():
+        assert attn.select_backend(cpu, packed, None) == "sdpa_docs"
+        assert attn.select_backend(cpu, plain, None) == "math"
+
+
 def test_bf16_load_as_accurate_as_transformers(tmp_path):
     ref = hf_reference(hybrid_config())
     ref.save_pretrained(tmp_path)

@@ -8,9 +8,14 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
 - "sdpa":  torch SDPA with is_causal (cuDNN / flash kernels), CUDA, one document per row and
            no active sliding window.
 - "flex":  FlexAttention (compiled) with a block mask for documents and/or a sliding window,
-           CUDA. Chosen over a per-document SDPA loop because one mask serves both packing and
-           sliding windows and skips fully masked blocks.
-- "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models).
+           CUDA, training. Chosen over a per-document SDPA loop because one mask serves both
+           packing and sliding windows and skips fully masked blocks, and training shapes are fixed.
+- "sdpa_docs": SDPA one document at a time (a sliding window as blocks of queries against the
+           keys they can see), CUDA without autograd (prefill, probes, eval). Inference lengths
+           change every call: compiled flex would recompile for each, and past torch's recompile
+           limit it runs eagerly, materialising the full score matrix.
+- "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
+           autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
 
 Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
@@ -28,7 +33,8 @@ import rope_methods
 from longctx.model.norms import RMSNorm
 from longctx.model.varlen import DocLayout
 
-BACKENDS = ("flash", "sdpa", "flex", "math")
+BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "math")
+QUERY_BLOCK = 4096  # sdpa_docs: queries per SDPA call under a sliding window (at least the window)
 BACKEND: str | None = os.environ.get("LONGCTX_ATTN_BACKEND") or None
 
 _flash = None  # (flash_attn_func, flash_attn_varlen_func) once imported, False if absent
@@ -52,13 +58,14 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         if BACKEND not in BACKENDS:
             raise ValueError(f"attention backend {BACKEND!r} unknown; accepted: {', '.join(BACKENDS)}")
         return BACKEND
-    if not q.is_cuda:
-        return "math"
+    inference = not torch.is_grad_enabled()
+    if not q.is_cuda:  # the dense mask is T x T: without autograd, packed prompts go one by one
+        return "sdpa_docs" if inference and (layout.packed or window is not None) else "math"
     if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_fns():
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
-    return "flex"
+    return "sdpa_docs" if inference else "flex"
 
 
 def attend(
@@ -102,6 +109,28 @@ def _sdpa_attend(q, k, v, layout, window, scale):
         is_causal=True, scale=scale, enable_gqa=q.shape[2] != k.shape[2],
     )
     return out.transpose(1, 2)
+
+
+def _sdpa_docs_attend(q, k, v, layout, window, scale):
+    B, T = q.shape[:2]
+    bounds = layout.bounds if layout.packed else list(range(0, B * T + 1, T))
+    q, k, v = (x.reshape(B * T, *x.shape[2:]).transpose(0, 1)[None] for x in (q, k, v))  # [1, H, B*T, D]
+    out = torch.empty_like(q)
+    gqa = q.shape[1] != k.shape[1]
+    for a, e in zip(bounds[:-1], bounds[1:]):
+        if window is None or window >= e - a:
+            out[..., a:e, :] = F.scaled_dot_product_attention(
+                q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], is_causal=True, scale=scale, enable_gqa=gqa)
+            continue
+        block = max(window, QUERY_BLOCK)
+        for s in range(a, e, block):  # queries s..t-1 see keys from s - window + 1 (within the document)
+            t, lo = min(s + block, e), max(a, s - window + 1)
+            qi = torch.arange(s, t, device=q.device)[:, None]
+            kj = torch.arange(lo, t, device=q.device)[None]
+            out[..., s:t, :] = F.scaled_dot_product_attention(
+                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=(kj <= qi) & (qi - kj < window),
+                scale=scale, enable_gqa=gqa)
+    return out[0].transpose(0, 1).reshape(B, T, *out.shape[1:2], out.shape[-1])
 
 
 def dense_mask(layout: DocLayout, window: int | None, device: torch.device) -> torch.Tensor:
@@ -177,7 +206,8 @@ def _flex_attend(q, k, v, layout, window, scale):
     return out.transpose(1, 2)
 
 
-_BACKEND_FNS = {"flash": _flash_attend, "sdpa": _sdpa_attend, "flex": _flex_attend, "math": _math_attend}
+_BACKEND_FNS = {"flash": _flash_attend, "sdpa": _sdpa_attend, "sdpa_docs": _sdpa_docs_attend, "flex": _flex_attend,
+                "math": _math_attend}
 
 
 def head_dim_of(config) -> int:
