@@ -156,3 +156,32 @@ def test_bad_probe_task_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "niah_single_9" in err[0]
     assert not out.exists()
+
+
+def test_own_kv_task_scores_the_training_wording(tok):
+    """own_kv: documents in the training corpus's wording. Each prompt ends with the answer prefix
+    and holds every reference value in a fact sentence (the retrieval target is really there); an
+    oracle answering the reference scores 100, a wrong one 0; the length is about the one asked."""
+    from longctx.data import synthetic
+    from longctx.train.probe import own_kv_samples
+
+    n = 768
+    own = own_kv_samples(tok, n, 4, SEED)
+    assert own == own_kv_samples(tok, n, 4, SEED)  # fixed samples, every probe
+    assert len({p for p, _, _ in own}) == 4
+    for prompt, answer, budget in own:
+        prefix = prompt.rsplit("\n", 1)[1]
+        assert any(prefix.startswith(p.split("{")[0]) for _, p in synthetic.ASK_ONE + synthetic.ASK_ALL_VALUES
+                   + synthetic.ASK_MANY_KEYS)
+        values = answer.replace(" and ", ", ").split(", ")
+        body = prompt.rsplit("\n\n", 1)[0]
+        assert all(f" {v}." in body or f" {v} " in body for v in values), (answer, body[-300:])
+        assert 0.6 * n <= len(tok.encode(prompt)) <= n
+        assert budget >= len(tok.encode(" " + answer, add_special_tokens=False))
+
+    probe = RetrievalProbe(tok, lengths=(n,), tasks=("own_kv",), samples=4, seed=SEED)
+    answers = {tuple(tok.encode(p)): tok.encode(" " + a, add_special_tokens=False) for p, a, _ in own}
+    right = probe.probe(Oracle(answers, len(tok) + 8, tok.eos_token_id), "cpu")
+    assert right[f"probe/own_kv@{n}"] == 100.0 and right["probe/mean"] == 100.0
+    wrong = {k: tok.encode(" 0000", add_special_tokens=False) for k in answers}
+    assert probe.probe(Oracle(wrong, len(tok) + 8, tok.eos_token_id), "cpu")[f"probe/own_kv@{n}"] == 0.0
