@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
+    p.add_argument("--checkpoint-fraction", type=float, default=None, metavar="F",
+                   help="ours: checkpoint only this fraction of the blocks, GDN blocks first (the peer keeps all)")
     p.add_argument("--profile", action="store_true",
                    help="after timing, profile one more step of each cell: OUT/profile_<cell>.txt (top ops, kernel vs wall time) + trace")
     add_run_args(p)
@@ -107,6 +109,8 @@ def validate(args) -> None:
         sys.exit(f"--lengths {args.lengths}: need lengths >= 2")
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         sys.exit("--steps >= 1, --warmup >= 0 and --batch >= 1 required")
+    if args.checkpoint_fraction is not None and (not 0 <= args.checkpoint_fraction <= 1 or args.no_checkpointing):
+        sys.exit(f"--checkpoint-fraction {args.checkpoint_fraction}: need 0..1, and not with --no-checkpointing")
     if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
         sys.exit(f"--device {args.device!r}: accepted: cuda, cuda:N, cpu")
 
@@ -122,7 +126,8 @@ def build_ours(config, device, dtype, args):
     with torch.device(device):
         model = HybridLM(config, gdn_backend=args.gdn_backend)
     model = model.to(dtype).train()
-    model.gradient_checkpointing = not args.no_checkpointing
+    model.gradient_checkpointing = (False if args.no_checkpointing else
+                                    args.checkpoint_fraction if args.checkpoint_fraction is not None else True)
     if args.compile:
         for layer in model.model.layers:
             layer.compile(dynamic=False)
@@ -240,6 +245,10 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.BACKEND or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
+        from longctx.model.hybrid import checkpointed_blocks
+
+        row["ours_checkpointed_blocks"] = sorted(checkpointed_blocks(model.config.layer_types,
+                                                                     model.gradient_checkpointing))
     return row
 
 
@@ -375,7 +384,9 @@ def main(argv=None) -> int:
                                  (f"--ce {args.ce}", args.ce != "chunked"),
                                  (f"--attn-backend {args.attn_backend}", args.attn_backend),
                                  (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
-                                 ("--no-checkpointing", args.no_checkpointing)) if on]
+                                 ("--no-checkpointing", args.no_checkpointing),
+                                 (f"--checkpoint-fraction {args.checkpoint_fraction}",
+                                  args.checkpoint_fraction is not None)) if on]
     if ablations:
         print("Ours with: " + " ".join(ablations))
     print(FLOPS_NOTE if peak else "MFU: not reported (no CUDA peak for this device).")

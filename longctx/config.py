@@ -121,7 +121,7 @@ class RunConfig:
     tokens: int | None = None  # alternative budget: total training tokens
     seed: int = 0
     device: str | None = None  # None = cuda when present, else cpu
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool | float = False  # true: every block; a fraction: that share (GDN blocks first)
     z_loss: float = 0.0  # coefficient of mean(logsumexp^2)
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
     loss_backend: str = "chunked"  # chunked (ours, any device) | fla (fused linear CE, CUDA, no z-loss)
@@ -388,6 +388,9 @@ def validate(cfg: RunConfig) -> None:
     if e.base_len is not None:
         _need(e.base_len >= 2, "extend.base_len (--base-len)", ">= 2", e.base_len)
     _need(0 < e.recalibrate_fraction < 1, "extend.recalibrate_fraction", "in (0, 1)", e.recalibrate_fraction)
+    gc = cfg.grad_checkpointing
+    _need(isinstance(gc, bool) or 0 <= gc <= 1, "grad_checkpointing (--grad-checkpointing)",
+          "true, false or a fraction of the blocks in [0, 1]", gc)
     _need(cfg.probe.interval >= 0, "probe.interval", ">= 0 (0 = off)", cfg.probe.interval)
     _need(cfg.probe.samples >= 1, "probe.samples", ">= 1", cfg.probe.samples)
     _need(cfg.profile.start >= 0, "profile.start", ">= 0 (0 = off)", cfg.profile.start)

@@ -32,7 +32,9 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
 
 def test_train_throughput_smoke_with_profile(tmp_path):
     data = bench("train_throughput.py", "--configs", "hybrid-tiny", "--lengths", "64", "--steps", "1", "--warmup", "0",
-                 "--profile", "--fused-elementwise", out=tmp_path)
+                 "--profile", "--fused-elementwise", "--checkpoint-fraction", "0.75", out=tmp_path)
     assert {(r["impl"], r["status"]) for r in data["results"]} == {("ours", "ok"), ("peer", "ok")}
-    assert next(r for r in data["results"] if r["impl"] == "ours")["ours_fused_elementwise"] == "fla on CUDA"
+    ours = next(r for r in data["results"] if r["impl"] == "ours")
+    assert ours["ours_fused_elementwise"] == "fla on CUDA"
+    assert ours["ours_checkpointed_blocks"] == [0, 1, 2]  # hybrid-tiny: the three GDN blocks of four
     assert all((tmp_path / r["profile"]["file"]).exists() for r in data["results"])

@@ -70,6 +70,8 @@ def test_bad_keys_and_types_name_the_key(data, needle):
         ({"schedule.name": "step"}, "schedule"),
         ({"extend.recalibrate_fraction": 1.0}, "recalibrate_fraction"),
         ({"device": "tpu"}, "device"),
+        ({"grad_checkpointing": 1.5}, "grad_checkpointing"),
+        ({"grad_checkpointing": -0.25}, "grad_checkpointing"),
     ],
 )
 def test_validate_rejects_bad_numbers(over, needle):
@@ -129,3 +131,26 @@ def test_shipped_extend_configs_resolve(method, tmp_path, capsys):
     assert [(s["stage"], s["seq_len"]) for s in plan["plan"]] == [(s.name, s.seq_len) for s in m.plan(8192, 65536)]
     assert sum(s["steps"] for s in plan["plan"]) == cfg.steps
     assert not out.exists()
+
+
+def test_grad_checkpointing_takes_a_bool_or_a_fraction_of_the_blocks():
+    assert from_dict({"grad_checkpointing": True}).grad_checkpointing is True
+    assert from_dict({"grad_checkpointing": "false"}).grad_checkpointing is False
+    half = apply_overrides(RunConfig(), parse_set(["grad_checkpointing=0.5"]))
+    assert half.grad_checkpointing == 0.5 and not isinstance(half.grad_checkpointing, bool)
+    validate(half)
+
+
+@pytest.mark.parametrize("argv,want", [([], False), (["--grad-checkpointing"], True),
+                                       (["--grad-checkpointing", "0.75"], 0.75)])
+def test_grad_checkpointing_flag(argv, want):
+    import argparse
+
+    from longctx.train.cli_args import add_training_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_training_arguments(p)
+    cfg = config_from_args(p.parse_args(["--out", "x"] + argv))
+    assert cfg.grad_checkpointing == want and type(cfg.grad_checkpointing) is type(want)
+    with pytest.raises(UsageError, match="grad_checkpointing"):
+        config_from_args(p.parse_args(["--out", "x", "--grad-checkpointing", "2"]))

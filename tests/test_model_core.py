@@ -54,6 +54,53 @@ def test_gradient_checkpointing_same_grads(kind):
     assert all(g.abs().sum() > 0 for n, g in grads_a.items()), "every parameter gets a gradient"
 
 
+def test_checkpointed_blocks_cheapest_recompute_first():
+    """A fraction checkpoints that share of the blocks: GDN blocks first (recomputation linear in T),
+    then sliding-window, then full attention (quadratic), evenly spread within each kind."""
+    from longctx.model.hybrid import checkpointed_blocks
+
+    hybrid = ["linear_attention"] * 3 + ["full_attention"]
+    hybrid = hybrid * 4  # hybrid-1b's 16 blocks: attention at 3, 7, 11, 15
+    gdn = {i for i, t in enumerate(hybrid) if t == "linear_attention"}
+    assert checkpointed_blocks(hybrid, True) == set(range(16)) == checkpointed_blocks(hybrid, 1.0)
+    assert checkpointed_blocks(hybrid, False) == set() == checkpointed_blocks(hybrid, 0.0)
+    assert checkpointed_blocks(hybrid, 0.75) == gdn
+    two_attn = checkpointed_blocks(hybrid, 0.875) - gdn
+    assert gdn <= checkpointed_blocks(hybrid, 0.875) and len(two_attn) == 2 and max(two_attn) - min(two_attn) == 8
+    quarter = checkpointed_blocks(hybrid, 0.25)
+    assert len(quarter) == 4 and quarter <= gdn and max(quarter) - min(quarter) >= 8  # spread, not 0-3
+    olmo3 = (["sliding_attention"] * 3 + ["full_attention"]) * 2
+    assert checkpointed_blocks(olmo3, 0.75) == {0, 1, 2, 4, 5, 6}
+
+
+@pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
+def test_partial_checkpointing_same_grads_recomputes_only_chosen_blocks(kind):
+    from longctx.model.hybrid import checkpointed_blocks
+
+    model = tiny(kind).train()
+    x = torch.randint(0, VOCAB, (2, 40))
+    cu = torch.tensor([0, 17, 40, 80], dtype=torch.int32)
+    calls = [0] * len(model.model.layers)
+    for i, layer in enumerate(model.model.layers):
+        layer.register_forward_pre_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
+
+    def grads():
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x, cu_seqlens=cu).flatten(0, 1), x.flatten())
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss_a, grads_a = grads()
+    model.gradient_checkpointing = 0.5
+    calls[:] = [0] * len(calls)
+    loss_b, grads_b = grads()
+    chosen = checkpointed_blocks(model.config.layer_types, 0.5)
+    assert 0 < len(chosen) < len(calls)
+    assert calls == [2 if i in chosen else 1 for i in range(len(calls))]
+    assert torch.allclose(loss_a, loss_b)
+    assert all(torch.allclose(grads_a[n], grads_b[n], atol=1e-6) for n in grads_a)
+
+
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
 def test_num_params_matches_transformers(kind, tied):

@@ -50,7 +50,9 @@ def add_training_arguments(p: argparse.ArgumentParser, *, seq_len: bool = True) 
     p.add_argument("--seed", help="random seed (model init, data order)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--data", metavar="SOURCE", help="training data (default: the embedded corpus)")
-    p.add_argument("--grad-checkpointing", action="store_true", default=None, help="activation checkpointing")
+    p.add_argument("--grad-checkpointing", nargs="?", const=True, default=None, metavar="FRACTION",
+                   help="activation checkpointing of every block, or of this fraction of them (GDN blocks "
+                        "first: their recomputation is cheapest), e.g. 0.75")
     p.add_argument("--probe-interval", help="steps between in-training RULER needle probes, logged to "
                    "metrics.jsonl as probe/* (0 = off; lengths/tasks/samples via --set probe.*)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. schedule.min_lr_ratio=0")
