@@ -251,6 +251,34 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     return row
 
 
+def divergences(model, peer, prompts, ours, theirs, device) -> list[dict]:
+    """Where each differing pair of outputs first splits, and by how much each model prefers its own
+    token there: logit(own pick) - logit(other's pick) after prompt + the shared prefix. Gaps near
+    bf16 resolution (~0.1) are numerical ties; large ones are a real difference."""
+    import torch
+
+    out = []
+    for i, (x, y) in enumerate(zip(ours, theirs)):
+        if x == y:
+            continue
+        n = next((j for j, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+        row = {"prompt": i, "at": n}
+        if n < len(x) and n < len(y):
+            ids = torch.tensor([prompts[i] + x[:n]], device=device)
+            with torch.no_grad():
+                mine = model.lm_head(model.forward_hidden(ids)[0, -1]).float()
+                try:  # the last position's logits only (64k x vocab would be 13 GB)
+                    other = peer(input_ids=ids, logits_to_keep=1).logits[0, -1].float()
+                except TypeError:
+                    other = peer(input_ids=ids).logits[0, -1].float()
+            row["ours_gap"] = round(float(mine[x[n]] - mine[y[n]]), 4)
+            row["peer_gap"] = round(float(other[y[n]] - other[x[n]]), 4)
+        else:
+            row["reason"] = "one output stopped (EOS) where the other went on"
+        out.append(row)
+    return out
+
+
 def result(prompts, fwd_times, gen_times, outs, device) -> dict:
     import torch
 
@@ -432,6 +460,7 @@ def main(argv=None) -> int:
                 "identical": sum(x == y for x, y in zip(a, b)),
                 "rate": sum(x == y for x, y in zip(a, b)) / len(a),
                 "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b)) / len(a),
+                "divergences": divergences(model, peer, prompts, a, b, device),
             }
             save()
 

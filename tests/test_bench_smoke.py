@@ -27,7 +27,9 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
     assert data["meta"]["ours_fused_elementwise"] == "fla on CUDA"  # requested; CPU tensors stay plain
     ours = next(r for r in data["results"] if r["impl"] == "ours")
     assert ours["status"] == "ok" and (tmp_path / ours["profile"]["file"]).exists()
-    assert data["agreement"]["128"]["n"] == 2
+    agree = data["agreement"]["128"]
+    assert agree["n"] == 2 and len(agree["divergences"]) == agree["n"] - agree["identical"]
+    assert all("ours_gap" in d or "reason" in d for d in agree["divergences"])
 
 
 def test_train_throughput_smoke_with_profile(tmp_path):
