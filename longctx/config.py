@@ -60,8 +60,11 @@ class DataConfig:
     text_field: str = "text"  # the text column of a dataset source
     # the embedded corpus only: kinds and weights (longctx.data.embedded.KINDS; None = DEFAULT_MIX) ...
     mix: dict[str, float] | None = None
-    # ... and the document size range [min, max] in tokens (None = seq_len/16 .. seq_len)
+    # ... and the document size range [min, max] in tokens (None = seq_len/16 .. seq_len) ...
     doc_tokens: list[int] | None = None
+    # ... and the haystacks its needle tasks hide facts in (None = book, prose, noise); leaving out
+    # `book` keeps a small model from memorising the one shipped book through the filler
+    fillers: list[str] | None = None
 
 
 @dataclass
@@ -366,6 +369,11 @@ def validate(cfg: RunConfig) -> None:
         if cfg.data.doc_tokens is not None:
             _need(valid_range(cfg.data.doc_tokens), "data.doc_tokens", "[min, max] with 1 <= min <= max",
                   cfg.data.doc_tokens)
+    if cfg.data.fillers is not None:
+        from longctx.data.synthetic import HAYSTACKS
+
+        f = cfg.data.fillers
+        _need(bool(f) and all(k in HAYSTACKS for k in f), "data.fillers", f"some of {', '.join(HAYSTACKS)}", f)
     for i, st in enumerate(cfg.curriculum):
         _need(2 <= st.seq_len < cfg.seq_len, f"curriculum[{i}].seq_len", f"in [2, seq_len={cfg.seq_len})", st.seq_len)
         _need(0 < st.fraction < 1, f"curriculum[{i}].fraction", "in (0, 1)", st.fraction)

@@ -71,6 +71,8 @@ def test_bad_keys_and_types_name_the_key(data, needle):
         ({"extend.recalibrate_fraction": 1.0}, "recalibrate_fraction"),
         ({"device": "tpu"}, "device"),
         ({"grad_checkpointing": 1.5}, "grad_checkpointing"),
+        ({"data.fillers": ["book", "essays"]}, "data.fillers"),
+        ({"data.fillers": []}, "data.fillers"),
         ({"grad_checkpointing": -0.25}, "grad_checkpointing"),
     ],
 )

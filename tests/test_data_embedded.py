@@ -228,3 +228,36 @@ def test_natural_text_is_the_shipped_book():
     prose = text.markov_prose(random.Random(1), 3000)
     assert len(prose) >= 3000 and prose.rstrip()[-1] in ".!?"
     assert prose not in book  # generated, not copied
+
+
+def _book_shingles(n: int = 8) -> set[tuple[str, ...]]:
+    words = text.book().split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n)}
+
+
+def _has_book_run(doc: str, shingles, n: int = 8) -> bool:
+    words = doc.split()
+    return any(tuple(words[i:i + n]) in shingles for i in range(len(words) - n))
+
+
+def test_fillers_keep_the_book_out_of_the_needle_tasks(monkeypatch):
+    """data.fillers without `book`: kv, drill and chain documents take no book excerpt (the verbatim
+    text a small model memorises), with noise alone no 8-word run of the book at all (the default
+    fillers give many); the documents' kinds do not change."""
+    shingles = _book_shingles()
+    mix = {"kv": 1.0, "drill": 1.0, "chain": 1.0}
+    plain = EmbeddedSource(seed=3, doc_chars=(3000, 6000), mix=mix)
+    docs = [plain.document(i) for i in range(30)]
+    assert sum(_has_book_run(d, shingles) for d in docs) >= 5
+    noise = EmbeddedSource(seed=3, doc_chars=(3000, 6000), mix=mix, fillers=("noise",))
+    assert not any(_has_book_run(noise.document(i), shingles) for i in range(30))
+
+    def no_excerpt(*a, **k):
+        raise AssertionError("a book excerpt was drawn")
+
+    monkeypatch.setattr(text, "excerpt", no_excerpt)
+    clean = EmbeddedSource(seed=3, doc_chars=(3000, 6000), mix=mix, fillers=("prose", "noise"))
+    assert [clean.kind(i) for i in range(30)] == [plain.kind(i) for i in range(30)]
+    assert all(clean.document(i) for i in range(30))
+    with pytest.raises(UsageError, match="fillers"):
+        EmbeddedSource(fillers=("essays",))

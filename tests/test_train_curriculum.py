@@ -106,3 +106,11 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
     script = Path(__file__).resolve().parents[1] / "bench" / "run_summary.py"
     out = subprocess.run([sys.executable, str(script), str(tmp_path / "a")], capture_output=True, text=True, check=True)
     assert "| a | pretrain@16 | 3 | 16 | 128 |" in out.stdout and "| a | pretrain | 3 | 64 | 128 |" in out.stdout
+
+
+def test_data_fillers_reach_the_embedded_source():
+    tok = default_tokenizer()
+    cfg = apply_overrides(RunConfig(seq_len=256, batch_size=1), parse_set(["data.fillers=[noise]"]))
+    validate(cfg)
+    assert loader_factory(cfg, tok)(Stage("pretrain", 256, 1, 1)).source.fillers == ("noise",)
+    assert loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.fillers == synthetic.HAYSTACKS

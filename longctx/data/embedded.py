@@ -40,7 +40,7 @@ class EmbeddedSource(DocSource):
 
     def __init__(self, seed: int = 0, *, doc_chars: tuple[int, int] = (2000, 16000),
                  mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
-                 scale: dict[str, float] | None = None):
+                 scale: dict[str, float] | None = None, fillers=synthetic.HAYSTACKS):
         """`scale[kind]` multiplies the drawn length for that kind (embedded_source() sets it to the
         kind's characters per token, so that `doc_chars` then counts tokens)."""
         if not valid_range(doc_chars):
@@ -49,10 +49,14 @@ class EmbeddedSource(DocSource):
         mix = dict(DEFAULT_MIX if mix is None else mix)
         if not valid_mix(mix):
             raise UsageError(f"embedded mix {mix!r}: accepted kinds {', '.join(KINDS)} with non-negative weights")
+        fillers = tuple(fillers)
+        if not fillers or any(f not in synthetic.HAYSTACKS for f in fillers):
+            raise UsageError(f"embedded fillers {list(fillers)!r}: give some of {', '.join(synthetic.HAYSTACKS)}")
         if not 0.0 <= chat_fraction <= 1.0:
             raise UsageError(f"embedded chat_fraction {chat_fraction!r}: accepted 0..1")
         self.seed, self.doc_chars, self.mix, self.chat_fraction = seed, (lo, hi), mix, chat_fraction
         self.scale = dict(scale or {})
+        self.fillers = fillers  # haystack kinds the needle tasks may hide their facts in
         self.name = "embedded"
 
     def _plan(self, i: int) -> tuple[random.Random, str, int]:
@@ -75,7 +79,8 @@ class EmbeddedSource(DocSource):
             return text.excerpt(rng, n_chars)
         if kind == "prose":
             return text.markov_prose(rng, n_chars)
-        parts = synthetic.TASKS[kind](rng, n_chars)
+        extra = {"fillers": self.fillers} if kind in synthetic.FILLED else {}
+        parts = synthetic.TASKS[kind](rng, n_chars, **extra)
         return synthetic.render(rng, parts, chat=rng.random() < self.chat_fraction)
 
     def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
@@ -98,7 +103,8 @@ def chars_per_token(tokenizer, sample_chars: int = 4000, n: int = 8) -> dict[str
 
 def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
                     doc_chars: tuple[int, int] | None = None, tokenizer=None,
-                    mix: dict[str, float] | None = None, chat_fraction: float = 0.2) -> EmbeddedSource:
+                    mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
+                    fillers=synthetic.HAYSTACKS) -> EmbeddedSource:
     """The default corpus. Size documents by characters, or by tokens (converted with the measured
     characters-per-token of `tokenizer`, the default tokenizer when None; sizes are then approximate)."""
     if doc_tokens is not None and doc_chars is not None:
@@ -112,5 +118,6 @@ def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
 
             tokenizer = default_tokenizer()
         return EmbeddedSource(seed, doc_chars=(lo, hi), mix=mix, chat_fraction=chat_fraction,
-                              scale=chars_per_token(tokenizer))
-    return EmbeddedSource(seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction)
+                              scale=chars_per_token(tokenizer), fillers=fillers)
+    return EmbeddedSource(seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction,
+                          fillers=fillers)

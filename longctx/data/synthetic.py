@@ -69,6 +69,15 @@ ASK_CHAIN = (
 )
 
 HAYSTACKS = ("book", "prose", "noise")
+FILLED = ("kv", "drill", "chain")  # the tasks that hide their facts in a haystack (`fillers=` applies)
+
+
+def _filler(choice: str, fillers) -> str:
+    """A drawn haystack kind, or an allowed one (prose first) when the run excludes it (the draw is
+    made as before, so the facts, keys and values drawn ahead of the filler do not change)."""
+    if choice not in HAYSTACKS or choice in fillers:
+        return choice
+    return next(k for k in ("prose", "noise", "book") if k in fillers)
 
 
 def _pick(rng: random.Random, weights: dict[str, float]) -> str:
@@ -121,7 +130,7 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def kv_recall(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str]:
+def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
     """Needles among filler: single, multi-key (distractor keys), multi-value or multi-query."""
     key_kind = _pick(rng, {"word": 0.6, "number": 0.25, "uuid": 0.15})
     val_kind = _pick(rng, {"number": 0.6, "word": 0.2, "uuid": 0.2})
@@ -137,7 +146,7 @@ def kv_recall(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str
     asked = keys if mode == "multiquery" else [rng.choice(keys)]
     asked_values = [v for k in asked for kk, v in pairs if kk == k]
 
-    haystack = _pick(rng, {"book": 0.35, "prose": 0.25, "noise": 0.2, "facts": 0.2})
+    haystack = _filler(_pick(rng, {"book": 0.35, "prose": 0.25, "noise": 0.2, "facts": 0.2}), fillers)
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - 200)
     if haystack == "facts":
         # Every filler sentence is a distractor fact about another key: retrieval must match the key.
@@ -161,7 +170,7 @@ def kv_recall(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str
     return intro, body, q.format(**fields), prefix.format(**fields), _and(asked_values) + "."
 
 
-def recall_drill(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str]:
+def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
     """Dense recall: many facts in filler, then several questions in a fresh order, each answered.
 
     Every answer needs a lookup by key, so one document carries several retrieval targets (a
@@ -178,7 +187,7 @@ def recall_drill(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, 
     values = _unique(rng, lambda: make_value(rng, val_kind), n)
     facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values)]
     qa_chars = 110 * min(n, 8)
-    haystack = rng.choice(HAYSTACKS + ("none",))
+    haystack = _filler(rng.choice(HAYSTACKS + ("none",)), fillers)
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - qa_chars - 150)
     filler = [] if haystack == "none" else text.filler_sentences(rng, haystack, budget)
     body = _scatter(rng, filler, facts)
@@ -199,7 +208,7 @@ def _var_name(rng: random.Random, kind: str) -> str:
     return rng.choice(text.words()["noun"])
 
 
-def variable_chain(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str]:
+def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
     """Chains of assignments (a = 12345, b = a, c = b ...) scattered in filler; ask who holds a value."""
     name_kind = rng.choice(("caps", "word"))
     n_chains = rng.randint(1, 4)
@@ -220,7 +229,7 @@ def variable_chain(rng: random.Random, n_chars: int) -> tuple[str, str, str, str
         c = rng.choice([i for i in range(n_chains) if heads[i] < len(statements[i])])
         merged.append(statements[c][heads[c]])
         heads[c] += 1
-    filler = text.filler_sentences(rng, rng.choice(HAYSTACKS), max(0, n_chars - 400))
+    filler = text.filler_sentences(rng, _filler(rng.choice(HAYSTACKS), fillers), max(0, n_chars - 400))
     body = _scatter(rng, filler, merged)
     target = rng.randrange(n_chains)
     q, prefix = rng.choice(ASK_CHAIN)

@@ -15,13 +15,16 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, rank: int = 
 
     source = cfg.data.source or DEFAULT_SOURCE
     embedded = {}
-    if cfg.data.mix is not None or cfg.data.doc_tokens is not None:
+    if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None:
         if source != "embedded":
-            raise UsageError(f"data.mix / data.doc_tokens shape the embedded corpus; the source is {source!r}")
+            raise UsageError(f"data.mix / data.doc_tokens / data.fillers shape the embedded corpus; "
+                             f"the source is {source!r}")
         if cfg.data.mix is not None:
             embedded["mix"] = dict(cfg.data.mix)
         if cfg.data.doc_tokens is not None:
             embedded["doc_tokens"] = tuple(cfg.data.doc_tokens)
+        if cfg.data.fillers is not None:
+            embedded["fillers"] = tuple(cfg.data.fillers)
 
     def make(stage):
         return build_loader(
