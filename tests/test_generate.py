@@ -48,22 +48,24 @@ def test_decode_logits_match_full_forward(models):
     """Teacher-forced: after a packed prefill, each decode step's logits equal the full forward's
     logits at that position of prompt + fed tokens."""
     _, ours = models
-    ps = random_prompts(LENGTHS)
-    steps = 6
-    gen = torch.Generator().manual_seed(5)
-    fed = torch.randint(2, VOCAB, (len(ps), steps), generator=gen)
-    cache, logits = prefill(ours, ps, capacity=max(LENGTHS) + steps)
+    for i, got, expected, _ in decode_against_full_forward(ours, random_prompts(LENGTHS), steps=6, seed=5):
+        assert expected.abs().max() > 1.0
+        assert max_diff(got, expected) <= TOL, (i, max_diff(got, expected))
+
+
+def decode_against_full_forward(model, ps, steps: int, seed: int):
+    """(prompt index, logits of prefill + `steps` teacher-forced decode steps, the full forward's
+    logits at the same positions, the decode cache) for each prompt."""
+    fed = torch.randint(2, VOCAB, (len(ps), steps), generator=torch.Generator().manual_seed(seed))
+    cache, logits = prefill(model, ps, capacity=max(map(len, ps)) + steps)
     per_step = [logits]
     positions = torch.tensor([len(p) for p in ps])
     for s in range(steps):
-        per_step.append(decode_step(ours, cache, fed[:, s], positions + s))
+        per_step.append(decode_step(model, cache, fed[:, s], positions + s))
     with torch.no_grad():
         for i, p in enumerate(ps):
-            full = ours(torch.tensor([p + fed[i].tolist()]))[0]
-            expected = full[len(p) - 1:len(p) + steps]
-            got = torch.stack([step[i] for step in per_step])
-            assert expected.abs().max() > 1.0
-            assert max_diff(got, expected) <= TOL, (i, max_diff(got, expected))
+            expected = model(torch.tensor([p + fed[i].tolist()]))[0][len(p) - 1:len(p) + steps]
+            yield i, torch.stack([step[i] for step in per_step]).float(), expected.float(), cache
 
 
 def test_eos_stops_one_sequence_while_others_continue(models):
@@ -125,18 +127,8 @@ def test_decode_under_autocast_with_fp32_weights(models):
     under the same autocast, within bf16 error."""
     _, ours = models
     ps = random_prompts(LENGTHS)
-    steps = 4
-    fed = torch.randint(2, VOCAB, (len(ps), steps), generator=torch.Generator().manual_seed(6))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        cache, logits = prefill(ours, ps, capacity=max(LENGTHS) + steps)
-        assert {c.k.dtype for c in cache.layers if hasattr(c, "k")} <= {torch.bfloat16}
-        per_step = [logits]
-        positions = torch.tensor([len(p) for p in ps])
-        for s in range(steps):
-            per_step.append(decode_step(ours, cache, fed[:, s], positions + s))
-        with torch.no_grad():
-            for i, p in enumerate(ps):
-                expected = ours(torch.tensor([p + fed[i].tolist()]))[0][len(p) - 1:len(p) + steps].float()
-                got = torch.stack([step[i] for step in per_step]).float()
-                assert max_diff(got, expected) <= 0.05 * expected.abs().max(), (i, max_diff(got, expected))
+        for i, got, expected, cache in decode_against_full_forward(ours, ps, steps=4, seed=6):
+            assert {c.k.dtype for c in cache.layers if hasattr(c, "k")} <= {torch.bfloat16}
+            assert max_diff(got, expected) <= 0.05 * expected.abs().max(), (i, max_diff(got, expected))
         assert len(greedy_generate(ours, ps, 3)) == len(ps)

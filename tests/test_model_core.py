@@ -29,6 +29,13 @@ def test_forward_is_head_of_forward_hidden():
         assert torch.equal(model.lm_head(hidden), model(x))
 
 
+def loss_and_grads(model, x, cu):
+    model.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(x, cu_seqlens=cu).flatten(0, 1), x.flatten())
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
 @pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
 def test_gradient_checkpointing_same_grads(kind):
     model = tiny(kind).train()
@@ -38,16 +45,10 @@ def test_gradient_checkpointing_same_grads(kind):
     # a pre-hook: non-reentrant recompute stops early, before forward hooks would run
     model.model.layers[0].register_forward_pre_hook(lambda *a: calls.append(1))
 
-    def grads():
-        model.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x, cu_seqlens=cu).flatten(0, 1), x.flatten())
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    loss_a, grads_a = grads()
+    loss_a, grads_a = loss_and_grads(model, x, cu)
     assert len(calls) == 1
     model.gradient_checkpointing = True
-    loss_b, grads_b = grads()
+    loss_b, grads_b = loss_and_grads(model, x, cu)
     assert len(calls) == 3  # forward, then recomputed in backward
     assert torch.allclose(loss_a, loss_b)
     assert all(torch.allclose(grads_a[n], grads_b[n], atol=1e-6) for n in grads_a)
@@ -84,16 +85,10 @@ def test_partial_checkpointing_same_grads_recomputes_only_chosen_blocks(kind):
     for i, layer in enumerate(model.model.layers):
         layer.register_forward_pre_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
 
-    def grads():
-        model.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x, cu_seqlens=cu).flatten(0, 1), x.flatten())
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    loss_a, grads_a = grads()
+    loss_a, grads_a = loss_and_grads(model, x, cu)
     model.gradient_checkpointing = 0.5
     calls[:] = [0] * len(calls)
-    loss_b, grads_b = grads()
+    loss_b, grads_b = loss_and_grads(model, x, cu)
     chosen = checkpointed_blocks(model.config.layer_types, 0.5)
     assert 0 < len(chosen) < len(calls)
     assert calls == [2 if i in chosen else 1 for i in range(len(calls))]
