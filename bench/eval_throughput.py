@@ -218,7 +218,7 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     # greedy_generate's keyword arguments, the same for the prefill timing, the warm-up and the run
     kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs}
     # warm up on as many prompts as greedy_generate packs into one prefill row: a packed row takes
-    # another attention kernel (FlexAttention, compiled on first use) than a single prompt does
+    # another attention path (one SDPA call per prompt) than a single prompt does
     warm = prompts[:max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
     row = {}
     try:

@@ -130,7 +130,7 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
             out[..., s:t, :] = F.scaled_dot_product_attention(
                 q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=(kj <= qi) & (qi - kj < window),
                 scale=scale, enable_gqa=gqa)
-    return out[0].transpose(0, 1).reshape(B, T, *out.shape[1:2], out.shape[-1])
+    return out[0].transpose(0, 1).reshape(B, T, out.shape[1], out.shape[-1])
 
 
 def dense_mask(layout: DocLayout, window: int | None, device: torch.device) -> torch.Tensor:
