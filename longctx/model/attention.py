@@ -127,9 +127,9 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
             t, lo = min(s + block, e), max(a, s - window + 1)
             qi = torch.arange(s, t, device=q.device)[:, None]
             kj = torch.arange(lo, t, device=q.device)[None]
+            mask = allowed_positions(None, qi, kj, window, None)  # the one rule, as flex and math use it
             out[..., s:t, :] = F.scaled_dot_product_attention(
-                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=(kj <= qi) & (qi - kj < window),
-                scale=scale, enable_gqa=gqa)
+                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=mask, scale=scale, enable_gqa=gqa)
     return out[0].transpose(0, 1).reshape(B, T, out.shape[1], out.shape[-1])
 
 
