@@ -13,15 +13,16 @@ import math
 import random
 from typing import Iterator
 
-from longctx.data import synthetic, text
+from longctx.data import ruler_shaped, synthetic, text
 from longctx.data.sources import DocSource
 from longctx.errors import UsageError
 
 # Retrieval-heavy on purpose: the corpus exists to teach small models long-range recall.
 DEFAULT_MIX = {"book": 0.15, "prose": 0.15, "kv": 0.45, "chain": 0.1, "common": 0.075, "freq": 0.075}
 # "drill" (dense multi-question recall, synthetic.recall_drill) is off by default; a run's
-# data.mix turns it on (the study's retrieval curriculum starts with it).
-KINDS = tuple(DEFAULT_MIX) + ("drill",)
+# data.mix turns it on (the study's retrieval curriculum starts with it). So is "magic"
+# (needles in RULER's own wording, longctx.data.ruler_shaped): a run that uses it says so.
+KINDS = tuple(DEFAULT_MIX) + ("drill", ruler_shaped.KIND)
 
 
 def valid_mix(mix) -> bool:
@@ -70,7 +71,7 @@ class EmbeddedSource(DocSource):
         return rng, kind, max(1, int(round(n * self.scale.get(kind, 1.0))))
 
     def kind(self, i: int) -> str:
-        """Which kind document i is (book, prose, kv, chain, common, freq)."""
+        """Which kind document i is (one of KINDS)."""
         return self._plan(i)[1]
 
     def document(self, i: int) -> str:
@@ -79,6 +80,9 @@ class EmbeddedSource(DocSource):
             return text.excerpt(rng, n_chars)
         if kind == "prose":
             return text.markov_prose(rng, n_chars)
+        if kind == ruler_shaped.KIND:
+            doc = ruler_shaped.magic_needles(rng, n_chars, self.fillers)
+            return ruler_shaped.render(doc, chat=rng.random() < self.chat_fraction)
         extra = {"fillers": self.fillers} if kind in synthetic.FILLED else {}
         parts = synthetic.TASKS[kind](rng, n_chars, **extra)
         return synthetic.render(rng, parts, chat=rng.random() < self.chat_fraction)
