@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -246,29 +247,88 @@ def test_greedy_cuda_graphs_match_eager():
     assert mixed == [o[:b] for o, b in zip(outs[True], budgets)]
 
 
-def test_fused_elementwise_matches_reference():
-    """fla's rms_norm and swiglu (fused.py) against the plain-PyTorch path on the same weights, for a
-    whole model's logits and gradients: fp32 to rounding, and in bf16 no further from the fp32
-    reference than the plain bf16 path is."""
-    fla_or_skip()
+@contextlib.contextmanager
+def _fused(enabled):
+    """fused.ENABLED set to `enabled` inside the block."""
     from longctx.model import fused
 
+    before, fused.ENABLED = fused.ENABLED, enabled
+    try:
+        yield fused
+    finally:
+        fused.ENABLED = before
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernels_match_the_formulas(dtype):
+    """fla's rms_norm and swiglu (fused.py), forward and backward, against the formulas evaluated in
+    float64: no further from them than the plain-PyTorch path in the same dtype is (x2), or within
+    1e-6 in fp32."""
+    fla_or_skip()
+    from longctx.model.norms import RMSNorm
+
+    g = torch.Generator(device=CUDA).manual_seed(3)
+    x64 = torch.randn(4, 512, 256, device=CUDA, dtype=torch.float64, generator=g) * 3
+    w64 = 1 + 0.1 * torch.randn(256, device=CUDA, dtype=torch.float64, generator=g)
+    up64 = torch.randn_like(x64)  # upstream gradient
+
+    def ref_norm(x, w):
+        return w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+    def grads(fn, *inputs):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        out = fn(*leaves)
+        out.backward(up64.to(out.dtype))
+        return [out.detach()] + [t.grad for t in leaves]
+
+    # RMSNorm through the module, its weight set to w64 (the module's parameter is the leaf)
+    def module_norm(enabled):
+        m = RMSNorm(256, eps=1e-6).to(device=CUDA, dtype=dtype)
+        with torch.no_grad():
+            m.weight.copy_(w64)
+        x = x64.to(dtype).requires_grad_()
+        with _fused(enabled):
+            out = m(x)
+        out.backward(up64.to(dtype))
+        return [out.detach(), x.grad, m.weight.grad]
+
+    def swiglu(enabled):
+        gate = x64.to(dtype).requires_grad_()
+        upv = x64.flip(-1).to(dtype).requires_grad_()
+        with _fused(enabled) as fused:
+            k = fused.kernels(gate)
+            assert (k is not None) == enabled
+            out = k[1](gate, upv) if enabled else F.silu(gate) * upv
+        out.backward(up64.to(dtype))
+        return [out.detach(), gate.grad, upv.grad]
+
+    ref = grads(ref_norm, x64, w64)
+    ref_sw = grads(lambda a, b: F.silu(a) * b, x64, x64.flip(-1))
+    for name, run, want in (("rms_norm", module_norm, ref), ("swiglu", swiglu, ref_sw)):
+        plain, fused_out = run(False), run(True)
+        for i, (p, f, r) in enumerate(zip(plain, fused_out, want)):
+            assert rel_err(f, r) <= max(2 * rel_err(p, r), 1e-6), (name, i)
+
+
+def test_fused_elementwise_model_matches_reference():
+    """A whole model's logits and gradients in bf16 with the fused kernels are no further from the
+    fp32 plain-PyTorch reference than the plain bf16 path is. (In fp32 the fused whole model differed
+    from the plain one by 3.6e-4 on the logits on the H200, session 6: the fla GDN kernels both paths
+    run take their dots in TF32, which turns last-bit differences in a norm's output into that much;
+    fp32 exactness is therefore checked per kernel above.)"""
+    fla_or_skip()
     base = randomize(HybridLM(gpu_config()), seed=5)
     ids = torch.randint(2, 1024, (2, 512), device=CUDA)
 
     def run(dtype, enabled):
-        before, fused.ENABLED = fused.ENABLED, enabled
-        try:
+        with _fused(enabled) as fused:
             assert (fused.kernels(ids) is not None) == enabled
             m = on_gpu(base, "fla", dtype)
             logits = m(ids)
             F.cross_entropy(logits.flatten(0, 1).float(), ids.flatten()).backward()
             return [logits.detach().float()] + [p.grad.float() for p in m.parameters()]
-        finally:
-            fused.ENABLED = before
 
-    exact, fused32 = run(torch.float32, False), run(torch.float32, True)
+    exact = run(torch.float32, False)
     plain16, fused16 = run(torch.bfloat16, False), run(torch.bfloat16, True)
-    for i, (e, f32, p16, f16) in enumerate(zip(exact, fused32, plain16, fused16)):
-        assert rel_err(f32, e) < 1e-4, i
+    for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16)):
         assert rel_err(f16, e) <= max(2 * rel_err(p16, e), 1e-2), i
