@@ -172,8 +172,21 @@ def csv_text(runs: list[dict]) -> str:
     return buf.getvalue()
 
 
+def plot_points(runs: list[dict]) -> list[tuple[str, list[tuple[int, float]], list[tuple[int, float]]]]:
+    """Per run: (label, joined, hollow) points of (length, mean score). A length at which some task
+    never ran (missing, e.g. an evaluation cut short) is hollow and left out of the line: its mean
+    covers fewer tasks than the others. Unavailable tasks (no data offline) do not count as missing."""
+    out = []
+    for row in summary(runs):
+        joined = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and not c.missing]
+        hollow = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and c.missing]
+        out.append((row.label, joined, hollow))
+    return out
+
+
 def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
-    """Mean score vs context length (log2 axis), one line per run; written with the Agg backend."""
+    """Mean score vs context length (log2 axis), one line per run (hollow markers: lengths with
+    tasks missing); written with the Agg backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -181,16 +194,23 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)  # headless: no pyplot, no display needed
     ax = fig.subplots()
-    for row in summary(runs):
-        pts = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", label=row.label)
+    for i, (label, joined, hollow) in enumerate(plot_points(runs)):
+        color = f"C{i}"
+        if joined:
+            ax.plot(*zip(*joined), marker="o", color=color, label=label)
+        if hollow:
+            ax.plot(*zip(*hollow), marker="o", linestyle="none", markerfacecolor="none", color=color,
+                    label=None if joined else label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [format_length(n) for n in lengths])
     ax.minorticks_off()
     ax.set_ylim(-2, 102)
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel(f"RULER score (mean of {len(RULER_TASKS)} tasks)")
+    partial = any(c.partial for row in summary(runs) for c in row.cells.values() if c.mean is not None)
+    ax.set_ylabel("RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(RULER_TASKS)} tasks)")
+    if any(hollow for _, _, hollow in plot_points(runs)):
+        ax.annotate("hollow: some tasks missing at that length", (0.99, 0.02), xycoords="axes fraction",
+                    ha="right", fontsize="x-small")
     ax.set_title(title)
     ax.grid(True, alpha=0.4)
     if runs:

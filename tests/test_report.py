@@ -132,3 +132,19 @@ def test_bad_inputs_are_usage_errors(files, tmp_path, capsys):
     assert main(["compare", str(files[0]), "--csv", str(out_csv)]) == 2
     assert not out_csv.parent.exists()
     assert capsys.readouterr().out == ""  # nothing printed before validation finished
+
+
+def test_plot_points_leave_lengths_with_missing_tasks_out_of_the_line(files):
+    """A length where some task never ran is drawn hollow and not joined: its mean covers fewer
+    tasks. Unavailable tasks (A at 8k) do not count as missing."""
+    from longctx.report import plot_points
+
+    a, b = R.load(files[0]), R.load(files[1])
+    del a["scores"]["ruler_vt"]["8192"]  # cut short: one task missing at 8k
+    R.set_score(b, "niah_single_1", 8192, 100.0, 2)  # B at 8k: one task of 13 ran
+    pts = dict((label, (joined, hollow)) for label, joined, hollow in plot_points([a, b]))
+    (ja, ha), (jb, hb) = pts["yarn-64k (yarn)"], pts["drope-64k (drope)"]
+    assert ja == [(4096, pytest.approx(1150 / 13))] and ha == [(8192, pytest.approx(460 / 11))]  # 8*50 + 30+20+10 over 11
+    assert jb == [(4096, pytest.approx((12 * 70 + 83) / 13))] and hb == [(8192, 100.0)]
+    a2 = R.load(files[0])  # unchanged A: 8k has an unavailable task only, so it stays on the line
+    assert [n for n, _ in plot_points([a2])[0][1]] == [4096, 8192]
