@@ -1,6 +1,7 @@
 """Run a hybrid-vs-transformer long-context study stage by stage through the longctx CLI.
 
     python bench/study.py configs/experiments/study-64k.yaml [--only STAGE] [--dry-run] [--no-gate]
+                          [--jobs N] [--devices 0,1] [--time-budget SECONDS]
 
 For every model in the study YAML: pretrain at the base length, RULER on the base model (and the
 retrieval gate: the base model must reach `gate.min` on `gate.tasks` at `gate.length`), then for
@@ -17,6 +18,12 @@ is not redone when the YAML changes: delete its directory for that.
 
 --only takes stage names or globs (comma-separated): `pretrain-hybrid`, `extend-*-yarn`, or a
 kind: pretrain, eval-base, extend, eval, compare. Stages still run in study order.
+
+--jobs N runs up to N stages at once, each as soon as the stages it needs are done (a model's
+eval-base after its pretraining, its extensions after the gate, each evaluation after its
+extension, compare last); each writes logs/STAGE.log. --devices 0,1,... gives every running stage
+the least-busy GPU (CUDA_VISIBLE_DEVICES). Small models are host-bound, so several stages can
+share one GPU: `--jobs 8 --devices 0,1` runs a 20m study's 8 extensions side by side on 2 GPUs.
 """
 from __future__ import annotations
 
@@ -61,6 +68,7 @@ class Stage:
     out: Path  # run dir (training) or results JSON (eval) or results.md (compare)
     arch: str | None = None
     inputs: list[Path] = dataclasses.field(default_factory=list)  # compare: the results it reads
+    needs: list[str] = dataclasses.field(default_factory=list)  # stages that must finish first
 
 
 # ---------------------------------------------------------------- the study file
@@ -156,24 +164,25 @@ def plan(study: dict) -> list[Stage]:
         res = base / "ruler.json"
         stages.append(Stage(f"eval-base-{arch}", "eval-base",
                             lm + ["eval", "--model", str(base), "--lengths", base_lengths, "--out", str(res),
-                                  "--label", f"{arch} base"] + eval_flags, res, arch))
+                                  "--label", f"{arch} base"] + eval_flags, res, arch, needs=[f"pretrain-{arch}"]))
         results.append(res)
         for method in study["extend"]["methods"]:
             run_dir = root / arch / method
             cfg_file = root / "configs" / f"extend-{method}.yaml"
             stages.append(Stage(f"extend-{arch}-{method}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + train_flags, run_dir, arch))
+                                + train_flags, run_dir, arch, needs=[f"eval-base-{arch}"]))
             res = run_dir / "ruler.json"
             stages.append(Stage(f"eval-{arch}-{method}", "eval",
                                 lm + ["eval", "--model", str(run_dir), "--lengths", lengths, "--out", str(res),
-                                      "--label", f"{arch} {method}"] + eval_flags, res, arch))
+                                      "--label", f"{arch} {method}"] + eval_flags, res, arch,
+                                needs=[f"extend-{arch}-{method}"]))
             results.append(res)
     title = study.get("title", f"RULER: {study['name']}")
     stages.append(Stage("compare", "compare",
                         lm + ["compare", *map(str, results), "--per-task", "--csv", str(root / "ruler.csv"),
                               "--plot", str(root / "ruler.png"), "--title", title],
-                        root / "results.md", inputs=results))
+                        root / "results.md", inputs=results, needs=[s.name for s in stages if s.kind.startswith("eval")]))
     return stages
 
 
@@ -256,52 +265,151 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
         (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
 
 
-def _run_until(cmd: list[str], stage: Stage, deadline: float | None) -> tuple[int, bool]:
-    """Run the stage's command; at the deadline ask it to stop (STOP_SIGNAL) and wait GRACE_S.
-    Returns (exit code, stopped for time)."""
-    proc = subprocess.Popen(cmd, cwd=REPO)
-    try:
-        return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.time())), False
-    except subprocess.TimeoutExpired:
-        print(f"study: {stage.name}: time budget reached, stopping it where it can resume", flush=True)
-        proc.send_signal(STOP_SIGNAL[stage.kind])
-        try:
-            return proc.wait(timeout=GRACE_S), True
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(), True
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+@dataclasses.dataclass
+class _Running:
+    stage: Stage
+    state: str
+    proc: subprocess.Popen
+    device: str | None
+    t0: float
+    stop_sent: float | None = None  # when the deadline's stop signal went out
+    log_file: object = None
+
+
+def _start(stage: Stage, state: str, device: str | None, logs: Path | None) -> _Running:
+    cmd = list(stage.cmd) + (["--resume"] if state == "resume" else [])
+    env = None if device is None else {**os.environ, "CUDA_VISIBLE_DEVICES": device}
+    out = None
+    where = ""
+    if logs is not None:  # several stages at once: each writes its own log
+        logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{stage.name}.log", "a")
+        where = f" (log: {logs / (stage.name + '.log')})"
+    on = "" if device is None else f" on device {device}"
+    print(f"study: {stage.name}: {'resuming' if state == 'resume' else 'running'}{on}{where}: {shlex.join(cmd)}",
+          flush=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT if out else None)
+    return _Running(stage, state, proc, device, time.time(), log_file=out)
+
+
+def _run_compare(stage: Stage) -> int:
+    """The compare stage, inline: runs that were not evaluated (a missed gate) are left out."""
+    missing = {str(p) for p in stage.inputs if not p.is_file()}
+    if len(missing) == len(stage.inputs):
+        raise StudyError("compare: no results JSON to compare yet")
+    cmd = [a for a in stage.cmd if a not in missing]
+    print(f"study: {stage.name}: running: {shlex.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    if proc.returncode == 0:
+        tmp = stage.out.with_suffix(".md.tmp")
+        tmp.write_text(proc.stdout)
+        os.replace(tmp, stage.out)
+        print(proc.stdout, end="")
+    return proc.returncode
+
+
+def _log_row(log, stage: Stage, state: str, rc: int, out_of_time: bool, seconds: float, device=None) -> None:
+    row = {"stage": stage.name, "state": state, "rc": rc, "out_of_time": out_of_time, "seconds": round(seconds, 1),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if device is not None:
+        row["device"] = device
+    log.write(json.dumps(row) + "\n")
+    log.flush()
+
+
+def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | None = None,
+               deadline: float | None = None, state_of=None, gate=None, logs: Path | None = None) -> set[str]:
+    """Run stages in study order, up to `jobs` at a time, each once the stages it needs (among these)
+    have finished. Each running stage gets the least-busy of `devices` as CUDA_VISIBLE_DEVICES. `gate`
+    (stage -> reason or None) is asked after each eval-base stage; a model that misses it gets no
+    extend/eval stages. Returns the models that missed the gate. At the deadline every running stage is
+    asked to stop where it resumes (OutOfTime); on a failure nothing new starts, the running stages
+    finish, then StudyError."""
+    state_of = state_of or status
+    names = {s.name for s in stages}
+    pending, running = list(stages), {}
+    settled: set[str] = set()  # finished, done earlier, or skipped by the gate
+    blocked: set[str] = set()
+    failures: list[str] = []
+    stopped = False  # the deadline's stop signals went out
+    load = {d: 0 for d in devices or []}
+    while pending or running:
+        for name, r in list(running.items()):
+            rc = r.proc.poll()
+            if rc is None:
+                if r.stop_sent is not None and time.time() - r.stop_sent > GRACE_S:
+                    r.proc.kill()
+                continue
+            del running[name]
+            if r.device is not None:
+                load[r.device] -= 1
+            if r.log_file:
+                r.log_file.close()
+            _log_row(log, r.stage, r.state, rc, r.stop_sent is not None, time.time() - r.t0, r.device)
+            if r.stop_sent is not None:
+                continue
+            if rc != 0:
+                failures.append(f"stage {name} failed (exit {rc})" + (f"; see {logs / (name + '.log')}" if logs else ""))
+                continue
+            settled.add(name)
+            if r.stage.kind == "eval-base" and gate and (why := gate(r.stage)):
+                print(f"study: {why}; not extending {r.stage.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
+                blocked.add(r.stage.arch)
+        past = deadline is not None and time.time() >= deadline
+        if past and running and not stopped:
+            stopped = True
+            for r in running.values():
+                print(f"study: {r.stage.name}: time budget reached, stopping it where it can resume", flush=True)
+                r.proc.send_signal(STOP_SIGNAL[r.stage.kind])
+                r.stop_sent = time.time()
+        while pending and not failures and not stopped and len(running) < jobs:
+            ready = [s for s in pending if all(n not in names or n in settled for n in s.needs)]
+            if not ready:
+                if not running:
+                    raise StudyError(f"stages {', '.join(s.name for s in pending)} wait on stages that cannot run")
+                break
+            s = ready[0]
+            pending.remove(s)
+            if s.arch in blocked and s.kind in ("extend", "eval"):
+                print(f"study: {s.name}: skipped (base {s.arch} missed the gate)", flush=True)
+                settled.add(s.name)
+                continue
+            state = state_of(s)
+            if state == "done":
+                print(f"study: {s.name}: done, skipped", flush=True)
+                settled.add(s.name)
+                if s.kind == "eval-base" and gate and (why := gate(s)):
+                    print(f"study: {why}; not extending {s.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
+                    blocked.add(s.arch)
+                continue
+            if past:  # nothing is running (it would have been stopped above)
+                raise OutOfTime(f"no time left to start {s.name}")
+            if s.kind == "compare":
+                t0 = time.time()
+                rc = _run_compare(s)
+                _log_row(log, s, state, rc, False, time.time() - t0)
+                if rc != 0:
+                    failures.append(f"stage {s.name} failed (exit {rc})")
+                settled.add(s.name)
+                continue
+            device = min(load, key=load.get) if load else None
+            if device is not None:
+                load[device] += 1
+            running[s.name] = _start(s, state, device, logs if jobs > 1 else None)
+        if (failures or stopped) and not running:
+            break
+        if running:
+            time.sleep(0.2)
+    if stopped:
+        raise OutOfTime("the time budget ran out; stages in flight were stopped where they resume from")
+    if failures:
+        raise StudyError("; ".join(failures) + "; rerun the same command to resume")
+    return blocked
 
 
 def run_stage(stage: Stage, state: str, log, deadline: float | None = None) -> None:
-    cmd = list(stage.cmd) + (["--resume"] if state == "resume" else [])
-    if stage.kind == "compare":  # runs that were not evaluated (a missed gate) are left out
-        missing = {str(p) for p in stage.inputs if not p.is_file()}
-        cmd = [a for a in cmd if a not in missing]
-        if len(missing) == len(stage.inputs):
-            raise StudyError("compare: no results JSON to compare yet")
-    print(f"study: {stage.name}: {'resuming' if state == 'resume' else 'running'}: {shlex.join(cmd)}", flush=True)
-    t0 = time.time()
-    if stage.kind == "compare":
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-        if proc.returncode == 0:
-            tmp = stage.out.with_suffix(".md.tmp")
-            tmp.write_text(proc.stdout)
-            os.replace(tmp, stage.out)
-            print(proc.stdout, end="")
-        rc, out_of_time = proc.returncode, False
-    else:
-        rc, out_of_time = _run_until(cmd, stage, deadline)
-    log.write(json.dumps({"stage": stage.name, "state": state, "rc": rc, "out_of_time": out_of_time,
-                          "seconds": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-    log.flush()
-    if out_of_time:
-        raise OutOfTime(f"stage {stage.name} stopped at the time budget (exit {rc})")
-    if rc != 0:
-        raise StudyError(f"stage {stage.name} failed (exit {rc}); rerun the same command to resume")
+    """One stage in the foreground (state: 'new' or 'resume')."""
+    run_stages([stage], log, deadline=deadline, state_of=lambda _: state)
 
 
 def main(argv=None) -> int:
@@ -315,7 +423,15 @@ def main(argv=None) -> int:
                     help="stop after this long (e.g. a 10-minute machine lease): the stage in flight is stopped "
                          "where it resumes (training checkpoints its step, eval keeps its journal), exit 75; "
                          "rerunning the same command continues")
+    ap.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run up to N stages at once, each as soon as the stages it needs are done "
+                         "(e.g. both models' pretraining, then every method's extension); each writes logs/STAGE.log")
+    ap.add_argument("--devices", metavar="LIST",
+                    help="comma-separated GPU ids; each running stage gets the least-busy one as CUDA_VISIBLE_DEVICES")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        print(f"study: error: --jobs {args.jobs}: need at least 1", file=sys.stderr)
+        return 2
     deadline = None if args.time_budget is None else time.time() + args.time_budget
     try:
         study = load_study(args.study)
@@ -334,22 +450,11 @@ def main(argv=None) -> int:
                 print(shlex.join(s.cmd + (["--resume"] if state == "resume" else [])))
             return 0
         write_configs(study, stages)
-        blocked: set[str] = set()
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+        gate = None if args.no_gate else (lambda st: gate_check(study, st))
         with open(Path(study["out"]) / "study_log.jsonl", "a") as log:
-            for s in chosen:
-                if s.arch in blocked and s.kind in ("extend", "eval"):
-                    print(f"study: {s.name}: skipped (base {s.arch} missed the gate)", flush=True)
-                    continue
-                state = status(s)
-                if state == "done":
-                    print(f"study: {s.name}: done, skipped", flush=True)
-                elif deadline is not None and time.time() >= deadline:
-                    raise OutOfTime(f"no time left to start {s.name}")
-                else:
-                    run_stage(s, state, log, deadline)
-                if s.kind == "eval-base" and not args.no_gate and (why := gate_check(study, s)):
-                    print(f"study: {why}; not extending {s.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
-                    blocked.add(s.arch)
+            blocked = run_stages(chosen, log, jobs=args.jobs, devices=devices, deadline=deadline, gate=gate,
+                                 logs=Path(study["out"]) / "logs")
         if blocked:
             return 3
         if "compare" in {s.kind for s in chosen}:

@@ -133,8 +133,9 @@ def test_only_and_dry_run(tmp_path, capsys):
 @pytest.mark.slow
 def test_tiny_study_end_to_end_then_skips(tmp_path):
     cmd = [sys.executable, str(REPO / "bench" / "study.py"), str(TINY), "--out", str(tmp_path)]
-    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    first = subprocess.run(cmd + ["--jobs", "2"], cwd=REPO, capture_output=True, text=True)  # stages 2 at a time
     assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / "logs" / "eval-hybrid-drope.log").stat().st_size > 0
     for a in ARCHS:
         for run in ("base",) + METHODS:
             results.load(tmp_path / a / run / "ruler.json")
@@ -188,3 +189,61 @@ def test_no_time_left_starts_nothing(tmp_path, capsys):
     assert study.main([str(TINY), "--out", str(tmp_path / "s"), "--time-budget", "0"]) == 75
     assert "no time left to start pretrain-hybrid" in capsys.readouterr().err
     assert not (tmp_path / "s" / "hybrid").exists()
+
+
+def _fake(tmp_path, name, kind, arch, needs=(), rc=0, sleep=0.6):
+    """A stage that records when it ran and on which device, then exits rc."""
+    rec = tmp_path / f"{name}.json"
+    script = ("import json, os, sys, time\n"
+              "t0 = time.time()\n"
+              f"time.sleep({sleep})\n"
+              f"json.dump({{'t0': t0, 't1': time.time(), 'dev': os.environ.get('CUDA_VISIBLE_DEVICES')}}, open({str(rec)!r}, 'w'))\n"
+              f"print('ran {name}')\n"
+              f"sys.exit({rc})\n")
+    return study.Stage(name, kind, [sys.executable, "-c", script], tmp_path / name, arch, needs=list(needs))
+
+
+def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path):
+    import io
+
+    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a"), _fake(tmp_path, "pretrain-b", "pretrain", "b"),
+              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
+              _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"]),
+              _fake(tmp_path, "extend-a-m", "extend", "a", ["eval-base-a", "not-selected"]),
+              _fake(tmp_path, "extend-b-m", "extend", "b", ["eval-base-b"])]
+    log = io.StringIO()
+    blocked = study.run_stages(stages, log, jobs=2, devices=["0", "1"], state_of=lambda s: "new",
+                               gate=lambda s: "b is below the gate" if s.arch == "b" else None, logs=tmp_path / "logs")
+    assert blocked == {"b"}
+    ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages if s.name != "extend-b-m"}
+    assert not (tmp_path / "extend-b-m.json").exists()  # gated
+    for s in stages:
+        for n in s.needs:
+            if n in ran and s.name in ran:
+                assert ran[s.name]["t0"] >= ran[n]["t1"], (s.name, n)
+    # both pretrain stages ran at once, on different devices; never more than 2 at a time
+    a, b = ran["pretrain-a"], ran["pretrain-b"]
+    assert a["t0"] < b["t1"] and b["t0"] < a["t1"] and {a["dev"], b["dev"]} == {"0", "1"}
+    for t in (r["t0"] + 1e-3 for r in ran.values()):
+        assert sum(r["t0"] <= t < r["t1"] for r in ran.values()) <= 2
+    rows = [json.loads(x) for x in log.getvalue().splitlines()]
+    assert sorted(r["stage"] for r in rows) == sorted(ran) and all(r["rc"] == 0 and "device" in r for r in rows)
+    assert "ran eval-base-a" in (tmp_path / "logs" / "eval-base-a.log").read_text()
+
+
+def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
+    import io
+
+    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", rc=1, sleep=0.1),
+              _fake(tmp_path, "pretrain-b", "pretrain", "b", sleep=1.5),
+              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
+              _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"])]
+    with pytest.raises(study.StudyError, match="pretrain-a failed"):
+        study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", logs=tmp_path / "logs")
+    assert (tmp_path / "pretrain-b.json").exists()  # was running: finished
+    assert not (tmp_path / "eval-base-a.json").exists() and not (tmp_path / "eval-base-b.json").exists()
+
+
+def test_jobs_flag_is_checked(tmp_path, capsys):
+    assert study.main([str(TINY), "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
