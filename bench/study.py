@@ -333,73 +333,81 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
     failures: list[str] = []
     stopped = False  # the deadline's stop signals went out
     load = {d: 0 for d in devices or []}
-    while pending or running:
-        for name, r in list(running.items()):
-            rc = r.proc.poll()
-            if rc is None:
-                if r.stop_sent is not None and time.time() - r.stop_sent > GRACE_S:
-                    r.proc.kill()
-                continue
-            del running[name]
-            if r.device is not None:
-                load[r.device] -= 1
-            if r.log_file:
-                r.log_file.close()
-            _log_row(log, r.stage, r.state, rc, r.stop_sent is not None, time.time() - r.t0, r.device)
-            if r.stop_sent is not None:
-                continue
-            if rc != 0:
-                failures.append(f"stage {name} failed (exit {rc})" + (f"; see {logs / (name + '.log')}" if logs else ""))
-                continue
-            settled.add(name)
-            if r.stage.kind == "eval-base" and gate and (why := gate(r.stage)):
-                print(f"study: {why}; not extending {r.stage.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
-                blocked.add(r.stage.arch)
-        past = deadline is not None and time.time() >= deadline
-        if past and running and not stopped:
-            stopped = True
-            for r in running.values():
-                print(f"study: {r.stage.name}: time budget reached, stopping it where it can resume", flush=True)
-                r.proc.send_signal(STOP_SIGNAL[r.stage.kind])
-                r.stop_sent = time.time()
-        while pending and not failures and not stopped and len(running) < jobs:
-            ready = [s for s in pending if all(n not in names or n in settled for n in s.needs)]
-            if not ready:
-                if not running:
-                    raise StudyError(f"stages {', '.join(s.name for s in pending)} wait on stages that cannot run")
-                break
-            s = ready[0]
-            pending.remove(s)
-            if s.arch in blocked and s.kind in ("extend", "eval"):
-                print(f"study: {s.name}: skipped (base {s.arch} missed the gate)", flush=True)
-                settled.add(s.name)
-                continue
-            state = state_of(s)
-            if state == "done":
-                print(f"study: {s.name}: done, skipped", flush=True)
-                settled.add(s.name)
-                if s.kind == "eval-base" and gate and (why := gate(s)):
-                    print(f"study: {why}; not extending {s.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
-                    blocked.add(s.arch)
-                continue
-            if past:  # nothing is running (it would have been stopped above)
-                raise OutOfTime(f"no time left to start {s.name}")
-            if s.kind == "compare":
-                t0 = time.time()
-                rc = _run_compare(s)
-                _log_row(log, s, state, rc, False, time.time() - t0)
+
+    def check_gate(stage: Stage) -> None:
+        if stage.kind == "eval-base" and gate and (why := gate(stage)):
+            print(f"study: {why}; not extending {stage.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
+            blocked.add(stage.arch)
+
+    try:
+        while pending or running:
+            for name, r in list(running.items()):
+                rc = r.proc.poll()
+                if rc is None:
+                    if r.stop_sent is not None and time.time() - r.stop_sent > GRACE_S:
+                        r.proc.kill()
+                    continue
+                del running[name]
+                if r.device is not None:
+                    load[r.device] -= 1
+                if r.log_file:
+                    r.log_file.close()
+                _log_row(log, r.stage, r.state, rc, r.stop_sent is not None, time.time() - r.t0, r.device)
+                if r.stop_sent is not None:
+                    continue
                 if rc != 0:
-                    failures.append(f"stage {s.name} failed (exit {rc})")
-                settled.add(s.name)
-                continue
-            device = min(load, key=load.get) if load else None
-            if device is not None:
-                load[device] += 1
-            running[s.name] = _start(s, state, device, logs if jobs > 1 else None)
-        if (failures or stopped) and not running:
-            break
-        if running:
-            time.sleep(0.2)
+                    failures.append(f"stage {name} failed (exit {rc})" + (f"; see {logs / (name + '.log')}" if logs else ""))
+                    continue
+                settled.add(name)
+                check_gate(r.stage)
+            past = deadline is not None and time.time() >= deadline
+            if past and running and not stopped:
+                stopped = True
+                for r in running.values():
+                    print(f"study: {r.stage.name}: time budget reached, stopping it where it can resume", flush=True)
+                    r.proc.send_signal(STOP_SIGNAL[r.stage.kind])
+                    r.stop_sent = time.time()
+            while pending and not failures and not stopped and len(running) < jobs:
+                ready = [s for s in pending if all(n not in names or n in settled for n in s.needs)]
+                if not ready:
+                    if not running:
+                        raise StudyError(f"stages {', '.join(s.name for s in pending)} wait on stages that cannot run")
+                    break
+                s = ready[0]
+                pending.remove(s)
+                if s.arch in blocked and s.kind in ("extend", "eval"):
+                    print(f"study: {s.name}: skipped (base {s.arch} missed the gate)", flush=True)
+                    settled.add(s.name)
+                    continue
+                state = state_of(s)
+                if state == "done":
+                    print(f"study: {s.name}: done, skipped", flush=True)
+                    settled.add(s.name)
+                    check_gate(s)
+                    continue
+                if past:  # nothing is running (it would have been stopped above)
+                    raise OutOfTime(f"no time left to start {s.name}")
+                if s.kind == "compare":
+                    t0 = time.time()
+                    rc = _run_compare(s)
+                    _log_row(log, s, state, rc, False, time.time() - t0)
+                    if rc != 0:
+                        failures.append(f"stage {s.name} failed (exit {rc})")
+                    settled.add(s.name)
+                    continue
+                device = min(load, key=load.get) if load else None
+                if device is not None:
+                    load[device] += 1
+                running[s.name] = _start(s, state, device, logs if jobs > 1 else None)
+            if (failures or stopped) and not running:
+                break
+            if running:
+                time.sleep(0.2)
+    except BaseException:  # Ctrl-C or an error of ours: no stage is left running behind us
+        for r in running.values():
+            r.proc.kill()
+            r.proc.wait()
+        raise
     if stopped:
         raise OutOfTime("the time budget ran out; stages in flight were stopped where they resume from")
     if failures:

@@ -247,3 +247,30 @@ def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
 def test_jobs_flag_is_checked(tmp_path, capsys):
     assert study.main([str(TINY), "--out", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs 0" in capsys.readouterr().err
+
+
+def test_an_error_of_the_runner_leaves_no_stage_running(tmp_path):
+    import io
+    import os
+    import time
+
+    pid_file = tmp_path / "pid"
+    script = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    long = study.Stage("pretrain-a", "pretrain", [sys.executable, "-c", script], tmp_path / "a", "a")
+    # compare has nothing to compare: the runner raises while pretrain-a runs
+    compare = study.Stage("compare", "compare", ["true"], tmp_path / "results.md", inputs=[tmp_path / "none.json"])
+    real_compare = study._run_compare
+
+    def late_compare(stage):
+        while not pid_file.exists():
+            time.sleep(0.05)
+        return real_compare(stage)
+
+    study._run_compare = late_compare
+    try:
+        with pytest.raises(study.StudyError, match="no results JSON"):
+            study.run_stages([long, compare], io.StringIO(), jobs=2, state_of=lambda s: "new", logs=tmp_path / "logs")
+    finally:
+        study._run_compare = real_compare
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pid_file.read_text()), 0)
