@@ -314,7 +314,8 @@ def test_fused_elementwise_model_matches_reference():
     """A whole model's logits and gradients in bf16 with the fused kernels are no further from the
     fp32 plain-PyTorch reference than the plain bf16 path is. (In fp32 the fused whole model differed
     from the plain one by 3.6e-4 on the logits on the H200, session 6: the fla GDN kernels both paths
-    run take their dots in TF32, which turns last-bit differences in a norm's output into that much;
+    run take fp32 dots in TF32 by default, which (our reading) turns last-bit differences in a norm's output
+    into that much;
     fp32 exactness is therefore checked per kernel above.)"""
     fla_or_skip()
     base = randomize(HybridLM(gpu_config()), seed=5)
