@@ -57,7 +57,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 IMPLS = ("ours", "peer")
-ATTN_BACKENDS = ("flash", "sdpa", "flex", "math")  # longctx.model.attention.BACKENDS
+ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "math")  # longctx.model.attention.BACKENDS
 GDN_BACKENDS = ("fla", "torch")
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
@@ -304,12 +304,14 @@ def main(argv=None) -> int:
     import torch
 
     from longctx.model import HybridLM, load_config
-    from longctx.model import attention
+    from longctx.model import attention, optional
 
     if args.attn_backend:
         attention.BACKEND = args.attn_backend  # in case it was imported before the env var was set
         if args.attn_backend == "flash" and not attention._flash_fns():
-            sys.exit("--attn-backend flash: flash-attn is not installed; accepted here: sdpa, flex, math")
+            sys.exit("--attn-backend flash: flash-attn is not installed; accepted here: sdpa, flex, fla, math")
+        if args.attn_backend == "fla" and not optional.load("fla.ops.attn:parallel_attn"):
+            sys.exit("--attn-backend fla: flash-linear-attention is not installed; accepted here: sdpa, flex, math")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device; use --device cpu for the smoke test")

@@ -69,7 +69,7 @@ def fake_norm(o, gate, weight, bias, *, activation, eps):
 
 @pytest.fixture()
 def fake_fla(monkeypatch):
-    monkeypatch.setattr(gdn, "_fla", (fake_delta_rule, fake_conv, fake_norm))
+    monkeypatch.setattr(gdn, "fla_ops", lambda: (fake_delta_rule, fake_conv, fake_norm))
     monkeypatch.setattr(gdn.GatedDeltaNet, "use_fla", lambda self, x: self.backend != "torch")
     CALLS.clear()
     CU_SEEN.clear()

@@ -221,3 +221,44 @@ def test_config_validation():
     bad.hidden_act = "gelu"
     with pytest.raises(ValueError, match="hidden_act"):
         HybridLM(bad)
+
+
+def _fla_parallel_attn_semantics(q, k, v, g=None, scale=None, window_size=None, cu_seqlens=None):
+    """fla's `parallel_attn` as its docstring defines it, written out loop by loop: q [B, T, HQ, K],
+    k/v [B, T, H, K] (GQA when HQ % H == 0), query i sees keys [i - window_size + 1, i] of its own
+    sequence; with cu_seqlens the batch must be 1 and the sequences are its segments."""
+    assert g is None and (cu_seqlens is None or (q.shape[0] == 1 and cu_seqlens.dtype == torch.int64))
+    B, T, HQ, _ = q.shape
+    group = HQ // k.shape[2]
+    segs = cu_seqlens.tolist() if cu_seqlens is not None else [0, T]
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for a, e in zip(segs[:-1], segs[1:]):
+            for i in range(a, e):
+                lo = a if window_size is None else max(a, i - window_size + 1)
+                for h in range(HQ):
+                    s = (k[b, lo:i + 1, h // group] @ q[b, i, h]) * scale
+                    out[b, i, h] = torch.softmax(s, 0) @ v[b, lo:i + 1, h // group]
+    return out
+
+
+def test_fla_attention_backend_wiring(monkeypatch):
+    """The 'fla' backend hands fla's parallel_attn what it defines (flattened packed rows with int64
+    cu_seqlens, our window as its window_size, GQA as is): with a stand-in that computes fla's
+    documented semantics, it matches the dense-mask reference, packed and not, with windows."""
+    from longctx.model import optional
+
+    monkeypatch.setattr(optional, "load", lambda *specs: (_fla_parallel_attn_semantics,)
+                        if specs == ("fla.ops.attn:parallel_attn",) else False)
+    gen = torch.Generator().manual_seed(2)
+    B, T, H, D = 2, 24, 4, 8
+    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    packed = doc_layout(torch.tensor([0, 5, 24, 25, 40, 48], dtype=torch.int32), B, T, torch.device("cpu"))
+    plain = doc_layout(None, B, T, torch.device("cpu"))
+    for layout in (packed, plain):
+        for window in (None, 1, 4, 30):
+            got = attn._fla_attend(q, k, v, layout, window, 0.3)
+            assert max_diff(got, attn._math_attend(q, k, v, layout, window, 0.3)) < 1e-5, (layout.packed, window)
+    monkeypatch.setattr(optional, "load", lambda *specs: False)
+    with pytest.raises(RuntimeError, match="flash-linear-attention"):
+        attn._fla_attend(q, k, v, plain, None, 0.3)

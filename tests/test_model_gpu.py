@@ -129,10 +129,14 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     print(f"greedy token agreement fla vs torch prefill (bf16, random weights): {same:.2%}")
 
 
-@pytest.mark.parametrize("backend", ["flex", "sdpa", "flash"])
+@pytest.mark.parametrize("backend", ["flex", "sdpa", "flash", "fla"])
 def test_cuda_attention_backends(backend):
+    """Each CUDA backend (bf16) against the math backend in fp32; the training ones (flex, fla) in
+    their gradients too."""
     if backend == "flash" and not attn._flash_fns():
         pytest.skip("flash-attn is not installed")
+    if backend == "fla":
+        fla_or_skip()
     torch.manual_seed(0)
     B, T, H, D = 2, 1024, 4, 64
     q = torch.randn(B, T, H, D, device=CUDA, dtype=torch.bfloat16)
@@ -144,9 +148,17 @@ def test_cuda_attention_backends(backend):
         cases += [(cu, None), (cu, 100)]
     for cu, window in cases:
         layout = doc_layout(cu, B, T, CUDA)
-        exact = attn._math_attend(q.float(), k.float(), v.float(), layout, window, D**-0.5)
-        out = attn._BACKEND_FNS[backend](q, k, v, layout, window, D**-0.5)
+        leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+        exact_leaves = [x.detach().float().requires_grad_() for x in (q, k, v)]
+        exact = attn._math_attend(*exact_leaves, layout, window, D**-0.5)
+        out = attn._BACKEND_FNS[backend](*leaves, layout, window, D**-0.5)
         assert rel_err(out, exact) < 1e-2, (backend, cu is not None, window)
+        if backend in ("flex", "fla"):
+            up = torch.randn_like(exact)
+            exact.backward(up)
+            out.backward(up.to(out.dtype))
+            for name, a, b in zip("qkv", leaves, exact_leaves):
+                assert rel_err(a.grad, b.grad) < 2e-2, (backend, name, cu is not None, window)
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -14,6 +14,10 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            keys they can see), CUDA without autograd (prefill, probes, eval). Inference lengths
            change every call: compiled flex would recompile for each, and past torch's recompile
            limit it runs eagerly, materialising the full score matrix.
+- "fla":   fla's `parallel_attn` (Triton, forward and backward; packed documents through
+           cu_seqlens; a sliding window skips the key blocks outside it), CUDA. Opt-in (set
+           BACKEND) until a GPU run has measured it against flex: flex's first compile of a windowed
+           16k step took minutes (docs/benchmarks.md, transformer-1b).
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
@@ -30,27 +34,20 @@ import torch.nn.functional as F
 from torch import nn
 
 import rope_methods
+from longctx.model import optional
 from longctx.model.norms import RMSNorm
 from longctx.model.varlen import DocLayout
 
-BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "math")
+BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "fla", "math")
 QUERY_BLOCK = 4096  # sdpa_docs: queries per SDPA call under a sliding window (at least the window)
 BACKEND: str | None = os.environ.get("LONGCTX_ATTN_BACKEND") or None
 
-_flash = None  # (flash_attn_func, flash_attn_varlen_func) once imported, False if absent
 _flex_compiled = None
 
 
 def _flash_fns():
-    global _flash
-    if _flash is None:
-        try:
-            from flash_attn import flash_attn_func, flash_attn_varlen_func
-
-            _flash = (flash_attn_func, flash_attn_varlen_func)
-        except ImportError:
-            _flash = False
-    return _flash
+    """(flash_attn_func, flash_attn_varlen_func), or False if flash-attn is not installed."""
+    return optional.load("flash_attn:flash_attn_func", "flash_attn:flash_attn_varlen_func")
 
 
 def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> str:
@@ -206,8 +203,21 @@ def _flex_attend(q, k, v, layout, window, scale):
     return out.transpose(1, 2)
 
 
+def _fla_attend(q, k, v, layout, window, scale):
+    found = optional.load("fla.ops.attn:parallel_attn")
+    if not found:
+        raise RuntimeError("attention backend 'fla' needs flash-linear-attention (pip install flash-linear-attention)")
+    parallel_attn = found[0]  # keys of query i: [i - window_size + 1, i] within its document, as ours
+    if not layout.packed:
+        return parallel_attn(q, k, v, scale=scale, window_size=window)
+    B, T = q.shape[:2]
+    q, k, v = (x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v))
+    out = parallel_attn(q, k, v, scale=scale, window_size=window, cu_seqlens=layout.fla_cu_seqlens()[0])
+    return out.view(B, T, *out.shape[2:])
+
+
 _BACKEND_FNS = {"flash": _flash_attend, "sdpa": _sdpa_attend, "sdpa_docs": _sdpa_docs_attend, "flex": _flex_attend,
-                "math": _math_attend}
+                "fla": _fla_attend, "math": _math_attend}
 
 
 def head_dim_of(config) -> int:

@@ -18,24 +18,15 @@ import os
 
 import torch
 
+from longctx.model import optional
+
 ENABLED: bool | None = {"1": True, "auto": None}.get(os.environ.get("LONGCTX_FUSED_ELEMENTWISE", "0"), False)
 DEVICES = ("cuda",)  # where the Triton kernels run
-
-_kernels = None
 
 
 def _load():
     """(rms_norm, swiglu) from fla, or False if it is not installed."""
-    global _kernels
-    if _kernels is None:
-        try:
-            from fla.modules.activations import swiglu
-            from fla.modules.norm.layernorm import rms_norm
-
-            _kernels = (rms_norm, swiglu)
-        except ImportError:
-            _kernels = False
-    return _kernels
+    return optional.load("fla.modules.norm.layernorm:rms_norm", "fla.modules.activations:swiglu")
 
 
 def kernels(x: torch.Tensor):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longctx.model import optional
 from longctx.model.norms import GatedRMSNorm
 from longctx.model.varlen import DocLayout
 
@@ -27,22 +28,10 @@ GDN_BACKENDS = ("fla", "torch")
 # Global default; HybridLM(config, gdn_backend=...) or a layer's .backend overrides it.
 BACKEND: str | None = os.environ.get("LONGCTX_GDN_BACKEND") or None
 
-_fla = None
-
-
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
-    global _fla
-    if _fla is None:
-        try:
-            from fla.modules.causal_conv1d import causal_conv1d
-            from fla.modules.norm.fused_norm_gate import rms_norm_gated
-            from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-
-            _fla = (chunk_gated_delta_rule, causal_conv1d, rms_norm_gated)
-        except ImportError:
-            _fla = False
-    return _fla
+    return optional.load("fla.ops.gated_delta_rule:chunk_gated_delta_rule", "fla.modules.causal_conv1d:causal_conv1d",
+                         "fla.modules.norm.fused_norm_gate:rms_norm_gated")
 
 
 # ---------------------------------------------------------------- torch reference
