@@ -34,7 +34,7 @@ def fake_swiglu(x, y):
 
 @pytest.fixture()
 def fake_fused(monkeypatch):
-    monkeypatch.setattr(fused, "_kernels", (fake_rms_norm, fake_swiglu))
+    monkeypatch.setattr(fused, "_load", lambda: (fake_rms_norm, fake_swiglu))
     monkeypatch.setattr(fused, "DEVICES", ("cpu",))
     monkeypatch.setattr(fused, "ENABLED", None)
     CALLS.clear()
@@ -88,11 +88,11 @@ def test_switches(monkeypatch):
     assert fused.kernels(x) is None  # CPU tensors keep the reference path
     monkeypatch.setattr(fused, "ENABLED", None)
     monkeypatch.setattr(fused, "DEVICES", ("cpu",))
-    monkeypatch.setattr(fused, "_kernels", False)  # fla not installed
+    monkeypatch.setattr(fused, "_load", lambda: False)  # fla not installed
     assert fused.kernels(x) is None
     monkeypatch.setattr(fused, "ENABLED", True)
     with pytest.raises(RuntimeError, match="fla is not installed"):
         fused.kernels(x)
-    monkeypatch.setattr(fused, "_kernels", (fake_rms_norm, fake_swiglu))
+    monkeypatch.setattr(fused, "_load", lambda: (fake_rms_norm, fake_swiglu))
     monkeypatch.setattr(fused, "ENABLED", False)
     assert fused.kernels(x) is None
