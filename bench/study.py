@@ -20,8 +20,8 @@ is not redone when the YAML changes: delete its directory for that.
 kind: pretrain, eval-base, extend, eval, compare. Stages still run in study order.
 
 --jobs N runs up to N stages at once, each as soon as the stages it needs are done (a model's
-eval-base after its pretraining, its extensions after the gate, each evaluation after its
-extension, compare last); each writes logs/STAGE.log. --devices 0,1,... gives every running stage
+eval-base after its pretraining, its extensions after the gate (with --no-gate, right after
+the pretraining), each evaluation after its extension, compare last); each writes logs/STAGE.log. --devices 0,1,... gives every running stage
 the least-busy GPU (CUDA_VISIBLE_DEVICES). Small models are host-bound, so several stages can
 share one GPU: `--jobs 8 --devices 0,1` runs a 20m study's 8 extensions side by side on 2 GPUs.
 """
@@ -171,7 +171,7 @@ def plan(study: dict) -> list[Stage]:
             cfg_file = root / "configs" / f"extend-{method}.yaml"
             stages.append(Stage(f"extend-{arch}-{method}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + train_flags, run_dir, arch, needs=[f"eval-base-{arch}"]))
+                                + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", f"eval-base-{arch}"]))
             res = run_dir / "ruler.json"
             stages.append(Stage(f"eval-{arch}-{method}", "eval",
                                 lm + ["eval", "--model", str(run_dir), "--lengths", lengths, "--out", str(res),
@@ -334,6 +334,10 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
     stopped = False  # the deadline's stop signals went out
     load = {d: 0 for d in devices or []}
 
+    def waits(stage: Stage) -> list[str]:
+        """What a stage waits for: an extension waits for its base's RULER only to apply the gate."""
+        return [n for n in stage.needs if gate is not None or not (stage.kind == "extend" and n.startswith("eval-base-"))]
+
     def check_gate(stage: Stage) -> None:
         if stage.kind == "eval-base" and gate and (why := gate(stage)):
             print(f"study: {why}; not extending {stage.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
@@ -368,7 +372,7 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
                     r.proc.send_signal(STOP_SIGNAL[r.stage.kind])
                     r.stop_sent = time.time()
             while pending and not failures and not stopped and len(running) < jobs:
-                ready = [s for s in pending if all(n not in names or n in settled for n in s.needs)]
+                ready = [s for s in pending if all(n not in names or n in settled for n in waits(s))]
                 if not ready:
                     if not running:
                         raise StudyError(f"stages {', '.join(s.name for s in pending)} wait on stages that cannot run")

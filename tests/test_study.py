@@ -231,6 +231,18 @@ def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path):
     assert "ran eval-base-a" in (tmp_path / "logs" / "eval-base-a.log").read_text()
 
 
+def test_without_the_gate_extensions_do_not_wait_for_the_base_eval(tmp_path):
+    import io
+
+    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
+              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"], sleep=1.5),
+              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", "eval-base-a"], sleep=0.1)]
+    study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", gate=None, logs=tmp_path / "logs")
+    ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages}
+    assert ran["extend-a-m"]["t0"] >= ran["pretrain-a"]["t1"]
+    assert ran["extend-a-m"]["t1"] < ran["eval-base-a"]["t1"]  # ran while the base was being evaluated
+
+
 def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
     import io
 
