@@ -357,6 +357,9 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
                 if r.log_file:
                     r.log_file.close()
                 _log_row(log, r.stage, r.state, rc, r.stop_sent is not None, time.time() - r.t0, r.device)
+                if jobs > 1:  # several in flight: say which one ended
+                    print(f"study: {name}: {'finished' if rc == 0 else f'exit {rc}'} after {time.time() - r.t0:.0f} s "
+                          f"({len(running)} running, {len(pending)} to go)", flush=True)
                 if r.stop_sent is not None:
                     continue
                 if rc != 0:

@@ -203,7 +203,7 @@ def _fake(tmp_path, name, kind, arch, needs=(), rc=0, sleep=0.6):
     return study.Stage(name, kind, [sys.executable, "-c", script], tmp_path / name, arch, needs=list(needs))
 
 
-def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path):
+def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path, capsys):
     import io
 
     stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a"), _fake(tmp_path, "pretrain-b", "pretrain", "b"),
@@ -229,6 +229,7 @@ def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path):
     rows = [json.loads(x) for x in log.getvalue().splitlines()]
     assert sorted(r["stage"] for r in rows) == sorted(ran) and all(r["rc"] == 0 and "device" in r for r in rows)
     assert "ran eval-base-a" in (tmp_path / "logs" / "eval-base-a.log").read_text()
+    assert "study: eval-base-a: finished after" in capsys.readouterr().out
 
 
 def test_without_the_gate_extensions_do_not_wait_for_the_base_eval(tmp_path):
