@@ -47,11 +47,7 @@ def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS)
 
     budget = max(0, n_chars - sum(len(s) + 1 for s in needles) - 400)
     if mode == "crowded":
-        filler, taken, size = [], set(keys), 0
-        while size < budget:
-            k = synthetic._unique(rng, lambda: synthetic.make_key(rng, key_kind), 1, taken)[0]
-            filler.append(needle(k, synthetic.make_value(rng, val_kind)))
-            size += len(filler[-1]) + 1
+        filler = synthetic.distractors(rng, key_kind, val_kind, set(keys), budget, needle)
     else:
         filler = text.filler_sentences(rng, rng.choice(tuple(fillers)), budget)
     template, prefix, singular = niah_strings(len(asked), n_values)

@@ -126,6 +126,17 @@ def _scatter(rng: random.Random, filler: list[str], items: list[str]) -> str:
     return " ".join(out)
 
 
+def distractors(rng: random.Random, key_kind: str, val_kind: str, taken: set, budget: int, sentence) -> list[str]:
+    """Facts about fresh keys (none of `taken`, which grows) until `budget` characters are filled:
+    a haystack made only of distractors. sentence(key, value) words one fact."""
+    out, size = [], 0
+    while size < budget:
+        k = _unique(rng, lambda: make_key(rng, key_kind), 1, taken)[0]
+        out.append(sentence(k, make_value(rng, val_kind)))
+        size += len(out[-1]) + 1
+    return out
+
+
 def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
@@ -150,11 +161,8 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str,
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - 200)
     if haystack == "facts":
         # Every filler sentence is a distractor fact about another key: retrieval must match the key.
-        taken, filler, size = set(keys), [], 0
-        while size < budget:
-            k = _unique(rng, lambda: make_key(rng, key_kind), 1, taken)[0]
-            filler.append(fact.format(thing=thing, key=k, value=make_value(rng, val_kind)))
-            size += len(filler[-1]) + 1
+        filler = distractors(rng, key_kind, val_kind, set(keys), budget,
+                             lambda k, v: fact.format(thing=thing, key=k, value=v))
     else:
         filler = text.filler_sentences(rng, haystack, budget)
     body = _scatter(rng, filler, facts)
