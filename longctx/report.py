@@ -176,12 +176,13 @@ def plot_points(runs: list[dict]) -> list[tuple[str, list[tuple[int, float]], li
     """Per run: (label, joined, hollow) points of (length, mean score). A length at which some task
     never ran (missing, e.g. an evaluation cut short) is hollow and left out of the line: its mean
     covers fewer tasks than the others. Unavailable tasks (no data offline) do not count as missing."""
-    out = []
-    for row in summary(runs):
-        joined = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and not c.missing]
-        hollow = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and c.missing]
-        out.append((row.label, joined, hollow))
-    return out
+    return [_split_points(row) for row in summary(runs)]
+
+
+def _split_points(row: Row) -> tuple[str, list[tuple[int, float]], list[tuple[int, float]]]:
+    joined = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and not c.missing]
+    hollow = [(n, c.mean) for n, c in row.cells.items() if c.mean is not None and c.missing]
+    return row.label, joined, hollow
 
 
 def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
@@ -194,7 +195,9 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)  # headless: no pyplot, no display needed
     ax = fig.subplots()
-    for i, (label, joined, hollow) in enumerate(plot_points(runs)):
+    rows = summary(runs)
+    points = [_split_points(row) for row in rows]
+    for i, (label, joined, hollow) in enumerate(points):
         color = f"C{i}"
         if joined:
             ax.plot(*zip(*joined), marker="o", color=color, label=label)
@@ -206,9 +209,9 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     ax.minorticks_off()
     ax.set_ylim(-2, 102)
     ax.set_xlabel("context length (tokens)")
-    partial = any(c.partial for row in summary(runs) for c in row.cells.values() if c.mean is not None)
+    partial = any(c.partial for row in rows for c in row.cells.values() if c.mean is not None)
     ax.set_ylabel("RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(RULER_TASKS)} tasks)")
-    if any(hollow for _, _, hollow in plot_points(runs)):
+    if any(hollow for _, _, hollow in points):
         ax.annotate("hollow: some tasks missing at that length", (0.99, 0.02), xycoords="axes fraction",
                     ha="right", fontsize="x-small")
     ax.set_title(title)
