@@ -116,6 +116,25 @@ def test_drope_config_none(tmp_path):
     assert max_diff(hf_logits(back, x), hf_logits(ref, x)) <= TOL
 
 
+def test_olmo3_drope_is_rope_switched_off(tmp_path):
+    """The transformer's DRoPE: transformers' Olmo3 cannot drop RoPE (it always builds rotary_emb), so
+    the reference is its own attention with every inv_freq zeroed (cos 1, sin 0: q and k unrotated), in
+    both layer types (sliding and full)."""
+    ref = hf_reference(olmo3_config())
+    ref.save_pretrained(tmp_path / "ref")
+    ours = HybridLM.from_pretrained(tmp_path / "ref")
+    ours.config.rope_parameters = None
+    with pytest.warns(UserWarning, match="olmo3 without RoPE"):
+        ours = HybridLM.from_pretrained(ours.save_pretrained(tmp_path / "ours"))
+    x = ids()
+    with_rope = hf_logits(ref, x)
+    for layer_type in ("sliding_attention", "full_attention"):
+        getattr(ref.model.rotary_emb, f"{layer_type}_inv_freq").zero_()
+    expected = hf_logits(ref, x)
+    assert max_diff(with_rope, expected) > 1e-2  # RoPE mattered in the reference
+    assert max_diff(ours_logits(ours, x), expected) <= TOL
+
+
 @pytest.mark.parametrize("kind,tied", [("olmo_hybrid", False), ("olmo_hybrid", True), ("olmo3", False), ("olmo3", True)])
 def test_save_pretrained_loads_in_transformers(kind, tied, tmp_path):
     config = (hybrid_config if kind == "olmo_hybrid" else olmo3_config)(tie_word_embeddings=tied)
