@@ -185,9 +185,29 @@ def _split_points(row: Row) -> tuple[str, list[tuple[int, float]], list[tuple[in
     return row.label, joined, hollow
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D")
+
+
+def plot_styles(runs: list[dict]) -> list[dict]:
+    """Line style per run. Runs laid out as <family>/<variant> (what `bench/study.py` writes:
+    <out>/hybrid/yarn, <out>/transformer/yarn) from more than one family, each (family, variant)
+    once: a color per variant and a line style and marker per family, so that hybrid yarn and
+    transformer yarn share a color. Otherwise a color per run, solid lines."""
+    from pathlib import PurePath
+
+    keys = [(PurePath(r["model"].rstrip("/")).parent.name, PurePath(r["model"].rstrip("/")).name) for r in runs]
+    families = list(dict.fromkeys(f for f, _ in keys))
+    if 1 < len(families) <= len(LINESTYLES) and len(set(keys)) == len(keys):
+        variants = list(dict.fromkeys(v for _, v in keys))
+        return [{"color": f"C{variants.index(v) % 10}", "linestyle": LINESTYLES[families.index(f)],
+                 "marker": MARKERS[families.index(f)]} for f, v in keys]
+    return [{"color": f"C{i % 10}", "linestyle": "-", "marker": "o"} for i in range(len(runs))]
+
+
 def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     """Mean score vs context length (log2 axis), one line per run (hollow markers: lengths with
-    tasks missing); written with the Agg backend."""
+    tasks missing; styles: `plot_styles`); written with the Agg backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -197,12 +217,11 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     ax = fig.subplots()
     rows = summary(runs)
     points = [_split_points(row) for row in rows]
-    for i, (label, joined, hollow) in enumerate(points):
-        color = f"C{i}"
+    for (label, joined, hollow), style in zip(points, plot_styles(runs)):
         if joined:
-            ax.plot(*zip(*joined), marker="o", color=color, label=label)
+            ax.plot(*zip(*joined), label=label, **style)
         if hollow:
-            ax.plot(*zip(*hollow), marker="o", linestyle="none", markerfacecolor="none", color=color,
+            ax.plot(*zip(*hollow), **{**style, "linestyle": "none"}, markerfacecolor="none",
                     label=None if joined else label)
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [format_length(n) for n in lengths])

@@ -148,3 +148,30 @@ def test_plot_points_leave_lengths_with_missing_tasks_out_of_the_line(files):
     assert jb == [(4096, pytest.approx((12 * 70 + 83) / 13))] and hb == [(8192, 100.0)]
     a2 = R.load(files[0])  # unchanged A: 8k has an unavailable task only, so it stays on the line
     assert [n for n, _ in plot_points([a2])[0][1]] == [4096, 8192]
+
+
+def test_plot_styles_color_per_method_line_per_model_family(files):
+    """The study's layout <out>/<family>/<variant>: hybrid yarn and transformer yarn share a color and
+    differ in line style; one family, or a (family, variant) twice: a color per run, solid lines."""
+    from longctx.report import plot_styles
+
+    def run(model):
+        r = R.load(files[0])
+        r["model"] = model
+        return r
+
+    study = [run(f"/s/{f}/{v}") for f in ("hybrid", "transformer") for v in ("base", "yarn", "drope")]
+    styles = plot_styles(study)
+    by = {(r["model"].split("/")[2], r["model"].split("/")[3]): s for r, s in zip(study, styles)}
+    for v in ("base", "yarn", "drope"):
+        assert by[("hybrid", v)]["color"] == by[("transformer", v)]["color"]
+        assert by[("hybrid", v)]["linestyle"] != by[("transformer", v)]["linestyle"]
+        assert by[("hybrid", v)]["marker"] != by[("transformer", v)]["marker"]
+    assert len({by[("hybrid", v)]["color"] for v in ("base", "yarn", "drope")}) == 3
+    assert {s["linestyle"] for s in styles[:3]} == {"-"}
+
+    flat = [run("/abs/runs/yarn-64k/"), run("/abs/runs/drope-64k")]  # one family: as before
+    assert plot_styles(flat) == [{"color": "C0", "linestyle": "-", "marker": "o"},
+                                 {"color": "C1", "linestyle": "-", "marker": "o"}]
+    twice = [run("/s/hybrid/yarn"), run("/s/hybrid/yarn/"), run("/s/transformer/yarn")]  # same dir twice
+    assert [s["color"] for s in plot_styles(twice)] == ["C0", "C1", "C2"]
