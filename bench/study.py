@@ -5,7 +5,9 @@
 
 For every model in the study YAML: pretrain at the base length, RULER on the base model (and the
 retrieval gate: the base model must reach `gate.min` on `gate.tasks` at `gate.length`), then for
-every method extend to the target on the same budget and run RULER at `eval.lengths`; finally
+every method extend to the target on the same budget and run RULER at `eval.lengths` (plus any
+`extend.budgets`: the same extension with other step counts, e.g. `[{steps: 180, models: [hybrid],
+methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps); finally
 `longctx compare` writes results.md (tables), ruler.csv and ruler.png into the study directory.
 
 Resumable: a training stage is skipped when its HF model is complete (longctx_train.json is
@@ -98,8 +100,26 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: extend.methods {bad or '[]'}: give some of {', '.join(rope_methods.METHODS)}")
     if not s["extend"].get("target"):
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
+    for b in s["extend"].setdefault("budgets", []) or []:
+        budget_check(path, s, b)
     s.setdefault("out", f"runs/{s['name']}")
     return s
+
+
+def budget_check(path, s: dict, b) -> None:
+    """extend.budgets entries: {steps: N, models: [...], methods: [...]} (models, methods: all if left out)."""
+    if not isinstance(b, dict) or not isinstance(b.get("steps"), int) or isinstance(b["steps"], bool) or b["steps"] < 1:
+        raise StudyError(f"{path}: extend.budgets entry {b!r}: needs steps: a positive whole number")
+    for key, known in (("models", list(s["models"])), ("methods", s["extend"]["methods"])):
+        bad = [x for x in b.get(key, known) if x not in known]
+        if bad:
+            raise StudyError(f"{path}: extend.budgets {key} {bad}: give some of {', '.join(known)}")
+
+
+def budget_runs(study: dict, arch: str) -> list[tuple[str, int]]:
+    """(method, steps) of the extra extension budgets for one model, in the study file's order."""
+    return [(m, b["steps"]) for b in study["extend"].get("budgets") or []
+            if arch in b.get("models", list(study["models"])) for m in b.get("methods", study["extend"]["methods"])]
 
 
 def model_fields(spec: dict) -> dict:
@@ -166,17 +186,22 @@ def plan(study: dict) -> list[Stage]:
                             lm + ["eval", "--model", str(base), "--lengths", base_lengths, "--out", str(res),
                                   "--label", f"{arch} base"] + eval_flags, res, arch, needs=[f"pretrain-{arch}"]))
         results.append(res)
-        for method in study["extend"]["methods"]:
-            run_dir = root / arch / method
+        # each method on the study's budget, then the extra budgets (extend.budgets: same config, --steps N)
+        runs = [(m, None) for m in study["extend"]["methods"]] + budget_runs(study, arch)
+        for method, steps in runs:
+            tag = method if steps is None else f"{method}-{steps}steps"
+            run_dir = root / arch / tag
             cfg_file = root / "configs" / f"extend-{method}.yaml"
-            stages.append(Stage(f"extend-{arch}-{method}", "extend",
+            budget = [] if steps is None else ["--steps", str(steps)]
+            stages.append(Stage(f"extend-{arch}-{tag}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", f"eval-base-{arch}"]))
+                                + budget + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", f"eval-base-{arch}"]))
             res = run_dir / "ruler.json"
-            stages.append(Stage(f"eval-{arch}-{method}", "eval",
+            label = f"{arch} {method}" + ("" if steps is None else f" ({steps} steps)")
+            stages.append(Stage(f"eval-{arch}-{tag}", "eval",
                                 lm + ["eval", "--model", str(run_dir), "--lengths", lengths, "--out", str(res),
-                                      "--label", f"{arch} {method}"] + eval_flags, res, arch,
-                                needs=[f"extend-{arch}-{method}"]))
+                                      "--label", label] + eval_flags, res, arch,
+                                needs=[f"extend-{arch}-{tag}"]))
             results.append(res)
     title = study.get("title", f"RULER: {study['name']}")
     stages.append(Stage("compare", "compare",

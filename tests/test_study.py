@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from longctx.evaluate import results
 
@@ -287,3 +288,31 @@ def test_an_error_of_the_runner_leaves_no_stage_running(tmp_path):
         study._run_compare = real_compare
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(int(pid_file.read_text()), 0)
+
+
+def test_extra_extension_budgets(tmp_path):
+    """extend.budgets: the same extension again with another step count, for the named models and
+    methods only, evaluated like the others and compared with them; bad entries fail on load."""
+    s = _tiny(tmp_path)
+    s["extend"]["budgets"] = [{"steps": 6, "models": ["hybrid"], "methods": ["yarn", "drope"]}]
+    stages = {x.name: x for x in study.plan(s)}
+    extra = [n for n in stages if "steps" in n]
+    assert extra == ["extend-hybrid-yarn-6steps", "eval-hybrid-yarn-6steps",
+                     "extend-hybrid-drope-6steps", "eval-hybrid-drope-6steps"]
+    ext = stages["extend-hybrid-drope-6steps"]
+    assert ext.cmd[ext.cmd.index("--steps") + 1] == "6"
+    assert ext.cmd[ext.cmd.index("--out") + 1] == str(tmp_path / "hybrid" / "drope-6steps")
+    assert ext.cmd[ext.cmd.index("--config") + 1].endswith("extend-drope.yaml")  # the study's own budget otherwise
+    assert "--steps" not in stages["extend-hybrid-drope"].cmd
+    ev = stages["eval-hybrid-drope-6steps"]
+    assert ev.needs == ["extend-hybrid-drope-6steps"] and "hybrid drope (6 steps)" in ev.cmd
+    assert str(tmp_path / "hybrid" / "drope-6steps" / "ruler.json") in stages["compare"].cmd
+    assert len(stages["compare"].inputs) == 12
+
+    path = tmp_path / "study.yaml"
+    base = yaml.safe_load(TINY.read_text())
+    for bad, word in (({"steps": 0}, "steps"), ({"steps": 4, "models": ["rwkv"]}, "rwkv"),
+                      ({"steps": 4, "methods": ["alibi"]}, "alibi"), ("x", "steps")):
+        path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "budgets": [bad]}}))
+        with pytest.raises(study.StudyError, match=word):
+            study.load_study(str(path))
