@@ -15,9 +15,10 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            change every call: compiled flex would recompile for each, and past torch's recompile
            limit it runs eagerly, materialising the full score matrix.
 - "fla":   fla's `parallel_attn` (Triton, forward and backward; packed documents through
-           cu_seqlens; a sliding window skips the key blocks outside it), CUDA. Opt-in (set
-           BACKEND) until a GPU run has measured it against flex: flex's first compile of a windowed
-           16k step took minutes (docs/benchmarks.md, transformer-1b).
+           cu_seqlens; a sliding window skips the key blocks outside it), CUDA. The training default
+           for sliding windows in bf16/fp16 when fla is installed: flex's first compile of a
+           windowed 16k step took minutes, fla's ran transformer-1b at 16k and 64k (docs/benchmarks.md,
+           session 8). Packed documents without a window stay on flex (fla there is unmeasured).
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
@@ -62,7 +63,15 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
-    return "sdpa_docs" if inference else "flex"
+    if inference:
+        return "sdpa_docs"
+    if window is not None and q.dtype in (torch.float16, torch.bfloat16) and _fla_attn():
+        return "fla"  # session 8: transformer-1b trained at 16k/64k through it; flex's windowed compile did not finish
+    return "flex"
+
+
+def _fla_attn():
+    return optional.load("fla.ops.attn:parallel_attn")
 
 
 def attend(
@@ -204,7 +213,7 @@ def _flex_attend(q, k, v, layout, window, scale):
 
 
 def _fla_attend(q, k, v, layout, window, scale):
-    found = optional.load("fla.ops.attn:parallel_attn")
+    found = _fla_attn()
     if not found:
         raise RuntimeError("attention backend 'fla' needs flash-linear-attention (pip install flash-linear-attention)")
     parallel_attn = found[0]  # keys of query i: [i - window_size + 1, i] within its document, as ours
