@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fused-ce", action="store_true", help="ours: full logits + F.cross_entropy")
     add_fused_arg(p)
     p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
-    p.add_argument("--ce", default="chunked", choices=("chunked", "fla"),
-                   help="ours: cross-entropy over the head, ours chunked or fla's fused linear CE")
+    p.add_argument("--ce", default="chunked", choices=("chunked", "compiled", "fla"),
+                   help="ours: cross-entropy over the head: ours chunked, chunked with torch.compile'd softmax "
+                        "gradient, or fla's fused linear CE")
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")

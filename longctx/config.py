@@ -30,7 +30,7 @@ import yaml
 from longctx.errors import UsageError
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
-LOSS_BACKENDS = ("chunked", "fla")  # longctx.train.loss.make_loss_fn
+LOSS_BACKENDS = ("chunked", "compiled", "fla")  # longctx.train.loss.make_loss_fn
 
 
 @dataclass
@@ -127,7 +127,7 @@ class RunConfig:
     grad_checkpointing: bool | float = False  # true: every block; a fraction: that share (GDN blocks first)
     z_loss: float = 0.0  # coefficient of mean(logsumexp^2)
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
-    loss_backend: str = "chunked"  # chunked (ours, any device) | fla (fused linear CE, CUDA, no z-loss)
+    loss_backend: str = "chunked"  # chunked (ours, any device) | compiled (chunked, softmax gradient via torch.compile) | fla (fused linear CE, CUDA, no z-loss)
     export_dtype: str | None = None  # dtype of the final HF model; None = float32 (pretrain) / the source's (extend)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -27,9 +27,32 @@ class LossParts(NamedTuple):
     count: torch.Tensor  # number of counted tokens (labels != ignore_index)
 
 
+def _chunk_terms(logits, y_safe, vf, z_coef: float):
+    """One chunk's gradient w.r.t. its logits (in the logits' dtype), its summed CE and z terms, written
+    as pure functions of the chunk so that torch.compile fuses them: the upcast, the logsumexp and the
+    softmax-gradient become one reduction and one pointwise kernel that read the logits in the matmul
+    dtype and write the gradient once, instead of the eager path's fp32 copy and in-place passes."""
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least, as the eager path
+    lse = torch.logsumexp(x, dim=-1)
+    target = x.gather(1, y_safe[:, None]).squeeze(1)
+    onehot = torch.arange(x.shape[1], device=x.device)[None, :] == y_safe[:, None]
+    g = torch.exp(x - lse[:, None]) * ((1.0 + 2.0 * z_coef * lse) * vf)[:, None] - onehot * vf[:, None]
+    return g.to(logits.dtype), ((lse - target) * vf).sum(), (lse * lse * vf).sum()
+
+
+_compiled_terms = None
+
+
+def _fused_terms():
+    global _compiled_terms
+    if _compiled_terms is None:
+        _compiled_terms = torch.compile(_chunk_terms, dynamic=None)
+    return _compiled_terms
+
+
 class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad):
+    def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad, fused=False):
         n = hidden.shape[0]
         acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: fp32 at least
         ce_sum = torch.zeros((), dtype=acc, device=hidden.device)
@@ -42,6 +65,14 @@ class _ChunkedLinearCE(torch.autograd.Function):
             y = labels[s : s + chunk]
             valid = y != ignore_index
             y_safe = torch.where(valid, y, torch.zeros_like(y))
+            if fused:  # the compiled chunk terms (backend "compiled"): logits stay in the matmul dtype
+                g, ce_part, z_part = _fused_terms()(h @ w.t(), y_safe, valid.to(acc), z_coef)
+                ce_sum += ce_part
+                z_sum += z_part
+                if need_grad:
+                    grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
+                    grad_w += (g.t() @ h).to(acc)
+                continue
             logits = (h @ w.t()).to(acc)
             lse = torch.logsumexp(logits, dim=-1)
             target = logits.gather(1, y_safe[:, None]).squeeze(1)
@@ -51,9 +82,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
             if need_grad:
                 # d/dlogits [lse - logit_y + z * lse^2] = softmax * (1 + 2 z lse) - onehot(y)
                 g = logits.sub_(lse[:, None]).exp_()
-                g.mul_((1.0 + 2.0 * z_coef * lse)[:, None])
-                g[torch.arange(g.shape[0], device=g.device), y_safe] -= 1.0
-                g.mul_(vf[:, None])
+                g.mul_(((1.0 + 2.0 * z_coef * lse) * vf)[:, None])  # one pass: z-loss factor and mask together
+                g[torch.arange(g.shape[0], device=g.device), y_safe] -= vf
                 g = g.to(compute_dtype)
                 grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
                 grad_w += (g.t() @ h).to(acc)
@@ -69,7 +99,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_total.to(grad_h.dtype) if ctx.needs_input_grad[0] else None
         gw = grad_w * grad_total.to(grad_w.dtype) if ctx.needs_input_grad[1] else None
-        return gh, gw, None, None, None, None, None, None
+        return gh, gw, None, None, None, None, None, None, None
 
 
 def _matmul_dtype(hidden: torch.Tensor) -> torch.dtype:
@@ -87,12 +117,15 @@ def chunked_cross_entropy(
     z_loss: float = 0.0,
     ignore_index: int = IGNORE_INDEX,
     compute_dtype: torch.dtype | None = None,
+    fused: bool = False,
 ) -> LossParts:
     """Summed CE (and z-loss) of logits = hidden @ weight.T against labels, chunk tokens at a time.
 
     hidden [..., D] and labels [...] are flattened together; weight is the lm head [V, D].
     compute_dtype is the matmul dtype (default: the autocast dtype when autocast is on, else
-    hidden's); softmax and the sums are always fp32.
+    hidden's); softmax and the sums are always fp32. fused: each chunk's softmax gradient through
+    torch.compile (`_chunk_terms`); the gradient is then rounded to compute_dtype once, as the eager
+    path rounds it before its matmuls.
     """
     hidden = hidden.reshape(-1, hidden.shape[-1])
     labels = labels.reshape(-1)
@@ -102,7 +135,7 @@ def chunked_cross_entropy(
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(hidden.device.type, enabled=False):
         total, ce_sum, z_sum = _ChunkedLinearCE.apply(
-            hidden, weight, labels, int(chunk), float(z_loss), int(ignore_index), compute_dtype, need_grad
+            hidden, weight, labels, int(chunk), float(z_loss), int(ignore_index), compute_dtype, need_grad, fused
         )
     count = (labels != ignore_index).sum()
     return LossParts(total, ce_sum, z_sum, count)
@@ -140,6 +173,6 @@ def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float =
         return fla_cross_entropy
 
     def chunked(hidden, weight, labels):  # looked up at call time (tests patch it)
-        return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss)
+        return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss, fused=backend == "compiled")
 
     return chunked
