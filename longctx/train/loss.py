@@ -27,7 +27,23 @@ class LossParts(NamedTuple):
     count: torch.Tensor  # number of counted tokens (labels != ignore_index)
 
 
-def _chunk_terms(logits, y_safe, vf, z_coef: float):
+def _eager_terms(logits, y_safe, vf, z_coef: float, need_grad: bool):
+    """`_chunk_terms` in place on one fp32 copy of the logits (the default backend); no gradient
+    (None) without need_grad."""
+    x = logits.to(vf.dtype)
+    lse = torch.logsumexp(x, dim=-1)
+    target = x.gather(1, y_safe[:, None]).squeeze(1)
+    sums = ((lse - target) * vf).sum(), (lse * lse * vf).sum()
+    if not need_grad:
+        return (None, *sums)
+    # d/dlogits [lse - logit_y + z * lse^2] = softmax * (1 + 2 z lse) - onehot(y)
+    g = x.sub_(lse[:, None]).exp_()
+    g.mul_(((1.0 + 2.0 * z_coef * lse) * vf)[:, None])  # one pass: z-loss factor and mask together
+    g[torch.arange(g.shape[0], device=g.device), y_safe] -= vf
+    return (g.to(logits.dtype), *sums)
+
+
+def _chunk_terms(logits, y_safe, vf, z_coef: float, need_grad: bool = True):  # called with need_grad only
     """One chunk's gradient w.r.t. its logits (in the logits' dtype), its summed CE and z terms, written
     as pure functions of the chunk so that torch.compile fuses them: the upcast, the logsumexp and the
     softmax-gradient become one reduction and one pointwise kernel that read the logits in the matmul
@@ -60,34 +76,19 @@ class _ChunkedLinearCE(torch.autograd.Function):
         w = weight.to(compute_dtype)
         grad_h = torch.empty_like(hidden) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
+        terms = _fused_terms() if fused and need_grad else _eager_terms  # no gradient wanted: nothing to fuse
         for s in range(0, n, chunk):
             h = hidden[s : s + chunk].to(compute_dtype)
             y = labels[s : s + chunk]
             valid = y != ignore_index
             y_safe = torch.where(valid, y, torch.zeros_like(y))
-            if fused:  # the compiled chunk terms (backend "compiled"): logits stay in the matmul dtype
-                g, ce_part, z_part = _fused_terms()(h @ w.t(), y_safe, valid.to(acc), z_coef)
-                ce_sum += ce_part
-                z_sum += z_part
-                if need_grad:
-                    grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
-                    grad_w += (g.t() @ h).to(acc)
-                continue
-            logits = (h @ w.t()).to(acc)
-            lse = torch.logsumexp(logits, dim=-1)
-            target = logits.gather(1, y_safe[:, None]).squeeze(1)
-            vf = valid.to(acc)
-            ce_sum += ((lse - target) * vf).sum()
-            z_sum += (lse * lse * vf).sum()
+            g, ce_part, z_part = terms(h @ w.t(), y_safe, valid.to(acc), z_coef, need_grad)
+            ce_sum += ce_part
+            z_sum += z_part
             if need_grad:
-                # d/dlogits [lse - logit_y + z * lse^2] = softmax * (1 + 2 z lse) - onehot(y)
-                g = logits.sub_(lse[:, None]).exp_()
-                g.mul_(((1.0 + 2.0 * z_coef * lse) * vf)[:, None])  # one pass: z-loss factor and mask together
-                g[torch.arange(g.shape[0], device=g.device), y_safe] -= vf
-                g = g.to(compute_dtype)
                 grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
                 grad_w += (g.t() @ h).to(acc)
-            del logits
+            del g
         if need_grad:
             ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         total = ce_sum + z_coef * z_sum
