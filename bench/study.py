@@ -100,26 +100,27 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: extend.methods {bad or '[]'}: give some of {', '.join(rope_methods.METHODS)}")
     if not s["extend"].get("target"):
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
-    for b in s["extend"].setdefault("budgets", []) or []:
-        budget_check(path, s, b)
+    s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
     s.setdefault("out", f"runs/{s['name']}")
     return s
 
 
-def budget_check(path, s: dict, b) -> None:
-    """extend.budgets entries: {steps: N, models: [...], methods: [...]} (models, methods: all if left out)."""
+def budget_entry(path, s: dict, b) -> dict:
+    """An extend.budgets entry {steps: N, models: [...], methods: [...]}, checked, with models and
+    methods filled in (all of the study's when left out)."""
     if not isinstance(b, dict) or not isinstance(b.get("steps"), int) or isinstance(b["steps"], bool) or b["steps"] < 1:
         raise StudyError(f"{path}: extend.budgets entry {b!r}: needs steps: a positive whole number")
+    b = dict(b)
     for key, known in (("models", list(s["models"])), ("methods", s["extend"]["methods"])):
-        bad = [x for x in b.get(key, known) if x not in known]
+        bad = [x for x in b.setdefault(key, known) if x not in known]
         if bad:
             raise StudyError(f"{path}: extend.budgets {key} {bad}: give some of {', '.join(known)}")
+    return b
 
 
 def budget_runs(study: dict, arch: str) -> list[tuple[str, int]]:
     """(method, steps) of the extra extension budgets for one model, in the study file's order."""
-    return [(m, b["steps"]) for b in study["extend"].get("budgets") or []
-            if arch in b.get("models", list(study["models"])) for m in b.get("methods", study["extend"]["methods"])]
+    return [(m, b["steps"]) for b in study["extend"].get("budgets", []) if arch in b["models"] for m in b["methods"]]
 
 
 def model_fields(spec: dict) -> dict:
