@@ -21,16 +21,24 @@ def add_run_args(p) -> None:
 
 
 def add_fused_arg(p) -> None:
-    p.add_argument("--fused-elementwise", action="store_true",
-                   help="ours: fla's fused RMSNorm and SwiGLU kernels on CUDA (longctx/model/fused.py; off by default)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fused-elementwise", action="store_true",
+                   help="ours: require fla's fused RMSNorm and SwiGLU kernels (longctx/model/fused.py; the default "
+                        "uses them on CUDA when fla is installed)")
+    g.add_argument("--plain-elementwise", action="store_true",
+                   help="ours: plain-PyTorch RMSNorm and SwiGLU (the ablation against the fused kernels)")
 
 
 def apply_fused_arg(args) -> str:
-    """Set longctx's fused-elementwise switch from --fused-elementwise; what ours uses, for the JSON."""
+    """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON."""
     from longctx.model import fused
 
     if args.fused_elementwise:
         fused.ENABLED = True
+    elif args.plain_elementwise:
+        fused.ENABLED = False
+    if fused.ENABLED is None:
+        return "fla on CUDA" if fused._load() else "off (fla not installed)"
     return "off" if fused.ENABLED is False else "fla on CUDA"
 
 

@@ -17,7 +17,8 @@ under bf16 autocast (what `longctx pretrain` does).
   `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce fla` uses fla's
   fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
   LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block;
-  `--fused-elementwise` runs RMSNorm and SwiGLU through fla's fused kernels (off by default until measured).
+  RMSNorm and SwiGLU run through fla's fused kernels when fla is installed (`--plain-elementwise`
+  for the plain-PyTorch ablation, `--fused-elementwise` to require them).
 - peer: `transformers.AutoModelForCausalLM.from_config(config)` (OlmoHybridForCausalLM /
   Olmo3ForCausalLM, its default attention implementation, fla kernels when importable),
   `gradient_checkpointing_enable(use_reentrant=False)`, its own loss via `labels=input_ids`.
@@ -384,6 +385,7 @@ def main(argv=None) -> int:
           f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up.")
     ablations = [s for s, on in (("--compile", args.compile), ("--no-fused-ce", args.no_fused_ce),
                                  ("--fused-elementwise", args.fused_elementwise),
+                                 ("--plain-elementwise", args.plain_elementwise),
                                  (f"--ce {args.ce}", args.ce != "chunked"),
                                  (f"--attn-backend {args.attn_backend}", args.attn_backend),
                                  (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),

@@ -83,7 +83,7 @@ def test_decoding_uses_the_kernels_and_matches(fake_fused, monkeypatch):
 def test_switches(monkeypatch):
     x = torch.zeros(2, 4)
     if "LONGCTX_FUSED_ELEMENTWISE" not in os.environ:
-        assert fused.ENABLED is False  # off by default until measured on a GPU
+        assert fused.ENABLED is None  # on CUDA when fla is installed (measured; GPU-tested)
     monkeypatch.setattr(fused, "ENABLED", True)
     assert fused.kernels(x) is None  # CPU tensors keep the reference path
     monkeypatch.setattr(fused, "ENABLED", None)
@@ -96,3 +96,25 @@ def test_switches(monkeypatch):
     monkeypatch.setattr(fused, "_load", lambda: (fake_rms_norm, fake_swiglu))
     monkeypatch.setattr(fused, "ENABLED", False)
     assert fused.kernels(x) is None
+
+
+def test_bench_switches(monkeypatch):
+    """bench/_common.apply_fused_arg: --fused-elementwise requires the kernels, --plain-elementwise turns them
+    off, neither keeps the default (fused on CUDA when fla is installed) and says which it is."""
+    import argparse
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from _common import add_fused_arg, apply_fused_arg
+
+    p = argparse.ArgumentParser()
+    add_fused_arg(p)
+    monkeypatch.setattr(fused, "ENABLED", None)
+    monkeypatch.setattr(fused, "_load", lambda: False)
+    assert apply_fused_arg(p.parse_args([])) == "off (fla not installed)" and fused.ENABLED is None
+    monkeypatch.setattr(fused, "_load", lambda: ("rms_norm", "swiglu"))
+    assert apply_fused_arg(p.parse_args([])) == "fla on CUDA" and fused.ENABLED is None
+    assert apply_fused_arg(p.parse_args(["--plain-elementwise"])) == "off" and fused.ENABLED is False
+    assert apply_fused_arg(p.parse_args(["--fused-elementwise"])) == "fla on CUDA" and fused.ENABLED is True
+    with pytest.raises(SystemExit):
+        p.parse_args(["--fused-elementwise", "--plain-elementwise"])
