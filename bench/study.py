@@ -4,7 +4,9 @@
                           [--jobs N] [--devices 0,1] [--time-budget SECONDS]
 
 For every model in the study YAML: pretrain at the base length, RULER on the base model (and the
-retrieval gate: the base model must reach `gate.min` on `gate.tasks` at `gate.length`), then for
+retrieval gate: the base model must reach `gate.min` on `gate.tasks` at `gate.length`; with
+`gate.samples: N` a stage of its own, gate-<arch>, measures just that with N samples per task into
+base/gate.json, and decides instead of the base row), then for
 every method extend to the target on the same budget and run RULER at `eval.lengths` (plus any
 `extend.budgets`: the same extension with other step counts, e.g. `[{steps: 180, models: [hybrid],
 methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps); finally
@@ -19,7 +21,7 @@ asking the stage in flight to stop where it resumes, and exits 75. A finished st
 is not redone when the YAML changes: delete its directory for that.
 
 --only takes stage names or globs (comma-separated): `pretrain-hybrid`, `extend-*-yarn`, or a
-kind: pretrain, eval-base, extend, eval, compare. Stages still run in study order.
+kind: pretrain, eval-base, gate, extend, eval, compare. Stages still run in study order.
 
 --jobs N runs up to N stages at once, each as soon as the stages it needs are done (a model's
 eval-base after its pretraining, its extensions after the gate (with --no-gate, right after
@@ -45,7 +47,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-KINDS = ("pretrain", "eval-base", "extend", "eval", "compare")
+KINDS = ("pretrain", "eval-base", "gate", "extend", "eval", "compare")
 
 
 class StudyError(Exception):
@@ -58,7 +60,8 @@ class OutOfTime(Exception):
 
 # How a stage in flight is asked to stop at the deadline: training writes a checkpoint on SIGTERM
 # (after its current step), `longctx eval` keeps its journal on SIGINT. Then GRACE_S to exit.
-STOP_SIGNAL = {"pretrain": signal.SIGTERM, "extend": signal.SIGTERM, "eval-base": signal.SIGINT, "eval": signal.SIGINT}
+STOP_SIGNAL = {"pretrain": signal.SIGTERM, "extend": signal.SIGTERM, "eval-base": signal.SIGINT, "gate": signal.SIGINT,
+               "eval": signal.SIGINT}
 GRACE_S = 180
 
 
@@ -101,6 +104,9 @@ def load_study(path: str) -> dict:
     if not s["extend"].get("target"):
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
+    n = (s.get("gate") or {}).get("samples")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise StudyError(f"{path}: gate.samples {n!r}: give a positive whole number (or leave it out: the base row decides)")
     s.setdefault("out", f"runs/{s['name']}")
     return s
 
@@ -170,10 +176,8 @@ def plan(study: dict) -> list[Stage]:
     ev = study["eval"]
     lm = [sys.executable, "-m", "longctx"]
     train_flags = ["--no-progress"]
-    eval_flags = ["--samples", str(ev.get("samples", 100)), "--tasks", ",".join(ev.get("tasks", ["all"]))]
-    if study.get("device"):
-        eval_flags += ["--device", study["device"]]
-    eval_flags += [str(a) for a in ev.get("args", [])]
+    run_flags = (["--device", study["device"]] if study.get("device") else []) + [str(a) for a in ev.get("args", [])]
+    eval_flags = ["--samples", str(ev.get("samples", 100)), "--tasks", ",".join(ev.get("tasks", ["all"]))] + run_flags
     lengths = ",".join(str(n) for n in ev["lengths"])
     base_lengths = ",".join(str(n) for n in ev.get("base_lengths", [study["pretrain"]["seq_len"]]))
     stages, results = [], []
@@ -187,6 +191,15 @@ def plan(study: dict) -> list[Stage]:
                             lm + ["eval", "--model", str(base), "--lengths", base_lengths, "--out", str(res),
                                   "--label", f"{arch} base"] + eval_flags, res, arch, needs=[f"pretrain-{arch}"]))
         results.append(res)
+        gate = study.get("gate") or {}
+        gated = gate.get("samples") and arch in gate.get("models", [])
+        if gated:  # the gate on its own, tighter measurement: its tasks at its length, gate.samples each
+            stages.append(Stage(f"gate-{arch}", "gate",
+                                lm + ["eval", "--model", str(base), "--lengths", str(gate["length"]),
+                                      "--out", str(base / "gate.json"), "--label", f"{arch} base (gate)",
+                                      "--samples", str(gate["samples"]), "--tasks", ",".join(gate["tasks"])]
+                                + run_flags, base / "gate.json", arch, needs=[f"pretrain-{arch}"]))
+        gate_stage = f"gate-{arch}" if gated else f"eval-base-{arch}"
         # each method on the study's budget, then the extra budgets (extend.budgets: same config, --steps N)
         runs = [(m, None) for m in study["extend"]["methods"]] + budget_runs(study, arch)
         for method, steps in runs:
@@ -196,7 +209,7 @@ def plan(study: dict) -> list[Stage]:
             budget = [] if steps is None else ["--steps", str(steps)]
             stages.append(Stage(f"extend-{arch}-{tag}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + budget + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", f"eval-base-{arch}"]))
+                                + budget + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", gate_stage]))
             res = run_dir / "ruler.json"
             label = f"{arch} {method}" + ("" if steps is None else f" ({steps} steps)")
             stages.append(Stage(f"eval-{arch}-{tag}", "eval",
@@ -264,7 +277,7 @@ def status(stage: Stage) -> str:
 def gate_check(study: dict, stage: Stage) -> str | None:
     """None when the base model passes the retrieval gate, else the reason."""
     gate = study.get("gate") or {}
-    if stage.arch not in gate.get("models", []):
+    if stage.arch not in gate.get("models", []) or stage.kind != ("gate" if gate.get("samples") else "eval-base"):
         return None
     from longctx.evaluate import results
 
@@ -361,11 +374,12 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
     load = {d: 0 for d in devices or []}
 
     def waits(stage: Stage) -> list[str]:
-        """What a stage waits for: an extension waits for its base's RULER only to apply the gate."""
-        return [n for n in stage.needs if gate is not None or not (stage.kind == "extend" and n.startswith("eval-base-"))]
+        """What a stage waits for: an extension waits for its base's RULER (or gate stage) only to apply the gate."""
+        return [n for n in stage.needs
+                if gate is not None or not (stage.kind == "extend" and n.startswith(("eval-base-", "gate-")))]
 
     def check_gate(stage: Stage) -> None:
-        if stage.kind == "eval-base" and gate and (why := gate(stage)):
+        if stage.kind in ("eval-base", "gate") and gate and (why := gate(stage)):
             print(f"study: {why}; not extending {stage.arch} (--no-gate overrides)", file=sys.stderr, flush=True)
             blocked.add(stage.arch)
 

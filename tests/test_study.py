@@ -118,6 +118,57 @@ def test_gate(tmp_path):
     assert study.gate_check(s, st["eval-base-transformer"]) is None  # not gated
 
 
+def test_gate_with_its_own_samples(tmp_path):
+    """gate.samples: a gate stage measures only the gate tasks at the gate length with that many
+    samples (at 20 samples a task's score moves about 9 points between equal models); the gate reads
+    that file instead of the base row, the extensions wait for it, and its file is not a table row."""
+    s = _tiny(tmp_path)
+    s["gate"].update(min=80, samples=100)
+    st = {x.name: x for x in study.plan(s)}
+    g = st["gate-hybrid"]
+    assert "gate-transformer" not in st  # only the gated models
+    assert g.kind == "gate" and g.needs == ["pretrain-hybrid"] and g.arch == "hybrid"
+    opt = lambda name: g.cmd[g.cmd.index(name) + 1]  # noqa: E731
+    assert (opt("--samples"), opt("--lengths"), opt("--tasks")) == ("100", "512", "niah_single_1")
+    assert opt("--model") == str(tmp_path / "hybrid" / "base") and g.out == tmp_path / "hybrid" / "base" / "gate.json"
+    assert "gate-hybrid" in st["extend-hybrid-yarn"].needs and "gate-hybrid" not in st["extend-transformer-yarn"].needs
+    assert g.out not in st["compare"].inputs and "gate-hybrid" not in st["compare"].needs
+    ev = st["eval-base-hybrid"]
+    assert g.cmd[g.cmd.index("--tasks") + 2:] == ev.cmd[ev.cmd.index("--tasks") + 2:]  # same device and eval args
+    ev.out.parent.mkdir(parents=True)
+    _results(ev.out, 10.0)
+    assert study.gate_check(s, ev) is None  # the base row no longer decides
+    _results(g.out, 75.0)
+    assert "niah_single_1@512=75.0" in study.gate_check(s, g)
+    _results(g.out, 85.0)
+    assert study.gate_check(s, g) is None
+    assert [x.name for x in study.select(study.plan(s), "gate")] == ["gate-hybrid"]
+
+    path = tmp_path / "study.yaml"
+    base = yaml.safe_load(TINY.read_text())
+    for bad in (0, "many", True):
+        path.write_text(yaml.safe_dump({**base, "gate": {**base["gate"], "samples": bad}}))
+        with pytest.raises(study.StudyError, match="gate.samples"):
+            study.load_study(str(path))
+
+
+def test_without_the_gate_extensions_do_not_wait_for_the_gate_stage(tmp_path):
+    import io
+
+    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
+              _fake(tmp_path, "gate-a", "gate", "a", ["pretrain-a"], sleep=1.5),
+              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", "gate-a"], sleep=0.1)]
+    study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", gate=None, logs=tmp_path / "logs")
+    ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages}
+    assert ran["extend-a-m"]["t1"] < ran["gate-a"]["t1"]
+    # with the gate on, a gate stage that fails it blocks the extension
+    for f in tmp_path.glob("*.json"):
+        f.unlink()
+    blocked = study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new",
+                               gate=lambda st: "low" if st.kind == "gate" else None, logs=tmp_path / "logs")
+    assert blocked == {"a"} and not (tmp_path / "extend-a-m.json").exists()
+
+
 def test_only_and_dry_run(tmp_path, capsys):
     stages = study.plan(_tiny(tmp_path))
     assert [s.name for s in study.select(stages, "extend-*-yarn,compare")] == [
