@@ -40,3 +40,14 @@ def test_train_throughput_smoke_with_profile(tmp_path):
     assert ours["ours_fused_elementwise"] == "fla on CUDA"
     assert ours["ours_checkpointed_blocks"] == [0, 1, 2]  # hybrid-tiny: the three GDN blocks of four
     assert all((tmp_path / r["profile"]["file"]).exists() for r in data["results"])
+
+
+def test_data_prefetch_bench_smoke(tmp_path):
+    cmd = [sys.executable, str(REPO / "bench" / "data_prefetch.py"), "--study", str(REPO / "configs" / "experiments" / "study-tiny.yaml"),
+           "--steps", "2", "--rounds", "1", "--host-ms", "5", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "data_prefetch.json").read_text())
+    assert [r["mode"] for r in data["results"]] == ["host work only", "inline", "thread, prefetch 2", "process, prefetch 2"]
+    assert all(r["steps"] == 2 and r["step_ms"] > 0 for r in data["results"])
+    assert "| process, prefetch 2 |" in done.stdout

@@ -185,6 +185,8 @@ def _resume_case(tok, name):
         return lambda: build_loader(docs, tok, 16, 2, seed=3, long_doc_fraction=1.5, long_doc_weight=4.0)
     if name == "prefetch":
         return lambda: build_loader(docs, tok, 16, 2, seed=3, prefetch=2)
+    if name == "prefetch_process":
+        return lambda: build_loader(docs, tok, 16, 2, seed=3, prefetch=2, prefetch_in="process")
     if name == "rank1of2":
         return lambda: build_loader(docs, tok, 16, 2, seed=3, rank=1, world_size=2)
     if name == "no_doc_mask":
@@ -194,7 +196,8 @@ def _resume_case(tok, name):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("case", ["shuffled", "long_docs", "prefetch", "rank1of2", "no_doc_mask", "embedded"])
+@pytest.mark.parametrize("case", ["shuffled", "long_docs", "prefetch", "prefetch_process", "rank1of2", "no_doc_mask",
+                                  "embedded"])
 @pytest.mark.parametrize("k", [1, 5, 17])
 def test_resume_gives_the_same_batches(tok, case, k):
     make = _resume_case(tok, case)
@@ -320,3 +323,80 @@ def test_loader_is_a_plain_class(tok):
     loader = Loader(list_source(["w1 w2 w3"] * 4, name="mine"), tok, 4, 1)
     assert loader.tokens_per_batch == 4 and loader.state_dict()["source"] == "mine"
     assert len(take(loader, 3)) == 3
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_prefetch_yields_the_same_batches_ends_and_raises(tok, where):
+    import itertools
+    import multiprocessing as mp
+
+    docs = make_docs(30, seed=2)
+    plain = list(itertools.islice(build_loader(docs, tok, 16, 2, seed=1, num_epochs=1), 100))
+    ahead = build_loader(docs, tok, 16, 2, seed=1, num_epochs=1, prefetch=3, prefetch_in=where)
+    got = list(itertools.islice(ahead, 100))  # a finite run: the worker's end arrives as the end of iteration
+    assert len(got) == len(plain) > 3
+    assert_batches_equal(got, plain)
+    assert all(isinstance(b[k], torch.Tensor) for b in got for k in ("input_ids", "labels", "position_ids"))
+    assert ahead.state_dict()["batches"] == len(plain)
+    assert not mp.active_children()
+
+    bad = build_loader(docs, tok, 16, 2, seed=1, prefetch=2, prefetch_in=where)
+    real = bad.source.iter_epoch
+
+    def failing(*a, **k):
+        for i, x in enumerate(real(*a, **k)):
+            if i == 12:
+                raise UsageError("document 12 is unreadable")
+            yield x
+
+    bad.source.iter_epoch = failing  # a document source that fails after a few documents
+    with pytest.raises(UsageError, match="document 12 is unreadable"):
+        take(bad, 100)
+    assert not mp.active_children()
+
+
+def test_closing_a_process_prefetch_stops_its_worker(tok):
+    import multiprocessing as mp
+
+    loader = build_loader("embedded", None, 128, 2, seed=5, doc_chars=(50, 900), prefetch=2, prefetch_in="process")
+    it = iter(loader)
+    first = [next(it) for _ in range(3)]
+    assert len(mp.active_children()) == 1
+    it.close()  # the training loop moved on (next stage) or stopped
+    assert not mp.active_children()
+    assert loader.state_dict()["batches"] == 3
+    again = build_loader("embedded", None, 128, 2, seed=5, doc_chars=(50, 900))
+    assert_batches_equal(first, take(again, 3))
+    with pytest.raises(UsageError, match="prefetch_in 'gpu'"):
+        build_loader("embedded", None, 128, 2, prefetch=2, prefetch_in="gpu")
+
+
+def test_a_stuck_process_worker_is_ended_even_under_a_sigterm_handler(tok, monkeypatch):
+    """The trainer installs a SIGTERM handler (stop after this step) before the worker forks; the
+    worker must not inherit it, or terminate() would leave a stuck worker running."""
+    import multiprocessing as mp
+    import signal
+    import time
+
+    from longctx.data import loader as loader_mod
+
+    calls = []
+    real = loader_mod.pack_batch
+
+    def stalls(*a, **k):  # the second batch hangs (a read from a stalled network file system, say)
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(600)
+        return real(*a, **k)
+
+    monkeypatch.setattr(loader_mod, "pack_batch", stalls)
+    loader = build_loader(make_docs(30, seed=2), tok, 16, 2, seed=1, prefetch=2, prefetch_in="process")
+    before = signal.signal(signal.SIGTERM, lambda *a: None)
+    try:
+        it = iter(loader)
+        next(it)
+        t0 = time.monotonic()
+        it.close()
+        assert time.monotonic() - t0 < 3.5 and not mp.active_children()  # 2 s of join, then SIGTERM ends it
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -17,12 +17,11 @@ document too, only less often.
 from __future__ import annotations
 
 import itertools
-import queue
-import threading
 from collections import deque
 
 import numpy as np
 
+from longctx.data import prefetch as _prefetch
 from longctx.data.packing import pack_batch
 from longctx.data.sources import DocSource, open_source
 from longctx.data.tokenizer import load_tokenizer
@@ -52,14 +51,17 @@ class Loader:
     """Iterable of batch dicts (see `longctx.data.packing.pack_batch`) with state_dict/load_state_dict.
 
     The state is the position after the last batch yielded: save it right after taking a batch.
-    `prefetch=N` prepares N batches ahead in a background thread without changing that.
+    `prefetch=N` prepares N batches ahead without changing that, in a background thread, or with
+    `prefetch_in="process"` in a forked process (off the training step's host thread and its GIL).
     Each rank (`rank` of `world_size`) reads its own share of documents and has its own state.
     """
 
     def __init__(self, source: DocSource, tokenizer, seq_len: int, batch_size: int, *, seed: int = 0,
                  doc_mask: bool = True, long_doc_fraction: float | None = None, long_doc_weight: float = 1.0,
                  num_epochs: int | None = None, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 add_bos: bool = False, prefetch: int = 0, read_ahead: int = 32):
+                 add_bos: bool = False, prefetch: int = 0, prefetch_in: str = "thread", read_ahead: int = 32):
+        if prefetch_in not in ("thread", "process"):
+            raise UsageError(f"prefetch_in {prefetch_in!r}: need 'thread' or 'process'")
         for what, v in (("seq_len", seq_len), ("batch_size", batch_size), ("world_size", world_size)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UsageError(f"{what} {v!r}: need an integer >= 1")
@@ -80,7 +82,7 @@ class Loader:
         self.doc_mask, self.shuffle, self.add_bos = doc_mask, shuffle, add_bos
         self.long_doc_fraction, self.long_doc_weight = long_doc_fraction, float(long_doc_weight)
         self.num_epochs, self.rank, self.world_size = num_epochs, rank, world_size
-        self.prefetch, self.read_ahead = prefetch, read_ahead
+        self.prefetch, self.prefetch_in, self.read_ahead = prefetch, prefetch_in, read_ahead
         self._pos = {"epoch": 0, "doc": 0, "offset": 0}
         self._batches = 0
 
@@ -158,7 +160,8 @@ class Loader:
     def __iter__(self):
         gen = self._generate(dict(self._pos))
         if self.prefetch:
-            gen = _background(gen, self.prefetch)
+            run = _prefetch.in_process if self.prefetch_in == "process" else _prefetch.in_thread
+            gen = run(gen, self.prefetch)
         for batch, pos in gen:
             # The state moves only when a batch is handed out, so prefetching does not shift it.
             self._pos = pos
@@ -208,48 +211,11 @@ class Loader:
             yield batch, {"epoch": pieces[0][0], "doc": pieces[0][1], "offset": pieces[0][2]}
 
 
-class _Raised:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _background(gen, depth: int):
-    """Run `gen` in a thread, `depth` items ahead (tokenizing overlaps the training step)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop, done = threading.Event(), object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def work():
-        try:
-            for item in gen:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # noqa: BLE001 -- re-raised in the consumer
-            put(_Raised(e))
-
-    threading.Thread(target=work, daemon=True, name="longctx-data").start()
-    try:
-        while (item := q.get()) is not done:
-            if isinstance(item, _Raised):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-
-
 def build_loader(source, tokenizer, seq_len: int, batch_size: int, *, seed: int = 0, doc_mask: bool = True,
                  long_doc_fraction: float | None = None, long_doc_weight: float = 1.0,
                  num_epochs: int | None = None, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 add_bos: bool = False, prefetch: int = 0, text_field: str = "text", split: str | None = None,
+                 add_bos: bool = False, prefetch: int = 0, prefetch_in: str = "thread", text_field: str = "text",
+                 split: str | None = None,
                  config: str | None = None, streaming: bool | None = None, txt_split: str = "file",
                  doc_tokens: tuple[int, int] | None = None, doc_chars: tuple[int, int] | None = None,
                  **embedded_opts) -> Loader:
@@ -266,4 +232,5 @@ def build_loader(source, tokenizer, seq_len: int, batch_size: int, *, seed: int 
                       doc_chars=doc_chars, **embedded_opts)
     return Loader(src, tokenizer, seq_len, batch_size, seed=seed, doc_mask=doc_mask,
                   long_doc_fraction=long_doc_fraction, long_doc_weight=long_doc_weight, num_epochs=num_epochs,
-                  shuffle=shuffle, rank=rank, world_size=world_size, add_bos=add_bos, prefetch=prefetch)
+                  shuffle=shuffle, rank=rank, world_size=world_size, add_bos=add_bos, prefetch=prefetch,
+                  prefetch_in=prefetch_in)

@@ -7,10 +7,15 @@ from longctx.config import RunConfig
 from longctx.errors import UsageError
 
 DEFAULT_SOURCE = "embedded"
+# Training on a GPU: two batches made ahead in a forked process, off the host thread that launches the
+# step's kernels (a thread shares its GIL; docs/benchmarks.md, "Data prefetch").
+DATA_PREFETCH = {"prefetch": 2, "prefetch_in": "process"}
 
 
-def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, rank: int = 0, world_size: int = 1) -> Callable:
-    """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source)."""
+def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in: str = "thread", rank: int = 0,
+                   world_size: int = 1) -> Callable:
+    """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source);
+    `prefetch` batches made ahead in a thread or a process (`prefetch_in`, longctx.data.prefetch)."""
     from longctx.data import build_loader
 
     source = cfg.data.source or DEFAULT_SOURCE
@@ -31,7 +36,7 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, rank: int = 
             source, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
             doc_mask=cfg.data.doc_mask, long_doc_fraction=cfg.data.long_doc_fraction,
             long_doc_weight=cfg.data.long_doc_weight, text_field=cfg.data.text_field,
-            prefetch=prefetch, rank=rank, world_size=world_size, **embedded,
+            prefetch=prefetch, prefetch_in=prefetch_in, rank=rank, world_size=world_size, **embedded,
         )
 
     return make
