@@ -152,23 +152,6 @@ def test_gate_with_its_own_samples(tmp_path):
             study.load_study(str(path))
 
 
-def test_without_the_gate_extensions_do_not_wait_for_the_gate_stage(tmp_path):
-    import io
-
-    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
-              _fake(tmp_path, "gate-a", "gate", "a", ["pretrain-a"], sleep=1.5),
-              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", "gate-a"], sleep=0.1)]
-    study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", gate=None, logs=tmp_path / "logs")
-    ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages}
-    assert ran["extend-a-m"]["t1"] < ran["gate-a"]["t1"]
-    # with the gate on, a gate stage that fails it blocks the extension
-    for f in tmp_path.glob("*.json"):
-        f.unlink()
-    blocked = study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new",
-                               gate=lambda st: "low" if st.kind == "gate" else None, logs=tmp_path / "logs")
-    assert blocked == {"a"} and not (tmp_path / "extend-a-m.json").exists()
-
-
 def test_only_and_dry_run(tmp_path, capsys):
     stages = study.plan(_tiny(tmp_path))
     assert [s.name for s in study.select(stages, "extend-*-yarn,compare")] == [
@@ -284,16 +267,23 @@ def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path, capsys):
     assert "study: eval-base-a: finished after" in capsys.readouterr().out
 
 
-def test_without_the_gate_extensions_do_not_wait_for_the_base_eval(tmp_path):
+@pytest.mark.parametrize("kind", ["eval-base", "gate"])  # the base's RULER decides, or a gate stage of its own
+def test_without_the_gate_extensions_do_not_wait_for_the_base_eval(tmp_path, kind):
     import io
 
+    judge = f"{kind}-a"
     stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
-              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"], sleep=1.5),
-              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", "eval-base-a"], sleep=0.1)]
+              _fake(tmp_path, judge, kind, "a", ["pretrain-a"], sleep=1.5),
+              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", judge], sleep=0.1)]
     study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", gate=None, logs=tmp_path / "logs")
     ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages}
     assert ran["extend-a-m"]["t0"] >= ran["pretrain-a"]["t1"]
-    assert ran["extend-a-m"]["t1"] < ran["eval-base-a"]["t1"]  # ran while the base was being evaluated
+    assert ran["extend-a-m"]["t1"] < ran[judge]["t1"]  # ran while the base was being evaluated
+    for f in tmp_path.glob("*.json"):  # with the gate on, a judge that fails it blocks the extension
+        f.unlink()
+    blocked = study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new",
+                               gate=lambda st: "low" if st.kind == kind else None, logs=tmp_path / "logs")
+    assert blocked == {"a"} and not (tmp_path / "extend-a-m.json").exists()
 
 
 def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
