@@ -162,11 +162,14 @@ class Loader:
         if self.prefetch:
             run = _prefetch.in_process if self.prefetch_in == "process" else _prefetch.in_thread
             gen = run(gen, self.prefetch)
-        for batch, pos in gen:
-            # The state moves only when a batch is handed out, so prefetching does not shift it.
-            self._pos = pos
-            self._batches += 1
-            yield batch
+        try:
+            for batch, pos in gen:
+                # The state moves only when a batch is handed out, so prefetching does not shift it.
+                self._pos = pos
+                self._batches += 1
+                yield batch
+        finally:
+            gen.close()  # a prefetch worker stops now, not whenever the generator is collected
 
     def _generate(self, start: dict):
         """(batch, position after it) from position `start`; touches no loader state."""
