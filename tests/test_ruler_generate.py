@@ -195,6 +195,49 @@ def test_paul_graham_unavailable_offline(tok, monkeypatch):
     assert auto[0]["haystack"] == "bundled:botchan"
 
 
+def test_paul_graham_gives_up_at_once_when_the_hub_is_unreachable(monkeypatch):
+    """Not marked offline, no network: one short TCP probe and the bundled fallback, instead of the hub
+    client's retries (about 23 s a run); behind a proxy, or with the essays cached, the client decides."""
+    import socket
+    import types
+
+    from eval_tasks.ruler import haystack
+
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
+              "HTTP_PROXY", "http_proxy", "HF_ENDPOINT"):
+        monkeypatch.delenv(k, raising=False)
+    probes, loads = [], []
+
+    def no_network(address, timeout=None):
+        probes.append((address, timeout))
+        raise OSError("network is unreachable")
+
+    def load_dataset(name, split=None):
+        loads.append(name)
+        return {"text": ["An essay. " * 200]}
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setattr(haystack, "_hub_cached", lambda name: False)
+    with pytest.raises(DataUnavailable, match="unreachable"):
+        haystack._paul_graham_text()
+    assert probes == [(("huggingface.co", 443), 3.0)] and loads == []
+    haystack.load_haystack.cache_clear()
+    try:
+        assert haystack.load_haystack("auto").source == "bundled:botchan"
+        monkeypatch.setenv("HF_ENDPOINT", "http://hub.internal:8080")
+        with pytest.raises(DataUnavailable):
+            haystack._paul_graham_text()
+        assert probes[-1][0] == ("hub.internal", 8080) and loads == []
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # the proxy may reach it: the client decides
+        assert haystack._paul_graham_text().startswith("An essay.") and len(loads) == 1
+        monkeypatch.delenv("HTTPS_PROXY")
+        monkeypatch.setattr(haystack, "_hub_cached", lambda name: True)  # cached: loading may work offline
+        assert haystack._paul_graham_text().startswith("An essay.") and len(loads) == 2
+    finally:
+        haystack.load_haystack.cache_clear()
+
+
 def test_haystack_dir(tok, tmp_path):
     words = [f"Sentence number {i} talks about marmalade {i % 7}." for i in range(3000)]
     (tmp_path / "b.txt").write_text(" ".join(words[1500:]))

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,33 @@ def load_haystack(haystack: str = "auto", haystack_dir: str | None = None) -> Ha
     return _from_text(BUNDLED.read_text(encoding="utf-8"), "bundled:botchan")
 
 
+def _hub_unreachable(timeout: float = 3.0) -> bool:
+    """True when the Hub's host does not accept a TCP connection within `timeout` seconds, so that an
+    offline machine gives up at once instead of after the hub client's retries (about 23 s). Behind a
+    proxy the direct connection says nothing: then the client decides (False)."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")):
+        return False
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=timeout).close()
+        return False
+    except OSError:
+        return True
+
+
+def _hub_cached(dataset: str) -> bool:
+    """Whether the dataset's files are in the local Hub cache (then loading it offline can work)."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return (Path(HF_HUB_CACHE) / f"datasets--{dataset.replace('/', '--')}").is_dir()
+
+
 def _paul_graham_text() -> str:
+    if not offline() and not _hub_cached(PAUL_GRAHAM_DATASET) and _hub_unreachable():
+        raise DataUnavailable(f"Paul Graham essays ({PAUL_GRAHAM_DATASET}) unavailable: the Hub is unreachable "
+                              "and they are not in the local cache")
     try:
         import datasets
 
