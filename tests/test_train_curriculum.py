@@ -114,3 +114,22 @@ def test_data_fillers_reach_the_embedded_source():
     validate(cfg)
     assert loader_factory(cfg, tok)(Stage("pretrain", 256, 1, 1)).source.fillers == ("noise",)
     assert loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.fillers == synthetic.HAYSTACKS
+
+
+def test_the_data_check_takes_its_batch_inline_and_training_gets_the_prefetch(monkeypatch):
+    """check_data takes one batch to fail early on a bad source; with the GPU prefetch (a forked worker)
+    it must not start and stop a worker for that one batch. The loaders training builds do prefetch."""
+    from longctx.data import prefetch
+    from longctx.train.data import DATA_PREFETCH, check_data
+
+    def no_worker(gen, depth):
+        raise AssertionError("the check started a prefetch worker")
+
+    monkeypatch.setattr(prefetch, "in_process", no_worker)
+    make = loader_factory(RunConfig(seq_len=128, batch_size=1), default_tokenizer(), **DATA_PREFETCH)
+    stage = Stage("pretrain", 128, 1, 1)
+    check_data(make, stage)
+    trained = make(stage)
+    assert (trained.prefetch, trained.prefetch_in) == (2, "process")
+    with pytest.raises(AssertionError, match="started a prefetch worker"):
+        next(iter(trained))

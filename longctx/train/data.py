@@ -31,12 +31,12 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in:
         if cfg.data.fillers is not None:
             embedded["fillers"] = tuple(cfg.data.fillers)
 
-    def make(stage):
+    def make(stage, *, ahead: bool = True):  # ahead=False: batches made inline (a one-batch check)
         return build_loader(
             source, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
             doc_mask=cfg.data.doc_mask, long_doc_fraction=cfg.data.long_doc_fraction,
             long_doc_weight=cfg.data.long_doc_weight, text_field=cfg.data.text_field,
-            prefetch=prefetch, prefetch_in=prefetch_in, rank=rank, world_size=world_size, **embedded,
+            prefetch=prefetch if ahead else 0, prefetch_in=prefetch_in, rank=rank, world_size=world_size, **embedded,
         )
 
     return make
@@ -44,10 +44,11 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in:
 
 def check_data(make: Callable, stage) -> None:
     """Build the first stage's loader and take one batch, so an empty or unreadable source fails
-    before OUT is created. The loader is thrown away; training builds its own."""
+    before OUT is created. The loader is thrown away; training builds its own. Its batch is made
+    inline: a prefetch worker (a forked process on CUDA) would be started and stopped for one batch."""
     source = "--data"
     try:
-        loader = make(stage)
+        loader = make(stage, ahead=False)
         next(iter(loader))
     except UsageError as e:
         raise UsageError(f"{source}: {e}") from None
