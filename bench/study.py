@@ -105,16 +105,20 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
     n = (s.get("gate") or {}).get("samples")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+    if n is not None and not _positive_int(n):
         raise StudyError(f"{path}: gate.samples {n!r}: give a positive whole number (or leave it out: the base row decides)")
     s.setdefault("out", f"runs/{s['name']}")
     return s
 
 
+def _positive_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
 def budget_entry(path, s: dict, b) -> dict:
     """An extend.budgets entry {steps: N, models: [...], methods: [...]}, checked, with models and
     methods filled in (all of the study's when left out)."""
-    if not isinstance(b, dict) or not isinstance(b.get("steps"), int) or isinstance(b["steps"], bool) or b["steps"] < 1:
+    if not isinstance(b, dict) or not _positive_int(b.get("steps")):
         raise StudyError(f"{path}: extend.budgets entry {b!r}: needs steps: a positive whole number")
     b = dict(b)
     for key, known in (("models", list(s["models"])), ("methods", s["extend"]["methods"])):
