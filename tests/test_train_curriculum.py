@@ -3,6 +3,8 @@ embedded corpus shaped by data.mix / data.doc_tokens, exact resume across a stag
 and one-line errors for bad values."""
 import re
 
+import torch
+
 import pytest
 
 
@@ -133,3 +135,25 @@ def test_the_data_check_takes_its_batch_inline_and_training_gets_the_prefetch(mo
     assert (trained.prefetch, trained.prefetch_in) == (2, "process")
     with pytest.raises(AssertionError, match="started a prefetch worker"):
         next(iter(trained))
+
+
+@pytest.mark.parametrize("env, want", [(None, (2, "process")), ("thread", (2, "thread")), (" Process ", (2, "process")),
+                                       ("off", None)])
+def test_gpu_training_prefetch_follows_the_environment(monkeypatch, env, want):
+    from longctx.train.data import PREFETCH_ENV, data_prefetch
+
+    if env is None:
+        monkeypatch.delenv(PREFETCH_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PREFETCH_ENV, env)
+    assert data_prefetch(torch.device("cpu")) == {}  # CPU training never prefetches
+    got = data_prefetch(torch.device("cuda"))
+    assert (None if not got else (got["prefetch"], got["prefetch_in"])) == want
+
+
+def test_a_bad_prefetch_setting_names_the_value(monkeypatch):
+    from longctx.train.data import PREFETCH_ENV, data_prefetch
+
+    monkeypatch.setenv(PREFETCH_ENV, "gpu")
+    with pytest.raises(UsageError, match="LONGCTX_DATA_PREFETCH='gpu'"):
+        data_prefetch(torch.device("cuda"))

@@ -9,7 +9,24 @@ from longctx.errors import UsageError
 DEFAULT_SOURCE = "embedded"
 # Training on a GPU: two batches made ahead in a forked process, off the host thread that launches the
 # step's kernels (a thread shares its GIL; docs/benchmarks.md, "Data prefetch").
+# LONGCTX_DATA_PREFETCH=thread (or off) runs them in a thread (or inline) instead.
 DATA_PREFETCH = {"prefetch": 2, "prefetch_in": "process"}
+PREFETCH_ENV = "LONGCTX_DATA_PREFETCH"
+
+
+def data_prefetch(device) -> dict:
+    """loader_factory's prefetch arguments for training on `device`: none on CPU (the step itself
+    holds the cores); on a GPU DATA_PREFETCH, or what LONGCTX_DATA_PREFETCH (process|thread|off) says."""
+    import os
+
+    if getattr(device, "type", device) != "cuda":
+        return {}
+    where = os.environ.get(PREFETCH_ENV, "").strip().lower() or DATA_PREFETCH["prefetch_in"]
+    if where == "off":
+        return {}
+    if where not in ("process", "thread"):
+        raise UsageError(f"{PREFETCH_ENV}={os.environ[PREFETCH_ENV]!r}: expected process, thread or off")
+    return {**DATA_PREFETCH, "prefetch_in": where}
 
 
 def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in: str = "thread", rank: int = 0,

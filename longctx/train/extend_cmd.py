@@ -26,7 +26,7 @@ from longctx import __version__
 from longctx.config import RunConfig, apply_overrides, from_dict, load_run_config, resolve_steps, validate
 from longctx.errors import UsageError
 from longctx.train.cli_args import add_training_arguments, overrides
-from longctx.train.data import DATA_PREFETCH, check_data, loader_factory
+from longctx.train.data import check_data, data_prefetch, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(str(model_dir))
     except UsageError as e:
         raise UsageError(f"--model {args.model}: {e}") from None
-    make_loader = loader_factory(cfg, tokenizer, **(DATA_PREFETCH if device.type == "cuda" else {}))
+    make_loader = loader_factory(cfg, tokenizer, **data_prefetch(device))
     check_data(make_loader, stages[0])
     probe = build_probe(cfg, tokenizer)
     dims, device = start_parallel(args, stages, mconfig, device)

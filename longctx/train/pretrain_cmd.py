@@ -19,7 +19,7 @@ from longctx.config import RunConfig, from_dict, resolve_steps
 from longctx.errors import UsageError
 from longctx.train import checkpoint as ckpt
 from longctx.train.cli_args import add_training_arguments, config_from_args
-from longctx.train.data import DATA_PREFETCH, check_data, loader_factory
+from longctx.train.data import check_data, data_prefetch, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import export_hf, parse_dtype
 from longctx.train.loop import NonFiniteLoss, Preempted, Stage, Trainer, resolve_device
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = parse_dtype(cfg.export_dtype)
     resume_from = resume_point(out, args.resume, args.force, steps)
     stages = pretrain_stages(cfg, steps)
-    make_loader = loader_factory(cfg, tokenizer, **(DATA_PREFETCH if device.type == "cuda" else {}))
+    make_loader = loader_factory(cfg, tokenizer, **data_prefetch(device))
     for stage in stages:
         check_data(make_loader, stage)
     probe = build_probe(cfg, tokenizer)
