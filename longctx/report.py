@@ -205,6 +205,9 @@ def plot_styles(runs: list[dict]) -> list[dict]:
     return [{"color": f"C{i % 10}", "linestyle": "-", "marker": "o"} for i in range(len(runs))]
 
 
+LEGEND_INSIDE_MAX = 6
+
+
 def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     """Mean score vs context length (log2 axis), one line per run (hollow markers: lengths with
     tasks missing; styles: `plot_styles`); written with the Agg backend."""
@@ -212,7 +215,8 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     from matplotlib.figure import Figure
 
     lengths = all_lengths(runs)
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    outside = len(runs) > LEGEND_INSIDE_MAX  # a long legend goes right of the axes, not over the lines
+    fig = Figure(figsize=(9.5 if outside else 7, 4.5), dpi=120)
     FigureCanvasAgg(fig)  # headless: no pyplot, no display needed
     ax = fig.subplots()
     rows = summary(runs)
@@ -236,6 +240,9 @@ def plot(runs: list[dict], path: str, title: str = "RULER") -> None:
     ax.set_title(title)
     ax.grid(True, alpha=0.4)
     if runs:
-        ax.legend(loc="best", fontsize="small")
+        if outside:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+        else:
+            ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)

@@ -112,6 +112,27 @@ def test_plot_png(files, tmp_path, capsys):
     assert (31, 119, 180) in present and (255, 127, 14) in present  # one line per run (C0, C1)
 
 
+def test_a_long_legend_goes_right_of_the_axes(files, tmp_path, capsys):
+    """Seven runs or more (the study's ten): the legend sits outside the axes instead of over the lines."""
+    from PIL import Image
+
+    from longctx.report import LEGEND_INSIDE_MAX
+
+    runs = []
+    for i in range(LEGEND_INSIDE_MAX + 1):
+        r = R.load(files[0])
+        r["label"] = f"run {i}"
+        R.save(r, tmp_path / f"r{i}.json")
+        runs.append(str(tmp_path / f"r{i}.json"))
+    png = tmp_path / "ruler.png"
+    assert main(["compare", *runs, "--plot", str(png)]) == 0
+    img = Image.open(png).convert("RGB")
+    assert img.size == (1140, 540)  # figsize 9.5x4.5 at 120 dpi: room for the legend
+    strip = img.crop((int(img.size[0] * 0.85), 0, img.size[0], img.size[1]))
+    present = {c for _, c in strip.getcolors(maxcolors=1 << 20)}
+    assert (31, 119, 180) in present and (255, 127, 14) in present  # the legend's line samples are out there
+
+
 def test_bad_inputs_are_usage_errors(files, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
