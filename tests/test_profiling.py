@@ -48,3 +48,24 @@ def test_bad_profile_steps_is_one_line_exit_2(tmp_path, capsys):
     assert main(["pretrain", *ARGS, "--steps", "2", "--out", str(out), "--set", "profile.steps=0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "profile.steps" in err[0] and not out.exists()
+
+
+def test_kernel_time_counts_each_kernel_once():
+    """The header's kernel time: device-side events only. In a kineto profile the host op that launched a
+    kernel (and a Triton launcher's annotation) shows the kernel's time as its own device time too; the
+    profiler's own "Self CUDA time total" counts only the kernels. Session 9's 20m profile read 589.9 ms
+    against a footer of 294.6 ms."""
+    from types import SimpleNamespace as E
+
+    from torch.autograd import DeviceType
+
+    from longctx.train.profiling import kernel_time_ms
+
+    events = [
+        E(device_type=DeviceType.CPU, self_device_time_total=3000.0, is_user_annotation=False),  # aten::mm
+        E(device_type=DeviceType.CUDA, self_device_time_total=3000.0, is_user_annotation=False),  # its gemm
+        E(device_type=DeviceType.CPU, self_device_time_total=500.0, is_user_annotation=True),  # a launcher
+        E(device_type=DeviceType.CUDA, self_device_time_total=500.0, is_user_annotation=True),  # gpu_user_annotation
+        E(device_type=DeviceType.CUDA, self_device_time_total=500.0, is_user_annotation=False),  # its kernel
+    ]
+    assert kernel_time_ms(events) == 3.5

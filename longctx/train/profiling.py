@@ -15,11 +15,22 @@ from pathlib import Path
 import torch
 
 
+def kernel_time_ms(events) -> float:
+    """GPU time of the profiled kernels: the device-side events' self time, as the profiler table's
+    "Self CUDA time total". The host ops that launched them carry the same time as their own device
+    time, so a sum over every event counts each kernel about twice (the header did until session 10)."""
+    from torch.autograd import DeviceType
+
+    device = {DeviceType.CUDA, DeviceType.PrivateUse1}
+    return sum(e.self_device_time_total for e in events
+               if e.device_type in device and not getattr(e, "is_user_annotation", False)) / 1e3
+
+
 def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30) -> dict:
     """The summary file and trace of a finished torch.profiler.profile; returns the headline figures."""
     events = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    kernel_ms = sum(getattr(e, key, 0.0) for e in events) / 1e3 if cuda else None
+    kernel_ms = kernel_time_ms(events) if cuda else None
     host_ops = sum(1 for e in prof.events() if e.cpu_parent is None)
     out_dir.mkdir(parents=True, exist_ok=True)
     head = (f"{label}: wall {wall_ms:.1f} ms"
