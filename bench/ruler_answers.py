@@ -1,0 +1,148 @@
+"""What a model answered in a RULER evaluation: its answers beside the references, per task and length.
+
+    python bench/ruler_answers.py runs/drope-64k/ruler.json [--tasks niah_single_1] [--lengths 16k,64k]
+                                  [--tokenizer DIR | --tokenizer embedded] [--show 3] [--json OUT.json]
+
+`longctx eval` keeps every answer in its journal (`<results>.partial.jsonl`, kept after the run) under
+lm-eval's request hash, not beside its sample. This rebuilds the same requests (the results file's
+samples, the journal's seed, haystack and chat-template setting, the model's tokenizer), matches each
+answer to its sample by that hash and rescores it with NVIDIA's metric. Per (task, length) it prints the
+score (and whether it equals the results file's), how many answers were right, partly right or missed,
+the most common answers, and up to --show misses with their references. The tokenizer must be the one the
+evaluation sized its prompts with: the model directory (the default, when it still exists), or
+`embedded` for longctx's own (every study-20m model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from longctx.errors import UsageError
+from longctx.evaluate import results as R
+from longctx.evaluate.lengths import format_length, parse_lengths
+from longctx.evaluate.runner import journal_path
+
+
+def read_journal(path: Path) -> tuple[dict, dict[str, str]]:
+    """(fingerprint, {request hash: answer}) of an answer journal."""
+    if not path.exists():
+        raise UsageError(f"{str(path)!r}: no answer journal beside the results (was it deleted?)")
+    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
+    if not lines or lines[0].get("kind") != "header":
+        raise UsageError(f"{str(path)!r} is not a longctx answer journal (no header)")
+    answers = {r["key"]: r["response"] for r in lines[1:] if r.get("kind") == "response"}
+    return lines[0]["fingerprint"], answers
+
+
+def tokenizer_dir(choice: str | None, model: str, scratch: str) -> str:
+    if choice == "embedded":
+        from longctx.data import default_tokenizer
+
+        default_tokenizer().save_pretrained(scratch)
+        return scratch
+    path = Path(choice or model)
+    if not (path / "tokenizer_config.json").exists():
+        where = "--tokenizer" if choice else f"the model directory {model!r} (from the results file)"
+        raise UsageError(f"{where}: no tokenizer there; pass --tokenizer DIR, or --tokenizer embedded for longctx's own")
+    return str(path)
+
+
+def samples_of(task: str, length: int, n: int, tok: str, fp: dict) -> list[tuple[str, dict]]:
+    """(request hash, sample) of the n requests lm-eval builds for one cell, as `longctx eval` built them."""
+    from lm_eval.api.model import hash_args
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from eval_tasks import TASKS_DIR
+
+    meta = {"pretrained": tok, "tokenizer": tok, "max_seq_lengths": [length], "num_samples": n,
+            "chat_template": bool(fp.get("chat_template")), "seed": int(fp.get("seed", 42)),
+            "haystack": fp.get("haystack", "auto")}  # fmt: skip
+    if fp.get("haystack_dir"):
+        meta["haystack_dir"] = fp["haystack_dir"]
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=meta)
+    obj = get_task_dict([task], manager)[task]
+    obj.build_all_requests(limit=n, rank=0, world_size=1, apply_chat_template=bool(fp.get("chat_template")))
+    return [(hash_args("generate_until", inst.args), inst.doc) for inst in obj.instances]
+
+
+def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: dict[str, str]) -> dict:
+    from eval_tasks.ruler.scoring import postprocess, sample_score
+
+    rows = []
+    for key, doc in samples_of(task, length, n, tok, fp):
+        if key not in answers:
+            raise UsageError(f"{task} at {length}: an answer is not in the journal: it was made with other "
+                             "samples, tokenizer or data options (pass the evaluation's --tokenizer)")
+        got = answers[key]
+        rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
+                     "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
+    scores = [r["score"] for r in rows]
+    common = Counter(postprocess(r["answer"]) for r in rows).most_common(3)
+    return {
+        "task": task, "length": length, "samples": len(rows), "score": sum(scores) / len(rows),
+        "right": sum(s == 100 for s in scores), "partly": sum(0 < s < 100 for s in scores),
+        "missed": sum(s == 0 for s in scores), "distinct": len({postprocess(r["answer"]) for r in rows}),
+        "common": [[a, c] for a, c in common], "misses": [r for r in rows if r["score"] < 100],
+    }  # fmt: skip
+
+
+def _short(s: str, n: int = 28) -> str:
+    s = s.replace("\n", " ").replace("|", "/")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ruler_answers", description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", help="a `longctx eval` results JSON (its journal beside it)")
+    ap.add_argument("--tasks", help="comma-separated tasks (default: every task that ran)")
+    ap.add_argument("--lengths", help="comma-separated lengths, e.g. 16k,64k (default: every length)")
+    ap.add_argument("--tokenizer", help="tokenizer directory, or 'embedded' (default: the model directory)")
+    ap.add_argument("--show", type=int, default=3, help="misses to print per cell, with references (default 3)")
+    ap.add_argument("--json", help="write every cell's answers and references here")
+    args = ap.parse_args(argv)
+    try:
+        res = R.load(args.results)
+        fp, answers = read_journal(journal_path(args.results))
+        lengths = parse_lengths(args.lengths) if args.lengths else res["lengths"]
+        tasks = args.tasks.split(",") if args.tasks else res["tasks"]
+        for t in tasks:
+            if t not in res["tasks"]:
+                raise UsageError(f"--tasks: {t!r} is not in {args.results} (tasks: {', '.join(res['tasks'])})")
+        if args.show < 0:
+            raise UsageError(f"--show {args.show}: need 0 or more")
+        with tempfile.TemporaryDirectory() as scratch:
+            tok = tokenizer_dir(args.tokenizer, res["model"], scratch)
+            cells = []
+            for length in lengths:
+                for task in tasks:
+                    cell = R.cell(res, task, length)
+                    if cell is None or cell.get("score") is None:
+                        continue  # not run, or unavailable here
+                    got = cell_answers(task, length, int(cell["samples"]), tok, fp, answers)
+                    got["results_score"] = cell["score"]
+                    cells.append(got)
+    except (UsageError, R.ResultsError) as e:
+        print(f"ruler_answers: error: {e}", file=sys.stderr)
+        return 2
+    print("| task | length | score (results file) | right / partly / missed | distinct | most common answers |")
+    print("|---|---|---|---|---|---|")
+    for c in cells:
+        same = "" if abs(c["score"] - c["results_score"]) < 0.01 else f" (**{c['results_score']:.1f}**)"
+        common = ", ".join(f"`{_short(a)}` x{n}" for a, n in c["common"])
+        print(f"| {c['task']} | {format_length(c['length'])} | {c['score']:.1f}{same} | "
+              f"{c['right']} / {c['partly']} / {c['missed']} | {c['distinct']} | {common} |")  # fmt: skip
+    for c in cells:
+        for m in c["misses"][: args.show]:
+            print(f"{c['task']} @ {format_length(c['length'])} #{m['index']}: answered {_short(m['answer'], 60)!r}, "
+                  f"wanted {', '.join(m['references'])}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(cells, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""bench/ruler_answers.py: a finished evaluation's answers matched back to their samples through the
+journal, rescored with NVIDIA's metric; the per-cell scores must equal lm-eval's in the results file."""
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from longctx.evaluate import results as R
+from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
+from test_evaluate_e2e import LENGTH, _private_sample_cache, tiny_model  # noqa: F401 (fixtures)
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "ruler_answers.py"
+TASKS = ["niah_single_1", "niah_multikey_1", "ruler_vt"]
+WRONG = "illness."
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("ruler_answers", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _half_right_lm():
+    """Echoes the prompt (every reference is in it: 100) or says WRONG (0), by a hash of the prompt."""
+    from lm_eval.api.model import LM
+
+    class Half(LM):
+        def generate_until(self, requests):
+            return [r.args[0] if hashlib.sha256(r.args[0].encode()).digest()[0] % 2 else WRONG for r in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    return Half()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_model, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("answers") / "ruler.json"
+    spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=TASKS + ["ruler_qa_squad"], samples=6, out=out)
+    return out, evaluate_ruler(spec, lm=_half_right_lm(), log=lambda s: None)
+
+
+def test_answers_rescore_to_lm_evals_scores(evaluated, tmp_path, capsys):
+    out, res = evaluated
+    dump = tmp_path / "cells.json"
+    assert _load().main([str(out), "--json", str(dump), "--show", "1"]) == 0
+    cells = {c["task"]: c for c in json.loads(dump.read_text())}
+    assert sorted(cells) == sorted(TASKS)  # the QA cell is unavailable offline: left out
+    for task in TASKS:
+        c, want = cells[task], R.cell(res, task, LENGTH)["score"]
+        assert c["score"] == pytest.approx(want, abs=1e-9) and c["samples"] == 6
+        wrong = sum(m["answer"] == WRONG for m in c["misses"])
+        assert (c["right"], c["missed"], wrong) == (round(want * 6 / 100), 6 - c["right"], 6 - c["right"])
+        assert all(m["references"] for m in c["misses"])
+    assert 0 < sum(c["right"] for c in cells.values()) < 18  # the hash splits: some right, some wrong
+    table = capsys.readouterr().out
+    assert f"| niah_single_1 | 1k | {cells['niah_single_1']['score']:.1f} |" in table and "**" not in table
+
+
+def test_missing_journal_and_bad_task_are_one_line_errors(evaluated, tmp_path, capsys):
+    out, _ = evaluated
+    mod = _load()
+    assert mod.main([str(out), "--tasks", "niah_single_9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "niah_single_9" in err[0]
+    lone = tmp_path / "lone.json"
+    lone.write_text(out.read_text())
+    assert not journal_path(lone).exists()
+    assert mod.main([str(lone)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "journal" in err[0]
