@@ -9,7 +9,9 @@ retrieval gate: the base model must reach `gate.min` on `gate.tasks` at `gate.le
 base/gate.json, and decides instead of the base row), then for
 every method extend to the target on the same budget and run RULER at `eval.lengths` (plus any
 `extend.budgets`: the same extension with other step counts, e.g. `[{steps: 180, models: [hybrid],
-methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps); finally
+methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps; and any `extend.seeds`: the same
+extension with another seed, the noise cell, e.g. `[{seed: 1, models: [hybrid], methods: [yarn],
+lengths: [32768]}]`, run as <arch>/<method>-seed<N> and evaluated at its own lengths); finally
 `longctx compare` writes results.md (tables), ruler.csv and ruler.png into the study directory.
 
 Resumable: a training stage is skipped when its HF model is complete (longctx_train.json is
@@ -104,6 +106,7 @@ def load_study(path: str) -> dict:
     if not s["extend"].get("target"):
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
+    s["extend"]["seeds"] = [seed_entry(path, s, e) for e in s["extend"].get("seeds") or []]
     n = (s.get("gate") or {}).get("samples")
     if n is not None and not _positive_int(n):
         raise StudyError(f"{path}: gate.samples {n!r}: give a positive whole number (or leave it out: the base row decides)")
@@ -120,17 +123,42 @@ def budget_entry(path, s: dict, b) -> dict:
     methods filled in (all of the study's when left out)."""
     if not isinstance(b, dict) or not _positive_int(b.get("steps")):
         raise StudyError(f"{path}: extend.budgets entry {b!r}: needs steps: a positive whole number")
-    b = dict(b)
+    return _fill_models_methods(path, s, "extend.budgets", b)
+
+
+def seed_entry(path, s: dict, e) -> dict:
+    """An extend.seeds entry {seed: N, models: [...], methods: [...], lengths: [...]}, checked; models and
+    methods default to all of the study's, lengths to eval.lengths."""
+    seed = e.get("seed") if isinstance(e, dict) else None
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0):
+        raise StudyError(f"{path}: extend.seeds entry {e!r}: needs seed: a whole number >= 0")
+    e = _fill_models_methods(path, s, "extend.seeds", e)
+    lengths = e.setdefault("lengths", list(s["eval"]["lengths"]))
+    if not isinstance(lengths, list) or not lengths or not all(_positive_int(n) for n in lengths):
+        raise StudyError(f"{path}: extend.seeds lengths {lengths!r}: give a list of token counts, e.g. [32768]")
+    return e
+
+
+def _fill_models_methods(path, s: dict, where: str, entry: dict) -> dict:
+    entry = dict(entry)
     for key, known in (("models", list(s["models"])), ("methods", s["extend"]["methods"])):
-        bad = [x for x in b.setdefault(key, known) if x not in known]
+        bad = [x for x in entry.setdefault(key, known) if x not in known]
         if bad:
-            raise StudyError(f"{path}: extend.budgets {key} {bad}: give some of {', '.join(known)}")
-    return b
+            raise StudyError(f"{path}: {where} {key} {bad}: give some of {', '.join(known)}")
+    return entry
 
 
-def budget_runs(study: dict, arch: str) -> list[tuple[str, int]]:
-    """(method, steps) of the extra extension budgets for one model, in the study file's order."""
-    return [(m, b["steps"]) for b in study["extend"].get("budgets", []) if arch in b["models"] for m in b["methods"]]
+def extra_runs(study: dict, arch: str) -> list[dict]:
+    """The extra extensions of one model, in the study file's order: extend.budgets (other step counts),
+    then extend.seeds (other seeds, evaluated at their own lengths). Each: method, tag, flags, label, lengths."""
+    ext = study["extend"]
+    runs = [{"method": m, "tag": f"{m}-{b['steps']}steps", "flags": ["--steps", str(b["steps"])],
+             "label": f"{arch} {m} ({b['steps']} steps)", "lengths": None}
+            for b in ext.get("budgets", []) if arch in b["models"] for m in b["methods"]]
+    runs += [{"method": m, "tag": f"{m}-seed{e['seed']}", "flags": ["--seed", str(e["seed"])],
+              "label": f"{arch} {m} (seed {e['seed']})", "lengths": e["lengths"]}
+             for e in ext.get("seeds", []) if arch in e["models"] for m in e["methods"]]
+    return runs
 
 
 def model_fields(spec: dict) -> dict:
@@ -204,21 +232,20 @@ def plan(study: dict) -> list[Stage]:
                                       "--samples", str(gate["samples"]), "--tasks", ",".join(gate["tasks"])]
                                 + run_flags, base / "gate.json", arch, needs=[f"pretrain-{arch}"]))
         gate_stage = f"gate-{arch}" if gated else f"eval-base-{arch}"
-        # each method on the study's budget, then the extra budgets (extend.budgets: same config, --steps N)
-        runs = [(m, None) for m in study["extend"]["methods"]] + budget_runs(study, arch)
-        for method, steps in runs:
-            tag = method if steps is None else f"{method}-{steps}steps"
-            run_dir = root / arch / tag
-            cfg_file = root / "configs" / f"extend-{method}.yaml"
-            budget = [] if steps is None else ["--steps", str(steps)]
+        # each method on the study's budget, then the extra runs (same config, other --steps or --seed)
+        runs = [{"method": m, "tag": m, "flags": [], "label": f"{arch} {m}", "lengths": None}
+                for m in study["extend"]["methods"]] + extra_runs(study, arch)
+        for r in runs:
+            tag, run_dir = r["tag"], root / arch / r["tag"]
+            cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
             stages.append(Stage(f"extend-{arch}-{tag}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + budget + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", gate_stage]))
+                                + r["flags"] + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", gate_stage]))
             res = run_dir / "ruler.json"
-            label = f"{arch} {method}" + ("" if steps is None else f" ({steps} steps)")
+            at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
             stages.append(Stage(f"eval-{arch}-{tag}", "eval",
-                                lm + ["eval", "--model", str(run_dir), "--lengths", lengths, "--out", str(res),
-                                      "--label", label] + eval_flags, res, arch,
+                                lm + ["eval", "--model", str(run_dir), "--lengths", at, "--out", str(res),
+                                      "--label", r["label"]] + eval_flags, res, arch,
                                 needs=[f"extend-{arch}-{tag}"]))
             results.append(res)
     title = study.get("title", f"RULER: {study['name']}")

@@ -331,6 +331,36 @@ def test_an_error_of_the_runner_leaves_no_stage_running(tmp_path):
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_extra_extension_seeds(tmp_path):
+    """extend.seeds: the noise cell, the same extension with another --seed, evaluated at its own lengths
+    (the same RULER prompts: the eval's sample seed is unchanged) and compared with the rest."""
+    s = _tiny(tmp_path)
+    s["extend"]["seeds"] = [{"seed": 1, "models": ["hybrid"], "methods": ["yarn"], "lengths": [2048]}]
+    stages = {x.name: x for x in study.plan(s)}
+    assert [n for n in stages if "seed" in n] == ["extend-hybrid-yarn-seed1", "eval-hybrid-yarn-seed1"]
+    ext, ev, main_ev = stages["extend-hybrid-yarn-seed1"], stages["eval-hybrid-yarn-seed1"], stages["eval-hybrid-yarn"]
+    assert ext.cmd[ext.cmd.index("--seed") + 1] == "1" and "--seed" not in stages["extend-hybrid-yarn"].cmd
+    assert ext.cmd[ext.cmd.index("--config") + 1].endswith("extend-yarn.yaml")
+    assert ext.cmd[ext.cmd.index("--out") + 1] == str(tmp_path / "hybrid" / "yarn-seed1")
+    assert ev.cmd[ev.cmd.index("--lengths") + 1] == "2048" and ev.needs == ["extend-hybrid-yarn-seed1"]
+    assert "--seed" not in ev.cmd and "--seed" not in main_ev.cmd  # same prompts as the seed-0 row
+    assert "hybrid yarn (seed 1)" in ev.cmd
+    assert str(tmp_path / "hybrid" / "yarn-seed1" / "ruler.json") in stages["compare"].cmd
+
+    path = tmp_path / "study.yaml"
+    base = yaml.safe_load(TINY.read_text())
+    ok = {**base, "extend": {**base["extend"], "seeds": [{"seed": 0}]}}
+    path.write_text(yaml.safe_dump(ok))
+    loaded = study.load_study(str(path))["extend"]["seeds"][0]
+    assert loaded["models"] == list(base["models"]) and loaded["lengths"] == base["eval"]["lengths"]
+    for bad, word in (({"seed": -1}, "seed"), ({"seed": True}, "seed"), ({"models": ["hybrid"]}, "seed"),
+                      ({"seed": 2, "methods": ["alibi"]}, "alibi"), ({"seed": 2, "lengths": [0]}, "lengths"),
+                      ({"seed": 2, "lengths": "32k"}, "lengths")):
+        path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "seeds": [bad]}}))
+        with pytest.raises(study.StudyError, match=word):
+            study.load_study(str(path))
+
+
 def test_extra_extension_budgets(tmp_path):
     """extend.budgets: the same extension again with another step count, for the named models and
     methods only, evaluated like the others and compared with them; bad entries fail on load."""
