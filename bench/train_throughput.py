@@ -57,9 +57,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from longctx.env import GDN_BACKENDS  # noqa: E402
+
 IMPLS = ("ours", "peer")
 ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "math")  # longctx.model.attention.BACKENDS
-GDN_BACKENDS = ("fla", "torch")
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
 FLOPS_NOTE = (

@@ -11,6 +11,7 @@ import re
 import importlib
 import sys
 
+from longctx import env
 from longctx.errors import UsageError
 
 # name -> (module, one-line help)
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(rest)  # argparse itself exits 2 with one line on a bad flag
     try:
+        env.check()  # LONGCTX_* switches: a bad value stops here, before anything is written
         return int(module.run(args) or 0)
     except UsageError as e:
         return _fail(f"longctx {name}", str(e))

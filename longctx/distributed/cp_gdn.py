@@ -28,11 +28,10 @@ torch path there too.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
+from longctx import env
 from longctx.distributed.collectives import all_gather
 from longctx.distributed.sharding import segment_owner
 from longctx.model.gdn import causal_conv_ref, chunk_delta_rule_ref, l2norm
@@ -40,7 +39,7 @@ from longctx.model.varlen import DocLayout
 
 
 def _use_fla_cp(fla: bool) -> bool:
-    if not fla or os.environ.get("LONGCTX_CP_GDN") == "torch":
+    if not fla or env.get("LONGCTX_CP_GDN") == "torch":
         return False
     try:
         import fla.ops.cp  # noqa: F401

@@ -28,20 +28,20 @@ Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import rope_methods
+from longctx import env
+from longctx.env import ATTN_BACKENDS
 from longctx.model import optional
 from longctx.model.norms import RMSNorm
 from longctx.model.varlen import DocLayout
 
-BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "fla", "math")
+BACKENDS = ATTN_BACKENDS
 QUERY_BLOCK = 4096  # sdpa_docs: queries per SDPA call under a sliding window (at least the window)
-BACKEND: str | None = os.environ.get("LONGCTX_ATTN_BACKEND") or None
+BACKEND: str | None = env.peek("LONGCTX_ATTN_BACKEND")
 
 _flex_compiled = None
 

@@ -10,18 +10,21 @@ rounded once instead of twice), so they agree with the reference to rounding.
 ENABLED: None (the default; measured +17% training tok/s and +17-19% eval prefill on an H200, and held
 to the plain path by the whole-model GPU test: docs/benchmarks.md) uses them on CUDA tensors when fla is
 installed; False keeps the plain-PyTorch path; True requires them on CUDA (an error if fla is missing).
-LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 sets True / None / False.
+LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 (also true/on, false/off) sets True / None / False (longctx.env).
 CPU tensors always take the plain path.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
+from longctx import env
+from longctx.errors import UsageError
 from longctx.model import optional
 
-ENABLED: bool | None = {"1": True, "auto": None}.get(os.environ.get("LONGCTX_FUSED_ELEMENTWISE", "auto"), False)
+try:
+    ENABLED: bool | None = env.fused_elementwise()
+except UsageError:  # a bad value: the CLI says so (longctx.env.check) before any model is built
+    ENABLED = None
 DEVICES = ("cuda",)  # where the Triton kernels run
 
 

@@ -14,19 +14,19 @@ Parameter names are those of the Hub checkpoint and of transformers' saved files
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from longctx import env
+from longctx.env import GDN_BACKENDS
 from longctx.model import optional
 from longctx.model.norms import GatedRMSNorm
 from longctx.model.varlen import DocLayout
 
-GDN_BACKENDS = ("fla", "torch")
 # Global default; HybridLM(config, gdn_backend=...) or a layer's .backend overrides it.
-BACKEND: str | None = os.environ.get("LONGCTX_GDN_BACKEND") or None
+BACKEND: str | None = env.peek("LONGCTX_GDN_BACKEND")
 
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""

@@ -17,16 +17,12 @@ PREFETCH_ENV = "LONGCTX_DATA_PREFETCH"
 def data_prefetch(device) -> dict:
     """loader_factory's prefetch arguments for training on `device`: none on CPU (the step itself
     holds the cores); on a GPU DATA_PREFETCH, or what LONGCTX_DATA_PREFETCH (process|thread|off) says."""
-    import os
+    from longctx import env
 
     if getattr(device, "type", device) != "cuda":
         return {}
-    where = os.environ.get(PREFETCH_ENV, "").strip().lower() or DATA_PREFETCH["prefetch_in"]
-    if where == "off":
-        return {}
-    if where not in ("process", "thread"):
-        raise UsageError(f"{PREFETCH_ENV}={os.environ[PREFETCH_ENV]!r}: expected process, thread or off")
-    return {**DATA_PREFETCH, "prefetch_in": where}
+    where = env.get(PREFETCH_ENV) or DATA_PREFETCH["prefetch_in"]
+    return {} if where == "off" else {**DATA_PREFETCH, "prefetch_in": where}
 
 
 def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in: str = "thread", rank: int = 0,
