@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         res = R.load(args.results)
         fp, answers = read_journal(journal_path(args.results))
         lengths = parse_lengths(args.lengths) if args.lengths else res["lengths"]
-        tasks = args.tasks.split(",") if args.tasks else res["tasks"]
-        for t in tasks:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else res["tasks"]
+        tasks = [f"ruler_{t}" if t not in res["tasks"] and f"ruler_{t}" in res["tasks"] else t for t in tasks]
+        for t in tasks:  # the 'ruler_' prefix may be left out, as in `longctx eval --tasks`
             if t not in res["tasks"]:
                 raise UsageError(f"--tasks: {t!r} is not in {args.results} (tasks: {', '.join(res['tasks'])})")
         if args.show < 0:

@@ -64,6 +64,15 @@ def test_answers_rescore_to_lm_evals_scores(evaluated, tmp_path, capsys):
     assert f"| niah_single_1 | 1k | {cells['niah_single_1']['score']:.1f} |" in table and "**" not in table
 
 
+def test_tasks_and_lengths_choose_the_cells(evaluated, tmp_path, capsys):
+    out, _ = evaluated
+    dump = tmp_path / "cells.json"
+    assert _load().main([str(out), "--tasks", "vt, niah_single_1", "--lengths", "1k", "--json", str(dump)]) == 0
+    assert [c["task"] for c in json.loads(dump.read_text())] == ["ruler_vt", "niah_single_1"]
+    assert _load().main([str(out), "--lengths", "2k", "--json", str(dump)]) == 0  # a length that did not run
+    assert json.loads(dump.read_text()) == []
+
+
 def test_missing_journal_and_bad_task_are_one_line_errors(evaluated, tmp_path, capsys):
     out, _ = evaluated
     mod = _load()
