@@ -107,6 +107,11 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
     s["extend"]["seeds"] = [seed_entry(path, s, e) for e in s["extend"].get("seeds") or []]
+    for arch in s["models"]:
+        tags = [r["tag"] for r in extra_runs(s, arch)]
+        twice = sorted({t for t in tags if tags.count(t) > 1})
+        if twice:
+            raise StudyError(f"{path}: extend.budgets/seeds name {arch}/{twice[0]} twice: give each step count or seed once")
     n = (s.get("gate") or {}).get("samples")
     if n is not None and not _positive_int(n):
         raise StudyError(f"{path}: gate.samples {n!r}: give a positive whole number (or leave it out: the base row decides)")

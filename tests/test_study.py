@@ -359,6 +359,10 @@ def test_extra_extension_seeds(tmp_path):
         path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "seeds": [bad]}}))
         with pytest.raises(study.StudyError, match=word):
             study.load_study(str(path))
+    twice = [{"seed": 3, "methods": ["yarn"]}, {"seed": 3, "models": ["hybrid"], "methods": ["yarn", "pi"]}]
+    path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "seeds": twice}}))
+    with pytest.raises(study.StudyError, match="hybrid/yarn-seed3 twice"):
+        study.load_study(str(path))
 
 
 def test_extra_extension_budgets(tmp_path):
