@@ -76,6 +76,7 @@ class Stage:
     arch: str | None = None
     inputs: list[Path] = dataclasses.field(default_factory=list)  # compare: the results it reads
     needs: list[str] = dataclasses.field(default_factory=list)  # stages that must finish first
+    preamble: object = None  # compare: () -> markdown put above the tables (the gate's outcome)
 
 
 # ---------------------------------------------------------------- the study file
@@ -257,7 +258,8 @@ def plan(study: dict) -> list[Stage]:
     stages.append(Stage("compare", "compare",
                         lm + ["compare", *map(str, results), "--per-task", "--csv", str(root / "ruler.csv"),
                               "--plot", str(root / "ruler.png"), "--title", title],
-                        root / "results.md", inputs=results, needs=[s.name for s in stages if s.kind.startswith("eval")]))
+                        root / "results.md", inputs=results, needs=[s.name for s in stages if s.kind.startswith("eval")],
+                        preamble=lambda: gate_summary(study)))
     return stages
 
 
@@ -310,22 +312,53 @@ def status(stage: Stage) -> str:
     return "done" if eval_done(stage.out) else "new"
 
 
+def gate_scores(study: dict, res_file: Path) -> list[tuple[str, float | None]]:
+    """(task, score at the gate length) of the gate's tasks in a results file."""
+    from longctx.evaluate import results
+
+    gate = study["gate"]
+    res = results.load(res_file)
+    cells = [results.cell(res, task, int(gate["length"])) for task in gate["tasks"]]
+    return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells)]
+
+
+def gate_file(study: dict, arch: str) -> Path:
+    """The results file that decides the gate: base/gate.json with gate.samples, else the base row."""
+    base = Path(study["out"]) / arch / "base"
+    return base / ("gate.json" if study["gate"].get("samples") else "ruler.json")
+
+
 def gate_check(study: dict, stage: Stage) -> str | None:
     """None when the base model passes the retrieval gate, else the reason."""
     gate = study.get("gate") or {}
     if stage.arch not in gate.get("models", []) or stage.kind != ("gate" if gate.get("samples") else "eval-base"):
         return None
-    from longctx.evaluate import results
-
-    res = results.load(stage.out)
     length, need = int(gate["length"]), float(gate["min"])
-    low = []
-    for task in gate["tasks"]:
-        c = results.cell(res, task, length)
-        got = None if c is None else c.get("score")
-        if got is None or got < need:
-            low.append(f"{task}@{length}={got}")
+    low = [f"{task}@{length}={got}" for task, got in gate_scores(study, stage.out) if got is None or got < need]
     return None if not low else f"base {stage.arch} below the gate ({need}): {', '.join(low)}"
+
+
+def gate_summary(study: dict) -> str:
+    """The gate's outcome per gated model, as markdown for the top of results.md ('' without a gate)."""
+    gate = study.get("gate") or {}
+    if not gate.get("models"):
+        return ""
+    from longctx.evaluate.lengths import format_length
+
+    need, at = float(gate["min"]), format_length(int(gate["length"]))
+    head = f"Retrieval gate: each of {', '.join(gate['tasks'])} >= {need:g} at {at}"
+    head += f" ({gate['samples']} samples per task)" if gate.get("samples") else " (the base row)"
+    lines = [head + ":", ""]
+    for arch in gate["models"]:
+        f = gate_file(study, arch)
+        if not f.is_file():
+            lines.append(f"- {arch}: not measured")
+            continue
+        got = gate_scores(study, f)
+        ok = all(v is not None and v >= need for _, v in got)
+        shown = " / ".join("-" if v is None else f"{v:g}" for _, v in got)
+        lines.append(f"- {arch}: {shown}: {'passes' if ok else '**misses**'} ({f.parent.name}/{f.name})")
+    return "\n".join(lines) + "\n\n"
 
 
 # ---------------------------------------------------------------- running
@@ -377,7 +410,7 @@ def _run_compare(stage: Stage) -> int:
     proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     if proc.returncode == 0:
         tmp = stage.out.with_suffix(".md.tmp")
-        tmp.write_text(proc.stdout)
+        tmp.write_text((stage.preamble() if stage.preamble else "") + proc.stdout)
         os.replace(tmp, stage.out)
         print(proc.stdout, end="")
     return proc.returncode

@@ -118,6 +118,28 @@ def test_gate(tmp_path):
     assert study.gate_check(s, st["eval-base-transformer"]) is None  # not gated
 
 
+@pytest.mark.parametrize("samples", [None, 100])
+def test_results_md_opens_with_the_gates_outcome(tmp_path, samples):
+    """The compare stage puts the gate's scores and verdict above the tables, from the file that decided."""
+    s = _tiny(tmp_path)
+    s["gate"]["min"] = 80
+    if samples:
+        s["gate"]["samples"] = samples
+    compare = {x.name: x for x in study.plan(s)}["compare"]
+    assert "hybrid: not measured" in compare.preamble()
+    deciding = tmp_path / "hybrid" / "base" / ("gate.json" if samples else "ruler.json")
+    deciding.parent.mkdir(parents=True)
+    _results(deciding, 98.0)
+    text = compare.preamble()
+    assert text.startswith("Retrieval gate: each of niah_single_1 >= 80 at 512")
+    assert (f"({samples} samples per task)" if samples else "(the base row)") in text
+    assert f"- hybrid: 98: passes (base/{deciding.name})" in text and "transformer" not in text
+    _results(deciding, 60.0)
+    assert "- hybrid: 60: **misses**" in compare.preamble()
+    s["gate"]["models"] = []
+    assert compare.preamble() == ""
+
+
 def test_gate_with_its_own_samples(tmp_path):
     """gate.samples: a gate stage measures only the gate tasks at the gate length with that many
     samples (at 20 samples a task's score moves about 9 points between equal models); the gate reads
