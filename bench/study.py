@@ -13,6 +13,8 @@ methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps; and any `extend.seed
 extension with another seed, the noise cell, e.g. `[{seed: 1, models: [hybrid], methods: [yarn],
 lengths: [32768]}]`, run as <arch>/<method>-seed<N> and evaluated at its own lengths); finally
 `longctx compare` writes results.md (tables), ruler.csv and ruler.png into the study directory.
+A study file may vary another: `base: study-20m.yaml` takes that file and overlays this one (dicts
+merge, other values replace, null removes a key).
 
 Resumable: a training stage is skipped when its HF model is complete (longctx_train.json is
 written last), continued with --resume when its run directory holds a started run; an eval stage
@@ -89,11 +91,36 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def load_study(path: str) -> dict:
+def overlay(base: dict, over: dict) -> dict:
+    """`over` merged into `base` for a study's `base:` file: dicts merge key by key, other values
+    replace, and a null removes the key (`models: {transformer: null}` keeps only the hybrid)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def read_study(path: str, chain: tuple = ()) -> dict:
+    """A study YAML with its `base:` (a study file it varies, relative to it) applied, recursively."""
     p = Path(path)
     if not p.is_file():
-        raise StudyError(f"{path}: no such study file")
+        raise StudyError(f"{path}: no such study file" + (f" (base of {chain[-1]})" if chain else ""))
+    if p.resolve() in chain:
+        raise StudyError(f"{path}: base files loop ({' -> '.join(str(c) for c in chain + (p.resolve(),))})")
     s = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(s, dict):
+        raise StudyError(f"{path}: a study file is a mapping of keys (name, models, pretrain, extend, eval)")
+    base = s.pop("base", None)
+    if base is None:
+        return s
+    return overlay(read_study(str(p.parent / base), chain + (p.resolve(),)), s)
+
+
+def load_study(path: str) -> dict:
+    s = read_study(path)
     for key in ("name", "models", "pretrain", "extend", "eval"):
         if key not in s:
             raise StudyError(f"{path}: missing top-level key {key!r} (needs name, models, pretrain, extend, eval)")

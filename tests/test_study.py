@@ -353,6 +353,30 @@ def test_an_error_of_the_runner_leaves_no_stage_running(tmp_path):
         os.kill(int(pid_file.read_text()), 0)
 
 
+def test_a_study_file_can_vary_another(tmp_path):
+    """base: FILE overlays this file on that one: dicts merge, lists and scalars replace, null removes."""
+    (tmp_path / "sub").mkdir()
+    base = yaml.safe_load(TINY.read_text())
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(base))
+    child = {"base": "../parent.yaml", "name": "child", "models": {"transformer": None},
+             "extend": {"methods": ["yarn"], "overrides": {"steps": 3}}, "gate": None}
+    (tmp_path / "sub" / "child.yaml").write_text(yaml.safe_dump(child))
+    s = study.load_study(str(tmp_path / "sub" / "child.yaml"))
+    assert s["name"] == "child" and list(s["models"]) == ["hybrid"] and "gate" not in s
+    assert s["extend"]["methods"] == ["yarn"] and s["extend"]["target"] == base["extend"]["target"]
+    assert s["extend"]["overrides"] == {**base["extend"]["overrides"], "steps": 3}  # merged, not replaced
+    assert s["pretrain"] == base["pretrain"]
+    assert [x.name for x in study.plan(s) if x.kind == "extend"] == ["extend-hybrid-yarn"]
+
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
+    with pytest.raises(study.StudyError, match="loop"):
+        study.load_study(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(study.StudyError, match="nowhere.yaml: no such study file"):
+        study.load_study(str(tmp_path / "c.yaml"))
+
+
 def test_extra_extension_seeds(tmp_path):
     """extend.seeds: the noise cell, the same extension with another --seed, evaluated at its own lengths
     (the same RULER prompts: the eval's sample seed is unchanged) and compared with the rest."""
