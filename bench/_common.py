@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import sys
 
 
 def parse_list(text: str, kind=str) -> list:
@@ -30,8 +31,17 @@ def add_fused_arg(p) -> None:
 
 
 def apply_fused_arg(args) -> str:
-    """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON."""
+    """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON.
+    A bad LONGCTX_* switch exits 2 with one line here, as the CLI does (longctx.env)."""
+    from longctx import env
+    from longctx.errors import UsageError
     from longctx.model import fused
+
+    try:
+        env.check()
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
     if args.fused_elementwise:
         fused.ENABLED = True
