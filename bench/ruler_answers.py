@@ -24,6 +24,7 @@ from pathlib import Path
 from longctx.errors import UsageError
 from longctx.evaluate import results as R
 from longctx.evaluate.lengths import format_length, parse_lengths
+from longctx.evaluate.resume import read_records
 from longctx.evaluate.runner import journal_path
 
 
@@ -31,9 +32,9 @@ def read_journal(path: Path) -> tuple[dict, dict[str, str]]:
     """(fingerprint, {request hash: answer}) of an answer journal."""
     if not path.exists():
         raise UsageError(f"{str(path)!r}: no answer journal beside the results (was it deleted?)")
-    lines = [json.loads(s) for s in path.read_text().splitlines() if s.strip()]
-    if not lines or lines[0].get("kind") != "header":
-        raise UsageError(f"{str(path)!r} is not a longctx answer journal (no header)")
+    lines, _ = read_records(path)  # as `longctx eval` reads it (a torn last line left out), read only
+    if not lines:
+        raise UsageError(f"{str(path)!r} is not a longctx answer journal (empty)")
     answers = {r["key"]: r["response"] for r in lines[1:] if r.get("kind") == "response"}
     return lines[0]["fingerprint"], answers
 

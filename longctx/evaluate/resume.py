@@ -27,6 +27,20 @@ from longctx.errors import UsageError
 _MISSING = object()
 
 
+def read_records(path: Path) -> tuple[list[dict], int]:
+    """A journal's records, header first, and the byte length of its complete lines: a crash mid-line
+    leaves a torn last line, which is left out. UsageError when the file is not a journal."""
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1]
+    try:
+        lines = [json.loads(s) for s in complete.decode().splitlines() if s.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{str(path)!r} is not a longctx answer journal ({e}); delete it") from None
+    if lines and (not isinstance(lines[0], dict) or lines[0].get("kind") != "header"):
+        raise UsageError(f"{str(path)!r} is not a longctx answer journal (no header); delete it")
+    return lines, len(complete)
+
+
 class Journal:
     def __init__(self, path: str | os.PathLike, fingerprint: dict):
         self.path = Path(path)
@@ -38,14 +52,7 @@ class Journal:
             self._read()
 
     def _read(self) -> None:
-        raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]  # a crash mid-line leaves a torn last line: drop it
-        try:
-            lines = [json.loads(s) for s in complete.decode().splitlines() if s.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UsageError(f"{str(self.path)!r} is not a longctx answer journal ({e}); delete it") from None
-        if lines and (not isinstance(lines[0], dict) or lines[0].get("kind") != "header"):
-            raise UsageError(f"{str(self.path)!r} is not a longctx answer journal (no header); delete it")
+        lines, complete = read_records(self.path)
         if lines and lines[0].get("fingerprint") != self.fingerprint:
             raise UsageError(
                 f"{str(self.path)!r} holds answers of another run ({lines[0].get('fingerprint')}); "
@@ -56,9 +63,9 @@ class Journal:
                 self.responses[rec["key"]] = rec["response"]
             elif rec["kind"] == "cell":
                 self.cells[(rec["task"], rec["length"], rec["limit"])] = rec["entry"]
-        if len(complete) != len(raw):
+        if complete != self.path.stat().st_size:  # the torn last line goes
             with open(self.path, "r+b") as f:
-                f.truncate(len(complete))
+                f.truncate(complete)
 
     def _append(self, rec: dict) -> None:
         if self._file is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from longctx import env
 from longctx.config import RunConfig
 from longctx.errors import UsageError
 
@@ -17,8 +18,6 @@ PREFETCH_ENV = "LONGCTX_DATA_PREFETCH"
 def data_prefetch(device) -> dict:
     """loader_factory's prefetch arguments for training on `device`: none on CPU (the step itself
     holds the cores); on a GPU DATA_PREFETCH, or what LONGCTX_DATA_PREFETCH (process|thread|off) says."""
-    from longctx import env
-
     if getattr(device, "type", device) != "cuda":
         return {}
     where = env.get(PREFETCH_ENV) or DATA_PREFETCH["prefetch_in"]
