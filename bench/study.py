@@ -355,14 +355,20 @@ def gate_file(study: dict, arch: str) -> Path:
     return base / ("gate.json" if study["gate"].get("samples") else "ruler.json")
 
 
+def gate_misses(study: dict, res_file: Path) -> list[str]:
+    """`task@length=score` of each gate task below gate.min (or not scored) in a results file."""
+    gate = study["gate"]
+    return [f"{task}@{gate['length']}={got}" for task, got in gate_scores(study, res_file)
+            if got is None or got < float(gate["min"])]
+
+
 def gate_check(study: dict, stage: Stage) -> str | None:
-    """None when the base model passes the retrieval gate, else the reason."""
+    """None when the base model passes the retrieval gate (or the stage does not decide it), else the reason."""
     gate = study.get("gate") or {}
-    if stage.arch not in gate.get("models", []) or stage.kind != ("gate" if gate.get("samples") else "eval-base"):
+    if stage.arch not in gate.get("models", []) or stage.out != gate_file(study, stage.arch):
         return None
-    length, need = int(gate["length"]), float(gate["min"])
-    low = [f"{task}@{length}={got}" for task, got in gate_scores(study, stage.out) if got is None or got < need]
-    return None if not low else f"base {stage.arch} below the gate ({need}): {', '.join(low)}"
+    low = gate_misses(study, stage.out)
+    return None if not low else f"base {stage.arch} below the gate ({float(gate['min'])}): {', '.join(low)}"
 
 
 def gate_summary(study: dict) -> str:
@@ -381,10 +387,9 @@ def gate_summary(study: dict) -> str:
         if not f.is_file():
             lines.append(f"- {arch}: not measured")
             continue
-        got = gate_scores(study, f)
-        ok = all(v is not None and v >= need for _, v in got)
-        shown = " / ".join("-" if v is None else f"{v:g}" for _, v in got)
-        lines.append(f"- {arch}: {shown}: {'passes' if ok else '**misses**'} ({f.parent.name}/{f.name})")
+        shown = " / ".join("-" if v is None else f"{v:g}" for _, v in gate_scores(study, f))
+        verdict = "**misses**" if gate_misses(study, f) else "passes"
+        lines.append(f"- {arch}: {shown}: {verdict} ({f.parent.name}/{f.name})")
     return "\n".join(lines) + "\n\n"
 
 
