@@ -32,9 +32,6 @@ def test_fused_elementwise_spellings(monkeypatch, value, want):
     env.check()
 
 
-def test_backend_switches_name_the_modules_choices(monkeypatch):
-    from longctx.model import attention, gdn
-
-    assert env.ATTN_BACKENDS == attention.BACKENDS and "torch" in gdn.GDN_BACKENDS
+def test_backend_switches_are_case_insensitive(monkeypatch):
     monkeypatch.setenv("LONGCTX_ATTN_BACKEND", "SDPA_docs")
-    assert env.get("LONGCTX_ATTN_BACKEND") == "sdpa_docs"
+    assert env.get("LONGCTX_ATTN_BACKEND") == env.peek("LONGCTX_ATTN_BACKEND") == "sdpa_docs"
