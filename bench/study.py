@@ -13,7 +13,9 @@ methods: [yarn, drope]}]`, run as <arch>/<method>-<N>steps; and any `extend.seed
 extension with another seed, the noise cell, e.g. `[{seed: 1, models: [hybrid], methods: [yarn],
 lengths: [32768]}]`, run as <arch>/<method>-seed<N> and evaluated at its own lengths); finally
 `longctx compare` writes results.md (tables), ruler.csv and ruler.png into the study directory.
-A study file may vary another: `base: study-20m.yaml` takes that file and overlays this one (dicts
+With `pretrain.seeds: [0, 1, 2]` all of this runs once per pretraining seed (each unit's extensions
+take its seed too), in <out>/<model>-s<seed>/; the tables then show each (model, method) once, as the
+mean over the seeds with their range. A study file may vary another: `base: study-20m.yaml` takes that file and overlays this one (dicts
 merge, other values replace, null removes a key).
 
 Resumable: a training stage is skipped when its HF model is complete (longctx_train.json is
@@ -75,7 +77,8 @@ class Stage:
     kind: str
     cmd: list[str]
     out: Path  # run dir (training) or results JSON (eval) or results.md (compare)
-    arch: str | None = None
+    arch: str | None = None  # the run unit: the model's label, with -s<seed> when the study has several seeds
+    model: str | None = None  # the study's model label (hybrid, transformer): what the gate names
     inputs: list[Path] = dataclasses.field(default_factory=list)  # compare: the results it reads
     needs: list[str] = dataclasses.field(default_factory=list)  # stages that must finish first
     preamble: object = None  # compare: () -> markdown put above the tables (the gate's outcome)
@@ -133,6 +136,7 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: extend.methods {bad or '[]'}: give some of {', '.join(rope_methods.METHODS)}")
     if not s["extend"].get("target"):
         raise StudyError(f"{path}: extend.target is missing (e.g. 65536)")
+    pretrain_seeds(path, s["pretrain"])
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
     s["extend"]["seeds"] = [seed_entry(path, s, e) for e in s["extend"].get("seeds") or []]
     for arch in s["models"]:
@@ -149,6 +153,27 @@ def load_study(path: str) -> dict:
 
 def _positive_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def pretrain_seeds(path, pre: dict) -> list[int]:
+    """pretrain.seeds (a list of seeds: every model is pretrained, gated, extended and evaluated once per
+    seed), else [pretrain.seed] (default 0)."""
+    seeds = pre.get("seeds", [pre.get("seed", 0)])
+    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                      for x in seeds) and len(set(seeds)) == len(seeds)):
+        raise StudyError(f"{path}: pretrain.seeds {seeds!r}: give a list of different whole numbers >= 0, e.g. [0, 1, 2]")
+    if "seeds" in pre and "seed" in pre:
+        raise StudyError(f"{path}: pretrain has both seed and seeds: give one")
+    return seeds
+
+
+def units(study: dict) -> list[tuple[str, str, int]]:
+    """(unit, model, seed) for every pretraining the study runs: one per model and pretraining seed. The
+    unit names the run directory (<out>/<unit>/base, <out>/<unit>/<method>) and the stages; it is the
+    model's label alone when the study has one seed, <model>-s<seed> otherwise. Row labels in the
+    tables stay the model's, so the seeds of one (model, method) form one row with their spread."""
+    seeds = pretrain_seeds(study.get("name", "study"), study["pretrain"])
+    return [(arch if len(seeds) == 1 else f"{arch}-s{seed}", arch, seed) for arch in study["models"] for seed in seeds]
 
 
 def budget_entry(path, s: dict, b) -> dict:
@@ -209,8 +234,10 @@ def _probe_supported() -> bool:
     return "probe" in {f.name for f in dataclasses.fields(RunConfig)}
 
 
-def pretrain_config(study: dict, arch: str) -> dict:
+def pretrain_config(study: dict, arch: str, seed: int | None = None) -> dict:
     cfg = merge(study["pretrain"], {"model": model_fields(study["models"][arch])})
+    seeds = cfg.pop("seeds", None) or [cfg.get("seed", 0)]
+    cfg["seed"] = seeds[0] if seed is None else seed
     probe = cfg.pop("probe", None)
     if probe is not None and _probe_supported():  # the Trainer's in-training RULER probe, once wired
         cfg["probe"] = probe
@@ -246,39 +273,44 @@ def plan(study: dict) -> list[Stage]:
     lengths = ",".join(str(n) for n in ev["lengths"])
     base_lengths = ",".join(str(n) for n in ev.get("base_lengths", [study["pretrain"]["seq_len"]]))
     stages, results = [], []
-    for arch in study["models"]:
+    several = len(pretrain_seeds(study["name"], study["pretrain"])) > 1
+    for arch, model, seed in units(study):
         base = root / arch / "base"
         cfg_file = root / "configs" / f"pretrain-{arch}.yaml"
         stages.append(Stage(f"pretrain-{arch}", "pretrain",
-                            lm + ["pretrain", "--config", str(cfg_file), "--out", str(base)] + train_flags, base, arch))
+                            lm + ["pretrain", "--config", str(cfg_file), "--out", str(base)] + train_flags, base, arch,
+                            model=model))
         res = base / "ruler.json"
         stages.append(Stage(f"eval-base-{arch}", "eval-base",
                             lm + ["eval", "--model", str(base), "--lengths", base_lengths, "--out", str(res),
-                                  "--label", f"{arch} base"] + eval_flags, res, arch, needs=[f"pretrain-{arch}"]))
+                                  "--label", f"{model} base"] + eval_flags, res, arch, model=model,
+                            needs=[f"pretrain-{arch}"]))
         results.append(res)
         gate = study.get("gate") or {}
-        gated = gate.get("samples") and arch in gate.get("models", [])
+        gated = gate.get("samples") and model in gate.get("models", [])
         if gated:  # the gate on its own, tighter measurement: its tasks at its length, gate.samples each
             stages.append(Stage(f"gate-{arch}", "gate",
                                 lm + ["eval", "--model", str(base), "--lengths", str(gate["length"]),
-                                      "--out", str(base / "gate.json"), "--label", f"{arch} base (gate)",
+                                      "--out", str(base / "gate.json"), "--label", f"{model} base (gate)",
                                       "--samples", str(gate["samples"]), "--tasks", ",".join(gate["tasks"])]
-                                + run_flags, base / "gate.json", arch, needs=[f"pretrain-{arch}"]))
+                                + run_flags, base / "gate.json", arch, model=model, needs=[f"pretrain-{arch}"]))
         gate_stage = f"gate-{arch}" if gated else f"eval-base-{arch}"
         # each method on the study's budget, then the extra runs (same config, other --steps or --seed)
-        runs = [{"method": m, "tag": m, "flags": [], "label": f"{arch} {m}", "lengths": None}
-                for m in study["extend"]["methods"]] + extra_runs(study, arch)
+        # (with several pretraining seeds, each unit's extensions also take its seed: independent replicates)
+        runs = [{"method": m, "tag": m, "flags": ["--seed", str(seed)] if several else [], "label": f"{model} {m}",
+                 "lengths": None} for m in study["extend"]["methods"]] + extra_runs(study, model)
         for r in runs:
             tag, run_dir = r["tag"], root / arch / r["tag"]
             cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
             stages.append(Stage(f"extend-{arch}-{tag}", "extend",
                                 lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + r["flags"] + train_flags, run_dir, arch, needs=[f"pretrain-{arch}", gate_stage]))
+                                + r["flags"] + train_flags, run_dir, arch, model=model,
+                                needs=[f"pretrain-{arch}", gate_stage]))
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
             stages.append(Stage(f"eval-{arch}-{tag}", "eval",
                                 lm + ["eval", "--model", str(run_dir), "--lengths", at, "--out", str(res),
-                                      "--label", r["label"]] + eval_flags, res, arch,
+                                      "--label", r["label"]] + eval_flags, res, arch, model=model,
                                 needs=[f"extend-{arch}-{tag}"]))
             results.append(res)
     title = study.get("title", f"RULER: {study['name']}")
@@ -349,9 +381,9 @@ def gate_scores(study: dict, res_file: Path) -> list[tuple[str, float | None]]:
     return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells)]
 
 
-def gate_file(study: dict, arch: str) -> Path:
-    """The results file that decides the gate: base/gate.json with gate.samples, else the base row."""
-    base = Path(study["out"]) / arch / "base"
+def gate_file(study: dict, unit: str) -> Path:
+    """The results file that decides the gate for a unit: base/gate.json with gate.samples, else the base row."""
+    base = Path(study["out"]) / unit / "base"
     return base / ("gate.json" if study["gate"].get("samples") else "ruler.json")
 
 
@@ -365,7 +397,7 @@ def gate_misses(study: dict, res_file: Path) -> list[str]:
 def gate_check(study: dict, stage: Stage) -> str | None:
     """None when the base model passes the retrieval gate (or the stage does not decide it), else the reason."""
     gate = study.get("gate") or {}
-    if stage.arch not in gate.get("models", []) or stage.out != gate_file(study, stage.arch):
+    if (stage.model or stage.arch) not in gate.get("models", []) or stage.out != gate_file(study, stage.arch):
         return None
     low = gate_misses(study, stage.out)
     return None if not low else f"base {stage.arch} below the gate ({float(gate['min'])}): {', '.join(low)}"
@@ -382,14 +414,18 @@ def gate_summary(study: dict) -> str:
     head = f"Retrieval gate: each of {', '.join(gate['tasks'])} >= {need:g} at {at}"
     head += f" ({gate['samples']} samples per task)" if gate.get("samples") else " (the base row)"
     lines = [head + ":", ""]
-    for arch in gate["models"]:
-        f = gate_file(study, arch)
+    for unit, model, seed in units(study):
+        if model not in gate["models"]:
+            continue
+        name = unit if unit == model else f"{model}, pretraining seed {seed}"
+        f = gate_file(study, unit)
         if not f.is_file():
-            lines.append(f"- {arch}: not measured")
+            lines.append(f"- {name}: not measured")
             continue
         shown = " / ".join("-" if v is None else f"{v:g}" for _, v in gate_scores(study, f))
         verdict = "**misses**" if gate_misses(study, f) else "passes"
-        lines.append(f"- {arch}: {shown}: {verdict} ({f.parent.name}/{f.name})")
+        where = f"{f.parent.name}/{f.name}" if unit == model else f"{unit}/{f.parent.name}/{f.name}"
+        lines.append(f"- {name}: {shown}: {verdict} ({where})")
     return "\n".join(lines) + "\n\n"
 
 
@@ -399,8 +435,8 @@ def gate_summary(study: dict) -> str:
 def write_configs(study: dict, stages: list[Stage]) -> None:
     d = Path(study["out"]) / "configs"
     d.mkdir(parents=True, exist_ok=True)
-    for arch in study["models"]:
-        (d / f"pretrain-{arch}.yaml").write_text(yaml.safe_dump(pretrain_config(study, arch), sort_keys=False))
+    for unit, model, seed in units(study):
+        (d / f"pretrain-{unit}.yaml").write_text(yaml.safe_dump(pretrain_config(study, model, seed), sort_keys=False))
     for method in study["extend"]["methods"]:
         (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
 

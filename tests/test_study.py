@@ -437,3 +437,51 @@ def test_extra_extension_budgets(tmp_path):
         path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "budgets": [bad]}}))
         with pytest.raises(study.StudyError, match=word):
             study.load_study(str(path))
+
+
+def test_pretraining_seeds_replicate_every_stage(tmp_path):
+    """pretrain.seeds: every model is pretrained, gated, extended (with the same seed) and evaluated once per
+    seed, in <out>/<model>-s<seed>/; the labels stay the model's so that compare groups the seeds of a row."""
+    s = _tiny(tmp_path)
+    s["pretrain"].pop("seed", None)
+    s["pretrain"]["seeds"] = [0, 2]
+    s["gate"].update(min=80, samples=10)
+    st = {x.name: x for x in study.plan(s)}
+    assert "pretrain-hybrid" not in st
+    for unit, seed in (("hybrid-s0", 0), ("hybrid-s2", 2), ("transformer-s2", 2)):
+        pre, ext, ev = st[f"pretrain-{unit}"], st[f"extend-{unit}-yarn"], st[f"eval-{unit}-yarn"]
+        assert pre.out == tmp_path / unit / "base" and pre.model == unit.split("-")[0]
+        assert ext.cmd[ext.cmd.index("--seed") + 1] == str(seed)
+        assert ext.cmd[ext.cmd.index("--model") + 1] == str(tmp_path / unit / "base")
+        assert ev.cmd[ev.cmd.index("--label") + 1] == f"{unit.split('-')[0]} yarn" and "--seed" not in ev.cmd
+    assert st["gate-hybrid-s2"].needs == ["pretrain-hybrid-s2"] and "gate-transformer-s0" not in st
+    assert "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
+    assert len(st["compare"].inputs) == 20
+    study.write_configs(s, list(st.values()))
+    for unit, seed in (("hybrid-s0", 0), ("transformer-s2", 2)):
+        cfg = yaml.safe_load((tmp_path / "configs" / f"pretrain-{unit}.yaml").read_text())
+        assert cfg["seed"] == seed and "seeds" not in cfg
+    # the gate decides per seed: one seed's miss blocks only its own extensions
+    g0, g2 = st["gate-hybrid-s0"], st["gate-hybrid-s2"]
+    g0.out.parent.mkdir(parents=True)
+    g2.out.parent.mkdir(parents=True)
+    _results(g0.out, 90.0)
+    _results(g2.out, 40.0)
+    assert study.gate_check(s, g0) is None and "niah_single_1@512=40.0" in study.gate_check(s, g2)
+    text = st["compare"].preamble()
+    assert "- hybrid, pretraining seed 0: 90: passes (hybrid-s0/base/gate.json)" in text
+    assert "- hybrid, pretraining seed 2: 40: **misses** (hybrid-s2/base/gate.json)" in text
+
+
+def test_pretraining_seeds_are_checked(tmp_path):
+    path = tmp_path / "study.yaml"
+    base = yaml.safe_load(TINY.read_text())
+    for bad in ([], [0, 0], [-1], "0,1", [True]):
+        path.write_text(yaml.safe_dump({**base, "pretrain": {**base["pretrain"], "seeds": bad}}))
+        with pytest.raises(study.StudyError, match="pretrain.seeds"):
+            study.load_study(str(path))
+    one = {k: v for k, v in base["pretrain"].items() if k != "seeds"}
+    path.write_text(yaml.safe_dump({**base, "pretrain": {**one, "seed": 3}}))
+    s = study.load_study(str(path))
+    assert study.units(s) == [("hybrid", "hybrid", 3), ("transformer", "transformer", 3)] and "pretrain-hybrid" in {x.name for x in study.plan(s)}
+    assert study.pretrain_config(s, "hybrid")["seed"] == 3
