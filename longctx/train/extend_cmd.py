@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
     from longctx.train.loop import resolve_device
 
     check_memory(stages, mconfig, resolve_device(cfg.device),
-                 flags=f"--target {target}: " + "{batch} x {seq_len} tokens")
+                 flags=f"--target {target}: " + "{batch} x {seq_len} tokens", hint="give a smaller --target or --batch-size")
     resume_point(out, args.resume, args.force, total, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
 
     if args.dry_run:

@@ -89,7 +89,8 @@ def resume_point(out: Path, resume: bool, force: bool, steps: int, *, run_config
     return found
 
 
-def check_memory(stages, mconfig, device, *, flags: str) -> None:
+def check_memory(stages, mconfig, device, *, flags: str,
+                 hint: str = "lower --batch-size (--grad-accum keeps the tokens per step)") -> None:
     """Refuse a micro-batch whose activations cannot fit before a batch is made (longctx.memory)."""
     from longctx.memory import check_fits, model_width, world_size
 
@@ -97,7 +98,7 @@ def check_memory(stages, mconfig, device, *, flags: str) -> None:
     for st in stages:
         check_fits(st.batch_size * st.seq_len, hidden * layers, device, ranks=world_size(),
                    what=f"{flags.format(batch=st.batch_size, seq_len=st.seq_len)} per micro-batch ({st.name})",
-                   hint="lower --batch-size (--grad-accum keeps the tokens per step)")
+                   hint=hint)
 
 
 def _out_of_memory(e: BaseException) -> bool:
