@@ -52,9 +52,9 @@ class _OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _fail(prog: str, msg: str) -> int:
+def _fail(prog: str, msg: str, code: int = 2) -> int:
     print(f"{prog}: error: {msg}", file=sys.stderr)
-    return 2
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except UsageError as e:
         return _fail(f"longctx {name}", str(e))
+    except OSError as e:  # the filesystem refused mid-run (permissions changed, disk full): one line, not a traceback
+        return _fail(f"longctx {name}", str(e), code=1)
     except KeyboardInterrupt:
         print(f"longctx {name}: interrupted", file=sys.stderr)
         return 130

@@ -290,7 +290,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
                 setattr(obj, part, {**sub, ".".join(parts[i + 1:]): value})
                 break
             if not dataclasses.is_dataclass(sub):
-                raise UsageError(f"unknown config key {key!r}")
+                raise UsageError(_unknown(key, obj, ".".join(parts[:i])))
             sub = dataclasses.replace(sub)
             setattr(obj, part, sub)
             obj = sub
@@ -299,9 +299,16 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _unknown(key: str, obj, prefix: str) -> str:
+    """The error for a key that names no field of obj (the dataclass at `prefix`), listing those that do."""
+    prefix = f"{prefix}." if prefix else ""
+    names = [prefix + f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+    return f"unknown config key {key!r}" + (f"; known: {', '.join(names)}" if names else "")
+
+
 def _set_field(obj, last: str, value, key: str) -> None:
     if not dataclasses.is_dataclass(obj) or last not in {f.name for f in dataclasses.fields(obj)}:
-        raise UsageError(f"unknown config key {key!r}")
+        raise UsageError(_unknown(key, obj, key.rsplit(".", 1)[0] if "." in key else ""))
     setattr(obj, last, _coerce(value, _hints(type(obj))[last], key))
 
 
@@ -338,6 +345,7 @@ def validate(cfg: RunConfig) -> None:
         _need(cfg.tokens >= 1, "tokens (--tokens)", ">= 1", cfg.tokens)
     if cfg.steps is not None and cfg.tokens is not None:
         raise UsageError(f"give steps ({cfg.steps}) or tokens ({cfg.tokens}), not both")
+    _need(0 <= cfg.seed < 2**32, "seed (--seed)", "an integer in [0, 2**32)", cfg.seed)  # numpy's seed range
     _need(cfg.loss_chunk >= 1, "loss_chunk", ">= 1", cfg.loss_chunk)
     _need(cfg.loss_backend in LOSS_BACKENDS, "loss_backend", "one of " + ", ".join(LOSS_BACKENDS), cfg.loss_backend)
     _need(not (cfg.loss_backend == "fla" and cfg.z_loss > 0), "z_loss with loss_backend fla", "0 (fla has no z-loss)",
@@ -401,6 +409,7 @@ def validate(cfg: RunConfig) -> None:
           "true, false or a fraction of the blocks in [0, 1]", gc)
     _need(cfg.probe.interval >= 0, "probe.interval", ">= 0 (0 = off)", cfg.probe.interval)
     _need(cfg.probe.samples >= 1, "probe.samples", ">= 1", cfg.probe.samples)
+    _need(0 <= cfg.probe.seed < 2**32, "probe.seed", "an integer in [0, 2**32)", cfg.probe.seed)
     _need(cfg.profile.start >= 0, "profile.start", ">= 0 (0 = off)", cfg.profile.start)
     _need(cfg.profile.steps >= 1, "profile.steps", ">= 1", cfg.profile.steps)
 

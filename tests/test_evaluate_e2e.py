@@ -257,3 +257,11 @@ def test_longctx_backend_cuda_graphs_model_arg(tiny_model, monkeypatch):
     assert seen == [False, True, False] and outs[0] == outs[1] == outs[2]
     with pytest.raises(ValueError, match="cuda_graphs='yes please'"):
         lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs="yes please", device="cpu")
+
+
+def test_no_git_chatter_outside_a_git_checkout(tiny_model, tmp_path, monkeypatch, capfd):
+    # lm-eval asks `git describe` for its results' git_hash; outside a checkout git complains on stderr
+    monkeypatch.chdir(tmp_path)
+    s = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1, out=tmp_path / "g.json")
+    evaluate_ruler(s, lm=_EchoLM.make(True), log=lambda s: None)
+    assert "not a git repository" not in capfd.readouterr().err

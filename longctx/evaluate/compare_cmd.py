@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from longctx.errors import UsageError
+from longctx.paths import check_output
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,8 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _check_out(path: str | None, flag: str) -> None:
-    if path is not None and not Path(path).resolve().parent.is_dir():
+    if path is None:
+        return
+    if not Path(path).resolve().parent.exists():
         raise UsageError(f"{flag} {path!r}: folder {str(Path(path).parent)!r} does not exist")
+    check_output(path, flag, kind="file")
 
 
 def run(args: argparse.Namespace) -> int:

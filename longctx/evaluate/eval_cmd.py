@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from longctx.errors import UsageError
+from longctx.paths import check_output
 from longctx.evaluate.lengths import parse_lengths
 from longctx.evaluate.results import RULER_TASKS
 from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
@@ -90,6 +91,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--model {args.model!r} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
     if not any(model.glob("*.safetensors")) and not any(model.glob("*.bin")):
         raise UsageError(f"--model {args.model!r} has no weights (*.safetensors or *.bin)")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed {args.seed}: give an integer in [0, 2**32)")
     if args.samples < 1:
         raise UsageError(f"--samples {args.samples} must be a positive integer")
     bs = args.batch_size
@@ -102,6 +105,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--out {args.out!r}: the results file must end in .json")
     if out.is_dir():
         raise UsageError(f"--out {args.out!r} is a directory; give a FILE.json path")
+    check_output(out, "--out", kind="file")
     if args.chat_template and not _has_chat_template(model):
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
@@ -124,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
     from longctx.evaluate.runner import evaluate_ruler, fingerprint, journal_path
 
     Journal(journal_path(spec.out), fingerprint(spec))  # a journal of another run: refuse before loading
+    from longctx.evaluate.model_check import check_lengths_fit, check_model
+
+    config = check_model(Path(spec.model), spec.backend, f"--model {spec.model}")
+    check_lengths_fit(spec.lengths, config, spec.device)
     try:
         res = evaluate_ruler(spec)
     except KeyboardInterrupt:

@@ -9,7 +9,13 @@ Every argument goes to lm-eval unchanged, `--help` included; the only additions 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from pathlib import Path
+
+from longctx.errors import UsageError
+from longctx.evaluate.results import RULER_TASKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,9 +25,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.prefix_chars = "\0"
 
 
+def check_pretrained(model_args) -> None:
+    """`pretrained=` names a local folder, or a Hub id (owner/name) when online: a path that is
+    neither is refused here rather than in a traceback after lm-eval has started."""
+    spec = model_args.get("pretrained") if isinstance(model_args, dict) else None
+    if not isinstance(spec, str) or not spec:
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return
+    hub_like = re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not path.parent.is_dir()
+    offline = any(os.environ.get(v, "") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if path.exists() or not hub_like or offline:
+        raise UsageError(f"--model_args pretrained={spec}: not a model folder" + ("" if path.exists() or not hub_like
+                         else " (and offline, so not a Hub id)"))
+
+
+def run_checked(cli, ns) -> None:
+    """lm-eval's run, with its unknown-task error turned into ours (before any model is loaded)."""
+    if getattr(ns, "command", None) == "run":
+        check_pretrained(getattr(ns, "model_args", None))
+    try:
+        cli.execute(ns)
+    except ValueError as e:
+        if str(e).startswith("Tasks not found"):  # lm-eval's process_tasks, before the model is built
+            raise UsageError(f"--tasks: {e} (ours: ruler, {', '.join(RULER_TASKS)}; all: `longctx lm-eval ls tasks`)") from None
+        raise
+
+
 def run(args: argparse.Namespace) -> int:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
+
+    from longctx.evaluate.runner import quiet_git_hash
 
     import longctx.evaluate.lm_model  # noqa: F401  registers --model longctx
     from eval_tasks import TASKS_DIR
@@ -31,12 +67,13 @@ def run(args: argparse.Namespace) -> int:
     sys.argv = ["longctx lm-eval", *argv]
     try:
         setup_logging()
+        quiet_git_hash()
         cli = HarnessCLI()
         ns = cli.parse_args()
         if hasattr(ns, "include_path"):
             # TaskManager takes a list; ours first so that a path the user gives can override it.
             ns.include_path = [str(TASKS_DIR)] + ([ns.include_path] if ns.include_path else [])
-        cli.execute(ns)
+        run_checked(cli, ns)
     except SystemExit as e:  # lm-eval exits on --help and on its own usage errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.errors import UsageError
+from longctx.paths import honour_umask
 
 FORMAT = "longctx-ruler-results"
 VERSION = 1
@@ -158,6 +159,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        honour_umask(tmp)  # mkstemp makes it 0600; others on a shared cluster read results too
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -144,6 +144,23 @@ def cell_score(out: dict, task: str, length: int) -> tuple[float, int] | None:
     return float(value), n
 
 
+def quiet_git_hash() -> None:
+    """lm-eval stamps results with `git describe` of the working directory and lets git print "fatal:
+    not a git repository" outside a checkout, once per cell; ask git the same with its stderr silenced."""
+    import subprocess
+
+    import lm_eval.evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    def git_hash():
+        try:
+            return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
+        except (subprocess.CalledProcessError, OSError):
+            return get_commit_from_path(Path.cwd())
+
+    lm_eval.evaluator.get_git_commit_hash = git_hash
+
+
 def evaluate_ruler(
     spec: EvalSpec,
     lm: Any = None,
@@ -161,6 +178,7 @@ def evaluate_ruler(
     from eval_tasks.ruler import DataUnavailable, LengthTooShort, sources
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    quiet_git_hash()
     journal = Journal(journal_path(spec.out), fingerprint(spec))
     res = R.new_results(
         model=spec.model,

@@ -2,7 +2,8 @@
 
 `HybridLM.save_pretrained` replaces its target directory as a whole, which would take the run's
 checkpoints and metrics with it; so the model is saved into a hidden directory inside OUT and
-its files are moved up, replacing the previous export's.
+its files are moved up, replacing the previous export's. longctx_train.json lists the files
+(`export_files`), so that the next export or --force removes those and nothing of the user's.
 """
 from __future__ import annotations
 
@@ -13,12 +14,10 @@ from pathlib import Path
 import torch
 
 from longctx.errors import UsageError
-from longctx.train.outdir import TRAIN_META, write_train_meta
+from longctx.paths import honour_umask
+from longctx.train.outdir import TRAIN_META, export_files, write_train_meta
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_HF_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
-             "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt",
-             "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:
@@ -27,10 +26,6 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
     if name not in DTYPES:
         raise UsageError(f"dtype {name!r} is not supported; accepted: {', '.join(DTYPES)}")
     return DTYPES[name]
-
-
-def _is_hf_file(name: str) -> bool:
-    return name in _HF_FILES or name.endswith(".safetensors")
 
 
 def export_hf(model, out: str | Path, *, tokenizer=None, train_meta: dict | None = None,
@@ -44,15 +39,18 @@ def export_hf(model, out: str | Path, *, tokenizer=None, train_meta: dict | None
     staging = out / ".hf-export"
     if staging.exists():
         shutil.rmtree(staging)
+    previous = set(export_files(out))
     model.save_pretrained(staging, tokenizer=tokenizer)
-    for f in out.iterdir():  # a previous export's shards that this one does not overwrite
-        if f.is_file() and _is_hf_file(f.name) and not (staging / f.name).exists():
-            f.unlink()
-    for f in staging.iterdir():
-        os.replace(f, out / f.name)
+    written = sorted(f.name for f in staging.iterdir())
+    for name in previous - set(written):  # a previous export's shards that this one does not overwrite
+        if (out / name).is_file():
+            (out / name).unlink()
+    for name in written:
+        honour_umask(staging / name)  # safetensors are written 0600 through a temp file
+        os.replace(staging / name, out / name)
     staging.rmdir()
     if train_meta is not None:
-        write_train_meta(out, train_meta)
+        write_train_meta(out, {**train_meta, "export_files": written})
     return out
 
 

@@ -8,6 +8,7 @@ exports on its own; the output loads in transformers and `lm_eval --model hf`.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ import torch
 from longctx.errors import UsageError
 from longctx.train import checkpoint as ckpt
 from longctx.train.export import DTYPES, export_hf, parse_dtype
-from longctx.train.outdir import check_new_out
+from longctx.train.outdir import TRAIN_META, check_new_out, export_files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,6 +56,7 @@ def load_from_checkpoint(path: Path):
 
 def run(args: argparse.Namespace) -> int:
     from longctx.data import load_tokenizer
+    from longctx.train.lock import RunLock
 
     path, out = Path(args.checkpoint), Path(args.out)
     meta = check_checkpoint(path)
@@ -64,6 +66,24 @@ def run(args: argparse.Namespace) -> int:
     model = load_from_checkpoint(path)
     train_meta = {k: v for k, v in meta.items() if k not in ("stage", "total_steps")}
     train_meta["steps"] = meta["step"]
-    export_hf(model, out, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire()  # not into a run directory a training process is writing
+    try:
+        before = {p.name for p in out.iterdir()}
+        export_hf(model, out, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+        after = {p.name for p in out.iterdir()}
+    except BaseException:
+        lock.release()
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    lock.release()
+    written = set(export_files(out)) | {TRAIN_META}
+    replaced, removed = sorted(before & written), sorted(before - after)
+    if replaced or removed:
+        print("longctx export: --force " + "; ".join(
+            f"{what} {', '.join(names)}" for what, names in (("replaced", replaced), ("removed", removed)) if names),
+            file=sys.stderr)
     print(f"longctx export: step {meta['step']} of {path.parent.parent} saved to {out}")
     return 0

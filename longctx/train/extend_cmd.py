@@ -33,12 +33,14 @@ from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config, read_train_meta
 from longctx.train.pretrain_cmd import (
     check_device,
-    prepare_out_once,
+    check_memory,
     resume_point,
     run_training,
     start_parallel,
 )
+from longctx.train.rundir import open_run_dir
 
+EVAL_OUT = "ruler.json"  # extend --eval's results, inside OUT
 _LEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 
 
@@ -218,7 +220,18 @@ def run(args: argparse.Namespace) -> int:
     dtype = parse_dtype(export_dtype)
     out = Path(args.out)
     total = sum(s.steps for s in stages)
-    resume_from = resume_point(out, args.resume, args.force, total)
+    train_meta = {
+        "kind": "extend", "seq_len": target, "base_len": base_len, "target": target, "method": method.name,
+        "rope_parameters": rope, "source_model": str(args.model),
+        "plan": [{"stage": s.name, "seq_len": s.seq_len, "steps": s.steps} for s in stages],
+        "longctx_version": __version__,
+    }
+    prog = "longctx extend"
+    from longctx.train.loop import resolve_device
+
+    check_memory(stages, mconfig, resolve_device(cfg.device),
+                 flags=f"--target {target}: " + "{batch} x {seq_len} tokens", hint="give a smaller --target or --batch-size")
+    resume_point(out, args.resume, args.force, total, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
 
     if args.dry_run:
         print(yaml.safe_dump({
@@ -258,25 +271,26 @@ def run(args: argparse.Namespace) -> int:
         print("longctx extend: longctx.evaluate.eval_cmd is not available; --eval is skipped", file=sys.stderr)
 
     # Validated: from here on OUT is written.
-    prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
-    torch.manual_seed(cfg.seed)
-    train_meta = {
-        "kind": "extend", "seq_len": target, "base_len": base_len, "target": target, "method": method.name,
-        "rope_parameters": rope, "source_model": str(args.model),
-        "plan": [{"stage": s.name, "seq_len": s.seq_len, "steps": s.steps} for s in stages],
-        "longctx_version": __version__,
-    }
-    rc = run_training(model, cfg, out, stages, make_loader, prog="longctx extend", device=device,
-                      train_meta=train_meta, tokenizer=tokenizer, dims=dims, probe=probe,
-                      resume_from=resume_from, dtype=dtype, progress=not args.no_progress)
-    if rc or not do_eval or not dims.is_main:  # the evaluation runs as one process, on rank 0
-        return rc
+    ours = (EVAL_OUT, EVAL_OUT + ".partial.jsonl") if do_eval else ()  # stale answers of the old weights
+    run = open_run_dir(dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog,
+                       force_extra=ours)
+    try:
+        torch.manual_seed(cfg.seed)
+        rc = run_training(model, cfg, run, stages, make_loader, prog=prog, device=device, train_meta=train_meta,
+                          tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress)
+        return rc if rc or not do_eval or not dims.is_main else run_eval(cfg, out, target)
+    finally:
+        run.release()
+
+
+def run_eval(cfg: RunConfig, out: Path, target: int) -> int:
+    """extend --eval: `longctx eval` at 4k..target into OUT/ruler.json, as one process (rank 0)."""
     from longctx.evaluate import eval_cmd
 
     lengths = ",".join(str(n) for n in eval_lengths(target))
     p = argparse.ArgumentParser(prog="longctx eval")
     eval_cmd.add_arguments(p)
-    eval_args = ["--model", str(out), "--lengths", lengths, "--out", str(out / "ruler.json")]
+    eval_args = ["--model", str(out), "--lengths", lengths, "--out", str(out / EVAL_OUT)]
     if cfg.device:
         eval_args += ["--device", cfg.device]
     print(f"longctx extend: evaluating: longctx eval {' '.join(eval_args)}", file=sys.stderr)

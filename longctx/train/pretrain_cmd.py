@@ -9,6 +9,7 @@ that `longctx extend` reads), run_config.yaml, metrics.jsonl and checkpoints/.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from longctx.train.data import check_data, data_prefetch, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import export_hf, parse_dtype
 from longctx.train.loop import NonFiniteLoss, Preempted, Stage, Trainer, resolve_device
-from longctx.train.outdir import check_out, prepare_out, read_run_config, write_run_config
+from longctx.train.outdir import check_out, read_run_config, write_run_config
+from longctx.train.resume_check import check_resume
+from longctx.train.rundir import RunDir, open_run_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,8 +73,15 @@ def checkpoint_writer(model, tokenizer):
     return write
 
 
-def resume_point(out: Path, resume: bool, force: bool, steps: int) -> Path | None:
+def resume_point(out: Path, resume: bool, force: bool, steps: int, *, run_config: dict, meta: dict,
+                 prog: str) -> Path | None:
+    """The checkpoint --resume continues from (None: a fresh run), once OUT and the flags are checked:
+    a resumed run keeps its settings (longctx.train.resume_check). Writes nothing."""
     found = check_out(out, resume=resume, force=force)
+    if resume:
+        for note in check_resume(out, found, run_config, meta):
+            if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 speaks
+                print(f"{prog}: --resume: {note} (applied; recorded in run_config.yaml)", file=sys.stderr)
     if found is not None:
         done = ckpt.read_meta(found)["step"]
         if done > steps:
@@ -79,8 +89,28 @@ def resume_point(out: Path, resume: bool, force: bool, steps: int) -> Path | Non
     return found
 
 
-def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
-    main = trainer.parallel.is_main
+def check_memory(stages, mconfig, device, *, flags: str,
+                 hint: str = "lower --batch-size (--grad-accum keeps the tokens per step)") -> None:
+    """Refuse a micro-batch whose activations cannot fit before a batch is made (longctx.memory)."""
+    from longctx.memory import check_fits, model_width, world_size
+
+    hidden, layers = model_width(mconfig)
+    for st in stages:
+        check_fits(st.batch_size * st.seq_len, hidden * layers, device, ranks=world_size(),
+                   what=f"{flags.format(batch=st.batch_size, seq_len=st.seq_len)} per micro-batch ({st.name})",
+                   hint=hint)
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
+    main, out = trainer.parallel.is_main, run.out
+    fresh = run.resume_from is None
     try:
         trainer.fit()
     except NonFiniteLoss as e:
@@ -92,6 +122,28 @@ def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train
             print(f"{prog}: {e}", file=sys.stderr)
         _leave_process_group(trainer)
         return 128 + e.signum
+    except KeyboardInterrupt:
+        if main:
+            last = trainer.last_checkpoint or run.resume_from
+            where = (f"the last checkpoint is {last}" if last is not None
+                     else "no checkpoint was written yet (--resume starts it over)")
+            print(f"{prog}: interrupted after step {trainer.step}; {where}; rerun the same command with --resume "
+                  "to continue", file=sys.stderr)
+        raise
+    except Exception as e:
+        nothing_kept = fresh and trainer.last_checkpoint is None
+        if nothing_kept:
+            run.discard()  # a half-written run is worse than none
+        if not _out_of_memory(e):
+            raise
+        if main:
+            stage = trainer.stages[trainer.stage_index(trainer.step)]
+            left = f"; {out} was removed" if nothing_kept and not out.exists() else (
+                "; nothing of the run was kept" if nothing_kept else "")
+            print(f"{prog}: error: out of memory in step {trainer.step + 1} ({stage.batch_size} x {stage.seq_len} "
+                  f"tokens per micro-batch): lower --batch-size (--grad-accum keeps the tokens per step){left}",
+                  file=sys.stderr)
+        return 1
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
     best = trainer.load_best()  # checkpoint.export: best
     if best is not None:
@@ -120,15 +172,6 @@ def start_parallel(args: argparse.Namespace, stages, mconfig, device: torch.devi
 
     dims = parallel_from_args(args, stages, mconfig, device.type)
     return dims, dims.device if dims.distributed else device
-
-
-def prepare_out_once(dims, out: Path, *, force: bool, run_config: dict) -> None:
-    """Create OUT and write run_config.yaml on rank 0 only, once every rank has validated."""
-    dims.barrier()
-    if dims.is_main:
-        prepare_out(out, force=force)
-        write_run_config(out, run_config)
-    dims.barrier()
 
 
 def pretrain_stages(cfg, steps: int) -> list[Stage]:
@@ -162,8 +205,12 @@ def run(args: argparse.Namespace) -> int:
     mconfig = model_config(cfg, tokenizer)
     steps = resolve_steps(cfg)
     dtype = parse_dtype(cfg.export_dtype)
-    resume_from = resume_point(out, args.resume, args.force, steps)
     stages = pretrain_stages(cfg, steps)
+    train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
+                  "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
+    prog = "longctx pretrain"
+    resume_point(out, args.resume, args.force, steps, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
+    check_memory(stages, mconfig, device, flags="--batch-size {batch} x --seq-len {seq_len}")
     make_loader = loader_factory(cfg, tokenizer, **data_prefetch(device))
     for stage in stages:
         check_data(make_loader, stage)
@@ -173,22 +220,28 @@ def run(args: argparse.Namespace) -> int:
     model = build_on_rank0(lambda: HybridLM(mconfig), dims)  # under torchrun rank 0's init is broadcast
 
     # Validated: from here on OUT is written.
-    prepare_out_once(dims, out, force=args.force, run_config=cfg.to_dict())
-    train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
-                  "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
-    return run_training(model, cfg, out, stages, make_loader, prog="longctx pretrain", device=device,
-                        train_meta=train_meta, tokenizer=tokenizer, dims=dims, probe=probe,
-                        resume_from=resume_from, dtype=dtype, progress=not args.no_progress)
+    run = open_run_dir(dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog)
+    try:
+        return run_training(model, cfg, run, stages, make_loader, prog=prog, device=device, train_meta=train_meta,
+                            tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress)
+    finally:
+        run.release()
 
 
-def run_training(model, cfg, out: Path, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
-                 dims, probe, resume_from, dtype, progress: bool) -> int:
-    """The Trainer over the stages (resumed when asked), then the HF export; the exit code."""
-    trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
+def run_training(model, cfg, run: RunDir, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
+                 dims, probe, dtype, progress: bool) -> int:
+    """The Trainer over the stages (resumed from run.resume_from when set), then the HF export; the exit code."""
+    trainer = Trainer(model, cfg, run.out, stages, make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=progress,
                       parallel=dims, probe=probe)
-    if resume_from is not None:
-        trainer.resume(resume_from)
+    if run.resume_from is not None:
+        try:
+            trainer.resume(run.resume_from)
+        except Exception as e:  # noqa: BLE001 -- a damaged checkpoint or one of another model
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UsageError(f"--resume: cannot load {run.resume_from} ({type(e).__name__}: {first})") from None
         if dims.is_main:
-            print(f"{prog}: resuming from {resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
-    return train_and_export(trainer, out, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+            print(f"{prog}: resuming from {run.resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
+    if dims.is_main:
+        write_run_config(run.out, cfg.to_dict())  # a resumed run records the changes it applied
+    return train_and_export(trainer, run, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
