@@ -79,7 +79,10 @@ def resume_point(out: Path, resume: bool, force: bool, steps: int) -> Path | Non
     return found
 
 
-def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
+def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train_meta: dict, dtype,
+                     temperature=None) -> int:
+    """Train, then export the HF model. `temperature` (longctx.train.temperature.DropeTemperature):
+    resolved (fitted) on every rank after training, folded into the exported weights only."""
     main = trainer.parallel.is_main
     try:
         trainer.fit()
@@ -96,8 +99,14 @@ def train_and_export(trainer: Trainer, out: Path, *, prog: str, tokenizer, train
     best = trainer.load_best()  # checkpoint.export: best
     if best is not None:
         meta["exported"] = {"checkpoint": "best", **best}
+    record = temperature.resolve(trainer) if temperature is not None else None
     model = trainer.export_model()  # every rank: gathers the shards under torchrun
     if main:
+        if record is not None:
+            temperature.fold(model, record)
+            meta["temperature"] = record
+            temperature.write(out, record)
+            print(f"{prog}: {temperature.describe(record)}", file=sys.stderr)
         export_hf(model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
         which = f" (the best {best['key']} = {best['value']}, step {best['step']})" if best is not None else ""
         print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model{which} saved to {out}")
@@ -182,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_training(model, cfg, out: Path, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
-                 dims, probe, resume_from, dtype, progress: bool) -> int:
+                 dims, probe, resume_from, dtype, progress: bool, temperature=None) -> int:
     """The Trainer over the stages (resumed when asked), then the HF export; the exit code."""
     trainer = Trainer(model, cfg, out, stages, make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=progress,
@@ -191,4 +200,5 @@ def run_training(model, cfg, out: Path, stages, make_loader, *, prog: str, devic
         trainer.resume(resume_from)
         if dims.is_main:
             print(f"{prog}: resuming from {resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
-    return train_and_export(trainer, out, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+    return train_and_export(trainer, out, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype,
+                            temperature=temperature)

@@ -76,30 +76,36 @@ class DropeTemperature:
         self.heldout = heldout  # () -> list of batches; needed for "auto"
 
     def resolve(self, trainer) -> dict:
-        from longctx.model.temperature import temperature, temperature_layers
+        """The record: c (fixed, or fitted with the trainer's model on held-out batches) and beta."""
+        from longctx.model.temperature import temperature
 
         model = trainer.model
-        layers = temperature_layers(model.config)
-        record = {"method": "drope", "setting": self.setting, "base_len": self.base_len, "target": self.target,
-                  "s": self.target / self.base_len, "layers": layers}
-        if self.setting == "auto":
-            batches = self.heldout()
+        if self.setting != "auto":
+            return self.record(model.config, float(self.setting))
+        batches = self.heldout()
 
-            def nll_at(c):
-                with temperature(model, beta_of(c, self.base_len, self.target)):
-                    return trainer.heldout_nll(batches)
+        def nll_at(c):
+            with temperature(model, beta_of(c, self.base_len, self.target)):
+                return trainer.heldout_nll(batches)
 
-            c, tried = fit_c(nll_at)
-            n = sum(int(b["input_ids"].shape[0]) for b in batches)
-            record["fit"] = {"sequences": n, "seq_len": self.target, "objective": "mean next-token NLL",
-                             "tried": sorted(tried, key=lambda r: r["c"])}
-        else:
-            c = float(self.setting)
-        record["c"] = c
-        record["beta"] = beta_of(c, self.base_len, self.target)
-        return record
+        c, tried = fit_c(nll_at)
+        n = sum(int(b["input_ids"].shape[0]) for b in batches)
+        return self.record(model.config, c, fit={"sequences": n, "seq_len": self.target,
+                                                 "objective": "mean next-token NLL",
+                                                 "tried": sorted(tried, key=lambda r: r["c"])})
 
-    def fold(self, model, record: dict) -> None:
+    def record(self, config, c: float, fit: dict | None = None) -> dict:
+        from longctx.model.temperature import temperature_layers
+
+        out = {"method": "drope", "setting": self.setting, "base_len": self.base_len, "target": self.target,
+               "s": self.target / self.base_len, "layers": temperature_layers(config), "c": c,
+               "beta": beta_of(c, self.base_len, self.target)}
+        if fit is not None:
+            out["fit"] = fit
+        return out
+
+    @staticmethod
+    def fold(model, record: dict) -> None:
         from longctx.model.temperature import fold_temperature
 
         fold_temperature(model, record["beta"])
