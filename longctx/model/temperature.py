@@ -4,8 +4,9 @@ DroPE sharpens the full-attention softmax past the recalibration length by beta 
 (rope_methods.drope). Neither transformers nor vLLM reads a temperature from an Olmo config, so it
 goes into the weights: q = q_norm(q_proj(x)) ends with RMSNorm's learned per-channel scale, and
 scaling that scale by beta scales q, hence every logit q.k, by beta (k and v are untouched). The
-model then needs no temperature code at inference: HybridLM, transformers and vLLM all compute
-softmax(beta * q.k / sqrt(d)) from the same checkpoint.
+model then needs no temperature code at inference: HybridLM and transformers compute
+softmax(beta * q.k / sqrt(d)) from the same checkpoint (tested), and so should vLLM, whose Olmo
+layers apply the same q_norm weight (not run here).
 
 Only full-attention layers without RoPE take it: sliding-window layers never see more keys than
 their window, and a rotated layer's logits are the position encoding's business (YaRN has its own).
