@@ -7,7 +7,7 @@ model's HF `rope_parameters`, `get(name).plan(base_len, target_len)` its trainin
 
 from rope_methods import drope, none, ntk, pi, yarn  # noqa: F401  (each registers its method)
 from rope_methods.base import _REGISTRY, Method, Stage
-from rope_methods.freqs import ROPE_TYPES, dynamic_inv_freq, inv_freq
+from rope_methods.freqs import ROPE_TYPES, UNROTATED, dynamic_inv_freq, inv_freq, is_unrotated
 from rope_methods.rotary import apply_rotary, cos_sin
 
 METHODS = ("yarn", "drope", "pi", "ntk", "none")
@@ -22,6 +22,6 @@ def get(name: str) -> Method:
 
 
 __all__ = [
-    "METHODS", "ROPE_TYPES", "Method", "Stage", "get",
+    "METHODS", "ROPE_TYPES", "UNROTATED", "Method", "Stage", "get", "is_unrotated",
     "inv_freq", "dynamic_inv_freq", "cos_sin", "apply_rotary",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from rope_methods.freqs import LAYER_TYPES, rope_type_of
+from rope_methods.freqs import LAYER_TYPES, is_unrotated, rope_type_of
 
 _REGISTRY: dict[str, "Method"] = {}
 
@@ -47,8 +47,8 @@ def is_nested(rope_parameters) -> bool:
 
 
 def has_rope(flat) -> bool:
-    # a null rope_theta is how a transformers OlmoHybrid config spells "no RoPE"
-    return flat is not None and flat.get("rope_theta", 0.0) is not None
+    # a null rope_theta is how a transformers OlmoHybrid config spells "no RoPE", UNROTATED how Olmo3's does
+    return flat is not None and flat.get("rope_theta", 0.0) is not None and not is_unrotated(flat)
 
 
 class Method:
@@ -70,13 +70,7 @@ class Method:
         `self.layers` unchanged, e.g. Olmo 3's sliding-window layers keep their RoPE.
         """
         check_lengths(base_len, target_len)
-        unknown = sorted(set(opts) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for method {self.name!r}; accepted: "
-                f"{', '.join(sorted(self.defaults)) or 'none'}"
-            )
-        opts = {**self.defaults, **opts}
+        opts = self.options(**opts)
         if rope_parameters is not None and not isinstance(rope_parameters, dict):
             raise ValueError(f"invalid rope_parameters={rope_parameters!r}; accepted: a dict or None")
         if not is_nested(rope_parameters):
@@ -86,6 +80,17 @@ class Method:
             if layer_type in out:
                 out[layer_type] = self._extend_flat(out[layer_type], base_len, target_len, opts)
         return out
+
+    def options(self, **opts) -> dict:
+        """`defaults` updated with opts; a ValueError names an option not in `defaults` (subclasses
+        also check the values of options that are not RoPE parameters)."""
+        unknown = sorted(set(opts) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"unknown option {unknown[0]!r} for method {self.name!r}; accepted: "
+                f"{', '.join(sorted(self.defaults)) or 'none'}"
+            )
+        return {**self.defaults, **opts}
 
     def _extend_flat(self, flat: dict | None, base_len: int, target_len: int, opts: dict) -> dict | None:
         raise NotImplementedError

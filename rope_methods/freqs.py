@@ -20,6 +20,26 @@ ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "longrope")
 DEFAULT_THETA = 10_000.0  # transformers' `default_theta` when the dict has no rope_theta
 LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
 
+# "No RoPE" for a layer type in a model whose transformers class always rotates q and k. Olmo3's
+# rotary module builds one table per layer type: a null rope_theta fails there, and a null entry is
+# silently replaced by the default RoPE. So a layer type without RoPE is written as llama3 RoPE that
+# divides every frequency by 1e30: cos = 1 and |sin| < 1e-20 at any position below 1e10, far below
+# float32's resolution, so q and k leave the rotation unchanged in transformers; llama3 (unlike
+# linear) keeps vLLM's cos/sin cache at max_position_embeddings entries. `inv_freq` reads it back
+# as no RoPE.
+UNROTATED = {
+    "rope_type": "llama3", "rope_theta": 10_000.0, "factor": 1e30,
+    "low_freq_factor": 1.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 1,
+}
+
+
+def is_unrotated(rope_parameters) -> bool:
+    """True for the UNROTATED spelling of "no RoPE" (any llama3 dict dividing by >= 1e30)."""
+    if not isinstance(rope_parameters, dict) or rope_parameters.get("rope_type") != "llama3":
+        return False
+    factor = rope_parameters.get("factor")
+    return isinstance(factor, (int, float)) and not isinstance(factor, bool) and factor >= UNROTATED["factor"]
+
 
 def _bad(name, value, accepted):
     return ValueError(f"invalid rope parameter {name}={value!r}; accepted: {accepted}")
@@ -210,6 +230,8 @@ def _compute(rope_parameters, head_dim, max_position_embeddings, seq_len):
     # OlmoHybridModel builds no rotary module when rope_theta is null: the saved form of "no RoPE"
     if "rope_theta" in rope_parameters and rope_parameters["rope_theta"] is None:
         return None, 1.0
+    if is_unrotated(rope_parameters):
+        return None, 1.0
     theta = _positive(rope_parameters, "rope_theta", DEFAULT_THETA)
     if max_position_embeddings is not None:
         max_position_embeddings = _check_positive("max_position_embeddings", max_position_embeddings)
@@ -225,7 +247,7 @@ def inv_freq(
     """(inv_freq float32 [head_dim // 2], attention_scaling) as transformers computes them at init.
 
     rope_parameters: the flat HF dict (`rope_type`, `rope_theta`, `factor`, ...) or None for no
-    RoPE, which returns (None, 1.0); so does a dict whose `rope_theta` is null.
+    RoPE, which returns (None, 1.0); so do a dict whose `rope_theta` is null and UNROTATED.
     max_position_embeddings: the model config's value. Needed only where transformers reads it:
     yarn/llama3/longrope without `original_max_position_embeddings`, yarn/longrope without
     `factor`. 'dynamic' at init equals 'default' (it rescales only past that length, see

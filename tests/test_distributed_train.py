@@ -81,11 +81,12 @@ def test_resume_across_layouts_exports_the_same_model(runs):
 
 
 def test_extend_under_torchrun_matches_one_process(runs, tmp_path):
-    """DRoPE extension 64 -> 128 (a recalibration stage at 64, then 128) with --cp 2."""
+    """DRoPE extension 64 -> 128 (a recalibration stage at 64, then 128) with --cp 2, and its softmax
+    temperature fitted afterwards on held-out sequences by both ranks (each its half of every row)."""
     base, _ = runs
     flags = ["extend", "--method", "drope", "--target", "128", "--model", str(base), "--steps", "2",
              "--batch-size", "2", "--device", "cpu", "--no-progress", "--lr", "1e-3", "--warmup-steps", "1",
-             "--set", "optimizer.eps=1e-3"]
+             "--set", "optimizer.eps=1e-3", "--set", "extend.rope.temperature=auto"]
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -101,6 +102,10 @@ def test_extend_under_torchrun_matches_one_process(runs, tmp_path):
     want, got = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "cp2" / "model.safetensors")
     for name in want:
         torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    fits = [json.loads((tmp_path / d / "drope_temperature.json").read_text())["fit"]["tried"] for d in ("one", "cp2")]
+    assert [r["c"] for r in fits[0]] == [r["c"] for r in fits[1]]
+    for w, g in zip(*fits):
+        assert g["nll"] == pytest.approx(w["nll"], rel=1e-5), w["c"]
 
 
 @pytest.mark.parametrize("flags,message", [

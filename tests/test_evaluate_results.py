@@ -77,6 +77,11 @@ def test_rope_parameters_from_transformers_configs(tmp_path):
         assert rp == json.loads(json.dumps(cfg.rope_parameters))
         assert R.rope_method(rp) == method
     assert R.rope_method(None) == "drope"
+    import rope_methods
+
+    # Olmo 3 after DRoPE: full-attention layers unrotated, sliding layers keep their RoPE
+    assert R.rope_method({"full_attention": dict(rope_methods.UNROTATED),
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}) == "drope"
     # legacy (transformers 4) spelling
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text(json.dumps(

@@ -117,15 +117,15 @@ def test_drope_config_none(tmp_path):
 
 
 def test_olmo3_drope_is_rope_switched_off(tmp_path):
-    """The transformer's DRoPE: transformers' Olmo3 cannot drop RoPE (it always builds rotary_emb), so
-    the reference is its own attention with every inv_freq zeroed (cos 1, sin 0: q and k unrotated), in
-    both layer types (sliding and full)."""
+    """The transformer's DRoPE: transformers' Olmo3 always rotates q and k, so the reference is its own
+    attention with every inv_freq zeroed (cos 1, sin 0: q and k unrotated), in both layer types
+    (sliding and full). The saved config spells "no RoPE" as rope_methods.UNROTATED, which
+    transformers runs as that same identity rotation."""
     ref = hf_reference(olmo3_config())
     ref.save_pretrained(tmp_path / "ref")
     ours = HybridLM.from_pretrained(tmp_path / "ref")
     ours.config.rope_parameters = None
-    with pytest.warns(UserWarning, match="olmo3 without RoPE"):
-        ours = HybridLM.from_pretrained(ours.save_pretrained(tmp_path / "ours"))
+    ours = HybridLM.from_pretrained(ours.save_pretrained(tmp_path / "ours"))
     x = ids()
     with_rope = hf_logits(ref, x)
     for layer_type in ("sliding_attention", "full_attention"):
@@ -133,6 +133,9 @@ def test_olmo3_drope_is_rope_switched_off(tmp_path):
     expected = hf_logits(ref, x)
     assert max_diff(with_rope, expected) > 1e-2  # RoPE mattered in the reference
     assert max_diff(ours_logits(ours, x), expected) <= TOL
+    back = AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert back.config.rope_parameters["full_attention"]["rope_type"] == "llama3"
+    assert max_diff(hf_logits(back, x), expected) <= TOL
 
 
 @pytest.mark.parametrize("kind,tied", [("olmo_hybrid", False), ("olmo_hybrid", True), ("olmo3", False), ("olmo3", True)])

@@ -304,9 +304,32 @@ def test_extend_nested_olmo3_keeps_sliding_rope():
                                                                   "full_attention": dict(BASE)}])
 def test_drope_removes_rope(rope_parameters):
     method = rm.get("drope")
-    assert method.extend(rope_parameters, base_len=8192, target_len=65536) is None
-    assert set(method.layers) == {"full_attention", "sliding_attention"}
+    assert method.extend(rope_parameters, base_len=8192, target_len=65536, layers="all") is None
     assert rm.inv_freq(None, 64) == (None, 1.0)
+
+
+def test_drope_keeps_the_sliding_layers_rope_by_default():
+    nested = {"sliding_attention": dict(BASE), "full_attention": dict(BASE)}
+    out = rm.get("drope").extend(nested, base_len=8192, target_len=65536)
+    assert out == {"sliding_attention": BASE, "full_attention": None}
+    assert nested["full_attention"] == BASE  # input untouched
+    assert rm.get("drope").extend(dict(BASE), base_len=8192, target_len=65536) is None  # Olmo Hybrid: flat
+
+
+def test_unrotated_is_no_rope_here_and_identity_in_transformers():
+    """UNROTATED, the Olmo 3 spelling of "no RoPE": transformers' llama3 init gives frequencies so
+    small that cos is exactly 1 and sin negligible at any position we reach; we read it as None."""
+    assert rm.inv_freq(rm.UNROTATED, 64) == (None, 1.0)
+    assert rm.is_unrotated(dict(rm.UNROTATED)) and not rm.is_unrotated(BASE) and not rm.is_unrotated(None)
+    config = Olmo3Config(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
+                         rope_parameters={"full_attention": dict(rm.UNROTATED), "sliding_attention": dict(BASE)},
+                         **TINY)
+    module = Olmo3RotaryEmbedding(config)
+    pos = torch.tensor([[0, 1, 4096, 2**20, 2**30]])
+    cos, sin = module(torch.zeros(1), pos, "full_attention")
+    assert bool((cos == 1).all()) and sin.abs().max() < 1e-20
+    cos, sin = module(torch.zeros(1), pos, "sliding_attention")
+    assert sin.abs().max() > 0.5  # the other layer type still rotates
 
 
 def test_plans():
@@ -342,6 +365,11 @@ BAD = [
     (lambda: _yarn(betafast=16), "'betafast'"),
     (lambda: rm.get("pi").extend(dict(BASE), base_len=4096, target_len=8192, beta_fast=16), "'beta_fast'"),
     (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, factor=2), "'factor'"),
+    (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, layers="some"), "'some'"),
+    (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, temperature=0), "temperature=0"),
+    (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, temperature=-0.1), "-0.1"),
+    (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, temperature="hot"), "'hot'"),
+    (lambda: rm.get("drope").extend(dict(BASE), base_len=4096, target_len=8192, temperature=True), "True"),
     (lambda: rm.get("none").extend(dict(BASE), base_len=4096, target_len=8192, theta=1e6), "'theta'"),
     (lambda: rm.get("yarn").extend(None, base_len=4096, target_len=8192), "None"),
     (lambda: rm.get("pi").extend({"rope_theta": None}, base_len=4096, target_len=8192), "None"),

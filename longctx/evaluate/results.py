@@ -196,10 +196,13 @@ def rope_method(rope_parameters: dict | None) -> str:
     """Name the context method a config implies: no RoPE -> drope, yarn, linear -> pi, dynamic -> ntk.
 
     No RoPE is `null`, or `rope_theta: null` -- the spelling transformers (5.23) needs to build an
-    Olmo Hybrid without rotary embeddings; it reads `rope_parameters: null` as default RoPE.
+    Olmo Hybrid without rotary embeddings; it reads `rope_parameters: null` as default RoPE -- or
+    rope_methods.UNROTATED (Olmo 3, whose transformers class always rotates).
     """
+    from rope_methods import is_unrotated
+
     rp = rope_parameters
-    if rp is None or ("rope_theta" in rp and rp["rope_theta"] is None):
+    if rp is None or ("rope_theta" in rp and rp["rope_theta"] is None) or is_unrotated(rp):
         return "drope"
     # Per-layer-type RoPE (e.g. {"full_attention": {...}, "sliding_attention": {...}}): the
     # full-attention layers are the ones context methods change.

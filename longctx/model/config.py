@@ -14,6 +14,7 @@ import yaml
 from transformers import AutoConfig, PretrainedConfig
 
 from longctx.errors import UsageError
+from rope_methods.freqs import is_unrotated
 
 # which layer types each architecture's transformers implementation can run
 LAYER_TYPES = {
@@ -108,7 +109,8 @@ def rope_parameters_for(config, layer_type: str) -> dict | None:
     """The flat rope dict of one layer type, or None for no RoPE.
 
     Olmo 3 nests rope_parameters by layer type; Olmo Hybrid has one flat dict, used by its
-    full-attention layers only. A null rope_theta is transformers' saved form of "no RoPE".
+    full-attention layers only. A null rope_theta is transformers' saved form of "no RoPE" (Olmo
+    Hybrid), `rope_methods.UNROTATED` the form Olmo 3 can run.
     """
     rp = getattr(config, "rope_parameters", None)
     if rp is None:
@@ -117,6 +119,6 @@ def rope_parameters_for(config, layer_type: str) -> dict | None:
         rp = rp.get(layer_type)
     elif layer_type != "full_attention":
         return None
-    if rp is None or rp.get("rope_theta", 0) is None:
+    if rp is None or rp.get("rope_theta", 0) is None or is_unrotated(rp):
         return None
     return rp

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from transformers import AutoConfig, GenerationConfig
 
 from longctx.errors import UsageError
 from longctx.model.config import ARCHITECTURES, ROPE_LAYER_TYPES, check_config
+from rope_methods.freqs import UNROTATED
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -175,19 +175,18 @@ def export_config(model):
     config = copy.deepcopy(model.config)
     config.architectures = [ARCHITECTURES[config.model_type]]
     config.dtype = model.model.embed_tokens.weight.dtype
-    no_rope = {"rope_type": "default", "rope_theta": None}
+    # transformers reads `rope_parameters: null` as the default RoPE (theta 1e4 / 5e5). Olmo Hybrid
+    # keeps a null rope_theta as "no RoPE"; Olmo 3 rotates every layer type whatever its entry says
+    # (a null theta fails, a null entry becomes the default RoPE), so its "no RoPE" is UNROTATED
+    no_rope = {"rope_type": "default", "rope_theta": None} if config.model_type == "olmo_hybrid" else UNROTATED
     rp = config.rope_parameters
-    # transformers reads `rope_parameters: null` as the default RoPE (theta 1e4 / 5e5); a null
-    # rope_theta is the form it keeps as "no RoPE"
     if rp is None:
-        rp = no_rope if config.model_type == "olmo_hybrid" else {t: dict(no_rope) for t in ("full_attention", "sliding_attention")}
+        rp = dict(no_rope) if config.model_type == "olmo_hybrid" else {t: dict(no_rope) for t in ("full_attention", "sliding_attention")}
     elif any(k in ROPE_LAYER_TYPES for k in rp):
-        rp = {t: (dict(no_rope) if p is None else p) for t, p in rp.items()}
+        rp = {t: (dict(no_rope) if p is None or p.get("rope_theta", 0) is None else p) for t, p in rp.items()}
         for t in set(config.layer_types) - {"linear_attention"}:
             rp.setdefault(t, dict(no_rope))
     config.rope_parameters = rp
-    if config.model_type == "olmo3" and any(p.get("rope_theta", 0) is None for p in rp.values()):
-        warnings.warn("olmo3 without RoPE: HybridLM reads this checkpoint, transformers' Olmo3 cannot run it")
     return config
 
 

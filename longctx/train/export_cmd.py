@@ -3,11 +3,14 @@
     longctx export --checkpoint runs/base/checkpoints/step_1000 --out runs/base-step1000
 
 The checkpoint carries the model's config.json and tokenizer (written by pretrain/extend), so it
-exports on its own; the output loads in transformers and `lm_eval --model hf`.
+exports on its own; the output loads in transformers and `lm_eval --model hf`. A DRoPE run's
+softmax temperature is folded in as the run's own export does it: a fixed c from the run's
+options, an `auto` c from RUN/drope_temperature.json (written when that run finished).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -54,6 +57,23 @@ def load_from_checkpoint(path: Path):
     return model
 
 
+def temperature_record(path: Path, meta: dict, config) -> dict | None:
+    """The DRoPE temperature to fold into this checkpoint's export, or None."""
+    setting = (meta.get("rope_options") or {}).get("temperature") if meta.get("method") == "drope" else None
+    if setting is None:
+        return None
+    from longctx.train.temperature import FILE, DropeTemperature
+
+    if setting != "auto":
+        return DropeTemperature(setting, base_len=meta["base_len"], target=meta["target"]).record(config, float(setting))
+    found = path.parent.parent / FILE  # RUN/checkpoints/step_N -> RUN/drope_temperature.json
+    if not found.is_file():
+        print(f"longctx export: the run fits its DRoPE temperature when it finishes and {found} does not exist "
+              "yet; exporting without a temperature (beta = 1)", file=sys.stderr)
+        return None
+    return json.loads(found.read_text())
+
+
 def run(args: argparse.Namespace) -> int:
     from longctx.data import load_tokenizer
     from longctx.train.lock import RunLock
@@ -71,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     lock = RunLock(out).acquire()  # not into a run directory a training process is writing
     try:
         before = {p.name for p in out.iterdir()}
+        record = temperature_record(path, meta, model.config)
+        if record is not None:
+            from longctx.train.temperature import DropeTemperature
+
+            DropeTemperature.fold(model, record)
+            train_meta["temperature"] = record
+            print(f"longctx export: {DropeTemperature.describe(record)}")
         export_hf(model, out, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
         after = {p.name for p in out.iterdir()}
     except BaseException:

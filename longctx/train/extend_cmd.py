@@ -6,9 +6,11 @@
 The base length comes from --base-len, else the model's longctx_train.json (written by
 `longctx pretrain`), else its config (`original_max_position_embeddings`, then
 `max_position_embeddings`). The method gives the new `rope_parameters` and a plan: DRoPE first
-recalibrates at the base length (extend.recalibrate_fraction of the steps, same tokens per step),
-then trains at the target; the others train at the target. `--dry-run` prints all of it and
-writes nothing.
+recalibrates at the base length (extend.recalibrate_fraction of the steps, same tokens per step;
+0 skips it, as Olmo Hybrid's 64k stage does), then trains at the target; the others train at the
+target. DRoPE's softmax temperature (extend.rope.temperature: c or auto) is fixed or fitted after
+training and folded into the exported weights (longctx.train.temperature). `--dry-run` prints all
+of it and writes nothing.
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="context length to extend to, e.g. 65536 or 64k")
     p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID", help="HF model directory or Hub id")
     p.add_argument("--base-len", help="the model's trained context (default: from the model)")
-    p.add_argument("--recalibrate-fraction", help="DRoPE: share of the steps at the base length (default 0.1)")
+    p.add_argument("--recalibrate-fraction",
+                   help="DRoPE: share of the steps at the base length (default 0.1; 0 = none, Olmo Hybrid's variant)")
     p.add_argument("--eval", action="store_true", default=None, help="run `longctx eval` at 4k..target afterwards")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and config; train and write nothing")
     add_training_arguments(p, seq_len=False)
@@ -126,10 +129,12 @@ def infer_base_len(cfg: RunConfig, model_dir: Path, config) -> tuple[int, str]:
     meta = read_train_meta(model_dir)
     if meta and isinstance(meta.get("seq_len"), int):
         return meta["seq_len"], "longctx_train.json"
+    from rope_methods import is_unrotated
+
     rp = getattr(config, "rope_parameters", None) or {}
     flats = [rp] if not any(isinstance(v, dict) for v in rp.values()) else [v for v in rp.values() if isinstance(v, dict)]
     for flat in flats:
-        if flat.get("original_max_position_embeddings"):
+        if flat.get("original_max_position_embeddings") and not is_unrotated(flat):
             return int(flat["original_max_position_embeddings"]), "rope_parameters.original_max_position_embeddings"
     if getattr(config, "original_max_position_embeddings", None):
         return int(config.original_max_position_embeddings), "config original_max_position_embeddings"
@@ -141,6 +146,8 @@ def build_stages(cfg: RunConfig, plan, target: int) -> list[Stage]:
     shorter stage gets proportionally more sequences), so one LR schedule spans them all;
     "recalibrate" stages share extend.recalibrate_fraction of the steps, the others the rest."""
     total = resolve_steps(cfg, target)
+    if cfg.extend.recalibrate_fraction == 0:
+        plan = [s for s in plan if s.name != "recalibrate"]
     is_recal = [s.name == "recalibrate" for s in plan]
     n_recal, n_rest = sum(is_recal), len(plan) - sum(is_recal)
     recal_steps = max(n_recal, round(cfg.extend.recalibrate_fraction * total)) if n_recal else 0
@@ -165,6 +172,14 @@ def eval_lengths(target: int) -> list[int]:
         out.append(n)
         n *= 2
     return out + [target]
+
+
+def _temperature_plan(setting, base_len: int, target: int) -> dict:
+    from rope_methods.drope import beta
+
+    if setting == "auto":
+        return {"c": "auto (fitted on held-out sequences at the target length after training)"}
+    return {"c": setting, "beta": beta(setting, base_len, target)}
 
 
 def with_rope(model, rope_parameters, max_position_embeddings: int):
@@ -209,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
     if target <= base_len:
         raise UsageError(f"--target {target} must be greater than the base length {base_len} (from {base_src})")
     try:
+        opts = method.options(**cfg.extend.rope)
         rope = method.extend(mconfig.rope_parameters, base_len=base_len, target_len=target, **cfg.extend.rope)
         plan = method.plan(base_len, target)
         max_pos = method.max_position_embeddings(base_len, target)
@@ -222,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     total = sum(s.steps for s in stages)
     train_meta = {
         "kind": "extend", "seq_len": target, "base_len": base_len, "target": target, "method": method.name,
-        "rope_parameters": rope, "source_model": str(args.model),
+        "rope_parameters": rope, "source_model": str(args.model), **({"rope_options": opts} if opts else {}),
         "plan": [{"stage": s.name, "seq_len": s.seq_len, "steps": s.steps} for s in stages],
         "longctx_version": __version__,
     }
@@ -232,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
     check_memory(stages, mconfig, resolve_device(cfg.device),
                  flags=f"--target {target}: " + "{batch} x {seq_len} tokens", hint="give a smaller --target or --batch-size")
     resume_point(out, args.resume, args.force, total, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
+    setting = opts.get("temperature") if method.name == "drope" else None
 
     if args.dry_run:
         print(yaml.safe_dump({
@@ -239,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
             "base_len": base_len, "base_len_from": base_src, "target": target,
             "rope_parameters": {"before": mconfig.rope_parameters, "after": rope},
             "max_position_embeddings": max_pos,
+            **({"rope_options": opts} if opts else {}),
+            **({"temperature": _temperature_plan(setting, base_len, target)} if setting is not None else {}),
             "plan": [{"stage": s.name, "seq_len": s.seq_len, "batch_size": s.batch_size, "steps": s.steps}
                      for s in stages],
             "tokens_per_step": cfg.tokens_per_step(target), "export_dtype": export_dtype or "float32",
@@ -274,10 +293,17 @@ def run(args: argparse.Namespace) -> int:
     ours = (EVAL_OUT, EVAL_OUT + ".partial.jsonl") if do_eval else ()  # stale answers of the old weights
     run = open_run_dir(dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog,
                        force_extra=ours)
+    temperature = None
+    if setting is not None:
+        from longctx.train.temperature import DropeTemperature, heldout_batches
+
+        temperature = DropeTemperature(setting, base_len=base_len, target=target,
+                                       heldout=lambda: heldout_batches(cfg, tokenizer, target, stages[-1].batch_size))
     try:
         torch.manual_seed(cfg.seed)
         rc = run_training(model, cfg, run, stages, make_loader, prog=prog, device=device, train_meta=train_meta,
-                          tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress)
+                          tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress,
+                          temperature=temperature)
         return rc if rc or not do_eval or not dims.is_main else run_eval(cfg, out, target)
     finally:
         run.release()

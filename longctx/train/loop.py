@@ -381,6 +381,37 @@ class Trainer:
             ckpt.load_checkpoint(self.run_dir / ckpt.CHECKPOINTS / "best", model=self.model)
         return self.best
 
+    @torch.no_grad()
+    def heldout_nll(self, batches: list[dict]) -> float:
+        """Mean next-token NLL of the model on loader batches, computed as a training step computes
+        its loss (each rank its shard, summed over ranks) without a gradient. A collective under
+        torchrun: every rank calls it with the same batches."""
+        was_training = self.model.training
+        self.model.eval()
+        dev = self.device
+        ce_sum = torch.zeros((), device=dev)
+        count = 0
+        try:
+            for b in batches:
+                count += int((b["labels"] != IGNORE_INDEX).sum())
+                b = self.parallel.shard_batch(b)
+                pos, cu = b.get("position_ids"), b.get("cu_seqlens")
+                with self._autocast():
+                    hidden = self.model.forward_hidden(
+                        b["input_ids"].to(dev),
+                        position_ids=None if pos is None else pos.to(dev),
+                        cu_seqlens=None if cu is None else cu.to(dev),
+                    )
+                    parts = self.loss_fn(hidden, self.raw_model.lm_head.weight, b["labels"].to(dev))
+                ce_sum += parts.ce_sum.float()
+        finally:
+            self.model.train(was_training)
+        if self.parallel.distributed:
+            from longctx.distributed import all_reduce_sum
+
+            ce_sum = all_reduce_sum(ce_sum)
+        return float(ce_sum) / max(count, 1)
+
     def export_model(self) -> nn.Module | None:
         """The trained model with whole weights for the HF export: on rank 0 (None on the other
         ranks, which must call this too: it gathers the shards)."""

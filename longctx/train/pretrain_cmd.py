@@ -108,7 +108,10 @@ def _out_of_memory(e: BaseException) -> bool:
         isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
 
 
-def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, train_meta: dict, dtype) -> int:
+def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, train_meta: dict, dtype,
+                     temperature=None) -> int:
+    """Train, then export the HF model. `temperature` (longctx.train.temperature.DropeTemperature):
+    resolved (fitted) on every rank after training, folded into the exported weights only."""
     main, out = trainer.parallel.is_main, run.out
     fresh = run.resume_from is None
     try:
@@ -148,8 +151,14 @@ def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, tra
     best = trainer.load_best()  # checkpoint.export: best
     if best is not None:
         meta["exported"] = {"checkpoint": "best", **best}
+    record = temperature.resolve(trainer) if temperature is not None else None
     model = trainer.export_model()  # every rank: gathers the shards under torchrun
     if main:
+        if record is not None:
+            temperature.fold(model, record)
+            meta["temperature"] = record
+            temperature.write(out, record)
+            print(f"{prog}: {temperature.describe(record)}", file=sys.stderr)
         export_hf(model, out, tokenizer=tokenizer, train_meta=meta, dtype=dtype)
         which = f" (the best {best['key']} = {best['value']}, step {best['step']})" if best is not None else ""
         print(f"{prog}: {trainer.step} steps, {trainer.tokens} tokens; model{which} saved to {out}")
@@ -229,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_training(model, cfg, run: RunDir, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
-                 dims, probe, dtype, progress: bool) -> int:
+                 dims, probe, dtype, progress: bool, temperature=None) -> int:
     """The Trainer over the stages (resumed from run.resume_from when set), then the HF export; the exit code."""
     trainer = Trainer(model, cfg, run.out, stages, make_loader, device=device, meta=train_meta,
                       write_extra=checkpoint_writer(model, tokenizer), show_progress=progress,
@@ -244,4 +253,5 @@ def run_training(model, cfg, run: RunDir, stages, make_loader, *, prog: str, dev
             print(f"{prog}: resuming from {run.resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
     if dims.is_main:
         write_run_config(run.out, cfg.to_dict())  # a resumed run records the changes it applied
-    return train_and_export(trainer, run, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
+    return train_and_export(trainer, run, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype,
+                            temperature=temperature)

@@ -1,0 +1,60 @@
+"""An attention softmax temperature stored in the weights: softmax(beta * q.k / sqrt(d)).
+
+DroPE sharpens the full-attention softmax past the recalibration length by beta = 1 + c ln(s)
+(rope_methods.drope). Neither transformers nor vLLM reads a temperature from an Olmo config, so it
+goes into the weights: q = q_norm(q_proj(x)) ends with RMSNorm's learned per-channel scale, and
+scaling that scale by beta scales q, hence every logit q.k, by beta (k and v are untouched). The
+model then needs no temperature code at inference: HybridLM and transformers compute
+softmax(beta * q.k / sqrt(d)) from the same checkpoint (tested), and so should vLLM, whose Olmo
+layers apply the same q_norm weight (not run here).
+
+Only full-attention layers without RoPE take it: sliding-window layers never see more keys than
+their window, and a rotated layer's logits are the position encoding's business (YaRN has its own).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from longctx.model.config import rope_parameters_for
+
+
+def temperature_layers(config) -> list[int]:
+    """Indices of the full-attention layers that have no RoPE."""
+    if rope_parameters_for(config, "full_attention") is not None:
+        return []
+    return [i for i, t in enumerate(config.layer_types) if t == "full_attention"]
+
+
+def _q_norm_weights(model, layers):
+    return [model.model.layers[i].self_attn.q_norm.weight for i in layers]
+
+
+@torch.no_grad()
+def fold_temperature(model, beta: float) -> list[int]:
+    """Multiply the attention logits of `temperature_layers` by beta, in place; returns the layers."""
+    if not beta > 0:
+        raise ValueError(f"invalid temperature beta={beta!r}; accepted: a number > 0")
+    layers = temperature_layers(model.config)
+    if beta != 1.0:
+        for w in _q_norm_weights(model, layers):
+            w.mul_(beta)
+    return layers
+
+
+@contextmanager
+def temperature(model, beta: float):
+    """fold_temperature for the duration of a `with` block; the weights are restored bit for bit
+    afterwards (works on sharded FSDP parameters too: the scaling is elementwise)."""
+    weights = _q_norm_weights(model, temperature_layers(model.config))
+    saved = [w.detach().clone() for w in weights]
+    try:
+        with torch.no_grad():
+            for w, s in zip(weights, saved):
+                w.copy_(s * beta)
+        yield
+    finally:
+        with torch.no_grad():
+            for w, s in zip(weights, saved):
+                w.copy_(s)
