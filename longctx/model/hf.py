@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
 from longctx.errors import UsageError
-from longctx.model.config import ARCHITECTURES, ROPE_LAYER_TYPES, check_config
+from longctx.model.config import ARCHITECTURES, check_config, saved_rope_parameters
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -65,6 +65,9 @@ def read_config(ckpt_dir: Path):
         check_config(config)
     except ValueError as e:
         raise UsageError(f"{ckpt_dir}: {e}") from e
+    # keep only the RoPE entries the architecture runs (Olmo 3's ignored flat keys go), so that what
+    # reads rope_parameters next (extension methods, results) sees what runs
+    config.rope_parameters = saved_rope_parameters(config)
     return config
 
 
@@ -175,18 +178,9 @@ def export_config(model):
     config = copy.deepcopy(model.config)
     config.architectures = [ARCHITECTURES[config.model_type]]
     config.dtype = model.model.embed_tokens.weight.dtype
-    no_rope = {"rope_type": "default", "rope_theta": None}
-    rp = config.rope_parameters
-    # transformers reads `rope_parameters: null` as the default RoPE (theta 1e4 / 5e5); a null
-    # rope_theta is the form it keeps as "no RoPE"
-    if rp is None:
-        rp = no_rope if config.model_type == "olmo_hybrid" else {t: dict(no_rope) for t in ("full_attention", "sliding_attention")}
-    elif any(k in ROPE_LAYER_TYPES for k in rp):
-        rp = {t: (dict(no_rope) if p is None else p) for t, p in rp.items()}
-        for t in set(config.layer_types) - {"linear_attention"}:
-            rp.setdefault(t, dict(no_rope))
-    config.rope_parameters = rp
-    if config.model_type == "olmo3" and any(p.get("rope_theta", 0) is None for p in rp.values()):
+    config.rope_parameters = saved_rope_parameters(config)
+    used = set(config.layer_types) - {"linear_attention"}
+    if config.model_type == "olmo3" and any(config.rope_parameters[t].get("rope_theta", 0) is None for t in used):
         warnings.warn("olmo3 without RoPE: HybridLM reads this checkpoint, transformers' Olmo3 cannot run it")
     return config
 
