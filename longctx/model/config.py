@@ -16,6 +16,7 @@ import yaml
 from transformers import AutoConfig, PretrainedConfig
 
 from longctx.errors import UsageError
+from longctx.paths import configs_dir, shipped_config
 
 # which layer types each architecture's transformers implementation can run
 LAYER_TYPES = {
@@ -25,13 +26,17 @@ LAYER_TYPES = {
 ARCHITECTURES = {"olmo_hybrid": "OlmoHybridForCausalLM", "olmo3": "Olmo3ForCausalLM"}
 ROPE_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIRS = (REPO_ROOT / "configs" / "models", Path.cwd() / "configs" / "models")
+
+def config_dirs() -> list[Path]:
+    """Where model config names are looked up: the shipped configs/models (inside an installed
+    package, or the checkout's), then configs/models under the current directory."""
+    shipped = configs_dir()
+    return ([shipped / "models"] if shipped else []) + [Path.cwd() / "configs" / "models"]
 
 
 def available_configs() -> list[str]:
     names = set()
-    for d in CONFIG_DIRS:
+    for d in config_dirs():
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.yaml"))
     return sorted(names)
@@ -58,7 +63,7 @@ def load_config(path_or_name: str | Path, **overrides) -> PretrainedConfig:
     `overrides` replace fields before the config is built (e.g. vocab_size=tokenizer size), so
     derived defaults (head dims, layer_types) follow them.
     """
-    path = Path(path_or_name)
+    path = shipped_config(path_or_name) or Path(path_or_name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} has no config.json")
@@ -68,7 +73,7 @@ def load_config(path_or_name: str | Path, **overrides) -> PretrainedConfig:
         fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     else:
         name = str(path_or_name)
-        found = [d / f"{name}.yaml" for d in CONFIG_DIRS if (d / f"{name}.yaml").is_file()]
+        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
         if not found:
             raise UsageError(
                 f"model config {name!r} not found (not a file, a checkpoint dir or a name); "
