@@ -23,6 +23,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from longctx.evaluate import results as R
 from longctx.model import HybridLM
 from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 
@@ -112,6 +113,12 @@ def test_rope_form_survives_save(case, tmp_path):
         assert max_diff(back(x).logits, expected) <= TOL
         assert max_diff(HybridLM.from_pretrained(tmp_path / "ours")(x), expected) <= TOL
     assert _effective(back) == _effective(ref)
+    # `longctx eval` records rope_parameters read off config.json; the method named from them is the
+    # one the full-attention layers run, for transformers' file and for ours
+    runs = _effective(ref)["full_attention"]
+    method = R.rope_method(None if runs is None else runs[0])
+    assert R.rope_method(R.read_rope_parameters(tmp_path / "ref")) == method
+    assert R.rope_method(R.read_rope_parameters(tmp_path / "ours")) == method
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert "rope_theta" not in saved and "rope_scaling" not in saved  # one spelling: rope_parameters
     rp = saved["rope_parameters"]
@@ -140,3 +147,4 @@ def test_hybrid_nested_rope_runs_without_rope_as_transformers_does(tmp_path):
     ours.save_pretrained(tmp_path / "ours")
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert saved["rope_parameters"] == NO_ROPE
+
