@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from longctx.errors import UsageError
+from longctx.shipped import shipped_config
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
 LOSS_BACKENDS = ("chunked", "compiled", "fla")  # longctx.train.loss.make_loss_fn
@@ -256,7 +257,7 @@ def load_run_config(path: str | Path | None) -> RunConfig:
     """A RunConfig from a run-config YAML, or from a model YAML (which becomes `model: PATH`)."""
     if path is None:
         return RunConfig()
-    p = Path(path)
+    p = shipped_config(path) or Path(path)  # configs/extend/x.yaml also from an installed wheel
     if not p.is_file():
         raise UsageError(f"--config {path}: no such file")
     try:

@@ -178,7 +178,7 @@ def read_rope_parameters(model_dir: str | os.PathLike) -> dict | None:
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     cfg = cfg.get("text_config", cfg)
     if "rope_parameters" in cfg:
-        return cfg["rope_parameters"]
+        return _running_part(cfg.get("model_type"), cfg["rope_parameters"])
     if "rope_theta" not in cfg and "rope_scaling" not in cfg:
         return None
     rp = dict(cfg.get("rope_scaling") or {"rope_type": "default"})
@@ -186,6 +186,26 @@ def read_rope_parameters(model_dir: str | os.PathLike) -> dict | None:
         rp["rope_type"] = rp.pop("type")
     if "rope_theta" in cfg:
         rp["rope_theta"] = cfg["rope_theta"]
+    return rp
+
+
+_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
+
+
+def _running_part(model_type, rp):
+    """The part of `rope_parameters` the architecture runs (as longctx.model.config.rope_parameters_for
+    reads it): Olmo 3 its per-layer-type entries, not the flat keys a flat dict leaves beside them;
+    Olmo Hybrid the flat keys, none of them meaning no RoPE."""
+    if not isinstance(rp, dict):
+        return rp
+    nested = {k: v for k, v in rp.items() if k in _LAYER_TYPES}
+    if not nested:
+        return rp
+    flat = {k: v for k, v in rp.items() if k not in _LAYER_TYPES}
+    if model_type == "olmo3":
+        return nested
+    if model_type == "olmo_hybrid":
+        return flat or {"rope_type": "default", "rope_theta": None}
     return rp
 
 

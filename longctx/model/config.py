@@ -7,14 +7,17 @@ transformers (and vLLM) will load.
 
 from __future__ import annotations
 
+import copy
 import json
+import warnings
 from pathlib import Path
 
 import yaml
 from transformers import AutoConfig, PretrainedConfig
 
 from longctx.errors import UsageError
-from rope_methods.freqs import is_unrotated
+from longctx.shipped import configs_dir, shipped_config
+from rope_methods.freqs import UNROTATED, is_unrotated
 
 # which layer types each architecture's transformers implementation can run
 LAYER_TYPES = {
@@ -24,13 +27,17 @@ LAYER_TYPES = {
 ARCHITECTURES = {"olmo_hybrid": "OlmoHybridForCausalLM", "olmo3": "Olmo3ForCausalLM"}
 ROPE_LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIRS = (REPO_ROOT / "configs" / "models", Path.cwd() / "configs" / "models")
+
+def config_dirs() -> list[Path]:
+    """Where model config names are looked up: the shipped configs/models (inside an installed
+    package, or the checkout's), then configs/models under the current directory."""
+    shipped = configs_dir()
+    return ([shipped / "models"] if shipped else []) + [Path.cwd() / "configs" / "models"]
 
 
 def available_configs() -> list[str]:
     names = set()
-    for d in CONFIG_DIRS:
+    for d in config_dirs():
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.yaml"))
     return sorted(names)
@@ -47,6 +54,7 @@ def config_from_dict(fields: dict, **overrides) -> PretrainedConfig:
         check_config(config)
     except (TypeError, ValueError) as e:  # transformers' strict dataclass validation, and ours
         raise UsageError(f"invalid {model_type} config: {e}") from e
+    config.rope_parameters = saved_rope_parameters(config)  # only the entries the architecture runs
     return config
 
 
@@ -56,7 +64,7 @@ def load_config(path_or_name: str | Path, **overrides) -> PretrainedConfig:
     `overrides` replace fields before the config is built (e.g. vocab_size=tokenizer size), so
     derived defaults (head dims, layer_types) follow them.
     """
-    path = Path(path_or_name)
+    path = shipped_config(path_or_name) or Path(path_or_name)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"{path} has no config.json")
@@ -66,7 +74,7 @@ def load_config(path_or_name: str | Path, **overrides) -> PretrainedConfig:
         fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     else:
         name = str(path_or_name)
-        found = [d / f"{name}.yaml" for d in CONFIG_DIRS if (d / f"{name}.yaml").is_file()]
+        found = [d / f"{name}.yaml" for d in config_dirs() if (d / f"{name}.yaml").is_file()]
         if not found:
             raise UsageError(
                 f"model config {name!r} not found (not a file, a checkpoint dir or a name); "
@@ -105,20 +113,58 @@ def check_config(config) -> None:
         )
 
 
-def rope_parameters_for(config, layer_type: str) -> dict | None:
-    """The flat rope dict of one layer type, or None for no RoPE.
+NO_ROPE = {"rope_type": "default", "rope_theta": None}  # transformers' saved form of "no RoPE"
 
-    Olmo 3 nests rope_parameters by layer type; Olmo Hybrid has one flat dict, used by its
-    full-attention layers only. A null rope_theta is transformers' saved form of "no RoPE" (Olmo
-    Hybrid), `rope_methods.UNROTATED` the form Olmo 3 can run.
+
+def _no_rope(rp) -> bool:
+    # a null rope_theta is how transformers keeps "no RoPE" (`rope_parameters: null` means the default RoPE)
+    # rope_methods.UNROTATED: the RoPE-free form Olmo 3 can run (frequencies ~0)
+    return rp is None or rp.get("rope_theta", 0) is None or is_unrotated(rp)
+
+
+def rope_parameters_for(config, layer_type: str) -> dict | None:
+    """The flat rope dict one attention layer type runs, or None for no RoPE, read as transformers does.
+
+    transformers keeps RoPE settings in several shapes, and each architecture reads its own part:
+    - Olmo 3 runs `rope_parameters[layer_type]` (nested by layer type). Its config also keeps the
+      flat keys of a flat `rope_parameters` beside the per-layer-type entries it adds (the mixed
+      form); those are never read. A purely flat dict (only ever set in memory) is the
+      full-attention layers' RoPE.
+    - Olmo Hybrid runs the flat keys in its full-attention layers and ignores per-layer-type
+      entries: a dict with no flat keys builds no rotary embedding at all.
+    Legacy `rope_theta` / `rope_scaling` keys are folded into `rope_parameters` by transformers when
+    the config is read, so they arrive here in one of these shapes.
     """
+    if layer_type not in ("full_attention", "sliding_attention"):
+        return None
     rp = getattr(config, "rope_parameters", None)
     if rp is None:
         return None
-    if any(k in ROPE_LAYER_TYPES for k in rp):
-        rp = rp.get(layer_type)
+    flat = {k: v for k, v in rp.items() if k not in ROPE_LAYER_TYPES}
+    nested = {k: v for k, v in rp.items() if k in ROPE_LAYER_TYPES}
+    if getattr(config, "model_type", None) == "olmo_hybrid":
+        if not flat and nested:
+            warnings.warn(
+                f"olmo_hybrid rope_parameters nested by layer type ({', '.join(nested)}): transformers' "
+                "OlmoHybrid reads only flat keys (rope_type, rope_theta, ...), so this model runs without RoPE",
+                stacklevel=2,
+            )
+        rp = flat if layer_type == "full_attention" and flat else None
+    elif nested:
+        rp = nested.get(layer_type)
     elif layer_type != "full_attention":
         return None
-    if rp is None or rp.get("rope_theta", 0) is None or is_unrotated(rp):
-        return None
-    return rp
+    return None if _no_rope(rp) else rp
+
+
+def saved_rope_parameters(config) -> dict:
+    """`rope_parameters` in the one form transformers reads back as exactly the RoPE HybridLM runs.
+
+    Olmo Hybrid: the flat dict. Olmo 3: one entry per attention layer type, without the flat keys
+    it ignores. transformers reads `rope_parameters: null` (or a missing entry) as its default RoPE, so
+    no RoPE is written as a null rope_theta (Olmo Hybrid) or as `rope_methods.UNROTATED` (Olmo 3,
+    which rotates every layer type whatever its entry says: a null theta fails there).
+    """
+    if config.model_type == "olmo_hybrid":
+        return copy.deepcopy(rope_parameters_for(config, "full_attention") or NO_ROPE)
+    return {t: copy.deepcopy(rope_parameters_for(config, t) or UNROTATED) for t in ("full_attention", "sliding_attention")}

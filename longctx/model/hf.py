@@ -27,8 +27,7 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, GenerationConfig
 
 from longctx.errors import UsageError
-from longctx.model.config import ARCHITECTURES, ROPE_LAYER_TYPES, check_config
-from rope_methods.freqs import UNROTATED
+from longctx.model.config import ARCHITECTURES, check_config, saved_rope_parameters
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -65,6 +64,9 @@ def read_config(ckpt_dir: Path):
         check_config(config)
     except ValueError as e:
         raise UsageError(f"{ckpt_dir}: {e}") from e
+    # keep only the RoPE entries the architecture runs (Olmo 3's ignored flat keys go), so that what
+    # reads rope_parameters next (extension methods, results) sees what runs
+    config.rope_parameters = saved_rope_parameters(config)
     return config
 
 
@@ -175,18 +177,7 @@ def export_config(model):
     config = copy.deepcopy(model.config)
     config.architectures = [ARCHITECTURES[config.model_type]]
     config.dtype = model.model.embed_tokens.weight.dtype
-    # transformers reads `rope_parameters: null` as the default RoPE (theta 1e4 / 5e5). Olmo Hybrid
-    # keeps a null rope_theta as "no RoPE"; Olmo 3 rotates every layer type whatever its entry says
-    # (a null theta fails, a null entry becomes the default RoPE), so its "no RoPE" is UNROTATED
-    no_rope = {"rope_type": "default", "rope_theta": None} if config.model_type == "olmo_hybrid" else UNROTATED
-    rp = config.rope_parameters
-    if rp is None:
-        rp = dict(no_rope) if config.model_type == "olmo_hybrid" else {t: dict(no_rope) for t in ("full_attention", "sliding_attention")}
-    elif any(k in ROPE_LAYER_TYPES for k in rp):
-        rp = {t: (dict(no_rope) if p is None or p.get("rope_theta", 0) is None else p) for t, p in rp.items()}
-        for t in set(config.layer_types) - {"linear_attention"}:
-            rp.setdefault(t, dict(no_rope))
-    config.rope_parameters = rp
+    config.rope_parameters = saved_rope_parameters(config)
     return config
 
 
