@@ -46,16 +46,15 @@ def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS)
     answer = [v for k in asked for kk, v in pairs if kk == k]
 
     budget = max(0, n_chars - sum(len(s) + 1 for s in needles) - 400)
-    if mode == "crowded":  # RULER's distractor haystack (niah_multikey_2/3) puts a needle on each line
+    if mode == "crowded":
         filler = synthetic.distractors(rng, key_kind, val_kind, set(keys), budget, needle)
-        sep = "\n" if rng.random() < synthetic.LINE_LAYOUT else " "
     else:
-        filler, sep = synthetic.haystack_lines(rng, rng.choice(tuple(fillers)), budget)
+        filler = text.filler_sentences(rng, rng.choice(tuple(fillers)), budget)
     template, prefix, singular = niah_strings(len(asked), n_values)
     noun = noun[:-1] if singular else noun
     head, tail = template.split("{context}")
     fields = dict(type_needle_v=noun, query=_query(asked))
-    return {"head": head.format(**fields), "body": synthetic._scatter(rng, filler, needles, sep),
+    return {"head": head.format(**fields), "body": synthetic._scatter(rng, filler, needles),
             "question": tail.format(**fields).lstrip("\n"), "prefix": prefix.format(**fields),
             "answer": ", ".join(answer) + "."}
 

@@ -113,23 +113,8 @@ def _unique(rng: random.Random, make, n: int, taken: set | None = None) -> list[
     return out
 
 
-# Share of needle documents (kv, magic) with a noise or all-distractor haystack that are laid out in
-# lines, as RULER's noise and distractor haystacks are (niah_single_1, niah_multikey_2/3): each
-# filler unit and each needle on a line of its own. The rest run on as prose does.
-LINE_LAYOUT = 0.5
-
-
-def haystack_lines(rng: random.Random, kind: str, n_chars: int) -> tuple[list[str], str]:
-    """(filler units, separator) for a needle document's haystack of `kind` (book, prose, noise):
-    noise comes in lines (LINE_LAYOUT of the time), everything else as sentences of running text."""
-    if kind == "noise" and rng.random() < LINE_LAYOUT:
-        return text.noise_lines(rng, n_chars), "\n"
-    return text.filler_sentences(rng, kind, n_chars), " "
-
-
-def _scatter(rng: random.Random, filler: list[str], items: list[str], sep: str = " ") -> str:
-    """Insert items between filler units (sentences, or lines with sep="\\n") at random places,
-    keeping their order."""
+def _scatter(rng: random.Random, filler: list[str], items: list[str]) -> str:
+    """Insert items between filler sentences at random places, keeping their order."""
     slots = sorted(rng.randint(0, len(filler)) for _ in items)
     out, j = [], 0
     for i in range(len(filler) + 1):
@@ -138,7 +123,7 @@ def _scatter(rng: random.Random, filler: list[str], items: list[str], sep: str =
             j += 1
         if i < len(filler):
             out.append(filler[i])
-    return sep.join(out)
+    return " ".join(out)
 
 
 def distractors(rng: random.Random, key_kind: str, val_kind: str, taken: set, budget: int, sentence) -> list[str]:
@@ -178,10 +163,9 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str,
         # Every filler sentence is a distractor fact about another key: retrieval must match the key.
         filler = distractors(rng, key_kind, val_kind, set(keys), budget,
                              lambda k, v: fact.format(thing=thing, key=k, value=v))
-        sep = "\n" if rng.random() < LINE_LAYOUT else " "
     else:
-        filler, sep = haystack_lines(rng, haystack, budget)
-    body = _scatter(rng, filler, facts, sep)
+        filler = text.filler_sentences(rng, haystack, budget)
+    body = _scatter(rng, filler, facts)
 
     if mode == "multivalue":
         q, prefix = rng.choice(ASK_ALL_VALUES)

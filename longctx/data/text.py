@@ -118,30 +118,9 @@ def markov_prose(rng: random.Random, n_chars: int) -> str:
                 words.extend(state)
 
 
-# Short sentences of the shape RULER's noise haystack is made of ("The <thing> is <colour>." and a
-# few stock phrases), generated from our own words: a model that has only seen long noise sentences
-# can read the repeated "... is <word>." around a needle as the answer's pattern and copy a word
-# where a number is asked for. RULER's own sentences never appear.
-COPULAS = ("The {noun} is {adjective}.", "Every {noun} is {adjective}.", "The {noun} looks {adjective}.",
-           "A {noun} is {adjective}.")
-STOCK_PHRASES = ("On we go.", "Round and round again.", "Back to the start.", "So it goes.",
-                 "Up and down once more.", "Off and away.")
-GENERATED_NOISE = 0.5  # share of noise haystacks built from COPULAS and STOCK_PHRASES
-
-
-def noise_cycle(rng: random.Random) -> list[str]:
-    """The few sentences one noise haystack repeats: from NOISE_SENTENCES, or generated short ones."""
-    if rng.random() >= GENERATED_NOISE:
-        return rng.sample(NOISE_SENTENCES, rng.randint(3, 6))
-    w = words()
-    cycle = [rng.choice(COPULAS).format(noun=rng.choice(w["noun"]), adjective=rng.choice(w["adjective"]))
-             for _ in range(rng.randint(2, 4))]
-    return cycle + rng.sample(STOCK_PHRASES, rng.randint(0, 2))
-
-
 def noise(rng: random.Random, n_chars: int) -> str:
-    """A few short sentences repeated in a cycle up to about n_chars."""
-    cycle = noise_cycle(rng)
+    """A few fixed sentences repeated in a cycle up to about n_chars."""
+    cycle = rng.sample(NOISE_SENTENCES, rng.randint(3, 6))
     out, size, i = [], 0, 0
     while size < n_chars:
         s = cycle[i % len(cycle)]
@@ -149,13 +128,6 @@ def noise(rng: random.Random, n_chars: int) -> str:
         size += len(s) + 1
         i += 1
     return " ".join(out)
-
-
-def noise_lines(rng: random.Random, n_chars: int) -> list[str]:
-    """Noise laid out as RULER lays out its noise haystack: the whole cycle on one line, the line
-    repeated up to about n_chars (a needle then goes on a line of its own)."""
-    line = " ".join(noise_cycle(rng))
-    return [line] * max(1, round(n_chars / (len(line) + 1)))
 
 
 def filler_sentences(rng: random.Random, kind: str, n_chars: int) -> list[str]:
