@@ -4,6 +4,9 @@ Rows are runs, labelled `<model dir> (<method>)` with the method read from the s
 rope_parameters (null -> drope, yarn, linear -> pi, dynamic -> ntk, default) unless the file
 carries a label; columns are context lengths and their average; a cell is the mean of the
 13 RULER tasks, marked `*` when some were missing or unavailable (see the footnote).
+Runs sharing a label (e.g. a study's pretraining seeds) form one row `<label> (n=3)`: each cell
+is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the mean (min–max) of
+the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="FILE", help="write every (run, length, task) score and the means as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="write score vs context length (log2 axis)")
     p.add_argument("--title", default="RULER", help="plot title (default: RULER)")
+    p.add_argument("--no-group", action="store_true",
+                   help="a row (and line) per run, numbered where labels repeat, instead of one per label")
 
 
 def _check_out(path: str | None, flag: str) -> None:
@@ -44,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot {args.plot!r}: use a .png, .svg or .pdf file name")
     runs = [results.load(f) for f in args.files]  # all validated before anything is written
 
-    print(report.markdown_table(runs), end="")
+    group = not args.no_group
+    print(report.markdown_table(runs, group=group), end="")
     if args.per_task:
         print()
-        print(report.per_task_markdown(runs, by=args.per_task_by), end="")
+        print(report.per_task_markdown(runs, by=args.per_task_by, group=group), end="")
     if args.csv:
-        results.write_atomic(args.csv, report.csv_text(runs))
+        results.write_atomic(args.csv, report.csv_text(runs, group=group, sources=args.files))
     if args.plot:
-        report.plot(runs, args.plot, title=args.title)
+        report.plot(runs, args.plot, title=args.title, group=group)
     return 0
