@@ -8,18 +8,12 @@ import sys
 import time
 
 import pytest
-import torch
 
 from longctx.cli import main
 from longctx.train.metrics import read_metrics
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ("--seq-len", 32, "--batch-size", 2, "--steps", 2, "--checkpoint-interval", 1)

@@ -12,12 +12,7 @@ from longctx.train.metrics import read_metrics
 BASE_LEN, TARGET = 64, 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*argv):

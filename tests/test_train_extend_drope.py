@@ -14,12 +14,7 @@ BASE_LEN, TARGET = 64, 256
 FULL = "model.layers.3.self_attn.q_norm.weight"  # the full-attention layer of both tiny models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*argv):

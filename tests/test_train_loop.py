@@ -14,13 +14,7 @@ from longctx.train.metrics import read_metrics
 from longctx.train.schedule import lr_factor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # 2 shared cores: one intra-op thread is faster for a tiny model, and keeps timings sane
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pretrain(out, *extra):
