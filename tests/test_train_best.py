@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 import longctx.train.loop as loop
 from longctx.cli import main
-from test_train_loop import one_thread  # noqa: F401 - the module's one intra-op thread
 from test_train_loop import pretrain as loop_pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCORES = {2: 10.0, 4: 30.0, 6: 20.0}  # probe/mean by step: the best is step 4 (highest) or 2 (lowest)
 # constant after warmup: the first N steps do not depend on the run's total, so a 3-step run resumes into 6

@@ -15,7 +15,9 @@ from longctx.train.data import loader_factory
 from longctx.train.loop import Stage
 from longctx.train.metrics import read_metrics
 from longctx.train.pretrain_cmd import pretrain_stages
-from test_train_loop import _same_run, during_step, interrupt, one_thread, pretrain  # noqa: F401 (fixture)
+from test_train_loop import _same_run, during_step, interrupt, pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stages_split_the_steps_and_keep_tokens_per_step():
