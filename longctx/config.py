@@ -66,6 +66,11 @@ class DataConfig:
     # ... and the haystacks its needle tasks hide facts in (None = book, prose, noise); leaving out
     # `book` keeps a small model from memorising the one shipped book through the filler
     fillers: list[str] | None = None
+    # ... and how its needle documents lay out their haystacks (longctx.data.synthetic.Layout; 0 = as
+    # prose, the corpus as it always was): the share of noise and all-distractor haystacks laid out one
+    # unit per line as RULER's are, and the share of noise haystacks made of short generated sentences
+    line_layout: float = 0.0
+    short_noise: float = 0.0
 
 
 @dataclass
@@ -383,6 +388,9 @@ def validate(cfg: RunConfig) -> None:
 
         f = cfg.data.fillers
         _need(bool(f) and all(k in HAYSTACKS for k in f), "data.fillers", f"some of {', '.join(HAYSTACKS)}", f)
+    for name in ("line_layout", "short_noise"):
+        v = getattr(cfg.data, name)
+        _need(isinstance(v, (int, float)) and 0 <= v <= 1, f"data.{name}", "a share in [0, 1]", v)
     for i, st in enumerate(cfg.curriculum):
         _need(2 <= st.seq_len < cfg.seq_len, f"curriculum[{i}].seq_len", f"in [2, seq_len={cfg.seq_len})", st.seq_len)
         _need(0 < st.fraction < 1, f"curriculum[{i}].fraction", "in (0, 1)", st.fraction)

@@ -73,6 +73,8 @@ def test_bad_keys_and_types_name_the_key(data, needle):
         ({"grad_checkpointing": 1.5}, "grad_checkpointing"),
         ({"data.fillers": ["book", "essays"]}, "data.fillers"),
         ({"data.fillers": []}, "data.fillers"),
+        ({"data.line_layout": 1.5}, "data.line_layout"),
+        ({"data.short_noise": -0.1}, "data.short_noise"),
         ({"grad_checkpointing": -0.25}, "grad_checkpointing"),
     ],
 )

@@ -120,6 +120,14 @@ def test_data_fillers_reach_the_embedded_source():
     assert loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.fillers == synthetic.HAYSTACKS
 
 
+def test_data_layout_reaches_the_embedded_source():
+    tok = default_tokenizer()
+    cfg = apply_overrides(RunConfig(seq_len=256), parse_set(["data.line_layout=0.5", "data.short_noise=0.25"]))
+    validate(cfg)
+    assert loader_factory(cfg, tok)(Stage("pretrain", 256, 1, 1)).source.layout == synthetic.Layout(0.5, 0.25)
+    assert loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.layout == synthetic.PROSE
+
+
 def test_the_data_check_takes_its_batch_inline_and_training_gets_the_prefetch(monkeypatch):
     """check_data takes one batch to fail early on a bad source; with the GPU prefetch (a forked worker)
     it must not start and stop a worker for that one batch. The loaders training builds do prefetch."""

@@ -41,9 +41,11 @@ class EmbeddedSource(DocSource):
 
     def __init__(self, seed: int = 0, *, doc_chars: tuple[int, int] = (2000, 16000),
                  mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
-                 scale: dict[str, float] | None = None, fillers=synthetic.HAYSTACKS):
+                 scale: dict[str, float] | None = None, fillers=synthetic.HAYSTACKS,
+                 layout: synthetic.Layout = synthetic.PROSE):
         """`scale[kind]` multiplies the drawn length for that kind (embedded_source() sets it to the
-        kind's characters per token, so that `doc_chars` then counts tokens)."""
+        kind's characters per token, so that `doc_chars` then counts tokens); `layout`: how the
+        needle documents lay out their haystacks (synthetic.Layout; the default leaves them as prose)."""
         if not valid_range(doc_chars):
             raise UsageError(f"embedded doc length range {doc_chars!r}: need integers 1 <= min <= max")
         lo, hi = doc_chars
@@ -58,6 +60,7 @@ class EmbeddedSource(DocSource):
         self.seed, self.doc_chars, self.mix, self.chat_fraction = seed, (lo, hi), mix, chat_fraction
         self.scale = dict(scale or {})
         self.fillers = fillers  # haystack kinds the needle tasks may hide their facts in
+        self.layout = layout if isinstance(layout, synthetic.Layout) else synthetic.Layout(**layout)
         self.name = "embedded"
 
     def _plan(self, i: int) -> tuple[random.Random, str, int]:
@@ -81,9 +84,9 @@ class EmbeddedSource(DocSource):
         if kind == "prose":
             return text.markov_prose(rng, n_chars)
         if kind == ruler_shaped.KIND:
-            doc = ruler_shaped.magic_needles(rng, n_chars, self.fillers)
+            doc = ruler_shaped.magic_needles(rng, n_chars, self.fillers, self.layout)
             return ruler_shaped.render(doc, chat=rng.random() < self.chat_fraction)
-        extra = {"fillers": self.fillers} if kind in synthetic.FILLED else {}
+        extra = {"fillers": self.fillers, "layout": self.layout} if kind in synthetic.FILLED else {}
         parts = synthetic.TASKS[kind](rng, n_chars, **extra)
         return synthetic.render(rng, parts, chat=rng.random() < self.chat_fraction)
 
@@ -108,7 +111,7 @@ def chars_per_token(tokenizer, sample_chars: int = 4000, n: int = 8) -> dict[str
 def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
                     doc_chars: tuple[int, int] | None = None, tokenizer=None,
                     mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
-                    fillers=synthetic.HAYSTACKS) -> EmbeddedSource:
+                    fillers=synthetic.HAYSTACKS, layout=synthetic.PROSE) -> EmbeddedSource:
     """The default corpus. Size documents by characters, or by tokens (converted with the measured
     characters-per-token of `tokenizer`, the default tokenizer when None; sizes are then approximate)."""
     if doc_tokens is not None and doc_chars is not None:
@@ -122,6 +125,6 @@ def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
 
             tokenizer = default_tokenizer()
         return EmbeddedSource(seed, doc_chars=(lo, hi), mix=mix, chat_fraction=chat_fraction,
-                              scale=chars_per_token(tokenizer), fillers=fillers)
+                              scale=chars_per_token(tokenizer), fillers=fillers, layout=layout)
     return EmbeddedSource(seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction,
-                          fillers=fillers)
+                          fillers=fillers, layout=layout)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from eval_tasks.ruler.spec import NEEDLE, niah_strings
-from longctx.data import synthetic, text
+from longctx.data import synthetic
 from longctx.data.tokenizer import render_chat
 
 KIND = "magic"
@@ -28,8 +28,10 @@ def _query(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + ", and " + keys[-1]
 
 
-def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS) -> dict[str, str]:
-    """One document's pieces: head (before the haystack), body, question, prefix, answer."""
+def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS,
+                  layout: synthetic.Layout = synthetic.PROSE) -> dict[str, str]:
+    """One document's pieces: head (before the haystack), body, question, prefix, answer
+    (`layout`: line layout and short noise, synthetic.Layout)."""
     key_kind = synthetic._pick(rng, {"word": 0.8, "number": 0.1, "uuid": 0.1})
     val_kind = synthetic._pick(rng, {"number": 0.7, "uuid": 0.2, "word": 0.1})
     mode = synthetic._pick(rng, MODES)
@@ -48,13 +50,14 @@ def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS)
     budget = max(0, n_chars - sum(len(s) + 1 for s in needles) - 400)
     if mode == "crowded":
         filler = synthetic.distractors(rng, key_kind, val_kind, set(keys), budget, needle)
+        sep = synthetic.distractor_sep(rng, layout)
     else:
-        filler = text.filler_sentences(rng, rng.choice(tuple(fillers)), budget)
+        filler, sep = synthetic.haystack_units(rng, rng.choice(tuple(fillers)), budget, layout)
     template, prefix, singular = niah_strings(len(asked), n_values)
     noun = noun[:-1] if singular else noun
     head, tail = template.split("{context}")
     fields = dict(type_needle_v=noun, query=_query(asked))
-    return {"head": head.format(**fields), "body": synthetic._scatter(rng, filler, needles),
+    return {"head": head.format(**fields), "body": synthetic._scatter(rng, filler, needles, sep),
             "question": tail.format(**fields).lstrip("\n"), "prefix": prefix.format(**fields),
             "answer": ", ".join(answer) + "."}
 

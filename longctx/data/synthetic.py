@@ -12,8 +12,10 @@ from __future__ import annotations
 import random
 import string
 import uuid
+from dataclasses import dataclass
 
 from longctx.data import text
+from longctx.errors import UsageError
 from longctx.data.tokenizer import render_chat
 
 # What a hidden value is called, by value kind.
@@ -113,8 +115,45 @@ def _unique(rng: random.Random, make, n: int, taken: set | None = None) -> list[
     return out
 
 
-def _scatter(rng: random.Random, filler: list[str], items: list[str]) -> str:
-    """Insert items between filler sentences at random places, keeping their order."""
+@dataclass(frozen=True)
+class Layout:
+    """How needle documents lay out their haystacks (data.line_layout / data.short_noise in a run
+    config; all 0 = running text and the shipped noise sentences, the corpus as it always was).
+
+    lines: the share of noise and all-distractor haystacks (kv, magic) laid out as RULER lays out
+    its noise and distractor haystacks (niah_single_1, niah_multikey_2/3): each filler unit and each
+    needle on a line of its own. short_noise: the share of noise haystacks (every filled task) made of
+    short generated sentences (text.noise_cycle)."""
+
+    lines: float = 0.0
+    short_noise: float = 0.0
+
+    def __post_init__(self):
+        for name in ("lines", "short_noise"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise UsageError(f"embedded layout {name}={v!r}: accepted 0..1")
+
+
+PROSE = Layout()
+
+
+def haystack_units(rng: random.Random, kind: str, n_chars: int, layout: Layout = PROSE) -> tuple[list[str], str]:
+    """(filler units, separator) for a needle document's haystack of `kind` (book, prose, noise):
+    noise comes in lines `layout.lines` of the time, everything else as sentences of running text."""
+    if kind == "noise" and layout.lines and rng.random() < layout.lines:
+        return text.noise_lines(rng, n_chars, layout.short_noise), "\n"
+    return text.filler_sentences(rng, kind, n_chars, layout.short_noise), " "
+
+
+def distractor_sep(rng: random.Random, layout: Layout = PROSE) -> str:
+    """The separator of an all-distractor haystack: one needle per line `layout.lines` of the time."""
+    return "\n" if layout.lines and rng.random() < layout.lines else " "
+
+
+def _scatter(rng: random.Random, filler: list[str], items: list[str], sep: str = " ") -> str:
+    """Insert items between filler units (sentences, or lines with sep="\\n") at random places,
+    keeping their order."""
     slots = sorted(rng.randint(0, len(filler)) for _ in items)
     out, j = [], 0
     for i in range(len(filler) + 1):
@@ -123,7 +162,7 @@ def _scatter(rng: random.Random, filler: list[str], items: list[str]) -> str:
             j += 1
         if i < len(filler):
             out.append(filler[i])
-    return " ".join(out)
+    return sep.join(out)
 
 
 def distractors(rng: random.Random, key_kind: str, val_kind: str, taken: set, budget: int, sentence) -> list[str]:
@@ -141,7 +180,8 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
+def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
+              layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
     """Needles among filler: single, multi-key (distractor keys), multi-value or multi-query."""
     key_kind = _pick(rng, {"word": 0.6, "number": 0.25, "uuid": 0.15})
     val_kind = _pick(rng, {"number": 0.6, "word": 0.2, "uuid": 0.2})
@@ -163,9 +203,10 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str,
         # Every filler sentence is a distractor fact about another key: retrieval must match the key.
         filler = distractors(rng, key_kind, val_kind, set(keys), budget,
                              lambda k, v: fact.format(thing=thing, key=k, value=v))
+        sep = distractor_sep(rng, layout)
     else:
-        filler = text.filler_sentences(rng, haystack, budget)
-    body = _scatter(rng, filler, facts)
+        filler, sep = haystack_units(rng, haystack, budget, layout)
+    body = _scatter(rng, filler, facts, sep)
 
     if mode == "multivalue":
         q, prefix = rng.choice(ASK_ALL_VALUES)
@@ -178,7 +219,8 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str,
     return intro, body, q.format(**fields), prefix.format(**fields), _and(asked_values) + "."
 
 
-def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
+def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
+                 layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
     """Dense recall: many facts in filler, then several questions in a fresh order, each answered.
 
     Every answer needs a lookup by key, so one document carries several retrieval targets (a
@@ -197,7 +239,7 @@ def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[s
     qa_chars = 110 * min(n, 8)
     haystack = _filler(rng.choice(HAYSTACKS + ("none",)), fillers)
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - qa_chars - 150)
-    filler = [] if haystack == "none" else text.filler_sentences(rng, haystack, budget)
+    filler = [] if haystack == "none" else text.filler_sentences(rng, haystack, budget, layout.short_noise)
     body = _scatter(rng, filler, facts)
     asked = rng.sample(range(n), min(n, rng.randint(2, 8)))
     qa = []
@@ -216,7 +258,8 @@ def _var_name(rng: random.Random, kind: str) -> str:
     return rng.choice(text.words()["noun"])
 
 
-def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple[str, str, str, str, str]:
+def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
+                   layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
     """Chains of assignments (a = 12345, b = a, c = b ...) scattered in filler; ask who holds a value."""
     name_kind = rng.choice(("caps", "word"))
     n_chains = rng.randint(1, 4)
@@ -237,7 +280,8 @@ def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS) -> tuple
         c = rng.choice([i for i in range(n_chains) if heads[i] < len(statements[i])])
         merged.append(statements[c][heads[c]])
         heads[c] += 1
-    filler = text.filler_sentences(rng, _filler(rng.choice(HAYSTACKS), fillers), max(0, n_chars - 400))
+    filler = text.filler_sentences(rng, _filler(rng.choice(HAYSTACKS), fillers), max(0, n_chars - 400),
+                                   layout.short_noise)
     body = _scatter(rng, filler, merged)
     target = rng.randrange(n_chains)
     q, prefix = rng.choice(ASK_CHAIN)

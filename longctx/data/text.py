@@ -118,9 +118,30 @@ def markov_prose(rng: random.Random, n_chars: int) -> str:
                 words.extend(state)
 
 
-def noise(rng: random.Random, n_chars: int) -> str:
-    """A few fixed sentences repeated in a cycle up to about n_chars."""
-    cycle = rng.sample(NOISE_SENTENCES, rng.randint(3, 6))
+# Short sentences of the shape RULER's noise haystack is made of ("The <thing> is <colour>." and a
+# few stock phrases), generated from our own words (RULER's own sentences never appear). Opt-in
+# (`short` below, data.short_noise in a run config): a model that has only seen the long noise
+# sentences above can read a repeated "... is <word>." around a needle as the answer's pattern.
+COPULAS = ("The {noun} is {adjective}.", "Every {noun} is {adjective}.", "The {noun} looks {adjective}.",
+           "A {noun} is {adjective}.")
+STOCK_PHRASES = ("On we go.", "Round and round again.", "Back to the start.", "So it goes.",
+                 "Up and down once more.", "Off and away.")
+
+
+def noise_cycle(rng: random.Random, short: float = 0.0) -> list[str]:
+    """The few sentences one noise haystack repeats: from NOISE_SENTENCES, or (a `short` share of
+    the time) generated short ones. short=0 draws exactly what it always drew."""
+    if not (short and rng.random() < short):
+        return rng.sample(NOISE_SENTENCES, rng.randint(3, 6))
+    w = words()
+    cycle = [rng.choice(COPULAS).format(noun=rng.choice(w["noun"]), adjective=rng.choice(w["adjective"]))
+             for _ in range(rng.randint(2, 4))]
+    return cycle + rng.sample(STOCK_PHRASES, rng.randint(0, 2))
+
+
+def noise(rng: random.Random, n_chars: int, short: float = 0.0) -> str:
+    """A few short sentences repeated in a cycle up to about n_chars."""
+    cycle = noise_cycle(rng, short)
     out, size, i = [], 0, 0
     while size < n_chars:
         s = cycle[i % len(cycle)]
@@ -130,14 +151,21 @@ def noise(rng: random.Random, n_chars: int) -> str:
     return " ".join(out)
 
 
-def filler_sentences(rng: random.Random, kind: str, n_chars: int) -> list[str]:
-    """Filler split into sentences, so facts can be inserted between them."""
+def noise_lines(rng: random.Random, n_chars: int, short: float = 0.0) -> list[str]:
+    """Noise laid out as RULER lays out its noise haystack: the whole cycle on one line, the line
+    repeated up to about n_chars (a needle then goes on a line of its own)."""
+    line = " ".join(noise_cycle(rng, short))
+    return [line] * max(1, round(n_chars / (len(line) + 1)))
+
+
+def filler_sentences(rng: random.Random, kind: str, n_chars: int, short_noise: float = 0.0) -> list[str]:
+    """Filler split into sentences, so facts can be inserted between them (`short_noise`: see noise_cycle)."""
     if kind == "book":
         text = " ".join(excerpt(rng, n_chars).split("\n\n"))
     elif kind == "prose":
         text = " ".join(markov_prose(rng, n_chars).split("\n\n"))
     elif kind == "noise":
-        return _SENTENCE_END.split(noise(rng, n_chars))
+        return _SENTENCE_END.split(noise(rng, n_chars, short_noise))
     else:
         raise ValueError(f"filler kind {kind!r}; accepted: book, prose, noise")
     out, size = [], 0

@@ -32,16 +32,21 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in:
 
     source = cfg.data.source or DEFAULT_SOURCE
     embedded = {}
-    if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None:
+    layout = {k: getattr(cfg.data, k) for k in ("line_layout", "short_noise") if getattr(cfg.data, k)}
+    if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None or layout:
         if source != "embedded":
-            raise UsageError(f"data.mix / data.doc_tokens / data.fillers shape the embedded corpus; "
-                             f"the source is {source!r}")
+            raise UsageError(f"data.mix / data.doc_tokens / data.fillers / data.line_layout / data.short_noise "
+                             f"shape the embedded corpus; the source is {source!r}")
         if cfg.data.mix is not None:
             embedded["mix"] = dict(cfg.data.mix)
         if cfg.data.doc_tokens is not None:
             embedded["doc_tokens"] = tuple(cfg.data.doc_tokens)
         if cfg.data.fillers is not None:
             embedded["fillers"] = tuple(cfg.data.fillers)
+        if layout:
+            from longctx.data.synthetic import Layout
+
+            embedded["layout"] = Layout(lines=cfg.data.line_layout, short_noise=cfg.data.short_noise)
 
     def make(stage, *, ahead: bool = True):  # ahead=False: batches made inline (a one-batch check)
         return build_loader(
