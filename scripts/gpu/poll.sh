@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# poll.sh SECONDS: wait until the lane of start-lane.sh is done or SECONDS have passed, print a summary,
+# and pack /tmp/w (no weights, checkpoints or traces) into $OUT/x.tgz and Triton's autotune results into
+# $OUT/tcache.tgz. Keep SECONDS under the call's limit (and under the device time left), so the pack runs.
+end=$(( $(date +%s) + ${1:-500} ))
+while [ "$(date +%s)" -lt $end ] && [ ! -f /tmp/w/lane.done ]; do sleep 10; done
+cd /tmp/w || exit 1
+echo "--- $(date -u +%T) t0=$(cat logs/t0)"; tail -5 logs/lane.log
+grep -h "^study:" logs/lane.log study/logs/*.log 2>/dev/null | tail -20
+for f in study/logs/*.log; do [ -f "$f" ] && echo "## $f: $(grep -v '^\s*$' "$f" | tail -1 | cut -c1-200)"; done
+grep -l -E "Traceback|Error" study/logs/*.log logs/*.log 2>/dev/null | while read -r f; do echo "### ERR $f"; grep -E -A3 "Error" "$f" | tail -12; done
+for m in study/*/base; do [ -f "$m/metrics.jsonl" ] && echo "$m $(tail -1 "$m/metrics.jsonl" | cut -c1-160)"; done
+tail -2 logs/smi.log
+(cd /tmp/tcache 2>/dev/null && find triton -name '*.autotune.json' | tar czf "$OUT/tcache.tgz" -T - 2>/dev/null)
+tar czf "$OUT/x.tgz" --exclude='*.trace.json*' --exclude='*.safetensors' --exclude='checkpoints' --exclude='*.pt' \
+  --exclude='*.bin' -C /tmp w 2>/dev/null
+ls -la "$OUT"
