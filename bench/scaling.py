@@ -1,8 +1,8 @@
 """Multi-GPU scaling of `longctx extend`: one prepared command per (dp x cp) layout, one table.
 
-    # issue 8 (2 GPUs): cp=2 against one GPU at 64k, then the longest context with cp=2
+    # 2 GPUs: cp=2 against one GPU at 64k, then the longest context with cp=2
     python bench/scaling.py --config hybrid-1b --target 65536 --layouts 1x1,1x2 --steps 20 --batch-size 1
-    # issue 6 (8 GPUs): 128k, dp x cp = 2x4 and 4x2, against the 1- and 2-GPU figures
+    # 8 GPUs: 128k, dp x cp = 2x4 and 4x2, against the 1- and 2-GPU figures
     python bench/scaling.py --config hybrid-1b --target 131072 --layouts 1x2,2x4,4x2 --steps 50 --batch-size 4
 
 For each layout DxC it runs `torchrun --standalone --nproc-per-node D*C -m longctx extend --method M

@@ -265,3 +265,30 @@ def test_no_git_chatter_outside_a_git_checkout(tiny_model, tmp_path, monkeypatch
     s = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1, out=tmp_path / "g.json")
     evaluate_ruler(s, lm=_EchoLM.make(True), log=lambda s: None)
     assert "not a git repository" not in capfd.readouterr().err
+
+
+def test_longctx_model_warns_once_when_a_prompt_is_truncated(tiny_model, caplog, request):
+    """`--model longctx` with a max_length shorter than a request: one warning with the prompt's tokens,
+    the model's max_length and the max_length that would hold it; the prompt is cut as HFLM cuts it."""
+    import logging
+
+    from longctx.evaluate import lm_model
+
+    lm_model.log.addHandler(caplog.handler)  # lm-eval's setup_logging may stop propagation to root
+    request.addfinalizer(lambda: lm_model.log.removeHandler(caplog.handler))
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", max_length=64)
+    prompt = "The grass is green. " * 40
+    n = len(lm.tok_encode(prompt))
+    assert n > 48
+    with caplog.at_level(logging.WARNING, logger=lm_model.log.name):
+        ids, mask = lm.tok_batch_encode([prompt], left_truncate_len=64 - 16)
+        lm.tok_batch_encode([prompt], left_truncate_len=64 - 16)
+    assert ids.shape == mask.shape == (1, 48)
+    records = list({id(r): r for r in caplog.records}.values())  # caught on our handler and, propagated, on root
+    warned = [r.getMessage() for r in records if "does not fit" in r.getMessage()]
+    assert warned == [f"a prompt of {n} tokens does not fit: max_length 64 leaves 48 for the prompt after 16 to "
+                      f"generate, so lm-eval cuts its first {n - 48} tokens and still scores the answer; pass "
+                      f"--model_args ...,max_length={n + 16} or more (warned once per model)"]
+    caplog.clear()
+    lm.tok_batch_encode(["The grass is green."], left_truncate_len=48)  # fits: nothing to say
+    assert not caplog.records

@@ -330,7 +330,7 @@ def test_fused_kernels_match_the_formulas(dtype):
 def test_fused_elementwise_model_matches_reference():
     """A whole model's logits and gradients in bf16 with the fused kernels are no further from the
     fp32 plain-PyTorch reference (torch GDN) than the plain bf16 path is. (In fp32 the fused whole model differed
-    from the plain one by 3.6e-4 on the logits on the H200, session 6: the fla GDN kernels both paths
+    from the plain one by 3.6e-4 on the logits on the H200: the fla GDN kernels both paths
     run take fp32 dots in TF32 by default, which (our reading) turns last-bit differences in a norm's output
     into that much;
     fp32 exactness is therefore checked per kernel above.)"""
@@ -347,7 +347,7 @@ def test_fused_elementwise_model_matches_reference():
             return [logits.detach().float()] + [p.grad.float() for p in m.parameters()]
 
     # The reference runs the torch GDN in fp32: fla in fp32 would autotune and compile every GDN kernel
-    # a second time (session 8: the test with an fla fp32 reference had not finished after 6.5 minutes).
+    # a second time (with an fla fp32 reference this test had not finished after 6.5 minutes).
     exact = run(torch.float32, False, gdn="torch")
     plain16, fused16 = run(torch.bfloat16, False), run(torch.bfloat16, True)
     for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16)):

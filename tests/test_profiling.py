@@ -53,7 +53,7 @@ def test_bad_profile_steps_is_one_line_exit_2(tmp_path, capsys):
 def test_kernel_time_counts_each_kernel_once():
     """The header's kernel time: device-side events only. In a kineto profile the host op that launched a
     kernel (and a Triton launcher's annotation) shows the kernel's time as its own device time too; the
-    profiler's own "Self CUDA time total" counts only the kernels. Session 9's 20m profile read 589.9 ms
+    profiler's own "Self CUDA time total" counts only the kernels. A 20m profile's old header read 589.9 ms
     against a footer of 294.6 ms."""
     from types import SimpleNamespace as E
 

@@ -131,3 +131,32 @@ def test_python_api_regenerates_for_the_chat_template(tiny_model, tmp_path, monk
             assert ctx == _chat(tok, doc) and doc["chat_template"]
             n = len(tok(ctx, add_special_tokens=not ctx.startswith(tok.bos_token)).input_ids)  # as HFLM encodes
             assert n + doc["max_gen_toks"] == doc["length"] <= 1024
+
+
+def test_prompts_longer_than_the_model_are_refused(tiny_model, tmp_path, monkeypatch):
+    """lm-eval left-truncates a prompt longer than the model's max_length and still scores it: our
+    tasks refuse such a run, with the numbers, whether max_length comes from --model_args or (not
+    given) from the model's config.json as lm-eval's HF model reads it."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from eval_tasks.ruler.lm_task import check_fits, model_max_length
+
+    monkeypatch.setenv("LONGCTX_RULER_CACHE", str(tmp_path / "cache"))
+    # the metadata as lm_eval's CLI makes it: --model_args merged into --metadata
+    meta = {"max_seq_lengths": [1024], "num_samples": 1, "pretrained": str(tiny_model), "max_length": 512}
+    tm = TaskManager(include_path=eval_tasks.TASKS_DIR, include_defaults=False, metadata=meta)
+    with pytest.raises(ValueError, match=r"niah_single_1: a prompt of \d+ tokens \+ 128 to generate \(RULER length "
+                                         r"1024\) does not fit the model's max length 512 \(max_length=512\).*max_length=1280"):
+        lm_eval.simple_evaluate(
+            model="hf", model_args=f"pretrained={tiny_model},dtype=float32,max_length=512", device="cpu",
+            tasks=["niah_single_1"], task_manager=tm, limit=1, bootstrap_iters=0,
+        )  # fmt: skip
+
+    assert model_max_length({"pretrained": str(tiny_model)})[0] == 4096  # max_position_embeddings
+    assert model_max_length({"pretrained": str(tiny_model), "max_length": "8448"}) == (8448, "max_length=8448")
+    docs = [{"length": 8000, "max_gen_toks": 128, "max_length": 8192}, {"length": 4000, "max_gen_toks": 128, "max_length": 4096}]
+    with pytest.raises(ValueError, match=r"a prompt of 7872 tokens \+ 128 .* max length 4096 \(max_position_embeddings=4096 in"):
+        check_fits("niah_single_1", docs, {"pretrained": str(tiny_model)})
+    check_fits("niah_single_1", docs, {"pretrained": str(tiny_model), "max_length": 8448})  # fits
+    check_fits("niah_single_1", docs, {"pretrained": "owner/hub-id"})  # unknown length: lm-eval's own warning

@@ -6,6 +6,12 @@ Metadata (`--metadata` JSON, merged by lm-eval with `--model_args`) read here:
   num_samples (500), seed (42), haystack, haystack_dir, qa_cache_dir, cache_dir, exact,
   chat_template (bool; default: whether `--apply_chat_template` is on the command line),
   system_instruction (default: `--system_instruction` from the command line)
+  max_length | max_model_len   the model's context as lm-eval's model uses it (`--model_args` are
+                   merged in); without one, the model folder's config.json (`pretrained`), read
+                   as lm-eval's HF model reads it
+
+A prompt longer than the model's max length would be left-truncated by lm-eval and still scored;
+such a run is refused before any request is built (see `check_fits`).
 
 Differences from a plain ConfigurableTask:
   * samples are generated when the task is built (and cached on disk), sized with the chat
@@ -21,7 +27,9 @@ Differences from a plain ConfigurableTask:
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import sys
 from collections import Counter
 
@@ -68,6 +76,48 @@ def _lengths(meta: dict) -> list[int]:
     if isinstance(raw, (int, str)):
         raw = [raw] if isinstance(raw, int) else [x for x in str(raw).replace(";", ",").split(",") if x.strip()]
     return [int(x) for x in raw]
+
+
+def model_max_length(meta: dict) -> tuple[int, str] | None:
+    """The context lm-eval's model will cut prompts to, and where it comes from: `max_length`
+    (HF models) or `max_model_len` (vLLM) in the model args, else the model folder's config.json
+    read as lm-eval's HFLM reads it (text_config first; n_positions, max_position_embeddings, n_ctx).
+    None when neither is known (a Hub id, a config without a length)."""
+    for key in ("max_length", "max_model_len"):
+        if meta.get(key) not in (None, ""):
+            return int(meta[key]), f"{key}={meta[key]}"
+    path = meta.get("pretrained")
+    if not isinstance(path, str) or not os.path.isfile(os.path.join(path, "config.json")):
+        return None
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    config = config.get("text_config") or config
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        if config.get(attr) is not None:
+            return int(config[attr]), f"{attr}={config[attr]} in {path}/config.json"
+    return None
+
+
+def check_fits(task: str, docs, meta: dict) -> None:
+    """Refuse samples longer than the model's max length. A sample's `length` is its prompt (template
+    and answer prefix included) plus the tokens it may generate; lm-eval keeps at most max_length minus
+    those of the prompt and drops the rest from the left: the haystack's start, in NIAH the task
+    description itself, yet it reports a score."""
+    known = model_max_length(meta)
+    if known is None or not len(docs):
+        return
+    limit, source = known
+    rows = docs if isinstance(docs, list) else docs.select_columns(["length", "max_gen_toks", "max_length"]).to_list()
+    longest = max(rows, key=lambda d: d["length"])
+    if longest["length"] <= limit:
+        return
+    need = max(d["max_length"] for d in rows)
+    raise ValueError(
+        f"{task}: a prompt of {longest['length'] - longest['max_gen_toks']} tokens + {longest['max_gen_toks']} to "
+        f"generate (RULER length {longest['max_length']}) does not fit the model's max length {limit} ({source}); "
+        f"lm-eval would left-truncate it and still report a score. Pass --model_args ...,max_length={need + 256} "
+        f"(vLLM: max_model_len), or leave out the lengths above {limit}."
+    )
 
 
 class _NoInstances(list):
@@ -174,6 +224,7 @@ class RulerTask(ConfigurableTask):
             self._chat, self._system = chat, system_instruction or None
             self.dataset = {"test": datasets.Dataset.from_list(self._generate())}
             self.task_docs = self.eval_docs
+        check_fits(self.config.task, self.eval_docs, self._meta())
         self._limit = int(limit) if limit else None
         return super().build_all_requests(
             limit=None, apply_chat_template=apply_chat_template, chat_template=chat_template,

@@ -12,6 +12,7 @@ sampling arguments are refused rather than silently ignored.
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -20,6 +21,8 @@ from lm_eval.models.huggingface import HFLM
 
 from longctx.model import HybridLM
 from longctx.model.generate import greedy_generate
+
+log = logging.getLogger("lm_eval.longctx")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -43,6 +46,25 @@ class LongctxLM(HFLM):
             # (`runs/x` does); an absolute path is recognised as local, without a network call.
             pretrained = os.path.abspath(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+
+    def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
+        """HFLM's, with one warning carrying the numbers the first time a prompt does not fit: lm-eval
+        keeps its last max_length - max_gen_toks tokens and scores the answer anyway (its own warning,
+        repeated per batch, does not say which max_length would hold it)."""
+        ids, mask = super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        if left_truncate_len and ids.shape[1] > left_truncate_len:
+            if not getattr(self, "_warned_truncation", False):
+                self._warned_truncation = True
+                longest, reserved = ids.shape[1], self.max_length - left_truncate_len
+                log.warning(
+                    "a prompt of %d tokens does not fit: max_length %d leaves %d for the prompt after %d to "
+                    "generate, so lm-eval cuts its first %d tokens and still scores the answer; pass "
+                    "--model_args ...,max_length=%d or more (warned once per model)",
+                    longest, self.max_length, left_truncate_len, reserved, longest - left_truncate_len,
+                    longest + reserved,
+                )  # fmt: skip
+            ids, mask = ids[:, -left_truncate_len:], mask[:, -left_truncate_len:]  # as HFLM truncates
+        return ids, mask
 
     def _create_model(self, pretrained, dtype="auto", **kwargs) -> None:
         if dtype in (None, "auto"):

@@ -122,6 +122,7 @@ def task_metadata(spec: EvalSpec, length: int) -> dict:
         "pretrained": model,
         "tokenizer": model,
         "max_seq_lengths": [length],
+        "max_length": max(spec.lengths) + CONTEXT_MARGIN,  # build_lm's; the tasks refuse prompts beyond it
         "num_samples": spec.samples,
         "chat_template": spec.chat_template,
         "seed": spec.seed,

@@ -18,7 +18,7 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            cu_seqlens; a sliding window skips the key blocks outside it), CUDA. The training default
            for sliding windows in bf16/fp16 when fla is installed: flex's first compile of a
            windowed 16k step took minutes, fla's ran transformer-1b at 16k and 64k (docs/benchmarks.md,
-           session 8). Packed documents without a window stay on flex (fla there is unmeasured).
+           transformer-1b training). Packed documents without a window stay on flex (fla there is unmeasured).
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
@@ -66,7 +66,7 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
     if inference:
         return "sdpa_docs"
     if window is not None and q.dtype in (torch.float16, torch.bfloat16) and _fla_attn():
-        return "fla"  # session 8: transformer-1b trained at 16k/64k through it; flex's windowed compile did not finish
+        return "fla"  # transformer-1b trains at 16k/64k through it; flex's windowed compile did not finish
     return "flex"
 
 

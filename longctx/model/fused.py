@@ -2,7 +2,7 @@
 
 The plain-PyTorch RMSNorm (fp32 upcast, pow, mean, rsqrt, two multiplies, cast) and SwiGLU each
 read and write the whole activation once per op; on the H200 profiles these elementwise kernels
-were about a third of all kernel time (docs/benchmarks.md, session 4). fla's Triton kernels do each
+were about a third of all kernel time (docs/benchmarks.md). fla's Triton kernels do each
 in one pass, forward and backward, with the same arithmetic: statistics and products in fp32, one
 cast to the input dtype at the end (fla computes 1/sqrt where norms.py has rsqrt; silu(g) * u is
 rounded once instead of twice), so they agree with the reference to rounding.

@@ -18,7 +18,7 @@ import torch
 def kernel_time_ms(events) -> float:
     """GPU time of the profiled kernels: the device-side events' self time, as the profiler table's
     "Self CUDA time total". The host ops that launched them carry the same time as their own device
-    time, so a sum over every event counts each kernel about twice (the header did until session 10)."""
+    time, so a sum over every event counts each kernel about twice (an older header did: 589.9 ms for a 294.6 ms footer)."""
     from torch.autograd import DeviceType
 
     device = {DeviceType.CUDA, DeviceType.PrivateUse1}
