@@ -533,3 +533,13 @@ def test_missing_or_malformed_study_file_is_one_line_exit_2(tmp_path, capsys):
     assert "bad.yaml: not valid YAML" in line and "line" in line
     bad.write_text("- a list\n")
     assert "is a mapping" in _one_line_exit_2([str(bad)], capsys, tmp_path)
+
+
+def test_shipped_study_paths_resolve_from_any_directory(tmp_path, monkeypatch, capsys):
+    """configs/... as the docs spell it, from outside the checkout: the study file, its models and
+    its extension configs come from the shipped configs/."""
+    monkeypatch.chdir(tmp_path)
+    s = study.load_study("configs/experiments/study-20m-gate.yaml")  # with its base: study-20m.yaml
+    assert s["pretrain"]["seeds"] == [0, 1, 2] and study.extend_config(s, "yarn")["extend"]["method"] == "yarn"
+    assert study_main(["configs/experiments/study-tiny.yaml", "--dry-run", "--only", "pretrain"]) == 0
+    assert "# pretrain-hybrid: new" in capsys.readouterr().out and not any(tmp_path.iterdir())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from longctx.shipped import shipped_config
 from longctx.study import schema
 from longctx.study.stage import StudyError
 
@@ -32,7 +33,7 @@ def overlay(base: dict, over: dict) -> dict:
 
 def read_study(path: str, chain: tuple = ()) -> dict:
     """A study YAML with its `base:` (a study file it varies, relative to it) applied, recursively."""
-    p = Path(path)
+    p = shipped_config(path) or Path(path)  # configs/experiments/x.yaml also from an installed wheel
     if not p.is_file():
         raise StudyError(f"{path}: no such study file" + (f" (base of {chain[-1]})" if chain else ""))
     if p.resolve() in chain:
