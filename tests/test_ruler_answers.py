@@ -2,7 +2,6 @@
 journal, rescored with NVIDIA's metric; the per-cell scores must equal lm-eval's in the results file."""
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 

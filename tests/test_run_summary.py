@@ -1,6 +1,5 @@
 """`longctx summary` (longctx.train.summary_cmd): run labels and the probe learning-curve plot, on crafted metrics."""
 import json
-from pathlib import Path
 
 from longctx.cli import main as cli_main
 from longctx.train import summary_cmd as rs

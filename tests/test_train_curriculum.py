@@ -94,7 +94,6 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
     import statistics
     import subprocess
     import sys
-    from pathlib import Path
 
     from longctx.train.metrics import summarize
 

@@ -46,11 +46,11 @@ import sys
 import time
 from pathlib import Path
 
+from longctx.study.gate import gate_check
 from longctx.study.load import load_study
 from longctx.study.plan import plan, select
 from longctx.study.run_configs import write_configs
 from longctx.study.runner import run_stages
-from longctx.study.gate import gate_check
 from longctx.study.stage import KINDS, OutOfTime, StudyError
 from longctx.study.state import status
 
