@@ -1,4 +1,4 @@
-"""bench/ruler_answers.py: a finished evaluation's answers matched back to their samples through the
+"""`longctx answers` (longctx.evaluate.answers_cmd): a finished evaluation's answers matched back to their samples through the
 journal, rescored with NVIDIA's metric; the per-cell scores must equal lm-eval's in the results file."""
 import hashlib
 import json
