@@ -66,8 +66,7 @@ def main(argv=None) -> int:
     add_run_args(p)
     args = p.parse_args(argv)
 
-    import study as st
-
+    from longctx import study as st
     from longctx.config import from_dict
     from longctx.data import load_tokenizer
     from longctx.train.data import loader_factory

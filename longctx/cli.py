@@ -21,7 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("longctx.evaluate.eval_cmd", "run RULER through lm-evaluation-harness and write a results JSON"),
     "compare": ("longctx.evaluate.compare_cmd", "compare RULER results JSON files: tables and plots"),
     "lm-eval": ("longctx.evaluate.lm_eval_cmd", "lm_eval with the longctx model and RULER tasks registered"),
-    "bench": ("longctx.bench_cmd", "GPU throughput benchmarks (training, evaluation)"),
+    "study": ("longctx.study.study_cmd", "run a hybrid-vs-transformer study stage by stage from a study YAML"),
+    "answers": ("longctx.evaluate.answers_cmd", "a RULER evaluation's answers beside the references, per task and length"),
+    "summary": ("longctx.train.summary_cmd", "summarise training runs from their metrics.jsonl: one row per (run, stage)"),
     "export": ("longctx.train.export_cmd", "export a training checkpoint to an HF model directory"),
 }
 

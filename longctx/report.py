@@ -284,12 +284,12 @@ LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D")
 
 
-SEED_SUFFIX = re.compile(r"-s\d+$")  # bench/study.py's <model>-s<seed> with several pretraining seeds
+SEED_SUFFIX = re.compile(r"-s\d+$")  # longctx study's <model>-s<seed> with several pretraining seeds
 
 
 def plot_styles(runs: list[dict]) -> list[dict]:
     """Line style per run (per group: pass its first run). Runs laid out as <family>/<variant> (what
-    `bench/study.py` writes: <out>/hybrid/yarn, <out>/transformer/yarn, or <out>/hybrid-s1/yarn with
+    `longctx study` writes: <out>/hybrid/yarn, <out>/transformer/yarn, or <out>/hybrid-s1/yarn with
     several pretraining seeds: family hybrid) from more than one family, each (family, variant)
     once: a color per variant and a line style and marker per family, so that hybrid yarn and
     transformer yarn share a color. Otherwise a color per run, solid lines."""

@@ -9,7 +9,7 @@ from longctx.cli import COMMANDS, main
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("pretrain", "extend", "eval", "compare", "bench", "export"):
+    for name in ("pretrain", "extend", "eval", "compare", "study", "answers", "summary", "export"):
         assert name in out and name in COMMANDS
 
 
@@ -46,3 +46,17 @@ def test_negative_numbers_are_values_named_in_the_error(capsys, tmp_path, value)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "optimizer.lr (--lr) must be > 0" in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["study", "answers", "summary"])
+def test_moved_tools_are_subcommands_with_help(name):
+    r = subprocess.run([sys.executable, "-m", "longctx", name, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: longctx {name}")
+
+
+def test_no_bench_subcommand(capsys):
+    """bench/ is not in the wheel: benchmarks run as `python bench/<script>.py` from a checkout."""
+    assert "bench" not in COMMANDS
+    assert main(["bench"]) == 2
+    assert "unknown command 'bench'" in capsys.readouterr().err

@@ -105,6 +105,12 @@ def test_wheel_installs_and_pretrains_outside_the_checkout(tmp_path):
     assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
     assert json.loads((model_dir / "config.json").read_text())["model_type"] == "olmo_hybrid"
 
+    # the study runner ships too, with the study files it reads as the docs spell them
+    study = subprocess.run(python + [str(script), "study", "configs/experiments/study-tiny.yaml", "--dry-run",
+                                     "--only", "pretrain"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert study.returncode == 0, study.stderr
+    assert "# pretrain-hybrid: new" in study.stdout
+
 
 def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
     """From outside the checkout: model names, and configs/... paths as the docs spell them."""

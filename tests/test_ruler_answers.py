@@ -1,26 +1,29 @@
-"""bench/ruler_answers.py: a finished evaluation's answers matched back to their samples through the
+"""`longctx answers` (longctx.evaluate.answers_cmd): a finished evaluation's answers matched back to their samples through the
 journal, rescored with NVIDIA's metric; the per-cell scores must equal lm-eval's in the results file."""
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
+from longctx.cli import main as cli_main
 from longctx.evaluate import results as R
 from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
 from test_evaluate_e2e import LENGTH, _private_sample_cache, tiny_model  # noqa: F401 (fixtures)
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "ruler_answers.py"
 TASKS = ["niah_single_1", "niah_multikey_1", "ruler_vt"]
 WRONG = "illness."
 
 
+class _Answers:
+    """`longctx answers ARGS` in this process, through the CLI."""
+
+    @staticmethod
+    def main(argv: list[str]) -> int:
+        return cli_main(["answers", *argv])
+
+
 def _load():
-    spec = importlib.util.spec_from_file_location("ruler_answers", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _Answers
 
 
 def _half_right_lm():

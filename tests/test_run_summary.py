@@ -1,12 +1,8 @@
-"""bench/run_summary.py: run labels and the probe learning-curve plot, on crafted metrics."""
-import importlib.util
+"""`longctx summary` (longctx.train.summary_cmd): run labels and the probe learning-curve plot, on crafted metrics."""
 import json
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("run_summary", REPO / "bench" / "run_summary.py")
-rs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rs)
+from longctx.cli import main as cli_main
+from longctx.train import summary_cmd as rs
 
 
 def _rows(probe_every=2, steps=6):
@@ -40,9 +36,9 @@ def test_plot_probe_cli(tmp_path, capsys):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in _rows()))
     png = tmp_path / "curves.png"
-    assert rs.main([str(tmp_path / "a"), str(tmp_path / "b"), "--plot-probe", str(png)]) == 0
+    assert cli_main(["summary", str(tmp_path / "a"), str(tmp_path / "b"), "--plot-probe", str(png)]) == 0
     assert png.stat().st_size > 10_000
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "metrics.jsonl").write_text(json.dumps(_rows()[0]))
-    assert rs.main([str(tmp_path / "c"), "--plot-probe", str(tmp_path / "none.png")]) == 2
+    assert cli_main(["summary", str(tmp_path / "c"), "--plot-probe", str(tmp_path / "none.png")]) == 2
     assert "no probe/* metrics" in capsys.readouterr().err and not (tmp_path / "none.png").exists()

@@ -1,8 +1,7 @@
-"""bench/study.py: the stage plan, skip/resume detection, --only, the retrieval gate (fast), and the
+"""`longctx study` (longctx.study): the stage plan, skip/resume detection, --only, the retrieval gate (fast), and the
 whole CPU smoke study end to end plus a rerun that skips everything (slow: ~4 CPU-minutes)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from longctx import study
+from longctx.cli import main as cli_main
 from longctx.evaluate import results
+from longctx.study import runner
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "experiments" / "study-tiny.yaml"
@@ -19,15 +21,11 @@ ARCHS = ("hybrid", "transformer")
 METHODS = ("none", "pi", "yarn", "drope")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("study", REPO / "bench" / "study.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["study"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-study = _load()
+def study_main(argv: list[str]) -> int:
+    try:
+        return cli_main(["study", *argv])
+    except SystemExit as e:  # argparse's own errors (one line, exit 2) leave this way
+        return e.code
 
 
 def _tiny(out: Path) -> dict:
@@ -181,7 +179,7 @@ def test_only_and_dry_run(tmp_path, capsys):
     assert {s.kind for s in study.select(stages, "eval-base")} == {"eval-base"}
     with pytest.raises(study.StudyError, match="bogus"):
         study.select(stages, "bogus")
-    assert study.main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "pretrain"]) == 0
+    assert study_main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "pretrain"]) == 0
     out = capsys.readouterr().out
     assert "# pretrain-hybrid: new" in out and "longctx pretrain --config" in out
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
@@ -189,7 +187,7 @@ def test_only_and_dry_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end_then_skips(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "study.py"), str(TINY), "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "longctx", "study", str(TINY), "--out", str(tmp_path)]
     first = subprocess.run(cmd + ["--jobs", "2"], cwd=REPO, capture_output=True, text=True)  # stages 2 at a time
     assert first.returncode == 0, first.stderr[-3000:]
     assert (tmp_path / "logs" / "eval-hybrid-drope.log").stat().st_size > 0
@@ -243,7 +241,7 @@ def test_time_budget_stops_the_stage_in_flight_where_it_resumes(tmp_path, kind, 
 
 
 def test_no_time_left_starts_nothing(tmp_path, capsys):
-    assert study.main([str(TINY), "--out", str(tmp_path / "s"), "--time-budget", "0"]) == 75
+    assert study_main([str(TINY), "--out", str(tmp_path / "s"), "--time-budget", "0"]) == 75
     assert "no time left to start pretrain-hybrid" in capsys.readouterr().err
     assert not (tmp_path / "s" / "hybrid").exists()
 
@@ -322,7 +320,7 @@ def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
 
 
 def test_jobs_flag_is_checked(tmp_path, capsys):
-    assert study.main([str(TINY), "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert study_main([str(TINY), "--out", str(tmp_path), "--jobs", "0"]) == 2
     assert "--jobs 0" in capsys.readouterr().err
 
 
@@ -336,19 +334,19 @@ def test_an_error_of_the_runner_leaves_no_stage_running(tmp_path):
     long = study.Stage("pretrain-a", "pretrain", [sys.executable, "-c", script], tmp_path / "a", "a")
     # compare has nothing to compare: the runner raises while pretrain-a runs
     compare = study.Stage("compare", "compare", ["true"], tmp_path / "results.md", inputs=[tmp_path / "none.json"])
-    real_compare = study._run_compare
+    real_compare = runner._run_compare
 
     def late_compare(stage):
         while not pid_file.exists():
             time.sleep(0.05)
         return real_compare(stage)
 
-    study._run_compare = late_compare
+    runner._run_compare = late_compare
     try:
         with pytest.raises(study.StudyError, match="no results JSON"):
             study.run_stages([long, compare], io.StringIO(), jobs=2, state_of=lambda s: "new", logs=tmp_path / "logs")
     finally:
-        study._run_compare = real_compare
+        runner._run_compare = real_compare
     with pytest.raises(ProcessLookupError):  # killed and reaped
         os.kill(int(pid_file.read_text()), 0)
 
@@ -485,3 +483,63 @@ def test_pretraining_seeds_are_checked(tmp_path):
     s = study.load_study(str(path))
     assert study.units(s) == [("hybrid", "hybrid", 3), ("transformer", "transformer", 3)] and "pretrain-hybrid" in {x.name for x in study.plan(s)}
     assert study.pretrain_config(s, "hybrid")["seed"] == 3
+
+
+def _one_line_exit_2(argv, capsys, tmp_path) -> str:
+    assert study_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("longctx study: error: "), err
+    assert not (tmp_path / "out").exists()  # nothing written
+    return err[0]
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"bogus": 1}, ["unknown key 'bogus'", "valid keys: name, models"]),
+    ({"eval": {"samplez": 3}}, ["unknown key 'eval.samplez'", "eval.samples"]),
+    ({"gate": {"lenght": 512}}, ["unknown key 'gate.lenght'", "gate.length"]),
+    ({"models": {"hybrid": {"model": "hybrid-tiny", "overide": {}}}}, ["models.hybrid.overide", "models.hybrid.override"]),
+    ({"extend": {"budgets": [{"steps": 4, "step": 4}]}}, ["extend.budgets[].'step'", "valid keys: steps"]),
+    ({"eval": {"samples": "many"}}, ["eval.samples", "'many'"]),
+    ({"gate": {"min": "high"}}, ["gate.min", "'high'"]),
+    ({"extend": {"target": "long"}}, ["extend.target", "'long'"]),
+    ({"eval": {"lengths": []}}, ["eval.lengths", "[]"]),
+    ({"gate": {"models": ["rwkv"]}}, ["gate.models", "rwkv"]),
+    ({"pretrain": {"batch_size": 0}}, ["pretrain", "batch_size", "0"]),
+    ({"extend": {"overrides": {"stepz": 3}}}, ["extend", "stepz"]),
+])
+def test_schema_errors_are_one_line_exit_2(tmp_path, capsys, over, words):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": str(TINY), **over}))
+    line = _one_line_exit_2([str(path), "--out", str(tmp_path / "out")], capsys, tmp_path)
+    assert str(path) in line and all(w in line for w in words), line
+
+
+@pytest.mark.parametrize("flags, word", [
+    (["--devices", "abc"], "--devices 'abc'"), (["--devices", "0,x"], "--devices '0,x'"),
+    (["--time-budget", "-5"], "--time-budget -5"), (["--time-budget", "soon"], "--time-budget"),
+    (["--jobs", "0"], "--jobs 0"),
+])
+def test_bad_flags_are_one_line_exit_2(tmp_path, capsys, flags, word):
+    line = _one_line_exit_2([str(TINY), "--out", str(tmp_path / "out"), *flags], capsys, tmp_path)
+    assert word in line, line
+
+
+def test_missing_or_malformed_study_file_is_one_line_exit_2(tmp_path, capsys):
+    line = _one_line_exit_2([str(tmp_path / "nowhere.yaml")], capsys, tmp_path)
+    assert "nowhere.yaml: no such study file" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [study\nmodels: {}\n")
+    line = _one_line_exit_2([str(bad)], capsys, tmp_path)
+    assert "bad.yaml: not valid YAML" in line and "line" in line
+    bad.write_text("- a list\n")
+    assert "is a mapping" in _one_line_exit_2([str(bad)], capsys, tmp_path)
+
+
+def test_shipped_study_paths_resolve_from_any_directory(tmp_path, monkeypatch, capsys):
+    """configs/... as the docs spell it, from outside the checkout: the study file, its models and
+    its extension configs come from the shipped configs/."""
+    monkeypatch.chdir(tmp_path)
+    s = study.load_study("configs/experiments/study-20m-gate.yaml")  # with its base: study-20m.yaml
+    assert s["pretrain"]["seeds"] == [0, 1, 2] and study.extend_config(s, "yarn")["extend"]["method"] == "yarn"
+    assert study_main(["configs/experiments/study-tiny.yaml", "--dry-run", "--only", "pretrain"]) == 0
+    assert "# pretrain-hybrid: new" in capsys.readouterr().out and not any(tmp_path.iterdir())

@@ -94,7 +94,6 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
     import statistics
     import subprocess
     import sys
-    from pathlib import Path
 
     from longctx.train.metrics import summarize
 
@@ -107,8 +106,8 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
     assert short["tokens_per_s"] == statistics.median(r["tokens_per_s"] for r in rows[1:3])
     assert main_["loss_first"] == rows[3]["loss"] and main_["loss_last"] == rows[5]["loss"]
     assert main_["probe_mean"] == rows[5]["probe/mean"] and main_["mfu"] is None and main_["peak_mem_gb"] is None
-    script = Path(__file__).resolve().parents[1] / "bench" / "run_summary.py"
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "longctx", "summary", str(tmp_path / "a")], capture_output=True, text=True,
+                         check=True)
     assert "| a | pretrain@16 | 3 | 16 | 128 |" in out.stdout and "| a | pretrain | 3 | 64 | 128 |" in out.stdout
 
 

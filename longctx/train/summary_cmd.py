@@ -1,6 +1,6 @@
-"""Summarise training runs from their metrics.jsonl: one row per (run, stage).
+"""`longctx summary RUN...`: summarise training runs from their metrics.jsonl, one row per (run, stage).
 
-    python bench/run_summary.py runs/base runs/drope-16k [--skip 2] [--json OUT.json] [--plot-probe OUT.png]
+    longctx summary runs/base runs/drope-16k [--skip 2] [--json OUT.json] [--plot-probe OUT.png]
 
 Prints a markdown table: steps, sequence length, tokens per step, median tokens/s and MFU (the
 first --skip steps of each stage left out as warm-up), peak GPU memory, first/last loss, last
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from longctx.errors import UsageError
 from longctx.train.metrics import read_metrics, summarize
 
 
@@ -77,22 +77,24 @@ def plot_probe(runs: dict[str, list[dict]], path: str) -> None:
     fig.savefig(path)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
     p.add_argument("--skip", type=int, default=2, help="warm-up steps left out of each stage's medians")
     p.add_argument("--json", help="also write the summaries here")
     p.add_argument("--plot-probe", metavar="OUT.png", help="also plot the in-training probe's learning curves")
-    a = p.parse_args(argv)
+
+
+def run(a) -> int:
+    if a.skip < 0:
+        raise UsageError(f"--skip {a.skip}: need 0 or more")
     table, dump, all_rows = [], {}, {}
-    for run, label in zip(a.runs, labels(a.runs)):
-        rows = read_metrics(run)
+    for run_dir, label in zip(a.runs, labels(a.runs)):
+        rows = read_metrics(run_dir)
         if not rows:
-            print(f"run_summary: {run}: no metrics.jsonl rows", file=sys.stderr)
-            return 2
+            raise UsageError(f"{run_dir}: no metrics.jsonl rows")
         all_rows[label] = rows
-        dump[run] = summarize(rows, a.skip)
-        for s in dump[run]:
+        dump[run_dir] = summarize(rows, a.skip)
+        for s in dump[run_dir]:
             table.append(f"| {label} | {s['stage']} | {s['steps']} | {s['seq_len']} | {s['tokens_per_step']} | "
                          f"{s['tokens_per_s'] / 1e3:.1f}k | {fmt(s['mfu'] and 100 * s['mfu'], '.1f')} | "
                          f"{fmt(s['peak_mem_gb'], '.1f')} | {s['loss_first']:.3f} -> {s['loss_last']:.3f} | "
@@ -106,10 +108,6 @@ def main(argv=None) -> int:
         try:
             plot_probe(all_rows, a.plot_probe)
         except ValueError as e:
-            print(f"run_summary: --plot-probe: {e}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--plot-probe: {e}") from None
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
-"""What a model answered in a RULER evaluation: its answers beside the references, per task and length.
+"""`longctx answers RESULTS.json`: what a model answered in a RULER evaluation, beside the references.
 
-    python bench/ruler_answers.py runs/drope-64k/ruler.json [--tasks niah_single_1] [--lengths 16k,64k]
-                                  [--tokenizer DIR | --tokenizer embedded] [--show 3] [--json OUT.json]
+    longctx answers runs/drope-64k/ruler.json [--tasks niah_single_1] [--lengths 16k,64k]
+                    [--tokenizer DIR | --tokenizer embedded] [--show 3] [--json OUT.json]
 
 `longctx eval` keeps every answer in its journal (`<results>.partial.jsonl`, kept after the run) under
 lm-eval's request hash, not beside its sample. This rebuilds the same requests (the results file's
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -96,15 +95,16 @@ def _short(s: str, n: int = 28) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ruler_answers", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("results", help="a `longctx eval` results JSON (its journal beside it)")
     ap.add_argument("--tasks", help="comma-separated tasks (default: every task that ran)")
     ap.add_argument("--lengths", help="comma-separated lengths, e.g. 16k,64k (default: every length)")
     ap.add_argument("--tokenizer", help="tokenizer directory, or 'embedded' (default: the model directory)")
     ap.add_argument("--show", type=int, default=3, help="misses to print per cell, with references (default 3)")
     ap.add_argument("--json", help="write every cell's answers and references here")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     try:
         res = R.load(args.results)
         fp, answers = read_journal(journal_path(args.results))
@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     got = cell_answers(task, length, int(cell["samples"]), tok, fp, answers)
                     got["results_score"] = cell["score"]
                     cells.append(got)
-    except (UsageError, R.ResultsError) as e:
-        print(f"ruler_answers: error: {e}", file=sys.stderr)
-        return 2
+    except R.ResultsError as e:
+        raise UsageError(str(e)) from None
     print("| task | length | score (results file) | right / partly / missed | distinct | most common answers |")
     print("|---|---|---|---|---|---|")
     for c in cells:
@@ -145,6 +144,3 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(cells, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The longctx run configs a study's stages train with: one pretraining config per unit, one
+extension config per method, written to <out>/configs/ and passed as `--config`."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from longctx.errors import UsageError
+from longctx.shipped import configs_dir, shipped_config
+from longctx.study.load import merge, units
+from longctx.study.stage import Stage, StudyError
+
+
+def model_fields(spec: dict) -> dict:
+    """The HF config fields of a study model: a configs/models YAML (by name or path) + overrides."""
+    name = spec.get("model")
+    if name and name.endswith((".yaml", ".yml")):
+        p = Path(name)
+    else:
+        p = (configs_dir() or Path("configs")) / "models" / f"{name}.yaml"
+    if not p.is_file():
+        raise StudyError(f"model {name!r}: no {p}")
+    return merge(yaml.safe_load(p.read_text()), spec.get("override") or {})
+
+
+def _probe_supported() -> bool:
+    from longctx.config import RunConfig
+
+    return "probe" in {f.name for f in dataclasses.fields(RunConfig)}
+
+
+def pretrain_config(study: dict, arch: str, seed: int | None = None) -> dict:
+    cfg = merge(study["pretrain"], {"model": model_fields(study["models"][arch])})
+    seeds = cfg.pop("seeds", None) or [cfg.get("seed", 0)]
+    cfg["seed"] = seeds[0] if seed is None else seed
+    probe = cfg.pop("probe", None)
+    if probe is not None and _probe_supported():  # the Trainer's in-training RULER probe, once wired
+        cfg["probe"] = probe
+    if study.get("device"):
+        cfg["device"] = study["device"]
+    return cfg
+
+
+def extend_config(study: dict, method: str) -> dict:
+    ext = study["extend"]
+    template = ext.get("config", "configs/extend/{method}-64k.yaml").format(method=method)
+    p = shipped_config(template) or Path(template)  # from the current directory, else the shipped configs/
+    if not p.is_file():
+        raise StudyError(f"extend.config {template!r} for {method}: no such file")
+    cfg = merge(yaml.safe_load(p.read_text()) or {}, ext.get("overrides") or {})
+    cfg.setdefault("extend", {})
+    cfg["extend"].update({"method": method, "target": int(ext["target"])})
+    if study.get("device"):
+        cfg["device"] = study["device"]
+    return cfg
+
+
+def check_run_configs(study: dict, path: str) -> None:
+    """Every stage's run config as longctx.config reads it: a bad pretrain or extend.overrides key or
+    value fails here, before anything runs, instead of in the stage that uses it."""
+    from longctx.config import from_dict, validate
+
+    for unit, model, seed in units(study):
+        try:
+            validate(from_dict(pretrain_config(study, model, seed)))
+        except UsageError as e:
+            raise StudyError(f"{path}: pretrain (for {model}): {e}") from None
+    for method in study["extend"]["methods"]:
+        try:
+            validate(from_dict(extend_config(study, method)))
+        except UsageError as e:
+            raise StudyError(f"{path}: extend (method {method}, with extend.overrides): {e}") from None
+
+
+def write_configs(study: dict, stages: list[Stage]) -> None:
+    d = Path(study["out"]) / "configs"
+    d.mkdir(parents=True, exist_ok=True)
+    for unit, model, seed in units(study):
+        (d / f"pretrain-{unit}.yaml").write_text(yaml.safe_dump(pretrain_config(study, model, seed), sort_keys=False))
+    for method in study["extend"]["methods"]:
+        (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
+

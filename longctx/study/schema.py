@@ -1,0 +1,150 @@
+"""The study YAML's schema: one dataclass per section, each checking its own fields.
+
+`check(study, path)` builds these from the study dict (after its `base:` overlay): a key that no
+section defines is refused with the valid ones listed, a value of the wrong type or out of range
+with one line naming the key and the value (StudyError, exit code 2, before anything is written).
+The runner keeps working on the checked dict. `pretrain` and `extend.overrides` are longctx run
+configs: longctx.config checks their keys (study.load.load_study builds every stage's run config).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from longctx.config import _build
+from longctx.errors import UsageError
+from longctx.study.stage import StudyError
+
+REQUIRED = ("name", "models", "pretrain", "extend", "eval")
+
+
+def _need(ok: bool, key: str, rule: str, value) -> None:
+    if not ok:
+        raise StudyError(f"{key} {value!r}: {rule}")
+
+
+def _whole(x, least: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+
+@dataclass
+class ModelSpec:
+    """models.<label>: a configs/models name (or model YAML path) and HF config fields to override."""
+
+    model: str | None = None
+    override: dict | None = None
+
+    def check(self, at: str) -> None:
+        _need(bool(self.model), f"{at}.model", "give a configs/models name or a model YAML path", self.model)
+
+
+@dataclass
+class ExtendSection:
+    target: int | None = None  # the context length every method extends to
+    methods: list[str] = field(default_factory=list)  # rope_methods names
+    config: str = "configs/extend/{method}-64k.yaml"  # each method's run config ({method} filled in)
+    overrides: dict | None = None  # run-config keys set alike for every method
+    budgets: list[Any] | None = None  # extra runs with other step counts (study.load.budget_entry)
+    seeds: list[Any] | None = None  # extra runs with other seeds (study.load.seed_entry)
+
+    def check(self, at: str) -> None:
+        import rope_methods
+
+        bad = [m for m in self.methods if m not in rope_methods.METHODS]
+        _need(bool(self.methods) and not bad, f"{at}.methods", f"give some of {', '.join(rope_methods.METHODS)}",
+              bad or self.methods)
+        _need(self.target is not None, f"{at}.target", "missing (e.g. 65536)", self.target)
+        _need(self.target >= 2, f"{at}.target", "give a length in tokens, e.g. 65536", self.target)
+
+
+@dataclass
+class EvalSection:
+    lengths: list[int] = field(default_factory=list)  # RULER lengths of every extended model
+    base_lengths: list[int] | None = None  # RULER lengths of the base models (default: pretrain.seq_len)
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    samples: int = 100  # per task and length
+    args: list[str] | None = None  # more `longctx eval` flags, e.g. [--dtype, bfloat16]
+
+    def check(self, at: str) -> None:
+        _need(bool(self.lengths) and all(n >= 1 for n in self.lengths), f"{at}.lengths",
+              "give a list of token counts, e.g. [4096, 8192]", self.lengths)
+        _need(self.base_lengths is None or (self.base_lengths and all(n >= 1 for n in self.base_lengths)),
+              f"{at}.base_lengths", "give a list of token counts, e.g. [4096]", self.base_lengths)
+        _need(bool(self.tasks), f"{at}.tasks", "give RULER task names or [all]", self.tasks)
+        _need(self.samples >= 1, f"{at}.samples", "give a positive whole number", self.samples)
+
+
+@dataclass
+class GateSection:
+    """The retrieval gate: each gated base model must reach `min` on `tasks` at `length`."""
+
+    models: list[str] = field(default_factory=list)  # the gated models' labels
+    length: int | None = None
+    tasks: list[str] = field(default_factory=list)
+    min: float = 0.0  # a score 0..100
+    samples: int | None = None  # a gate stage of its own with this many samples per task
+
+    def check(self, at: str, labels: list[str]) -> None:
+        bad = [m for m in self.models if m not in labels]
+        _need(not bad, f"{at}.models", f"give some of {', '.join(labels)}", bad)
+        _need(self.samples is None or self.samples >= 1, f"{at}.samples",
+              "give a positive whole number (or leave it out: the base row decides)", self.samples)
+        if self.models:
+            _need(self.length is not None and self.length >= 1, f"{at}.length", "give a length in tokens, e.g. 4096",
+                  self.length)
+            _need(bool(self.tasks), f"{at}.tasks", "give the RULER tasks that decide, e.g. [niah_single_1]", self.tasks)
+            _need(0 <= self.min <= 100, f"{at}.min", "give a score between 0 and 100", self.min)
+
+
+@dataclass
+class StudyFile:
+    name: str = ""
+    models: dict | None = None  # label -> ModelSpec
+    pretrain: dict | None = None  # a longctx run config shared by every model (plus seeds)
+    extend: ExtendSection = field(default_factory=ExtendSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    gate: GateSection = field(default_factory=GateSection)  # no gated models: no gate
+    out: str | None = None  # the study directory (default runs/<name>)
+    device: str | None = None  # passed to every stage (--device)
+    title: str | None = None  # results.md's title
+
+    def check(self) -> None:
+        _need(bool(self.name), "name", "give the study a name", self.name)
+        _need(isinstance(self.models, dict) and bool(self.models), "models",
+              "map a label (e.g. hybrid) to {model: NAME, override: {...}}", self.models)
+        for label, spec in self.models.items():
+            _build_section(ModelSpec, spec, f"models.{label}").check(f"models.{label}")
+        self.extend.check("extend")
+        self.eval.check("eval")
+        self.gate.check("gate", list(self.models))
+
+
+def _build_section(cls, raw, at: str):
+    if not isinstance(raw, dict):
+        raise StudyError(f"{at} {raw!r}: expected a mapping of keys ({', '.join(cls.__dataclass_fields__)})")
+    try:
+        return _build(cls, raw, at + ".")
+    except UsageError as e:
+        raise StudyError(_valid_keys(str(e))) from None
+
+
+def _valid_keys(msg: str) -> str:
+    return msg.replace("unknown config key", "unknown key").replace("; known: ", "; valid keys: ")
+
+
+def check(study: dict, path: str) -> StudyFile:
+    """The study dict as typed sections, or StudyError naming the file and the bad key."""
+    try:
+        missing = [k for k in REQUIRED if k not in study]
+        if missing:
+            raise StudyError(f"missing top-level key {missing[0]!r} (needs {', '.join(REQUIRED)})")
+        _need(isinstance(study["pretrain"], dict), "pretrain", "expected a mapping (a longctx run config)",
+              study["pretrain"])
+        try:
+            typed = _build(StudyFile, {k: v for k, v in study.items() if not (k == "gate" and v is None)})
+        except UsageError as e:
+            raise StudyError(_valid_keys(str(e))) from None
+        typed.check()
+        return typed
+    except StudyError as e:
+        raise StudyError(f"{path}: {e}") from None
