@@ -4,7 +4,7 @@
 #
 #   call 1, carry [".whl_tl"]:          python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_tl/*.whl
 #   call 2, carry [".whl", ".tcache"]:  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-#                                         && bash scripts/gpu/start-lane.sh "python3 bench/study.py ... --out /tmp/w/study" \
+#                                         && bash scripts/gpu/start-lane.sh "python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ..." \
 #                                         && bash scripts/gpu/poll.sh 520
 #   call 3.., no carry:                 bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
 #
