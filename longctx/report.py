@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from statistics import fmean
 
-from longctx.evaluate.lengths import format_length
+from longctx.lengths import format_length
 from longctx.evaluate.results import RULER_TASKS, cell, rope_method, run_label
 
 MISSING = "—"  # not run

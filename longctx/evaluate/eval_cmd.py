@@ -20,7 +20,7 @@ from pathlib import Path
 
 from longctx.errors import UsageError
 from longctx.paths import check_output
-from longctx.evaluate.lengths import parse_lengths
+from longctx.lengths import parse_lengths
 from longctx.evaluate.results import RULER_TASKS
 from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 
@@ -76,7 +76,7 @@ def _has_chat_template(model_dir: Path) -> bool:
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     """Check every flag before anything is loaded or written."""
-    lengths = parse_lengths(args.lengths)
+    lengths = parse_lengths(args.lengths, "--lengths")
     tasks = parse_tasks(args.tasks)
     model = Path(args.model)
     if not model.is_dir():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from longctx.evaluate import results as R
-from longctx.evaluate.lengths import format_length
+from longctx.lengths import format_length
 from longctx.evaluate.resume import Journal, ResumableLM
 
 BACKENDS = ("longctx", "hf", "vllm")

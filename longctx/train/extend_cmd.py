@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import yaml
 from longctx import __version__
 from longctx.config import RunConfig, apply_overrides, from_dict, load_run_config, resolve_steps, validate
 from longctx.errors import UsageError
+from longctx.lengths import parse_length
 from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, data_prefetch, loader_factory
 from longctx.train.probe import build_probe
@@ -43,7 +43,6 @@ from longctx.train.pretrain_cmd import (
 from longctx.train.rundir import open_run_dir
 
 EVAL_OUT = "ruler.json"  # extend --eval's results, inside OUT
-_LEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,13 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_len(value, flag: str) -> int | None:
-    """65536, '65536', '64k' (k = 1024)."""
-    if value is None or isinstance(value, int):
-        return value
-    m = _LEN.match(str(value))
-    if not m or int(m.group(1)) == 0:
-        raise UsageError(f"{flag} {value!r}: give a positive token count like 65536 or 64k")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    """65536, '65536', '64k' (k = 1024); None when the flag is not given."""
+    return None if value is None else parse_length(value, flag)
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
