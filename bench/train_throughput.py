@@ -154,6 +154,7 @@ def build_peer(config, device, dtype, args):
 def make_step(impl, model, opt, ids, labels, autocast, args):
     import torch.nn.functional as F
 
+    from longctx.data.packing import IGNORE_INDEX
     from longctx.train.loss import make_loss_fn
 
     loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk)
@@ -163,7 +164,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
             hidden = model.forward_hidden(ids)
             if args.no_fused_ce:
                 logits = model.lm_head(hidden)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
             else:
                 parts = loss_fn(hidden, model.lm_head.weight, labels)
                 loss = parts.total / parts.count
@@ -186,11 +187,13 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
 def measure(impl, config, T, args, device, label: str = "model") -> dict:
     import torch
 
+    from longctx.data.packing import IGNORE_INDEX
+
     dtype = torch.bfloat16
     param_dtype = dtype if args.precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(args.seed + T)
     ids = torch.randint(0, config.vocab_size, (args.batch, T), generator=gen).to(device)
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, :-1] = ids[:, 1:]  # transformers shifts labels=input_ids the same way
 
     build = build_ours if impl == "ours" else build_peer

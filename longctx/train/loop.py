@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from longctx.config import RunConfig
+from longctx.data.packing import IGNORE_INDEX
 from longctx.train import checkpoint as ckpt
-from longctx.train.loss import IGNORE_INDEX, LossParts, make_loss_fn
+from longctx.train.loss import LossParts, make_loss_fn
 from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
 from longctx.train.optim import build_optimizer
 from longctx.train.schedule import build_scheduler
