@@ -33,14 +33,8 @@ from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config, read_train_meta
-from longctx.train.pretrain_cmd import (
-    check_device,
-    check_memory,
-    resume_point,
-    run_training,
-    start_parallel,
-)
 from longctx.train.rundir import open_run_dir
+from longctx.train.runs import check_device, check_memory, resume_point, run_training, start_parallel
 
 EVAL_OUT = "ruler.json"  # extend --eval's results, inside OUT
 
