@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -273,9 +272,7 @@ def run(args: argparse.Namespace) -> int:
         return twin
 
     model = with_rope(build_on_rank0(lambda: load_model(model_dir, args.model), dims, meta_twin), rope, max_pos)
-    do_eval = cfg.extend.eval and importlib.util.find_spec("longctx.evaluate.eval_cmd") is not None
-    if cfg.extend.eval and not do_eval:
-        print("longctx extend: longctx.evaluate.eval_cmd is not available; --eval is skipped", file=sys.stderr)
+    do_eval = cfg.extend.eval
 
     # Validated: from here on OUT is written.
     ours = (EVAL_OUT, EVAL_OUT + ".partial.jsonl") if do_eval else ()  # stale answers of the old weights
