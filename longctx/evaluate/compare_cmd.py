@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from longctx import report, results
 from longctx.errors import UsageError
 from longctx.paths import check_output
 
@@ -40,9 +41,6 @@ def _check_out(path: str | None, flag: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from longctx import report
-    from longctx.evaluate import results
-
     _check_out(args.csv, "--csv")
     _check_out(args.plot, "--plot")
     if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
