@@ -58,9 +58,10 @@ def apply_fused_arg(args) -> str:
         fused.ENABLED = True
     elif args.plain_elementwise:
         fused.ENABLED = False
-    if fused.ENABLED is None:
+    on = fused.enabled()
+    if on is None:
         return "fla on CUDA" if fused._load() else "off (fla not installed)"
-    return "off" if fused.ENABLED is False else "fla on CUDA"
+    return "off" if on is False else "fla on CUDA"
 
 
 def is_oom(e: BaseException) -> bool:

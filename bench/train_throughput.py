@@ -248,7 +248,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
 
         has_gdn = any(hasattr(l, "linear_attn") for l in model.model.layers)
         auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
-        row["ours_gdn_backend"] = (args.gdn_backend or gdn.BACKEND or auto) if has_gdn else None
+        row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
         from longctx.model.hybrid import checkpointed_blocks
@@ -306,14 +306,13 @@ def main(argv=None) -> int:
     validate(args)
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.attn_backend:
-        os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # read by attention.py at import
+        os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # attention.py reads it at each call
     import torch
 
     from longctx.model import HybridLM, load_config
     from longctx.model import attention, optional
 
     if args.attn_backend:
-        attention.BACKEND = args.attn_backend  # in case it was imported before the env var was set
         if args.attn_backend == "flash" and not attention._flash_fns():
             sys.exit("--attn-backend flash: flash-attn is not installed; accepted here: sdpa, flex, fla, math")
         if args.attn_backend == "fla" and not optional.load("fla.ops.attn:parallel_attn"):

@@ -21,7 +21,7 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            session 8). Packed documents without a window stay on flex (fla there is unmeasured).
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
-Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
+Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND, read at each call) to force one.
 
 Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
 """
@@ -41,7 +41,7 @@ from longctx.model.varlen import DocLayout
 
 BACKENDS = ATTN_BACKENDS
 QUERY_BLOCK = 4096  # sdpa_docs: queries per SDPA call under a sliding window (at least the window)
-BACKEND: str | None = env.peek("LONGCTX_ATTN_BACKEND")
+BACKEND: str | None = None  # forces one backend; None: LONGCTX_ATTN_BACKEND, else picked per call
 
 _flex_compiled = None
 
@@ -51,11 +51,17 @@ def _flash_fns():
     return optional.load("flash_attn:flash_attn_func", "flash_attn:flash_attn_varlen_func")
 
 
+def forced_backend() -> str | None:
+    """The backend forced by attention.BACKEND or, when that is None, LONGCTX_ATTN_BACKEND as it is now."""
+    return BACKEND if BACKEND is not None else env.peek("LONGCTX_ATTN_BACKEND")
+
+
 def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> str:
-    if BACKEND is not None:
-        if BACKEND not in BACKENDS:
-            raise ValueError(f"attention backend {BACKEND!r} unknown; accepted: {', '.join(BACKENDS)}")
-        return BACKEND
+    forced = forced_backend()
+    if forced is not None:
+        if forced not in BACKENDS:
+            raise ValueError(f"attention backend {forced!r} unknown; accepted: {', '.join(BACKENDS)}")
+        return forced
     inference = not torch.is_grad_enabled()
     if not q.is_cuda:  # the dense mask is T x T: without autograd, packed prompts go one by one
         return "sdpa_docs" if inference and (layout.packed or window is not None) else "math"

@@ -26,7 +26,12 @@ from longctx.model.norms import GatedRMSNorm
 from longctx.model.varlen import DocLayout
 
 # Global default; HybridLM(config, gdn_backend=...) or a layer's .backend overrides it.
-BACKEND: str | None = env.peek("LONGCTX_GDN_BACKEND")
+BACKEND: str | None = None
+
+
+def default_backend() -> str | None:
+    """gdn.BACKEND or, when that is None, LONGCTX_GDN_BACKEND as it is now (None: fla on CUDA when installed)."""
+    return BACKEND if BACKEND is not None else env.peek("LONGCTX_GDN_BACKEND")
 
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
@@ -191,7 +196,7 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def use_fla(self, x: torch.Tensor) -> bool:
-        backend = self.backend or BACKEND
+        backend = self.backend or default_backend()
         if backend == "torch":
             return False
         available = x.is_cuda and bool(fla_ops())
