@@ -7,10 +7,21 @@ import platform
 import sys
 
 
-def parse_list(text: str, kind=str) -> list:
-    """'4096,16k' -> [4096, 16384] (kind=int); empty items are dropped."""
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    return [kind(x[:-1]) * 1024 if kind is int and x.lower().endswith("k") else kind(x) for x in items]
+def parse_list(text: str) -> list[str]:
+    """'a,b,,c' -> ['a', 'b', 'c']: empty items are dropped."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
+    """'4096,16k' -> [4096, 16384] through longctx.lengths; a bad item exits 2 with one line, as the CLI does."""
+    from longctx.errors import UsageError
+    from longctx.lengths import parse_lengths as parse
+
+    try:
+        return parse(text, flag)
+    except UsageError as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def add_run_args(p) -> None:
@@ -47,9 +58,10 @@ def apply_fused_arg(args) -> str:
         fused.ENABLED = True
     elif args.plain_elementwise:
         fused.ENABLED = False
-    if fused.ENABLED is None:
+    on = fused.enabled()
+    if on is None:
         return "fla on CUDA" if fused._load() else "off (fla not installed)"
-    return "off" if fused.ENABLED is False else "fla on CUDA"
+    return "off" if on is False else "fla on CUDA"
 
 
 def is_oom(e: BaseException) -> bool:

@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, profile_once, versions  # noqa: E402
+from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, parse_lengths, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(args) -> None:
-    args.lengths = parse_list(args.lengths, int)
+    args.lengths = parse_lengths(args.lengths)
     args.impl = parse_list(args.impl)
     bad = [i for i in args.impl if i not in IMPLS]
     if bad or not args.impl:

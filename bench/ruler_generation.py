@@ -36,10 +36,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 BUILTIN = ("niah_single_1", "niah_multikey_2", "niah_multikey_3", "ruler_vt", "ruler_cwe", "ruler_fwe")
 
 
-def parse_lengths(text: str) -> list[int]:
-    return [int(x[:-1]) * 1024 if x.lower().endswith("k") else int(x) for x in text.split(",")]
-
-
 def train_tokenizer(out: Path) -> Path:
     """A 32k byte-level BPE on local text (a stand-in for a real model tokenizer)."""
     if (out / "tokenizer.json").exists():
@@ -172,7 +168,13 @@ def main() -> int:
 
     from eval_tasks.ruler import TASKS
 
-    lengths = parse_lengths(args.lengths)
+    from longctx.errors import UsageError
+    from longctx.lengths import parse_lengths
+
+    try:
+        lengths = parse_lengths(args.lengths, "--lengths")
+    except UsageError as e:
+        sys.exit(f"ruler_generation.py: error: {e}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
     path = Path(args.tokenizer) if args.tokenizer else train_tokenizer(Path(os.environ.get("TMPDIR", "/tmp")) / "longctx-bench-bpe32k")
     tok = AutoTokenizer.from_pretrained(path)

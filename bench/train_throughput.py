@@ -51,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, profile_once, versions  # noqa: E402
+from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, parse_lengths, profile_once, versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args) -> None:
     args.configs = parse_list(args.configs)
-    args.lengths = parse_list(args.lengths, int)
+    args.lengths = parse_lengths(args.lengths)
     args.impl = parse_list(args.impl)
     bad = [i for i in args.impl if i not in IMPLS]
     if bad or not args.impl:
@@ -154,6 +154,7 @@ def build_peer(config, device, dtype, args):
 def make_step(impl, model, opt, ids, labels, autocast, args):
     import torch.nn.functional as F
 
+    from longctx.data.packing import IGNORE_INDEX
     from longctx.train.loss import make_loss_fn
 
     loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk)
@@ -163,7 +164,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
             hidden = model.forward_hidden(ids)
             if args.no_fused_ce:
                 logits = model.lm_head(hidden)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
             else:
                 parts = loss_fn(hidden, model.lm_head.weight, labels)
                 loss = parts.total / parts.count
@@ -186,11 +187,13 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
 def measure(impl, config, T, args, device, label: str = "model") -> dict:
     import torch
 
+    from longctx.data.packing import IGNORE_INDEX
+
     dtype = torch.bfloat16
     param_dtype = dtype if args.precision == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(args.seed + T)
     ids = torch.randint(0, config.vocab_size, (args.batch, T), generator=gen).to(device)
-    labels = torch.full_like(ids, -100)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, :-1] = ids[:, 1:]  # transformers shifts labels=input_ids the same way
 
     build = build_ours if impl == "ours" else build_peer
@@ -245,7 +248,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
 
         has_gdn = any(hasattr(l, "linear_attn") for l in model.model.layers)
         auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
-        row["ours_gdn_backend"] = (args.gdn_backend or gdn.BACKEND or auto) if has_gdn else None
+        row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
         from longctx.model.hybrid import checkpointed_blocks
@@ -303,14 +306,13 @@ def main(argv=None) -> int:
     validate(args)
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.attn_backend:
-        os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # read by attention.py at import
+        os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # attention.py reads it at each call
     import torch
 
     from longctx.model import HybridLM, load_config
     from longctx.model import attention, optional
 
     if args.attn_backend:
-        attention.BACKEND = args.attn_backend  # in case it was imported before the env var was set
         if args.attn_backend == "flash" and not attention._flash_fns():
             sys.exit("--attn-backend flash: flash-attn is not installed; accepted here: sdpa, flex, fla, math")
         if args.attn_backend == "fla" and not optional.load("fla.ops.attn:parallel_attn"):

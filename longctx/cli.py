@@ -73,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         return _fail("longctx", f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_text = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            return _fail(f"longctx {name}", f"command {name!r} is not implemented yet")
-        raise
+    module = importlib.import_module(module_name)
     parser = _OneLineParser(prog=f"longctx {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)  # argparse itself exits 2 with one line on a bad flag

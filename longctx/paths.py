@@ -13,9 +13,12 @@ from pathlib import Path
 from longctx.errors import UsageError
 
 
-def check_output(path: str | os.PathLike, flag: str, *, kind: str = "dir") -> None:
-    """PATH is to be a directory (kind="dir") or a file (kind="file") that this process can create or write."""
+def check_output(path: str | os.PathLike, flag: str, *, kind: str = "dir", folder_exists: bool = False) -> None:
+    """PATH is to be a directory (kind="dir") or a file (kind="file") that this process can create or write;
+    with folder_exists, in a folder that is already there (nothing creates it)."""
     p = Path(path)
+    if folder_exists and not p.resolve().parent.exists():
+        raise UsageError(f"{flag} {str(path)!r}: folder {str(p.parent)!r} does not exist")
     existing = p
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent

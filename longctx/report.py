@@ -1,6 +1,6 @@
 """RULER results as tables (Markdown, CSV) and a score-vs-length plot.
 
-Input is a list of validated results dicts (`longctx.evaluate.results.load`). A length's score
+Input is a list of validated results dicts (`longctx.results.load`). A length's score
 is the mean of the 13 RULER tasks; when some task is missing or unavailable the mean is over
 the tasks that did run and the cell is marked `*`, with a footnote saying what is left out.
 
@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass, field
 from statistics import fmean
 
-from longctx.evaluate.lengths import format_length
-from longctx.evaluate.results import RULER_TASKS, cell, rope_method, run_label
+from longctx.lengths import format_length
+from longctx.results import RULER_TASKS, cell, rope_method, run_label
 
 MISSING = "—"  # not run
 UNAVAILABLE = "n/a"  # could not run here (e.g. QA data offline)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from rope_methods.freqs import LAYER_TYPES, is_unrotated, rope_type_of
 
 _REGISTRY: dict[str, "Method"] = {}
+NO_ROPE = {"rope_type": "default", "rope_theta": None}  # "no RoPE" as flat keys: how transformers' Olmo Hybrid saves it
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,16 @@ def number(name, value, *, minimum, strict=False):
 
 
 def is_nested(rope_parameters) -> bool:
-    """Olmo 3 style: one dict per layer type ({"sliding_attention": {...}, "full_attention": {...}})."""
+    """Olmo 3 style: one dict per layer type ({"sliding_attention": {...}, "full_attention": {...}}), possibly
+    beside flat keys (the mixed form). As in transformers, one layer-type key makes the dict nested."""
     return isinstance(rope_parameters, dict) and any(k in LAYER_TYPES for k in rope_parameters)
+
+
+def flat_keys(rope_parameters: dict) -> dict:
+    """The flat keys of a nested dict: what transformers' Olmo Hybrid runs in its full-attention layers
+    (Olmo 3 runs the per-layer-type entries and ignores these; an Olmo3Config given a flat dict keeps it
+    beside the entries it adds, so a saved Olmo 3 config is often mixed)."""
+    return {k: v for k, v in rope_parameters.items() if k not in LAYER_TYPES}
 
 
 def has_rope(flat) -> bool:
@@ -67,7 +76,9 @@ class Method:
         """The HF `rope_parameters` of the extended model (None = no RoPE in any attention layer).
 
         A nested dict (one entry per layer type) keeps the entries of layer types outside
-        `self.layers` unchanged, e.g. Olmo 3's sliding-window layers keep their RoPE.
+        `self.layers` unchanged, e.g. Olmo 3's sliding-window layers keep their RoPE. In the mixed form
+        the flat keys beside the entries are extended too (as the full-attention RoPE they are to Olmo
+        Hybrid; None becomes NO_ROPE there), so the result is right whichever architecture reads it.
         """
         check_lengths(base_len, target_len)
         opts = self.options(**opts)
@@ -76,6 +87,11 @@ class Method:
         if not is_nested(rope_parameters):
             return self._extend_flat(copy.deepcopy(rope_parameters), base_len, target_len, opts)
         out = copy.deepcopy(rope_parameters)
+        flat = flat_keys(out)
+        if flat:
+            for key in flat:
+                del out[key]
+            out.update(self._extend_flat(flat, base_len, target_len, opts) or NO_ROPE)
         for layer_type in self.layers:
             if layer_type in out:
                 out[layer_type] = self._extend_flat(out[layer_type], base_len, target_len, opts)

@@ -35,3 +35,50 @@ def test_fused_elementwise_spellings(monkeypatch, value, want):
 def test_backend_switches_are_case_insensitive(monkeypatch):
     monkeypatch.setenv("LONGCTX_ATTN_BACKEND", "SDPA_docs")
     assert env.get("LONGCTX_ATTN_BACKEND") == env.peek("LONGCTX_ATTN_BACKEND") == "sdpa_docs"
+
+
+def test_model_switches_are_read_when_used(monkeypatch):
+    """Set after the modules are imported, LONGCTX_ATTN_BACKEND, LONGCTX_GDN_BACKEND and
+    LONGCTX_FUSED_ELEMENTWISE take effect at the next call; a module attribute set by code wins."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from longctx.distributed import cp_attention
+    from longctx.model import attention, fused, gdn
+    from longctx.model.varlen import doc_layout
+
+    for name in ("LONGCTX_ATTN_BACKEND", "LONGCTX_GDN_BACKEND", "LONGCTX_FUSED_ELEMENTWISE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(attention, "BACKEND", None)
+    monkeypatch.setattr(gdn, "BACKEND", None)
+    monkeypatch.setattr(fused, "ENABLED", None)
+
+    q = torch.zeros(1, 8, 2, 4)
+    plain = doc_layout(None, 1, 8, torch.device("cpu"))
+    assert attention.select_backend(q, plain, None) == "math" and cp_attention._backend(q) == "math"
+    monkeypatch.setenv("LONGCTX_ATTN_BACKEND", "Flex")
+    assert attention.select_backend(q, plain, None) == "flex" and cp_attention._backend(q) == "flex"
+    monkeypatch.setattr(attention, "BACKEND", "sdpa")
+    assert attention.select_backend(q, plain, None) == "sdpa"
+
+    layer = SimpleNamespace(backend=None)
+    assert gdn.GatedDeltaNet.use_fla(layer, q) is False
+    monkeypatch.setenv("LONGCTX_GDN_BACKEND", "fla")
+    assert gdn.default_backend() == "fla"
+    with pytest.raises(RuntimeError, match="'fla' needs CUDA"):
+        gdn.GatedDeltaNet.use_fla(layer, q)
+    monkeypatch.setattr(gdn, "BACKEND", "torch")
+    assert gdn.GatedDeltaNet.use_fla(layer, q) is False
+
+    on_cuda = SimpleNamespace(device=torch.device("cuda"))
+    monkeypatch.setattr(fused, "_load", lambda: False)  # fla not installed
+    assert fused.enabled() is None and fused.kernels(on_cuda) is None
+    monkeypatch.setenv("LONGCTX_FUSED_ELEMENTWISE", "1")
+    assert fused.enabled() is True
+    with pytest.raises(RuntimeError, match="fla is not installed"):
+        fused.kernels(on_cuda)
+    monkeypatch.setenv("LONGCTX_FUSED_ELEMENTWISE", "0")
+    assert fused.enabled() is False and fused.kernels(on_cuda) is None
+    monkeypatch.setattr(fused, "ENABLED", True)
+    assert fused.enabled() is True

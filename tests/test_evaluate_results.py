@@ -6,7 +6,7 @@ import pytest
 
 from longctx.errors import UsageError
 from longctx.evaluate import results as R
-from longctx.evaluate.lengths import format_length, parse_lengths
+from longctx.lengths import format_length, parse_lengths
 
 
 def _results():

@@ -1,6 +1,7 @@
 """rope_methods against transformers' own RoPE code (configs read by transformers, its init
 functions, its rotary modules and apply_rotary_pos_emb) and the published formulas."""
 
+import copy
 import math
 
 import pytest
@@ -392,3 +393,46 @@ def test_bad_input_raises_value_error_naming_it(call, named):
     with pytest.raises(ValueError) as err:
         call()
     assert named in str(err.value)
+
+
+MIXED = {"rope_type": "default", "rope_theta": 2e5,  # flat keys beside per-layer-type entries
+         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+         "full_attention": {"rope_type": "default", "rope_theta": 5e5}}
+
+
+@pytest.mark.parametrize("method, opts", [("yarn", {}), ("pi", {}), ("ntk", {}), ("drope", {}), ("none", {})])
+def test_extend_mixed_form_as_transformers_reads_it(method, opts):
+    """The mixed form transformers accepts: Olmo 3 runs the per-layer-type entries (the flat keys are left
+    beside them, unread), Olmo Hybrid runs the flat keys. Extended, each architecture runs the extension of
+    what it ran before: the flat dict's for Olmo Hybrid, the entry's for Olmo 3's full attention, and the
+    sliding-window entry stays as it was."""
+    m = rm.get(method)
+    out = m.extend(MIXED, base_len=8192, target_len=65536, **opts)
+    assert MIXED["full_attention"] == {"rope_type": "default", "rope_theta": 5e5}  # input untouched
+    flat = {k: v for k, v in MIXED.items() if k not in ("sliding_attention", "full_attention")}
+    want_flat = m.extend(dict(flat), base_len=8192, target_len=65536, **opts)
+    want_full = m.extend(dict(MIXED["full_attention"]), base_len=8192, target_len=65536, **opts)
+
+    olmo3 = Olmo3Config(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
+                        rope_parameters=copy.deepcopy(out), **TINY)
+    assert sorted(olmo3.rope_parameters) == sorted(out)  # transformers keeps the mixed form as given
+    module = Olmo3RotaryEmbedding(olmo3) if want_full is not None else None
+    if module is not None:
+        inv, scale = rm.inv_freq(want_full, 64, max_position_embeddings=65536)
+        same(inv, module.full_attention_inv_freq)
+        assert scale == pytest.approx(module.full_attention_attention_scaling)
+        inv, _ = rm.inv_freq(MIXED["sliding_attention"], 64)
+        same(inv, module.sliding_attention_inv_freq)
+    else:
+        assert out["full_attention"] is None  # DRoPE: rope_methods' "no RoPE" (the checkpoint writes UNROTATED)
+    assert out["sliding_attention"] == MIXED["sliding_attention"]
+
+    hybrid = OlmoHybridConfig(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
+                              rope_parameters=copy.deepcopy(out), **TINY)
+    rotary = OlmoHybridRotaryEmbedding(hybrid) if want_flat is not None else None
+    if rotary is not None:
+        inv, scale = rm.inv_freq(want_flat, 64, max_position_embeddings=65536)
+        same(inv, rotary.inv_freq)
+        assert scale == pytest.approx(rotary.attention_scaling)
+    else:
+        assert {k: out[k] for k in flat} == rm.base.NO_ROPE  # Olmo Hybrid's saved "no RoPE"

@@ -14,7 +14,7 @@ import random
 from typing import Iterator
 
 from longctx.data import ruler_shaped, synthetic, text
-from longctx.data.sources import DocSource
+from longctx.data.docsource import DocSource
 from longctx.errors import UsageError
 
 # Retrieval-heavy on purpose: the corpus exists to teach small models long-range recall.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE = -100
+IGNORE_INDEX = -100  # the label of a position with no loss (torch cross_entropy's default ignore_index)
 
 
 def pack_batch(tokens: np.ndarray, doc_ids: np.ndarray, batch_size: int, seq_len: int, doc_mask: bool = True) -> dict:
@@ -18,7 +18,7 @@ def pack_batch(tokens: np.ndarray, doc_ids: np.ndarray, batch_size: int, seq_len
 
     Returns input_ids/labels/position_ids LongTensor[B, L], cu_seqlens (int32, over the flattened
     B*L tokens, split at document ends and row ends; None without doc masking) and num_tokens.
-    With doc masking, a position whose next token starts another document gets label -100 and
+    With doc masking, a position whose next token starts another document gets label IGNORE_INDEX and
     positions restart at 0 in every segment; without it, all labels count and positions are 0..L-1.
     """
     n = batch_size * seq_len
@@ -26,7 +26,7 @@ def pack_batch(tokens: np.ndarray, doc_ids: np.ndarray, batch_size: int, seq_len
     inputs = tokens[:n].reshape(batch_size, seq_len)
     labels = tokens[1:].copy()
     if doc_mask:
-        labels[doc_ids[1:] != doc_ids[:-1]] = IGNORE
+        labels[doc_ids[1:] != doc_ids[:-1]] = IGNORE_INDEX
         idx = np.arange(n)
         start = (idx % seq_len == 0)
         start[1:] |= doc_ids[1:n] != doc_ids[:n - 1]
@@ -42,5 +42,5 @@ def pack_batch(tokens: np.ndarray, doc_ids: np.ndarray, batch_size: int, seq_len
         "labels": torch.from_numpy(labels.astype(np.int64)),
         "position_ids": torch.from_numpy(positions.reshape(batch_size, seq_len).astype(np.int64)),
         "cu_seqlens": cu_seqlens,
-        "num_tokens": int((labels != IGNORE).sum()),
+        "num_tokens": int((labels != IGNORE_INDEX).sum()),
     }

@@ -18,6 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from longctx.data.docsource import DocSource
+from longctx.data.embedded import embedded_source
 from longctx.errors import UsageError
 
 TEXT_EXTS = (".txt", ".md", ".text")
@@ -25,18 +27,6 @@ JSON_EXTS = (".jsonl", ".ndjson", ".json")
 PARQUET_EXTS = (".parquet",)
 ACCEPTED = TEXT_EXTS + JSON_EXTS + PARQUET_EXTS
 TXT_SPLITS = ("file", "paragraph", "line")
-
-
-class DocSource:
-    """Base: `iter_epoch` yields (position, text) for the epoch's stream positions >= start that
-    belong to shard `rank` of `world_size` (position % world_size == rank)."""
-
-    name = "source"
-    infinite = False
-
-    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
-        raise NotImplementedError
 
 
 def _first_owned(start: int, rank: int, world_size: int) -> int:
@@ -254,8 +244,6 @@ def open_source(spec, *, text_field: str = "text", split: str | None = None, con
         return from_hf(spec, text_field=text_field, shuffle_buffer=shuffle_buffer)
     spec = os.fspath(spec)
     if spec == "embedded":
-        from longctx.data.embedded import embedded_source
-
         return embedded_source(seed, doc_tokens=doc_tokens, doc_chars=doc_chars, tokenizer=tokenizer, **embedded_opts)
     if os.path.exists(os.path.expanduser(spec)):
         return local_source(os.path.expanduser(spec), text_field=text_field, txt_split=txt_split)

@@ -8,7 +8,7 @@ single-process model. The backward of the all-gather is a reduce-scatter of dK/d
 
 Backends: "math" (SDPA with a dense [B, 1, T/C, T] boolean mask; CPU and tests) and "flex"
 (FlexAttention with a block mask, compiled on CUDA: fully masked blocks are skipped, so with the
-zigzag layout each rank does the same work). `attention.BACKEND` = "math" or "flex" forces one;
+zigzag layout each rank does the same work). `attention.BACKEND` (or LONGCTX_ATTN_BACKEND) = "math" or "flex" forces one;
 otherwise CUDA uses flex and the CPU math.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ _flex_compiled = None
 
 
 def _backend(q: torch.Tensor) -> str:
-    if single.BACKEND in ("math", "flex"):
-        return single.BACKEND
+    forced = single.forced_backend()
+    if forced in ("math", "flex"):
+        return forced
     return "flex" if q.is_cuda else "math"
 
 

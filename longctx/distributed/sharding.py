@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from longctx.data.packing import IGNORE_INDEX
 from longctx.errors import UsageError
 
 CP_LAYOUTS = ("zigzag", "contiguous")
@@ -122,5 +123,5 @@ def shard_batch(batch: dict, *, dp_rank: int, dp: int, cp_rank: int, cp: int, la
     if cu is not None:
         out["cu_seqlens"] = _rows_cu_seqlens(cu, r0, rows, T)
     if "labels" in out and "num_tokens" in batch:
-        out["num_tokens"] = int((out["labels"] != -100).sum())
+        out["num_tokens"] = int((out["labels"] != IGNORE_INDEX).sum())
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from longctx import report, results
 from longctx.errors import UsageError
 from longctx.paths import check_output
 
@@ -31,20 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a row (and line) per run, numbered where labels repeat, instead of one per label")
 
 
-def _check_out(path: str | None, flag: str) -> None:
-    if path is None:
-        return
-    if not Path(path).resolve().parent.exists():
-        raise UsageError(f"{flag} {path!r}: folder {str(Path(path).parent)!r} does not exist")
-    check_output(path, flag, kind="file")
-
-
 def run(args: argparse.Namespace) -> int:
-    from longctx import report
-    from longctx.evaluate import results
-
-    _check_out(args.csv, "--csv")
-    _check_out(args.plot, "--plot")
+    for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None:  # plot's savefig makes no folder: the folder must be there
+            check_output(path, flag, kind="file", folder_exists=True)
     if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {args.plot!r}: use a .png, .svg or .pdf file name")
     runs = [results.load(f) for f in args.files]  # all validated before anything is written

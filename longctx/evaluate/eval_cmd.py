@@ -20,8 +20,9 @@ from pathlib import Path
 
 from longctx.errors import UsageError
 from longctx.paths import check_output
-from longctx.evaluate.lengths import parse_lengths
-from longctx.evaluate.results import RULER_TASKS
+from longctx.lengths import parse_lengths
+from longctx.report import markdown_table
+from longctx.results import RULER_TASKS
 from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -76,7 +77,7 @@ def _has_chat_template(model_dir: Path) -> bool:
 
 def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     """Check every flag before anything is loaded or written."""
-    lengths = parse_lengths(args.lengths)
+    lengths = parse_lengths(args.lengths, "--lengths")
     tasks = parse_tasks(args.tasks)
     model = Path(args.model)
     if not model.is_dir():
@@ -137,8 +138,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"answers so far are in {journal_path(spec.out)}; rerun the same command to resume", file=sys.stderr)
         raise
-    from longctx.report import markdown_table
-
     print(markdown_table([res]), end="")
     n_unavail = sum("unavailable" in e for per in res["scores"].values() for e in per.values())
     print(f"wrote {spec.out}" + (f" ({n_unavail} task x length cells unavailable here)" if n_unavail else ""))

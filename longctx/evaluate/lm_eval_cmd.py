@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from longctx.errors import UsageError
-from longctx.evaluate.results import RULER_TASKS
+from longctx.results import RULER_TASKS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

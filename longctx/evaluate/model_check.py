@@ -52,7 +52,7 @@ def check_model(model: Path, backend: str, flag: str) -> dict:
 
 
 def check_lengths_fit(lengths: list[int], config: dict, device: str | None) -> None:
-    from longctx.evaluate.lengths import format_length
+    from longctx.lengths import format_length
     from longctx.memory import check_fits, model_width
 
     hidden, _ = model_width(config)

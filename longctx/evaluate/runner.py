@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from longctx.evaluate import results as R
-from longctx.evaluate.lengths import format_length
+from longctx import results as R
+from longctx.lengths import format_length
 from longctx.evaluate.resume import Journal, ResumableLM
 
 BACKENDS = ("longctx", "hf", "vllm")

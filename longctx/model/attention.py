@@ -21,7 +21,7 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            transformer-1b training). Packed documents without a window stay on flex (fla there is unmeasured).
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
-Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND) to force one.
+Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND, read at each call) to force one.
 
 Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
 """
@@ -41,7 +41,7 @@ from longctx.model.varlen import DocLayout
 
 BACKENDS = ATTN_BACKENDS
 QUERY_BLOCK = 4096  # sdpa_docs: queries per SDPA call under a sliding window (at least the window)
-BACKEND: str | None = env.peek("LONGCTX_ATTN_BACKEND")
+BACKEND: str | None = None  # forces one backend; None: LONGCTX_ATTN_BACKEND, else picked per call
 
 _flex_compiled = None
 
@@ -51,11 +51,17 @@ def _flash_fns():
     return optional.load("flash_attn:flash_attn_func", "flash_attn:flash_attn_varlen_func")
 
 
+def forced_backend() -> str | None:
+    """The backend forced by attention.BACKEND or, when that is None, LONGCTX_ATTN_BACKEND as it is now."""
+    return BACKEND if BACKEND is not None else env.peek("LONGCTX_ATTN_BACKEND")
+
+
 def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> str:
-    if BACKEND is not None:
-        if BACKEND not in BACKENDS:
-            raise ValueError(f"attention backend {BACKEND!r} unknown; accepted: {', '.join(BACKENDS)}")
-        return BACKEND
+    forced = forced_backend()
+    if forced is not None:
+        if forced not in BACKENDS:
+            raise ValueError(f"attention backend {forced!r} unknown; accepted: {', '.join(BACKENDS)}")
+        return forced
     inference = not torch.is_grad_enabled()
     if not q.is_cuda:  # the dense mask is T x T: without autograd, packed prompts go one by one
         return "sdpa_docs" if inference and (layout.packed or window is not None) else "math"
@@ -256,11 +262,44 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(kv_dim, eps=config.rms_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layout: DocLayout
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, layout: DocLayout, cache=None
     ) -> torch.Tensor:
+        """cache (longctx.model.cache.LayerCache): a prefill also stores each document's newest keys and
+        values; a decode step (one token per sequence) attends over the cache after adding its own."""
         B, T, _ = x.shape
-        out = attend(*self.qkv(x, rope), layout, self.window, self.scale)
+        q, k, v = self.qkv(x, rope)
+        if cache is not None and cache.decoding:
+            out = self._step(q, k, v, cache.store, cache.positions)
+        else:
+            out = attend(q, k, v, layout, self.window, self.scale)
+            if cache is not None:
+                self._store(cache, k, v)
         return self.o_proj(out.reshape(B, T, -1))
+
+    @staticmethod
+    def _store(cache, k: torch.Tensor, v: torch.Tensor) -> None:
+        """A prefilled row [1, T, .]: each document's newest `slots` keys and values, slot = position % slots
+        (a sliding layer's ring has `window` slots, exactly what a query can see)."""
+        store = cache.store
+        slots = store.k.shape[1]
+        for i, (a, b) in zip(cache.rows.tolist(), cache.docs):
+            keep = torch.arange(max(a, b - slots), b, device=k.device)
+            pos = keep - a
+            store.k[i, pos % slots] = k[0, keep].to(store.k.dtype)
+            store.v[i, pos % slots] = v[0, keep].to(store.v.dtype)
+            store.pos[i, pos % slots] = pos
+
+    def _step(self, q, k, v, store, positions: torch.Tensor) -> torch.Tensor:
+        """One token per sequence: q [N, 1, H, D], k/v [N, 1, Hkv, D] -> [N, 1, H, D]; advances the cache."""
+        store.write(k[:, 0], v[:, 0], positions)
+        # after this write a sliding layer's ring holds exactly positions p - window < j <= p,
+        # so only the empty slots need masking
+        allowed = store.pos >= 0
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), store.k.transpose(1, 2), store.v.transpose(1, 2),
+            attn_mask=allowed[:, None, None, :], scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
+        )
+        return out.transpose(1, 2)
 
     def qkv(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
         """q [B, T, H, D], k/v [B, T, Hkv, D]: projections, full-width QK-norm, RoPE (if any)."""

@@ -7,11 +7,11 @@ in one pass, forward and backward, with the same arithmetic: statistics and prod
 cast to the input dtype at the end (fla computes 1/sqrt where norms.py has rsqrt; silu(g) * u is
 rounded once instead of twice), so they agree with the reference to rounding.
 
-ENABLED: None (the default; measured +17% training tok/s and +17-19% eval prefill on an H200, and held
+ENABLED (set by code): None (the default; measured +17% training tok/s and +17-19% eval prefill on an H200, and held
 to the plain path by the whole-model GPU test: docs/benchmarks.md) uses them on CUDA tensors when fla is
 installed; False keeps the plain-PyTorch path; True requires them on CUDA (an error if fla is missing).
-LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 (also true/on, false/off) sets True / None / False (longctx.env).
-CPU tensors always take the plain path.
+While ENABLED is None, LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 (also true/on, false/off), read at each
+call, acts as True / None / False (longctx.env). CPU tensors always take the plain path.
 """
 from __future__ import annotations
 
@@ -21,10 +21,7 @@ from longctx import env
 from longctx.errors import UsageError
 from longctx.model import optional
 
-try:
-    ENABLED: bool | None = env.fused_elementwise()
-except UsageError:  # a bad value: the CLI says so (longctx.env.check) before any model is built
-    ENABLED = None
+ENABLED: bool | None = None
 DEVICES = ("cuda",)  # where the Triton kernels run
 
 
@@ -33,13 +30,24 @@ def _load():
     return optional.load("fla.modules.norm.layernorm:rms_norm", "fla.modules.activations:swiglu")
 
 
+def enabled() -> bool | None:
+    """ENABLED, or when that is None the LONGCTX_FUSED_ELEMENTWISE switch as it is now."""
+    if ENABLED is not None:
+        return ENABLED
+    try:
+        return env.fused_elementwise()
+    except UsageError:  # a bad value: the CLI says so (longctx.env.check) before any model is built
+        return None
+
+
 def kernels(x: torch.Tensor):
     """fla's (rms_norm, swiglu) for this tensor, or None for the reference path."""
-    if ENABLED is False or x.device.type not in DEVICES:
+    on = enabled()
+    if on is False or x.device.type not in DEVICES:
         return None
     found = _load()
     if not found:
-        if ENABLED:
+        if on:
             raise RuntimeError("fused elementwise kernels requested (LONGCTX_FUSED_ELEMENTWISE=1) but fla is not installed")
         return None
     return found

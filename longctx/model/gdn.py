@@ -26,7 +26,12 @@ from longctx.model.norms import GatedRMSNorm
 from longctx.model.varlen import DocLayout
 
 # Global default; HybridLM(config, gdn_backend=...) or a layer's .backend overrides it.
-BACKEND: str | None = env.peek("LONGCTX_GDN_BACKEND")
+BACKEND: str | None = None
+
+
+def default_backend() -> str | None:
+    """gdn.BACKEND or, when that is None, LONGCTX_GDN_BACKEND as it is now (None: fla on CUDA when installed)."""
+    return BACKEND if BACKEND is not None else env.peek("LONGCTX_GDN_BACKEND")
 
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
@@ -191,7 +196,7 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def use_fla(self, x: torch.Tensor) -> bool:
-        backend = self.backend or BACKEND
+        backend = self.backend or default_backend()
         if backend == "torch":
             return False
         available = x.is_cuda and bool(fla_ops())
@@ -199,30 +204,62 @@ class GatedDeltaNet(nn.Module):
             raise RuntimeError("gdn backend 'fla' needs CUDA tensors and the flash-linear-attention package")
         return available
 
-    def forward(self, x: torch.Tensor, layout: DocLayout) -> torch.Tensor:
-        B, T, _ = x.shape
+    def forward(self, x: torch.Tensor, layout: DocLayout, cache=None) -> torch.Tensor:
+        """cache (longctx.model.cache.LayerCache): a prefill also stores each document's final state and
+        its last W-1 pre-conv inputs; a decode step (one token per sequence) runs from the cache instead."""
+        if cache is not None and cache.decoding:
+            return self._step(x, cache.store)
         fla = self.use_fla(x)
         conv = self._conv_fla if fla else self._conv_ref
+        pre = (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d)
         if layout.cp is not None:  # context parallel: the convs and the recurrence cross rank boundaries
-            q, k, v = layout.cp.short_convs(
-                (self.q_proj(x), self.k_proj(x), self.v_proj(x)), (self.q_conv1d, self.k_conv1d, self.v_conv1d),
-                layout, fla=fla,
-            )
+            q, k, v = layout.cp.short_convs(pre, convs, layout, fla=fla)
         else:
-            q = conv(self.q_proj(x), self.q_conv1d, layout)
-            k = conv(self.k_proj(x), self.k_conv1d, layout)
-            v = conv(self.v_proj(x), self.v_conv1d, layout)
+            q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs))
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
         scale = self.head_k_dim**-0.5
         if layout.cp is not None:
             o = layout.cp.gated_delta_rule(q, k, v, g, beta, scale, layout, fla=fla)
+        elif cache is not None:
+            delta_rule = self._delta_rule_fla if fla else gated_delta_rule_ref
+            o, states = delta_rule(q, k, v, g, beta, scale, layout, final_state=True)
+            self._store(cache, pre, states)
         elif fla:
             o = self._delta_rule_fla(q, k, v, g, beta, scale, layout)
         else:
             o = gated_delta_rule_ref(q, k, v, g, beta, scale, layout)
 
         return self.output(o, x, fla)
+
+    def _store(self, cache, pre, states: torch.Tensor) -> None:
+        """A prefilled row [1, T, .]: each document's final state and last W-1 pre-conv inputs (zero rows
+        in front of a shorter document, like the conv's own padding) into its sequence's cache."""
+        store, rows = cache.store, cache.rows
+        store.state[rows] = states.to(store.state.dtype)
+        n = self.q_conv1d.weight.shape[-1] - 1
+        for buf, p in zip(store.conv, pre):
+            tails = [p[0, max(a, b - n):b] for a, b in cache.docs]
+            buf[rows] = torch.stack([F.pad(t, (0, 0, n - t.shape[0], 0)) for t in tails]).to(buf.dtype)
+
+    def _step(self, x: torch.Tensor, store) -> torch.Tensor:
+        """One token per sequence, x [N, 1, D] -> [N, 1, D]; advances the cache (GDNCache) in place."""
+        conv_out = []
+        for i, (proj, conv) in enumerate(((self.q_proj, self.q_conv1d), (self.k_proj, self.k_conv1d),
+                                          (self.v_proj, self.v_conv1d))):
+            window = torch.cat([store.conv[i], proj(x)], 1)  # [N, W, C], oldest first
+            store.conv[i].copy_(window[:, 1:])  # in place, like the state: a CUDA graph replays fixed addresses
+            w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
+            conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
+        beta, g = self.gates(x)
+        q, k, v, g, beta = (h[:, :, 0] for h in heads_first(*self.split_heads(*conv_out), g, beta, self.head_k_dim**-0.5))
+        # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
+        S = store.state.mul_(g.exp()[..., None, None])
+        u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
+        S.add_(k[..., :, None] * u[..., None, :])
+        o = torch.einsum("nhkv,nhk->nhv", S, q)
+        return self.output(o[:, None], x, fla=False)  # one token: the torch norm
 
     def output(self, o: torch.Tensor, x: torch.Tensor, fla: bool) -> torch.Tensor:
         """Recurrence output o [B, T, HV, V] -> the layer output [B, T, D]: RMSNorm(o) * silu(g_proj x)

@@ -1,7 +1,7 @@
 """Greedy generation with a cache over a HybridLM's own modules and weights (RULER evaluation).
 
 `prefill` runs the prompts packed into rows (cu_seqlens, one document per prompt) through the
-blocks' submodules and captures, per layer, what decoding needs:
+model's own forward (HybridLM.forward_hidden with a cache) and captures, per layer, what decoding needs:
 - GDN: the recurrent state after the prompt ([HV, K, V], float32) and the last W-1 pre-conv
   q/k/v inputs (zero-padded for prompts shorter than that, like the conv's own padding);
 - attention: K (QK-normed, rotated) and V in a ring of `slots` entries, slot = position % slots.
@@ -10,11 +10,10 @@ blocks' submodules and captures, per layer, what decoding needs:
 `decode_step` then advances a batch of sequences by one token, updating the cache in place;
 `greedy_generate` loops it, eagerly or (cuda_graphs) replaying one CUDA graph of it per step.
 
-The layer forwards cannot hand out their states, so the per-layer computations are redone here
-with the layers' submodules and the layers' own pieces (Attention.qkv, GatedDeltaNet.gates,
-.split_heads and .output, gdn.heads_first). GDN prefill runs fla's varlen kernel with
-output_final_state on CUDA (one launch per layer for all packed prompts), the torch reference
-elsewhere; decoding steps the recurrence in torch (one token: no kernel needed).
+Training, evaluation and generation share that forward: the layers fill and step the caches
+(longctx.model.cache) themselves. GDN prefill runs fla's varlen kernel with output_final_state on
+CUDA (one launch per layer for all packed prompts), the torch reference elsewhere; decoding steps the
+recurrence in torch (one token: no kernel needed).
 
 All three entry points run under torch.inference_mode: besides skipping autograd bookkeeping it
 is what fla checks before its intra-card context parallelism (FLA_INTRACARD_CP=1), which splits
@@ -24,127 +23,14 @@ a long prompt's chunked recurrence over more SMs than its heads alone would occu
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from longctx.model.attention import attend
-from longctx.model.gdn import gated_delta_rule_ref, heads_first
+from longctx.model.cache import AttnCache, DecodeCache, GDNCache
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
-from longctx.model.varlen import DocLayout, doc_layout
 
 MAX_PREFILL_TOKENS = 65536  # tokens packed into one prefill row (prompts longer than this get a row each)
-
-# ---------------------------------------------------------------- caches
-
-
-@dataclass
-class GDNCache:
-    state: torch.Tensor  # [N, HV, K, V] float32
-    conv: list[torch.Tensor]  # q, k, v pre-conv inputs, each [N, W-1, C]
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.state = self.state[rows]
-        self.conv = [c[rows] for c in self.conv]
-
-
-@dataclass
-class AttnCache:
-    k: torch.Tensor  # [N, S, Hkv, D]
-    v: torch.Tensor
-    pos: torch.Tensor  # [N, S] absolute position held by each slot, -1 while empty
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
-
-    def write(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
-        """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
-        rows = torch.arange(k.shape[0], device=k.device)
-        slot = pos % self.k.shape[1]
-        self.k[rows, slot] = k.to(self.k.dtype)
-        self.v[rows, slot] = v.to(self.v.dtype)
-        self.pos[rows, slot] = pos
-
-
-@dataclass
-class DecodeCache:
-    layers: list  # GDNCache | AttnCache per layer, rows = sequences
-
-    def select(self, rows: list[int]) -> None:
-        """Keep only these sequences (in this order), e.g. once others have finished."""
-        if not self.layers:
-            return
-        first = self.layers[0]
-        device = (first.state if isinstance(first, GDNCache) else first.k).device
-        idx = torch.tensor(rows, dtype=torch.long, device=device)
-        for cache in self.layers:
-            cache.select(idx)
-
-
-# ---------------------------------------------------------------- GDN pieces
-
-
-def _convs(gdn):
-    return ((gdn.q_proj, gdn.q_conv1d), (gdn.k_proj, gdn.k_conv1d), (gdn.v_proj, gdn.v_conv1d))
-
-
-def _tail(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Last n rows of [L, C], zero rows in front when L < n."""
-    x = x[max(0, x.shape[0] - n):]
-    return F.pad(x, (0, 0, n - x.shape[0], 0))
-
-
-def _gdn_prefill(gdn, x: torch.Tensor, layout: DocLayout, docs: list[tuple[int, int]]):
-    """x [1, T, D] -> (output [1, T, D], final states [n_docs, HV, K, V], conv tails).
-
-    The layer's own kernels: fla's varlen chunked kernel on CUDA (it hands out each document's
-    final state itself), the torch reference elsewhere; both cut at the documents' boundaries."""
-    fla = gdn.use_fla(x)
-    conv = gdn._conv_fla if fla else gdn._conv_ref
-    pre = [proj(x) for proj, _ in _convs(gdn)]
-    conv_out = [conv(p, c, layout) for p, (_, c) in zip(pre, _convs(gdn))]
-    W = gdn.q_conv1d.weight.shape[-1]
-    tails = [torch.stack([_tail(p[0, a:b], W - 1) for a, b in docs]) for p in pre]
-    beta, g = gdn.gates(x)
-    delta_rule = gdn._delta_rule_fla if fla else gated_delta_rule_ref
-    o, states = delta_rule(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5, layout, final_state=True)
-    return gdn.output(o, x, fla), states, tails
-
-
-def _gdn_step(gdn, x: torch.Tensor, cache: GDNCache) -> torch.Tensor:
-    """One token per sequence, x [N, 1, D] -> [N, 1, D]; advances the cache."""
-    conv_out = []
-    for i, (proj, conv) in enumerate(_convs(gdn)):
-        window = torch.cat([cache.conv[i], proj(x)], 1)  # [N, W, C], oldest first
-        cache.conv[i].copy_(window[:, 1:])  # in place, like the state: a CUDA graph replays fixed addresses
-        w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
-        conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
-    beta, g = gdn.gates(x)
-    q, k, v, g, beta = (h[:, :, 0] for h in heads_first(*gdn.split_heads(*conv_out), g, beta, gdn.head_k_dim**-0.5))
-    # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
-    S = cache.state.mul_(g.exp()[..., None, None])
-    u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
-    S.add_(k[..., :, None] * u[..., None, :])
-    o = torch.einsum("nhkv,nhk->nhv", S, q)
-    return gdn.output(o[:, None], x, fla=False)  # one token: the torch norm
-
-
-# ---------------------------------------------------------------- attention pieces
-
-
-def _attn_step(attn, x: torch.Tensor, rope, cache: AttnCache, pos: torch.Tensor) -> torch.Tensor:
-    q, k, v = attn.qkv(x, rope)
-    cache.write(k[:, 0], v[:, 0], pos)
-    # a sliding layer's ring has `window` slots: after this write it holds exactly positions
-    # pos - window < j <= pos, so only the empty slots need masking
-    allowed = cache.pos >= 0
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), cache.k.transpose(1, 2), cache.v.transpose(1, 2),
-        attn_mask=allowed[:, None, None, :], scale=attn.scale, enable_gqa=attn.num_heads != attn.num_kv_heads,
-    )
-    return attn.o_proj(out.transpose(1, 2).reshape(x.shape[0], 1, -1))
 
 
 # ---------------------------------------------------------------- model level
@@ -207,7 +93,7 @@ def prefill(
             caches.append(GDNCache(
                 state=torch.zeros(N, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
                 conv=[torch.zeros(N, W - 1, proj.out_features, device=device, dtype=dtype)
-                      for proj, _ in _convs(gdn)],
+                      for proj in (gdn.q_proj, gdn.k_proj, gdn.v_proj)],
             ))
         elif isinstance(layer, AttentionBlock):
             attn = layer.self_attn
@@ -221,43 +107,18 @@ def prefill(
             raise TypeError(f"unknown block {type(layer).__name__}")
 
     last_hidden = [None] * N
+    run = DecodeCache(caches)
     for row in _pack_rows([len(p) for p in prompts], max_prefill_tokens):
         ids = torch.tensor([t for i in row for t in prompts[i]], dtype=torch.long, device=device)[None]
         bounds = [0]
         for i in row:
             bounds.append(bounds[-1] + len(prompts[i]))
         docs = list(zip(bounds[:-1], bounds[1:]))
-        layout = doc_layout(torch.tensor(bounds, dtype=torch.int32), 1, bounds[-1], device)
-        positions = layout.doc_pos if layout.packed else torch.arange(bounds[-1], device=device)[None]
-        ropes = model._rope_tables(positions, layout)
-        rows_idx = torch.tensor(row, dtype=torch.long, device=device)
-
-        h = model.model.embed_tokens(ids)
-        for layer, cache in zip(model.model.layers, caches):
-            if isinstance(layer, GDNBlock):
-                out, states, tails = _gdn_prefill(layer.linear_attn, layer.attention_layer_norm(h), layout, docs)
-                cache.state[rows_idx] = states.to(cache.state.dtype)
-                for buf, tail in zip(cache.conv, tails):
-                    buf[rows_idx] = tail.to(buf.dtype)
-                h = h + out
-                h = h + layer.mlp(layer.feedforward_layer_norm(h))
-            else:
-                attn = layer.self_attn
-                q, k, v = attn.qkv(h, ropes[layer.layer_type])
-                out = attn.o_proj(attend(q, k, v, layout, attn.window, attn.scale).reshape(1, bounds[-1], -1))
-                slots = cache.k.shape[1]
-                for i, (a, b) in zip(row, docs):
-                    keep = torch.arange(max(a, b - slots), b, device=device)  # the newest `slots` tokens
-                    pos = keep - a
-                    cache.k[i, pos % slots] = k[0, keep].to(cache.k.dtype)
-                    cache.v[i, pos % slots] = v[0, keep].to(cache.v.dtype)
-                    cache.pos[i, pos % slots] = pos
-                h = h + layer.post_attention_layernorm(out)
-                h = h + layer.post_feedforward_layernorm(layer.mlp(h))
+        rows = torch.tensor(row, dtype=torch.long, device=device)
+        h = model.forward_hidden(ids, cu_seqlens=torch.tensor(bounds, dtype=torch.int32), cache=run.prefill(rows, docs))
         for i, (_, b) in zip(row, docs):
             last_hidden[i] = h[0, b - 1]
-    logits = model.lm_head(model.model.norm(torch.stack(last_hidden)))
-    return DecodeCache(caches), logits
+    return run, model.lm_head(torch.stack(last_hidden))
 
 
 @torch.inference_mode()
@@ -266,17 +127,8 @@ def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, posit
     sequence). Returns logits [N, V] and advances the cache in place (no cache tensor is
     replaced, so that a CUDA graph of this step can be replayed on the same cache)."""
     positions = positions.to(tokens.device)
-    ropes = model._rope_tables(positions[:, None])
-    h = model.model.embed_tokens(tokens[:, None])
-    for layer, c in zip(model.model.layers, cache.layers):
-        if isinstance(layer, GDNBlock):
-            h = h + _gdn_step(layer.linear_attn, layer.attention_layer_norm(h), c)
-            h = h + layer.mlp(layer.feedforward_layer_norm(h))
-        else:
-            out = _attn_step(layer.self_attn, h, ropes[layer.layer_type], c, positions)
-            h = h + layer.post_attention_layernorm(out)
-            h = h + layer.post_feedforward_layernorm(layer.mlp(h))
-    return model.lm_head(model.model.norm(h[:, 0]))
+    h = model.forward_hidden(tokens[:, None], positions[:, None], cache=cache.step(positions))
+    return model.lm_head(h[:, 0])
 
 
 class _GraphedStep:

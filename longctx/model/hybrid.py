@@ -52,8 +52,8 @@ class GDNBlock(nn.Module):
         self.feedforward_layer_norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, h: torch.Tensor, ropes: dict, layout: DocLayout) -> torch.Tensor:
-        h = h + self.linear_attn(self.attention_layer_norm(h), layout)
+    def forward(self, h: torch.Tensor, ropes: dict, layout: DocLayout, cache=None) -> torch.Tensor:
+        h = h + self.linear_attn(self.attention_layer_norm(h), layout, cache)
         return h + self.mlp(self.feedforward_layer_norm(h))
 
 
@@ -66,8 +66,8 @@ class AttentionBlock(nn.Module):
         self.mlp = MLP(config)
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
-    def forward(self, h: torch.Tensor, ropes: dict, layout: DocLayout) -> torch.Tensor:
-        h = h + self.post_attention_layernorm(self.self_attn(h, ropes[self.layer_type], layout))
+    def forward(self, h: torch.Tensor, ropes: dict, layout: DocLayout, cache=None) -> torch.Tensor:
+        h = h + self.post_attention_layernorm(self.self_attn(h, ropes[self.layer_type], layout, cache))
         return h + self.post_feedforward_layernorm(self.mlp(h))
 
 
@@ -196,12 +196,15 @@ class HybridLM(nn.Module):
         input_ids: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
+        cache=None,
     ) -> torch.Tensor:
         """Final-norm hidden states [B, T, D] (what lm_head consumes).
 
         cu_seqlens: int32 [N+1] document boundaries over the flattened B*T tokens, including every
         row boundary. Documents are then fully isolated (attention masked, GDN state and short
         conv reset) and default position_ids restart at 0 in each document.
+        cache: a longctx.model.cache.CacheRun for generation (longctx.model.generate): a prefill of
+        one packed row fills the layers' caches, a decode step (one token per row) reads and advances them.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
@@ -223,7 +226,9 @@ class HybridLM(nn.Module):
         use_ckpt = self.training and torch.is_grad_enabled()
         ckpt = checkpointed_blocks(self.config.layer_types, self.gradient_checkpointing) if use_ckpt else ()
         for i, layer in enumerate(self.model.layers):
-            if i in ckpt:
+            if cache is not None:
+                h = layer(h, ropes, layout, cache.layer(i))
+            elif i in ckpt:
                 h = checkpoint(layer, h, ropes, layout, use_reentrant=False)
             else:
                 h = layer(h, ropes, layout)

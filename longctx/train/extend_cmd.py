@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import re
 import sys
 from pathlib import Path
 
@@ -27,23 +25,17 @@ import yaml
 from longctx import __version__
 from longctx.config import RunConfig, apply_overrides, from_dict, load_run_config, resolve_steps, validate
 from longctx.errors import UsageError
+from longctx.lengths import parse_length
 from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, data_prefetch, loader_factory
 from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config, read_train_meta
-from longctx.train.pretrain_cmd import (
-    check_device,
-    check_memory,
-    resume_point,
-    run_training,
-    start_parallel,
-)
 from longctx.train.rundir import open_run_dir
+from longctx.train.runs import check_device, check_memory, resume_point, run_training, start_parallel
 
 EVAL_OUT = "ruler.json"  # extend --eval's results, inside OUT
-_LEN = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,13 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_len(value, flag: str) -> int | None:
-    """65536, '65536', '64k' (k = 1024)."""
-    if value is None or isinstance(value, int):
-        return value
-    m = _LEN.match(str(value))
-    if not m or int(m.group(1)) == 0:
-        raise UsageError(f"{flag} {value!r}: give a positive token count like 65536 or 64k")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    """65536, '65536', '64k' (k = 1024); None when the flag is not given."""
+    return None if value is None else parse_length(value, flag)
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -285,9 +272,7 @@ def run(args: argparse.Namespace) -> int:
         return twin
 
     model = with_rope(build_on_rank0(lambda: load_model(model_dir, args.model), dims, meta_twin), rope, max_pos)
-    do_eval = cfg.extend.eval and importlib.util.find_spec("longctx.evaluate.eval_cmd") is not None
-    if cfg.extend.eval and not do_eval:
-        print("longctx extend: longctx.evaluate.eval_cmd is not available; --eval is skipped", file=sys.stderr)
+    do_eval = cfg.extend.eval
 
     # Validated: from here on OUT is written.
     ours = (EVAL_OUT, EVAL_OUT + ".partial.jsonl") if do_eval else ()  # stale answers of the old weights

@@ -5,10 +5,6 @@ train at the target). Each step takes `grad_accum` micro-batches, runs `forward_
 chunked cross-entropy over the lm head, backward, clips and steps AdamW. Metrics go to
 `metrics.jsonl` and a progress bar; checkpoints to `checkpoints/step_N`.
 
-Pluggable for the distributed version: `parallelize(model, cfg)` wraps the model (FSDP2, context
-parallel) after it is on its device, and `loss_fn(hidden, head_weight, labels) -> LossParts`
-replaces the loss (e.g. fla's fused linear cross-entropy, or a context-parallel one).
-
 Under torchrun (`parallel`: a longctx.distributed.ParallelDims) every rank reads the same global
 batches and keeps its rows (dp) and tokens (cp); the loss is normalised by the tokens of the whole
 step on every rank and FSDP sums gradients, so a step equals the single-process step. Rank 0
@@ -30,8 +26,9 @@ import torch
 from torch import nn
 
 from longctx.config import RunConfig
+from longctx.data.packing import IGNORE_INDEX
 from longctx.train import checkpoint as ckpt
-from longctx.train.loss import IGNORE_INDEX, LossParts, make_loss_fn
+from longctx.train.loss import make_loss_fn
 from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
 from longctx.train.optim import build_optimizer
 from longctx.train.schedule import build_scheduler
@@ -66,11 +63,6 @@ class Preempted(RuntimeError):
                          "rerun the same command with --resume to continue")
 
 
-def parallelize(model: nn.Module, cfg: RunConfig) -> nn.Module:
-    """Single process: nothing to wrap. The distributed trainer passes its own."""
-    return model
-
-
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,8 +81,6 @@ class Trainer:
         device: torch.device,
         meta: dict[str, Any] | None = None,
         write_extra: Callable[[Path], None] | None = None,
-        parallelize: Callable[[nn.Module, RunConfig], nn.Module] = parallelize,
-        loss_fn: Callable[..., LossParts] | None = None,
         show_progress: bool = True,
         parallel=None,
         probe=None,
@@ -110,11 +100,10 @@ class Trainer:
             self.raw_model = model
             self.model = parallelize_from_rank0(model, self.parallel)
         else:
-            self.raw_model = model.to(device)
-            self.model = parallelize(self.raw_model, cfg)
+            self.raw_model = self.model = model.to(device)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)
-        self.loss_fn = loss_fn or make_loss_fn(cfg.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
+        self.loss_fn = make_loss_fn(cfg.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_checkpoint: Path | None = None
         self.best: dict | None = None  # {"key", "value", "step"} of checkpoints/best (checkpoint.best)

@@ -16,8 +16,7 @@ from typing import NamedTuple
 import torch
 
 from longctx.config import LOSS_BACKENDS
-
-IGNORE_INDEX = -100
+from longctx.data.packing import IGNORE_INDEX
 
 
 class LossParts(NamedTuple):

@@ -168,11 +168,11 @@ def _cache_ok(model) -> bool:
             return False
     except ImportError:
         pass
-    try:
-        from longctx.model import generate
+    from longctx.model import generate
 
+    try:
         generate._check(model)
-    except (ImportError, ValueError):
+    except ValueError:
         return False
     return True
 

@@ -1,0 +1,88 @@
+"""What cached generation keeps per layer, and how a forward is told to fill or step it.
+
+`HybridLM.forward_hidden(..., cache=...)` takes `DecodeCache.prefill(rows, docs)` (a packed row of
+prompts: each layer runs as in training and stores what decoding needs for sequences `rows`, one per
+document `docs` of the row) or `DecodeCache.step(positions)` (one token per sequence at absolute
+`positions`: each layer reads and advances its cache in place). See longctx.model.generate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GDNCache:
+    state: torch.Tensor  # [N, HV, K, V] float32
+    conv: list[torch.Tensor]  # q, k, v pre-conv inputs, each [N, W-1, C]
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.state = self.state[rows]
+        self.conv = [c[rows] for c in self.conv]
+
+
+@dataclass
+class AttnCache:
+    k: torch.Tensor  # [N, S, Hkv, D]
+    v: torch.Tensor
+    pos: torch.Tensor  # [N, S] absolute position held by each slot, -1 while empty
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
+        """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
+        rows = torch.arange(k.shape[0], device=k.device)
+        slot = pos % self.k.shape[1]
+        self.k[rows, slot] = k.to(self.k.dtype)
+        self.v[rows, slot] = v.to(self.v.dtype)
+        self.pos[rows, slot] = pos
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """One layer's cache in one forward: filled by a prefill (rows, docs) or stepped (positions)."""
+
+    store: GDNCache | AttnCache
+    rows: torch.Tensor | None = None  # prefill: the sequence of each document of the row
+    docs: list[tuple[int, int]] | None = None  # prefill: the documents' token ranges in the row
+    positions: torch.Tensor | None = None  # decode: [N] absolute position of each sequence's token
+
+    @property
+    def decoding(self) -> bool:
+        return self.positions is not None
+
+
+@dataclass(frozen=True)
+class CacheRun:
+    """A DecodeCache as one forward uses it; `layer(i)` is what layer i gets."""
+
+    cache: "DecodeCache"
+    rows: torch.Tensor | None = None
+    docs: list[tuple[int, int]] | None = None
+    positions: torch.Tensor | None = None
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self.cache.layers[i], self.rows, self.docs, self.positions)
+
+
+@dataclass
+class DecodeCache:
+    layers: list  # GDNCache | AttnCache per layer, rows = sequences
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these sequences (in this order), e.g. once others have finished."""
+        if not self.layers:
+            return
+        first = self.layers[0]
+        device = (first.state if isinstance(first, GDNCache) else first.k).device
+        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        for cache in self.layers:
+            cache.select(idx)
+
+    def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]]) -> CacheRun:
+        return CacheRun(self, rows=rows, docs=docs)
+
+    def step(self, positions: torch.Tensor) -> CacheRun:
+        return CacheRun(self, positions=positions)
