@@ -88,3 +88,49 @@ def test_smoke_and_lm_eval_kwargs_fit_vllms_signature(tmp_path):
                             in sys.modules else importlib.import_module("lm_eval.models.vllm_causallms"))  # fmt: skip
     for key in ("max_model_len", "max_num_seqs", "enable_lora", "max_lora_rank", "tokenizer_revision", "seed"):
         assert f'"{key}"' in src and key in accepted, key
+
+
+def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
+    """Where vLLM is importable: lm-eval's `vllm` model, with vllm.LLM faked, builds its tokenizer and chat
+    template through vLLM's own helpers and turns a RULER request (greedy, until [], max_gen_toks) into
+    real vllm.SamplingParams and TokensPrompts; the engine arguments it passes are the runner's."""
+    pytest.importorskip("vllm.entrypoints.llm", reason="vLLM is not installed here")
+    import json
+    import types
+
+    from lm_eval.api.instance import Instance
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from vllm import SamplingParams
+
+    import lm_eval.models.vllm_causallms as V
+
+    vocab = {w: i for i, w in enumerate(["<eos>", "the", "key", "is", "42", "Answer", ":"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "olmo_hybrid", "eos_token_id": 0}))
+    seen = {}
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            seen["engine"] = kw
+            cfg = types.SimpleNamespace(trust_remote_code=False, hf_config=types.SimpleNamespace(model_type="olmo_hybrid"),
+                                        max_model_len=kw["max_model_len"])  # fmt: skip
+            self.llm_engine = types.SimpleNamespace(model_config=cfg)
+
+        def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
+            seen["prompts"], seen["params"] = prompts, sampling_params
+            out = types.SimpleNamespace(text=" 42", token_ids=[4])
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    monkeypatch.setattr(V, "LLM", FakeLLM)
+    lm = V.VLLM.create_from_arg_obj({"pretrained": str(tmp_path), "dtype": "auto", "max_model_len": 1280},
+                                    {"batch_size": "auto"})  # fmt: skip
+    assert seen["engine"]["max_model_len"] == 1280 and seen["engine"]["model"] == str(tmp_path)
+    req = Instance("generate_until", {}, ("the key is Answer :", {"until": [], "max_gen_toks": 8, "do_sample": False,
+                                                                  "temperature": 0.0}), 0)  # fmt: skip
+    assert lm.generate_until([req]) == [" 42"]
+    (p,), (sp,) = seen["prompts"], seen["params"]
+    assert p["prompt_token_ids"] == [1, 2, 3, 5, 6]
+    assert isinstance(sp, SamplingParams) and sp.temperature == 0.0 and sp.max_tokens == 8
