@@ -28,6 +28,7 @@ def fake_registry(monkeypatch):
     names = []
     monkeypatch.setattr(reg, "get_model", lambda name: names.append(name) or FakeVLLM)
     monkeypatch.delenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", raising=False)
+    monkeypatch.delenv("VLLM_USE_FLASHINFER_SAMPLER", raising=False)
     return names
 
 
@@ -42,6 +43,9 @@ def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
     assert extra == {"batch_size": "auto"}
     # the cap is above max_position_embeddings of a model trained to exactly 64k: vLLM refuses that unless allowed
     assert allow == "1"
+    # without FlashInfer (bench/vllm leaves it out) vLLM's CUDA sampler must not try to import it
+    if importlib.util.find_spec("flashinfer") is None:
+        assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == "0"
 
 
 def test_build_lm_vllm_keeps_a_users_setting(tmp_path, fake_registry, monkeypatch):

@@ -40,7 +40,12 @@
 #   FLASH_ATTN with the bundled FA3 for the attention layers; Olmo Hybrid's GDN layers run vLLM's own
 #   Triton fla kernels (gdn_prefill_backend "flashinfer", the SM90 default, only names the metadata
 #   mode for them; "cutedsl" is opt-in, Blackwell only). Without them: no FLASHINFER attention backend,
-#   no FlashInfer sampler (VLLM_USE_FLASHINFER_SAMPLER), no FA4 / CuTe-DSL kernels (Blackwell, DSA).
+#   no FA4 / CuTe-DSL kernels (Blackwell, DSA), and VLLM_USE_FLASHINFER_SAMPLER=0 is required: vLLM's
+#   CUDA sampler imports flashinfer when it is built otherwise (greedy decoding never uses it).
+#   Adding them back costs ~112 MiB, two more pieces: flashinfer-python 0.6.14 (14 MiB; JIT-compiles
+#   with nvcc at first use), nvidia-cutlass-dsl 4.6.0 with its -libs-base and -libs-cu13 (87 MiB),
+#   nvidia-cudnn-frontend (11 MiB), cuda-tile; vllm's apache-tvm-ffi==0.1.10 pin is for them (flashinfer
+#   itself accepts 0.1.6..0.2, so 0.1.12 should do).
 # - from the vllm wheel itself (repacked, RECORD rewritten): vllm_flash_attn/_vllm_fa2_C.abi3.so
 #   (124 MB zipped; Hopper runs FA3; FA2 serves only pre-Hopper GPUs, ALiBi and a few FA2-only paths;
 #   KEEP_FA2=1 keeps it: 6 parts instead of 3), the vllm-rs Rust server frontend (15 MB) and

@@ -17,6 +17,9 @@
 # the joined tar's sha256 matches, unpacks the wheels to /tmp/vwhl, installs them with
 #   python3 -m pip install --no-index --no-deps --no-compile --target /tmp/vsite /tmp/vwhl/*.whl
 # and imports the offline path (vllm.LLM, the v1 engine core and GPU worker, Olmo Hybrid). After it:
+#   export VLLM_USE_FLASHINFER_SAMPLER=0              # FlashInfer is left out; vLLM's CUDA sampler imports
+#                                                      # it unless this is 0 (smoke.py and `longctx eval`
+#                                                      # set it themselves when flashinfer is absent)
 #   export PYTHONPATH=/tmp/vsite:$PWD                 # vLLM alone (smoke.py)
 #   export PYTHONPATH=/tmp/vsite:/tmp/site:$PWD       # with lm-eval from ../shared/gpu/fetch-wheels.sh,
 #                                                      # for `longctx eval --backend vllm`
@@ -56,7 +59,7 @@ install)
   cat $(seq -f "$stash/part_%02g" 0 $((n - 1))) | tar -xf - -C "$whl"
   rm -f "$stash"/part_*  # the wheels are unpacked; free the disk
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$whl"/*.whl
-  PYTHONPATH="$site" python3 - <<'PY'
+  VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONPATH="$site" python3 - <<'PY'
 import importlib, time
 t = time.time()
 import torch, vllm
@@ -67,6 +70,8 @@ for m in ("vllm.entrypoints.llm", "vllm.v1.engine.core", "vllm.v1.engine.core_cl
           "vllm.v1.attention.backends.triton_attn", "vllm.v1.attention.backends.gdn_attn"):
     importlib.import_module(m)
 from vllm.vllm_flash_attn.flash_attn_interface import FA3_AVAILABLE
+from vllm.v1.sample.ops.topk_topp_sampler import TopKTopPSampler
+TopKTopPSampler()  # on CUDA it imports flashinfer unless VLLM_USE_FLASHINFER_SAMPLER=0
 print(f"vllm {vllm.__version__} at {vllm.__file__}; torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
       f"FA3 {FA3_AVAILABLE}; offline path imports in {time.time() - t:.1f} s")
 PY

@@ -65,6 +65,10 @@ def llm_kwargs(args: argparse.Namespace) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # a short-trained checkpoint may be run longer
+    import importlib.util
+
+    if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm/fetch-wheels.sh
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # else vLLM's sampler imports it on CUDA
     t0 = time.time()
     import vllm
     from transformers import AutoTokenizer

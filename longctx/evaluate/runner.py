@@ -86,6 +86,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def no_flashinfer_sampler() -> None:
+    """vLLM's sampler imports FlashInfer on CUDA unless VLLM_USE_FLASHINFER_SAMPLER=0 (vllm 0.26
+    TopKTopPSampler); the offline install (bench/vllm) leaves FlashInfer out, and greedy decoding
+    never uses that sampler, so turn it off where FlashInfer is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("flashinfer") is None:
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+
+
 def build_lm(spec: EvalSpec):
     """The lm-eval model of `spec.backend` (`longctx` registers itself on import)."""
     from lm_eval.api.registry import get_model
@@ -100,6 +110,7 @@ def build_lm(spec: EvalSpec):
         # CONTEXT_MARGIN, so it is always above a model trained or extended to exactly that length. Evaluating
         # past the trained length is the point of RULER here, as with the hf and longctx backends.
         os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        no_flashinfer_sampler()
         args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
     if spec.backend == "longctx":
