@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install vLLM 0.26.0 on the GPU machine (no network) from the pieces that bench/vllm/fetch-wheels.sh
-# made, into /tmp/vsite, a target of its own: its pins (tilelang 0.1.9, apache-tvm-ffi 0.1.10) differ
-# from our stack's in /tmp/site, so it is used only through its own PYTHONPATH.
+# made, into /tmp/vsite, a target of its own: vLLM's pins (tilelang 0.1.9 against fla's 0.1.15,
+# apache-tvm-ffi 0.1.10) clash with our stack in /tmp/site. The staged set leaves tilelang out and ships
+# apache-tvm-ffi 0.1.12, but vLLM still gets its own folder and its own PYTHONPATH.
 #
 # Recipe (N pieces .vllm_parts/00 .. NN; fetch-wheels.sh prints N). A call carries at most 64 MiB and
 # every call also sends the ~7 MiB working tree, hence one piece (<= 56 MiB) per call. The machine keeps
