@@ -3,8 +3,9 @@
     longctx eval --model runs/drope-64k --lengths 4k,8k,16k,32k,64k --out runs/drope-64k/ruler.json
 
 Backends: `longctx` (our lm-eval adapter, default), `hf` (lm-eval's HF model, `pretrained=DIR`),
-`vllm` (lm-eval's vLLM model; vLLM >= 0.18 serves OlmoHybridForCausalLM; wired but untested,
-it does not run on our machines). Resumable: answers go to `<out>.partial.jsonl` as they are
+`vllm` (lm-eval's vLLM model; vLLM serves OlmoHybridForCausalLM; checked against vllm 0.26.0's API on
+CPU, not yet run on a GPU; offline install: bench/vllm/install.sh; `--dtype auto` there turns float32
+weights into bfloat16, unlike hf/longctx). Resumable: answers go to `<out>.partial.jsonl` as they are
 produced; rerunning the same command skips finished samples and (task, length) cells; the
 journal is kept after success (delete it to recompute; one made with another model, backend,
 weights or data option is refused). Tasks whose data cannot be had offline (the QA sets) are
@@ -110,7 +111,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     if args.chat_template and not _has_chat_template(model):
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UsageError("--backend vllm needs vLLM (pip install 'longctx[vllm]', on a GPU machine)")
+        raise UsageError("--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; "
+                         "offline: bench/vllm/install.sh)")
     if args.haystack_dir is not None and not Path(args.haystack_dir).exists():
         raise UsageError(f"--haystack-dir {args.haystack_dir!r} does not exist; give a folder of .txt files or a file")
     if args.device and not (args.device in ("cpu", "cuda", "mps") or args.device.startswith("cuda:")):

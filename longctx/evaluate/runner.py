@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -85,6 +86,16 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def no_flashinfer_sampler() -> None:
+    """vLLM's sampler imports FlashInfer on CUDA unless VLLM_USE_FLASHINFER_SAMPLER=0 (vllm 0.26
+    TopKTopPSampler); the offline install (bench/vllm) leaves FlashInfer out, and greedy decoding
+    never uses that sampler, so turn it off where FlashInfer is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("flashinfer") is None:
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+
+
 def build_lm(spec: EvalSpec):
     """The lm-eval model of `spec.backend` (`longctx` registers itself on import)."""
     from lm_eval.api.registry import get_model
@@ -93,7 +104,13 @@ def build_lm(spec: EvalSpec):
     # Absolute: HFLM asks the Hub about a `pretrained` that looks like a repo id (`runs/x` does).
     model = str(Path(spec.model).resolve())
     if spec.backend == "vllm":
-        # Untested here (no vLLM on our machines); vLLM >= 0.18 serves OlmoHybridForCausalLM.
+        # Untested on a GPU (API checked against the vllm 0.26.0 wheel); vLLM serves OlmoHybridForCausalLM.
+        # vLLM refuses a max_model_len above the length it derives from the checkpoint (max_position_embeddings,
+        # YaRN's original x factor, the tokenizer's model_max_length), and the cap is the largest length plus
+        # CONTEXT_MARGIN, so it is always above a model trained or extended to exactly that length. Evaluating
+        # past the trained length is the point of RULER here, as with the hf and longctx backends.
+        os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        no_flashinfer_sampler()
         args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
     if spec.backend == "longctx":

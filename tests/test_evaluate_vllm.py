@@ -1,0 +1,140 @@
+"""`--backend vllm` wiring, with lm-eval's model registry mocked (vLLM itself runs only on a GPU machine)."""
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from longctx.evaluate import runner
+from longctx.evaluate.runner import CONTEXT_MARGIN, EvalSpec
+
+
+class FakeVLLM:
+    made = []
+
+    @classmethod
+    def create_from_arg_obj(cls, args, extra):
+        cls.made.append((dict(args), dict(extra), os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN")))
+        return cls()
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    import lm_eval.api.registry as reg
+
+    FakeVLLM.made = []
+    names = []
+    monkeypatch.setattr(reg, "get_model", lambda name: names.append(name) or FakeVLLM)
+    monkeypatch.delenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", raising=False)
+    monkeypatch.delenv("VLLM_USE_FLASHINFER_SAMPLER", raising=False)
+    return names
+
+
+def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
+    spec = EvalSpec(model=str(tmp_path), lengths=[4096, 65536], tasks=["niah_single_1"], samples=1,
+                    out=tmp_path / "r.json", backend="vllm", dtype="bfloat16")  # fmt: skip
+    runner.build_lm(spec)
+    assert fake_registry == ["vllm"]
+    (args, extra, allow) = FakeVLLM.made[0]
+    # lm-eval's VLLM asserts that only one of max_length / max_model_len is given
+    assert args == {"pretrained": str(tmp_path.resolve()), "dtype": "bfloat16", "max_model_len": 65536 + CONTEXT_MARGIN}
+    assert extra == {"batch_size": "auto"}
+    # the cap is above max_position_embeddings of a model trained to exactly 64k: vLLM refuses that unless allowed
+    assert allow == "1"
+    # without FlashInfer (bench/vllm leaves it out) vLLM's CUDA sampler must not try to import it
+    if importlib.util.find_spec("flashinfer") is None:
+        assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == "0"
+
+
+def test_build_lm_vllm_keeps_a_users_setting(tmp_path, fake_registry, monkeypatch):
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0")
+    spec = EvalSpec(model=str(tmp_path), lengths=[4096], tasks=["niah_single_1"], samples=1,
+                    out=tmp_path / "r.json", backend="vllm", batch_size=8)  # fmt: skip
+    runner.build_lm(spec)
+    (_, extra, allow) = FakeVLLM.made[0]
+    assert extra == {"batch_size": 8} and allow == "0"
+
+
+def _smoke():
+    path = Path(__file__).resolve().parents[1] / "bench" / "vllm" / "smoke.py"
+    spec = importlib.util.spec_from_file_location("vllm_smoke", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_smoke_args(tmp_path, capsys):
+    smoke = _smoke()
+    with pytest.raises(SystemExit):
+        smoke.parse_args([str(tmp_path)])  # no config.json
+    assert "config.json" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    kw = smoke.llm_kwargs(smoke.parse_args([str(tmp_path), "--enforce-eager"]))
+    assert kw["enforce_eager"] is True and kw["model"] == str(tmp_path.resolve())
+
+
+def test_smoke_and_lm_eval_kwargs_fit_vllms_signature(tmp_path):
+    """Where vLLM is importable (a GPU machine, or its wheel unpacked on sys.path): every LLM(...) keyword
+    that the smoke script and lm-eval's vllm model pass is an LLM parameter or an EngineArgs field."""
+    pytest.importorskip("vllm.entrypoints.llm", reason="vLLM is not installed here")
+    import dataclasses
+
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    accepted = set(inspect.signature(LLM.__init__).parameters) | {f.name for f in dataclasses.fields(EngineArgs)}
+    (tmp_path / "config.json").write_text("{}")
+    smoke = _smoke()
+    assert set(smoke.llm_kwargs(smoke.parse_args([str(tmp_path)]))) <= accepted
+    src = inspect.getsource(sys.modules["lm_eval.models.vllm_causallms"] if "lm_eval.models.vllm_causallms"
+                            in sys.modules else importlib.import_module("lm_eval.models.vllm_causallms"))  # fmt: skip
+    for key in ("max_model_len", "max_num_seqs", "enable_lora", "max_lora_rank", "tokenizer_revision", "seed"):
+        assert f'"{key}"' in src and key in accepted, key
+
+
+def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
+    """Where vLLM is importable: lm-eval's `vllm` model, with vllm.LLM faked, builds its tokenizer and chat
+    template through vLLM's own helpers and turns a RULER request (greedy, until [], max_gen_toks) into
+    real vllm.SamplingParams and TokensPrompts; the engine arguments it passes are the runner's."""
+    pytest.importorskip("vllm.entrypoints.llm", reason="vLLM is not installed here")
+    import json
+    import types
+
+    from lm_eval.api.instance import Instance
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from vllm import SamplingParams
+
+    import lm_eval.models.vllm_causallms as V
+
+    vocab = {w: i for i, w in enumerate(["<eos>", "the", "key", "is", "42", "Answer", ":"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "olmo_hybrid", "eos_token_id": 0}))
+    seen = {}
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            seen["engine"] = kw
+            cfg = types.SimpleNamespace(trust_remote_code=False, hf_config=types.SimpleNamespace(model_type="olmo_hybrid"),
+                                        max_model_len=kw["max_model_len"])  # fmt: skip
+            self.llm_engine = types.SimpleNamespace(model_config=cfg)
+
+        def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
+            seen["prompts"], seen["params"] = prompts, sampling_params
+            out = types.SimpleNamespace(text=" 42", token_ids=[4])
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    monkeypatch.setattr(V, "LLM", FakeLLM)
+    lm = V.VLLM.create_from_arg_obj({"pretrained": str(tmp_path), "dtype": "auto", "max_model_len": 1280},
+                                    {"batch_size": "auto"})  # fmt: skip
+    assert seen["engine"]["max_model_len"] == 1280 and seen["engine"]["model"] == str(tmp_path)
+    req = Instance("generate_until", {}, ("the key is Answer :", {"until": [], "max_gen_toks": 8, "do_sample": False,
+                                                                  "temperature": 0.0}), 0)  # fmt: skip
+    assert lm.generate_until([req]) == [" 42"]
+    (p,), (sp,) = seen["prompts"], seen["params"]
+    assert p["prompt_token_ids"] == [1, 2, 3, 5, 6]
+    assert isinstance(sp, SamplingParams) and sp.temperature == 0.0 and sp.max_tokens == 8
