@@ -11,15 +11,15 @@
     study_cmd.py    the command line
 """
 from longctx.study.gate import gate_check, gate_file, gate_misses, gate_scores, gate_summary
-from longctx.study.load import (budget_entry, extra_runs, load_study, merge, overlay, pretrain_seeds, read_study,
+from longctx.study.load import (budget_entry, extra_runs, merge, overlay, parse_study, pretrain_seeds, read_study,
                                 seed_entry, units)
 from longctx.study.plan import plan, select
-from longctx.study.run_configs import extend_config, model_fields, pretrain_config, write_configs
+from longctx.study.run_configs import extend_config, load_study, model_fields, pretrain_config, write_configs
 from longctx.study.runner import GRACE_S, STOP_SIGNAL, run_stage, run_stages
 from longctx.study.stage import KINDS, OutOfTime, Stage, StudyError
 from longctx.study.state import eval_done, status, train_done
 
 __all__ = ["GRACE_S", "KINDS", "STOP_SIGNAL", "OutOfTime", "Stage", "StudyError", "budget_entry", "eval_done",
            "extend_config", "extra_runs", "gate_check", "gate_file", "gate_misses", "gate_scores", "gate_summary",
-           "load_study", "merge", "model_fields", "overlay", "plan", "pretrain_config", "pretrain_seeds", "read_study",
+           "load_study", "merge", "model_fields", "overlay", "parse_study", "plan", "pretrain_config", "pretrain_seeds", "read_study",
            "run_stage", "run_stages", "seed_entry", "select", "status", "train_done", "units", "write_configs"]

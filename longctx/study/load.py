@@ -52,8 +52,9 @@ def read_study(path: str, chain: tuple = ()) -> dict:
     return overlay(read_study(str(p.parent / base), chain + (p.resolve(),)), s)
 
 
-def load_study(path: str) -> dict:
-    """The study dict of a study YAML, checked: the schema, the extra runs, and every stage's run config."""
+def parse_study(path: str) -> dict:
+    """The study dict of a study YAML, checked: the schema and the extra runs (run_configs.load_study
+    also checks every stage's run config)."""
     s = read_study(path)
     schema.check(s, path)
     pretrain_seeds(path, s["pretrain"])
@@ -67,9 +68,6 @@ def load_study(path: str) -> dict:
     s.setdefault("out", f"runs/{s['name']}")
     if s["out"] is None:
         s["out"] = f"runs/{s['name']}"
-    from longctx.study.run_configs import check_run_configs
-
-    check_run_configs(s, path)
     return s
 
 

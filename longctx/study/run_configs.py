@@ -9,7 +9,7 @@ import yaml
 
 from longctx.errors import UsageError
 from longctx.shipped import configs_dir, shipped_config
-from longctx.study.load import merge, units
+from longctx.study.load import merge, parse_study, units
 from longctx.study.stage import Stage, StudyError
 
 
@@ -82,3 +82,10 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
     for method in study["extend"]["methods"]:
         (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
 
+
+
+def load_study(path: str) -> dict:
+    """The study dict of a study YAML, checked: the schema, the extra runs, and every stage's run config."""
+    s = parse_study(path)
+    check_run_configs(s, path)
+    return s

@@ -4,7 +4,7 @@
 section defines is refused with the valid ones listed, a value of the wrong type or out of range
 with one line naming the key and the value (StudyError, exit code 2, before anything is written).
 The runner keeps working on the checked dict. `pretrain` and `extend.overrides` are longctx run
-configs: longctx.config checks their keys (study.load.load_study builds every stage's run config).
+configs: longctx.config checks their keys (study.run_configs.load_study builds every stage's run config).
 """
 from __future__ import annotations
 

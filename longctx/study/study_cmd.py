@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from longctx.study.gate import gate_check
-from longctx.study.load import load_study
+from longctx.study.run_configs import load_study
 from longctx.study.plan import plan, select
 from longctx.study.run_configs import write_configs
 from longctx.study.runner import run_stages
