@@ -1,4 +1,5 @@
 """Pieces both GPU benchmark scripts use: list flags, OOM handling, the versions stamp."""
+
 from __future__ import annotations
 
 import gc
@@ -26,19 +27,29 @@ def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
 
 def add_run_args(p) -> None:
     """--budget-s, --out, --seed: how long one device call may measure, where results go."""
-    p.add_argument("--budget-s", type=float, default=450.0,
-                   help="skip measurements that would start after this many seconds (keeps one call < 10 min)")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="skip measurements that would start after this many seconds (keeps one call < 10 min)",
+    )
     p.add_argument("--out", default=os.environ.get("OUT") or "./bench_out", help="results folder (default $OUT)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def add_fused_arg(p) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--fused-elementwise", action="store_true",
-                   help="ours: require fla's fused RMSNorm and SwiGLU kernels (longctx/model/fused.py; the default "
-                        "uses them on CUDA when fla is installed)")
-    g.add_argument("--plain-elementwise", action="store_true",
-                   help="ours: plain-PyTorch RMSNorm and SwiGLU (the ablation against the fused kernels)")
+    g.add_argument(
+        "--fused-elementwise",
+        action="store_true",
+        help="ours: require fla's fused RMSNorm and SwiGLU kernels (longctx/model/fused.py; the default "
+        "uses them on CUDA when fla is installed)",
+    )
+    g.add_argument(
+        "--plain-elementwise",
+        action="store_true",
+        help="ours: plain-PyTorch RMSNorm and SwiGLU (the ablation against the fused kernels)",
+    )
 
 
 def apply_fused_arg(args) -> str:

@@ -11,6 +11,7 @@ and batch size), with the batch made inline, in a thread (prefetch 2) or in a fo
 
 It does not measure a GPU step: how much of a real step this is depends on how host-bound it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,9 +77,12 @@ def main(argv=None) -> int:
     stage = pretrain_stages(cfg, cfg.steps)[-1]
     tok = load_tokenizer(cfg.data.tokenizer)
     spin = calibrate(args.host_ms)
-    modes = {"host work only": ({}, False), "inline": ({}, True),
-             "thread, prefetch 2": ({"prefetch": 2, "prefetch_in": "thread"}, True),
-             "process, prefetch 2": ({"prefetch": 2, "prefetch_in": "process"}, True)}
+    modes = {
+        "host work only": ({}, False),
+        "inline": ({}, True),
+        "thread, prefetch 2": ({"prefetch": 2, "prefetch_in": "thread"}, True),
+        "process, prefetch 2": ({"prefetch": 2, "prefetch_in": "process"}, True),
+    }
     times: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(args.rounds):  # the modes interleaved, so that drift of a shared machine hits them alike
         for name, (kw, data) in modes.items():
@@ -89,12 +93,24 @@ def main(argv=None) -> int:
     base = rows[0]["step_ms"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"study": args.study, "model": args.model, "seq_len": stage.seq_len, "batch_size": stage.batch_size,
-            "steps": args.steps, "rounds": args.rounds, "cpus": os.cpu_count(), "host_ms": args.host_ms, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": versions()}
+    meta = {
+        "study": args.study,
+        "model": args.model,
+        "seq_len": stage.seq_len,
+        "batch_size": stage.batch_size,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "host_ms": args.host_ms,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+    }
     (out / "data_prefetch.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    print(f"\n{args.study} ({args.model}): {stage.batch_size} x {stage.seq_len} tokens a batch; "
-          f"{args.host_ms:.0f} ms of pure-Python host work a step (calibrated); median of {args.rounds} x {args.steps} steps.\n")
+    print(
+        f"\n{args.study} ({args.model}): {stage.batch_size} x {stage.seq_len} tokens a batch; "
+        f"{args.host_ms:.0f} ms of pure-Python host work a step (calibrated); "
+        f"median of {args.rounds} x {args.steps} steps.\n"
+    )
     print("| batches made | ms/step | data's cost to the step |\n|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['step_ms']:.1f} | {r['step_ms'] - base:+.1f} ms |")

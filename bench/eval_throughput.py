@@ -46,7 +46,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, parse_lengths, profile_once, versions  # noqa: E402
+from _common import (
+    add_fused_arg,
+    add_run_args,
+    apply_fused_arg,
+    free,
+    is_oom,
+    parse_lengths,
+    parse_list,
+    profile_once,
+    versions,
+)  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -55,11 +65,12 @@ if str(REPO) not in sys.path:
 IMPLS = ("ours", "peer")
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="hybrid-1b", help="model config (configs/models name); random weights")
-    p.add_argument("--model", default=None, help="a checkpoint dir to load instead of --config (HybridLM.from_pretrained)")
+    p.add_argument(
+        "--model", default=None, help="a checkpoint dir to load instead of --config (HybridLM.from_pretrained)"
+    )
     p.add_argument("--lengths", default="16384,65536", help="total lengths (prompt + answer), comma-separated")
     p.add_argument("--samples", type=int, default=8, help="prompts per length")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -67,18 +78,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
-    p.add_argument("--prefill-tokens", type=int, default=0,
-                   help="ours: max_prefill_tokens of greedy_generate, tokens packed per prefill row (0: its default, "
-                        "generate.MAX_PREFILL_TOKENS); "
-                        "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread")
-    p.add_argument("--cuda-graphs", action="store_true",
-                   help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph")
+    p.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=0,
+        help="ours: max_prefill_tokens of greedy_generate, tokens packed per prefill row (0: its default, "
+        "generate.MAX_PREFILL_TOKENS); "
+        "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph",
+    )
     add_fused_arg(p)
-    p.add_argument("--fla-intracard", action="store_true",
-                   help="set FLA_INTRACARD_CP=1: fla splits each long prompt's recurrence over more SMs (inference only)")
-    p.add_argument("--profile", action="store_true",
-                   help="after timing, profile one greedy_generate call of ours: OUT/profile_eval_ours_<T>.txt + trace")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs before each phase, with the timed call's arguments (0: none)")
+    p.add_argument(
+        "--fla-intracard",
+        action="store_true",
+        help="set FLA_INTRACARD_CP=1: fla splits each long prompt's recurrence over more SMs (inference only)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile one greedy_generate call of ours: OUT/profile_eval_ours_<T>.txt + trace",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed runs before each phase, with the timed call's arguments (0: none)",
+    )
     p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
     add_run_args(p)
     return p
@@ -91,7 +120,9 @@ def validate(args) -> None:
     if bad or not args.impl:
         sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
     if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or args.ours_batch < 0 or args.prefill_tokens < 0:
-        sys.exit("--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0, --prefill-tokens >= 0 required")
+        sys.exit(
+            "--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0, --prefill-tokens >= 0 required"
+        )
     if not args.lengths or min(args.lengths) <= args.max_new_tokens:
         sys.exit(f"--lengths {args.lengths}: each must exceed --max-new-tokens ({args.max_new_tokens})")
     if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
@@ -121,7 +152,6 @@ def make_prompts(args, config, T: int) -> list[list[int]]:
     n = T - args.max_new_tokens
     if args.prompts == "ruler":
         from eval_tasks.ruler import generate
-
         from longctx.data.tokenizer import load_tokenizer
 
         tok = load_tokenizer(None)
@@ -129,7 +159,9 @@ def make_prompts(args, config, T: int) -> list[list[int]]:
         prompts = [tok(s["input"] + s.get("gen_prefix", ""), add_special_tokens=False)["input_ids"] for s in samples]
         top = max(max(p) for p in prompts)
         if top >= config.vocab_size:
-            sys.exit(f"--prompts ruler: token id {top} >= the model's vocab_size {config.vocab_size}; use --prompts random")
+            sys.exit(
+                f"--prompts ruler: token id {top} >= the model's vocab_size {config.vocab_size}; use --prompts random"
+            )
         return prompts
     gen = torch.Generator().manual_seed(args.seed + T)
     specials = {x for x in (_ids(config.eos_token_id) + _ids(config.pad_token_id))}
@@ -183,10 +215,18 @@ def run_peer(peer, prompts, args, device, eos) -> dict:
     def generate(p, k):
         ids = torch.tensor([p], device=device)
         with torch.no_grad():
-            out = peer.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, do_sample=False,
-                                eos_token_id=sorted(eos) or None, pad_token_id=pad, temperature=None, top_p=None,
-                                top_k=None)
-        return cut_eos(out[0, len(p):].tolist(), eos)
+            out = peer.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=k,
+                do_sample=False,
+                eos_token_id=sorted(eos) or None,
+                pad_token_id=pad,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        return cut_eos(out[0, len(p) :].tolist(), eos)
 
     for _ in range(args.warmup):
         forward(prompts[0])
@@ -219,7 +259,7 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs}
     # warm up on as many prompts as greedy_generate packs into one prefill row: a packed row takes
     # another attention path (one SDPA call per prompt) than a single prompt does
-    warm = prompts[:max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
+    warm = prompts[: max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
     row = {}
     try:
         from longctx.model.generate import prefill
@@ -239,15 +279,20 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         greedy_generate(model, prompts[:batch], args.max_new_tokens, eos, **kw)
     outs, gen_times = [], []
     for i in range(0, len(prompts), batch):
-        o, dt = timed(lambda i=i: greedy_generate(model, prompts[i:i + batch], args.max_new_tokens, eos, **kw),
-                      device)
+        o, dt = timed(
+            lambda i=i: greedy_generate(model, prompts[i : i + batch], args.max_new_tokens, eos, **kw), device
+        )
         outs += [list(x) for x in o]
         gen_times.append(dt)
     row.update(result(prompts, fwd, gen_times, outs, device))
     row["ours_batch"] = batch
     if args.profile:
-        row["profile"] = profile_once(lambda: greedy_generate(model, prompts[:batch], args.max_new_tokens, eos, **kw),
-                                      args.out, f"eval_ours_{len(prompts[0])}", device)
+        row["profile"] = profile_once(
+            lambda: greedy_generate(model, prompts[:batch], args.max_new_tokens, eos, **kw),
+            args.out,
+            f"eval_ours_{len(prompts[0])}",
+            device,
+        )
     return row
 
 
@@ -258,10 +303,10 @@ def divergences(model, peer, prompts, ours, theirs, device) -> list[dict]:
     import torch
 
     out = []
-    for i, (x, y) in enumerate(zip(ours, theirs)):
+    for i, (x, y) in enumerate(zip(ours, theirs, strict=False)):
         if x == y:
             continue
-        n = next((j for j, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+        n = next((j for j, (u, v) in enumerate(zip(x, y, strict=False)) if u != v), min(len(x), len(y)))
         row = {"prompt": i, "at": n}
         if n < len(x) and n < len(y):
             ids = torch.tensor([prompts[i] + x[:n]], device=device)
@@ -298,10 +343,7 @@ def result(prompts, fwd_times, gen_times, outs, device) -> dict:
     }
 
 
-
-
 # ---------------------------------------------------------------- report
-
 
 
 def cell(row, key, spec):
@@ -315,20 +357,39 @@ def cell(row, key, spec):
 
 def table(results: list[dict], agreement: dict) -> str:
     by = {(r["seq_len"], r["impl"]): r for r in results}
-    head = ["T", "prompt tok", "peer samples/s", "ours samples/s", "speed-up", "peer fwd tok/s",
-            "ours fwd tok/s", "ours prefill tok/s", "agreement"]
+    head = [
+        "T",
+        "prompt tok",
+        "peer samples/s",
+        "ours samples/s",
+        "speed-up",
+        "peer fwd tok/s",
+        "ours fwd tok/s",
+        "ours prefill tok/s",
+        "agreement",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for T in sorted({r["seq_len"] for r in results}):
         o, p = by.get((T, "ours")), by.get((T, "peer"))
         ok = o and p and o["status"] == "ok" and p["status"] == "ok"
         agree = agreement.get(T)
-        lines.append("| " + " | ".join([
-            str(T), str((o or p)["prompt_tokens"]),
-            cell(p, "samples_per_s", ".3f"), cell(o, "samples_per_s", ".3f"),
-            f"{o['samples_per_s'] / p['samples_per_s']:.2f}x" if ok else "-",
-            cell(p, "forward_tok_s", ",.0f"), cell(o, "forward_tok_s", ",.0f"), cell(o, "prefill_tok_s", ",.0f"),
-            "-" if agree is None else f"{agree['identical']}/{agree['n']}",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(T),
+                    str((o or p)["prompt_tokens"]),
+                    cell(p, "samples_per_s", ".3f"),
+                    cell(o, "samples_per_s", ".3f"),
+                    f"{o['samples_per_s'] / p['samples_per_s']:.2f}x" if ok else "-",
+                    cell(p, "forward_tok_s", ",.0f"),
+                    cell(o, "forward_tok_s", ",.0f"),
+                    cell(o, "prefill_tok_s", ",.0f"),
+                    "-" if agree is None else f"{agree['identical']}/{agree['n']}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -421,8 +482,11 @@ def main(argv=None) -> int:
     agreement: dict = {}
 
     def save():
-        out_file.write_text(json.dumps({"meta": meta, "results": results,
-                                        "agreement": {str(k): v for k, v in agreement.items()}}, indent=2))
+        out_file.write_text(
+            json.dumps(
+                {"meta": meta, "results": results, "agreement": {str(k): v for k, v in agreement.items()}}, indent=2
+            )
+        )
 
     start = time.perf_counter()
     for T in args.lengths:
@@ -430,8 +494,13 @@ def main(argv=None) -> int:
         for impl in ("peer", "ours"):
             if impl not in impls:
                 continue
-            row = {"impl": impl, "seq_len": T, "samples": len(prompts), "max_new_tokens": args.max_new_tokens,
-                   "prompt_tokens": max(len(p) for p in prompts)}
+            row = {
+                "impl": impl,
+                "seq_len": T,
+                "samples": len(prompts),
+                "max_new_tokens": args.max_new_tokens,
+                "prompt_tokens": max(len(p) for p in prompts),
+            }
             if time.perf_counter() - start > args.budget_s:
                 row.update(status="skipped", reason=f"time budget {args.budget_s:.0f} s spent")
             else:
@@ -457,18 +526,20 @@ def main(argv=None) -> int:
             a, b = got["ours"]["generated"], got["peer"]["generated"]
             agreement[T] = {
                 "n": len(a),
-                "identical": sum(x == y for x, y in zip(a, b)),
-                "rate": sum(x == y for x, y in zip(a, b)) / len(a),
-                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b)) / len(a),
+                "identical": sum(x == y for x, y in zip(a, b, strict=False)),
+                "rate": sum(x == y for x, y in zip(a, b, strict=False)) / len(a),
+                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b, strict=False)) / len(a),
                 "divergences": divergences(model, peer, prompts, a, b, device),
             }
             save()
 
-    print(f"\nModel: {source}; device: {meta['device']}; torch {meta['versions']['torch']}, transformers "
-          f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; bf16; {args.samples} prompts per "
-          f"length ({args.prompts}), {args.max_new_tokens} new tokens greedy. Peer: {meta['peer_class']}.generate "
-          f"one prompt at a time; ours: greedy_generate, {args.ours_batch or 'all'} prompts per call"
-          f"{graphs_note(args, device)}.")
+    print(
+        f"\nModel: {source}; device: {meta['device']}; torch {meta['versions']['torch']}, transformers "
+        f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; bf16; {args.samples} prompts per "
+        f"length ({args.prompts}), {args.max_new_tokens} new tokens greedy. Peer: {meta['peer_class']}.generate "
+        f"one prompt at a time; ours: greedy_generate, {args.ours_batch or 'all'} prompts per call"
+        f"{graphs_note(args, device)}."
+    )
     if why_not:
         print(f"Ours skipped: {why_not}")
     print("agreement = prompts whose generated tokens are identical in both / prompts.")

@@ -50,10 +50,15 @@ def train_tokenizer(out: Path) -> Path:
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=32000, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=32000,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tk.train(files, trainer)
-    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>").save_pretrained(out)
+    PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>").save_pretrained(
+        out
+    )
     return out
 
 
@@ -109,16 +114,29 @@ def time_builtin(tok, tasks, lengths, m, n) -> dict:
                         template=niah_utils.TEMPLATE, num_samples=m, TOKENIZER=tok, **a,
                     )  # fmt: skip
                 elif task == "ruler_vt":
-                    icl = vt_utils.sys_vartrack_w_noise_random(tokenizer=tok, num_samples=1, max_seq_length=500, incremental=5)[0]
-                    vt_utils.sys_vartrack_w_noise_random(tokenizer=tok, num_samples=m, max_seq_length=length, icl_example=icl)
+                    icl = vt_utils.sys_vartrack_w_noise_random(
+                        tokenizer=tok, num_samples=1, max_seq_length=500, incremental=5
+                    )[0]
+                    vt_utils.sys_vartrack_w_noise_random(
+                        tokenizer=tok, num_samples=m, max_seq_length=length, icl_example=icl
+                    )
                 elif task == "ruler_cwe":
                     cwe_utils.sys_word_pair_random(num_samples=m, max_seq_length=length, tokenizer=tok)
                 elif task == "ruler_fwe":
                     fwe_utils.sys_kwext(tokenizer=tok, max_seq_length=length, num_samples=m)
             t1 = time.perf_counter()
             search, per_sample = clock.start - t0, (t1 - clock.start) / m
-            out[(task, length)] = {"search": search, "per_sample": per_sample, "measured": t1 - t0, "total": search + n * per_sample}
-            print(f"builtin {task:16s} {length:>7d}: search {search:7.2f} s, {per_sample:6.3f} s/sample -> {search + n * per_sample:8.1f} s for {n}", flush=True)
+            out[(task, length)] = {
+                "search": search,
+                "per_sample": per_sample,
+                "measured": t1 - t0,
+                "total": search + n * per_sample,
+            }
+            print(
+                f"builtin {task:16s} {length:>7d}: search {search:7.2f} s, {per_sample:6.3f} s/sample -> "
+                f"{search + n * per_sample:8.1f} s for {n}",
+                flush=True,
+            )
     return out
 
 
@@ -127,7 +145,9 @@ def table(ours, builtin, tasks, lengths, n) -> str:
         return "—" if x is None else f"{x:.1f}"
 
     lines = [
-        f"| task | " + " | ".join(f"{L // 1024}k ours / built-in" for L in lengths) + " | total ours / built-in (speed-up) |",
+        "| task | "
+        + " | ".join(f"{L // 1024}k ours / built-in" for L in lengths)
+        + " | total ours / built-in (speed-up) |",
         "|---|" + "---|" * (len(lengths) + 1),
     ]
     grand_o = grand_b = 0.0
@@ -146,16 +166,25 @@ def table(ours, builtin, tasks, lengths, n) -> str:
         else:
             tail = f"{to:.1f} / —"
         lines.append(f"| {task} | " + " | ".join(cells) + f" | {tail} |")
-    lines.append(f"| **the {sum(1 for t in tasks if any((t, L) in builtin for L in lengths))} tasks both run** | " + " | ".join("" for _ in lengths) + f" | **{grand_o:.1f} / {grand_b:.1f} ({grand_b / max(grand_o, 1e-9):.0f}x)** |")
+    lines.append(
+        f"| **the {sum(1 for t in tasks if any((t, L) in builtin for L in lengths))} tasks both run** | "
+        + " | ".join("" for _ in lengths)
+        + f" | **{grand_o:.1f} / {grand_b:.1f} ({grand_b / max(grand_o, 1e-9):.0f}x)** |"
+    )
     total_ours = sum(v for v in ours.values() if v)
-    lines.append(f"| all tasks that ran, ours | " + " | ".join("" for _ in lengths) + f" | {total_ours:.1f} s |")
+    lines.append("| all tasks that ran, ours | " + " | ".join("" for _ in lengths) + f" | {total_ours:.1f} s |")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--builtin-samples", type=int, default=5, help="samples the built-in generator really makes (its time for --samples is extrapolated)")
+    p.add_argument(
+        "--builtin-samples",
+        type=int,
+        default=5,
+        help="samples the built-in generator really makes (its time for --samples is extrapolated)",
+    )
     p.add_argument("--lengths", default="4k,8k,16k,32k,64k,128k")
     p.add_argument("--tasks", default=None, help="comma-separated (default: all 13)")
     p.add_argument("--tokenizer", default=None, help="a tokenizer folder (default: train a 32k byte-level BPE)")
@@ -167,7 +196,6 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from eval_tasks.ruler import TASKS
-
     from longctx.errors import UsageError
     from longctx.lengths import parse_lengths
 
@@ -176,13 +204,24 @@ def main() -> int:
     except UsageError as e:
         sys.exit(f"ruler_generation.py: error: {e}")
     tasks = args.tasks.split(",") if args.tasks else list(TASKS)
-    path = Path(args.tokenizer) if args.tokenizer else train_tokenizer(Path(os.environ.get("TMPDIR", "/tmp")) / "longctx-bench-bpe32k")
+    path = (
+        Path(args.tokenizer)
+        if args.tokenizer
+        else train_tokenizer(Path(os.environ.get("TMPDIR", "/tmp")) / "longctx-bench-bpe32k")
+    )
     tok = AutoTokenizer.from_pretrained(path)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"python {platform.python_version()}"
+    )
     print(f"tokenizer: {path} (vocab {len(tok)}); {args.samples} samples; lengths {lengths}", flush=True)
 
     ours = time_ours(tok, tasks, lengths, args.samples)
-    builtin = {} if args.skip_builtin else time_builtin(tok, [t for t in tasks if t in BUILTIN], lengths, args.builtin_samples, args.samples)
+    builtin = (
+        {}
+        if args.skip_builtin
+        else time_builtin(tok, [t for t in tasks if t in BUILTIN], lengths, args.builtin_samples, args.samples)
+    )
     print()
     print(table(ours, builtin, tasks, lengths, args.samples))
     if args.json:

@@ -19,6 +19,7 @@ Per layout, for the target-length stage (the last stage of the method's plan), f
 tokens/s for all GPUs and per GPU, MFU per GPU, peak memory (rank 0), and scaling efficiency =
 (tokens/s per GPU) / (tokens/s per GPU of the first layout in --layouts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,38 @@ def extend_cmd(args, base: Path, d: int, c: int, out: Path) -> list[str]:
     n = d * c
     head = [sys.executable, "-m", "longctx"]
     if n > 1:  # --standalone: a local rendezvous on a free port
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), "-m", "longctx"]
+        head = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(n),
+            "-m",
+            "longctx",
+        ]
     # a layout stopped part-way (SIGTERM: it checkpointed) continues from its checkpoint; else it starts over
     again = "--resume" if latest_checkpoint(out) is not None else "--force"
-    cmd = [*head, "extend", "--method", args.method, "--target", str(args.target), "--model", str(base),
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--out", str(out), again,
-           "--device", args.device, "--no-progress"]
+    cmd = [
+        *head,
+        "extend",
+        "--method",
+        args.method,
+        "--target",
+        str(args.target),
+        "--model",
+        str(base),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--out",
+        str(out),
+        again,
+        "--device",
+        args.device,
+        "--no-progress",
+    ]
     if n > 1:
         cmd += ["--dp", str(d), "--cp", str(c)]
     if not args.no_grad_checkpointing:
@@ -92,9 +119,16 @@ def summarise(layouts, results: dict) -> list[dict]:
             per_gpu = stage["tokens_per_s"] / (d * c)
             if ref is None:
                 ref = (per_gpu, last)
-            row.update(seq_len=stage["seq_len"], tokens_per_s=stage["tokens_per_s"], tokens_per_s_per_gpu=per_gpu,
-                       mfu=stage["mfu"], peak_mem_gb=stage["peak_mem_gb"], efficiency=per_gpu / ref[0],
-                       max_loss_gap=loss_gap(ref[1], last), loss_last=stage["loss_last"])
+            row.update(
+                seq_len=stage["seq_len"],
+                tokens_per_s=stage["tokens_per_s"],
+                tokens_per_s_per_gpu=per_gpu,
+                mfu=stage["mfu"],
+                peak_mem_gb=stage["peak_mem_gb"],
+                efficiency=per_gpu / ref[0],
+                max_loss_gap=loss_gap(ref[1], last),
+                loss_last=stage["loss_last"],
+            )
         table.append(row)
     return table
 
@@ -103,13 +137,17 @@ def markdown(table: list[dict]) -> str:
     def f(v, spec):
         return "-" if v is None else format(v, spec)
 
-    lines = ["| layout (dp x cp) | GPUs | T | tok/s | tok/s/GPU | MFU/GPU | peak GiB | efficiency | max loss gap | status |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layout (dp x cp) | GPUs | T | tok/s | tok/s/GPU | MFU/GPU | peak GiB | efficiency | max loss gap | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in table:
-        lines.append(f"| {r['layout']} | {r['gpus']} | {f(r.get('seq_len'), 'd')} | {f(r.get('tokens_per_s'), ',.0f')} | "
-                     f"{f(r.get('tokens_per_s_per_gpu'), ',.0f')} | {f(r.get('mfu') and 100 * r['mfu'], '.1f')} | "
-                     f"{f(r.get('peak_mem_gb'), '.1f')} | {f(r.get('efficiency'), '.2f')} | "
-                     f"{f(r.get('max_loss_gap'), '.1e')} | {r['status']} |")
+        lines.append(
+            f"| {r['layout']} | {r['gpus']} | {f(r.get('seq_len'), 'd')} | {f(r.get('tokens_per_s'), ',.0f')} | "
+            f"{f(r.get('tokens_per_s_per_gpu'), ',.0f')} | {f(r.get('mfu') and 100 * r['mfu'], '.1f')} | "
+            f"{f(r.get('peak_mem_gb'), '.1f')} | {f(r.get('efficiency'), '.2f')} | "
+            f"{f(r.get('max_loss_gap'), '.1e')} | {r['status']} |"
+        )
     return "\n".join(lines)
 
 
@@ -123,8 +161,14 @@ def run_logged(cmd: list[str], log: Path) -> int:
     layouts and continues the stopped one from the checkpoint it wrote."""
     stop = []
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                                start_new_session=True, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
 
         def forward(signum, frame):
             stop.append(signum)
@@ -137,8 +181,11 @@ def run_logged(cmd: list[str], log: Path) -> int:
             for s, h in previous.items():
                 signal.signal(s, h)
     if stop:
-        print(f"scaling: stopped by {signal.Signals(stop[0]).name}; the layout checkpointed and exited {rc}; "
-              "rerun the same command: finished layouts are kept, this one resumes", file=sys.stderr)
+        print(
+            f"scaling: stopped by {signal.Signals(stop[0]).name}; the layout checkpointed and exited {rc}; "
+            "rerun the same command: finished layouts are kept, this one resumes",
+            file=sys.stderr,
+        )
         raise SystemExit(128 + stop[0])
     return rc
 
@@ -148,9 +195,26 @@ def ensure_base(args, out: Path) -> Path:
         return Path(args.base)
     base = out / "base"
     if not (base / "config.json").exists():
-        cmd = [sys.executable, "-m", "longctx", "pretrain", "--model", args.config, "--steps", "1",
-               "--seq-len", str(args.base_seq_len), "--batch-size", "1", "--out", str(base), "--force",
-               "--device", args.device, "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "longctx",
+            "pretrain",
+            "--model",
+            args.config,
+            "--steps",
+            "1",
+            "--seq-len",
+            str(args.base_seq_len),
+            "--batch-size",
+            "1",
+            "--out",
+            str(base),
+            "--force",
+            "--device",
+            args.device,
+            "--no-progress",
+        ]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         if args.dry_run:
             return base
@@ -204,15 +268,25 @@ def main(argv=None) -> int:
             rows = read_metrics(run) if status == "ok" else []
             if status == "ok" and not rows:
                 status = "no metrics"
-        results[name] = {"status": status, "seconds": seconds, "cmd": cmd, "rows": rows,
-                         "stages": summarize(rows) if rows else []}
+        results[name] = {
+            "status": status,
+            "seconds": seconds,
+            "cmd": cmd,
+            "rows": rows,
+            "stages": summarize(rows) if rows else [],
+        }
     if args.dry_run:
         return 0
     table = summarise(layouts, results)
-    (out / "scaling.json").write_text(json.dumps({"args": vars(args), "table": table,
-                                                  "runs": {k: {**v, "rows": None} for k, v in results.items()}}, indent=1))
-    print(f"\n{args.method} to {args.target} from {base}, {args.steps} steps, global batch {args.batch_size}; "
-          f"efficiency and loss gap against {layouts[0][0]}x{layouts[0][1]}. JSON: {out / 'scaling.json'}\n")
+    (out / "scaling.json").write_text(
+        json.dumps(
+            {"args": vars(args), "table": table, "runs": {k: {**v, "rows": None} for k, v in results.items()}}, indent=1
+        )
+    )
+    print(
+        f"\n{args.method} to {args.target} from {base}, {args.steps} steps, global batch {args.batch_size}; "
+        f"efficiency and loss gap against {layouts[0][0]}x{layouts[0][1]}. JSON: {out / 'scaling.json'}\n"
+    )
     print(markdown(table))
     return 0 if all(r["status"] == "ok" for r in table) else 1
 

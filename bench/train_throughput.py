@@ -15,7 +15,8 @@ both, seeded per length), forward, next-token loss over T-1 positions, backward,
 under bf16 autocast (what `longctx pretrain` does).
 - ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
   `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce fla` uses fla's
-  fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend` forces an attention kernel (through
+  fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend`
+forces an attention kernel (through
   LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block;
   RMSNorm and SwiGLU run through fla's fused kernels when fla is installed (`--plain-elementwise`
   for the plain-PyTorch ablation, `--fused-elementwise` to require them).
@@ -51,7 +52,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_fused_arg, add_run_args, apply_fused_arg, free, is_oom, parse_list, parse_lengths, profile_once, versions  # noqa: E402
+from _common import (
+    add_fused_arg,
+    add_run_args,
+    apply_fused_arg,
+    free,
+    is_oom,
+    parse_lengths,
+    parse_list,
+    profile_once,
+    versions,
+)  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -71,7 +82,6 @@ FLOPS_NOTE = (
 )
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", default="hybrid-1b", help="model configs (configs/models names), comma-separated")
@@ -87,16 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fused-ce", action="store_true", help="ours: full logits + F.cross_entropy")
     add_fused_arg(p)
     p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
-    p.add_argument("--ce", default="chunked", choices=("chunked", "compiled", "fla"),
-                   help="ours: cross-entropy over the head: ours chunked, chunked with torch.compile'd softmax "
-                        "gradient, or fla's fused linear CE")
+    p.add_argument(
+        "--ce",
+        default="chunked",
+        choices=("chunked", "compiled", "fla"),
+        help="ours: cross-entropy over the head: ours chunked, chunked with torch.compile'd softmax "
+        "gradient, or fla's fused linear CE",
+    )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
-    p.add_argument("--checkpoint-fraction", type=float, default=None, metavar="F",
-                   help="ours: checkpoint only this fraction of the blocks, GDN blocks first (the peer keeps all)")
-    p.add_argument("--profile", action="store_true",
-                   help="after timing, profile one more step of each cell: OUT/profile_<cell>.txt (top ops, kernel vs wall time) + trace")
+    p.add_argument(
+        "--checkpoint-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="ours: checkpoint only this fraction of the blocks, GDN blocks first (the peer keeps all)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile one more step of each cell: OUT/profile_<cell>.txt "
+        "(top ops, kernel vs wall time) + trace",
+    )
     add_run_args(p)
     return p
 
@@ -129,8 +152,9 @@ def build_ours(config, device, dtype, args):
     with torch.device(device):
         model = HybridLM(config, gdn_backend=args.gdn_backend)
     model = model.to(dtype).train()
-    model.gradient_checkpointing = (False if args.no_checkpointing else
-                                    args.checkpoint_fraction if args.checkpoint_fraction is not None else True)
+    model.gradient_checkpointing = (
+        False if args.no_checkpointing else args.checkpoint_fraction if args.checkpoint_fraction is not None else True
+    )
     if args.compile:
         for layer in model.model.layers:
             layer.compile(dynamic=False)
@@ -204,6 +228,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1, fused=fused or None)
 
     if args.precision == "amp":
+
         def autocast():
             return torch.autocast(device.type, dtype=dtype)
     else:
@@ -246,22 +271,20 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
     else:
         from longctx.model import gdn
 
-        has_gdn = any(hasattr(l, "linear_attn") for l in model.model.layers)
+        has_gdn = any(hasattr(layer, "linear_attn") for layer in model.model.layers)
         auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
         from longctx.model.hybrid import checkpointed_blocks
 
-        row["ours_checkpointed_blocks"] = sorted(checkpointed_blocks(model.config.layer_types,
-                                                                     model.gradient_checkpointing))
+        row["ours_checkpointed_blocks"] = sorted(
+            checkpointed_blocks(model.config.layer_types, model.gradient_checkpointing)
+        )
     return row
 
 
-
-
 # ---------------------------------------------------------------- report
-
 
 
 def fmt(x, spec, suffix=""):
@@ -309,8 +332,7 @@ def main(argv=None) -> int:
         os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # attention.py reads it at each call
     import torch
 
-    from longctx.model import HybridLM, load_config
-    from longctx.model import attention, optional
+    from longctx.model import HybridLM, attention, load_config, optional
 
     if args.attn_backend:
         if args.attn_backend == "flash" and not attention._flash_fns():
@@ -342,8 +364,8 @@ def main(argv=None) -> int:
         "flops_counted": FLOPS_NOTE,
         "attn_backend_forced": args.attn_backend,
         "step": "fwd + next-token loss + bwd + AdamW step, batch x T random tokens, "
-                + ("activation checkpointing per block" if not args.no_checkpointing else "no checkpointing")
-                + f", precision {args.precision}",
+        + ("activation checkpointing per block" if not args.no_checkpointing else "no checkpointing")
+        + f", precision {args.precision}",
     }
     results: list[dict] = []
 
@@ -355,7 +377,9 @@ def main(argv=None) -> int:
         with torch.device("meta"):
             counter = HybridLM(config)  # only for flops_per_token and parameter counts
         meta.setdefault("params", {})[name] = {
-            "total": counter.num_params(), "non_embedding": counter.num_params(exclude_embeddings=True)}
+            "total": counter.num_params(),
+            "non_embedding": counter.num_params(exclude_embeddings=True),
+        }
         for T in args.lengths:
             fpt = counter.flops_per_token(T)
             for impl in args.impl:
@@ -383,18 +407,26 @@ def main(argv=None) -> int:
                 msg = f"{row['tokens_per_s']:,.0f} tok/s" if row["status"] == "ok" else row["status"]
                 print(f"    -> {msg}" + (f" ({row['error']})" if row.get("error") else ""), file=sys.stderr, flush=True)
 
-    print(f"\nDevice: {meta['device']}; torch {meta['versions']['torch']}, transformers "
-          f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; precision {args.precision}; "
-          f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up.")
-    ablations = [s for s, on in (("--compile", args.compile), ("--no-fused-ce", args.no_fused_ce),
-                                 ("--fused-elementwise", args.fused_elementwise),
-                                 ("--plain-elementwise", args.plain_elementwise),
-                                 (f"--ce {args.ce}", args.ce != "chunked"),
-                                 (f"--attn-backend {args.attn_backend}", args.attn_backend),
-                                 (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
-                                 ("--no-checkpointing", args.no_checkpointing),
-                                 (f"--checkpoint-fraction {args.checkpoint_fraction}",
-                                  args.checkpoint_fraction is not None)) if on]
+    print(
+        f"\nDevice: {meta['device']}; torch {meta['versions']['torch']}, transformers "
+        f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; precision {args.precision}; "
+        f"batch {args.batch}; median of {args.steps} steps after {args.warmup} warm-up."
+    )
+    ablations = [
+        s
+        for s, on in (
+            ("--compile", args.compile),
+            ("--no-fused-ce", args.no_fused_ce),
+            ("--fused-elementwise", args.fused_elementwise),
+            ("--plain-elementwise", args.plain_elementwise),
+            (f"--ce {args.ce}", args.ce != "chunked"),
+            (f"--attn-backend {args.attn_backend}", args.attn_backend),
+            (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
+            ("--no-checkpointing", args.no_checkpointing),
+            (f"--checkpoint-fraction {args.checkpoint_fraction}", args.checkpoint_fraction is not None),
+        )
+        if on
+    ]
     if ablations:
         print("Ours with: " + " ".join(ablations))
     print(FLOPS_NOTE if peak else "MFU: not reported (no CUDA peak for this device).")

@@ -4,11 +4,12 @@ Each command lives in its own module exposing `add_arguments(parser)` and `run(a
 Modules are imported only for the command that runs, so `longctx --help` stays instant and a
 broken optional dependency of one command cannot break the others.
 """
+
 from __future__ import annotations
 
 import argparse
-import re
 import importlib
+import re
 import sys
 
 from longctx import env
@@ -22,8 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("longctx.evaluate.compare_cmd", "compare RULER results JSON files: tables and plots"),
     "lm-eval": ("longctx.evaluate.lm_eval_cmd", "lm_eval with the longctx model and RULER tasks registered"),
     "study": ("longctx.study.study_cmd", "run a hybrid-vs-transformer study stage by stage from a study YAML"),
-    "answers": ("longctx.evaluate.answers_cmd", "a RULER evaluation's answers beside the references, per task and length"),
-    "summary": ("longctx.train.summary_cmd", "summarise training runs from their metrics.jsonl: one row per (run, stage)"),
+    "answers": (
+        "longctx.evaluate.answers_cmd",
+        "a RULER evaluation's answers beside the references, per task and length",
+    ),
+    "summary": (
+        "longctx.train.summary_cmd",
+        "summarise training runs from their metrics.jsonl: one row per (run, stage)",
+    ),
     "export": ("longctx.train.export_cmd", "export a training checkpoint to an HF model directory"),
 }
 
@@ -33,7 +40,8 @@ def _top_parser() -> argparse.ArgumentParser:
         prog="longctx",
         description="Long-context extension and RULER evaluation for hybrid language models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
+        epilog="commands:\n"
+        + "\n".join(f"  {n:<10} {h}" for n, (_, h) in COMMANDS.items())
         + "\n\n`longctx COMMAND --help` shows a command's options.",
     )
     p.add_argument("command", metavar="COMMAND", help=" | ".join(COMMANDS))

@@ -15,6 +15,7 @@ A run config YAML looks like (every key optional; see the dataclasses for defaul
 A YAML with none of these keys is taken to be a model config (`--config configs/models/x.yaml`).
 Bad keys or values raise UsageError with one line naming them, before anything is written.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -133,7 +134,9 @@ class RunConfig:
     grad_checkpointing: bool | float = False  # true: every block; a fraction: that share (GDN blocks first)
     z_loss: float = 0.0  # coefficient of mean(logsumexp^2)
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
-    loss_backend: str = "chunked"  # chunked (ours, any device) | compiled (chunked, softmax gradient via torch.compile) | fla (fused linear CE, CUDA, no z-loss)
+    # chunked (ours, any device) | compiled (chunked, softmax gradient via torch.compile) | fla (fused linear CE,
+    # CUDA, no z-loss)
+    loss_backend: str = "chunked"
     export_dtype: str | None = None  # dtype of the final HF model; None = float32 (pretrain) / the source's (extend)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -194,7 +197,7 @@ def _coerce(value, tp, key: str):
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise UsageError(f"{key}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=False))
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise UsageError(f"{key}: expected a list, got {value!r}")
@@ -250,7 +253,9 @@ def _build(cls, data: dict, prefix: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise UsageError(f"unknown config key {prefix + str(unknown[0])!r}; known: {', '.join(prefix + n for n in names)}")
+        raise UsageError(
+            f"unknown config key {prefix + str(unknown[0])!r}; known: {', '.join(prefix + n for n in names)}"
+        )
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 
 
@@ -293,7 +298,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             sub = getattr(obj, part, None)
             if isinstance(sub, dict) and dataclasses.is_dataclass(obj):
                 # a free-form mapping (extend.rope): the rest of the key is one entry of it
-                setattr(obj, part, {**sub, ".".join(parts[i + 1:]): value})
+                setattr(obj, part, {**sub, ".".join(parts[i + 1 :]): value})
                 break
             if not dataclasses.is_dataclass(sub):
                 raise UsageError(_unknown(key, obj, ".".join(parts[:i])))
@@ -354,12 +359,25 @@ def validate(cfg: RunConfig) -> None:
     _need(0 <= cfg.seed < 2**32, "seed (--seed)", "an integer in [0, 2**32)", cfg.seed)  # numpy's seed range
     _need(cfg.loss_chunk >= 1, "loss_chunk", ">= 1", cfg.loss_chunk)
     _need(cfg.loss_backend in LOSS_BACKENDS, "loss_backend", "one of " + ", ".join(LOSS_BACKENDS), cfg.loss_backend)
-    _need(not (cfg.loss_backend == "fla" and cfg.z_loss > 0), "z_loss with loss_backend fla", "0 (fla has no z-loss)",
-          cfg.z_loss)
-    _need(cfg.export_dtype in (None, "float32", "bfloat16", "float16"), "export_dtype",
-          "float32, bfloat16 or float16", cfg.export_dtype)
+    _need(
+        not (cfg.loss_backend == "fla" and cfg.z_loss > 0),
+        "z_loss with loss_backend fla",
+        "0 (fla has no z-loss)",
+        cfg.z_loss,
+    )
+    _need(
+        cfg.export_dtype in (None, "float32", "bfloat16", "float16"),
+        "export_dtype",
+        "float32, bfloat16 or float16",
+        cfg.export_dtype,
+    )
     _need(cfg.z_loss >= 0, "z_loss (--z-loss)", ">= 0", cfg.z_loss)
-    _need(cfg.device in (None, "cpu", "cuda") or str(cfg.device).startswith("cuda:"), "device (--device)", "cpu or cuda", cfg.device)
+    _need(
+        cfg.device in (None, "cpu", "cuda") or str(cfg.device).startswith("cuda:"),
+        "device (--device)",
+        "cpu or cuda",
+        cfg.device,
+    )
     o = cfg.optimizer
     _need(o.lr > 0, "optimizer.lr (--lr)", "> 0", o.lr)
     _need(all(0 <= b < 1 for b in o.betas), "optimizer.betas", "two numbers in [0, 1)", list(o.betas))
@@ -378,11 +396,19 @@ def validate(cfg: RunConfig) -> None:
         from longctx.data.embedded import KINDS, valid_mix, valid_range
 
         if cfg.data.mix is not None:
-            _need(valid_mix(cfg.data.mix), "data.mix", f"weights >= 0 (not all 0) for kinds among {', '.join(KINDS)}",
-                  cfg.data.mix)
+            _need(
+                valid_mix(cfg.data.mix),
+                "data.mix",
+                f"weights >= 0 (not all 0) for kinds among {', '.join(KINDS)}",
+                cfg.data.mix,
+            )
         if cfg.data.doc_tokens is not None:
-            _need(valid_range(cfg.data.doc_tokens), "data.doc_tokens", "[min, max] with 1 <= min <= max",
-                  cfg.data.doc_tokens)
+            _need(
+                valid_range(cfg.data.doc_tokens),
+                "data.doc_tokens",
+                "[min, max] with 1 <= min <= max",
+                cfg.data.doc_tokens,
+            )
     if cfg.data.fillers is not None:
         from longctx.data.synthetic import HAYSTACKS
 
@@ -394,29 +420,53 @@ def validate(cfg: RunConfig) -> None:
     for i, st in enumerate(cfg.curriculum):
         _need(2 <= st.seq_len < cfg.seq_len, f"curriculum[{i}].seq_len", f"in [2, seq_len={cfg.seq_len})", st.seq_len)
         _need(0 < st.fraction < 1, f"curriculum[{i}].fraction", "in (0, 1)", st.fraction)
-    _need(sum(st.fraction for st in cfg.curriculum) < 1, "the curriculum fractions", "summing to < 1",
-          [st.fraction for st in cfg.curriculum])
+    _need(
+        sum(st.fraction for st in cfg.curriculum) < 1,
+        "the curriculum fractions",
+        "summing to < 1",
+        [st.fraction for st in cfg.curriculum],
+    )
     c = cfg.checkpoint
     _need(c.interval >= 0, "checkpoint.interval (--checkpoint-interval)", ">= 0 (0 = only at the end)", c.interval)
     _need(c.keep >= 1, "checkpoint.keep", ">= 1", c.keep)
     _need(c.export in ("last", "best"), "checkpoint.export", "'last' or 'best'", c.export)
-    _need(c.export == "last" or bool(c.best), "checkpoint.export", "'last' unless checkpoint.best names a metric",
-          c.export)
+    _need(
+        c.export == "last" or bool(c.best),
+        "checkpoint.export",
+        "'last' unless checkpoint.best names a metric",
+        c.export,
+    )
     if c.best is not None:
-        _need(isinstance(c.best, str) and c.best.lstrip("-") != "", "checkpoint.best",
-              "a metrics key, e.g. probe/mean or -probe/nll_mean", c.best)
-        _need(not c.best.lstrip("-").startswith("probe/") or cfg.probe.interval > 0, "checkpoint.best",
-              "a probe metric only with probe.interval > 0", c.best)
+        _need(
+            isinstance(c.best, str) and c.best.lstrip("-") != "",
+            "checkpoint.best",
+            "a metrics key, e.g. probe/mean or -probe/nll_mean",
+            c.best,
+        )
+        _need(
+            not c.best.lstrip("-").startswith("probe/") or cfg.probe.interval > 0,
+            "checkpoint.best",
+            "a probe metric only with probe.interval > 0",
+            c.best,
+        )
     e = cfg.extend
     if e.target is not None:
         _need(e.target >= 2, "extend.target (--target)", ">= 2", e.target)
     if e.base_len is not None:
         _need(e.base_len >= 2, "extend.base_len (--base-len)", ">= 2", e.base_len)
-    _need(0 <= e.recalibrate_fraction < 1, "extend.recalibrate_fraction", "in [0, 1) (0: no base-length stage)",
-          e.recalibrate_fraction)
+    _need(
+        0 <= e.recalibrate_fraction < 1,
+        "extend.recalibrate_fraction",
+        "in [0, 1) (0: no base-length stage)",
+        e.recalibrate_fraction,
+    )
     gc = cfg.grad_checkpointing
-    _need(isinstance(gc, bool) or 0 <= gc <= 1, "grad_checkpointing (--grad-checkpointing)",
-          "true, false or a fraction of the blocks in [0, 1]", gc)
+    _need(
+        isinstance(gc, bool) or 0 <= gc <= 1,
+        "grad_checkpointing (--grad-checkpointing)",
+        "true, false or a fraction of the blocks in [0, 1]",
+        gc,
+    )
     _need(cfg.probe.interval >= 0, "probe.interval", ">= 0 (0 = off)", cfg.probe.interval)
     _need(cfg.probe.samples >= 1, "probe.samples", ">= 1", cfg.probe.samples)
     _need(0 <= cfg.probe.seed < 2**32, "probe.seed", "an integer in [0, 2**32)", cfg.probe.seed)

@@ -4,6 +4,7 @@
 written, not a silent fallback or a traceback at the first forward. Values are case-insensitive;
 unset or empty means the default.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,11 @@ _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
 # name -> (values named in errors, other accepted spellings, what the switch does)
 SWITCHES = {
-    "LONGCTX_FUSED_ELEMENTWISE": (("1", "0", "auto"), _ON[1:] + _OFF[1:],
-                                  "fla's fused RMSNorm/SwiGLU: 1 required, 0 off, auto on CUDA with fla"),
+    "LONGCTX_FUSED_ELEMENTWISE": (
+        ("1", "0", "auto"),
+        _ON[1:] + _OFF[1:],
+        "fla's fused RMSNorm/SwiGLU: 1 required, 0 off, auto on CUDA with fla",
+    ),
     "LONGCTX_DATA_PREFETCH": (("process", "thread", "off"), (), "where GPU training makes its batches ahead"),
     "LONGCTX_ATTN_BACKEND": (ATTN_BACKENDS, (), "force one attention kernel"),
     "LONGCTX_GDN_BACKEND": (GDN_BACKENDS, (), "force one Gated DeltaNet path"),

@@ -1,6 +1,7 @@
 """Context lengths as users write them (`4k`, `64K`, `1m`, `65536`, lists `4k,8k`) and as tables show them.
 The one parser behind every length flag: `longctx eval --lengths`, `longctx extend --target/--base-len`
 and the benchmark scripts' `--lengths`."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ layer for the backward pass (every block's input, even with activation checkpoin
 evaluation at least one hidden state per token of a prompt. Work whose floor exceeds the device's
 whole memory is refused before a model is built or a batch made; anything under it is left to run.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,10 @@ def check_fits(tokens: int, width: int, device, *, what: str, hint: str, ranks: 
     per_number = 2 if torch.device(device).type == "cuda" else 4  # bf16 autocast on CUDA, fp32 on CPU
     need = -(-tokens // max(ranks, 1)) * width * per_number
     if need > have:
-        raise UsageError(f"{what} = {tokens:,} tokens need at least {gib(need)} of activations; "
-                         f"{torch.device(device).type} memory here is {gib(have)}; {hint}")
+        raise UsageError(
+            f"{what} = {tokens:,} tokens need at least {gib(need)} of activations; "
+            f"{torch.device(device).type} memory here is {gib(have)}; {hint}"
+        )
 
 
 def model_width(config) -> tuple[int, int]:

@@ -5,6 +5,7 @@ a file, a folder it cannot write in, a directory where a file is wanted (or the 
 UsageError naming the flag and the path. Files written through a temp file (mkstemp: mode 0600)
 get the mode an ordinary `open()` would have given them (`honour_umask`).
 """
+
 from __future__ import annotations
 
 import os

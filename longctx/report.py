@@ -9,6 +9,7 @@ labelled `<label> (n=3)`: a cell is the mean of the runs' cells with their range
 and the group's avg is the mean (min–max) of the runs' own averages. `group=False` gives every run
 its own row, numbered where labels repeat. A run alone in its group is shown as without grouping.
 """
+
 from __future__ import annotations
 
 import csv
@@ -88,7 +89,7 @@ def groups(runs: list[dict], group: bool = True) -> list[tuple[str, list[dict]]]
     """(row label, runs) in order of first appearance: runs sharing a label together, labelled
     `<label> (n=k)` when k > 1; with group=False one run each, labelled as `labels` does."""
     if not group:
-        return [(name, [r]) for name, r in zip(labels(runs), runs)]
+        return [(name, [r]) for name, r in zip(labels(runs), runs, strict=False)]
     by: dict[str, list[dict]] = {}
     for r in runs:
         by.setdefault(run_label(r), []).append(r)
@@ -135,8 +136,10 @@ def _fmt_cell(c: LengthScore) -> str:
     return _fmt(c.mean, c.partial, c.spread)
 
 
-GROUP_LEGEND = ("(n=…) rows, n runs: mean (min–max) over the runs sharing that label; "
-                "their avg: mean (min–max) of the runs' own averages.")
+GROUP_LEGEND = (
+    "(n=…) rows, n runs: mean (min–max) over the runs sharing that label; "
+    "their avg: mean (min–max) of the runs' own averages."
+)
 
 
 def _md(header: list[str], body: list[list[str]]) -> list[str]:
@@ -155,8 +158,10 @@ def _footnotes(rows: list[Row]) -> list[str]:
                 parts = [f"{len(c.scored)}/{len(c.runs)} runs"] if len(c.scored) < len(c.runs) else []
                 done = sorted({len(RULER_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
                 if done != [len(RULER_TASKS)]:
-                    parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done))
-                                 + f"/{len(RULER_TASKS)} tasks")
+                    parts.append(
+                        "–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done))
+                        + f"/{len(RULER_TASKS)} tasks"
+                    )
                 if c.unavailable:
                     parts.append("unavailable: " + ", ".join(c.unavailable))
                 if c.missing:
@@ -212,7 +217,7 @@ def per_task_markdown(runs: list[dict], by: str = "length", group: bool = True) 
             body.append(["mean", *(_fmt_cell(row.cells[n]) for row in rows)])
             out += [f"### {format_length(n)}", "", *_md(["task", *(name for name, _ in grouped)], body), ""]
     else:
-        for (name, rs), row in zip(grouped, rows):
+        for (name, rs), row in zip(grouped, rows, strict=False):
             body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in RULER_TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for n in lengths)])
             out += [f"### {name}", "", *_md(["task", *map(format_length, lengths)], body), ""]
@@ -234,7 +239,7 @@ def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = N
     w.writerow(CSV_COLUMNS)
     lengths = all_lengths(runs)
     names = [run_label(r) for r in runs] if group else labels(runs)
-    for name, r, src in zip(names, runs, sources or [""] * len(runs)):
+    for name, r, src in zip(names, runs, sources or [""] * len(runs), strict=False):
         head = [name, r["model"], rope_method(r["rope_parameters"])]
         for n in lengths:
             for t in RULER_TASKS:
@@ -251,8 +256,10 @@ def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = N
     return buf.getvalue()
 
 
-def plot_points(runs: list[dict], group: bool = True,
-                ) -> list[tuple[str, list[tuple[int, float]], list[tuple[int, float]]]]:
+def plot_points(
+    runs: list[dict],
+    group: bool = True,
+) -> list[tuple[str, list[tuple[int, float]], list[tuple[int, float]]]]:
     """Per run or group: (label, joined, hollow) points of (length, mean score). A length at which some
     task never ran (missing, e.g. an evaluation cut short), or some run of a group has no results, is
     hollow and left out of the line: its mean covers fewer tasks or runs than the others. Unavailable
@@ -300,8 +307,14 @@ def plot_styles(runs: list[dict]) -> list[dict]:
     families = list(dict.fromkeys(f for f, _ in keys))
     if 1 < len(families) <= len(LINESTYLES) and len(set(keys)) == len(keys):
         variants = list(dict.fromkeys(v for _, v in keys))
-        return [{"color": f"C{variants.index(v) % 10}", "linestyle": LINESTYLES[families.index(f)],
-                 "marker": MARKERS[families.index(f)]} for f, v in keys]
+        return [
+            {
+                "color": f"C{variants.index(v) % 10}",
+                "linestyle": LINESTYLES[families.index(f)],
+                "marker": MARKERS[families.index(f)],
+            }
+            for f, v in keys
+        ]
     return [{"color": f"C{i % 10}", "linestyle": "-", "marker": "o"} for i in range(len(runs))]
 
 
@@ -323,28 +336,41 @@ def plot(runs: list[dict], path: str, title: str = "RULER", group: bool = True) 
     ax = fig.subplots()
     points = [_split_points(row) for row in rows]
     styles = plot_styles([rs[0] for _, rs in groups(runs, group)])
-    for (label, joined, hollow), style, row, (_, band) in zip(points, styles, rows, plot_bands(runs, group)):
+    for (label, joined, hollow), style, row, (_, band) in zip(
+        points, styles, rows, plot_bands(runs, group), strict=False
+    ):
         if row.n > 1 and band:
-            ns, _, lo, hi = zip(*band)
+            ns, _, lo, hi = zip(*band, strict=False)
             ax.fill_between(ns, lo, hi, color=style["color"], alpha=0.2, linewidth=0)
             if len(band) == 1:  # a band needs two lengths: show the lone range as a bar
                 ax.vlines(ns, lo, hi, color=style["color"], alpha=0.4, linewidth=4)
         if joined:
-            ax.plot(*zip(*joined), label=label, **style)
+            ax.plot(*zip(*joined, strict=False), label=label, **style)
         if hollow:
-            ax.plot(*zip(*hollow), **{**style, "linestyle": "none"}, markerfacecolor="none",
-                    label=None if joined else label)
+            ax.plot(
+                *zip(*hollow, strict=False),
+                **{**style, "linestyle": "none"},
+                markerfacecolor="none",
+                label=None if joined else label,
+            )
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [format_length(n) for n in lengths])
     ax.minorticks_off()
     ax.set_ylim(-2, 102)
     ax.set_xlabel("context length (tokens)")
     partial = any(c.partial for row in rows for c in row.cells.values() if c.mean is not None)
-    ax.set_ylabel("RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(RULER_TASKS)} tasks)")
+    ax.set_ylabel(
+        "RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(RULER_TASKS)} tasks)"
+    )
     if any(hollow for _, _, hollow in points):
         what = "tasks or runs" if any(row.n > 1 for row in rows) else "tasks"
-        ax.annotate(f"hollow: some {what} missing at that length", (0.99, 0.02), xycoords="axes fraction",
-                    ha="right", fontsize="x-small")
+        ax.annotate(
+            f"hollow: some {what} missing at that length",
+            (0.99, 0.02),
+            xycoords="axes fraction",
+            ha="right",
+            fontsize="x-small",
+        )
     ax.set_title(title)
     ax.grid(True, alpha=0.4)
     if runs:

@@ -19,6 +19,7 @@
 A (task, length) absent from `scores` is *missing* (not run); one marked `unavailable`
 could not run here (e.g. QA data offline). Neither counts as 0.
 """
+
 from __future__ import annotations
 
 import json

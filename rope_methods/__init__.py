@@ -22,6 +22,15 @@ def get(name: str) -> Method:
 
 
 __all__ = [
-    "METHODS", "ROPE_TYPES", "UNROTATED", "Method", "Stage", "get", "is_unrotated",
-    "inv_freq", "dynamic_inv_freq", "cos_sin", "apply_rotary",
+    "METHODS",
+    "ROPE_TYPES",
+    "UNROTATED",
+    "Method",
+    "Stage",
+    "get",
+    "is_unrotated",
+    "inv_freq",
+    "dynamic_inv_freq",
+    "cos_sin",
+    "apply_rotary",
 ]

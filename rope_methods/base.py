@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rope_methods.freqs import LAYER_TYPES, is_unrotated, rope_type_of
 
-_REGISTRY: dict[str, "Method"] = {}
+_REGISTRY: dict[str, Method] = {}
 NO_ROPE = {"rope_type": "default", "rope_theta": None}  # "no RoPE" as flat keys: how transformers' Olmo Hybrid saves it
 
 
@@ -137,9 +137,7 @@ class ScaledRope(Method):
         rope_type = rope_type_of(flat)
         if rope_type != "default":
             # rescaling an already-rescaled RoPE has no single meaning; start from the plain one
-            raise ValueError(
-                f"invalid rope_type={rope_type!r} for method {self.name!r}; accepted: 'default'"
-            )
+            raise ValueError(f"invalid rope_type={rope_type!r} for method {self.name!r}; accepted: 'default'")
         prf = flat.get("partial_rotary_factor", 1.0)
         if prf not in (None, 1, 1.0):
             raise ValueError(f"invalid partial_rotary_factor={prf!r} for method {self.name!r}; accepted: 1.0")

@@ -28,8 +28,12 @@ LAYER_TYPES = ("full_attention", "sliding_attention", "linear_attention")
 # linear) keeps vLLM's cos/sin cache at max_position_embeddings entries. `inv_freq` reads it back
 # as no RoPE.
 UNROTATED = {
-    "rope_type": "llama3", "rope_theta": 10_000.0, "factor": 1e30,
-    "low_freq_factor": 1.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 1,
+    "rope_type": "llama3",
+    "rope_theta": 10_000.0,
+    "factor": 1e30,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 2.0,
+    "original_max_position_embeddings": 1,
 }
 
 
@@ -73,7 +77,9 @@ def _check_positive(key, value):
 def _positive(rope_parameters, key, default=None):
     value = rope_parameters.get(key, default)
     if value is None:
-        raise ValueError(f"rope_parameters is missing {key!r} (required for rope_type={rope_type_of(rope_parameters)!r})")
+        raise ValueError(
+            f"rope_parameters is missing {key!r} (required for rope_type={rope_type_of(rope_parameters)!r})"
+        )
     return _check_positive(key, value)
 
 
@@ -274,7 +280,10 @@ def dynamic_inv_freq(
     """
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
         raise _bad("seq_len", seq_len, "a positive int")
-    if (max_position_embeddings is None and isinstance(rope_parameters, dict)
-            and rope_parameters.get("rope_type") == "dynamic"):
+    if (
+        max_position_embeddings is None
+        and isinstance(rope_parameters, dict)
+        and rope_parameters.get("rope_type") == "dynamic"
+    ):
         max_position_embeddings = rope_parameters.get("original_max_position_embeddings")
     return _compute(rope_parameters, head_dim, max_position_embeddings, seq_len)

@@ -30,7 +30,9 @@ class Yarn(ScaledRope):
         beta_fast = number("beta_fast", opts["beta_fast"], minimum=0.0, strict=True)
         beta_slow = number("beta_slow", opts["beta_slow"], minimum=0.0, strict=True)
         if beta_fast <= beta_slow:
-            raise ValueError(f"invalid option beta_fast={opts['beta_fast']!r}; accepted: a number > beta_slow={beta_slow:g}")
+            raise ValueError(
+                f"invalid option beta_fast={opts['beta_fast']!r}; accepted: a number > beta_slow={beta_slow:g}"
+            )
         original = opts["original_max_position_embeddings"]
         if original is None:
             original = base_len

@@ -1,5 +1,6 @@
 """bench/scaling.py: layouts, the commands it prepares, the table's arithmetic, and one CPU run
 (gloo) where cp=2 through the CLI logs the same losses as one process."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,12 +32,33 @@ def test_parse_layouts():
 
 
 def test_dry_run_prepares_one_torchrun_per_layout(tmp_path, capsys):
-    assert scaling.main(["--base", "runs/base", "--target", "131072", "--layouts", "1x1,2x4,4x2", "--batch-size", "4",
-                         "--steps", "50", "--out", str(tmp_path), "--dry-run", "--", "--set", "lr=1e-5"]) == 0
+    assert (
+        scaling.main(
+            [
+                "--base",
+                "runs/base",
+                "--target",
+                "131072",
+                "--layouts",
+                "1x1,2x4,4x2",
+                "--batch-size",
+                "4",
+                "--steps",
+                "50",
+                "--out",
+                str(tmp_path),
+                "--dry-run",
+                "--",
+                "--set",
+                "lr=1e-5",
+            ]
+        )
+        == 0
+    )
     cmds = [line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ ")]
     assert len(cmds) == 3
     assert "torch.distributed.run" not in cmds[0] and "--dp" not in cmds[0]
-    for cmd, (d, c) in zip(cmds[1:], ((2, 4), (4, 2))):
+    for cmd, (d, c) in zip(cmds[1:], ((2, 4), (4, 2)), strict=False):
         assert cmd[cmd.index("--nproc-per-node") + 1] == "8"
         assert cmd[cmd.index("--dp") + 1] == str(d) and cmd[cmd.index("--cp") + 1] == str(c)
         assert cmd[cmd.index("--target") + 1] == "131072" and cmd[cmd.index("--batch-size") + 1] == "4"
@@ -47,8 +69,10 @@ def test_a_stopped_layout_resumes_from_its_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "d1c2" / "checkpoints" / "step_3"  # what a layout stopped by SIGTERM leaves
     ckpt.mkdir(parents=True)
     (ckpt / "meta.json").write_text("{}")
-    assert scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,1x2", "--out", str(tmp_path),
-                         "--dry-run"]) == 0
+    assert (
+        scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,1x2", "--out", str(tmp_path), "--dry-run"])
+        == 0
+    )
     cmds = [line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ ")]
     assert "--force" in cmds[0] and "--resume" not in cmds[0]
     assert "--resume" in cmds[1] and "--force" not in cmds[1]
@@ -56,19 +80,46 @@ def test_a_stopped_layout_resumes_from_its_checkpoint(tmp_path, capsys):
 
 def test_batch_not_divisible_by_dp_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="not divisible"):
-        scaling.main(["--base", "b", "--target", "8192", "--layouts", "1x1,4x2", "--batch-size", "2",
-                      "--out", str(tmp_path), "--dry-run"])
+        scaling.main(
+            [
+                "--base",
+                "b",
+                "--target",
+                "8192",
+                "--layouts",
+                "1x1,4x2",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--dry-run",
+            ]
+        )
 
 
 def test_table_efficiency_and_loss_gap():
     def run(n_gpus_tok_s, losses):
-        rows = [{"step": i + 1, "stage": "target", "seq_len": 1024, "loss": l, "tokens": 1024 * (i + 1),
-                 "tokens_per_s": n_gpus_tok_s, "mfu": 0.2} for i, l in enumerate(losses)]
+        rows = [
+            {
+                "step": i + 1,
+                "stage": "target",
+                "seq_len": 1024,
+                "loss": loss,
+                "tokens": 1024 * (i + 1),
+                "tokens_per_s": n_gpus_tok_s,
+                "mfu": 0.2,
+            }
+            for i, loss in enumerate(losses)
+        ]
         from longctx.train.metrics import summarize
+
         return {"status": "ok", "rows": rows, "stages": summarize(rows, skip=0)}
 
-    results = {"d1c1": run(1000.0, [3.0, 2.5, 2.0]), "d1c2": run(1800.0, [3.0, 2.51, 2.0]),
-               "d2c2": {"status": "OOM", "rows": [], "stages": []}}
+    results = {
+        "d1c1": run(1000.0, [3.0, 2.5, 2.0]),
+        "d1c2": run(1800.0, [3.0, 2.51, 2.0]),
+        "d2c2": {"status": "OOM", "rows": [], "stages": []},
+    }
     table = scaling.summarise([(1, 1), (1, 2), (2, 2)], results)
     assert table[0]["efficiency"] == 1.0 and table[0]["max_loss_gap"] == 0.0
     assert table[1]["tokens_per_s_per_gpu"] == 900.0 and table[1]["efficiency"] == pytest.approx(0.9)
@@ -78,9 +129,29 @@ def test_table_efficiency_and_loss_gap():
 
 
 def test_cpu_run_cp2_matches_one_process(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "scaling.py"), "--config", "hybrid-tiny", "--target", "256",
-           "--base-seq-len", "64", "--layouts", "1x1,1x2", "--steps", "2", "--batch-size", "2", "--device", "cpu",
-           "--out", str(tmp_path), "--", "--set", "optimizer.eps=1e-3"]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "scaling.py"),
+        "--config",
+        "hybrid-tiny",
+        "--target",
+        "256",
+        "--base-seq-len",
+        "64",
+        "--layouts",
+        "1x1,1x2",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "--",
+        "--set",
+        "optimizer.eps=1e-3",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
     table = json.loads((tmp_path / "scaling.json").read_text())["table"]
@@ -97,14 +168,18 @@ def test_cpu_run_cp2_matches_one_process(tmp_path):
 
 
 # a stand-in for one layout's launcher: reports SIGTERM in its log and exits as the trainer does
-LAYOUT = ("import signal, sys, time\n"
-          "signal.signal(signal.SIGTERM, lambda s, f: (print('got', s, flush=True), sys.exit(128 + s)))\n"
-          "print('running', flush=True)\n"
-          "time.sleep(60)\n")
-DRIVER = ("import importlib.util, sys\n"
-          "spec = importlib.util.spec_from_file_location('scaling', sys.argv[1])\n"
-          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-          "m.run_logged([sys.executable, '-c', sys.argv[2]], m.Path(sys.argv[3]))\n")
+LAYOUT = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda s, f: (print('got', s, flush=True), sys.exit(128 + s)))\n"
+    "print('running', flush=True)\n"
+    "time.sleep(60)\n"
+)
+DRIVER = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('scaling', sys.argv[1])\n"
+    "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+    "m.run_logged([sys.executable, '-c', sys.argv[2]], m.Path(sys.argv[3]))\n"
+)
 
 
 def _start_driver(tmp_path):
@@ -113,8 +188,12 @@ def _start_driver(tmp_path):
 
     log = tmp_path / "layout.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(REPO / "bench" / "scaling.py"), LAYOUT, str(log)], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(REPO / "bench" / "scaling.py"), LAYOUT, str(log)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 30
     while not (log.exists() and "running" in log.read_text()) and time.time() < deadline:
         time.sleep(0.05)

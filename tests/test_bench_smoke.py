@@ -1,5 +1,6 @@
 """The GPU benchmark scripts run end to end on CPU (their smoke-test mode) with every ablation
 flag, and write the JSON and profile files they promise; the figures themselves are not checked."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,24 @@ def bench(script: str, *args: str, out: Path) -> dict:
 
 
 def test_eval_throughput_smoke_with_ablations(tmp_path):
-    data = bench("eval_throughput.py", "--config", "hybrid-tiny", "--lengths", "128", "--samples", "2",
-                 "--max-new-tokens", "3", "--cuda-graphs", "--fla-intracard", "--prefill-tokens", "256", "--profile",
-                 "--fused-elementwise", out=tmp_path)
+    data = bench(
+        "eval_throughput.py",
+        "--config",
+        "hybrid-tiny",
+        "--lengths",
+        "128",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--cuda-graphs",
+        "--fla-intracard",
+        "--prefill-tokens",
+        "256",
+        "--profile",
+        "--fused-elementwise",
+        out=tmp_path,
+    )
     assert data["meta"]["ours_cuda_graphs"] is True and data["meta"]["fla_intracard_cp"] == "1"
     assert data["meta"]["ours_fused_elementwise"] == "fla on CUDA"  # requested; CPU tensors stay plain
     ours = next(r for r in data["results"] if r["impl"] == "ours")
@@ -33,8 +49,22 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
 
 
 def test_train_throughput_smoke_with_profile(tmp_path):
-    data = bench("train_throughput.py", "--configs", "hybrid-tiny", "--lengths", "64", "--steps", "1", "--warmup", "0",
-                 "--profile", "--fused-elementwise", "--checkpoint-fraction", "0.75", out=tmp_path)
+    data = bench(
+        "train_throughput.py",
+        "--configs",
+        "hybrid-tiny",
+        "--lengths",
+        "64",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--profile",
+        "--fused-elementwise",
+        "--checkpoint-fraction",
+        "0.75",
+        out=tmp_path,
+    )
     assert {(r["impl"], r["status"]) for r in data["results"]} == {("ours", "ok"), ("peer", "ok")}
     ours = next(r for r in data["results"] if r["impl"] == "ours")
     assert ours["ours_fused_elementwise"] == "fla on CUDA"
@@ -43,11 +73,28 @@ def test_train_throughput_smoke_with_profile(tmp_path):
 
 
 def test_data_prefetch_bench_smoke(tmp_path):
-    cmd = [sys.executable, str(REPO / "bench" / "data_prefetch.py"), "--study", str(REPO / "configs" / "experiments" / "study-tiny.yaml"),
-           "--steps", "2", "--rounds", "1", "--host-ms", "5", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "data_prefetch.py"),
+        "--study",
+        str(REPO / "configs" / "experiments" / "study-tiny.yaml"),
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--host-ms",
+        "5",
+        "--out",
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((tmp_path / "data_prefetch.json").read_text())
-    assert [r["mode"] for r in data["results"]] == ["host work only", "inline", "thread, prefetch 2", "process, prefetch 2"]
+    assert [r["mode"] for r in data["results"]] == [
+        "host work only",
+        "inline",
+        "thread, prefetch 2",
+        "process, prefetch 2",
+    ]
     assert all(r["steps"] == 2 and r["step_ms"] > 0 for r in data["results"])
     assert "| process, prefetch 2 |" in done.stdout

@@ -25,8 +25,10 @@ def test_python_m_is_the_same_cli():
 
 
 def test_bad_flag_is_one_line_exit_2(capsys, tmp_path):
-    for argv in (["pretrain", "--out", str(tmp_path / "o"), "--steps", "many"],  # our validation
-                 ["pretrain", "--out", str(tmp_path / "o"), "--many-steps", "3"]):  # argparse's
+    for argv in (
+        ["pretrain", "--out", str(tmp_path / "o"), "--steps", "many"],  # our validation
+        ["pretrain", "--out", str(tmp_path / "o"), "--many-steps", "3"],
+    ):  # argparse's
         try:
             code = main(argv)
         except SystemExit as e:
@@ -35,8 +37,6 @@ def test_bad_flag_is_one_line_exit_2(capsys, tmp_path):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "many" in err[0]
         assert not (tmp_path / "o").exists()
-
-
 
 
 @pytest.mark.parametrize("value", ["-1e-3", "-2", "-.5", "-3.0E+2"])

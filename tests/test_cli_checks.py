@@ -1,5 +1,6 @@
 """Output paths and inputs are checked before any model is loaded: one line, exit 2, nothing written;
 files are written with the user's umask; small things (unknown --set keys, lm-eval's git chatter)."""
+
 import json
 import os
 import stat
@@ -7,7 +8,6 @@ import stat
 import pytest
 
 from longctx.cli import main
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,8 +18,27 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("checks") / "run"
     old = os.umask(0o022)
     try:
-        assert main(["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress",
-                     "--seq-len", "32", "--batch-size", "1", "--steps", "1"]) == 0
+        assert (
+            main(
+                [
+                    "pretrain",
+                    "--model",
+                    "hybrid-tiny",
+                    "--out",
+                    str(out),
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                    "--seq-len",
+                    "32",
+                    "--batch-size",
+                    "1",
+                    "--steps",
+                    "1",
+                ]
+            )
+            == 0
+        )
     finally:
         os.umask(old)
     return out
@@ -46,8 +65,17 @@ def files(root):
 def results_file(path):
     from longctx.evaluate import results as R
 
-    r = R.new_results(model="m", rope_parameters=None, tasks=["niah_single_1"], lengths=[1024], backend="hf",
-                      chat_template=False, samples=1, haystack="x", lm_eval_version="0")
+    r = R.new_results(
+        model="m",
+        rope_parameters=None,
+        tasks=["niah_single_1"],
+        lengths=[1024],
+        backend="hf",
+        chat_template=False,
+        samples=1,
+        haystack="x",
+        lm_eval_version="0",
+    )
     R.set_score(r, "niah_single_1", 1024, 50.0, 1)
     R.save(r, path)
     return path
@@ -61,8 +89,12 @@ def test_out_under_a_file(run, tmp_path, capsys):
     blocker.write_text("x")
     res = results_file(tmp_path / "r.json")
     before = files(tmp_path)
-    one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", blocker / "run", "--steps", 1, "--seq-len", 32],
-             "afile", "not a folder")
+    one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", blocker / "run", "--steps", 1, "--seq-len", 32],
+        "afile",
+        "not a folder",
+    )
     one_line(capsys, ["export", "--checkpoint", run / "checkpoints" / "step_1", "--out", blocker / "e"], "afile")
     one_line(capsys, ["eval", "--model", run, "--lengths", "1k", "--out", blocker / "r.json"], "afile")
     one_line(capsys, ["compare", res, "--csv", blocker / "t.csv"], "afile")
@@ -77,8 +109,12 @@ def test_read_only_out(run, tmp_path, capsys, monkeypatch):
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(ro) else real(p, mode, **kw))
     res = results_file(tmp_path / "r.json")
-    one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", ro / "run", "--steps", 1, "--seq-len", 32],
-             str(ro), "cannot write")
+    one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", ro / "run", "--steps", 1, "--seq-len", 32],
+        str(ro),
+        "cannot write",
+    )
     one_line(capsys, ["export", "--checkpoint", run / "checkpoints" / "step_1", "--out", ro / "e"], "cannot write")
     one_line(capsys, ["eval", "--model", run, "--lengths", "1k", "--out", ro / "r.json"], "cannot write")
     one_line(capsys, ["compare", res, "--csv", ro / "t.csv"], "cannot write")
@@ -108,8 +144,12 @@ def test_eval_refuses_a_damaged_model_before_loading(run, tmp_path, capsys):
     shutil.copytree(run, bad)
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
-    one_line(capsys, ["eval", "--model", bad, "--lengths", "1k", "--out", tmp_path / "r.json"],
-             "model.safetensors", "truncated")
+    one_line(
+        capsys,
+        ["eval", "--model", bad, "--lengths", "1k", "--out", tmp_path / "r.json"],
+        "model.safetensors",
+        "truncated",
+    )
     alien = tmp_path / "alien"
     shutil.copytree(run, alien)
     cfg = json.loads((alien / "config.json").read_text())
@@ -119,11 +159,31 @@ def test_eval_refuses_a_damaged_model_before_loading(run, tmp_path, capsys):
 
 
 def test_lengths_that_cannot_fit_in_memory(run, tmp_path, capsys):
-    one_line(capsys, ["eval", "--model", run, "--lengths", "4k,999999999k", "--out", tmp_path / "r.json"],
-             "999999999k", "GiB")
+    one_line(
+        capsys,
+        ["eval", "--model", run, "--lengths", "4k,999999999k", "--out", tmp_path / "r.json"],
+        "999999999k",
+        "GiB",
+    )
     for dry in ([], ["--dry-run"]):
-        one_line(capsys, ["extend", "--model", run, "--method", "yarn", "--target", "999999999999k", "--steps", 1,
-                          "--out", tmp_path / "x", *dry], "GiB")
+        one_line(
+            capsys,
+            [
+                "extend",
+                "--model",
+                run,
+                "--method",
+                "yarn",
+                "--target",
+                "999999999999k",
+                "--steps",
+                1,
+                "--out",
+                tmp_path / "x",
+                *dry,
+            ],
+            "GiB",
+        )
     assert files(tmp_path) == []
 
 
@@ -131,9 +191,10 @@ def test_lm_eval_bad_task_and_missing_model_are_one_line(tmp_path, capsys, monke
     # lm-eval logs its task index (our RULER tasks replacing its own) before the error line
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
-    for argv, word in ((["--model", "longctx", "--model_args", "pretrained=runs/nope", "--tasks", "niah_single_1"],
-                        "runs/nope"),
-                       (["--model", "hf", "--model_args", f"pretrained={tmp_path}", "--tasks", "niah_foo"], "niah_foo")):
+    for argv, word in (
+        (["--model", "longctx", "--model_args", "pretrained=runs/nope", "--tasks", "niah_single_1"], "runs/nope"),
+        (["--model", "hf", "--model_args", f"pretrained={tmp_path}", "--tasks", "niah_foo"], "niah_foo"),
+    ):
         assert main(["lm-eval", *argv]) == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err, err
@@ -165,11 +226,20 @@ def test_outputs_honour_the_umask(run, tmp_path):
 
 
 def test_negative_seeds_are_refused(run, tmp_path, capsys):
-    one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1, "--seed", -5],
-             "seed", "-5")
-    one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1,
-                      "--set", "probe.seed=-1"], "probe.seed")
-    one_line(capsys, ["eval", "--model", run, "--lengths", "1k", "--out", tmp_path / "r.json", "--seed", -1], "--seed -1")
+    one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1, "--seed", -5],
+        "seed",
+        "-5",
+    )
+    one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1, "--set", "probe.seed=-1"],
+        "probe.seed",
+    )
+    one_line(
+        capsys, ["eval", "--model", run, "--lengths", "1k", "--out", tmp_path / "r.json", "--seed", -1], "--seed -1"
+    )
     assert files(tmp_path) == []
 
 
@@ -177,9 +247,15 @@ def test_negative_seeds_are_refused(run, tmp_path, capsys):
 
 
 def test_set_with_an_unknown_key_lists_the_valid_ones(tmp_path, capsys):
-    line = one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1,
-                             "--set", "optimizer.lrr=1"], "optimizer.lrr")
+    line = one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1, "--set", "optimizer.lrr=1"],
+        "optimizer.lrr",
+    )
     assert "optimizer.lr" in line.split("optimizer.lrr", 1)[1] and "optimizer.weight_decay" in line
-    line = one_line(capsys, ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1,
-                             "--set", "bogus=1"], "bogus")
+    line = one_line(
+        capsys,
+        ["pretrain", "--model", "hybrid-tiny", "--out", tmp_path / "o", "--steps", 1, "--set", "bogus=1"],
+        "bogus",
+    )
     assert "seq_len" in line and "optimizer" in line

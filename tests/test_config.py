@@ -124,8 +124,14 @@ def test_shipped_extend_configs_resolve(method, tmp_path, capsys):
     validate(cfg)
     assert cfg.extend.method == method and cfg.extend.target == 65536
     rope = {"rope_type": "default", "rope_theta": 500000.0}
-    OlmoHybridConfig(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, vocab_size=256,
-                     max_position_embeddings=8192, rope_parameters=rope).save_pretrained(tmp_path / "m")
+    OlmoHybridConfig(
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        vocab_size=256,
+        max_position_embeddings=8192,
+        rope_parameters=rope,
+    ).save_pretrained(tmp_path / "m")
     out = tmp_path / "out"
     assert main(["extend", "--config", str(path), "--model", str(tmp_path / "m"), "--out", str(out), "--dry-run"]) == 0
     plan = yaml.safe_load(capsys.readouterr().out)
@@ -145,8 +151,9 @@ def test_grad_checkpointing_takes_a_bool_or_a_fraction_of_the_blocks():
     validate(half)
 
 
-@pytest.mark.parametrize("argv,want", [([], False), (["--grad-checkpointing"], True),
-                                       (["--grad-checkpointing", "0.75"], 0.75)])
+@pytest.mark.parametrize(
+    "argv,want", [([], False), (["--grad-checkpointing"], True), (["--grad-checkpointing", "0.75"], 0.75)]
+)
 def test_grad_checkpointing_flag(argv, want):
     import argparse
 

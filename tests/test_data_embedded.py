@@ -17,11 +17,19 @@ from longctx.errors import UsageError
 
 # NVIDIA RULER's prompt wording (scripts/data/synthetic/constants.py and the task templates).
 RULER_PHRASES = [
-    "special magic", "mentioned in the provided text", "Some special magic", "I will quiz you",
-    "Find all variables that are assigned", "According to the chain(s) of variable assignment",
-    "Memorize the ones that appear most often", "most common words in the above list",
-    "Read the following coded text and track the frequency", "Do not provide any explanation",
-    "The grass is green", "The sky is blue", "There and back again",
+    "special magic",
+    "mentioned in the provided text",
+    "Some special magic",
+    "I will quiz you",
+    "Find all variables that are assigned",
+    "According to the chain(s) of variable assignment",
+    "Memorize the ones that appear most often",
+    "most common words in the above list",
+    "Read the following coded text and track the frequency",
+    "Do not provide any explanation",
+    "The grass is green",
+    "The sky is blue",
+    "There and back again",
 ]
 
 
@@ -30,7 +38,11 @@ def rngs(n, base):
 
 
 def test_documents_are_reproducible_and_seeded():
-    a, b, c = EmbeddedSource(1, doc_chars=(200, 2000)), EmbeddedSource(1, doc_chars=(200, 2000)), EmbeddedSource(2, doc_chars=(200, 2000))
+    a, b, c = (
+        EmbeddedSource(1, doc_chars=(200, 2000)),
+        EmbeddedSource(1, doc_chars=(200, 2000)),
+        EmbeddedSource(2, doc_chars=(200, 2000)),
+    )
     assert [a.document(i) for i in range(20)] == [b.document(i) for i in range(20)]
     assert all(a.document(i) != c.document(i) for i in range(20))
     # another length range (a later, longer stage of the same run) gives other keys and values
@@ -41,7 +53,11 @@ def test_documents_are_reproducible_and_seeded():
         *_, answer_e = synthetic.kv_recall(*e._plan(i)[::2])
         assert answer_d != answer_e
     # any start position and any shard read the same documents
-    assert list(zip(range(3), a.iter_epoch(0, 0, start=5))) == [(0, (5, a.document(5))), (1, (6, a.document(6))), (2, (7, a.document(7)))]
+    assert list(zip(range(3), a.iter_epoch(0, 0, start=5), strict=False)) == [
+        (0, (5, a.document(5))),
+        (1, (6, a.document(6))),
+        (2, (7, a.document(7))),
+    ]
     it = a.iter_epoch(0, 0, start=5, rank=1, world_size=4)
     assert [next(it)[0] for _ in range(3)] == [5, 9, 13]
 
@@ -178,9 +194,19 @@ def test_no_ruler_wording_and_chat_share():
         for phrase in RULER_PHRASES:
             assert phrase.lower() not in d.lower(), phrase
     templates = " ".join(
-        [*synthetic.FACTS, *synthetic.INTROS, *(x for pair in synthetic.ASK_ONE + synthetic.ASK_ALL_VALUES
-                                              + synthetic.ASK_MANY_KEYS + synthetic.ASK_CHAIN for x in pair),
-         *synthetic.CHAIN_INIT, *synthetic.CHAIN_COPY, *text.NOISE_SENTENCES])
+        [
+            *synthetic.FACTS,
+            *synthetic.INTROS,
+            *(
+                x
+                for pair in synthetic.ASK_ONE + synthetic.ASK_ALL_VALUES + synthetic.ASK_MANY_KEYS + synthetic.ASK_CHAIN
+                for x in pair
+            ),
+            *synthetic.CHAIN_INIT,
+            *synthetic.CHAIN_COPY,
+            *text.NOISE_SENTENCES,
+        ]
+    )
     for phrase in RULER_PHRASES:
         assert phrase.lower() not in templates.lower()
     chat = [d for d in docs if d.startswith("<|user|>\n")]
@@ -204,12 +230,15 @@ def test_mix_is_respected():
     assert abs(kinds["book"] - 500) < 4 * sd
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"mix": {"poetry": 1.0}}, "accepted kinds"),
-    ({"mix": {"kv": -1.0}}, "non-negative"),
-    ({"doc_chars": (10, 5)}, "1 <= min <= max"),
-    ({"chat_fraction": 2.0}, "chat_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"mix": {"poetry": 1.0}}, "accepted kinds"),
+        ({"mix": {"kv": -1.0}}, "non-negative"),
+        ({"doc_chars": (10, 5)}, "1 <= min <= max"),
+        ({"chat_fraction": 2.0}, "chat_fraction"),
+    ],
+)
 def test_bad_options(kwargs, match):
     with pytest.raises(UsageError, match=match):
         EmbeddedSource(0, **kwargs)
@@ -232,12 +261,12 @@ def test_natural_text_is_the_shipped_book():
 
 def _book_shingles(n: int = 8) -> set[tuple[str, ...]]:
     words = text.book().split()
-    return {tuple(words[i:i + n]) for i in range(len(words) - n)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n)}
 
 
 def _has_book_run(doc: str, shingles, n: int = 8) -> bool:
     words = doc.split()
-    return any(tuple(words[i:i + n]) in shingles for i in range(len(words) - n))
+    return any(tuple(words[i : i + n]) in shingles for i in range(len(words) - n))
 
 
 def test_fillers_keep_the_book_out_of_the_needle_tasks(monkeypatch):

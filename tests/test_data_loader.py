@@ -26,8 +26,9 @@ def tok():
     vocab.update({f"w{i}": 4 + i for i in range(N_WORDS)})
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>",
-                                   bos_token="<bos>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", bos_token="<bos>", unk_token="<unk>"
+    )
 
 
 def make_docs(n, lo=1, hi=40, seed=0, marker=True):
@@ -76,18 +77,22 @@ def reference_batches(tok, docs, seq_len, batch_size, doc_mask):
             inp.append(row_in)
             lab.append(row_lab)
             pos.append(row_pos)
-        out.append({
-            "input_ids": torch.tensor(inp), "labels": torch.tensor(lab), "position_ids": torch.tensor(pos),
-            "cu_seqlens": torch.tensor(cu + [n], dtype=torch.int32) if doc_mask else None,
-            "num_tokens": sum(x != -100 for row in lab for x in row),
-        })
+        out.append(
+            {
+                "input_ids": torch.tensor(inp),
+                "labels": torch.tensor(lab),
+                "position_ids": torch.tensor(pos),
+                "cu_seqlens": torch.tensor(cu + [n], dtype=torch.int32) if doc_mask else None,
+                "num_tokens": sum(x != -100 for row in lab for x in row),
+            }
+        )
         k += 1
     return out
 
 
 def assert_batches_equal(got, want):
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         assert set(g) == {"input_ids", "labels", "position_ids", "cu_seqlens", "num_tokens"}
         for key in ("input_ids", "labels", "position_ids"):
             assert g[key].dtype == torch.long
@@ -153,7 +158,7 @@ def test_epoch_visits_every_token_once(tok):
     left = [m for m in by_marker if m not in set(seen)]
     assert sum(len(by_marker[m]) for m in left) - len(cur) == total - len(stream)
     if cur:  # the partial last document is a prefix of one not yet seen
-        assert cur[0] in left and by_marker[cur[0]][:len(cur)] == cur
+        assert cur[0] in left and by_marker[cur[0]][: len(cur)] == cur
     order = [int(tok.convert_ids_to_tokens(m)[1:]) for m in seen]
     assert order != sorted(order), "documents were not shuffled"
 
@@ -165,7 +170,7 @@ def test_new_shuffle_each_epoch(tok):
     markers = stream[0::3]
     first, second = markers[:50], markers[50:]
     assert sorted(first) == sorted(ids_of(tok, d)[0] for d in docs)
-    assert first != second[:len(first)]
+    assert first != second[: len(first)]
 
 
 def test_same_seed_same_batches_other_seed_differs(tok):
@@ -174,7 +179,7 @@ def test_same_seed_same_batches_other_seed_differs(tok):
     b = take(build_loader(docs, tok, 32, 2, seed=7), 6)
     c = take(build_loader(docs, tok, 32, 2, seed=8), 6)
     assert_batches_equal(a, b)
-    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c))
+    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c, strict=False))
 
 
 def _resume_case(tok, name):
@@ -196,8 +201,9 @@ def _resume_case(tok, name):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("case", ["shuffled", "long_docs", "prefetch", "prefetch_process", "rank1of2", "no_doc_mask",
-                                  "embedded"])
+@pytest.mark.parametrize(
+    "case", ["shuffled", "long_docs", "prefetch", "prefetch_process", "rank1of2", "no_doc_mask", "embedded"]
+)
 @pytest.mark.parametrize("k", [1, 5, 17])
 def test_resume_gives_the_same_batches(tok, case, k):
     make = _resume_case(tok, case)
@@ -270,8 +276,7 @@ def test_long_doc_weight_changes_the_long_share(tok, weight):
     """
     n_long, n_short = 4000, 4000
     docs = _long_short_docs(n_long, n_short)
-    loader = build_loader(docs, tok, 64, 1, seed=13, num_epochs=1,
-                          long_doc_fraction=0.5, long_doc_weight=weight)
+    loader = build_loader(docs, tok, 64, 1, seed=13, num_epochs=1, long_doc_fraction=0.5, long_doc_weight=weight)
     flat = torch.cat([b["input_ids"].flatten() for b in loader])
     got_long = int((flat == tok.convert_tokens_to_ids("w0")).sum())
     got_short = int((flat == tok.convert_tokens_to_ids("w1")).sum())
@@ -308,11 +313,17 @@ def test_add_bos(tok):
     assert b["input_ids"][0].tolist() == [bos, w("w5"), w("w6"), eos, bos, w("w7")]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"seq_len": 0}, "seq_len"), ({"batch_size": -1}, "batch_size"), ({"rank": 2, "world_size": 2}, "rank"),
-    ({"num_epochs": 0}, "num_epochs"), ({"long_doc_weight": 0.0}, "long_doc_weight"),
-    ({"long_doc_fraction": -1.0}, "long_doc_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"seq_len": 0}, "seq_len"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"rank": 2, "world_size": 2}, "rank"),
+        ({"num_epochs": 0}, "num_epochs"),
+        ({"long_doc_weight": 0.0}, "long_doc_weight"),
+        ({"long_doc_fraction": -1.0}, "long_doc_fraction"),
+    ],
+)
 def test_bad_arguments(tok, kwargs, match):
     args = {"seq_len": 8, "batch_size": 1, **kwargs}
     with pytest.raises(UsageError, match=match):

@@ -10,8 +10,10 @@ from longctx.data.tokenizer import render_chat
 
 NEEDLE_RE = re.compile(r"One of the special magic (numbers|words|uuids) for (\S+) is: (\S+)\.")
 # NVIDIA's single-needle prompt after its replacements (Some->A, are all->is, are->is), number values
-SINGLE_HEAD = ("A special magic number is hidden within the following text. Make sure to memorize it. "
-               "I will quiz you about the number afterwards.")
+SINGLE_HEAD = (
+    "A special magic number is hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about the number afterwards."
+)
 
 
 def _parse(doc: str):
@@ -41,20 +43,36 @@ def test_plain_documents_are_nvidia_prompts_with_the_answer():
         if singular:
             for old, new in (("Some", "A"), ("are all", "is"), ("are", "is")):
                 template = template.replace(old, new)
-        expected = template.format(type_needle_v=noun, query=query.group(1), context=body) + " " + ", ".join(answer) + "."
+        expected = (
+            template.format(type_needle_v=noun, query=query.group(1), context=body) + " " + ", ".join(answer) + "."
+        )
         assert doc == expected
         if singular and kind == "numbers":
             assert head == SINGLE_HEAD
         crowded = len(keys) > 4
-        shapes[("crowded" if crowded else "multiquery" if len(asked) > 1 else "multivalue" if n_values > 1
-                else "multikey" if len(keys) > 1 else "single")] += 1
+        shapes[
+            (
+                "crowded"
+                if crowded
+                else "multiquery"
+                if len(asked) > 1
+                else "multivalue"
+                if n_values > 1
+                else "multikey"
+                if len(keys) > 1
+                else "single"
+            )
+        ] += 1
     assert set(shapes) == set(ruler_shaped.MODES), shapes
 
 
 def _noise_sentence(s: str) -> bool:
     """One of our noise sentences: the fixed list, a stock phrase, or a generated short copula."""
-    return (s in text.NOISE_SENTENCES or s in text.STOCK_PHRASES
-            or re.fullmatch(r"(The|Every|A) [a-z]+ (is|looks) [a-z]+\.", s) is not None)
+    return (
+        s in text.NOISE_SENTENCES
+        or s in text.STOCK_PHRASES
+        or re.fullmatch(r"(The|Every|A) [a-z]+ (is|looks) [a-z]+\.", s) is not None
+    )
 
 
 def _rulers_noise() -> list[str]:
@@ -73,8 +91,14 @@ def test_haystacks_are_ours_not_rulers():
 
 
 def test_short_noise_is_generated_from_our_words_not_rulers():
-    src = EmbeddedSource(2, doc_chars=(3000, 6000), mix={"magic": 1.0}, chat_fraction=0.0, fillers=("noise",),
-                         layout=synthetic.Layout(short_noise=0.5))
+    src = EmbeddedSource(
+        2,
+        doc_chars=(3000, 6000),
+        mix={"magic": 1.0},
+        chat_fraction=0.0,
+        fillers=("noise",),
+        layout=synthetic.Layout(short_noise=0.5),
+    )
     generated = 0
     for i in range(40):
         _, body, _, needles = _parse(src.document(i))
@@ -90,8 +114,14 @@ def test_noise_and_distractor_haystacks_come_in_lines_as_rulers_do():
     """RULER's noise haystack (niah_single_1) repeats one line and puts the needle on a line of its
     own; its distractor haystack (niah_multikey_2/3) is one needle per line. With layout lines=0.5
     about half of our noise and crowded documents are laid out that way, the rest run on as prose."""
-    src = EmbeddedSource(4, doc_chars=(1500, 4000), mix={"magic": 1.0}, chat_fraction=0.0, fillers=("noise",),
-                         layout=synthetic.Layout(lines=0.5))
+    src = EmbeddedSource(
+        4,
+        doc_chars=(1500, 4000),
+        mix={"magic": 1.0},
+        chat_fraction=0.0,
+        fillers=("noise",),
+        layout=synthetic.Layout(lines=0.5),
+    )
     lined = flowing = 0
     for i in range(200):
         _, body, _, needles = _parse(src.document(i))
@@ -125,8 +155,10 @@ def test_a_zero_layout_leaves_every_document_as_it_was():
 def test_chat_documents_put_prefix_and_answer_in_the_assistant_turn():
     doc = ruler_shaped.magic_needles(random.Random(0), 2000, ("prose",))
     chat = ruler_shaped.render(doc, chat=True)
-    assert chat == render_chat([
-        {"role": "user", "content": f"{doc['head']}\n{doc['body']}\n{doc['question']}"},
-        {"role": "assistant", "content": doc["prefix"].strip() + " " + doc["answer"]},
-    ])
+    assert chat == render_chat(
+        [
+            {"role": "user", "content": f"{doc['head']}\n{doc['body']}\n{doc['question']}"},
+            {"role": "assistant", "content": doc["prefix"].strip() + " " + doc["answer"]},
+        ]
+    )
     assert doc["prefix"].startswith(" The special magic")

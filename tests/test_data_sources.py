@@ -74,15 +74,18 @@ def test_local_file_through_the_loader(tmp_path, tok):
         if t:  # empty texts are not documents
             stream += tok.encode(t, add_special_tokens=False) + [tok.eos_token_id]
     got = torch.cat([b["input_ids"].flatten() for b in batches]).tolist()
-    assert len(got) == (len(stream) - 1) // 16 * 16 and got == stream[:len(got)]
+    assert len(got) == (len(stream) - 1) // 16 * 16 and got == stream[: len(got)]
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda d: d / "empty.jsonl", "has no documents"),
-    (lambda d: d / "missing.jsonl", "no such file or folder"),
-    (lambda d: d / "emptydir", "has no data files"),
-    (lambda d: d / "x.csv", "unknown type"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda d: d / "empty.jsonl", "has no documents"),
+        (lambda d: d / "missing.jsonl", "no such file or folder"),
+        (lambda d: d / "emptydir", "has no data files"),
+        (lambda d: d / "x.csv", "unknown type"),
+    ],
+)
 def test_empty_or_missing_local_source(tmp_path, tok, make, match):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "emptydir").mkdir()
@@ -152,11 +155,14 @@ def test_hf_streaming_empty_raises_on_iteration(tok):
         next(iter(build_loader(from_hf(ids, name="empty-stream"), tok, 8, 1)))
 
 
-@pytest.mark.parametrize("spec,want", [
-    ("allenai/c4", ("allenai/c4", None, None)),
-    ("hf:allenai/c4:en@validation", ("allenai/c4", "en", "validation")),
-    ("wikitext:wikitext-103-raw-v1@train", ("wikitext", "wikitext-103-raw-v1", "train")),
-])
+@pytest.mark.parametrize(
+    "spec,want",
+    [
+        ("allenai/c4", ("allenai/c4", None, None)),
+        ("hf:allenai/c4:en@validation", ("allenai/c4", "en", "validation")),
+        ("wikitext:wikitext-103-raw-v1@train", ("wikitext", "wikitext-103-raw-v1", "train")),
+    ],
+)
 def test_parse_hf_spec(spec, want):
     assert parse_hf_spec(spec) == want
 

@@ -12,7 +12,7 @@ from longctx.errors import UsageError
 
 SAMPLES = [
     "The access code for quizzical-lantern is 7306419.",
-    "  Leading spaces, tabs\tand\nnew lines; unicode: caf\u00e9 \u2014 \u4e2d\u6587 \U0001F600",
+    "  Leading spaces, tabs\tand\nnew lines; unicode: caf\u00e9 \u2014 \u4e2d\u6587 \U0001f600",
     "<|user|>\nhello<|end|>\n<|assistant|>\nhi<|end|>\n",
     "uuid 8d3c1f9e-4b2a-4c6d-9e8f-0a1b2c3d4e5f and 000123",
 ]
@@ -44,8 +44,9 @@ def test_save_pretrained_round_trip(tok, tmp_path):
         assert again.encode(s) == tok.encode(s)
         assert again.decode(tok.encode(s)) == s
     msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
-    assert again.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == \
-        tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert again.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == tok.apply_chat_template(
+        msgs, tokenize=False, add_generation_prompt=True
+    )
     assert load_tokenizer(str(tmp_path)).encode(SAMPLES[0]) == tok.encode(SAMPLES[0])
 
 
@@ -87,8 +88,12 @@ def test_a_fact_is_a_handful_of_tokens(tok):
 
 
 def test_chat_template_matches_render_chat(tok):
-    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Q?"},
-            {"role": "assistant", "content": "A."}, {"role": "user", "content": "more"}]
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": "A."},
+        {"role": "user", "content": "more"},
+    ]
     for gen in (False, True):
         assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen) == render_chat(msgs, gen)
     assert render_chat(msgs[1:2], True) == "<|user|>\nQ?<|end|>\n<|assistant|>\n"

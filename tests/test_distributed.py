@@ -3,7 +3,8 @@
 Context parallel (cp = 2, 3): hidden states, loss and every gradient, for Olmo Hybrid (GDN + full
 attention) and Olmo 3 style (sliding + full) models whose 5 heads neither degree divides, with
 packed documents crossing segment boundaries (two end exactly on one) and with document masking
-off, zigzag and contiguous layouts, with activation checkpointing. Data parallel (dp = 2, FSDP2 on gloo): gradients and an AdamW
+off, zigzag and contiguous layouts, with activation checkpointing. Data parallel (dp = 2, FSDP2 on gloo): gradients and
+an AdamW
 step. Resharding: train a step at (dp, cp) = (1, 2), save with DCP, load at (2, 1), train on: the
 weights equal two single-process steps.
 
@@ -16,7 +17,6 @@ from functools import partial
 
 import pytest
 import torch
-
 from test_distributed_util import (
     SEQ,
     assert_close,
@@ -208,9 +208,13 @@ def _reshard(rank, world, out_dir):
 
 
 SCENARIOS = {f"cp-{n}": partial(_cp_case, n) for n in CP_CASES}
-SCENARIOS |= {"cp-default-positions": _default_positions, "cp-flex-forward": _flex_forward, "dp-packed": partial(_dp, True),
-              "dp-nodocmask": partial(_dp, False),
-              "reshard": _reshard}
+SCENARIOS |= {
+    "cp-default-positions": _default_positions,
+    "cp-flex-forward": _flex_forward,
+    "dp-packed": partial(_dp, True),
+    "dp-nodocmask": partial(_dp, False),
+    "reshard": _reshard,
+}
 WORLD3 = ["cp-hybrid-packed", "cp-hybrid-nodocmask", "cp-olmo3-packed", "cp-olmo3-nodocmask"]
 
 

@@ -13,7 +13,6 @@ import os
 
 import pytest
 import torch
-
 from test_distributed_util import check, full_grads, loss_sum, make_batch, run_scenarios, tiny_model
 
 pytestmark = pytest.mark.gpu
@@ -31,8 +30,9 @@ def _step(model, batch, count, dims=None):
     b = dims.shard_batch(batch) if dims is not None else batch
     cu = b["cu_seqlens"]
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        hidden = model.forward_hidden(b["input_ids"].to(dev), b["position_ids"].to(dev),
-                                      None if cu is None else cu.to(dev))
+        hidden = model.forward_hidden(
+            b["input_ids"].to(dev), b["position_ids"].to(dev), None if cu is None else cu.to(dev)
+        )
         total = loss_sum(model, hidden, b["labels"].to(dev))
     (total / count).backward()
     return hidden.detach(), total.detach()

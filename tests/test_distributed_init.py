@@ -1,12 +1,12 @@
 """Models under torchrun come from rank 0: the other ranks build on the meta device (no weights in
 host memory, no checkpoint read) and receive their shards by broadcast. Gloo, 2 ranks, CPU."""
+
 from __future__ import annotations
 
 from functools import partial
 
 import pytest
 import torch
-
 from test_distributed_util import check, run_scenarios, tiny_model
 
 
@@ -27,13 +27,16 @@ def _from_rank0(kind, rank, world, out_dir):
 
 
 def _tied(rank, world, out_dir):
+    from test_distributed_util import hybrid_config
+
     from longctx.distributed import build_on_rank0, init_distributed, parallelize_from_rank0
     from longctx.model import HybridLM
-    from test_distributed_util import hybrid_config
 
     dims = init_distributed(2, 1, device="cpu")
     torch.manual_seed(0)
-    model = parallelize_from_rank0(build_on_rank0(lambda: HybridLM(hybrid_config(tie_word_embeddings=True)), dims), dims)
+    model = parallelize_from_rank0(
+        build_on_rank0(lambda: HybridLM(hybrid_config(tie_word_embeddings=True)), dims), dims
+    )
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still one parameter
 
 
@@ -50,8 +53,12 @@ def _error_reaches_every_rank(rank, world, out_dir):
         build_on_rank0(build, dims, build_meta=lambda: tiny_model("hybrid"))
 
 
-SCENARIOS = {"hybrid": partial(_from_rank0, "hybrid"), "olmo3": partial(_from_rank0, "olmo3"),
-             "tied": _tied, "error": _error_reaches_every_rank}
+SCENARIOS = {
+    "hybrid": partial(_from_rank0, "hybrid"),
+    "olmo3": partial(_from_rank0, "olmo3"),
+    "tied": _tied,
+    "error": _error_reaches_every_rank,
+}
 
 
 @pytest.fixture(scope="module")

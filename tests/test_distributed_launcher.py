@@ -1,4 +1,5 @@
 """A torchrun worker dies with its launcher (PR_SET_PDEATHSIG), also when the launcher is SIGKILLed."""
+
 import os
 import signal
 import subprocess
@@ -47,8 +48,9 @@ def _run(tmp_path, env_extra, wait_s):
     out = tmp_path / "got"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC_")}
     env.update(env_extra, PYTHONPATH=os.pathsep.join(sys.path))
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, WORKER, str(out)], stdout=subprocess.PIPE,
-                                text=True, env=env)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, WORKER, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
     pid, state = launcher.stdout.readline().split()
     pid = int(pid)
     launcher.kill()  # SIGKILL: the launcher cannot pass anything on

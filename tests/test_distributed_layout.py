@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_distributed_util import SEQ, make_batch
 
 from longctx.distributed import check_parallel, init_distributed, local_index, shard_batch
 from longctx.distributed.sharding import rank_segments
 from longctx.errors import UsageError
 from longctx.model.gdn import chunk_delta_rule_ref, l2norm
-from test_distributed_util import SEQ, make_batch
 
 
 @pytest.mark.parametrize("layout", ["zigzag", "contiguous"])
@@ -65,15 +65,18 @@ def test_shard_batch_without_doc_masking():
     assert torch.equal(part["input_ids"], batch["input_ids"][1:, local_index(SEQ, 1, 2)])
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(dp=2, cp=3, world_size=4), r"--dp 2 x --cp 3 = 6 processes, but 4 were started"),
-    (dict(dp=1, cp=3, seq_len=100), r"--seq-len 100 is not divisible by 2 x --cp 3 = 6"),
-    (dict(dp=1, cp=3, seq_len=100, cp_layout="contiguous"), r"--seq-len 100 is not divisible by --cp 3 = 3"),
-    (dict(dp=2, cp=1, batch_size=3), r"--batch-size 3 .* not divisible by --dp 2"),
-    (dict(dp=1, cp=4, seq_len=16, conv_width=4), r"leaves 2 tokens per segment, fewer than the 3"),
-    (dict(dp=0, cp=1), r"--dp 0: need an integer >= 1"),
-    (dict(dp=1, cp=2, seq_len=64, cp_layout="ring"), r"layout 'ring' unknown; accepted: zigzag, contiguous"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(dp=2, cp=3, world_size=4), r"--dp 2 x --cp 3 = 6 processes, but 4 were started"),
+        (dict(dp=1, cp=3, seq_len=100), r"--seq-len 100 is not divisible by 2 x --cp 3 = 6"),
+        (dict(dp=1, cp=3, seq_len=100, cp_layout="contiguous"), r"--seq-len 100 is not divisible by --cp 3 = 3"),
+        (dict(dp=2, cp=1, batch_size=3), r"--batch-size 3 .* not divisible by --dp 2"),
+        (dict(dp=1, cp=4, seq_len=16, conv_width=4), r"leaves 2 tokens per segment, fewer than the 3"),
+        (dict(dp=0, cp=1), r"--dp 0: need an integer >= 1"),
+        (dict(dp=1, cp=2, seq_len=64, cp_layout="ring"), r"layout 'ring' unknown; accepted: zigzag, contiguous"),
+    ],
+)
 def test_impossible_layouts_are_one_line_usage_errors(kwargs, match):
     with pytest.raises(UsageError, match=match) as e:
         check_parallel(**kwargs)

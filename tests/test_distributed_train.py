@@ -18,14 +18,41 @@ from longctx.train.metrics import read_metrics
 
 # AdamW's update lr * m / (sqrt(v) + eps) magnifies fp32 noise in near-zero gradients when eps is
 # tiny (see test_distributed.py); the order of reductions differs between layouts
-COMMON = ["--model", "hybrid-tiny", "--seq-len", "64", "--batch-size", "2", "--checkpoint-interval", "1",
-          "--device", "cpu", "--no-progress", "--lr", "1e-3", "--warmup-steps", "1", "--set", "optimizer.eps=1e-3"]
+COMMON = [
+    "--model",
+    "hybrid-tiny",
+    "--seq-len",
+    "64",
+    "--batch-size",
+    "2",
+    "--checkpoint-interval",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--lr",
+    "1e-3",
+    "--warmup-steps",
+    "1",
+    "--set",
+    "optimizer.eps=1e-3",
+]
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-port", str(_port()), "-m", "longctx", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--master-port",
+        str(_port()),
+        "-m",
+        "longctx",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -59,7 +86,7 @@ def test_resume_across_layouts_logs_the_same_losses(runs):
     ref, dist = runs
     want, got = read_metrics(ref), read_metrics(dist)
     assert [r["step"] for r in got] == [1, 2, 3]
-    for w, g in zip(want, got):
+    for w, g in zip(want, got, strict=False):
         assert g["tokens"] == w["tokens"]
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
         assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-4), g["step"]
@@ -74,9 +101,11 @@ def test_resume_across_layouts_exports_the_same_model(runs):
     want, got = load_file(ref / "model.safetensors"), load_file(dist / "model.safetensors")
     assert sorted(got) == sorted(want)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     # the same checkpoints kept (rank 0 prunes), each with every rank's DCP shard
-    assert sorted(p.name for p in (dist / "checkpoints").iterdir()) == sorted(p.name for p in (ref / "checkpoints").iterdir())
+    assert sorted(p.name for p in (dist / "checkpoints").iterdir()) == sorted(
+        p.name for p in (ref / "checkpoints").iterdir()
+    )
     assert len(list((dist / "checkpoints" / "step_3" / "state").glob("*.distcp"))) == 2
 
 
@@ -84,9 +113,30 @@ def test_extend_under_torchrun_matches_one_process(runs, tmp_path):
     """DRoPE extension 64 -> 128 (a recalibration stage at 64, then 128) with --cp 2, and its softmax
     temperature fitted afterwards on held-out sequences by both ranks (each its half of every row)."""
     base, _ = runs
-    flags = ["extend", "--method", "drope", "--target", "128", "--model", str(base), "--steps", "2",
-             "--batch-size", "2", "--device", "cpu", "--no-progress", "--lr", "1e-3", "--warmup-steps", "1",
-             "--set", "optimizer.eps=1e-3", "--set", "extend.rope.temperature=auto"]
+    flags = [
+        "extend",
+        "--method",
+        "drope",
+        "--target",
+        "128",
+        "--model",
+        str(base),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "1",
+        "--set",
+        "optimizer.eps=1e-3",
+        "--set",
+        "extend.rope.temperature=auto",
+    ]
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -97,28 +147,43 @@ def test_extend_under_torchrun_matches_one_process(runs, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     want, got = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cp2")
     assert [(r["stage"], r["seq_len"]) for r in got] == [("recalibrate", 64), ("train", 128)]
-    for w, g in zip(want, got):
+    for w, g in zip(want, got, strict=False):
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
     want, got = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "cp2" / "model.safetensors")
     for name in want:
-        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     fits = [json.loads((tmp_path / d / "drope_temperature.json").read_text())["fit"]["tried"] for d in ("one", "cp2")]
     assert [r["c"] for r in fits[0]] == [r["c"] for r in fits[1]]
-    for w, g in zip(*fits):
+    for w, g in zip(*fits, strict=False):
         assert g["nll"] == pytest.approx(w["nll"], rel=1e-5), w["c"]
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--seq-len", "64", "--dp", "2", "--cp", "2"], "error: --dp 2 x --cp 2 = 4 processes, but 2 were started"),
-    (["--seq-len", "66", "--cp", "2"], "error: --seq-len 66 is not divisible by 2 x --cp 2 = 4"),
-    (["--seq-len", "64", "--batch-size", "3", "--dp", "2"], "error: --batch-size 3 (sequences per micro-batch"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--seq-len", "64", "--dp", "2", "--cp", "2"], "error: --dp 2 x --cp 2 = 4 processes, but 2 were started"),
+        (["--seq-len", "66", "--cp", "2"], "error: --seq-len 66 is not divisible by 2 x --cp 2 = 4"),
+        (["--seq-len", "64", "--batch-size", "3", "--dp", "2"], "error: --batch-size 3 (sequences per micro-batch"),
+    ],
+)
 def test_layout_errors_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, flags, message):
     """As every rank of `torchrun --nproc-per-node 2` sees it: checked before joining or writing."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "never"
-    argv = ["pretrain", "--model", "hybrid-tiny", "--batch-size", "2", "--steps", "1", "--device", "cpu", *flags,
-            "--out", str(out)]
+    argv = [
+        "pretrain",
+        "--model",
+        "hybrid-tiny",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        *flags,
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
@@ -148,8 +213,23 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     flags = [*COMMON, "--checkpoint-interval", "1000", "--dp", "2"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_port()),
-           "-m", "longctx", "pretrain", *flags, "--steps", "400", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_port()),
+        "-m",
+        "longctx",
+        "pretrain",
+        *flags,
+        "--steps",
+        "400",
+        "--out",
+        str(out),
+    ]
     agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240

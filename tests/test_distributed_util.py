@@ -33,8 +33,9 @@ def free_port() -> int:
 
 
 def _entry(rank: int, world: int, port: int, scenarios: dict, names: list[str], out_dir: str, backend: str):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
     torch.set_num_threads(1)  # 2-3 ranks share 2 cores
     import torch.distributed as dist
 
@@ -55,16 +56,18 @@ def _entry(rank: int, world: int, port: int, scenarios: dict, names: list[str], 
     os._exit(0)  # skip interpreter teardown (seconds with torch loaded); results are on disk
 
 
-def run_scenarios(world: int, scenarios: dict, out_dir: Path, names: list[str] | None = None,
-                  backend: str = "gloo") -> Path:
+def run_scenarios(
+    world: int, scenarios: dict, out_dir: Path, names: list[str] | None = None, backend: str = "gloo"
+) -> Path:
     """Run scenarios[name](rank, world, out_dir) for each name on `world` fresh gloo ranks.
 
     One spawn for many scenarios (process start and FSDP import cost seconds each); results land
     in out_dir/NAME.rankR ("ok" or a traceback), read by `check`.
     """
     names = list(scenarios) if names is None else names
-    mp.start_processes(_entry, args=(world, free_port(), scenarios, names, str(out_dir), backend), nprocs=world,
-                       start_method="spawn")
+    mp.start_processes(
+        _entry, args=(world, free_port(), scenarios, names, str(out_dir), backend), nprocs=world, start_method="spawn"
+    )
     return out_dir
 
 
@@ -81,11 +84,21 @@ def hybrid_config(**kw):
     from transformers import OlmoHybridConfig
 
     fields = dict(
-        vocab_size=VOCAB, hidden_size=80, intermediate_size=96, num_hidden_layers=4,
+        vocab_size=VOCAB,
+        hidden_size=80,
+        intermediate_size=96,
+        num_hidden_layers=4,
         layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
-        num_attention_heads=5, num_key_value_heads=5, linear_num_key_heads=1, linear_num_value_heads=5,
-        linear_key_head_dim=16, linear_value_head_dim=8, max_position_embeddings=256,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e4}, pad_token_id=0, eos_token_id=1,
+        num_attention_heads=5,
+        num_key_value_heads=5,
+        linear_num_key_heads=1,
+        linear_num_value_heads=5,
+        linear_key_head_dim=16,
+        linear_value_head_dim=8,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+        pad_token_id=0,
+        eos_token_id=1,
     )
     fields.update(kw)
     return OlmoHybridConfig(**fields)
@@ -96,10 +109,17 @@ def olmo3_config(**kw):
     from transformers import Olmo3Config
 
     fields = dict(
-        vocab_size=VOCAB, hidden_size=80, intermediate_size=96, num_hidden_layers=3,
+        vocab_size=VOCAB,
+        hidden_size=80,
+        intermediate_size=96,
+        num_hidden_layers=3,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        num_attention_heads=5, num_key_value_heads=1, sliding_window=16, max_position_embeddings=256,
-        pad_token_id=0, eos_token_id=1,
+        num_attention_heads=5,
+        num_key_value_heads=1,
+        sliding_window=16,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     fields.update(kw)
     return Olmo3Config(**fields)

@@ -1,16 +1,36 @@
 """longctx.env: the LONGCTX_* switches are checked before any command runs: a bad value is one line,
 exit 2, nothing written; the accepted spellings reach the modules that read them."""
+
 import pytest
 
 from longctx import env
 from longctx.cli import main
 
-RUN = ["pretrain", "--model", "hybrid-tiny", "--seq-len", "32", "--batch-size", "1", "--steps", "1",
-       "--device", "cpu", "--no-progress"]
+RUN = [
+    "pretrain",
+    "--model",
+    "hybrid-tiny",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "1",
+    "--steps",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
 
 
-@pytest.mark.parametrize("name, bad", [("LONGCTX_FUSED_ELEMENTWISE", "ture"), ("LONGCTX_DATA_PREFETCH", "gpu"),
-                                       ("LONGCTX_ATTN_BACKEND", "flash2"), ("LONGCTX_GDN_BACKEND", "cuda")])
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("LONGCTX_FUSED_ELEMENTWISE", "ture"),
+        ("LONGCTX_DATA_PREFETCH", "gpu"),
+        ("LONGCTX_ATTN_BACKEND", "flash2"),
+        ("LONGCTX_GDN_BACKEND", "cuda"),
+    ],
+)
 def test_a_bad_switch_stops_the_command_before_it_writes(monkeypatch, tmp_path, capsys, name, bad):
     monkeypatch.setenv(name, bad)
     out = tmp_path / "run"
@@ -21,8 +41,20 @@ def test_a_bad_switch_stops_the_command_before_it_writes(monkeypatch, tmp_path, 
     assert not out.exists()
 
 
-@pytest.mark.parametrize("value, want", [("1", True), ("true", True), (" ON ", True), ("0", False), ("off", False),
-                                         ("False", False), ("auto", None), ("", None), (None, None)])
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        ("1", True),
+        ("true", True),
+        (" ON ", True),
+        ("0", False),
+        ("off", False),
+        ("False", False),
+        ("auto", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_fused_elementwise_spellings(monkeypatch, value, want):
     if value is None:
         monkeypatch.delenv("LONGCTX_FUSED_ELEMENTWISE", raising=False)

@@ -1,4 +1,5 @@
 """`longctx eval` validates every flag first (exit 2, one line, nothing written); `longctx lm-eval` passes through."""
+
 import argparse
 import importlib.util
 import json
@@ -68,8 +69,19 @@ def test_model_dir_problems(tmp_path, capsys):
 
 def test_unknown_backend_is_argparse_error(model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["eval", "--model", str(model_dir), "--lengths", "4k", "--out", str(tmp_path / "r.json"),
-              "--backend", "onnx"])
+        main(
+            [
+                "eval",
+                "--model",
+                str(model_dir),
+                "--lengths",
+                "4k",
+                "--out",
+                str(tmp_path / "r.json"),
+                "--backend",
+                "onnx",
+            ]
+        )
     assert e.value.code == 2 and "onnx" in capsys.readouterr().err
 
 

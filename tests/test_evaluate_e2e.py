@@ -1,14 +1,15 @@
 """`longctx eval` end to end on CPU, offline: a tiny random OlmoHybrid + a locally trained tokenizer,
 RULER at 1024 tokens through lm-eval's Python API (hf and longctx backends), resume after a crash,
 and the `longctx lm-eval` pass-through."""
+
 import gzip
 import json
 from pathlib import Path
 
-import eval_tasks
 import pytest
 import torch
 
+import eval_tasks
 from longctx.cli import main
 from longctx.evaluate import results as R
 from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
@@ -55,7 +56,8 @@ def tiny_model(tmp_path_factory):
         num_attention_heads=2, num_key_value_heads=2, linear_num_key_heads=2, linear_num_value_heads=2,
         linear_key_head_dim=16, linear_value_head_dim=32, max_position_embeddings=4096,
         layer_types=["linear_attention"] * 3 + ["full_attention"],
-        rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4, "original_max_position_embeddings": 256},
+        rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4,
+                         "original_max_position_embeddings": 256},
         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, bos_token_id=fast.bos_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -75,8 +77,23 @@ def test_eval_hf_and_longctx_backends(tiny_model, tmp_path, capsys):
     outs = {}
     for backend in ("hf", "longctx"):
         out = tmp_path / backend / "ruler.json"
-        argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", ",".join(TASKS),
-                "--samples", "1", "--backend", backend, "--device", "cpu", "--out", str(out)]
+        argv = [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--lengths",
+            "1k",
+            "--tasks",
+            ",".join(TASKS),
+            "--samples",
+            "1",
+            "--backend",
+            backend,
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
         assert main(argv) == 0, capsys.readouterr().err
         r = R.load(out)
         assert r["model"] == str(tiny_model) and r["backend"] == backend and r["samples"] == 1
@@ -103,8 +120,25 @@ def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys
     answers = {}
     for backend, batch in (("hf", "1"), ("longctx", "3")):
         out = tmp_path / backend / "ruler.json"
-        argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", "niah_single_1",
-                "--samples", "3", "--batch-size", batch, "--backend", backend, "--device", "cpu", "--out", str(out)]
+        argv = [
+            "eval",
+            "--model",
+            str(tiny_model),
+            "--lengths",
+            "1k",
+            "--tasks",
+            "niah_single_1",
+            "--samples",
+            "3",
+            "--batch-size",
+            batch,
+            "--backend",
+            backend,
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
         assert main(argv) == 0, capsys.readouterr().err
         answers[backend] = _journal_answers(out)
     assert len(answers["hf"]) == 3 and answers["hf"] == answers["longctx"]
@@ -286,9 +320,11 @@ def test_longctx_model_warns_once_when_a_prompt_is_truncated(tiny_model, caplog,
     assert ids.shape == mask.shape == (1, 48)
     records = list({id(r): r for r in caplog.records}.values())  # caught on our handler and, propagated, on root
     warned = [r.getMessage() for r in records if "does not fit" in r.getMessage()]
-    assert warned == [f"a prompt of {n} tokens does not fit: max_length 64 leaves 48 for the prompt after 16 to "
-                      f"generate, so lm-eval cuts its first {n - 48} tokens and still scores the answer; pass "
-                      f"--model_args ...,max_length={n + 16} or more (warned once per model)"]
+    assert warned == [
+        f"a prompt of {n} tokens does not fit: max_length 64 leaves 48 for the prompt after 16 to "
+        f"generate, so lm-eval cuts its first {n - 48} tokens and still scores the answer; pass "
+        f"--model_args ...,max_length={n + 16} or more (warned once per model)"
+    ]
     caplog.clear()
     lm.tok_batch_encode(["The grass is green."], left_truncate_len=48)  # fits: nothing to say
     assert not caplog.records

@@ -1,4 +1,5 @@
 """The results JSON schema: round trip, validation, rope parameters and method names, lengths."""
+
 import copy
 import json
 
@@ -10,9 +11,17 @@ from longctx.lengths import format_length, parse_lengths
 
 
 def _results():
-    r = R.new_results(model="runs/x", rope_parameters={"rope_type": "default", "rope_theta": 5e5},
-                      tasks=["niah_single_1", "ruler_qa_squad"], lengths=[8192, 4096], backend="longctx",
-                      chat_template=False, samples=3, haystack="essays", lm_eval_version="0.4.13")
+    r = R.new_results(
+        model="runs/x",
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+        tasks=["niah_single_1", "ruler_qa_squad"],
+        lengths=[8192, 4096],
+        backend="longctx",
+        chat_template=False,
+        samples=3,
+        haystack="essays",
+        lm_eval_version="0.4.13",
+    )
     R.set_score(r, "niah_single_1", 4096, 66.66666, 3)
     R.set_unavailable(r, "ruler_qa_squad", 4096, "data unavailable: no network")
     return r
@@ -80,12 +89,20 @@ def test_rope_parameters_from_transformers_configs(tmp_path):
     import rope_methods
 
     # Olmo 3 after DRoPE: full-attention layers unrotated, sliding layers keep their RoPE
-    assert R.rope_method({"full_attention": dict(rope_methods.UNROTATED),
-                          "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}) == "drope"
+    assert (
+        R.rope_method(
+            {
+                "full_attention": dict(rope_methods.UNROTATED),
+                "sliding_attention": {"rope_type": "default", "rope_theta": 5e5},
+            }
+        )
+        == "drope"
+    )
     # legacy (transformers 4) spelling
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "config.json").write_text(json.dumps(
-        {"rope_theta": 1e4, "rope_scaling": {"type": "linear", "factor": 2.0}}))
+    (tmp_path / "old" / "config.json").write_text(
+        json.dumps({"rope_theta": 1e4, "rope_scaling": {"type": "linear", "factor": 2.0}})
+    )
     assert R.read_rope_parameters(tmp_path / "old") == {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}
 
 

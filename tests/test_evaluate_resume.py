@@ -1,4 +1,5 @@
 """The answer journal and ResumableLM: per-request persistence, resume, refusal of foreign journals."""
+
 import json
 
 import pytest

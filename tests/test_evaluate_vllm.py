@@ -1,4 +1,5 @@
 """`--backend vllm` wiring, with lm-eval's model registry mocked (vLLM itself runs only on a GPU machine)."""
+
 import importlib.util
 import inspect
 import os
@@ -102,12 +103,11 @@ def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
     import json
     import types
 
+    import lm_eval.models.vllm_causallms as V
     from lm_eval.api.instance import Instance
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     from vllm import SamplingParams
-
-    import lm_eval.models.vllm_causallms as V
 
     vocab = {w: i for i, w in enumerate(["<eos>", "the", "key", "is", "42", "Answer", ":"])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
@@ -119,8 +119,8 @@ def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
     class FakeLLM:
         def __init__(self, **kw):
             seen["engine"] = kw
-            cfg = types.SimpleNamespace(trust_remote_code=False, hf_config=types.SimpleNamespace(model_type="olmo_hybrid"),
-                                        max_model_len=kw["max_model_len"])  # fmt: skip
+            hf_config = types.SimpleNamespace(model_type="olmo_hybrid")
+            cfg = types.SimpleNamespace(trust_remote_code=False, hf_config=hf_config, max_model_len=kw["max_model_len"])
             self.llm_engine = types.SimpleNamespace(model_config=cfg)
 
         def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model_util import hybrid_config, max_diff
 
 from longctx.model import HybridLM, gdn
 from longctx.model.generate import greedy_generate, prefill
 from longctx.model.norms import GatedRMSNorm
-from test_model_util import hybrid_config, max_diff
 
 CALLS: list[str] = []
 CU_SEEN: set[tuple[int, int]] = set()  # (id of cu_seqlens, id of cu_seqlens_cpu) handed to fla
@@ -24,11 +24,23 @@ def _segments(T, cu_seqlens, B):
     assert B == 1, "fla's varlen kernels take one flat row"
     assert cu_seqlens.dtype == torch.long and int(cu_seqlens[0]) == 0 and int(cu_seqlens[-1]) == T
     c = cu_seqlens.tolist()
-    return list(zip(c[:-1], c[1:]))
+    return list(zip(c[:-1], c[1:], strict=False))
 
 
-def fake_delta_rule(q, k, v, g, beta, *, scale, use_qk_l2norm_in_kernel, output_final_state=False,
-                    cu_seqlens=None, cu_seqlens_cpu=None, initial_state=None):
+def fake_delta_rule(
+    q,
+    k,
+    v,
+    g,
+    beta,
+    *,
+    scale,
+    use_qk_l2norm_in_kernel,
+    output_final_state=False,
+    cu_seqlens=None,
+    cu_seqlens_cpu=None,
+    initial_state=None,
+):
     CALLS.append("delta_rule")
     if cu_seqlens is not None:
         CU_SEEN.add((id(cu_seqlens), id(cu_seqlens_cpu)))
@@ -118,7 +130,7 @@ def test_prefill_fla_branch_hands_back_each_prompts_state(fake_fla):
     cache_b, logits_b = prefill(ref, prompts, capacity=160, max_prefill_tokens=150)
     assert not CALLS
     assert max_diff(logits_a, logits_b) < 1e-5
-    for ca, cb in zip(cache_a.layers, cache_b.layers):
+    for ca, cb in zip(cache_a.layers, cache_b.layers, strict=False):
         if hasattr(ca, "state"):
             assert ca.state.dtype == torch.float32 and max_diff(ca.state, cb.state) < 1e-5
     out_a = greedy_generate(fla_model, prompts, 8)

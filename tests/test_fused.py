@@ -10,10 +10,10 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model_util import hybrid_config, max_diff, olmo3_config, randomize
 
 from longctx.model import HybridLM, fused
 from longctx.model.generate import greedy_generate
-from test_model_util import hybrid_config, max_diff, olmo3_config, randomize
 
 CALLS: list[tuple] = []
 

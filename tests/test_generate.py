@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, random_prompts
 
 from longctx.model import HybridLM
 from longctx.model.generate import decode_step, greedy_generate, prefill
-from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, random_prompts
 
 TOL = 1e-4
 NEW = 12
@@ -31,9 +31,10 @@ def models(request, tmp_path_factory):
 
 def hf_generate(ref, prompt, n, eos):
     """transformers' greedy output for one unpadded prompt, the EOS (which it keeps) cut off."""
-    out = ref.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, eos_token_id=eos,
-                       pad_token_id=0)[0, len(prompt):].tolist()
-    return out[:out.index(eos)] if eos in out else out
+    out = ref.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, eos_token_id=eos, pad_token_id=0)[
+        0, len(prompt) :
+    ].tolist()
+    return out[: out.index(eos)] if eos in out else out
 
 
 def test_matches_transformers_generate(models):
@@ -64,7 +65,7 @@ def decode_against_full_forward(model, ps, steps: int, seed: int):
         per_step.append(decode_step(model, cache, fed[:, s], positions + s))
     with torch.no_grad():
         for i, p in enumerate(ps):
-            expected = model(torch.tensor([p + fed[i].tolist()]))[0][len(p) - 1:len(p) + steps]
+            expected = model(torch.tensor([p + fed[i].tolist()]))[0][len(p) - 1 : len(p) + steps]
             yield i, torch.stack([step[i] for step in per_step]).float(), expected.float(), cache
 
 
@@ -80,7 +81,7 @@ def test_eos_stops_one_sequence_while_others_continue(models):
     got = greedy_generate(ours, ps, NEW, eos_token_ids={eos, VOCAB + 10})
     assert got == [hf_generate(ref, p, NEW, eos) for p in ps]
     assert any(len(o) < NEW for o in got) and any(len(o) == NEW for o in got)
-    assert got == [o[:o.index(eos)] if eos in o else o for o in free]
+    assert got == [o[: o.index(eos)] if eos in o else o for o in free]
 
 
 def test_packed_prefill_equals_one_by_one(models):
@@ -94,10 +95,10 @@ def test_packed_prefill_equals_one_by_one(models):
     cache_a, logits_a = prefill(ours, ps, capacity=200)
     cache_b, logits_b = prefill(ours, ps, capacity=200, max_prefill_tokens=1)
     assert max_diff(logits_a, logits_b) <= TOL
-    for a, b in zip(cache_a.layers, cache_b.layers):
-        for x, y in zip(vars(a).values(), vars(b).values()):
+    for a, b in zip(cache_a.layers, cache_b.layers, strict=False):
+        for x, y in zip(vars(a).values(), vars(b).values(), strict=False):
             xs, ys = (x, y) if isinstance(x, list) else ([x], [y])
-            assert all(max_diff(u, w) <= TOL for u, w in zip(xs, ys))
+            assert all(max_diff(u, w) <= TOL for u, w in zip(xs, ys, strict=False))
 
 
 def test_stop_callback_keeps_the_stopping_token():
@@ -107,13 +108,16 @@ def test_stop_callback_keeps_the_stopping_token():
     free = greedy_generate(model, ps, NEW)
     stop_at = free[0][4]
     got = greedy_generate(model, ps, NEW, stop_sequences=lambda i, ids: i == 0 and ids[-1] == stop_at)
-    assert got[0] == free[0][:free[0].index(stop_at) + 1]
+    assert got[0] == free[0][: free[0].index(stop_at) + 1]
     assert got[1] == free[1]
 
 
 def test_rejects_length_dependent_rope_and_bad_budgets():
-    model = HybridLM(hybrid_config(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0},
-                                   max_position_embeddings=64)).eval()
+    model = HybridLM(
+        hybrid_config(
+            rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, max_position_embeddings=64
+        )
+    ).eval()
     with pytest.raises(ValueError, match="dynamic"):
         greedy_generate(model, [[5, 6]], 2)
     with pytest.raises(ValueError, match="max_new_tokens"):

@@ -1,5 +1,6 @@
 """longctx's imports go one way: no cycle between its modules, nor between its packages
 (an import inside a function counts: it still ties the two together)."""
+
 import ast
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def _cycle(graph) -> list[str] | None:
         stack.append(v)
         for w in sorted(graph.get(v, ())):
             if state.get(w) == 1:
-                return stack[stack.index(w):] + [w]
+                return stack[stack.index(w) :] + [w]
             if w not in state and (found := visit(w)):
                 return found
         state[v] = 2

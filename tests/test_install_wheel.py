@@ -31,8 +31,11 @@ SKIP_TOP = {"tests", "bench", "docs", "examples", "runs", "build", "dist"}
 def _copy_source(dst: Path) -> Path:
     def ignore(folder, names):
         top = Path(folder).resolve() == REPO
-        return [n for n in names if n == "__pycache__" or n.endswith((".egg-info", ".pyc"))
-                or (top and (n in SKIP_TOP or n.startswith(".")))]
+        return [
+            n
+            for n in names
+            if n == "__pycache__" or n.endswith((".egg-info", ".pyc")) or (top and (n in SKIP_TOP or n.startswith(".")))
+        ]
 
     shutil.copytree(REPO, dst, ignore=ignore)
     return dst
@@ -43,8 +46,20 @@ def _build_wheel(tmp_path: Path) -> Path:
         pytest.skip("cannot build a wheel offline: setuptools is not installed")
     src = _copy_source(tmp_path / "src")
     out = tmp_path / "wheelhouse"
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-           "--disable-pip-version-check", "-q", "-w", str(out), str(src)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "--disable-pip-version-check",
+        "-q",
+        "-w",
+        str(out),
+        str(src),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         if re.search(r"No module named '(setuptools|wheel)'", r.stderr):  # an older setuptools needs wheel
@@ -61,7 +76,9 @@ def _expected_files() -> set[str]:
         for p in (REPO / pkg).rglob("*"):
             if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"):
                 files.add(p.relative_to(REPO).as_posix())
-    files |= {"longctx/configs/" + p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.yaml")}
+    files |= {
+        "longctx/configs/" + p.relative_to(REPO / "configs").as_posix() for p in (REPO / "configs").rglob("*.yaml")
+    }
     return files
 
 
@@ -70,14 +87,33 @@ def test_wheel_installs_and_pretrains_outside_the_checkout(tmp_path):
     shipped = set(zipfile.ZipFile(wheel).namelist())
     missing = sorted(_expected_files() - shipped)
     assert not missing, f"not in the wheel: {missing[:10]}"
-    assert {"longctx/configs/models/hybrid-tiny.yaml", "eval_tasks/ruler/niah_single_1.yaml",
-            "eval_tasks/ruler/data/english_words.txt.gz", "longctx/data/tokenizer.json",
-            "rope_methods/yarn.py"} <= shipped
+    assert {
+        "longctx/configs/models/hybrid-tiny.yaml",
+        "eval_tasks/ruler/niah_single_1.yaml",
+        "eval_tasks/ruler/data/english_words.txt.gz",
+        "longctx/data/tokenizer.json",
+        "rope_methods/yarn.py",
+    } <= shipped
 
     target = tmp_path / "target"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-                        "--disable-pip-version-check", "--target", str(target), str(wheel)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
 
     work = tmp_path / "elsewhere"
@@ -87,27 +123,64 @@ def test_wheel_installs_and_pretrains_outside_the_checkout(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join([str(target), *deps])
     python = [sys.executable, "-S"]  # no site: .pth files (an editable longctx) stay out
 
-    where = subprocess.run(python + ["-c", "import json, longctx, rope_methods, eval_tasks; print(json.dumps("
-                                     "[m.__file__ for m in (longctx, rope_methods, eval_tasks)]))"],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        python
+        + [
+            "-c",
+            "import json, longctx, rope_methods, eval_tasks; print(json.dumps("
+            "[m.__file__ for m in (longctx, rope_methods, eval_tasks)]))",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert where.returncode == 0, where.stderr
     for module_file in json.loads(where.stdout):
         assert Path(module_file).resolve().is_relative_to(target.resolve()), module_file
 
     script = target / "bin" / "longctx"
     assert script.is_file()
-    run = subprocess.run(python + [str(script), "pretrain", "--model", "hybrid-tiny", "--seq-len", "32",
-                                   "--batch-size", "1", "--steps", "2", "--device", "cpu", "--no-progress",
-                                   "--out", "base"],
-                         cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        python
+        + [
+            str(script),
+            "pretrain",
+            "--model",
+            "hybrid-tiny",
+            "--seq-len",
+            "32",
+            "--batch-size",
+            "1",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--out",
+            "base",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     model_dir = work / "base"
     assert (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file()
     assert json.loads((model_dir / "config.json").read_text())["model_type"] == "olmo_hybrid"
 
     # the study runner ships too, with the study files it reads as the docs spell them
-    study = subprocess.run(python + [str(script), "study", "configs/experiments/study-tiny.yaml", "--dry-run",
-                                     "--only", "pretrain"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    study = subprocess.run(
+        python + [str(script), "study", "configs/experiments/study-tiny.yaml", "--dry-run", "--only", "pretrain"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert study.returncode == 0, study.stderr
     assert "# pretrain-hybrid: new" in study.stdout
 

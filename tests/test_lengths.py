@@ -1,4 +1,5 @@
 """One length parser (longctx.lengths) behind eval's --lengths, extend's --target/--base-len and the benchmarks."""
+
 import sys
 from pathlib import Path
 

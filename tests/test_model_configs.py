@@ -43,14 +43,36 @@ def test_hybrid_7b_is_olmo_hybrid_7b():
     c = load_config("hybrid-7b")
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads) == (32, 3840, 30, 30)
     assert c.hidden_size // c.num_attention_heads == 128
-    assert (c.linear_num_key_heads, c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim) == (30, 30, 96, 192)
-    assert (c.linear_conv_kernel_dim, c.linear_allow_neg_eigval, c.intermediate_size, c.vocab_size) == (4, True, 11008, 100352)
+    assert (c.linear_num_key_heads, c.linear_num_value_heads, c.linear_key_head_dim, c.linear_value_head_dim) == (
+        30,
+        30,
+        96,
+        192,
+    )
+    assert (c.linear_conv_kernel_dim, c.linear_allow_neg_eigval, c.intermediate_size, c.vocab_size) == (
+        4,
+        True,
+        11008,
+        100352,
+    )
     assert c.rope_parameters["rope_theta"] == 5e5 and c.max_position_embeddings == 65536
     # transformers documents its OlmoHybridConfig defaults as allenai/Olmo-Hybrid-7B
     default = OlmoHybridConfig()
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-                  "linear_key_head_dim", "linear_value_head_dim", "rms_norm_eps", "pad_token_id", "eos_token_id",
-                  "tie_word_embeddings", "layer_types", "max_position_embeddings"):
+    for field in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "vocab_size",
+        "linear_key_head_dim",
+        "linear_value_head_dim",
+        "rms_norm_eps",
+        "pad_token_id",
+        "eos_token_id",
+        "tie_word_embeddings",
+        "layer_types",
+        "max_position_embeddings",
+    ):
         assert getattr(c, field) == getattr(default, field), field
     assert 7.3e9 < meta_model(c).num_params() < 7.5e9
 
@@ -59,7 +81,10 @@ def test_transformer_7b_is_olmo3_7b():
     c = load_config("transformer-7b")
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads) == (32, 4096, 32, 32)
     assert (c.intermediate_size, c.sliding_window, c.vocab_size, c.rms_norm_eps) == (11008, 4096, 100278, 1e-6)
-    assert {t: p["rope_theta"] for t, p in c.rope_parameters.items()} == {"full_attention": 5e5, "sliding_attention": 5e5}
+    assert {t: p["rope_theta"] for t, p in c.rope_parameters.items()} == {
+        "full_attention": 5e5,
+        "sliding_attention": 5e5,
+    }
     assert 7.2e9 < meta_model(c).num_params() < 7.4e9
 
 
@@ -82,15 +107,20 @@ def test_load_config_sources_and_overrides(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     assert load_config(tmp_path / "ckpt").to_dict()["layer_types"] == model.config.layer_types
     yaml_file = tmp_path / "m.yaml"
-    yaml_file.write_text("model_type: olmo3\nhidden_size: 32\nnum_hidden_layers: 2\nnum_attention_heads: 2\n"
-                         "intermediate_size: 64\nvocab_size: 50\n")
+    yaml_file.write_text(
+        "model_type: olmo3\nhidden_size: 32\nnum_hidden_layers: 2\nnum_attention_heads: 2\n"
+        "intermediate_size: 64\nvocab_size: 50\n"
+    )
     assert load_config(yaml_file).layer_types == ["sliding_attention", "sliding_attention"]
 
 
-@pytest.mark.parametrize("source,match", [
-    ("hybrid-huge", "accepted names: hybrid-190m"),
-    ("hybrid-tiny:bad", "not found"),
-])
+@pytest.mark.parametrize(
+    "source,match",
+    [
+        ("hybrid-huge", "accepted names: hybrid-190m"),
+        ("hybrid-tiny:bad", "not found"),
+    ],
+)
 def test_load_config_errors(source, match):
     with pytest.raises(UsageError, match=match):
         load_config(source)

@@ -6,12 +6,12 @@ import warnings
 
 import pytest
 import torch
+from test_model_util import VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, randomize
 from transformers import AutoModelForCausalLM
 
 from longctx.model import HybridLM, check_config
 from longctx.model import attention as attn
 from longctx.model.varlen import doc_layout
-from test_model_util import VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, randomize
 
 
 def tiny(kind="olmo_hybrid", seed=0, **kw):
@@ -144,7 +144,11 @@ def test_attention_backends_agree_on_cpu():
     """flex (eager on CPU: checks its mask_mod) and math, with packing, GQA and a sliding window."""
     gen = torch.Generator().manual_seed(0)
     B, T, H, D = 2, 40, 4, 16
-    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    q, k, v = (
+        torch.randn(B, T, H, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+    )
     layout = doc_layout(torch.tensor([0, 13, 40, 45, 80], dtype=torch.int32), B, T, torch.device("cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -160,7 +164,11 @@ def test_sdpa_docs_backend_matches_math(monkeypatch):
     the keys they can see. Windows shorter than, equal to and longer than the documents; GQA."""
     gen = torch.Generator().manual_seed(1)
     B, T, H, D = 2, 70, 4, 16
-    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    q, k, v = (
+        torch.randn(B, T, H, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+    )
     packed = doc_layout(torch.tensor([0, 13, 70, 71, 100, 140], dtype=torch.int32), B, T, torch.device("cpu"))
     plain = doc_layout(None, B, T, torch.device("cpu"))
     for block in (1, 10, 4096):  # queries per SDPA call under a window: the window, 10, all
@@ -190,7 +198,10 @@ def test_no_grad_on_cuda_avoids_flex(monkeypatch):
     assert attn.select_backend(q, plain, 8) == "fla"
     assert attn.select_backend(q, packed, 8) == "fla"
     assert attn.select_backend(q, packed, None) == "flex"
-    assert attn.select_backend(SimpleNamespace(is_cuda=True, dtype=torch.float32, shape=(1, 64, 4, 16)), plain, 8) == "flex"
+    assert (
+        attn.select_backend(SimpleNamespace(is_cuda=True, dtype=torch.float32, shape=(1, 64, 4, 16)), plain, 8)
+        == "flex"
+    )
     with torch.no_grad():
         assert attn.select_backend(q, packed, None) == "sdpa_docs"
         assert attn.select_backend(q, plain, 8) == "sdpa_docs"
@@ -239,12 +250,12 @@ def _fla_parallel_attn_semantics(q, k, v, g=None, scale=None, window_size=None, 
     segs = cu_seqlens.tolist() if cu_seqlens is not None else [0, T]
     out = torch.zeros_like(q)
     for b in range(B):
-        for a, e in zip(segs[:-1], segs[1:]):
+        for a, e in zip(segs[:-1], segs[1:], strict=False):
             for i in range(a, e):
                 lo = a if window_size is None else max(a, i - window_size + 1)
                 for h in range(HQ):
-                    s = (k[b, lo:i + 1, h // group] @ q[b, i, h]) * scale
-                    out[b, i, h] = torch.softmax(s, 0) @ v[b, lo:i + 1, h // group]
+                    s = (k[b, lo : i + 1, h // group] @ q[b, i, h]) * scale
+                    out[b, i, h] = torch.softmax(s, 0) @ v[b, lo : i + 1, h // group]
     return out
 
 
@@ -254,11 +265,18 @@ def test_fla_attention_backend_wiring(monkeypatch):
     documented semantics, it matches the dense-mask reference, packed and not, with windows."""
     from longctx.model import optional
 
-    monkeypatch.setattr(optional, "load", lambda *specs: (_fla_parallel_attn_semantics,)
-                        if specs == ("fla.ops.attn:parallel_attn",) else False)
+    monkeypatch.setattr(
+        optional,
+        "load",
+        lambda *specs: (_fla_parallel_attn_semantics,) if specs == ("fla.ops.attn:parallel_attn",) else False,
+    )
     gen = torch.Generator().manual_seed(2)
     B, T, H, D = 2, 24, 4, 8
-    q, k, v = torch.randn(B, T, H, D, generator=gen), torch.randn(B, T, 2, D, generator=gen), torch.randn(B, T, 2, D, generator=gen)
+    q, k, v = (
+        torch.randn(B, T, H, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+        torch.randn(B, T, 2, D, generator=gen),
+    )
     packed = doc_layout(torch.tensor([0, 5, 24, 25, 40, 48], dtype=torch.int32), B, T, torch.device("cpu"))
     plain = doc_layout(None, B, T, torch.device("cpu"))
     for layout in (packed, plain):

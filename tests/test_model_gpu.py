@@ -18,12 +18,12 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model_util import hybrid_config, randomize
 from torch.utils.checkpoint import checkpoint
 
 from longctx.model import HybridLM, load_config
 from longctx.model import attention as attn
 from longctx.model.varlen import doc_layout
-from test_model_util import hybrid_config, randomize
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -39,9 +39,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def gpu_config(**kw):
     # ladder-like head dims (key 48 is not a power of two, as in the 190m/60m/20m configs), GVA
-    fields = dict(hidden_size=256, intermediate_size=704, num_attention_heads=4, num_key_value_heads=4,
-                  linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=48,
-                  linear_value_head_dim=96, vocab_size=1024)
+    fields = dict(
+        hidden_size=256,
+        intermediate_size=704,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=48,
+        linear_value_head_dim=96,
+        vocab_size=1024,
+    )
     fields.update(kw)
     return hybrid_config(**fields)
 
@@ -109,14 +117,19 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     def build(backend, dtype):
         return on_gpu(base, backend, dtype).eval()
 
-    runs = {name: prefill(build(b, dt), prompts, capacity=800, max_prefill_tokens=1024)
-            for name, b, dt in (("exact", "torch", torch.float32), ("torch", "torch", torch.bfloat16),
-                                ("fla", "fla", torch.bfloat16))}
+    runs = {
+        name: prefill(build(b, dt), prompts, capacity=800, max_prefill_tokens=1024)
+        for name, b, dt in (
+            ("exact", "torch", torch.float32),
+            ("torch", "torch", torch.bfloat16),
+            ("fla", "fla", torch.bfloat16),
+        )
+    }
     (c_exact, l_exact), (c_ref, l_ref), (c_fla, l_fla) = runs["exact"], runs["torch"], runs["fla"]
     ref_err, fla_err = rel_err(l_ref, l_exact), rel_err(l_fla, l_exact)
     print(f"\nprefill logits rel err vs fp32: torch-bf16 {ref_err:.2e}  fla-bf16 {fla_err:.2e}")
     assert fla_err <= max(2 * ref_err, 1e-2)
-    for e, r, f in zip(c_exact.layers, c_ref.layers, c_fla.layers):
+    for e, r, f in zip(c_exact.layers, c_ref.layers, c_fla.layers, strict=False):
         if hasattr(e, "state"):
             assert f.state.dtype == torch.float32 and f.state.shape == e.state.shape
             assert rel_err(f.state, e.state) <= max(2 * rel_err(r.state, e.state), 1e-2)
@@ -125,7 +138,7 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     a = greedy_generate(build("fla", torch.bfloat16), prompts, 16)
     b = greedy_generate(build("torch", torch.bfloat16), prompts, 16)
     assert [len(x) for x in a] == [16] * len(prompts)
-    same = sum(x == y for p, q in zip(a, b) for x, y in zip(p, q)) / sum(map(len, b))
+    same = sum(x == y for p, q in zip(a, b, strict=False) for x, y in zip(p, q, strict=False)) / sum(map(len, b))
     print(f"greedy token agreement fla vs torch prefill (bf16, random weights): {same:.2%}")
 
 
@@ -157,7 +170,7 @@ def test_cuda_attention_backends(backend):
             up = torch.randn_like(exact)
             exact.backward(up)
             out.backward(up.to(out.dtype))
-            for name, a, b in zip("qkv", leaves, exact_leaves):
+            for name, a, b in zip("qkv", leaves, exact_leaves, strict=False):
                 assert rel_err(a.grad, b.grad) < 2e-2, (backend, name, cu is not None, window)
 
 
@@ -180,8 +193,13 @@ def test_190m_64k_train_step(name, packed):
     def step():
         model.zero_grad(set_to_none=True)
         hidden = model.forward_hidden(x, cu_seqlens=cu)[0]
-        loss = sum(checkpoint(chunk_loss, hidden[i:i + 8192], x[0, i:i + 8192], use_reentrant=False)
-                   for i in range(0, T, 8192)) / T
+        loss = (
+            sum(
+                checkpoint(chunk_loss, hidden[i : i + 8192], x[0, i : i + 8192], use_reentrant=False)
+                for i in range(0, T, 8192)
+            )
+            / T
+        )
         loss.backward()
         return loss
 
@@ -194,8 +212,10 @@ def test_190m_64k_train_step(name, packed):
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30
     flops = model.flops_per_token(T) * T
-    print(f"\n{name} fwd+bwd 65536 tokens packed={packed}: {seconds:.2f}s, {T / seconds:,.0f} tok/s, "
-          f"peak {peak:.1f} GiB, {flops / seconds / 1e12:.0f} TFLOP/s (model FLOPs, no recompute), loss {loss.item():.3f}")
+    print(
+        f"\n{name} fwd+bwd 65536 tokens packed={packed}: {seconds:.2f}s, {T / seconds:,.0f} tok/s, "
+        f"peak {peak:.1f} GiB, {flops / seconds / 1e12:.0f} TFLOP/s (model FLOPs, no recompute), loss {loss.item():.3f}"
+    )
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
@@ -255,13 +275,15 @@ def test_greedy_cuda_graphs_match_eager():
         _, prefill_only = run(graphs, 1)  # one token: prefill, no decode step
         outs[graphs], seconds = run(graphs, new)
         per_step[graphs] = (seconds - prefill_only) / (new - 1)
-    print(f"\ndecode step, 4 sequences: eager {per_step[False] * 1e3:.2f} ms, "
-          f"CUDA graph {per_step[True] * 1e3:.2f} ms ({per_step[False] / per_step[True]:.1f}x)")
+    print(
+        f"\ndecode step, 4 sequences: eager {per_step[False] * 1e3:.2f} ms, "
+        f"CUDA graph {per_step[True] * 1e3:.2f} ms ({per_step[False] / per_step[True]:.1f}x)"
+    )
     assert [len(o) for o in outs[True]] == [new] * len(prompts)
     assert outs[True] == outs[False]
     budgets = [new, 3, new // 2, 1]
     mixed, _ = run(True, budgets)
-    assert mixed == [o[:b] for o, b in zip(outs[True], budgets)]
+    assert mixed == [o[:b] for o, b in zip(outs[True], budgets, strict=False)]
 
 
 @contextlib.contextmanager
@@ -323,7 +345,7 @@ def test_fused_kernels_match_the_formulas(dtype):
     ref_sw = grads(lambda a, b: F.silu(a) * b, x64, x64.flip(-1))
     for name, run, want in (("rms_norm", module_norm, ref), ("swiglu", swiglu, ref_sw)):
         plain, fused_out = run(False), run(True)
-        for i, (p, f, r) in enumerate(zip(plain, fused_out, want)):
+        for i, (p, f, r) in enumerate(zip(plain, fused_out, want, strict=False)):
             assert rel_err(f, r) <= max(2 * rel_err(p, r), 1e-6), (name, i)
 
 
@@ -350,5 +372,5 @@ def test_fused_elementwise_model_matches_reference():
     # a second time (with an fla fp32 reference this test had not finished after 6.5 minutes).
     exact = run(torch.float32, False, gdn="torch")
     plain16, fused16 = run(torch.bfloat16, False), run(torch.bfloat16, True)
-    for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16)):
+    for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16, strict=False)):
         assert rel_err(f16, e) <= max(2 * rel_err(p16, e), 1e-2), i

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 from transformers import AutoModelForCausalLM
 
 from longctx.errors import UsageError
 from longctx.model import HybridLM
-from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 
 TOL = 1e-4
 T = 150  # > 2 GDN chunks of 64, > the sliding window of 16
@@ -40,17 +40,30 @@ HYBRID_CASES = {
     "rope-default-untied-negeig": dict(),
     "rope-yarn-tied-posonly": dict(rope_parameters=dict(YARN), tie_word_embeddings=True, linear_allow_neg_eigval=False),
     "rope-none-untied-posonly": dict(rope_parameters=dict(NO_ROPE), linear_allow_neg_eigval=False),
-    "rope-none-tied-negeig-mha": dict(rope_parameters=dict(NO_ROPE), tie_word_embeddings=True, num_key_value_heads=4,
-                                      linear_num_value_heads=2, linear_value_head_dim=32),
-    "rope-dynamic": dict(rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0},
-                         max_position_embeddings=64),
+    "rope-none-tied-negeig-mha": dict(
+        rope_parameters=dict(NO_ROPE),
+        tie_word_embeddings=True,
+        num_key_value_heads=4,
+        linear_num_value_heads=2,
+        linear_value_head_dim=32,
+    ),
+    "rope-dynamic": dict(
+        rope_parameters={"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, max_position_embeddings=64
+    ),
 }
 OLMO3_CASES = {
     "rope-default-untied": dict(),
-    "rope-yarn-full-tied": dict(tie_word_embeddings=True, rope_parameters={
-        "full_attention": dict(YARN), "sliding_attention": {"rope_type": "default", "rope_theta": 5e5}}),
-    "rope-yarn-both-mha": dict(num_key_value_heads=4, rope_parameters={
-        "full_attention": dict(YARN), "sliding_attention": dict(YARN, factor=2.0)}),
+    "rope-yarn-full-tied": dict(
+        tie_word_embeddings=True,
+        rope_parameters={
+            "full_attention": dict(YARN),
+            "sliding_attention": {"rope_type": "default", "rope_theta": 5e5},
+        },
+    ),
+    "rope-yarn-both-mha": dict(
+        num_key_value_heads=4,
+        rope_parameters={"full_attention": dict(YARN), "sliding_attention": dict(YARN, factor=2.0)},
+    ),
 }
 
 
@@ -138,7 +151,9 @@ def test_olmo3_drope_is_rope_switched_off(tmp_path):
     assert max_diff(hf_logits(back, x), expected) <= TOL
 
 
-@pytest.mark.parametrize("kind,tied", [("olmo_hybrid", False), ("olmo_hybrid", True), ("olmo3", False), ("olmo3", True)])
+@pytest.mark.parametrize(
+    "kind,tied", [("olmo_hybrid", False), ("olmo_hybrid", True), ("olmo3", False), ("olmo3", True)]
+)
 def test_save_pretrained_loads_in_transformers(kind, tied, tmp_path):
     config = (hybrid_config if kind == "olmo_hybrid" else olmo3_config)(tie_word_embeddings=tied)
     ref = hf_reference(config)
@@ -171,7 +186,11 @@ def test_state_dict_round_trip_is_exact(tmp_path):
 
 def _transformers_state(ref):
     """transformers' in-memory keys: fused conv1d, input_layernorm / post_attention_layernorm."""
-    return {k: v.contiguous() for k, v in ref.state_dict().items() if k != "lm_head.weight" or not ref.config.tie_word_embeddings}
+    return {
+        k: v.contiguous()
+        for k, v in ref.state_dict().items()
+        if k != "lm_head.weight" or not ref.config.tie_word_embeddings
+    }
 
 
 def _write(state, config_dir, out_dir):
@@ -204,12 +223,13 @@ def test_hub_layout_loads(tmp_path):
         gdn = parts[:2] == ["model", "layers"] and config.layer_types[int(parts[2])] == "linear_attention"
         if gdn and key.endswith("linear_attn.conv1d.weight"):
             q, k, v = value.split([key_dim, key_dim, value_dim])
-            for n, t in zip("qkv", (q, k, v)):
+            for n, t in zip("qkv", (q, k, v), strict=False):
                 hub[key.replace("conv1d", f"{n}_conv1d")] = t.contiguous()
             continue
         if gdn:
             key = key.replace("input_layernorm", "attention_layer_norm").replace(
-                "post_attention_layernorm", "feedforward_layer_norm")
+                "post_attention_layernorm", "feedforward_layer_norm"
+            )
         hub[key] = value
     hub_dir = _write(hub, tmp_path / "ref", tmp_path / "hub")
     x = ids()

@@ -21,11 +21,11 @@ import json
 
 import pytest
 import torch
+from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 from transformers import AutoModelForCausalLM
 
 from longctx.evaluate import results as R
 from longctx.model import HybridLM
-from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 
 TOL = 1e-4
 T = 150  # positions up to 149: theta 1e4 vs 5e5 changes the logits far beyond TOL
@@ -50,17 +50,31 @@ def _legacy(rope_theta, rope_scaling="absent"):
 CASES = {
     "olmo3-flat": (olmo3_config, dict(DEFAULT), None),
     "olmo3-nested": (olmo3_config, {"full_attention": dict(YARN), "sliding_attention": dict(DEFAULT)}, None),
-    "olmo3-mixed": (olmo3_config, {"rope_type": "yarn", "rope_theta": 3e4, "factor": 2.0,
-                                   "full_attention": {"rope_type": "default", "rope_theta": 2e4},
-                                   "sliding_attention": dict(DEFAULT)}, None),
+    "olmo3-mixed": (
+        olmo3_config,
+        {
+            "rope_type": "yarn",
+            "rope_theta": 3e4,
+            "factor": 2.0,
+            "full_attention": {"rope_type": "default", "rope_theta": 2e4},
+            "sliding_attention": dict(DEFAULT),
+        },
+        None,
+    ),
     "olmo3-legacy-theta": (olmo3_config, None, _legacy(1e4)),
-    "olmo3-legacy-scaling": (olmo3_config, None, _legacy(2e4, {"rope_type": "yarn", "factor": 4.0,
-                                                               "original_max_position_embeddings": 64})),
+    "olmo3-legacy-scaling": (
+        olmo3_config,
+        None,
+        _legacy(2e4, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+    ),
     "hybrid-flat": (hybrid_config, dict(DEFAULT), None),
     "hybrid-yarn": (hybrid_config, dict(YARN), None),
     "hybrid-nested": (hybrid_config, {"full_attention": dict(DEFAULT)}, None),
-    "hybrid-mixed": (hybrid_config, {"rope_type": "default", "rope_theta": 2e4,
-                                     "full_attention": {"rope_type": "default", "rope_theta": 1e4}}, None),
+    "hybrid-mixed": (
+        hybrid_config,
+        {"rope_type": "default", "rope_theta": 2e4, "full_attention": {"rope_type": "default", "rope_theta": 1e4}},
+        None,
+    ),
     "hybrid-legacy-theta": (hybrid_config, None, _legacy(2e4, None)),
     "hybrid-legacy-scaling": (hybrid_config, None, _legacy(1e4, {"type": "linear", "factor": 2.0})),
     # allenai/Olmo-Hybrid-7B's config.json: `"rope_theta": null`, no rope_parameters
@@ -99,8 +113,10 @@ def _checkpoint(case, tmp_path):
     return tmp_path / "ref"
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.filterwarnings("ignore:olmo_hybrid rope_parameters nested")) for c in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.filterwarnings("ignore:olmo_hybrid rope_parameters nested")) for c in CASES],
+)
 def test_rope_form_survives_save(case, tmp_path):
     ref = AutoModelForCausalLM.from_pretrained(_checkpoint(case, tmp_path)).eval()
     x = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(1))
@@ -131,7 +147,10 @@ def test_rope_form_survives_save(case, tmp_path):
 def test_rope_forms_differ(tmp_path):
     """The cases are not vacuous: each runs a RoPE other than the plain default (theta 5e5), except
     Olmo 3 given a flat dict, which runs its own defaults and ignores the flat keys."""
-    plain = {"olmo3": _effective(hf_reference(olmo3_config())), "olmo_hybrid": _effective(hf_reference(hybrid_config()))}
+    plain = {
+        "olmo3": _effective(hf_reference(olmo3_config())),
+        "olmo_hybrid": _effective(hf_reference(hybrid_config())),
+    }
     for case in CASES:
         model = AutoModelForCausalLM.from_pretrained(_checkpoint(case, tmp_path / case))
         assert (_effective(model) == plain[model.config.model_type]) == (case == "olmo3-flat"), case
@@ -147,4 +166,3 @@ def test_hybrid_nested_rope_runs_without_rope_as_transformers_does(tmp_path):
     ours.save_pretrained(tmp_path / "ours")
     saved = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert saved["rope_parameters"] == NO_ROPE
-

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_model_util import VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config
 
 from longctx.model import HybridLM
-from test_model_util import VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config
 
 TOL = 1e-4
 # (batch, seqlen, document lengths row after row): a 70-token document crosses a GDN chunk
@@ -32,7 +32,7 @@ def test_packed_equals_documents_alone(kind, layout, tmp_path):
     cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
     with torch.no_grad():
         packed = ours(flat.view(batch, seqlen), cu_seqlens=cu).reshape(batch * seqlen, -1)
-        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=False):
             alone = ref(flat[a:b][None]).logits[0]
             assert max_diff(packed[a:b], alone) <= TOL, (a, b)
         unpacked = ours(flat.view(batch, seqlen)).reshape(batch * seqlen, -1)
@@ -57,12 +57,15 @@ def test_explicit_positions_with_packing(tmp_path):
         assert max_diff(ours(x, position_ids=3 * torch.arange(40)[None], cu_seqlens=cu), default) > 1e-3
 
 
-@pytest.mark.parametrize("cu,match", [
-    ([0, 30, 70, 100], "row boundar"),  # 50 (end of row 0) missing: a document spans two rows
-    ([5, 50, 100], "start at 0"),
-    ([0, 50, 90], "end at batch"),
-    ([0, 60, 50, 100], "non-decreasing"),
-])
+@pytest.mark.parametrize(
+    "cu,match",
+    [
+        ([0, 30, 70, 100], "row boundar"),  # 50 (end of row 0) missing: a document spans two rows
+        ([5, 50, 100], "start at 0"),
+        ([0, 50, 90], "end at batch"),
+        ([0, 60, 50, 100], "non-decreasing"),
+    ],
+)
 def test_bad_cu_seqlens(cu, match, tmp_path):
     _, ours = _pair("olmo_hybrid", tmp_path)
     with pytest.raises(ValueError, match=match):

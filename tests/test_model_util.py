@@ -15,10 +15,20 @@ NO_ROPE = {"rope_type": "default", "rope_theta": None}  # transformers' saved fo
 def hybrid_config(**kw) -> OlmoHybridConfig:
     """4 layers [GDN, GDN, GDN, attn]; GQA attention and GVA (more value than key heads) GDN."""
     fields = dict(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, linear_num_key_heads=2, linear_num_value_heads=4,
-        linear_key_head_dim=16, linear_value_head_dim=24, max_position_embeddings=256,
-        rope_parameters={"rope_type": "default", "rope_theta": 5e5}, pad_token_id=0, eos_token_id=1,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=16,
+        linear_value_head_dim=24,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "rope_theta": 5e5},
+        pad_token_id=0,
+        eos_token_id=1,
     )
     fields.update(kw)
     return OlmoHybridConfig(**fields)
@@ -27,9 +37,16 @@ def hybrid_config(**kw) -> OlmoHybridConfig:
 def olmo3_config(**kw) -> Olmo3Config:
     """4 layers [sliding x3, full], GQA, sliding window 16."""
     fields = dict(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, sliding_window=16, max_position_embeddings=256,
-        pad_token_id=0, eos_token_id=1,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=16,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     fields.update(kw)
     return Olmo3Config(**fields)

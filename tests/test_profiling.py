@@ -1,4 +1,5 @@
 """`profile.start` / `profile.steps`: torch.profiler over exactly the chosen training steps."""
+
 from __future__ import annotations
 
 import gzip
@@ -34,7 +35,23 @@ def test_step_profiler_covers_exactly_its_steps(tmp_path):
 
 def test_pretrain_writes_a_profile_of_the_chosen_steps(tmp_path):
     out = tmp_path / "run"
-    assert main(["pretrain", *ARGS, "--steps", "4", "--out", str(out), "--set", "profile.start=2", "--set", "profile.steps=2"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                *ARGS,
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+                "--set",
+                "profile.start=2",
+                "--set",
+                "profile.steps=2",
+            ]
+        )
+        == 0
+    )
     files = sorted(p.name for p in (out / "profile").iterdir())
     assert files == ["rank0_steps2-3.trace.json.gz", "rank0_steps2-3.txt"]
     names = _trace_names(out / "profile" / "rank0_steps2-3.trace.json.gz")

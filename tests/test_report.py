@@ -1,4 +1,5 @@
 """`longctx compare` and longctx.report on two crafted results files."""
+
 import csv
 import io
 
@@ -12,17 +13,26 @@ YARN = {"rope_type": "yarn", "factor": 8.0, "rope_theta": 5e5, "original_max_pos
 
 
 def _run(model, rope, lengths):
-    return R.new_results(model=model, rope_parameters=rope, tasks=list(T), lengths=lengths, backend="hf",
-                         chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")
+    return R.new_results(
+        model=model,
+        rope_parameters=rope,
+        tasks=list(T),
+        lengths=lengths,
+        backend="hf",
+        chat_template=False,
+        samples=2,
+        haystack="essays",
+        lm_eval_version="0.4.13",
+    )
 
 
 @pytest.fixture
 def files(tmp_path):
     # Run A: all 13 tasks at 4k; at 8k ruler_qa_squad is unavailable.
     a = _run("runs/yarn-64k", YARN, [4096, 8192])
-    for t, s in zip(T, [100] * 8 + [90, 80, 70, 60, 50]):
+    for t, s in zip(T, [100] * 8 + [90, 80, 70, 60, 50], strict=False):
         R.set_score(a, t, 4096, s, 2)
-    for t, s in zip(T, [50] * 8 + [40, 30, 20, None, 10]):
+    for t, s in zip(T, [50] * 8 + [40, 30, 20, None, 10], strict=False):
         if s is None:
             R.set_unavailable(a, t, 8192, "data unavailable offline")
         else:
@@ -165,7 +175,9 @@ def test_plot_points_leave_lengths_with_missing_tasks_out_of_the_line(files):
     R.set_score(b, "niah_single_1", 8192, 100.0, 2)  # B at 8k: one task of 13 ran
     pts = dict((label, (joined, hollow)) for label, joined, hollow in plot_points([a, b]))
     (ja, ha), (jb, hb) = pts["yarn-64k (yarn)"], pts["drope-64k (drope)"]
-    assert ja == [(4096, pytest.approx(1150 / 13))] and ha == [(8192, pytest.approx(460 / 11))]  # 8*50 + 30+20+10 over 11
+    assert ja == [(4096, pytest.approx(1150 / 13))] and ha == [
+        (8192, pytest.approx(460 / 11))
+    ]  # 8*50 + 30+20+10 over 11
     assert jb == [(4096, pytest.approx((12 * 70 + 83) / 13))] and hb == [(8192, 100.0)]
     a2 = R.load(files[0])  # unchanged A: 8k has an unavailable task only, so it stays on the line
     assert [n for n, _ in plot_points([a2])[0][1]] == [4096, 8192]
@@ -183,7 +195,7 @@ def test_plot_styles_color_per_method_line_per_model_family(files):
 
     study = [run(f"/s/{f}/{v}") for f in ("hybrid", "transformer") for v in ("base", "yarn", "drope")]
     styles = plot_styles(study)
-    by = {(r["model"].split("/")[2], r["model"].split("/")[3]): s for r, s in zip(study, styles)}
+    by = {(r["model"].split("/")[2], r["model"].split("/")[3]): s for r, s in zip(study, styles, strict=False)}
     for v in ("base", "yarn", "drope"):
         assert by[("hybrid", v)]["color"] == by[("transformer", v)]["color"]
         assert by[("hybrid", v)]["linestyle"] != by[("transformer", v)]["linestyle"]
@@ -192,7 +204,9 @@ def test_plot_styles_color_per_method_line_per_model_family(files):
     assert {s["linestyle"] for s in styles[:3]} == {"-"}
 
     flat = [run("/abs/runs/yarn-64k/"), run("/abs/runs/drope-64k")]  # one family: as before
-    assert plot_styles(flat) == [{"color": "C0", "linestyle": "-", "marker": "o"},
-                                 {"color": "C1", "linestyle": "-", "marker": "o"}]
+    assert plot_styles(flat) == [
+        {"color": "C0", "linestyle": "-", "marker": "o"},
+        {"color": "C1", "linestyle": "-", "marker": "o"},
+    ]
     twice = [run("/s/hybrid/yarn"), run("/s/hybrid/yarn/"), run("/s/transformer/yarn")]  # same dir twice
     assert [s["color"] for s in plot_styles(twice)] == ["C0", "C1", "C2"]

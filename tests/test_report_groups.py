@@ -1,6 +1,7 @@
 """`longctx compare` on runs that share a label (a study's pretraining seeds): one row per label, the
 mean over the runs with their min–max range; --no-group keeps a row per run. Expected numbers are
 computed here from the scores put in, independently of longctx.report."""
+
 import csv
 import io
 from statistics import fmean
@@ -22,10 +23,20 @@ def _scores(seed, length):
 
 
 def _run(model, label, lengths=LENGTHS, seed=0):
-    r = R.new_results(model=model, rope_parameters=YARN, tasks=list(T), lengths=lengths, backend="hf",
-                      chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13", label=label)
+    r = R.new_results(
+        model=model,
+        rope_parameters=YARN,
+        tasks=list(T),
+        lengths=lengths,
+        backend="hf",
+        chat_template=False,
+        samples=2,
+        haystack="essays",
+        lm_eval_version="0.4.13",
+        label=label,
+    )
     for n in lengths:
-        for t, s in zip(T, _scores(seed, n)):
+        for t, s in zip(T, _scores(seed, n), strict=False):
             R.set_score(r, t, n, s, 2)
     return r
 
@@ -129,7 +140,9 @@ def test_per_task_tables_group_too(seeds, capsys):
     assert f"| ruler_vt | {_mmm(vt4)} | {_mmm(vt)} |" in mine
 
     assert main(["compare", "--per-task", "--no-group", *seeds]) == 0
-    assert "| task | hybrid yarn [1] | hybrid yarn [2] | hybrid yarn [3] | transformer yarn |" in capsys.readouterr().out
+    assert (
+        "| task | hybrid yarn [1] | hybrid yarn [2] | hybrid yarn [3] | transformer yarn |" in capsys.readouterr().out
+    )
 
 
 def test_per_task_group_cell_a_task_not_every_run_scored(tmp_path, capsys):
@@ -150,7 +163,15 @@ def test_csv_keeps_a_row_per_run_with_the_shared_label_and_its_file(seeds, tmp_p
     assert main(["compare", *seeds, "--csv", str(out)]) == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert list(rows[0])[-1] == "source" and list(rows[0])[:8] == [
-        "run", "model", "method", "length", "task", "score", "samples", "status"]
+        "run",
+        "model",
+        "method",
+        "length",
+        "task",
+        "score",
+        "samples",
+        "status",
+    ]
     assert len(rows) == 4 * 2 * (13 + 1)  # runs x lengths x (tasks + mean)
     means = [r for r in rows if r["run"] == "hybrid yarn" and r["task"] == "mean" and r["length"] == "8192"]
     assert [m["source"] for m in means] == seeds[:3]
@@ -176,7 +197,9 @@ def test_plot_draws_a_group_as_its_mean_with_a_band(seeds, tmp_path, capsys):
         want.append((n, pytest.approx(fmean(per)), pytest.approx(min(per)), pytest.approx(max(per))))
     assert bands["hybrid yarn (n=3)"] == want
     m = [fmean(_scores(5, n)) for n in LENGTHS]
-    assert bands["transformer yarn"] == [(n, pytest.approx(x), pytest.approx(x), pytest.approx(x)) for n, x in zip(LENGTHS, m)]
+    assert bands["transformer yarn"] == [
+        (n, pytest.approx(x), pytest.approx(x), pytest.approx(x)) for n, x in zip(LENGTHS, m, strict=False)
+    ]
     assert [len(p[1]) for p in plot_bands(runs, group=False)] == [2, 2, 2, 2]
 
     png = tmp_path / "ruler.png"
@@ -185,7 +208,7 @@ def test_plot_draws_a_group_as_its_mean_with_a_band(seeds, tmp_path, capsys):
     present = {c for _, c in img.getcolors(maxcolors=1 << 20)}
     # the band: C0 (31, 119, 180) at alpha 0.2 over white
     band = (round(255 - 0.2 * (255 - 31)), round(255 - 0.2 * (255 - 119)), round(255 - 0.2 * (255 - 180)))
-    assert any(all(abs(a - b) <= 2 for a, b in zip(c, band)) for c in present)
+    assert any(all(abs(a - b) <= 2 for a, b in zip(c, band, strict=False)) for c in present)
     assert main(["compare", "--no-group", *seeds, "--plot", str(png)]) == 0
 
 
@@ -194,8 +217,10 @@ def test_plot_styles_strip_the_pretraining_seed_from_the_family(tmp_path):
     transformer yarn share a color as in a single-seed study."""
     from longctx.report import plot_styles
 
-    runs = [_run(m, None) for m in ("/s/hybrid-s1/yarn", "/s/transformer-s0/yarn", "/s/hybrid-s0/base",
-                                    "/s/transformer-s1/base")]
+    runs = [
+        _run(m, None)
+        for m in ("/s/hybrid-s1/yarn", "/s/transformer-s0/yarn", "/s/hybrid-s0/base", "/s/transformer-s1/base")
+    ]
     st = plot_styles(runs)
     assert st[0]["color"] == st[1]["color"] != st[2]["color"] == st[3]["color"]
     assert st[0]["linestyle"] != st[1]["linestyle"] and st[0]["linestyle"] == st[2]["linestyle"]

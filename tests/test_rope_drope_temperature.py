@@ -2,6 +2,7 @@
 and the softmax temperature beta = 1 + c ln(s) folded into the weights, checked against references
 built independently of the fold: SDPA with scale=beta/sqrt(d), and transformers' own models with
 their rotary frequencies zeroed (no rotation) and their q_norm scaled."""
+
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, randomize
 from transformers import AutoModelForCausalLM
 
 import rope_methods as rm
@@ -18,7 +20,6 @@ from longctx.model.varlen import doc_layout
 from longctx.train.extend_cmd import with_rope
 from longctx.train.temperature import fit_c
 from rope_methods.drope import beta as beta_of
-from test_model_util import NO_ROPE, VOCAB, hf_reference, hybrid_config, max_diff, olmo3_config, randomize
 
 TOL = 1e-4
 BASE_LEN, TARGET, C = 64, 256, 0.4
@@ -43,9 +44,16 @@ def test_beta_formula():
 @pytest.mark.parametrize("kind", ["olmo_hybrid", "olmo3"])
 def test_fold_equals_softmax_of_beta_times_the_logits(kind):
     """One attention layer: folded weights == softmax(beta * q.k / sqrt(d)) v from SDPA on the same q, k, v."""
-    config = hybrid_config(rope_parameters=dict(NO_ROPE)) if kind == "olmo_hybrid" else olmo3_config(
-        rope_parameters={"full_attention": dict(rm.UNROTATED), "sliding_attention": {"rope_type": "default",
-                                                                                     "rope_theta": 5e5}})
+    config = (
+        hybrid_config(rope_parameters=dict(NO_ROPE))
+        if kind == "olmo_hybrid"
+        else olmo3_config(
+            rope_parameters={
+                "full_attention": dict(rm.UNROTATED),
+                "sliding_attention": {"rope_type": "default", "rope_theta": 5e5},
+            }
+        )
+    )
     torch.manual_seed(0)
     model = randomize(HybridLM(config)).eval()
     assert temperature_layers(model.config) == [FULL]
@@ -55,8 +63,14 @@ def test_fold_equals_softmax_of_beta_times_the_logits(kind):
     layout = doc_layout(None, 2, 40, torch.device("cpu"))
     with torch.no_grad():
         q, k, v = attn.qkv(x, None)
-        ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
-                                             scale=beta / math.sqrt(attn.head_dim), enable_gqa=True)
+        ref = F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
+            scale=beta / math.sqrt(attn.head_dim),
+            enable_gqa=True,
+        )
         ref = attn.o_proj(ref.transpose(1, 2).reshape(2, 40, -1))
         plain = attn(x, None, layout)
         with temperature(model, beta):

@@ -53,21 +53,43 @@ CASES = [
     {**YARN, "factor": 8.0, "original_max_position_embeddings": 8192},
     {**YARN, "factor": 8.0, "original_max_position_embeddings": 8192, "truncate": False},
     {**YARN, "factor": 16.0, "original_max_position_embeddings": 4096, "beta_fast": 16, "beta_slow": 2},
-    {**YARN, "factor": 3.5, "original_max_position_embeddings": 4096, "beta_fast": 64.0, "beta_slow": 0.5,
-     "truncate": False},
+    {
+        **YARN,
+        "factor": 3.5,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 64.0,
+        "beta_slow": 0.5,
+        "truncate": False,
+    },
     {**YARN, "factor": 4.0, "original_max_position_embeddings": 2048, "beta_fast": 8, "beta_slow": 4},
     {**YARN, "factor": 8.0, "original_max_position_embeddings": 4096, "mscale": 1.0, "mscale_all_dim": 0.5},
     {**YARN, "factor": 8.0, "original_max_position_embeddings": 4096, "mscale": 0.707, "mscale_all_dim": 0.707},
     {**YARN, "factor": 8.0, "original_max_position_embeddings": 4096, "attention_factor": 1.5},
     {**YARN, "factor": 1.0, "original_max_position_embeddings": 4096},
     # beta_fast == beta_slow untruncated: a zero-width ramp, which transformers widens by 0.001
-    {**YARN, "factor": 4.0, "original_max_position_embeddings": 4096, "beta_fast": 8, "beta_slow": 8,
-     "truncate": False},
+    {
+        **YARN,
+        "factor": 4.0,
+        "original_max_position_embeddings": 4096,
+        "beta_fast": 8,
+        "beta_slow": 8,
+        "truncate": False,
+    },
     {**YARN, "factor": 4.0},  # original <- max_position_embeddings (transformers' standardize)
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 8192},
-    {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 2.0, "high_freq_factor": 8.0,
-     "original_max_position_embeddings": 2048},
+    {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
+    {
+        "rope_type": "llama3",
+        "factor": 4.0,
+        "low_freq_factor": 2.0,
+        "high_freq_factor": 8.0,
+        "original_max_position_embeddings": 2048,
+    },
 ]
 
 
@@ -101,8 +123,16 @@ def test_inv_freq_yarn_factor_from_lengths():
 def test_inv_freq_with_llama_config_head_dim():
     # LlamaConfig carries an explicit head_dim (not hidden_size // heads)
     rp = {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0, "original_max_position_embeddings": 4096}
-    config = LlamaConfig(hidden_size=64, num_attention_heads=2, head_dim=96, max_position_embeddings=32768,
-                         rope_parameters=dict(rp), num_hidden_layers=1, intermediate_size=32, vocab_size=32)
+    config = LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=2,
+        head_dim=96,
+        max_position_embeddings=32768,
+        rope_parameters=dict(rp),
+        num_hidden_layers=1,
+        intermediate_size=32,
+        vocab_size=32,
+    )
     module = LlamaRotaryEmbedding(config)
     inv, scale = rm.inv_freq(rp, 96)
     same(inv, module.inv_freq)
@@ -113,9 +143,13 @@ def test_inv_freq_with_llama_config_head_dim():
 def test_inv_freq_longrope(with_factor):
     head_dim, theta = 64, 1e4
     g = torch.Generator().manual_seed(0)
-    rp = {"rope_type": "longrope", "rope_theta": theta, "original_max_position_embeddings": 4096,
-          "short_factor": (1 + torch.rand(head_dim // 2, generator=g)).tolist(),
-          "long_factor": (1 + 4 * torch.rand(head_dim // 2, generator=g)).tolist()}
+    rp = {
+        "rope_type": "longrope",
+        "rope_theta": theta,
+        "original_max_position_embeddings": 4096,
+        "short_factor": (1 + torch.rand(head_dim // 2, generator=g)).tolist(),
+        "long_factor": (1 + 4 * torch.rand(head_dim // 2, generator=g)).tolist(),
+    }
     if with_factor:
         rp["factor"] = 4.0
     config = hybrid_config(rp, head_dim, max_position_embeddings=32768)
@@ -165,23 +199,37 @@ def test_dynamic_reference_length_from_dict():
 
 # ---------------------------------------------------------------- cos/sin and rotation
 
-@pytest.mark.parametrize("rp", [
-    {"rope_type": "default", "rope_theta": 5e5},
-    {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0, "original_max_position_embeddings": 4096},
-], ids=["default", "yarn"])
+
+@pytest.mark.parametrize(
+    "rp",
+    [
+        {"rope_type": "default", "rope_theta": 5e5},
+        {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0, "original_max_position_embeddings": 4096},
+    ],
+    ids=["default", "yarn"],
+)
 def test_cos_sin_matches_rotary_module(rp):
     head_dim = 64
     position_ids = torch.stack([torch.arange(32), torch.arange(40000, 40032)])
     cos, sin = rm.cos_sin(*rm.inv_freq(rp, head_dim), position_ids, torch.float32)
     # OlmoHybrid keeps float32 cos/sin
-    ref_cos, ref_sin = OlmoHybridRotaryEmbedding(hybrid_config(rp, head_dim))(torch.zeros(1, dtype=torch.bfloat16),
-                                                                              position_ids)
+    ref_cos, ref_sin = OlmoHybridRotaryEmbedding(hybrid_config(rp, head_dim))(
+        torch.zeros(1, dtype=torch.bfloat16), position_ids
+    )
     assert cos.shape == ref_cos.shape == (2, 32, head_dim)
     torch.testing.assert_close(cos, ref_cos, rtol=0, atol=1e-6)
     torch.testing.assert_close(sin, ref_sin, rtol=0, atol=1e-6)
     # Llama casts them to the activations' dtype
-    llama = LlamaRotaryEmbedding(LlamaConfig(hidden_size=2 * head_dim, num_attention_heads=2, rope_parameters=dict(rp),
-                                             max_position_embeddings=32768, num_hidden_layers=1, vocab_size=32))
+    llama = LlamaRotaryEmbedding(
+        LlamaConfig(
+            hidden_size=2 * head_dim,
+            num_attention_heads=2,
+            rope_parameters=dict(rp),
+            max_position_embeddings=32768,
+            num_hidden_layers=1,
+            vocab_size=32,
+        )
+    )
     ref_cos, ref_sin = llama(torch.zeros(1, dtype=torch.bfloat16), position_ids)
     cos, sin = rm.cos_sin(*rm.inv_freq(rp, head_dim), position_ids, torch.bfloat16)
     assert cos.dtype == torch.bfloat16
@@ -237,8 +285,14 @@ def test_registry():
 
 def test_yarn_defaults_follow_the_recipe():
     out = rm.get("yarn").extend(dict(BASE), base_len=8192, target_len=65536)
-    assert out == {"rope_type": "yarn", "rope_theta": 5e5, "factor": 8.0, "original_max_position_embeddings": 8192,
-                   "beta_fast": 32.0, "beta_slow": 1.0}
+    assert out == {
+        "rope_type": "yarn",
+        "rope_theta": 5e5,
+        "factor": 8.0,
+        "original_max_position_embeddings": 8192,
+        "beta_fast": 32.0,
+        "beta_slow": 1.0,
+    }
     assert rm.get("yarn").layers == ("full_attention",)
     # temperature from the YaRN paper: sqrt(1/t) = 0.1 ln(s) + 1, multiplied into cos and sin
     _, scale = rm.inv_freq(out, 128)
@@ -246,11 +300,28 @@ def test_yarn_defaults_follow_the_recipe():
 
 
 def test_yarn_options_override():
-    out = rm.get("yarn").extend(dict(BASE), base_len=4096, target_len=65536, factor=8, beta_fast=16, beta_slow=2,
-                                theta=1e6, original_max_position_embeddings=8192, attention_factor=1.25,
-                                truncate=False)
-    assert out == {"rope_type": "yarn", "rope_theta": 1e6, "factor": 8.0, "original_max_position_embeddings": 8192,
-                   "beta_fast": 16.0, "beta_slow": 2.0, "attention_factor": 1.25, "truncate": False}
+    out = rm.get("yarn").extend(
+        dict(BASE),
+        base_len=4096,
+        target_len=65536,
+        factor=8,
+        beta_fast=16,
+        beta_slow=2,
+        theta=1e6,
+        original_max_position_embeddings=8192,
+        attention_factor=1.25,
+        truncate=False,
+    )
+    assert out == {
+        "rope_type": "yarn",
+        "rope_theta": 1e6,
+        "factor": 8.0,
+        "original_max_position_embeddings": 8192,
+        "beta_fast": 16.0,
+        "beta_slow": 2.0,
+        "attention_factor": 1.25,
+        "truncate": False,
+    }
 
 
 def _check_against_transformers(method, out, base_len, target_len, head_dim=64):
@@ -286,13 +357,16 @@ def test_extended_parameters_load_in_transformers(name, lengths):
 
 
 def test_extend_nested_olmo3_keeps_sliding_rope():
-    nested = {"sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
-              "full_attention": {"rope_type": "default", "rope_theta": 5e5}}
+    nested = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        "full_attention": {"rope_type": "default", "rope_theta": 5e5},
+    }
     out = rm.get("yarn").extend(nested, base_len=8192, target_len=65536, beta_fast=16)
     assert out["sliding_attention"] == nested["sliding_attention"]
     assert nested["full_attention"] == {"rope_type": "default", "rope_theta": 5e5}  # input untouched
-    config = Olmo3Config(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536, rope_parameters=out,
-                         **TINY)
+    config = Olmo3Config(
+        hidden_size=128, num_attention_heads=2, max_position_embeddings=65536, rope_parameters=out, **TINY
+    )
     module = Olmo3RotaryEmbedding(config)
     for layer_type in ("full_attention", "sliding_attention"):
         inv, scale = rm.inv_freq(out[layer_type], 64)
@@ -301,8 +375,9 @@ def test_extend_nested_olmo3_keeps_sliding_rope():
     assert out["full_attention"]["rope_type"] == "yarn"
 
 
-@pytest.mark.parametrize("rope_parameters", [dict(BASE), None, {"sliding_attention": dict(BASE),
-                                                                  "full_attention": dict(BASE)}])
+@pytest.mark.parametrize(
+    "rope_parameters", [dict(BASE), None, {"sliding_attention": dict(BASE), "full_attention": dict(BASE)}]
+)
 def test_drope_removes_rope(rope_parameters):
     method = rm.get("drope")
     assert method.extend(rope_parameters, base_len=8192, target_len=65536, layers="all") is None
@@ -322,9 +397,13 @@ def test_unrotated_is_no_rope_here_and_identity_in_transformers():
     small that cos is exactly 1 and sin negligible at any position we reach; we read it as None."""
     assert rm.inv_freq(rm.UNROTATED, 64) == (None, 1.0)
     assert rm.is_unrotated(dict(rm.UNROTATED)) and not rm.is_unrotated(BASE) and not rm.is_unrotated(None)
-    config = Olmo3Config(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
-                         rope_parameters={"full_attention": dict(rm.UNROTATED), "sliding_attention": dict(BASE)},
-                         **TINY)
+    config = Olmo3Config(
+        hidden_size=128,
+        num_attention_heads=2,
+        max_position_embeddings=65536,
+        rope_parameters={"full_attention": dict(rm.UNROTATED), "sliding_attention": dict(BASE)},
+        **TINY,
+    )
     module = Olmo3RotaryEmbedding(config)
     pos = torch.tensor([[0, 1, 4096, 2**20, 2**30]])
     cos, sin = module(torch.zeros(1), pos, "full_attention")
@@ -345,6 +424,7 @@ def test_none_keeps_no_rope():
 
 
 # ---------------------------------------------------------------- bad input
+
 
 def _yarn(**opts):
     return rm.get("yarn").extend(dict(BASE), base_len=4096, target_len=32768, **opts)
@@ -383,8 +463,10 @@ BAD = [
     (lambda: rm.inv_freq({**BASE, "partial_rotary_factor": 0.5}, 64), "partial_rotary_factor=0.5"),
     (lambda: rm.inv_freq({"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}, 64), "max_position_embeddings"),
     (lambda: rm.inv_freq({"full_attention": BASE}, 64), "full_attention"),
-    (lambda: rm.dynamic_inv_freq({"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, 64, 9000),
-     "max_position_embeddings"),
+    (
+        lambda: rm.dynamic_inv_freq({"rope_type": "dynamic", "rope_theta": 1e4, "factor": 2.0}, 64, 9000),
+        "max_position_embeddings",
+    ),
 ]
 
 
@@ -395,9 +477,12 @@ def test_bad_input_raises_value_error_naming_it(call, named):
     assert named in str(err.value)
 
 
-MIXED = {"rope_type": "default", "rope_theta": 2e5,  # flat keys beside per-layer-type entries
-         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
-         "full_attention": {"rope_type": "default", "rope_theta": 5e5}}
+MIXED = {
+    "rope_type": "default",
+    "rope_theta": 2e5,  # flat keys beside per-layer-type entries
+    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+    "full_attention": {"rope_type": "default", "rope_theta": 5e5},
+}
 
 
 @pytest.mark.parametrize("method, opts", [("yarn", {}), ("pi", {}), ("ntk", {}), ("drope", {}), ("none", {})])
@@ -413,8 +498,13 @@ def test_extend_mixed_form_as_transformers_reads_it(method, opts):
     want_flat = m.extend(dict(flat), base_len=8192, target_len=65536, **opts)
     want_full = m.extend(dict(MIXED["full_attention"]), base_len=8192, target_len=65536, **opts)
 
-    olmo3 = Olmo3Config(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
-                        rope_parameters=copy.deepcopy(out), **TINY)
+    olmo3 = Olmo3Config(
+        hidden_size=128,
+        num_attention_heads=2,
+        max_position_embeddings=65536,
+        rope_parameters=copy.deepcopy(out),
+        **TINY,
+    )
     assert sorted(olmo3.rope_parameters) == sorted(out)  # transformers keeps the mixed form as given
     module = Olmo3RotaryEmbedding(olmo3) if want_full is not None else None
     if module is not None:
@@ -427,8 +517,13 @@ def test_extend_mixed_form_as_transformers_reads_it(method, opts):
         assert out["full_attention"] is None  # DRoPE: rope_methods' "no RoPE" (the checkpoint writes UNROTATED)
     assert out["sliding_attention"] == MIXED["sliding_attention"]
 
-    hybrid = OlmoHybridConfig(hidden_size=128, num_attention_heads=2, max_position_embeddings=65536,
-                              rope_parameters=copy.deepcopy(out), **TINY)
+    hybrid = OlmoHybridConfig(
+        hidden_size=128,
+        num_attention_heads=2,
+        max_position_embeddings=65536,
+        rope_parameters=copy.deepcopy(out),
+        **TINY,
+    )
     rotary = OlmoHybridRotaryEmbedding(hybrid) if want_flat is not None else None
     if rotary is not None:
         inv, scale = rm.inv_freq(want_flat, 64, max_position_embeddings=65536)

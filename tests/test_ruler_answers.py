@@ -1,14 +1,16 @@
-"""`longctx answers` (longctx.evaluate.answers_cmd): a finished evaluation's answers matched back to their samples through the
+"""`longctx answers` (longctx.evaluate.answers_cmd): a finished evaluation's answers matched back to their samples
+through the
 journal, rescored with NVIDIA's metric; the per-cell scores must equal lm-eval's in the results file."""
+
 import hashlib
 import json
 
 import pytest
+from test_evaluate_e2e import LENGTH, _private_sample_cache, tiny_model  # noqa: F401 (fixtures)
 
 from longctx.cli import main as cli_main
 from longctx.evaluate import results as R
 from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
-from test_evaluate_e2e import LENGTH, _private_sample_cache, tiny_model  # noqa: F401 (fixtures)
 
 TASKS = ["niah_single_1", "niah_multikey_1", "ruler_vt"]
 WRONG = "illness."

@@ -12,8 +12,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from eval_tasks.ruler import TASKS, DataUnavailable, LengthTooShort, generate, max_gen_toks
-from eval_tasks.ruler.samples import Job, _draft_class, counter_for
 from eval_tasks.ruler.haystack import BUNDLED
+from eval_tasks.ruler.samples import Job, _draft_class, counter_for
 
 SYNTHETIC = [t for t in TASKS if not t.startswith("ruler_qa")]
 CHATML = (
@@ -37,13 +37,20 @@ def make_tokenizer(vocab_size=4096, metaspace=False, chat=False):
         tk.decoder = decoders.ByteLevel()
         alphabet = pre_tokenizers.ByteLevel.alphabet()
         specials = ["<|endoftext|>"]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+    )
     text = BUNDLED.read_text()
     tk.train_from_iterator([text[i : i + 10000] for i in range(0, len(text), 10000)], trainer)
     bos = tk.token_to_id("<|endoftext|>")
-    tk.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    tk.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>" if metaspace else None
+        tokenizer_object=tk,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<unk>" if metaspace else None,
     )
     if chat:
         tok.chat_template = CHATML
@@ -60,7 +67,8 @@ def exact_length(tok, sample, chat=False):
     if chat:
         text = tok.apply_chat_template(
             [{"role": "user", "content": sample["input"]}, {"role": "assistant", "content": sample["gen_prefix"]}],
-            tokenize=False, continue_final_message=True,
+            tokenize=False,
+            continue_final_message=True,
         )
     else:
         text = sample["input"] + sample["gen_prefix"]  # every RULER answer prefix starts with a space
@@ -85,7 +93,9 @@ def test_lengths_fit_and_are_maximal(tok, task, length):
         assert s["max_gen_toks"] == max_gen_toks(task) and s["max_length"] == length
         # one more haystack unit would not fit: the sample is within one unit of the target
         bigger = rebuild(tok, task, length, s, s["units"] + 1, haystack="bundled")
-        grown = exact_length(tok, {"input": bigger.input, "gen_prefix": bigger.gen_prefix, "max_gen_toks": s["max_gen_toks"]})
+        grown = exact_length(
+            tok, {"input": bigger.input, "gen_prefix": bigger.gen_prefix, "max_gen_toks": s["max_gen_toks"]}
+        )
         assert grown > length
         assert all(o and o in s["input"] for o in s["outputs"]), "every answer is in the prompt"
         assert s["haystack"] and s["qa_source"] == ""
@@ -108,7 +118,12 @@ def test_non_additive_tokenizer_falls_back_to_full_tokenization(caplog):
         for s in generate(task, 2048, 2, sp, cache_dir=False, haystack="bundled"):
             assert exact_length(sp, s) == s["length"] <= 2048
             bigger = rebuild(sp, task, 2048, s, s["units"] + 1, haystack="bundled", exact="full")
-            assert exact_length(sp, {"input": bigger.input, "gen_prefix": bigger.gen_prefix, "max_gen_toks": s["max_gen_toks"]}) > 2048
+            assert (
+                exact_length(
+                    sp, {"input": bigger.input, "gen_prefix": bigger.gen_prefix, "max_gen_toks": s["max_gen_toks"]}
+                )
+                > 2048
+            )
         if task == "niah_single_1":  # its lines meet at "\n", where Metaspace merges ".\nThe"
             assert "does not count prompts additively" in caplog.text
 
@@ -203,8 +218,17 @@ def test_paul_graham_gives_up_at_once_when_the_hub_is_unreachable(monkeypatch):
 
     from eval_tasks.ruler import haystack
 
-    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy",
-              "HTTP_PROXY", "http_proxy", "HF_ENDPOINT"):
+    for k in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "HF_ENDPOINT",
+    ):
         monkeypatch.delenv(k, raising=False)
     probes, loads = [], []
 

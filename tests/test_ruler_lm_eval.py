@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_ruler_generate import make_tokenizer
 
 import eval_tasks
 from eval_tasks.ruler import TASKS
-
-from test_ruler_generate import make_tokenizer
 
 QA = {"ruler_qa_squad", "ruler_qa_hotpot"}
 
@@ -40,7 +39,8 @@ def tiny_model(tmp_path_factory):
 def _chat(tok, doc):
     return tok.apply_chat_template(
         [{"role": "user", "content": doc["input"]}, {"role": "assistant", "content": doc["gen_prefix"]}],
-        tokenize=False, continue_final_message=True,
+        tokenize=False,
+        continue_final_message=True,
     )
 
 
@@ -116,7 +116,8 @@ def test_python_api_regenerates_for_the_chat_template(tiny_model, tmp_path, monk
     meta = {"max_seq_lengths": [1024], "num_samples": 3, "pretrained": str(tiny_model)}
     tm = TaskManager(include_path=eval_tasks.TASKS_DIR, include_defaults=False, metadata=meta)
     res = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={tiny_model},dtype=float32", device="cpu", tasks=["niah_single_1", "ruler_fwe"],
+        model="hf", model_args=f"pretrained={tiny_model},dtype=float32", device="cpu",
+        tasks=["niah_single_1", "ruler_fwe"],
         task_manager=tm, limit=2, apply_chat_template=True, log_samples=True, bootstrap_iters=0,
     )  # fmt: skip
     assert "regenerating samples" in caplog.text
@@ -146,8 +147,11 @@ def test_prompts_longer_than_the_model_are_refused(tiny_model, tmp_path, monkeyp
     # the metadata as lm_eval's CLI makes it: --model_args merged into --metadata
     meta = {"max_seq_lengths": [1024], "num_samples": 1, "pretrained": str(tiny_model), "max_length": 512}
     tm = TaskManager(include_path=eval_tasks.TASKS_DIR, include_defaults=False, metadata=meta)
-    with pytest.raises(ValueError, match=r"niah_single_1: a prompt of \d+ tokens \+ 128 to generate \(RULER length "
-                                         r"1024\) does not fit the model's max length 512 \(max_length=512\).*max_length=1280"):
+    with pytest.raises(
+        ValueError,
+        match=r"niah_single_1: a prompt of \d+ tokens \+ 128 to generate \(RULER length "
+        r"1024\) does not fit the model's max length 512 \(max_length=512\).*max_length=1280",
+    ):
         lm_eval.simple_evaluate(
             model="hf", model_args=f"pretrained={tiny_model},dtype=float32,max_length=512", device="cpu",
             tasks=["niah_single_1"], task_manager=tm, limit=1, bootstrap_iters=0,
@@ -155,8 +159,13 @@ def test_prompts_longer_than_the_model_are_refused(tiny_model, tmp_path, monkeyp
 
     assert model_max_length({"pretrained": str(tiny_model)})[0] == 4096  # max_position_embeddings
     assert model_max_length({"pretrained": str(tiny_model), "max_length": "8448"}) == (8448, "max_length=8448")
-    docs = [{"length": 8000, "max_gen_toks": 128, "max_length": 8192}, {"length": 4000, "max_gen_toks": 128, "max_length": 4096}]
-    with pytest.raises(ValueError, match=r"a prompt of 7872 tokens \+ 128 .* max length 4096 \(max_position_embeddings=4096 in"):
+    docs = [
+        {"length": 8000, "max_gen_toks": 128, "max_length": 8192},
+        {"length": 4000, "max_gen_toks": 128, "max_length": 4096},
+    ]
+    with pytest.raises(
+        ValueError, match=r"a prompt of 7872 tokens \+ 128 .* max length 4096 \(max_position_embeddings=4096 in"
+    ):
         check_fits("niah_single_1", docs, {"pretrained": str(tiny_model)})
     check_fits("niah_single_1", docs, {"pretrained": str(tiny_model), "max_length": 8448})  # fits
     check_fits("niah_single_1", docs, {"pretrained": "owner/hub-id"})  # unknown length: lm-eval's own warning

@@ -10,20 +10,38 @@ from eval_tasks.ruler import TASKS, postprocess, sample_score, score
 
 # --- NVIDIA/RULER scripts/eval/synthetic/constants.py, verbatim
 def string_match_part(preds, refs):
-    score = sum([max([1.0 if r.lower() in pred.lower() else 0.0 for r in ref]) for pred, ref in zip(preds, refs)]) / len(preds) * 100
+    score = (
+        sum(
+            [
+                max([1.0 if r.lower() in pred.lower() else 0.0 for r in ref])
+                for pred, ref in zip(preds, refs, strict=False)
+            ]
+        )
+        / len(preds)
+        * 100
+    )
     return round(score, 2)
 
 
 def string_match_all(preds, refs):
-    score = sum([sum([1.0 if r.lower() in pred.lower() else 0.0 for r in ref]) / len(ref) for pred, ref in zip(preds, refs)]) / len(preds) * 100
+    score = (
+        sum(
+            [
+                sum([1.0 if r.lower() in pred.lower() else 0.0 for r in ref]) / len(ref)
+                for pred, ref in zip(preds, refs, strict=False)
+            ]
+        )
+        / len(preds)
+        * 100
+    )
     return round(score, 2)
 
 
 # --- NVIDIA/RULER scripts/eval/evaluate.py, verbatim
 def postprocess_pred(predict_str: str, task_config: dict):
     predict_str = predict_str.strip()
-    np_pattern = re.compile(r'[\x00-\x1f]')
-    predict_str = np_pattern.sub('\n', predict_str).strip()
+    np_pattern = re.compile(r"[\x00-\x1f]")
+    predict_str = np_pattern.sub("\n", predict_str).strip()
     return predict_str
 
 
@@ -71,7 +89,7 @@ def test_postprocess_equals_nvidia(pred):
 def test_sample_score_matches_task_score():
     for task in TASKS:
         for preds, refs in CASES + QA_CASES:
-            per = [sample_score(task, p, r) for p, r in zip(preds, refs)]
+            per = [sample_score(task, p, r) for p, r in zip(preds, refs, strict=False)]
             assert round(sum(per) / len(per), 2) == score(task, preds, refs)
             assert all(0.0 <= x <= 100.0 for x in per)
 

@@ -8,11 +8,10 @@ from collections import Counter
 
 import pytest
 from scipy.special import zeta
+from test_ruler_generate import exact_length, make_tokenizer
 
 from eval_tasks.ruler import generate
 from eval_tasks.ruler.words import cwe_words, english_words, wonderwords_lists
-
-from test_ruler_generate import exact_length, make_tokenizer
 
 # --- NVIDIA/RULER scripts/data/synthetic/constants.py
 NIAH_T = """Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize it. I will quiz you about the {type_needle_v} afterwards.\n{context}\nWhat are all the special magic {type_needle_v} for {query} mentioned in the provided text?"""
@@ -48,7 +47,9 @@ def nvidia_niah(type_v, k, v, q, context, query):
     """NVIDIA niah.py: template + answer prefix, singular when q * v == 1, split at the prefix."""
     template = NIAH_T + NIAH_P
     if q * v == 1:
-        template = template.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
+        template = (
+            template.replace("Some", "A").replace("are all", "is").replace("are", "is").replace("answers", "answer")
+        )
         type_v = type_v[:-1]
     text = template.format(type_needle_v=type_v, context=context, query=query)
     cut = text.rfind(NIAH_P[:10])
@@ -83,7 +84,9 @@ def test_niah_matches_nvidia_template(tok, task, length):
         assert sorted(keys) == sorted({key for key, _ in real})
         if type_k == "words":
             for key in {key for key, _ in found}:
-                adj, noun = next((a, key[len(a) + 1 :]) for a in adjs if key.startswith(a + "-") and key[len(a) + 1 :] in nouns)
+                adj, noun = next(
+                    (a, key[len(a) + 1 :]) for a in adjs if key.startswith(a + "-") and key[len(a) + 1 :] in nouns
+                )
                 assert adj in adjs and noun in nouns
         query = ", ".join(keys[:-1]) + ", and " + keys[-1] if len(keys) > 1 else keys[0]
         assert query == asked
@@ -99,7 +102,12 @@ def test_niah_matches_nvidia_template(tok, task, length):
                 assert before == "" or before.endswith(" ")
                 assert after == "" or after.startswith(" ")
                 at_end = after.strip() == ""  # depth 100: after the last (cut) sentence, as RULER does
-                assert at_end or before.strip() == "" or re.search(r"[.!?][\"')\]]*\s*$", before) or needle_re.search(before[-200:])
+                assert (
+                    at_end
+                    or before.strip() == ""
+                    or re.search(r"[.!?][\"')\]]*\s*$", before)
+                    or needle_re.search(before[-200:])
+                )
 
 
 @pytest.mark.parametrize("length", [2048, 8192])
@@ -124,7 +132,13 @@ def test_vt_matches_nvidia_template_and_chain(tok, length):
         assert lines.count(NOISE) == s["units"]
         # the one-shot example: RULER's prompt with 3-letter names, " " + its answer (after the
         # prefix's own trailing space), "\n", then the "\n" that joins it to the prompt
-        m = re.fullmatch(r"(.*)" + re.escape(VT_P.split("{num_v}")[0]) + r"5 variables are assigned the value (\d{5}), they are:  ((?:[A-Z]{3} ){4}[A-Z]{3})\n\n", icl, re.S)
+        m = re.fullmatch(
+            r"(.*)"
+            + re.escape(VT_P.split("{num_v}")[0])
+            + r"5 variables are assigned the value (\d{5}), they are:  ((?:[A-Z]{3} ){4}[A-Z]{3})\n\n",
+            icl,
+            re.S,
+        )
         assert m, icl[-300:]
         icl_ctx = m.group(1)[len(VT_T.split("{context}")[0]) : m.group(1).rfind("\nQuestion:")]
         assert m.group(1) == VT_T.format(context=icl_ctx, query=m.group(2))
@@ -143,7 +157,7 @@ def test_vt_matches_nvidia_template_and_chain(tok, length):
 def _numbered(text):
     """Words of "1. w 2. w ..." (some wonderwords entries hold a space), checking the numbering."""
     parts, words, i = re.split(r"(?:^| )(\d+)\. ", text)[1:], [], 1
-    for num, word in zip(parts[0::2], parts[1::2]):
+    for num, word in zip(parts[0::2], parts[1::2], strict=False):
         if int(num) != i:  # a number inside a word would break the sequence: rejoin it
             words[-1] += f" {num}. {word}"
             continue
@@ -169,7 +183,9 @@ def test_cwe_matches_nvidia_template_and_counts(tok, length, ex, cr, ucr):
         assert example == (CWE_T + CWE_P).format(context=ex_ctx) + " " + ex_answer
         ex_counts = Counter(_numbered(ex_ctx))
         n_words, ex_cr, ex_ucr = ex
-        assert len(ex_counts) == n_words and sorted(ex_counts.values(), reverse=True) == [ex_cr] * 10 + [ex_ucr] * (n_words - 10)
+        assert len(ex_counts) == n_words and sorted(ex_counts.values(), reverse=True) == [ex_cr] * 10 + [ex_ucr] * (
+            n_words - 10
+        )
         assert sorted(_numbered(ex_answer)) == sorted(w for w, c in ex_counts.items() if c == ex_cr)
 
 
@@ -196,7 +212,9 @@ def _squad(n_articles=6, paras=4):
     for a in range(n_articles):
         paragraphs = []
         for p in range(paras):
-            ctx = f"Article {a} paragraph {p}. " + " ".join(f"The fact number {j} of topic {a}-{p} is fact{a}x{p}x{j}." for j in range(30))
+            ctx = f"Article {a} paragraph {p}. " + " ".join(
+                f"The fact number {j} of topic {a}-{p} is fact{a}x{p}x{j}." for j in range(30)
+            )
             paragraphs.append({"context": ctx, "qas": [
                 {"question": f"What is fact 3 of topic {a}-{p}?", "answers": [{"text": f"fact{a}x{p}x3"}, {"text": f"FACT{a}x{p}x3 indeed"}], "is_impossible": False},
                 {"question": "Unanswerable?", "answers": [], "is_impossible": True},
@@ -210,18 +228,29 @@ def _hotpot(n=30):
         {
             "question": f"Which town hosts event {i}?",
             "answer": f"Town{i}",
-            "context": [[f"Title {i}-{j}", [f"Sentence one of {i}-{j}. ", f"Event {i} happens in Town{i} on day {j}."]] for j in range(4)],
+            "context": [
+                [f"Title {i}-{j}", [f"Sentence one of {i}-{j}. ", f"Event {i} happens in Town{i} on day {j}."]]
+                for j in range(4)
+            ],
         }
         for i in range(n)
     ]
 
 
-@pytest.mark.parametrize("task,name,data", [("ruler_qa_squad", "squad.json", _squad()), ("ruler_qa_hotpot", "hotpotqa.json", _hotpot())])
+@pytest.mark.parametrize(
+    "task,name,data", [("ruler_qa_squad", "squad.json", _squad()), ("ruler_qa_hotpot", "hotpotqa.json", _hotpot())]
+)
 def test_qa_matches_nvidia_template_and_documents(tok, tmp_path, task, name, data):
     (tmp_path / name).write_text(json.dumps(data))
     if task == "ruler_qa_squad":
         docs = sorted({p["context"] for d in data["data"] for p in d["paragraphs"]})
-        qas = [(qa["question"], [a["text"] for a in qa["answers"]], [p["context"]]) for d in data["data"] for p in d["paragraphs"] for qa in p["qas"] if not qa["is_impossible"]]
+        qas = [
+            (qa["question"], [a["text"] for a in qa["answers"]], [p["context"]])
+            for d in data["data"]
+            for p in d["paragraphs"]
+            for qa in p["qas"]
+            if not qa["is_impossible"]
+        ]
     else:
         docs = sorted({f"{t}\n{''.join(p)}" for d in data for t, p in d["context"]})
         qas = [(d["question"], [d["answer"]], [f"{t}\n{''.join(p)}" for t, p in d["context"]]) for d in data]

@@ -1,5 +1,6 @@
 """Run directories never lose data: --resume only continues a run with the same settings, --force
 removes only what longctx wrote, a lock keeps a second process out, a failed fresh run leaves nothing."""
+
 import json
 import os
 import signal
@@ -12,7 +13,6 @@ import pytest
 from longctx.cli import main
 from longctx.train.metrics import read_metrics
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -20,8 +20,9 @@ TINY = ("--seq-len", 32, "--batch-size", 2, "--steps", 2, "--checkpoint-interval
 
 
 def pretrain(out, *extra):
-    return main(["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress",
-                 *map(str, extra)])
+    return main(
+        ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress", *map(str, extra)]
+    )
 
 
 def snapshot(root):
@@ -110,8 +111,27 @@ def _env():
 
 
 def _start_slow_run(out):
-    cmd = [sys.executable, "-m", "longctx", "pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu",
-           "--no-progress", "--seq-len", "32", "--batch-size", "2", "--steps", "100000", "--checkpoint-interval", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "longctx",
+        "pretrain",
+        "--model",
+        "hybrid-tiny",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "100000",
+        "--checkpoint-interval",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not any((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else True:
@@ -194,8 +214,17 @@ def test_export_force_keeps_files_it_did_not_write(done, tmp_path, capsys):
 
 def test_a_batch_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys):
     t0 = time.time()
-    line = refused(capsys, tmp_path / "big", "--seq-len", 256, "--batch-size", 10**9, "--steps", 1,
-                   words=("--batch-size", "1000000000"))
+    line = refused(
+        capsys,
+        tmp_path / "big",
+        "--seq-len",
+        256,
+        "--batch-size",
+        10**9,
+        "--steps",
+        1,
+        words=("--batch-size", "1000000000"),
+    )
     assert "GiB" in line and time.time() - t0 < 20
     assert not (tmp_path / "big").exists()
 

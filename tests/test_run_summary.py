@@ -1,4 +1,5 @@
 """`longctx summary` (longctx.train.summary_cmd): run labels and the probe learning-curve plot, on crafted metrics."""
+
 import json
 
 from longctx.cli import main as cli_main
@@ -8,19 +9,37 @@ from longctx.train import summary_cmd as rs
 def _rows(probe_every=2, steps=6):
     rows = []
     for step in range(1, steps + 1):
-        r = {"step": step, "stage": "pretrain", "seq_len": 64, "loss": 5.0 / step, "tokens": 128 * step,
-             "tokens_per_s": 1000.0, "step_time_s": 0.1}
+        r = {
+            "step": step,
+            "stage": "pretrain",
+            "seq_len": 64,
+            "loss": 5.0 / step,
+            "tokens": 128 * step,
+            "tokens_per_s": 1000.0,
+            "step_time_s": 0.1,
+        }
         if step % probe_every == 0:
-            r.update({"probe/niah_single_1@512": 10.0 * step, "probe/niah_single_1@1024": 5.0 * step,
-                      "probe/own_kv@1024": 1.0 * step, "probe/mean": 0.0, "probe/nll_mean": 3.0 / step,
-                      "probe/nll/own_kv@1024": 9.0})
+            r.update(
+                {
+                    "probe/niah_single_1@512": 10.0 * step,
+                    "probe/niah_single_1@1024": 5.0 * step,
+                    "probe/own_kv@1024": 1.0 * step,
+                    "probe/mean": 0.0,
+                    "probe/nll_mean": 3.0 / step,
+                    "probe/nll/own_kv@1024": 9.0,
+                }
+            )
         rows.append(r)
     return rows
 
 
 def test_labels_are_the_shortest_unique_suffixes(tmp_path):
-    runs = [tmp_path / "s" / "hybrid" / "base", tmp_path / "own" / "hybrid" / "base", tmp_path / "t" / "transformer" / "base",
-            tmp_path / "yarn"]
+    runs = [
+        tmp_path / "s" / "hybrid" / "base",
+        tmp_path / "own" / "hybrid" / "base",
+        tmp_path / "t" / "transformer" / "base",
+        tmp_path / "yarn",
+    ]
     assert rs.labels([str(r) for r in runs]) == ["s/hybrid/base", "own/hybrid/base", "transformer/base", "yarn"]
 
 

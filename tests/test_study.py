@@ -1,5 +1,6 @@
 """`longctx study` (longctx.study): the stage plan, skip/resume detection, --only, the retrieval gate (fast), and the
 whole CPU smoke study end to end plus a rerun that skips everything (slow: ~4 CPU-minutes)."""
+
 from __future__ import annotations
 
 import json
@@ -96,9 +97,17 @@ def test_status_new_resume_done(tmp_path):
 
 
 def _results(path: Path, score: float) -> None:
-    r = results.new_results(model="m", rope_parameters=None, tasks=["niah_single_1"], lengths=[512],
-                            backend="longctx", chat_template=False, samples=1, haystack="bundled",
-                            lm_eval_version="0")
+    r = results.new_results(
+        model="m",
+        rope_parameters=None,
+        tasks=["niah_single_1"],
+        lengths=[512],
+        backend="longctx",
+        chat_template=False,
+        samples=1,
+        haystack="bundled",
+        lm_eval_version="0",
+    )
     results.set_score(r, "niah_single_1", 512, score, 1)
     results.save(r, path)
 
@@ -154,7 +163,7 @@ def test_gate_with_its_own_samples(tmp_path):
     assert "gate-hybrid" in st["extend-hybrid-yarn"].needs and "gate-hybrid" not in st["extend-transformer-yarn"].needs
     assert g.out not in st["compare"].inputs and "gate-hybrid" not in st["compare"].needs
     ev = st["eval-base-hybrid"]
-    assert g.cmd[g.cmd.index("--tasks") + 2:] == ev.cmd[ev.cmd.index("--tasks") + 2:]  # same device and eval args
+    assert g.cmd[g.cmd.index("--tasks") + 2 :] == ev.cmd[ev.cmd.index("--tasks") + 2 :]  # same device and eval args
     ev.out.parent.mkdir(parents=True)
     _results(ev.out, 10.0)
     assert study.gate_check(s, ev) is None  # the base row no longer decides
@@ -175,7 +184,10 @@ def test_gate_with_its_own_samples(tmp_path):
 def test_only_and_dry_run(tmp_path, capsys):
     stages = study.plan(_tiny(tmp_path))
     assert [s.name for s in study.select(stages, "extend-*-yarn,compare")] == [
-        "extend-hybrid-yarn", "extend-transformer-yarn", "compare"]
+        "extend-hybrid-yarn",
+        "extend-transformer-yarn",
+        "compare",
+    ]
     assert {s.kind for s in study.select(stages, "eval-base")} == {"eval-base"}
     with pytest.raises(study.StudyError, match="bogus"):
         study.select(stages, "bogus")
@@ -249,26 +261,39 @@ def test_no_time_left_starts_nothing(tmp_path, capsys):
 def _fake(tmp_path, name, kind, arch, needs=(), rc=0, sleep=0.6):
     """A stage that records when it ran and on which device, then exits rc."""
     rec = tmp_path / f"{name}.json"
-    script = ("import json, os, sys, time\n"
-              "t0 = time.time()\n"
-              f"time.sleep({sleep})\n"
-              f"json.dump({{'t0': t0, 't1': time.time(), 'dev': os.environ.get('CUDA_VISIBLE_DEVICES')}}, open({str(rec)!r}, 'w'))\n"
-              f"print('ran {name}')\n"
-              f"sys.exit({rc})\n")
+    script = (
+        "import json, os, sys, time\n"
+        "t0 = time.time()\n"
+        f"time.sleep({sleep})\n"
+        "rec = {'t0': t0, 't1': time.time(), 'dev': os.environ.get('CUDA_VISIBLE_DEVICES')}\n"
+        f"json.dump(rec, open({str(rec)!r}, 'w'))\n"
+        f"print('ran {name}')\n"
+        f"sys.exit({rc})\n"
+    )
     return study.Stage(name, kind, [sys.executable, "-c", script], tmp_path / name, arch, needs=list(needs))
 
 
 def test_parallel_stages_respect_needs_devices_and_the_gate(tmp_path, capsys):
     import io
 
-    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a"), _fake(tmp_path, "pretrain-b", "pretrain", "b"),
-              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
-              _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"]),
-              _fake(tmp_path, "extend-a-m", "extend", "a", ["eval-base-a", "not-selected"]),
-              _fake(tmp_path, "extend-b-m", "extend", "b", ["eval-base-b"])]
+    stages = [
+        _fake(tmp_path, "pretrain-a", "pretrain", "a"),
+        _fake(tmp_path, "pretrain-b", "pretrain", "b"),
+        _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
+        _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"]),
+        _fake(tmp_path, "extend-a-m", "extend", "a", ["eval-base-a", "not-selected"]),
+        _fake(tmp_path, "extend-b-m", "extend", "b", ["eval-base-b"]),
+    ]
     log = io.StringIO()
-    blocked = study.run_stages(stages, log, jobs=2, devices=["0", "1"], state_of=lambda s: "new",
-                               gate=lambda s: "b is below the gate" if s.arch == "b" else None, logs=tmp_path / "logs")
+    blocked = study.run_stages(
+        stages,
+        log,
+        jobs=2,
+        devices=["0", "1"],
+        state_of=lambda s: "new",
+        gate=lambda s: "b is below the gate" if s.arch == "b" else None,
+        logs=tmp_path / "logs",
+    )
     assert blocked == {"b"}
     ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages if s.name != "extend-b-m"}
     assert not (tmp_path / "extend-b-m.json").exists()  # gated
@@ -292,27 +317,37 @@ def test_without_the_gate_extensions_do_not_wait_for_the_base_eval(tmp_path, kin
     import io
 
     judge = f"{kind}-a"
-    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
-              _fake(tmp_path, judge, kind, "a", ["pretrain-a"], sleep=1.5),
-              _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", judge], sleep=0.1)]
+    stages = [
+        _fake(tmp_path, "pretrain-a", "pretrain", "a", sleep=0.1),
+        _fake(tmp_path, judge, kind, "a", ["pretrain-a"], sleep=1.5),
+        _fake(tmp_path, "extend-a-m", "extend", "a", ["pretrain-a", judge], sleep=0.1),
+    ]
     study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", gate=None, logs=tmp_path / "logs")
     ran = {s.name: json.loads((tmp_path / f"{s.name}.json").read_text()) for s in stages}
     assert ran["extend-a-m"]["t0"] >= ran["pretrain-a"]["t1"]
     assert ran["extend-a-m"]["t1"] < ran[judge]["t1"]  # ran while the base was being evaluated
     for f in tmp_path.glob("*.json"):  # with the gate on, a judge that fails it blocks the extension
         f.unlink()
-    blocked = study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new",
-                               gate=lambda st: "low" if st.kind == kind else None, logs=tmp_path / "logs")
+    blocked = study.run_stages(
+        stages,
+        io.StringIO(),
+        jobs=2,
+        state_of=lambda s: "new",
+        gate=lambda st: "low" if st.kind == kind else None,
+        logs=tmp_path / "logs",
+    )
     assert blocked == {"a"} and not (tmp_path / "extend-a-m.json").exists()
 
 
 def test_a_failed_stage_stops_new_ones_and_lets_running_ones_finish(tmp_path):
     import io
 
-    stages = [_fake(tmp_path, "pretrain-a", "pretrain", "a", rc=1, sleep=0.1),
-              _fake(tmp_path, "pretrain-b", "pretrain", "b", sleep=1.5),
-              _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
-              _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"])]
+    stages = [
+        _fake(tmp_path, "pretrain-a", "pretrain", "a", rc=1, sleep=0.1),
+        _fake(tmp_path, "pretrain-b", "pretrain", "b", sleep=1.5),
+        _fake(tmp_path, "eval-base-a", "eval-base", "a", ["pretrain-a"]),
+        _fake(tmp_path, "eval-base-b", "eval-base", "b", ["pretrain-b"]),
+    ]
     with pytest.raises(study.StudyError, match="pretrain-a failed"):
         study.run_stages(stages, io.StringIO(), jobs=2, state_of=lambda s: "new", logs=tmp_path / "logs")
     assert (tmp_path / "pretrain-b.json").exists()  # was running: finished
@@ -356,8 +391,13 @@ def test_a_study_file_can_vary_another(tmp_path):
     (tmp_path / "sub").mkdir()
     base = yaml.safe_load(TINY.read_text())
     (tmp_path / "parent.yaml").write_text(yaml.safe_dump(base))
-    child = {"base": "../parent.yaml", "name": "child", "models": {"transformer": None},
-             "extend": {"methods": ["yarn"], "overrides": {"steps": 3}}, "gate": None}
+    child = {
+        "base": "../parent.yaml",
+        "name": "child",
+        "models": {"transformer": None},
+        "extend": {"methods": ["yarn"], "overrides": {"steps": 3}},
+        "gate": None,
+    }
     (tmp_path / "sub" / "child.yaml").write_text(yaml.safe_dump(child))
     s = study.load_study(str(tmp_path / "sub" / "child.yaml"))
     assert s["name"] == "child" and list(s["models"]) == ["hybrid"] and "gate" not in s
@@ -397,9 +437,14 @@ def test_extra_extension_seeds(tmp_path):
     path.write_text(yaml.safe_dump(ok))
     loaded = study.load_study(str(path))["extend"]["seeds"][0]
     assert loaded["models"] == list(base["models"]) and loaded["lengths"] == base["eval"]["lengths"]
-    for bad, word in (({"seed": -1}, "seed"), ({"seed": True}, "seed"), ({"models": ["hybrid"]}, "seed"),
-                      ({"seed": 2, "methods": ["alibi"]}, "alibi"), ({"seed": 2, "lengths": [0]}, "lengths"),
-                      ({"seed": 2, "lengths": "32k"}, "lengths")):
+    for bad, word in (
+        ({"seed": -1}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"models": ["hybrid"]}, "seed"),
+        ({"seed": 2, "methods": ["alibi"]}, "alibi"),
+        ({"seed": 2, "lengths": [0]}, "lengths"),
+        ({"seed": 2, "lengths": "32k"}, "lengths"),
+    ):
         path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "seeds": [bad]}}))
         with pytest.raises(study.StudyError, match=word):
             study.load_study(str(path))
@@ -416,8 +461,12 @@ def test_extra_extension_budgets(tmp_path):
     s["extend"]["budgets"] = [{"steps": 6, "models": ["hybrid"], "methods": ["yarn", "drope"]}]
     stages = {x.name: x for x in study.plan(s)}
     extra = [n for n in stages if "steps" in n]
-    assert extra == ["extend-hybrid-yarn-6steps", "eval-hybrid-yarn-6steps",
-                     "extend-hybrid-drope-6steps", "eval-hybrid-drope-6steps"]
+    assert extra == [
+        "extend-hybrid-yarn-6steps",
+        "eval-hybrid-yarn-6steps",
+        "extend-hybrid-drope-6steps",
+        "eval-hybrid-drope-6steps",
+    ]
     ext = stages["extend-hybrid-drope-6steps"]
     assert ext.cmd[ext.cmd.index("--steps") + 1] == "6"
     assert ext.cmd[ext.cmd.index("--out") + 1] == str(tmp_path / "hybrid" / "drope-6steps")
@@ -430,8 +479,12 @@ def test_extra_extension_budgets(tmp_path):
 
     path = tmp_path / "study.yaml"
     base = yaml.safe_load(TINY.read_text())
-    for bad, word in (({"steps": 0}, "steps"), ({"steps": 4, "models": ["rwkv"]}, "rwkv"),
-                      ({"steps": 4, "methods": ["alibi"]}, "alibi"), ("x", "steps")):
+    for bad, word in (
+        ({"steps": 0}, "steps"),
+        ({"steps": 4, "models": ["rwkv"]}, "rwkv"),
+        ({"steps": 4, "methods": ["alibi"]}, "alibi"),
+        ("x", "steps"),
+    ):
         path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "budgets": [bad]}}))
         with pytest.raises(study.StudyError, match=word):
             study.load_study(str(path))
@@ -453,7 +506,9 @@ def test_pretraining_seeds_replicate_every_stage(tmp_path):
         assert ext.cmd[ext.cmd.index("--model") + 1] == str(tmp_path / unit / "base")
         assert ev.cmd[ev.cmd.index("--label") + 1] == f"{unit.split('-')[0]} yarn" and "--seed" not in ev.cmd
     assert st["gate-hybrid-s2"].needs == ["pretrain-hybrid-s2"] and "gate-transformer-s0" not in st
-    assert "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
+    assert (
+        "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
+    )
     assert len(st["compare"].inputs) == 20
     study.write_configs(s, list(st.values()))
     for unit, seed in (("hybrid-s0", 0), ("transformer-s2", 2)):
@@ -481,7 +536,9 @@ def test_pretraining_seeds_are_checked(tmp_path):
     one = {k: v for k, v in base["pretrain"].items() if k != "seeds"}
     path.write_text(yaml.safe_dump({**base, "pretrain": {**one, "seed": 3}}))
     s = study.load_study(str(path))
-    assert study.units(s) == [("hybrid", "hybrid", 3), ("transformer", "transformer", 3)] and "pretrain-hybrid" in {x.name for x in study.plan(s)}
+    assert study.units(s) == [("hybrid", "hybrid", 3), ("transformer", "transformer", 3)] and "pretrain-hybrid" in {
+        x.name for x in study.plan(s)
+    }
     assert study.pretrain_config(s, "hybrid")["seed"] == 3
 
 
@@ -493,20 +550,26 @@ def _one_line_exit_2(argv, capsys, tmp_path) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("over, words", [
-    ({"bogus": 1}, ["unknown key 'bogus'", "valid keys: name, models"]),
-    ({"eval": {"samplez": 3}}, ["unknown key 'eval.samplez'", "eval.samples"]),
-    ({"gate": {"lenght": 512}}, ["unknown key 'gate.lenght'", "gate.length"]),
-    ({"models": {"hybrid": {"model": "hybrid-tiny", "overide": {}}}}, ["models.hybrid.overide", "models.hybrid.override"]),
-    ({"extend": {"budgets": [{"steps": 4, "step": 4}]}}, ["extend.budgets[].'step'", "valid keys: steps"]),
-    ({"eval": {"samples": "many"}}, ["eval.samples", "'many'"]),
-    ({"gate": {"min": "high"}}, ["gate.min", "'high'"]),
-    ({"extend": {"target": "long"}}, ["extend.target", "'long'"]),
-    ({"eval": {"lengths": []}}, ["eval.lengths", "[]"]),
-    ({"gate": {"models": ["rwkv"]}}, ["gate.models", "rwkv"]),
-    ({"pretrain": {"batch_size": 0}}, ["pretrain", "batch_size", "0"]),
-    ({"extend": {"overrides": {"stepz": 3}}}, ["extend", "stepz"]),
-])
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        ({"bogus": 1}, ["unknown key 'bogus'", "valid keys: name, models"]),
+        ({"eval": {"samplez": 3}}, ["unknown key 'eval.samplez'", "eval.samples"]),
+        ({"gate": {"lenght": 512}}, ["unknown key 'gate.lenght'", "gate.length"]),
+        (
+            {"models": {"hybrid": {"model": "hybrid-tiny", "overide": {}}}},
+            ["models.hybrid.overide", "models.hybrid.override"],
+        ),
+        ({"extend": {"budgets": [{"steps": 4, "step": 4}]}}, ["extend.budgets[].'step'", "valid keys: steps"]),
+        ({"eval": {"samples": "many"}}, ["eval.samples", "'many'"]),
+        ({"gate": {"min": "high"}}, ["gate.min", "'high'"]),
+        ({"extend": {"target": "long"}}, ["extend.target", "'long'"]),
+        ({"eval": {"lengths": []}}, ["eval.lengths", "[]"]),
+        ({"gate": {"models": ["rwkv"]}}, ["gate.models", "rwkv"]),
+        ({"pretrain": {"batch_size": 0}}, ["pretrain", "batch_size", "0"]),
+        ({"extend": {"overrides": {"stepz": 3}}}, ["extend", "stepz"]),
+    ],
+)
 def test_schema_errors_are_one_line_exit_2(tmp_path, capsys, over, words):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump({"base": str(TINY), **over}))
@@ -514,11 +577,16 @@ def test_schema_errors_are_one_line_exit_2(tmp_path, capsys, over, words):
     assert str(path) in line and all(w in line for w in words), line
 
 
-@pytest.mark.parametrize("flags, word", [
-    (["--devices", "abc"], "--devices 'abc'"), (["--devices", "0,x"], "--devices '0,x'"),
-    (["--time-budget", "-5"], "--time-budget -5"), (["--time-budget", "soon"], "--time-budget"),
-    (["--jobs", "0"], "--jobs 0"),
-])
+@pytest.mark.parametrize(
+    "flags, word",
+    [
+        (["--devices", "abc"], "--devices 'abc'"),
+        (["--devices", "0,x"], "--devices '0,x'"),
+        (["--time-budget", "-5"], "--time-budget -5"),
+        (["--time-budget", "soon"], "--time-budget"),
+        (["--jobs", "0"], "--jobs 0"),
+    ],
+)
 def test_bad_flags_are_one_line_exit_2(tmp_path, capsys, flags, word):
     line = _one_line_exit_2([str(TINY), "--out", str(tmp_path / "out"), *flags], capsys, tmp_path)
     assert word in line, line

@@ -2,27 +2,46 @@
 
 The scores come from a scripted probe, so the best step is known in advance; the weights are held
 to those of an ordinary run's checkpoint at that step, exported with `longctx export`."""
+
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_loop import pretrain as loop_pretrain
 
 import longctx.train.loop as loop
 from longctx.cli import main
-from test_train_loop import pretrain as loop_pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCORES = {2: 10.0, 4: 30.0, 6: 20.0}  # probe/mean by step: the best is step 4 (highest) or 2 (lowest)
 # constant after warmup: the first N steps do not depend on the run's total, so a 3-step run resumes into 6
-ARGS = ("--seq-len", 32, "--batch-size", 2, "--lr", "2e-3", "--warmup-steps", 2, "--schedule", "constant",
-        "--set", "probe.interval=2", "--set", "probe.lengths=[512]", "--set", "probe.samples=1")
+ARGS = (
+    "--seq-len",
+    32,
+    "--batch-size",
+    2,
+    "--lr",
+    "2e-3",
+    "--warmup-steps",
+    2,
+    "--schedule",
+    "constant",
+    "--set",
+    "probe.interval=2",
+    "--set",
+    "probe.lengths=[512]",
+    "--set",
+    "probe.samples=1",
+)
 
 
 @pytest.fixture(autouse=True)
 def scripted_probe(monkeypatch):
-    monkeypatch.setattr(loop.Trainer, "_probe", lambda self: {"probe/mean": SCORES[self.step]} if self.step in SCORES else {})
+    monkeypatch.setattr(
+        loop.Trainer, "_probe", lambda self: {"probe/mean": SCORES[self.step]} if self.step in SCORES else {}
+    )
 
 
 def pretrain(out, *extra):
@@ -49,7 +68,9 @@ def reference(tmp_path_factory):
         assert pretrain(root / "run", "--steps", 6, "--checkpoint-interval", 1, "--keep-checkpoints", 6) == 0
     finally:
         mp.undo()
-    return {s: export(root / "run" / "checkpoints" / f"step_{s}", root / f"step{s}") for s in (2, 4)} | {6: root / "run"}
+    return {s: export(root / "run" / "checkpoints" / f"step_{s}", root / f"step{s}") for s in (2, 4)} | {
+        6: root / "run"
+    }
 
 
 def test_export_best_writes_the_best_steps_weights(tmp_path, reference, capsys):
@@ -80,11 +101,14 @@ def test_best_survives_a_resume(tmp_path, reference):
     assert same_weights(out, reference[4])
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["checkpoint.export=best"], "checkpoint.export"),
-    (["checkpoint.export=newest", "checkpoint.best=probe/mean"], "checkpoint.export"),
-    (["checkpoint.best=probe/mean", "probe.interval=0"], "checkpoint.best"),
-])
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["checkpoint.export=best"], "checkpoint.export"),
+        (["checkpoint.export=newest", "checkpoint.best=probe/mean"], "checkpoint.export"),
+        (["checkpoint.best=probe/mean", "probe.interval=0"], "checkpoint.best"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(tmp_path, capsys, sets, message):
     extra = [x for s in sets for x in ("--set", s)]
     assert pretrain(tmp_path / "b", "--steps", 2, *extra) == 2

@@ -1,12 +1,12 @@
 """Pretraining curriculum and corpus mix: shorter stages first at equal tokens per step, the
 embedded corpus shaped by data.mix / data.doc_tokens, exact resume across a stage boundary,
 and one-line errors for bad values."""
+
 import re
 
-import torch
-
 import pytest
-
+import torch
+from test_train_loop import _same_run, during_step, interrupt, pretrain
 
 from longctx.config import RunConfig, apply_overrides, from_dict, parse_set, validate
 from longctx.data import default_tokenizer, synthetic
@@ -15,33 +15,43 @@ from longctx.train.data import loader_factory
 from longctx.train.loop import Stage
 from longctx.train.metrics import read_metrics
 from longctx.train.pretrain_cmd import pretrain_stages
-from test_train_loop import _same_run, during_step, interrupt, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stages_split_the_steps_and_keep_tokens_per_step():
-    cfg = from_dict({"seq_len": 1024, "batch_size": 4, "curriculum": [{"seq_len": 256, "fraction": 0.25},
-                                                                     {"seq_len": 512, "fraction": 0.25}]})
+    cfg = from_dict(
+        {
+            "seq_len": 1024,
+            "batch_size": 4,
+            "curriculum": [{"seq_len": 256, "fraction": 0.25}, {"seq_len": 512, "fraction": 0.25}],
+        }
+    )
     validate(cfg)
-    assert pretrain_stages(cfg, 100) == [Stage("pretrain@256", 256, 16, 25), Stage("pretrain@512", 512, 8, 25),
-                                         Stage("pretrain", 1024, 4, 50)]
+    assert pretrain_stages(cfg, 100) == [
+        Stage("pretrain@256", 256, 16, 25),
+        Stage("pretrain@512", 512, 8, 25),
+        Stage("pretrain", 1024, 4, 50),
+    ]
     assert pretrain_stages(RunConfig(seq_len=64, batch_size=2), 7) == [Stage("pretrain", 64, 2, 7)]
     with pytest.raises(UsageError, match="nothing for the main stage"):
         pretrain_stages(from_dict({"seq_len": 64, "curriculum": [{"seq_len": 32, "fraction": 0.9}]}), 1)
 
 
-@pytest.mark.parametrize("sets,needle", [
-    (["curriculum=[{seq_len: 4096, fraction: 0.5}]"], "curriculum[0].seq_len"),
-    (["curriculum=[{seq_len: 128, fraction: 0}]"], "curriculum[0].fraction"),
-    (["curriculum=[{seq_len: 128, fraction: 0.6}, {seq_len: 256, fraction: 0.5}]"], "curriculum fractions"),
-    (["curriculum=[{seq_len: 128}]"], "fraction"),
-    (["data.mix={poetry: 1}"], "data.mix"),
-    (["data.mix={kv: -1}"], "data.mix"),
-    (["data.mix={kv: 0}"], "data.mix"),
-    (["data.doc_tokens=[64, 8]"], "data.doc_tokens"),
-    (["data.doc_tokens=[64]"], "data.doc_tokens"),
-])
+@pytest.mark.parametrize(
+    "sets,needle",
+    [
+        (["curriculum=[{seq_len: 4096, fraction: 0.5}]"], "curriculum[0].seq_len"),
+        (["curriculum=[{seq_len: 128, fraction: 0}]"], "curriculum[0].fraction"),
+        (["curriculum=[{seq_len: 128, fraction: 0.6}, {seq_len: 256, fraction: 0.5}]"], "curriculum fractions"),
+        (["curriculum=[{seq_len: 128}]"], "fraction"),
+        (["data.mix={poetry: 1}"], "data.mix"),
+        (["data.mix={kv: -1}"], "data.mix"),
+        (["data.mix={kv: 0}"], "data.mix"),
+        (["data.doc_tokens=[64, 8]"], "data.doc_tokens"),
+        (["data.doc_tokens=[64]"], "data.doc_tokens"),
+    ],
+)
 def test_bad_values_name_the_key(sets, needle):
     with pytest.raises((UsageError, TypeError)) as e:
         validate(apply_overrides(RunConfig(seq_len=1024), parse_set(sets)))
@@ -59,28 +69,46 @@ def test_cli_rejects_a_bad_curriculum_and_writes_nothing(tmp_path, capsys):
 
 def test_mix_and_doc_tokens_shape_the_embedded_stream():
     tok = default_tokenizer()
-    cfg = apply_overrides(RunConfig(seq_len=512, batch_size=2), parse_set(["data.mix={drill: 1}", "data.doc_tokens=[100, 120]"]))
+    cfg = apply_overrides(
+        RunConfig(seq_len=512, batch_size=2), parse_set(["data.mix={drill: 1}", "data.doc_tokens=[100, 120]"])
+    )
     validate(cfg)
     batch = next(iter(loader_factory(cfg, tok)(Stage("pretrain", 512, 2, 1))))
     cu = batch["cu_seqlens"].tolist()
-    lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=False)]
     assert all(n <= 512 for n in lengths) and sorted(lengths)[len(lengths) // 2] < 200  # ~100-120 token documents
     text = tok.decode(batch["input_ids"].flatten().tolist())
-    asked = [re.compile(re.escape(q).replace(r"\{thing\}", r"[a-z ]+?").replace(r"\{key\}", r"[\w-]+"))
-             for q, _ in synthetic.ASK_ONE]
+    asked = [
+        re.compile(re.escape(q).replace(r"\{thing\}", r"[a-z ]+?").replace(r"\{key\}", r"[\w-]+"))
+        for q, _ in synthetic.ASK_ONE
+    ]
     n_questions = sum(any(r.fullmatch(line.removeprefix("Question: ")) for r in asked) for line in text.splitlines())
     assert n_questions >= 2 * (len(lengths) - 2)  # every whole drill document asks two or more questions
 
 
-CURRICULUM = ("--seq-len", 64, "--batch-size", 2, "--lr", "2e-3", "--warmup-steps", 1, "--checkpoint-interval", 2,
-              "--set", "curriculum=[{seq_len: 16, fraction: 0.5}]", "--set", "data.mix={drill: 1, book: 1}")
+CURRICULUM = (
+    "--seq-len",
+    64,
+    "--batch-size",
+    2,
+    "--lr",
+    "2e-3",
+    "--warmup-steps",
+    1,
+    "--checkpoint-interval",
+    2,
+    "--set",
+    "curriculum=[{seq_len: 16, fraction: 0.5}]",
+    "--set",
+    "data.mix={drill: 1, book: 1}",
+)
 
 
 def test_curriculum_runs_short_first_and_resumes_bitwise_across_the_boundary(tmp_path, monkeypatch):
     assert pretrain(tmp_path / "a", "--steps", 6, *CURRICULUM) == 0
     rows = read_metrics(tmp_path / "a")
     assert [(r["stage"], r["seq_len"]) for r in rows] == [("pretrain@16", 16)] * 3 + [("pretrain", 64)] * 3
-    per_step = [r["tokens"] - p["tokens"] for p, r in zip([{"tokens": 0}] + rows, rows)]
+    per_step = [r["tokens"] - p["tokens"] for p, r in zip([{"tokens": 0}] + rows, rows, strict=False)]
     assert per_step == [128] * 6  # 8 x 16 in the short stage, 2 x 64 after
     # killed during step 3 (the last short step; the step-2 checkpoint is the newest), then resumed
     undo = during_step(monkeypatch, 3, interrupt)
@@ -97,8 +125,23 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
 
     from longctx.train.metrics import summarize
 
-    assert pretrain(tmp_path / "a", "--steps", 6, *CURRICULUM, "--probe-interval", 3,
-                    "--set", "probe.lengths=[512]", "--set", "probe.tasks=[niah_single_1]", "--set", "probe.samples=1") == 0
+    assert (
+        pretrain(
+            tmp_path / "a",
+            "--steps",
+            6,
+            *CURRICULUM,
+            "--probe-interval",
+            3,
+            "--set",
+            "probe.lengths=[512]",
+            "--set",
+            "probe.tasks=[niah_single_1]",
+            "--set",
+            "probe.samples=1",
+        )
+        == 0
+    )
     rows = read_metrics(tmp_path / "a")
     short, main_ = summarize(rows, skip=1)
     assert (short["stage"], short["steps"], short["seq_len"], short["tokens_per_step"]) == ("pretrain@16", 3, 16, 128)
@@ -106,8 +149,9 @@ def test_summary_per_stage_of_a_curriculum_run(tmp_path):
     assert short["tokens_per_s"] == statistics.median(r["tokens_per_s"] for r in rows[1:3])
     assert main_["loss_first"] == rows[3]["loss"] and main_["loss_last"] == rows[5]["loss"]
     assert main_["probe_mean"] == rows[5]["probe/mean"] and main_["mfu"] is None and main_["peak_mem_gb"] is None
-    out = subprocess.run([sys.executable, "-m", "longctx", "summary", str(tmp_path / "a")], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "longctx", "summary", str(tmp_path / "a")], capture_output=True, text=True, check=True
+    )
     assert "| a | pretrain@16 | 3 | 16 | 128 |" in out.stdout and "| a | pretrain | 3 | 64 | 128 |" in out.stdout
 
 
@@ -116,7 +160,9 @@ def test_data_fillers_reach_the_embedded_source():
     cfg = apply_overrides(RunConfig(seq_len=256, batch_size=1), parse_set(["data.fillers=[noise]"]))
     validate(cfg)
     assert loader_factory(cfg, tok)(Stage("pretrain", 256, 1, 1)).source.fillers == ("noise",)
-    assert loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.fillers == synthetic.HAYSTACKS
+    assert (
+        loader_factory(RunConfig(seq_len=256), tok)(Stage("pretrain", 256, 1, 1)).source.fillers == synthetic.HAYSTACKS
+    )
 
 
 def test_data_layout_reaches_the_embedded_source():
@@ -146,8 +192,9 @@ def test_the_data_check_takes_its_batch_inline_and_training_gets_the_prefetch(mo
         next(iter(trained))
 
 
-@pytest.mark.parametrize("env, want", [(None, (2, "process")), ("thread", (2, "thread")), (" Process ", (2, "process")),
-                                       ("off", None)])
+@pytest.mark.parametrize(
+    "env, want", [(None, (2, "process")), ("thread", (2, "thread")), (" Process ", (2, "process")), ("off", None)]
+)
 def test_gpu_training_prefetch_follows_the_environment(monkeypatch, env, want):
     from longctx.train.data import PREFETCH_ENV, data_prefetch
 

@@ -1,4 +1,5 @@
 """`longctx extend` and `longctx export` on CPU, and every bad input: exit 2, one line, nothing written."""
+
 import json
 
 import pytest
@@ -26,8 +27,24 @@ def extend(model, out, *extra):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("ext") / "base"
-    rc = cli("pretrain", "--model", "hybrid-tiny", "--out", out, "--device", "cpu", "--no-progress",
-             "--seq-len", BASE_LEN, "--batch-size", 2, "--steps", 4, "--checkpoint-interval", 2)
+    rc = cli(
+        "pretrain",
+        "--model",
+        "hybrid-tiny",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seq-len",
+        BASE_LEN,
+        "--batch-size",
+        2,
+        "--steps",
+        4,
+        "--checkpoint-interval",
+        2,
+    )
     assert rc == 0
     return out
 
@@ -65,8 +82,20 @@ def test_yarn_output_loads_in_transformers_with_yarn_rope(base, tmp_path):
 
 def test_drope_recalibrates_at_base_then_trains_at_target(base, tmp_path):
     out = tmp_path / "drope"
-    rc = extend(base, out, "--method", "drope", "--target", TARGET, "--steps", 4, "--batch-size", 1,
-                "--recalibrate-fraction", 0.25)
+    rc = extend(
+        base,
+        out,
+        "--method",
+        "drope",
+        "--target",
+        TARGET,
+        "--steps",
+        4,
+        "--batch-size",
+        1,
+        "--recalibrate-fraction",
+        0.25,
+    )
     assert rc == 0
     rows = read_metrics(out)
     assert [(r["stage"], r["seq_len"]) for r in rows] == [("recalibrate", BASE_LEN)] + [("train", TARGET)] * 3
@@ -89,8 +118,18 @@ def test_drope_recalibrates_at_base_then_trains_at_target(base, tmp_path):
 
 def test_extend_resume_continues_in_the_second_stage(base, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    args = ("--method", "drope", "--target", 128, "--batch-size", 1, "--schedule", "constant",
-            "--checkpoint-interval", 1)
+    args = (
+        "--method",
+        "drope",
+        "--target",
+        128,
+        "--batch-size",
+        1,
+        "--schedule",
+        "constant",
+        "--checkpoint-interval",
+        1,
+    )
     assert extend(base, a, *args, "--steps", 4) == 0
     assert extend(base, b, *args, "--steps", 2) == 0
     assert extend(base, b, *args, "--steps", 4, "--resume") == 0
@@ -152,20 +191,23 @@ def test_bad_extend_inputs(base, tmp_path, capsys):
     assert "-3" in _bad(capsys, [*ok[:-1], "-3", "--method", "yarn", "--target", 256], out)
     assert "lr" in _bad(capsys, [*ok, "--method", "yarn", "--target", 256, "--lr=-1e-3"], out)
     missing = tmp_path / "no-such-model"
-    assert str(missing) in _bad(capsys, ["extend", "--model", missing, "--out", out, "--method", "yarn",
-                                         "--target", 256, "--steps", 2], out)
+    assert str(missing) in _bad(
+        capsys, ["extend", "--model", missing, "--out", out, "--method", "yarn", "--target", 256, "--steps", 2], out
+    )
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.json").write_text("{not json")
-    assert "corrupt" in _bad(capsys, ["extend", "--model", corrupt, "--out", out, "--method", "yarn",
-                                      "--target", 256, "--steps", 2], out)
+    assert "corrupt" in _bad(
+        capsys, ["extend", "--model", corrupt, "--out", out, "--method", "yarn", "--target", 256, "--steps", 2], out
+    )
     noweights = tmp_path / "noweights"
     noweights.mkdir()
     (noweights / "config.json").write_text((base / "config.json").read_text())
     for f in ("tokenizer.json", "tokenizer_config.json"):
         (noweights / f).write_text((base / f).read_text())
-    assert "noweights" in _bad(capsys, ["extend", "--model", noweights, "--out", out, "--method", "yarn",
-                                        "--target", 256, "--steps", 2], out)
+    assert "noweights" in _bad(
+        capsys, ["extend", "--model", noweights, "--out", out, "--method", "yarn", "--target", 256, "--steps", 2], out
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert "empty" in _bad(capsys, [*ok, "--method", "yarn", "--target", 256, "--data", empty], out)

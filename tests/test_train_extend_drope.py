@@ -1,5 +1,6 @@
 """`longctx extend --method drope` as published, on CPU: the temperature (fixed c or fitted), the
 recalibration share (0: Olmo Hybrid's variant), Olmo 3's sliding layers, and bad values."""
+
 import json
 import math
 
@@ -22,14 +23,43 @@ def cli(*argv):
 
 
 def extend(model, out, *extra):
-    return cli("extend", "--model", model, "--out", out, "--device", "cpu", "--no-progress", "--method", "drope",
-               "--target", TARGET, "--batch-size", 1, *extra)
+    return cli(
+        "extend",
+        "--model",
+        model,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--method",
+        "drope",
+        "--target",
+        TARGET,
+        "--batch-size",
+        1,
+        *extra,
+    )
 
 
 def _pretrain(tmp_path_factory, name):
     out = tmp_path_factory.mktemp("drope") / name
-    rc = cli("pretrain", "--model", name, "--out", out, "--device", "cpu", "--no-progress", "--seq-len", BASE_LEN,
-             "--batch-size", 2, "--steps", 2)
+    rc = cli(
+        "pretrain",
+        "--model",
+        name,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seq-len",
+        BASE_LEN,
+        "--batch-size",
+        2,
+        "--steps",
+        2,
+    )
     assert rc == 0
     return out
 
@@ -83,8 +113,21 @@ def test_auto_fits_c_and_folds_beta_into_the_export(hybrid, tmp_path, capsys):
 
 def test_fixed_c_without_recalibration_and_export_of_a_checkpoint(hybrid, tmp_path):
     out = tmp_path / "fixed"
-    assert extend(hybrid, out, "--steps", 2, "--recalibrate-fraction", 0, "--checkpoint-interval", 1,
-                  "--set", "extend.rope.temperature=0.4") == 0
+    assert (
+        extend(
+            hybrid,
+            out,
+            "--steps",
+            2,
+            "--recalibrate-fraction",
+            0,
+            "--checkpoint-interval",
+            1,
+            "--set",
+            "extend.rope.temperature=0.4",
+        )
+        == 0
+    )
     assert [(r["stage"], r["seq_len"]) for r in read_metrics(out)] == [("train", TARGET)] * 2  # no base-length stage
     record = json.loads((out / "drope_temperature.json").read_text())
     beta = 1 + 0.4 * math.log(4)
@@ -96,7 +139,9 @@ def test_fixed_c_without_recalibration_and_export_of_a_checkpoint(hybrid, tmp_pa
     # `longctx export` folds the same temperature into an earlier checkpoint
     assert cli("export", "--checkpoint", out / "checkpoints" / "step_1", "--out", tmp_path / "e1") == 0
     torch.testing.assert_close(load_file(tmp_path / "e1" / "model.safetensors")[FULL], _unfolded(out, 1)[FULL] * beta)
-    assert json.loads((tmp_path / "e1" / "longctx_train.json").read_text())["temperature"]["beta"] == pytest.approx(beta)
+    assert json.loads((tmp_path / "e1" / "longctx_train.json").read_text())["temperature"]["beta"] == pytest.approx(
+        beta
+    )
 
 
 def test_olmo3_keeps_sliding_rope_by_default_all_on_request(transformer, tmp_path):
@@ -124,15 +169,18 @@ def test_dry_run_shows_the_temperature(hybrid, tmp_path, capsys):
     assert "temperature:" in text and "beta: 1.69" in text and not out.exists()
 
 
-@pytest.mark.parametrize("flag,value,needle", [
-    ("--set", "extend.rope.temperature=0", "temperature=0"),
-    ("--set", "extend.rope.temperature=-0.5", "temperature=-0.5"),
-    ("--set", "extend.rope.temperature=hot", "'hot'"),
-    ("--set", "extend.rope.layers=some", "'some'"),
-    ("--set", "extend.rope.betafast=3", "'betafast'"),
-    ("--recalibrate-fraction", "-0.1", "-0.1"),
-    ("--recalibrate-fraction", "1", "recalibrate_fraction"),
-])
+@pytest.mark.parametrize(
+    "flag,value,needle",
+    [
+        ("--set", "extend.rope.temperature=0", "temperature=0"),
+        ("--set", "extend.rope.temperature=-0.5", "temperature=-0.5"),
+        ("--set", "extend.rope.temperature=hot", "'hot'"),
+        ("--set", "extend.rope.layers=some", "'some'"),
+        ("--set", "extend.rope.betafast=3", "'betafast'"),
+        ("--recalibrate-fraction", "-0.1", "-0.1"),
+        ("--recalibrate-fraction", "1", "recalibrate_fraction"),
+    ],
+)
 def test_bad_drope_values(hybrid, tmp_path, capsys, flag, value, needle):
     out = tmp_path / "bad"
     rc = extend(hybrid, out, "--steps", 2, flag, value)

@@ -1,4 +1,5 @@
 """`longctx pretrain` end to end on CPU: loss, metrics, checkpoints, exact resume, the NaN guard."""
+
 import json
 import math
 
@@ -13,20 +14,35 @@ from longctx.train.checkpoint import list_checkpoints
 from longctx.train.metrics import read_metrics
 from longctx.train.schedule import lr_factor
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pretrain(out, *extra):
-    return main(["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress",
-                 *map(str, extra)])
+    return main(
+        ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--device", "cpu", "--no-progress", *map(str, extra)]
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "base"
-    rc = pretrain(out, "--seq-len", 64, "--batch-size", 8, "--steps", 40, "--lr", "3e-3", "--warmup-steps", 4,
-                  "--checkpoint-interval", 10, "--keep-checkpoints", 2)
+    rc = pretrain(
+        out,
+        "--seq-len",
+        64,
+        "--batch-size",
+        8,
+        "--steps",
+        40,
+        "--lr",
+        "3e-3",
+        "--warmup-steps",
+        4,
+        "--checkpoint-interval",
+        10,
+        "--keep-checkpoints",
+        2,
+    )
     assert rc == 0
     return out
 
@@ -75,12 +91,27 @@ def _same_run(a, b):
         assert torch.equal(wa[k], wb[k]), k
     ra, rb = read_metrics(a), read_metrics(b)
     assert [r["step"] for r in rb] == list(range(1, len(ra) + 1))
-    assert [(r["loss"], r["lr"], r["grad_norm"], r["tokens"]) for r in ra] == \
-        [(r["loss"], r["lr"], r["grad_norm"], r["tokens"]) for r in rb]
+    assert [(r["loss"], r["lr"], r["grad_norm"], r["tokens"]) for r in ra] == [
+        (r["loss"], r["lr"], r["grad_norm"], r["tokens"]) for r in rb
+    ]
 
 
-SMALL = ("--seq-len", 32, "--batch-size", 2, "--grad-accum", 2, "--lr", "2e-3", "--warmup-steps", 2,
-         "--checkpoint-interval", 3, "--set", "z_loss=1e-3")
+SMALL = (
+    "--seq-len",
+    32,
+    "--batch-size",
+    2,
+    "--grad-accum",
+    2,
+    "--lr",
+    "2e-3",
+    "--warmup-steps",
+    2,
+    "--checkpoint-interval",
+    3,
+    "--set",
+    "z_loss=1e-3",
+)
 
 
 def test_n_steps_then_resume_to_2n_is_bitwise_2n(tmp_path):

@@ -1,4 +1,5 @@
 """The chunked lm-head cross-entropy against torch's cross_entropy on full logits."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,12 @@ def test_fla_backend_wiring_with_a_reference_fake(monkeypatch):
     y[0, :3] = -100
     got = make_loss_fn("fla")(h, w, y)
     want = chunked_cross_entropy(h, w, y, chunk=4)
-    assert seen == {"x": (torch.Size([18, 16]), torch.float32), "w": torch.float32, "target": torch.int64,
-                    "reduction": "sum"}
+    assert seen == {
+        "x": (torch.Size([18, 16]), torch.float32),
+        "w": torch.float32,
+        "target": torch.int64,
+        "reduction": "sum",
+    }
     assert torch.allclose(got.total, want.total, atol=1e-4) and int(got.count) == int(want.count) == 15
     assert float(got.z_sum) == 0.0 and not got.ce_sum.requires_grad
     with pytest.raises(ValueError, match="z-loss"):
@@ -125,7 +130,7 @@ def test_fused_chunk_terms_match_full_cross_entropy(monkeypatch, chunk, z):
 
     monkeypatch.setattr(loss, "_fused_terms", lambda: loss._chunk_terms)
     got, want = _fused_vs_reference(z, chunk)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
@@ -137,7 +142,7 @@ def test_compiled_backend_compiles_and_matches(monkeypatch):
 
     monkeypatch.setattr(loss, "_compiled_terms", None)
     got, want = _fused_vs_reference(1e-2, 16, dtype=torch.float32)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-5)
     assert loss._compiled_terms is not None
     fn = loss.make_loss_fn("compiled", chunk=8)

@@ -2,6 +2,7 @@
 wrong oracle 0, a random tiny HybridLM a deterministic score in [0, 100], and the cached and
 full-forward decoders agree. The oracle is built from RULER samples rendered here (not by the
 probe), so a probe that feeds the model other tokens than lm-eval would gets nothing right."""
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,13 @@ def test_oracle_scores_100_and_wrong_answers_0(tok):
 @pytest.fixture(scope="module")
 def tiny(tok):
     torch.manual_seed(0)
-    cfg = load_config("hybrid-tiny", vocab_size=-(-len(tok) // 128) * 128, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    cfg = load_config(
+        "hybrid-tiny",
+        vocab_size=-(-len(tok) // 128) * 128,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
     return HybridLM(cfg).train()
 
 
@@ -92,8 +98,9 @@ def test_answer_nll_is_the_cross_entropy_of_the_reference_after_lm_evals_prompt(
     # recomputed from full logits on the prompt as lm-eval renders it (see oracle()) + " " + reference
     import torch.nn.functional as F
 
-    got = RetrievalProbe(tok, lengths=(512,), tasks=("niah_single_1", "niah_single_3"), samples=2, seed=SEED,
-                         max_gen_toks=2).probe(tiny, "cpu")
+    got = RetrievalProbe(
+        tok, lengths=(512,), tasks=("niah_single_1", "niah_single_3"), samples=2, seed=SEED, max_gen_toks=2
+    ).probe(tiny, "cpu")
     for task in ("niah_single_1", "niah_single_3"):
         losses = []
         for s in ruler.generate(task, 512, 2, tok, seed=SEED):
@@ -101,7 +108,7 @@ def test_answer_nll_is_the_cross_entropy_of_the_reference_after_lm_evals_prompt(
             prompt = tok.encode(s["input"] + ("" if joint else " ") + s["gen_prefix"])
             answer = tok.encode(" " + s["outputs"][0], add_special_tokens=False)
             with torch.no_grad():
-                logits = tiny.eval()(torch.tensor([prompt + answer]))[0, len(prompt) - 1:-1]
+                logits = tiny.eval()(torch.tensor([prompt + answer]))[0, len(prompt) - 1 : -1]
             losses.append(float(F.cross_entropy(logits.float(), torch.tensor(answer))))
         assert got[f"probe/nll/{task}@512"] == pytest.approx(sum(losses) / 2, abs=1e-3)
     tiny.train()
@@ -135,9 +142,30 @@ def test_pretrain_logs_probe_scores_every_interval(tmp_path):
     from longctx.cli import main
 
     out = tmp_path / "run"
-    argv = ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--steps", "4", "--seq-len", "64",
-            "--batch-size", "2", "--device", "cpu", "--no-progress", "--probe-interval", "2",
-            "--set", "probe.lengths=[512]", "--set", "probe.tasks=[niah_single_1]", "--set", "probe.samples=1"]
+    argv = [
+        "pretrain",
+        "--model",
+        "hybrid-tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "4",
+        "--seq-len",
+        "64",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--probe-interval",
+        "2",
+        "--set",
+        "probe.lengths=[512]",
+        "--set",
+        "probe.tasks=[niah_single_1]",
+        "--set",
+        "probe.samples=1",
+    ]
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     probed = {r["step"]: r for r in rows if "probe/mean" in r}
@@ -150,8 +178,23 @@ def test_bad_probe_task_is_one_line_and_writes_nothing(tmp_path, capsys):
     from longctx.cli import main
 
     out = tmp_path / "run"
-    argv = ["pretrain", "--model", "hybrid-tiny", "--out", str(out), "--steps", "2", "--seq-len", "64",
-            "--device", "cpu", "--probe-interval", "1", "--set", "probe.tasks=[niah_single_9]"]
+    argv = [
+        "pretrain",
+        "--model",
+        "hybrid-tiny",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--seq-len",
+        "64",
+        "--device",
+        "cpu",
+        "--probe-interval",
+        "1",
+        "--set",
+        "probe.tasks=[niah_single_9]",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "niah_single_9" in err[0]
@@ -171,8 +214,10 @@ def test_own_kv_task_scores_the_training_wording(tok):
     assert len({p for p, _, _ in own}) == 4
     for prompt, answer, budget in own:
         prefix = prompt.rsplit("\n", 1)[1]
-        assert any(prefix.startswith(p.split("{")[0]) for _, p in synthetic.ASK_ONE + synthetic.ASK_ALL_VALUES
-                   + synthetic.ASK_MANY_KEYS)
+        assert any(
+            prefix.startswith(p.split("{")[0])
+            for _, p in synthetic.ASK_ONE + synthetic.ASK_ALL_VALUES + synthetic.ASK_MANY_KEYS
+        )
         values = answer.replace(" and ", ", ").split(", ")
         body = prompt.rsplit("\n\n", 1)[0]
         assert all(f" {v}." in body or f" {v} " in body for v in values), (answer, body[-300:])

@@ -1,4 +1,5 @@
 """LR schedules against torch's own schedulers and the published formulas."""
+
 import math
 
 import pytest
@@ -33,9 +34,15 @@ def test_cosine_equals_torch_cosine_annealing(total, warmup):
     m = 0.1
     cfg = ScheduleConfig(name="cosine", warmup_steps=warmup, min_lr_ratio=m)
     ours = _run(lambda o: build_scheduler(o, total, cfg), total)
-    ref = _run(lambda o: _torch_reference(
-        o, total, warmup,
-        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total - warmup - 1, eta_min=m * PEAK)), total)
+    ref = _run(
+        lambda o: _torch_reference(
+            o,
+            total,
+            warmup,
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=total - warmup - 1, eta_min=m * PEAK),
+        ),
+        total,
+    )
     assert ours == pytest.approx(ref, rel=1e-9, abs=1e-15)
     assert ours[warmup] == pytest.approx(PEAK) and ours[-1] == pytest.approx(m * PEAK)
 
@@ -44,9 +51,12 @@ def test_linear_equals_torch_linear_lr():
     total, warmup, m = 30, 4, 0.0
     cfg = ScheduleConfig(name="linear", warmup_steps=warmup, min_lr_ratio=m)
     ours = _run(lambda o: build_scheduler(o, total, cfg), total)
-    ref = _run(lambda o: _torch_reference(
-        o, total, warmup,
-        lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, m, total_iters=total - warmup - 1)), total)
+    ref = _run(
+        lambda o: _torch_reference(
+            o, total, warmup, lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, m, total_iters=total - warmup - 1)
+        ),
+        total,
+    )
     assert ours == pytest.approx(ref, rel=1e-9, abs=1e-15)
 
 

@@ -13,6 +13,7 @@ and handed to vLLM as TokensPrompt, as lm-eval's vllm model does, so both sides 
 --enforce-eager skips CUDA graph capture and torch.compile (start-up in seconds instead of
 minutes; decode slower). Needs a GPU; see bench/vllm/install.sh for the install recipe.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-model-len", type=int, default=4096, help="vLLM max_model_len (default 4096)")
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
-    p.add_argument("--attention-backend", default=None,
-                   help="vLLM attention backend, e.g. FLASH_ATTN or TRITON_ATTN (default: vLLM's choice, FA3 on Hopper)")
+    p.add_argument(
+        "--attention-backend",
+        default=None,
+        help="vLLM attention backend, e.g. FLASH_ATTN or TRITON_ATTN (default: vLLM's choice, FA3 on Hopper)",
+    )
     p.add_argument("--prompt", action="append", default=None, help="a prompt (repeatable; default: 3 built-in)")
     p.add_argument("--out", default=None, help="JSON to write (default: $OUT/vllm_smoke.json when $OUT is set)")
     args = p.parse_args(argv)
@@ -74,7 +78,9 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 
-    print(f"vllm {vllm.__version__} from {os.path.dirname(vllm.__file__)} (import {time.time() - t0:.1f} s)", flush=True)
+    print(
+        f"vllm {vllm.__version__} from {os.path.dirname(vllm.__file__)} (import {time.time() - t0:.1f} s)", flush=True
+    )
     tok = AutoTokenizer.from_pretrained(args.model)
     prompts = args.prompt or list(PROMPTS)
     ids = [tok(p)["input_ids"] for p in prompts]
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
     outs = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], sp, use_tqdm=False)
     t_gen = time.time() - t0
     rows = []
-    for p, i, o in zip(prompts, ids, outs):
+    for p, i, o in zip(prompts, ids, outs, strict=False):
         c = o.outputs[0]
         rows.append({"prompt": p, "prompt_ids": i, "ids": list(c.token_ids), "text": c.text})
         print(f"{p!r}\n  prompt ids {i}\n  generated  {list(c.token_ids)}\n  text       {c.text!r}", flush=True)

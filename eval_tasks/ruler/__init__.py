@@ -1,8 +1,8 @@
 """RULER (NVIDIA/RULER) for lm-eval: the 13 tasks' generators, sizing, scoring and task YAMLs.
 
-    from eval_tasks.ruler import TASKS, generate, score
-    samples = generate("niah_single_1", 4096, 100, tokenizer)
-    score("niah_single_1", predictions, [s["outputs"] for s in samples])
+from eval_tasks.ruler import TASKS, generate, score
+samples = generate("niah_single_1", 4096, 100, tokenizer)
+score("niah_single_1", predictions, [s["outputs"] for s in samples])
 """
 
 from .errors import DataUnavailable, LengthTooShort

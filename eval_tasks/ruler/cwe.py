@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .rng import shuffled
 from .sizing import Built
 from .spec import TEMPLATES
 from .tokens import indexed_counts
-from .rng import shuffled
 from .words import Permutation, cwe_words, english_words
 
 T = TEMPLATES["common_words_extraction"]
@@ -25,7 +25,9 @@ def numbered(words) -> str:
     return " ".join(f"{i + 1}. {w}" for i, w in enumerate(words))
 
 
-def _example_list(words: list[str], num_cw: int, common_repeats: int, uncommon_repeats: int, *stream) -> tuple[list[str], list[str]]:
+def _example_list(
+    words: list[str], num_cw: int, common_repeats: int, uncommon_repeats: int, *stream
+) -> tuple[list[str], list[str]]:
     common, uncommon = words[:num_cw], words[num_cw:]
     return shuffled(common * common_repeats + uncommon * uncommon_repeats, *stream), common
 
@@ -41,7 +43,9 @@ class CweDraft:
         rng = job.rng(index, "sample")
         pool = cwe_words()
         # RULER shuffles the sorted pool with a fixed seed before sampling; a uniform sample is the same either way
-        ex_items, ex_common = _example_list(rng.sample(pool, ex_words), self.num_cw, ex_cr, ex_ucr, *job.stream(index, "example"))
+        ex_items, ex_common = _example_list(
+            rng.sample(pool, ex_words), self.num_cw, ex_cr, ex_ucr, *job.stream(index, "example")
+        )
         example = HEAD + numbered(ex_items) + TAIL + T["answer_prefix"] + " " + numbered(ex_common)
         self.head = example + "\n" + HEAD
         self.gen_prefix = T["answer_prefix"]

@@ -47,7 +47,7 @@ class FweDraft:
 
     def counts(self, n: int) -> np.ndarray:
         # RULER's arithmetic, in its order, so the floors land the same
-        return (n * (self.ranks ** -self.alpha) / zeta(self.alpha)).astype(int)
+        return (n * (self.ranks**-self.alpha) / zeta(self.alpha)).astype(int)
 
     def n_bounds(self) -> tuple[int, int]:
         return 2, int(self.job.budget * 1.5) + 64  # n >= 2 puts at least one word in the text
@@ -62,6 +62,9 @@ class FweDraft:
 
     def build(self, n: int) -> Built:
         cnt = self.counts(n)
-        words = shuffled([w for w, k in zip(self.vocab, cnt) for _ in range(int(k))], *self.job.stream(self.index, "order", n))
+        words = shuffled(
+            [w for w, k in zip(self.vocab, cnt, strict=False) for _ in range(int(k))],
+            *self.job.stream(self.index, "order", n),
+        )
         text = self.head + " ".join(words) + self.tail
         return Built(text, self.gen_prefix, list(self.vocab[1:4]), self._count(n, words[-1]))

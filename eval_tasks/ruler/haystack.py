@@ -29,8 +29,29 @@ HAYSTACKS = ("auto", "paul_graham", "bundled")
 
 # Words after which a period does not end a sentence.
 _ABBREV = {
-    "mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "jr.", "sr.", "vs.", "etc.", "e.g.", "i.e.",
-    "no.", "inc.", "co.", "ltd.", "mt.", "cf.", "al.", "fig.", "vol.", "approx.", "u.s.",
+    "mr.",
+    "mrs.",
+    "ms.",
+    "dr.",
+    "prof.",
+    "st.",
+    "jr.",
+    "sr.",
+    "vs.",
+    "etc.",
+    "e.g.",
+    "i.e.",
+    "no.",
+    "inc.",
+    "co.",
+    "ltd.",
+    "mt.",
+    "cf.",
+    "al.",
+    "fig.",
+    "vol.",
+    "approx.",
+    "u.s.",
 }
 _END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*$")
 _START = re.compile(r"[\"'\u201c\u2018(\[]*[A-Z0-9]")
@@ -62,7 +83,7 @@ def split_sentences(text: str) -> list[str]:
     if words == [""]:
         return []
     starts = np.flatnonzero(sentence_starts(words)).tolist() + [len(words)]
-    return [" ".join(words[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    return [" ".join(words[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=False)]
 
 
 @dataclass(frozen=True)
@@ -134,13 +155,17 @@ def _hub_unreachable(timeout: float = 3.0) -> bool:
     """True when the Hub's host does not accept a TCP connection within `timeout` seconds, so that an
     offline machine gives up at once instead of after the hub client's retries (about 23 s). Behind a
     proxy the direct connection says nothing: then the client decides (False)."""
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")):
+    if any(
+        os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+    ):
         return False
     from urllib.parse import urlparse
 
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
-        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=timeout).close()
+        socket.create_connection(
+            (url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=timeout
+        ).close()
         return False
     except OSError:
         return True
@@ -155,8 +180,10 @@ def _hub_cached(dataset: str) -> bool:
 
 def _paul_graham_text() -> str:
     if not offline() and not _hub_cached(PAUL_GRAHAM_DATASET) and _hub_unreachable():
-        raise DataUnavailable(f"Paul Graham essays ({PAUL_GRAHAM_DATASET}) unavailable: the Hub is unreachable "
-                              "and they are not in the local cache")
+        raise DataUnavailable(
+            f"Paul Graham essays ({PAUL_GRAHAM_DATASET}) unavailable: the Hub is unreachable "
+            "and they are not in the local cache"
+        )
     try:
         import datasets
 

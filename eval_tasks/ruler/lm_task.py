@@ -185,8 +185,14 @@ class RulerTask(ConfigurableTask):
         for length in _lengths(meta):
             log.info("%s: generating %d samples at %d tokens", self.config.task, num, length)
             docs += generate(
-                self.config.task, length, num, tokenizer, seed=seed,
-                chat_template=self._chat, system_instruction=self._system, **opts,
+                self.config.task,
+                length,
+                num,
+                tokenizer,
+                seed=seed,
+                chat_template=self._chat,
+                system_instruction=self._system,
+                **opts,
             )
         return docs
 
@@ -208,7 +214,9 @@ class RulerTask(ConfigurableTask):
         self.dataset = {"test": datasets.Dataset.from_list(docs)}
 
     # ---- requests
-    def build_all_requests(self, *, limit=None, apply_chat_template=False, chat_template=None, system_instruction=None, **kwargs):
+    def build_all_requests(
+        self, *, limit=None, apply_chat_template=False, chat_template=None, system_instruction=None, **kwargs
+    ):
         if self.unavailable is not None:
             log.warning("%s unavailable, skipped (no score): %s", self.config.task, self.unavailable)
             self._instances = _NoInstances()
@@ -218,8 +226,11 @@ class RulerTask(ConfigurableTask):
             chat = _ModelTemplate(chat_template)  # the model's own template differs from the tokenizer's
         if (chat, system_instruction or None) != (self._chat, self._system):
             log.warning(
-                "%s: regenerating samples for the prompt format lm-eval applies (chat template %s, system instruction %s)",
-                self.config.task, "on" if chat else "off", "set" if system_instruction else "none",
+                "%s: regenerating samples for the prompt format lm-eval applies "
+                "(chat template %s, system instruction %s)",
+                self.config.task,
+                "on" if chat else "off",
+                "set" if system_instruction else "none",
             )
             self._chat, self._system = chat, system_instruction or None
             self.dataset = {"test": datasets.Dataset.from_list(self._generate())}
@@ -227,8 +238,11 @@ class RulerTask(ConfigurableTask):
         check_fits(self.config.task, self.eval_docs, self._meta())
         self._limit = int(limit) if limit else None
         return super().build_all_requests(
-            limit=None, apply_chat_template=apply_chat_template, chat_template=chat_template,
-            system_instruction=system_instruction, **kwargs,
+            limit=None,
+            apply_chat_template=apply_chat_template,
+            chat_template=chat_template,
+            system_instruction=system_instruction,
+            **kwargs,
         )
 
     def _same_template(self, chat_template) -> bool:
@@ -236,7 +250,9 @@ class RulerTask(ConfigurableTask):
         tok = _tokenizer(self._tokenizer_name(meta), bool(meta.get("trust_remote_code", False)))
         probe = [{"role": "user", "content": "Which?"}, {"role": "assistant", "content": " Answer:"}]
         try:
-            ours = tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, continue_final_message=True)
+            ours = tok.apply_chat_template(
+                probe, tokenize=False, add_generation_prompt=False, continue_final_message=True
+            )
         except Exception:
             return False
         return ours == chat_template(probe, add_generation_prompt=False)
@@ -249,7 +265,9 @@ class RulerTask(ConfigurableTask):
         """`limit` counts samples per length (lm-eval counts per task)."""
         limit = self._limit if limit is None else int(limit)
         if samples or not limit:
-            return super().doc_iterator(rank=rank, limit=limit if samples else None, world_size=world_size, samples=samples)
+            return super().doc_iterator(
+                rank=rank, limit=limit if samples else None, world_size=world_size, samples=samples
+            )
         seen: Counter = Counter()
         keep = []
         for i, length in enumerate(self.eval_docs["max_length"]):
@@ -262,8 +280,19 @@ class RulerTask(ConfigurableTask):
 
 def _placeholder(task: str) -> dict:
     return {
-        "index": 0, "task": task, "max_length": 0, "input": "", "gen_prefix": "", "outputs": [""],
-        "max_gen_toks": 0, "length": 0, "units": 0, "seed": 0, "chat_template": False, "haystack": "", "qa_source": "",
+        "index": 0,
+        "task": task,
+        "max_length": 0,
+        "input": "",
+        "gen_prefix": "",
+        "outputs": [""],
+        "max_gen_toks": 0,
+        "length": 0,
+        "units": 0,
+        "seed": 0,
+        "chat_template": False,
+        "haystack": "",
+        "qa_source": "",
     }
 
 

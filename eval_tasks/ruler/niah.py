@@ -12,9 +12,9 @@ import re
 
 import numpy as np
 
+from .rng import stream
 from .sizing import Built
 from .spec import DEPTHS, NEEDLE, NOISE, niah_strings
-from .rng import stream
 from .words import Permutation, random_value
 
 _HYPHEN = re.compile(r"(?<=[^\W\d_])(?=-[^\W\d_])")
@@ -34,7 +34,11 @@ class NiahDraft:
             if key not in self.keys:
                 self.keys.append(key)
         values = [[random_value(type_v, rng) for _ in range(s["num_needle_v"])] for _ in self.keys]
-        needles = [NEEDLE.format(type_needle_v=type_v, key=k, value=v) for k, vs in zip(self.keys, values) for v in vs]
+        needles = [
+            NEEDLE.format(type_needle_v=type_v, key=k, value=v)
+            for k, vs in zip(self.keys, values, strict=False)
+            for v in vs
+        ]
         rng.shuffle(needles)
         self.needles = needles
         asked = rng.sample(range(num_k), s["num_needle_q"])
@@ -90,8 +94,10 @@ class NiahDraft:
         else:
             lines = [NOISE] * n if self.kind == "noise" else self.distractors.lines(n)
             # RULER: sorted(random.sample(range(n), k), reverse=True), each needle inserted in turn
-            positions = sorted(self.job.rng(self.index, "positions", n).sample(range(n), len(self.needles)), reverse=True)
-            for pos, needle in zip(positions, self.needles):
+            positions = sorted(
+                self.job.rng(self.index, "positions", n).sample(range(n), len(self.needles)), reverse=True
+            )
+            for pos, needle in zip(positions, self.needles, strict=False):
                 lines.insert(pos, needle)
             context = "\n".join(lines)
             counted = self.estimate(n)

@@ -18,7 +18,16 @@ from .tokens import TokenCounter
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 3  # bump when a change alters generated samples (invalidates the disk cache)
-OPTIONS = ("chat_template", "system_instruction", "haystack", "haystack_dir", "qa_cache_dir", "cache_dir", "exact", "verify_every")
+OPTIONS = (
+    "chat_template",
+    "system_instruction",
+    "haystack",
+    "haystack_dir",
+    "qa_cache_dir",
+    "cache_dir",
+    "exact",
+    "verify_every",
+)
 
 
 @dataclass
@@ -111,7 +120,9 @@ def generate(task: str, max_seq_length: int, num_samples: int, tokenizer, seed: 
     counter = counter_for(tokenizer, opts.get("chat_template", False), opts.get("system_instruction"))
     src = sources(task, opts)
     if max_seq_length - max_gen_toks(task) <= 0:
-        raise LengthTooShort(f"max_seq_length={max_seq_length} leaves no room for {max_gen_toks(task)} generated tokens")
+        raise LengthTooShort(
+            f"max_seq_length={max_seq_length} leaves no room for {max_gen_toks(task)} generated tokens"
+        )
     key = {
         "version": GENERATOR_VERSION,
         "task": task,

@@ -61,7 +61,9 @@ def fit(draft, counter: TokenCounter, budget: int, mode: Mode, index: int, what:
             log.warning(
                 "%s: this tokenizer does not count prompts additively (%d summed vs %d exact); "
                 "tokenizing every prompt in full instead (slower, same samples' rules)",
-                what, length, exact,
+                what,
+                length,
+                exact,
             )
             mode.full = mode.switched = True
         else:
@@ -83,12 +85,12 @@ def _search(draft, budget: int, measure) -> tuple[Built, int, int]:
         if length <= budget:
             if best is None or n > best[0]:
                 best = (n, built, length)
-            nxt = largest_fitting(lambda m: draft.estimate(m) + delta, lo, hi, budget)
+            nxt = largest_fitting(lambda m, d=delta: draft.estimate(m) + d, lo, hi, budget)
             if nxt <= n or nxt in tried:
                 # one more unit would not fit (by the calibrated estimate) or was already too long
                 break
         else:
-            nxt = largest_fitting(lambda m: draft.estimate(m) + delta, lo, hi, budget)
+            nxt = largest_fitting(lambda m, d=delta: draft.estimate(m) + d, lo, hi, budget)
             nxt = min(nxt, n - 1)
             if best is not None and nxt <= best[0]:
                 break

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -106,7 +106,7 @@ class TokenCounter:
                 lens = [len(e) for e in batch(missing, add_special_tokens=False)]
             else:
                 lens = [len(self.tok.encode(t, add_special_tokens=False)) for t in missing]
-            self._plain.update(zip(missing, lens))
+            self._plain.update(zip(missing, lens, strict=False))
         return [self._plain[t] for t in texts]
 
     def prefix_counts(self, text: str, cuts: np.ndarray) -> np.ndarray:
@@ -162,4 +162,3 @@ def indexed_counts(counter: TokenCounter, key: str, item: Callable[[int], str]) 
     if key not in counter.memo:
         counter.memo[key] = IndexedCounts(counter, item)
     return counter.memo[key]
-

@@ -1,7 +1,8 @@
 """The interface every document source implements (longctx.data.sources, longctx.data.embedded)."""
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class DocSource:
@@ -11,6 +12,7 @@ class DocSource:
     name = "source"
     infinite = False
 
-    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
+    def iter_epoch(
+        self, epoch: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[int, str]]:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 from longctx.data import ruler_shaped, synthetic, text
 from longctx.data.docsource import DocSource
@@ -27,8 +27,13 @@ KINDS = tuple(DEFAULT_MIX) + ("drill", ruler_shaped.KIND)
 
 def valid_mix(mix) -> bool:
     """A mapping of known kinds to non-negative numbers, not all zero."""
-    return (isinstance(mix, dict) and bool(mix) and all(k in KINDS for k in mix)
-            and all(isinstance(w, (int, float)) and w >= 0 for w in mix.values()) and sum(mix.values()) > 0)
+    return (
+        isinstance(mix, dict)
+        and bool(mix)
+        and all(k in KINDS for k in mix)
+        and all(isinstance(w, (int, float)) and w >= 0 for w in mix.values())
+        and sum(mix.values()) > 0
+    )
 
 
 def valid_range(r) -> bool:
@@ -39,10 +44,17 @@ def valid_range(r) -> bool:
 class EmbeddedSource(DocSource):
     infinite = True
 
-    def __init__(self, seed: int = 0, *, doc_chars: tuple[int, int] = (2000, 16000),
-                 mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
-                 scale: dict[str, float] | None = None, fillers=synthetic.HAYSTACKS,
-                 layout: synthetic.Layout = synthetic.PROSE):
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        doc_chars: tuple[int, int] = (2000, 16000),
+        mix: dict[str, float] | None = None,
+        chat_fraction: float = 0.2,
+        scale: dict[str, float] | None = None,
+        fillers=synthetic.HAYSTACKS,
+        layout: synthetic.Layout = synthetic.PROSE,
+    ):
         """`scale[kind]` multiplies the drawn length for that kind (embedded_source() sets it to the
         kind's characters per token, so that `doc_chars` then counts tokens); `layout`: how the
         needle documents lay out their haystacks (synthetic.Layout; the default leaves them as prose)."""
@@ -90,8 +102,9 @@ class EmbeddedSource(DocSource):
         parts = synthetic.TASKS[kind](rng, n_chars, **extra)
         return synthetic.render(rng, parts, chat=rng.random() < self.chat_fraction)
 
-    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
+    def iter_epoch(
+        self, epoch: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[int, str]]:
         # Already random per document; the stream is infinite, so there is only epoch 0.
         first = start + (rank - start) % world_size
         return ((i, self.document(i)) for i in itertools.count(first, world_size))
@@ -108,10 +121,17 @@ def chars_per_token(tokenizer, sample_chars: int = 4000, n: int = 8) -> dict[str
     return out
 
 
-def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
-                    doc_chars: tuple[int, int] | None = None, tokenizer=None,
-                    mix: dict[str, float] | None = None, chat_fraction: float = 0.2,
-                    fillers=synthetic.HAYSTACKS, layout=synthetic.PROSE) -> EmbeddedSource:
+def embedded_source(
+    seed: int = 0,
+    *,
+    doc_tokens: tuple[int, int] | None = None,
+    doc_chars: tuple[int, int] | None = None,
+    tokenizer=None,
+    mix: dict[str, float] | None = None,
+    chat_fraction: float = 0.2,
+    fillers=synthetic.HAYSTACKS,
+    layout=synthetic.PROSE,
+) -> EmbeddedSource:
     """The default corpus. Size documents by characters, or by tokens (converted with the measured
     characters-per-token of `tokenizer`, the default tokenizer when None; sizes are then approximate)."""
     if doc_tokens is not None and doc_chars is not None:
@@ -124,7 +144,15 @@ def embedded_source(seed: int = 0, *, doc_tokens: tuple[int, int] | None = None,
             from longctx.data.tokenizer import default_tokenizer
 
             tokenizer = default_tokenizer()
-        return EmbeddedSource(seed, doc_chars=(lo, hi), mix=mix, chat_fraction=chat_fraction,
-                              scale=chars_per_token(tokenizer), fillers=fillers, layout=layout)
-    return EmbeddedSource(seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction,
-                          fillers=fillers, layout=layout)
+        return EmbeddedSource(
+            seed,
+            doc_chars=(lo, hi),
+            mix=mix,
+            chat_fraction=chat_fraction,
+            scale=chars_per_token(tokenizer),
+            fillers=fillers,
+            layout=layout,
+        )
+    return EmbeddedSource(
+        seed, doc_chars=doc_chars or (2000, 16000), mix=mix, chat_fraction=chat_fraction, fillers=fillers, layout=layout
+    )

@@ -56,10 +56,26 @@ class Loader:
     Each rank (`rank` of `world_size`) reads its own share of documents and has its own state.
     """
 
-    def __init__(self, source: DocSource, tokenizer, seq_len: int, batch_size: int, *, seed: int = 0,
-                 doc_mask: bool = True, long_doc_fraction: float | None = None, long_doc_weight: float = 1.0,
-                 num_epochs: int | None = None, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 add_bos: bool = False, prefetch: int = 0, prefetch_in: str = "thread", read_ahead: int = 32):
+    def __init__(
+        self,
+        source: DocSource,
+        tokenizer,
+        seq_len: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        doc_mask: bool = True,
+        long_doc_fraction: float | None = None,
+        long_doc_weight: float = 1.0,
+        num_epochs: int | None = None,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        add_bos: bool = False,
+        prefetch: int = 0,
+        prefetch_in: str = "thread",
+        read_ahead: int = 32,
+    ):
         if prefetch_in not in ("thread", "process"):
             raise UsageError(f"prefetch_in {prefetch_in!r}: need 'thread' or 'process'")
         for what, v in (("seq_len", seq_len), ("batch_size", batch_size), ("world_size", world_size)):
@@ -93,8 +109,13 @@ class Loader:
     # ---- state -----------------------------------------------------------------------------
 
     def _identity(self) -> dict:
-        return {"source": self.source.name, "seed": self.seed, "shuffle": self.shuffle,
-                "rank": self.rank, "world_size": self.world_size}
+        return {
+            "source": self.source.name,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
 
     def state_dict(self) -> dict:
         """JSON-serialisable position; identity fields guard against resuming a different stream."""
@@ -117,8 +138,11 @@ class Loader:
         from transformers import PreTrainedTokenizerFast
 
         backend = getattr(self.tokenizer, "_tokenizer", None)
-        if (isinstance(self.tokenizer, PreTrainedTokenizerFast) and hasattr(backend, "encode_batch_fast")
-                and type(self.tokenizer)._encode_plus is PreTrainedTokenizerFast._encode_plus):
+        if (
+            isinstance(self.tokenizer, PreTrainedTokenizerFast)
+            and hasattr(backend, "encode_batch_fast")
+            and type(self.tokenizer)._encode_plus is PreTrainedTokenizerFast._encode_plus
+        ):
             # What the plain fast tokenizer does anyway, minus the Python overhead and the
             # "sequence longer than model_max_length" warnings that whole books trigger.
             return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
@@ -137,11 +161,12 @@ class Loader:
         eos, bos = self.tokenizer.eos_token_id, self.tokenizer.bos_token_id
         while self.num_epochs is None or epoch < self.num_epochs:
             found = False
-            stream = self.source.iter_epoch(epoch, self.seed, start=pos, shuffle=self.shuffle,
-                                            rank=self.rank, world_size=self.world_size)
+            stream = self.source.iter_epoch(
+                epoch, self.seed, start=pos, shuffle=self.shuffle, rank=self.rank, world_size=self.world_size
+            )
             while chunk := list(itertools.islice(stream, self.read_ahead)):
                 chunk = [(p, t) for p, t in chunk if t]  # empty texts are not documents
-                for (p, _), ids in zip(chunk, self._encode([t for _, t in chunk])):
+                for (p, _), ids in zip(chunk, self._encode([t for _, t in chunk]), strict=False):
                     if not ids:
                         continue
                     found = True
@@ -189,7 +214,9 @@ class Loader:
                     first = False
                     if start["offset"]:
                         if (e, p) != (start["epoch"], start["doc"]):
-                            raise RuntimeError(f"data state points into document {start} that the stream no longer yields")
+                            raise RuntimeError(
+                                f"data state points into document {start} that the stream no longer yields"
+                            )
                         off = start["offset"]
                 pieces.append([e, p, off, toks[off:]])
                 have += len(toks) - off
@@ -214,14 +241,32 @@ class Loader:
             yield batch, {"epoch": pieces[0][0], "doc": pieces[0][1], "offset": pieces[0][2]}
 
 
-def build_loader(source, tokenizer, seq_len: int, batch_size: int, *, seed: int = 0, doc_mask: bool = True,
-                 long_doc_fraction: float | None = None, long_doc_weight: float = 1.0,
-                 num_epochs: int | None = None, shuffle: bool = True, rank: int = 0, world_size: int = 1,
-                 add_bos: bool = False, prefetch: int = 0, prefetch_in: str = "thread", text_field: str = "text",
-                 split: str | None = None,
-                 config: str | None = None, streaming: bool | None = None, txt_split: str = "file",
-                 doc_tokens: tuple[int, int] | None = None, doc_chars: tuple[int, int] | None = None,
-                 **embedded_opts) -> Loader:
+def build_loader(
+    source,
+    tokenizer,
+    seq_len: int,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    doc_mask: bool = True,
+    long_doc_fraction: float | None = None,
+    long_doc_weight: float = 1.0,
+    num_epochs: int | None = None,
+    shuffle: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    add_bos: bool = False,
+    prefetch: int = 0,
+    prefetch_in: str = "thread",
+    text_field: str = "text",
+    split: str | None = None,
+    config: str | None = None,
+    streaming: bool | None = None,
+    txt_split: str = "file",
+    doc_tokens: tuple[int, int] | None = None,
+    doc_chars: tuple[int, int] | None = None,
+    **embedded_opts,
+) -> Loader:
     """Open `source` (see `open_source`) and return a resumable, endless (unless `num_epochs`) Loader.
 
     `tokenizer`: a tokenizer object, a name/path for AutoTokenizer, or None/"default".
@@ -230,10 +275,33 @@ def build_loader(source, tokenizer, seq_len: int, batch_size: int, *, seed: int 
     tokenizer = load_tokenizer(tokenizer)
     if isinstance(source, str) and source == "embedded" and doc_tokens is None and doc_chars is None:
         doc_tokens = (max(16, seq_len // 16), max(16, seq_len))
-    src = open_source(source, text_field=text_field, split=split, config=config, streaming=streaming,
-                      txt_split=txt_split, seed=seed, tokenizer=tokenizer, doc_tokens=doc_tokens,
-                      doc_chars=doc_chars, **embedded_opts)
-    return Loader(src, tokenizer, seq_len, batch_size, seed=seed, doc_mask=doc_mask,
-                  long_doc_fraction=long_doc_fraction, long_doc_weight=long_doc_weight, num_epochs=num_epochs,
-                  shuffle=shuffle, rank=rank, world_size=world_size, add_bos=add_bos, prefetch=prefetch,
-                  prefetch_in=prefetch_in)
+    src = open_source(
+        source,
+        text_field=text_field,
+        split=split,
+        config=config,
+        streaming=streaming,
+        txt_split=txt_split,
+        seed=seed,
+        tokenizer=tokenizer,
+        doc_tokens=doc_tokens,
+        doc_chars=doc_chars,
+        **embedded_opts,
+    )
+    return Loader(
+        src,
+        tokenizer,
+        seq_len,
+        batch_size,
+        seed=seed,
+        doc_mask=doc_mask,
+        long_doc_fraction=long_doc_fraction,
+        long_doc_weight=long_doc_weight,
+        num_epochs=num_epochs,
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
+        add_bos=add_bos,
+        prefetch=prefetch,
+        prefetch_in=prefetch_in,
+    )

@@ -28,8 +28,8 @@ def pack_batch(tokens: np.ndarray, doc_ids: np.ndarray, batch_size: int, seq_len
     if doc_mask:
         labels[doc_ids[1:] != doc_ids[:-1]] = IGNORE_INDEX
         idx = np.arange(n)
-        start = (idx % seq_len == 0)
-        start[1:] |= doc_ids[1:n] != doc_ids[:n - 1]
+        start = idx % seq_len == 0
+        start[1:] |= doc_ids[1:n] != doc_ids[: n - 1]
         starts = np.flatnonzero(start)
         positions = idx - np.maximum.accumulate(np.where(start, idx, 0))
         cu_seqlens = torch.from_numpy(np.append(starts, n).astype(np.int32))

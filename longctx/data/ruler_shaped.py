@@ -28,8 +28,9 @@ def _query(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + ", and " + keys[-1]
 
 
-def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS,
-                  layout: synthetic.Layout = synthetic.PROSE) -> dict[str, str]:
+def magic_needles(
+    rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS, layout: synthetic.Layout = synthetic.PROSE
+) -> dict[str, str]:
     """One document's pieces: head (before the haystack), body, question, prefix, answer
     (`layout`: line layout and short noise, synthetic.Layout)."""
     key_kind = synthetic._pick(rng, {"word": 0.8, "number": 0.1, "uuid": 0.1})
@@ -41,7 +42,7 @@ def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS,
     values = synthetic._unique(rng, lambda: synthetic.make_value(rng, val_kind), n_keys * n_values)
     noun = VALUE_NAMES[val_kind]
     needle = lambda k, v: NEEDLE.format(type_needle_v=noun, key=k, value=v)  # noqa: E731
-    pairs = [(k, v) for i, k in enumerate(keys) for v in values[i * n_values:(i + 1) * n_values]]
+    pairs = [(k, v) for i, k in enumerate(keys) for v in values[i * n_values : (i + 1) * n_values]]
     rng.shuffle(pairs)
     needles = [needle(k, v) for k, v in pairs]
     asked = keys if mode == "multiquery" else [rng.choice(keys)]
@@ -57,9 +58,13 @@ def magic_needles(rng: random.Random, n_chars: int, fillers=synthetic.HAYSTACKS,
     noun = noun[:-1] if singular else noun
     head, tail = template.split("{context}")
     fields = dict(type_needle_v=noun, query=_query(asked))
-    return {"head": head.format(**fields), "body": synthetic._scatter(rng, filler, needles, sep),
-            "question": tail.format(**fields).lstrip("\n"), "prefix": prefix.format(**fields),
-            "answer": ", ".join(answer) + "."}
+    return {
+        "head": head.format(**fields),
+        "body": synthetic._scatter(rng, filler, needles, sep),
+        "question": tail.format(**fields).lstrip("\n"),
+        "prefix": prefix.format(**fields),
+        "answer": ", ".join(answer) + ".",
+    }
 
 
 def render(doc: dict[str, str], chat: bool) -> str:
@@ -67,6 +72,10 @@ def render(doc: dict[str, str], chat: bool) -> str:
     (a chat exchange puts the prefix and answer in the assistant's turn)."""
     prompt = f"{doc['head']}\n{doc['body']}\n{doc['question']}"
     if chat:
-        return render_chat([{"role": "user", "content": prompt},
-                            {"role": "assistant", "content": f"{doc['prefix'].strip()} {doc['answer']}"}])
+        return render_chat(
+            [
+                {"role": "user", "content": prompt},
+                {"role": "assistant", "content": f"{doc['prefix'].strip()} {doc['answer']}"},
+            ]
+        )
     return f"{prompt}{doc['prefix']} {doc['answer']}"

@@ -13,8 +13,8 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -49,13 +49,14 @@ class IndexedSource(DocSource):
             return np.arange(self.n)
         return np.random.default_rng([seed, epoch]).permutation(self.n)
 
-    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
+    def iter_epoch(
+        self, epoch: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[int, str]]:
         order = self.order(epoch, seed, shuffle)
         positions = range(_first_owned(start, rank, world_size), self.n, world_size)
         for i in range(0, len(positions), 64):
-            chunk = positions[i:i + 64]
-            yield from zip(chunk, self.get_many([int(order[p]) for p in chunk]))
+            chunk = positions[i : i + 64]
+            yield from zip(chunk, self.get_many([int(order[p]) for p in chunk]), strict=False)
 
 
 def list_source(texts: Sequence[str], name: str = "list") -> IndexedSource:
@@ -64,6 +65,7 @@ def list_source(texts: Sequence[str], name: str = "list") -> IndexedSource:
 
 
 # ---- local files ---------------------------------------------------------------------------------
+
 
 def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
@@ -143,10 +145,14 @@ def local_source(path: str | os.PathLike, text_field: str = "text", txt_split: s
     if root.is_dir():
         files = sorted(p for p in root.rglob("*") if p.is_file() and _kind(p))
         if not files:
-            raise UsageError(f"data folder {str(root)!r} has no data files; accepted: {', '.join(ACCEPTED)} (.gz for text/JSON)")
+            raise UsageError(
+                f"data folder {str(root)!r} has no data files; accepted: {', '.join(ACCEPTED)} (.gz for text/JSON)"
+            )
     elif root.is_file():
         if not _kind(root):
-            raise UsageError(f"data file {str(root)!r}: unknown type; accepted: {', '.join(ACCEPTED)} (.gz for text/JSON)")
+            raise UsageError(
+                f"data file {str(root)!r}: unknown type; accepted: {', '.join(ACCEPTED)} (.gz for text/JSON)"
+            )
         files = [root]
     else:
         raise UsageError(f"data source {str(root)!r}: no such file or folder")
@@ -164,14 +170,16 @@ def local_source(path: str | os.PathLike, text_field: str = "text", txt_split: s
 
 # ---- Hugging Face datasets -----------------------------------------------------------------------
 
+
 class HFStreamSource(DocSource):
     """A streaming (iterable) HF dataset: seeded buffer shuffle, re-seeded each epoch."""
 
     def __init__(self, ds, name: str, text_field: str = "text", shuffle_buffer: int = 10_000):
         self.ds, self.name, self.text_field, self.shuffle_buffer = ds, name, text_field, shuffle_buffer
 
-    def iter_epoch(self, epoch: int, seed: int, start: int = 0, shuffle: bool = True,
-                   rank: int = 0, world_size: int = 1) -> Iterator[tuple[int, str]]:
+    def iter_epoch(
+        self, epoch: int, seed: int, start: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[int, str]]:
         ds = self.ds.shuffle(seed=seed, buffer_size=self.shuffle_buffer) if shuffle else self.ds
         ds.set_epoch(epoch)  # datasets derives the epoch's shuffle seed from seed + epoch
         # Every rank reads the whole stream (cheap next to tokenizing) and keeps its positions.
@@ -189,7 +197,9 @@ def from_hf(ds, name: str | None = None, text_field: str = "text", shuffle_buffe
         return HFStreamSource(ds, name, text_field, shuffle_buffer)
     if isinstance(ds, datasets.Dataset):
         if text_field not in ds.column_names:
-            raise UsageError(f"{name}: no text field {text_field!r} (fields: {', '.join(ds.column_names)}); set text_field")
+            raise UsageError(
+                f"{name}: no text field {text_field!r} (fields: {', '.join(ds.column_names)}); set text_field"
+            )
         col = ds.select_columns([text_field])
         return IndexedSource(len(col), lambda idx: col[idx][text_field], name)
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
@@ -209,8 +219,15 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, str | None]:
     return name, config or None, split
 
 
-def hf_source(name: str, config: str | None = None, split: str | None = "train", *, streaming: bool = True,
-              text_field: str = "text", shuffle_buffer: int = 10_000) -> DocSource:
+def hf_source(
+    name: str,
+    config: str | None = None,
+    split: str | None = "train",
+    *,
+    streaming: bool = True,
+    text_field: str = "text",
+    shuffle_buffer: int = 10_000,
+) -> DocSource:
     """`datasets.load_dataset(name, config, split=split, streaming=streaming)` (needs the Hub)."""
     import datasets
 
@@ -227,9 +244,21 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or _kind(Path(spec)) is not None
 
 
-def open_source(spec, *, text_field: str = "text", split: str | None = None, config: str | None = None,
-                streaming: bool | None = None, txt_split: str = "file", shuffle_buffer: int = 10_000,
-                seed: int = 0, tokenizer=None, doc_tokens=None, doc_chars=None, **embedded_opts) -> DocSource:
+def open_source(
+    spec,
+    *,
+    text_field: str = "text",
+    split: str | None = None,
+    config: str | None = None,
+    streaming: bool | None = None,
+    txt_split: str = "file",
+    shuffle_buffer: int = 10_000,
+    seed: int = 0,
+    tokenizer=None,
+    doc_tokens=None,
+    doc_chars=None,
+    **embedded_opts,
+) -> DocSource:
     """Any accepted source -> DocSource.
 
     `spec`: a DocSource; a list of texts; a `datasets` object; "embedded" (the offline default);
@@ -253,5 +282,11 @@ def open_source(spec, *, text_field: str = "text", split: str | None = None, con
     for what, a, b in (("config", cfg, config), ("split", spl, split)):
         if a is not None and b is not None and a != b:
             raise UsageError(f"dataset {spec!r} names {what} {a!r} but {what}={b!r} was also given")
-    return hf_source(name, cfg or config, spl or split or "train", streaming=True if streaming is None else streaming,
-                     text_field=text_field, shuffle_buffer=shuffle_buffer)
+    return hf_source(
+        name,
+        cfg or config,
+        spl or split or "train",
+        streaming=True if streaming is None else streaming,
+        text_field=text_field,
+        shuffle_buffer=shuffle_buffer,
+    )

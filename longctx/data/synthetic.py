@@ -15,14 +15,27 @@ import uuid
 from dataclasses import dataclass
 
 from longctx.data import text
-from longctx.errors import UsageError
 from longctx.data.tokenizer import render_chat
+from longctx.errors import UsageError
 
 # What a hidden value is called, by value kind.
 THINGS = {
-    "number": ("access code", "locker number", "reference number", "ticket number", "serial number",
-               "account number", "lucky number", "room number", "catalog number", "secret number",
-               "pin code", "badge number", "passcode", "order number"),
+    "number": (
+        "access code",
+        "locker number",
+        "reference number",
+        "ticket number",
+        "serial number",
+        "account number",
+        "lucky number",
+        "room number",
+        "catalog number",
+        "secret number",
+        "pin code",
+        "badge number",
+        "passcode",
+        "order number",
+    ),
     "word": ("password", "codeword", "watchword", "secret word", "signal word", "hidden word"),
     "uuid": ("identifier", "tracking id", "serial tag", "registry key", "token string", "hidden id"),
 }
@@ -180,8 +193,9 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
-              layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
+def kv_recall(
+    rng: random.Random, n_chars: int, fillers=HAYSTACKS, layout: Layout = PROSE
+) -> tuple[str, str, str, str, str]:
     """Needles among filler: single, multi-key (distractor keys), multi-value or multi-query."""
     key_kind = _pick(rng, {"word": 0.6, "number": 0.25, "uuid": 0.15})
     val_kind = _pick(rng, {"number": 0.6, "word": 0.2, "uuid": 0.2})
@@ -191,7 +205,7 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
     keys = _unique(rng, lambda: make_key(rng, key_kind), 1 if mode in ("single", "multivalue") else rng.randint(2, 4))
     n_values = rng.randint(2, 5) if mode == "multivalue" else 1
     values = _unique(rng, lambda: make_value(rng, val_kind), len(keys) * n_values)
-    pairs = [(k, v) for i, k in enumerate(keys) for v in values[i * n_values:(i + 1) * n_values]]
+    pairs = [(k, v) for i, k in enumerate(keys) for v in values[i * n_values : (i + 1) * n_values]]
     rng.shuffle(pairs)  # the text order; several values of one key are answered in this order
     facts = [fact.format(thing=thing, key=k, value=v) for k, v in pairs]
     asked = keys if mode == "multiquery" else [rng.choice(keys)]
@@ -201,8 +215,9 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - 200)
     if haystack == "facts":
         # Every filler sentence is a distractor fact about another key: retrieval must match the key.
-        filler = distractors(rng, key_kind, val_kind, set(keys), budget,
-                             lambda k, v: fact.format(thing=thing, key=k, value=v))
+        filler = distractors(
+            rng, key_kind, val_kind, set(keys), budget, lambda k, v: fact.format(thing=thing, key=k, value=v)
+        )
         sep = distractor_sep(rng, layout)
     else:
         filler, sep = haystack_units(rng, haystack, budget, layout)
@@ -219,8 +234,9 @@ def kv_recall(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
     return intro, body, q.format(**fields), prefix.format(**fields), _and(asked_values) + "."
 
 
-def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
-                 layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
+def recall_drill(
+    rng: random.Random, n_chars: int, fillers=HAYSTACKS, layout: Layout = PROSE
+) -> tuple[str, str, str, str, str]:
     """Dense recall: many facts in filler, then several questions in a fresh order, each answered.
 
     Every answer needs a lookup by key, so one document carries several retrieval targets (a
@@ -235,7 +251,7 @@ def recall_drill(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
     fact = rng.choice(FACTS)
     keys = _unique(rng, lambda: make_key(rng, key_kind), n)
     values = _unique(rng, lambda: make_value(rng, val_kind), n)
-    facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values)]
+    facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values, strict=False)]
     qa_chars = 110 * min(n, 8)
     haystack = _filler(rng.choice(HAYSTACKS + ("none",)), fillers)
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - qa_chars - 150)
@@ -258,8 +274,9 @@ def _var_name(rng: random.Random, kind: str) -> str:
     return rng.choice(text.words()["noun"])
 
 
-def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
-                   layout: Layout = PROSE) -> tuple[str, str, str, str, str]:
+def variable_chain(
+    rng: random.Random, n_chars: int, fillers=HAYSTACKS, layout: Layout = PROSE
+) -> tuple[str, str, str, str, str]:
     """Chains of assignments (a = 12345, b = a, c = b ...) scattered in filler; ask who holds a value."""
     name_kind = rng.choice(("caps", "word"))
     n_chains = rng.randint(1, 4)
@@ -269,10 +286,10 @@ def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
     chains, statements = [], []
     for c in range(n_chains):
         hops = rng.randint(2, 6)
-        chain = names[c * 6:c * 6 + hops]
+        chain = names[c * 6 : c * 6 + hops]
         chains.append(chain)
         lines = [init.format(a=chain[0], v=chain_values[c])]
-        lines += [copy.format(a=a, b=b) for a, b in zip(chain, chain[1:])]
+        lines += [copy.format(a=a, b=b) for a, b in zip(chain, chain[1:], strict=False)]
         statements.append(lines)
     # Merge the chains in a random interleaving that keeps each chain's order.
     merged, heads = [], [0] * n_chains
@@ -280,15 +297,18 @@ def variable_chain(rng: random.Random, n_chars: int, fillers=HAYSTACKS,
         c = rng.choice([i for i in range(n_chains) if heads[i] < len(statements[i])])
         merged.append(statements[c][heads[c]])
         heads[c] += 1
-    filler = text.filler_sentences(rng, _filler(rng.choice(HAYSTACKS), fillers), max(0, n_chars - 400),
-                                   layout.short_noise)
+    filler = text.filler_sentences(
+        rng, _filler(rng.choice(HAYSTACKS), fillers), max(0, n_chars - 400), layout.short_noise
+    )
     body = _scatter(rng, filler, merged)
     target = rng.randrange(n_chains)
     q, prefix = rng.choice(ASK_CHAIN)
-    intro = rng.choice((
-        "The text below contains assignments between names. Track where each value goes.",
-        "Some sentences in the following text pass values from one name to another.",
-    ))
+    intro = rng.choice(
+        (
+            "The text below contains assignments between names. Track where each value goes.",
+            "Some sentences in the following text pass values from one name to another.",
+        )
+    )
     v = chain_values[target]
     return intro, body, q.format(v=v), prefix.format(v=v), ", ".join(chains[target]) + "."
 
@@ -302,7 +322,7 @@ def common_words(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, 
     top = _unique(rng, lambda: rng.choice(text.words()["noun"]), k)
     n_rare = max(1, (total - sum(counts)) * 2 // 3)
     rare = _unique(rng, lambda: rng.choice(text.words()["noun"]), min(n_rare, 4000), set(top))
-    seq = [w for w, c in zip(top, counts) for _ in range(c)]
+    seq = [w for w, c in zip(top, counts, strict=False) for _ in range(c)]
     # Rare words appear once or twice: always below the top words' minimum count of 4.
     seq += [w for w in rare for _ in range(rng.choice((1, 1, 2)))]
     rng.shuffle(seq)
@@ -310,52 +330,69 @@ def common_words(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, 
         body = "\n".join(f"{i}. {w}" for i, w in enumerate(seq, 1))
     else:
         body = ", ".join(seq) + "."
-    intro = rng.choice((
-        "Here is a long list of words. A few of them are repeated many more times than the others.",
-        "The following word list has some words that come up again and again.",
-    ))
-    q, prefix = rng.choice((
-        (f"Which {k} words appear most often in the list?", f"The {k} words that appear most often are"),
-        (f"Name the {k} words repeated the most, most frequent first.", f"The {k} most repeated words are"),
-    ))
+    intro = rng.choice(
+        (
+            "Here is a long list of words. A few of them are repeated many more times than the others.",
+            "The following word list has some words that come up again and again.",
+        )
+    )
+    q, prefix = rng.choice(
+        (
+            (f"Which {k} words appear most often in the list?", f"The {k} words that appear most often are"),
+            (f"Name the {k} words repeated the most, most frequent first.", f"The {k} most repeated words are"),
+        )
+    )
     return intro, body, q, prefix, ", ".join(top) + "."
 
 
 def frequent_coded(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, str]:
     """Made-up words with a skewed (Zipf-like) frequency; name the three commonest."""
-    vocab = _unique(rng, lambda: "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6))),
-                    rng.randint(12, 40))
+    vocab = _unique(
+        rng, lambda: "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 6))), rng.randint(12, 40)
+    )
     n = max(60, n_chars // 5)
     weights = [1.0 / (i + 1) ** rng.uniform(1.0, 2.0) for i in range(len(vocab))]
     counts = [max(1, round(n * w / sum(weights))) for w in weights]
     for i in range(3):  # the top three strictly above everything after them
-        counts[i] = max(counts[i], max(counts[i + 1:]) + 1 + (2 - i))
-    seq = [w for w, c in zip(vocab, counts) for _ in range(c)]
+        counts[i] = max(counts[i], max(counts[i + 1 :]) + 1 + (2 - i))
+    seq = [w for w, c in zip(vocab, counts, strict=False) for _ in range(c)]
     rng.shuffle(seq)
     per_line = rng.randint(8, 16)
-    body = "\n".join(" ".join(seq[i:i + per_line]) for i in range(0, len(seq), per_line))
-    intro = rng.choice((
-        "Below is a stream of coded words. Some codes occur much more often than others.",
-        "Count the coded words in the following text as you read it.",
-    ))
-    q, prefix = rng.choice((
-        ("Which three coded words occur most often above?", "The three commonest coded words are"),
-        ("Give the three most frequent codes, most frequent first.", "The three most frequent codes are"),
-    ))
+    body = "\n".join(" ".join(seq[i : i + per_line]) for i in range(0, len(seq), per_line))
+    intro = rng.choice(
+        (
+            "Below is a stream of coded words. Some codes occur much more often than others.",
+            "Count the coded words in the following text as you read it.",
+        )
+    )
+    q, prefix = rng.choice(
+        (
+            ("Which three coded words occur most often above?", "The three commonest coded words are"),
+            ("Give the three most frequent codes, most frequent first.", "The three most frequent codes are"),
+        )
+    )
     return intro, body, q, prefix, ", ".join(vocab[:3]) + "."
 
 
-TASKS = {"kv": kv_recall, "drill": recall_drill, "chain": variable_chain, "common": common_words, "freq": frequent_coded}
+TASKS = {
+    "kv": kv_recall,
+    "drill": recall_drill,
+    "chain": variable_chain,
+    "common": common_words,
+    "freq": frequent_coded,
+}
 
 
 def render(rng: random.Random, parts: tuple[str, str, str, str, str], chat: bool) -> str:
     """Plain text (question, then 'prefix answer') or one chat exchange in the tokenizer's format."""
     intro, body, question, prefix, answer = parts
     if chat:
-        return render_chat([
-            {"role": "user", "content": f"{intro}\n\n{body}\n\n{question}"},
-            {"role": "assistant", "content": f"{prefix} {answer}"},
-        ])
+        return render_chat(
+            [
+                {"role": "user", "content": f"{intro}\n\n{body}\n\n{question}"},
+                {"role": "assistant", "content": f"{prefix} {answer}"},
+            ]
+        )
     lead = rng.choice(("", "Answer: "))
     q = rng.choice(("", "Question: ")) + question
     return f"{intro}\n\n{body}\n\n{q}\n{lead}{prefix} {answer}"

@@ -84,7 +84,7 @@ def _markov() -> tuple[dict, list]:
     starts = []
     for p in paragraphs():
         words = p.split(" ")
-        for a, b, c in zip(words, words[1:], words[2:]):
+        for a, b, c in zip(words, words[1:], words[2:], strict=False):
             chain.setdefault((a, b), []).append(c)
             if a.endswith((".", "!", "?")) and b[:1].isupper():
                 starts.append((b, c))
@@ -122,10 +122,20 @@ def markov_prose(rng: random.Random, n_chars: int) -> str:
 # few stock phrases), generated from our own words (RULER's own sentences never appear). Opt-in
 # (`short` below, data.short_noise in a run config): a model that has only seen the long noise
 # sentences above can read a repeated "... is <word>." around a needle as the answer's pattern.
-COPULAS = ("The {noun} is {adjective}.", "Every {noun} is {adjective}.", "The {noun} looks {adjective}.",
-           "A {noun} is {adjective}.")
-STOCK_PHRASES = ("On we go.", "Round and round again.", "Back to the start.", "So it goes.",
-                 "Up and down once more.", "Off and away.")
+COPULAS = (
+    "The {noun} is {adjective}.",
+    "Every {noun} is {adjective}.",
+    "The {noun} looks {adjective}.",
+    "A {noun} is {adjective}.",
+)
+STOCK_PHRASES = (
+    "On we go.",
+    "Round and round again.",
+    "Back to the start.",
+    "So it goes.",
+    "Up and down once more.",
+    "Off and away.",
+)
 
 
 def noise_cycle(rng: random.Random, short: float = 0.0) -> list[str]:
@@ -134,8 +144,10 @@ def noise_cycle(rng: random.Random, short: float = 0.0) -> list[str]:
     if not (short and rng.random() < short):
         return rng.sample(NOISE_SENTENCES, rng.randint(3, 6))
     w = words()
-    cycle = [rng.choice(COPULAS).format(noun=rng.choice(w["noun"]), adjective=rng.choice(w["adjective"]))
-             for _ in range(rng.randint(2, 4))]
+    cycle = [
+        rng.choice(COPULAS).format(noun=rng.choice(w["noun"]), adjective=rng.choice(w["adjective"]))
+        for _ in range(rng.randint(2, 4))
+    ]
     return cycle + rng.sample(STOCK_PHRASES, rng.randint(0, 2))
 
 
@@ -187,6 +199,5 @@ def words() -> dict[str, tuple[str, ...]]:
     """Common English nouns/adjectives/verbs (wonderwords' lists, profanity removed)."""
     bad = set(_wordlist("profanitylist.txt"))
     return {
-        kind: tuple(w for w in _wordlist(f"{kind}list.txt") if w not in bad)
-        for kind in ("noun", "adjective", "verb")
+        kind: tuple(w for w in _wordlist(f"{kind}list.txt") if w not in bad) for kind in ("noun", "adjective", "verb")
     }

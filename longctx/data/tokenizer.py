@@ -49,8 +49,14 @@ def wrap(backend, **kwargs):
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        chat_template=CHAT_TEMPLATE, add_bos_token=False, add_eos_token=False, **kwargs,
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,
+        add_bos_token=False,
+        add_eos_token=False,
+        **kwargs,
     )
 
 
@@ -78,7 +84,8 @@ def load_tokenizer(spec=None):
             tok = AutoTokenizer.from_pretrained(spec)
         except Exception as e:  # noqa: BLE001 -- any load failure is a bad user value
             raise UsageError(
-                f"tokenizer {spec!r} could not be loaded ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"tokenizer {spec!r} could not be loaded "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                 "accepted: 'default', a local model/tokenizer dir, or a Hugging Face tokenizer name"
             ) from None
     if tok.eos_token_id is None:

@@ -11,19 +11,40 @@
 See docs/multi_gpu.md.
 """
 
+from longctx.distributed.args import add_parallel_arguments, parallel_from_args
 from longctx.distributed.collectives import all_gather, all_reduce_sum
 from longctx.distributed.context import ContextParallel
-from longctx.distributed.args import add_parallel_arguments, parallel_from_args
 from longctx.distributed.fsdp import (
-    build_on_rank0, full_state_dict, grad_norm_value, head_weight, parallelize, parallelize_from_rank0, unsharded_copy,
+    build_on_rank0,
+    full_state_dict,
+    grad_norm_value,
+    head_weight,
+    parallelize,
+    parallelize_from_rank0,
+    unsharded_copy,
 )
 from longctx.distributed.mesh import ParallelDims, destroy_distributed, init_distributed, world_from_env
 from longctx.distributed.sharding import CP_LAYOUTS, check_parallel, local_index, shard_batch
 
 __all__ = [
-    "CP_LAYOUTS", "ContextParallel", "ParallelDims", "add_parallel_arguments", "all_gather", "all_reduce_sum",
-    "build_on_rank0", "parallelize_from_rank0",
-    "check_parallel", "destroy_distributed", "full_state_dict", "grad_norm_value", "head_weight",
-    "init_distributed", "local_index", "parallel_from_args", "parallelize", "shard_batch", "unsharded_copy",
+    "CP_LAYOUTS",
+    "ContextParallel",
+    "ParallelDims",
+    "add_parallel_arguments",
+    "all_gather",
+    "all_reduce_sum",
+    "build_on_rank0",
+    "parallelize_from_rank0",
+    "check_parallel",
+    "destroy_distributed",
+    "full_state_dict",
+    "grad_norm_value",
+    "head_weight",
+    "init_distributed",
+    "local_index",
+    "parallel_from_args",
+    "parallelize",
+    "shard_batch",
+    "unsharded_copy",
     "world_from_env",
 ]

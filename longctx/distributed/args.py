@@ -4,6 +4,7 @@
 
 --dp defaults to (processes / --cp); a single process needs neither flag.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,10 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-GPU (under torchrun)")
     g.add_argument("--dp", help="data-parallel degree (FSDP2); default: processes / --cp")
     g.add_argument("--cp", help="context-parallel degree: each sequence is split over this many GPUs (default 1)")
-    g.add_argument("--cp-layout", help=f"how a sequence is split: {', '.join(CP_LAYOUTS)} (default zigzag: "
-                                       "balances causal attention work)")
+    g.add_argument(
+        "--cp-layout",
+        help=f"how a sequence is split: {', '.join(CP_LAYOUTS)} (default zigzag: balances causal attention work)",
+    )
 
 
 def _int_flag(value, flag: str) -> int | None:

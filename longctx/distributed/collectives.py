@@ -5,11 +5,11 @@ in the backward each rank's slice gets the sum, over ranks, of the gradients flo
 (a reduce-scatter). That is what lets a rank's loss reach parameters through keys, values,
 conv halos and GDN states that other ranks computed.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-
 
 # torch >= 2.13 names them *_single (the *_tensor names warn); older releases only have *_tensor
 _gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

@@ -8,6 +8,7 @@ single-process kernels:
   state carried across segments through the affine form of the gated delta rule.
 Everything else in the model (embeddings, norms, MLPs, RoPE with given positions) is per token.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,9 +41,14 @@ class ContextParallel:
         seq_len = local_len * self.size
         whole = doc_layout(cu_seqlens, batch, seq_len, device)
         index = local_index(seq_len, self.rank, self.size, self.layout).to(device)
-        cp = CPLayout(ctx=self, seq_len=seq_len, index=index, whole=whole,
-                      segments=rank_segments(self.rank, self.size, self.layout),
-                      seg_len=seq_len // num_segments(self.size, self.layout))
+        cp = CPLayout(
+            ctx=self,
+            seq_len=seq_len,
+            index=index,
+            whole=whole,
+            segments=rank_segments(self.rank, self.size, self.layout),
+            seg_len=seq_len // num_segments(self.size, self.layout),
+        )
         local = DocLayout(batch=batch, seqlen=local_len, max_seqlen=whole.max_seqlen, cp=cp)
         if whole.packed:
             # the whole rows' cu_seqlens: a single-process kernel handed this layout fails on shapes

@@ -8,9 +8,11 @@ single-process model. The backward of the all-gather is a reduce-scatter of dK/d
 
 Backends: "math" (SDPA with a dense [B, 1, T/C, T] boolean mask; CPU and tests) and "flex"
 (FlexAttention with a block mask, compiled on CUDA: fully masked blocks are skipped, so with the
-zigzag layout each rank does the same work). `attention.BACKEND` (or LONGCTX_ATTN_BACKEND) = "math" or "flex" forces one;
+zigzag layout each rank does the same work). `attention.BACKEND` (or LONGCTX_ATTN_BACKEND) = "math" or "flex"
+forces one;
 otherwise CUDA uses flex and the CPU math.
 """
+
 from __future__ import annotations
 
 import torch
@@ -74,8 +76,13 @@ def block_mask(layout: DocLayout, window: int | None):
 
         device = qpos.device
         cp.cache[key] = create_block_mask(
-            mask_mod, layout.batch if ids is not None else 1, None, len(qpos), len(kpos),
-            device=device, _compile=device.type == "cuda",
+            mask_mod,
+            layout.batch if ids is not None else 1,
+            None,
+            len(qpos),
+            len(kpos),
+            device=device,
+            _compile=device.type == "cuda",
         )
     return cp.cache[key]
 
@@ -104,6 +111,7 @@ def attend(q, k, v, layout: DocLayout, window: int | None, scale: float) -> torc
         if _flex_compiled is None and q.is_cuda:
             _flex_compiled = torch.compile(flex_attention, dynamic=False)
         fn = _flex_compiled if q.is_cuda else flex_attention
-        out = fn(qh, kh.contiguous(), vh.contiguous(), block_mask=block_mask(layout, window), scale=scale,
-                 enable_gqa=gqa)
+        out = fn(
+            qh, kh.contiguous(), vh.contiguous(), block_mask=block_mask(layout, window), scale=scale, enable_gqa=gqa
+        )
     return out.transpose(1, 2)

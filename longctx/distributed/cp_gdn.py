@@ -26,6 +26,7 @@ On CUDA with fla installed the same is done by fla's own context-parallel kernel
 one row at a time, with the same zigzag/contiguous layout. Set LONGCTX_CP_GDN=torch to use the
 torch path there too.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,7 +74,7 @@ def _conv_torch(x: torch.Tensor, weight: torch.Tensor, layout: DocLayout) -> tor
     if L < W - 1:
         raise ValueError(f"context-parallel segments of {L} tokens are shorter than the conv's reach ({W - 1})")
     segs = x.view(B, nseg, L, Cd)
-    tails = all_gather(segs[:, :, L - (W - 1):], cp.ctx.group)  # [C, B, nseg, W-1, Cd]
+    tails = all_gather(segs[:, :, L - (W - 1) :], cp.ctx.group)  # [C, B, nseg, W-1, Cd]
     halos = []
     for s in cp.segments:
         if s == 0:
@@ -88,7 +89,7 @@ def _conv_torch(x: torch.Tensor, weight: torch.Tensor, layout: DocLayout) -> tor
     if layout.doc_pos is not None:
         # the taps of an output token are cut by its own document position; halo outputs are dropped
         doc_pos = F.pad(layout.doc_pos.view(B, nseg, L), (W - 1, 0)).view(B * nseg, W - 1 + L)
-    y = causal_conv_ref(ext, weight, doc_pos)[:, W - 1:]
+    y = causal_conv_ref(ext, weight, doc_pos)[:, W - 1 :]
     return y.reshape(B, Tl, Cd)
 
 
@@ -105,7 +106,9 @@ def _pieces(layout: DocLayout, row: int, i: int) -> list[tuple[int, int, bool]]:
     cuts = [lo] + [b for b in bounds if lo < b < hi] + [hi]
     starts_doc = lo in bounds
     off = i * L - lo  # row position -> local position
-    return [(a + off, b + off, j == 0 and not starts_doc) for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    return [
+        (a + off, b + off, j == 0 and not starts_doc) for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=False))
+    ]
 
 
 def gated_delta_rule(q, k, v, g, beta, scale: float, layout: DocLayout, *, fla: bool) -> torch.Tensor:
@@ -177,7 +180,10 @@ def _fla_context(layout: DocLayout, row: int, width: int | None):
     if key not in cp.cache:
         cu_cpu = torch.tensor(cp.row_bounds(row), dtype=torch.long)
         cp.cache[key] = build_cp_context(
-            cu_cpu.to(cp.index.device), group=cp.ctx.group, conv1d_kernel_size=width, cu_seqlens_cpu=cu_cpu,
+            cu_cpu.to(cp.index.device),
+            group=cp.ctx.group,
+            conv1d_kernel_size=width,
+            cu_seqlens_cpu=cu_cpu,
             layout=cp.ctx.layout,
         )
     return cp.cache[key]
@@ -187,9 +193,12 @@ def _conv_fla(x, weight, layout: DocLayout):
     from fla.modules.causal_conv1d.cp import causal_conv1d_cp
 
     width = weight.shape[-1]
-    rows = [causal_conv1d_cp(x[b : b + 1], weight=weight.squeeze(1), activation="silu",
-                             cp_context=_fla_context(layout, b, width))
-            for b in range(x.shape[0])]
+    rows = [
+        causal_conv1d_cp(
+            x[b : b + 1], weight=weight.squeeze(1), activation="silu", cp_context=_fla_context(layout, b, width)
+        )
+        for b in range(x.shape[0])
+    ]
     return torch.cat(rows, 0)
 
 

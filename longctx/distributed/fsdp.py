@@ -11,6 +11,7 @@ Every FSDP unit is a decoder block; the root keeps the embedding, final norm and
 `forward_hidden` the root's parameters — the lm head included — are plain unsharded tensors that
 a loss outside the model can use (`head_weight`).
 """
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ whose TCPStore is gone, and write into a run directory that the next job may be 
 worker can ask the kernel for a signal when its parent dies (prctl PR_SET_PDEATHSIG); SIGTERM then
 takes the trainer's preemption path: finish the step, write a checkpoint, exit 128 + 15.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ exchange keys/values every layer are neighbours, i.e. on the same node. Paramete
 (FSDP2) over all D*C ranks: the cp ranks of a row hold the same weights, so they can share the
 sharding; gradients are summed over all of them (see fsdp.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ class ParallelDims:
         """This rank's rows (dp) and tokens (cp) of a global batch; identity in a single process."""
         if not self.distributed:
             return batch
-        return shard_batch(batch, dp_rank=self.dp_rank, dp=self.dp, cp_rank=self.cp_rank, cp=self.cp,
-                           layout=self.cp_layout)
+        return shard_batch(
+            batch, dp_rank=self.dp_rank, dp=self.dp, cp_rank=self.cp_rank, cp=self.cp, layout=self.cp_layout
+        )
 
     def barrier(self) -> None:
         if self.distributed:
@@ -102,8 +104,9 @@ def init_distributed(
         dist.init_process_group(backend=backend, rank=rank, world_size=world, **kwargs)
     mesh = init_device_mesh(dev.type, (dp, cp), mesh_dim_names=("dp", "cp"))
     fsdp_mesh = init_device_mesh(dev.type, (world,), mesh_dim_names=("dp_cp",))
-    return ParallelDims(dp=dp, cp=cp, rank=rank, world_size=world, device=dev, cp_layout=cp_layout,
-                        mesh=mesh, fsdp_mesh=fsdp_mesh)
+    return ParallelDims(
+        dp=dp, cp=cp, rank=rank, world_size=world, device=dev, cp_layout=cp_layout, mesh=mesh, fsdp_mesh=fsdp_mesh
+    )
 
 
 def destroy_distributed() -> None:

@@ -8,6 +8,7 @@ with ~(2C-1)x the first one's. GDN and the MLPs cost the same per token wherever
 
 Every function here is pure (no process group), so the layout is tested without processes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,7 +65,8 @@ def check_parallel(
             raise UsageError(f"{flag} {v!r}: need an integer >= 1")
     if world_size is not None and dp * cp != world_size:
         raise UsageError(
-            f"--dp {dp} x --cp {cp} = {dp * cp} processes, but {world_size} {'was' if world_size == 1 else 'were'} started "
+            f"--dp {dp} x --cp {cp} = {dp * cp} processes, "
+            f"but {world_size} {'was' if world_size == 1 else 'were'} started "
             f"(torchrun --nproc-per-node x nodes); accepted: dp * cp = {world_size}"
         )
     if batch_size is not None and batch_size % dp:

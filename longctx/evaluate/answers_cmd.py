@@ -12,6 +12,7 @@ the most common answers, and up to --show misses with their references. The toke
 evaluation sized its prompts with: the model directory (the default, when it still exists), or
 `embedded` for longctx's own (every study-20m model).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,9 @@ def tokenizer_dir(choice: str | None, model: str, scratch: str) -> str:
     path = Path(choice or model)
     if not (path / "tokenizer_config.json").exists():
         where = "--tokenizer" if choice else f"the model directory {model!r} (from the results file)"
-        raise UsageError(f"{where}: no tokenizer there; pass --tokenizer DIR, or --tokenizer embedded for longctx's own")
+        raise UsageError(
+            f"{where}: no tokenizer there; pass --tokenizer DIR, or --tokenizer embedded for longctx's own"
+        )
     return str(path)
 
 
@@ -75,8 +78,10 @@ def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: di
     rows = []
     for key, doc in samples_of(task, length, n, tok, fp):
         if key not in answers:
-            raise UsageError(f"{task} at {length}: an answer is not in the journal: it was made with other "
-                             "samples, tokenizer or data options (pass the evaluation's --tokenizer)")
+            raise UsageError(
+                f"{task} at {length}: an answer is not in the journal: it was made with other "
+                "samples, tokenizer or data options (pass the evaluation's --tokenizer)"
+            )
         got = answers[key]
         rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
                      "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
@@ -143,4 +148,3 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(cells, indent=1))
     return 0
-

@@ -8,6 +8,7 @@ Runs sharing a label (e.g. a study's pretraining seeds) form one row `<label> (n
 is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the mean (min–max) of
 the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="FILE", help="write every (run, length, task) score and the means as CSV")
     p.add_argument("--plot", metavar="FILE.png", help="write score vs context length (log2 axis)")
     p.add_argument("--title", default="RULER", help="plot title (default: RULER)")
-    p.add_argument("--no-group", action="store_true",
-                   help="a row (and line) per run, numbered where labels repeat, instead of one per label")
+    p.add_argument(
+        "--no-group",
+        action="store_true",
+        help="a row (and line) per run, numbered where labels repeat, instead of one per label",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ journal is kept after success (delete it to recompute; one made with another mod
 weights or data option is refused). Tasks whose data cannot be had offline (the QA sets) are
 recorded as unavailable, not as 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ import sys
 from pathlib import Path
 
 from longctx.errors import UsageError
-from longctx.paths import check_output
+from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 from longctx.lengths import parse_lengths
+from longctx.paths import check_output
 from longctx.report import markdown_table
 from longctx.results import RULER_TASKS
-from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -111,8 +112,9 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     if args.chat_template and not _has_chat_template(model):
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UsageError("--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; "
-                         "offline: bench/vllm/install.sh)")
+        raise UsageError(
+            "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: bench/vllm/install.sh)"
+        )
     if args.haystack_dir is not None and not Path(args.haystack_dir).exists():
         raise UsageError(f"--haystack-dir {args.haystack_dir!r} does not exist; give a folder of .txt files or a file")
     if args.device and not (args.device in ("cpu", "cuda", "mps") or args.device.startswith("cuda:")):

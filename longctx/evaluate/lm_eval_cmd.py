@@ -6,6 +6,7 @@ Every argument goes to lm-eval unchanged, `--help` included; the only additions 
     longctx lm-eval --model longctx --model_args pretrained=runs/drope-64k --tasks ruler \\
         --metadata '{"max_seq_lengths":[4096,65536]}'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,14 @@ def check_pretrained(model_args) -> None:
     if path.is_dir():
         return
     hub_like = re.fullmatch(r"[\w.-]+/[\w.-]+", spec) and not path.parent.is_dir()
-    offline = any(os.environ.get(v, "") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    offline = any(
+        os.environ.get(v, "") not in ("", "0", "false", "False") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
     if path.exists() or not hub_like or offline:
-        raise UsageError(f"--model_args pretrained={spec}: not a model folder" + ("" if path.exists() or not hub_like
-                         else " (and offline, so not a Hub id)"))
+        raise UsageError(
+            f"--model_args pretrained={spec}: not a model folder"
+            + ("" if path.exists() or not hub_like else " (and offline, so not a Hub id)")
+        )
 
 
 def run_checked(cli, ns) -> None:
@@ -49,7 +54,9 @@ def run_checked(cli, ns) -> None:
         cli.execute(ns)
     except ValueError as e:
         if str(e).startswith("Tasks not found"):  # lm-eval's process_tasks, before the model is built
-            raise UsageError(f"--tasks: {e} (ours: ruler, {', '.join(RULER_TASKS)}; all: `longctx lm-eval ls tasks`)") from None
+            raise UsageError(
+                f"--tasks: {e} (ours: ruler, {', '.join(RULER_TASKS)}; all: `longctx lm-eval ls tasks`)"
+            ) from None
         raise
 
 
@@ -57,10 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
-    from longctx.evaluate.runner import quiet_git_hash
-
     import longctx.evaluate.lm_model  # noqa: F401  registers --model longctx
     from eval_tasks import TASKS_DIR
+    from longctx.evaluate.runner import quiet_git_hash
 
     argv = list(args.lm_eval_args)
     old_argv = sys.argv

@@ -10,6 +10,7 @@ batching, stop strings, loglikelihood bookkeeping) and swaps the model itself fo
 row (cu_seqlens, no padding) and decodes on the GDN recurrent state + KV cache. RULER is greedy;
 sampling arguments are refused rather than silently ignored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,7 +91,7 @@ class LongctxLM(HFLM):
         mask = generation_kwargs.get("attention_mask")
         rows = context.tolist()
         if mask is not None:  # HFLM left-pads the batch; the packed prefill wants the bare prompts
-            rows = [row[len(row) - int(m.sum()):] for row, m in zip(rows, mask)]
+            rows = [row[len(row) - int(m.sum()) :] for row, m in zip(rows, mask, strict=False)]
         new = max_length - context.shape[1]
         stop = [s for s in stop if s]
 
@@ -98,9 +99,18 @@ class LongctxLM(HFLM):
             tail = self.tok_decode(generated[-16:], skip_special_tokens=False)
             return any(s in tail for s in stop)
 
-        outputs = greedy_generate(self.model, rows, new, eos_token_ids={self.eot_token_id},
-                                  stop_sequences=stopped if stop else None, cuda_graphs=self._graphs())
+        outputs = greedy_generate(
+            self.model,
+            rows,
+            new,
+            eos_token_ids={self.eot_token_id},
+            stop_sequences=stopped if stop else None,
+            cuda_graphs=self._graphs(),
+        )
         # HFLM cuts the context off and decodes the rest up to the first stop string; the EOS
         # padding is itself a stop string (lm-eval adds it to `until`).
-        full = [row + out + [self.eot_token_id] * (new - len(out)) for row, out in zip(context.tolist(), outputs)]
+        full = [
+            row + out + [self.eot_token_id] * (new - len(out))
+            for row, out in zip(context.tolist(), outputs, strict=False)
+        ]
         return torch.tensor(full, dtype=context.dtype, device=context.device)

@@ -1,6 +1,7 @@
 """What `longctx eval` can check of a model folder without loading it: the model type is one the
 backend builds, every safetensors file is whole (its header parses and its data is all there), and
 the longest length fits in memory at all (longctx.memory)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def check_safetensors(path: Path, flag: str) -> None:
     except (struct.error, ValueError, KeyError, TypeError, IndexError) as e:
         raise UsageError(f"{flag}: {path.name} is not a readable safetensors file ({e}); re-export the model") from None
     if 8 + n + end > size:
-        raise UsageError(f"{flag}: {path.name} is truncated ({size:,} bytes, its header needs {8 + n + end:,}); "
-                         "re-export or re-copy the model")
+        raise UsageError(
+            f"{flag}: {path.name} is truncated ({size:,} bytes, its header needs {8 + n + end:,}); "
+            "re-export or re-copy the model"
+        )
 
 
 def check_model_type(config: dict, backend: str, flag: str) -> None:
@@ -33,8 +36,10 @@ def check_model_type(config: dict, backend: str, flag: str) -> None:
         from longctx.model.config import LAYER_TYPES
 
         if model_type not in LAYER_TYPES:
-            raise UsageError(f"{flag}: model_type {model_type!r} is not one the longctx backend builds; accepted: "
-                             f"{', '.join(LAYER_TYPES)} (other models: --backend hf)")
+            raise UsageError(
+                f"{flag}: model_type {model_type!r} is not one the longctx backend builds; accepted: "
+                f"{', '.join(LAYER_TYPES)} (other models: --backend hf)"
+            )
         return
     from transformers import CONFIG_MAPPING
 
@@ -61,5 +66,10 @@ def check_lengths_fit(lengths: list[int], config: dict, device: str | None) -> N
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     n = max(lengths)
-    check_fits(n, hidden, device, what=f"--lengths {format_length(n)}: one prompt of {format_length(n)}",
-               hint="give lengths this machine can hold")
+    check_fits(
+        n,
+        hidden,
+        device,
+        what=f"--lengths {format_length(n)}: one prompt of {format_length(n)}",
+        hint="give lengths this machine can hold",
+    )

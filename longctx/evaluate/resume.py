@@ -13,6 +13,7 @@ The journal here is a plain append-only JSONL next to the output, fsynced per li
 the rest go to the wrapped model, whose per-request cache hook (HFLM and vLLM call it as each
 answer is produced) journals them one by one, so an interruption loses at most the batch in flight.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,7 +102,7 @@ class Journal:
 class _JournalHook(CacheHook):
     """Installed as the wrapped model's cache hook: journals each answer the moment it exists."""
 
-    def __init__(self, owner: "ResumableLM"):
+    def __init__(self, owner: ResumableLM):
         self.dbdict = None
         self.owner = owner
 

@@ -6,6 +6,7 @@ built once and wrapped in `ResumableLM`, so answers survive a crash or Ctrl-C in
 `<out>.partial.jsonl`; a rerun with the same --out skips finished cells and finished samples.
 The results JSON is written atomically at the end.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,13 +14,14 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from longctx import results as R
-from longctx.lengths import format_length
 from longctx.evaluate.resume import Journal, ResumableLM
+from longctx.lengths import format_length
 
 BACKENDS = ("longctx", "hf", "vllm")
 HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay haystack choices

@@ -117,8 +117,12 @@ def _sdpa_attend(q, k, v, layout, window, scale):
     if layout.packed or window is not None:
         raise ValueError("the 'sdpa' attention backend handles neither packed documents nor sliding windows")
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        is_causal=True, scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        is_causal=True,
+        scale=scale,
+        enable_gqa=q.shape[2] != k.shape[2],
     )
     return out.transpose(1, 2)
 
@@ -129,10 +133,11 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
     q, k, v = (x.reshape(B * T, *x.shape[2:]).transpose(0, 1)[None] for x in (q, k, v))  # [1, H, B*T, D]
     out = torch.empty_like(q)
     gqa = q.shape[1] != k.shape[1]
-    for a, e in zip(bounds[:-1], bounds[1:]):
+    for a, e in zip(bounds[:-1], bounds[1:], strict=False):
         if window is None or window >= e - a:
             out[..., a:e, :] = F.scaled_dot_product_attention(
-                q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], is_causal=True, scale=scale, enable_gqa=gqa)
+                q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], is_causal=True, scale=scale, enable_gqa=gqa
+            )
             continue
         block = max(window, QUERY_BLOCK)
         for s in range(a, e, block):  # queries s..t-1 see keys from s - window + 1 (within the document)
@@ -141,7 +146,8 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
             kj = torch.arange(lo, t, device=q.device)[None]
             mask = allowed_positions(None, qi, kj, window, None)  # the one rule, as flex and math use it
             out[..., s:t, :] = F.scaled_dot_product_attention(
-                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=mask, scale=scale, enable_gqa=gqa)
+                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=mask, scale=scale, enable_gqa=gqa
+            )
     return out[0].transpose(0, 1).reshape(B, T, out.shape[1], out.shape[-1])
 
 
@@ -164,8 +170,12 @@ def dense_mask(layout: DocLayout, window: int | None, device: torch.device) -> t
 def _math_attend(q, k, v, layout, window, scale):
     mask = dense_mask(layout, window, q.device)
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        attn_mask=mask, scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        attn_mask=mask,
+        scale=scale,
+        enable_gqa=q.shape[2] != k.shape[2],
     )
     return out.transpose(1, 2)
 
@@ -212,8 +222,12 @@ def _flex_attend(q, k, v, layout, window, scale):
         _flex_compiled = torch.compile(flex_attention, dynamic=False)
     fn = _flex_compiled if q.is_cuda else flex_attention
     out = fn(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-        block_mask=_block_mask(layout, window, q.device), scale=scale, enable_gqa=q.shape[2] != k.shape[2],
+        q.transpose(1, 2),
+        k.transpose(1, 2),
+        v.transpose(1, 2),
+        block_mask=_block_mask(layout, window, q.device),
+        scale=scale,
+        enable_gqa=q.shape[2] != k.shape[2],
     )
     return out.transpose(1, 2)
 
@@ -231,8 +245,14 @@ def _fla_attend(q, k, v, layout, window, scale):
     return out.view(B, T, *out.shape[2:])
 
 
-_BACKEND_FNS = {"flash": _flash_attend, "sdpa": _sdpa_attend, "sdpa_docs": _sdpa_docs_attend, "flex": _flex_attend,
-                "fla": _fla_attend, "math": _math_attend}
+_BACKEND_FNS = {
+    "flash": _flash_attend,
+    "sdpa": _sdpa_attend,
+    "sdpa_docs": _sdpa_docs_attend,
+    "flex": _flex_attend,
+    "fla": _fla_attend,
+    "math": _math_attend,
+}
 
 
 def head_dim_of(config) -> int:
@@ -282,7 +302,7 @@ class Attention(nn.Module):
         (a sliding layer's ring has `window` slots, exactly what a query can see)."""
         store = cache.store
         slots = store.k.shape[1]
-        for i, (a, b) in zip(cache.rows.tolist(), cache.docs):
+        for i, (a, b) in zip(cache.rows.tolist(), cache.docs, strict=False):
             keep = torch.arange(max(a, b - slots), b, device=k.device)
             pos = keep - a
             store.k[i, pos % slots] = k[0, keep].to(store.k.dtype)
@@ -296,8 +316,12 @@ class Attention(nn.Module):
         # so only the empty slots need masking
         allowed = store.pos >= 0
         out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), store.k.transpose(1, 2), store.v.transpose(1, 2),
-            attn_mask=allowed[:, None, None, :], scale=self.scale, enable_gqa=self.num_heads != self.num_kv_heads,
+            q.transpose(1, 2),
+            store.k.transpose(1, 2),
+            store.v.transpose(1, 2),
+            attn_mask=allowed[:, None, None, :],
+            scale=self.scale,
+            enable_gqa=self.num_heads != self.num_kv_heads,
         )
         return out.transpose(1, 2)
 

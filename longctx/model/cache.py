@@ -5,6 +5,7 @@ prompts: each layer runs as in training and stores what decoding needs for seque
 document `docs` of the row) or `DecodeCache.step(positions)` (one token per sequence at absolute
 `positions`: each layer reads and advances its cache in place). See longctx.model.generate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ class LayerCache:
 class CacheRun:
     """A DecodeCache as one forward uses it; `layer(i)` is what layer i gets."""
 
-    cache: "DecodeCache"
+    cache: DecodeCache
     rows: torch.Tensor | None = None
     docs: list[tuple[int, int]] | None = None
     positions: torch.Tensor | None = None

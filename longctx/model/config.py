@@ -96,7 +96,9 @@ def check_config(config) -> None:
         raise ValueError(f"layer_types has {len(types)} entries but num_hidden_layers={config.num_hidden_layers}")
     bad = sorted(set(types) - set(LAYER_TYPES[model_type]))
     if bad:
-        raise ValueError(f"layer types {bad} not supported by {model_type}; accepted: {', '.join(LAYER_TYPES[model_type])}")
+        raise ValueError(
+            f"layer types {bad} not supported by {model_type}; accepted: {', '.join(LAYER_TYPES[model_type])}"
+        )
     if config.hidden_act not in ("silu", "swish"):
         raise ValueError(f"hidden_act {config.hidden_act!r} not supported; accepted: silu")
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
@@ -167,4 +169,6 @@ def saved_rope_parameters(config) -> dict:
     """
     if config.model_type == "olmo_hybrid":
         return copy.deepcopy(rope_parameters_for(config, "full_attention") or NO_ROPE)
-    return {t: copy.deepcopy(rope_parameters_for(config, t) or UNROTATED) for t in ("full_attention", "sliding_attention")}
+    return {
+        t: copy.deepcopy(rope_parameters_for(config, t) or UNROTATED) for t in ("full_attention", "sliding_attention")
+    }

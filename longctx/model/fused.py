@@ -13,6 +13,7 @@ installed; False keeps the plain-PyTorch path; True requires them on CUDA (an er
 While ENABLED is None, LONGCTX_FUSED_ELEMENTWISE=1 / auto / 0 (also true/on, false/off), read at each
 call, acts as True / None / False (longctx.env). CPU tensors always take the plain path.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,6 +49,8 @@ def kernels(x: torch.Tensor):
     found = _load()
     if not found:
         if on:
-            raise RuntimeError("fused elementwise kernels requested (LONGCTX_FUSED_ELEMENTWISE=1) but fla is not installed")
+            raise RuntimeError(
+                "fused elementwise kernels requested (LONGCTX_FUSED_ELEMENTWISE=1) but fla is not installed"
+            )
         return None
     return found

@@ -33,10 +33,14 @@ def default_backend() -> str | None:
     """gdn.BACKEND or, when that is None, LONGCTX_GDN_BACKEND as it is now (None: fla on CUDA when installed)."""
     return BACKEND if BACKEND is not None else env.peek("LONGCTX_GDN_BACKEND")
 
+
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
-    return optional.load("fla.ops.gated_delta_rule:chunk_gated_delta_rule", "fla.modules.causal_conv1d:causal_conv1d",
-                         "fla.modules.norm.fused_norm_gate:rms_norm_gated")
+    return optional.load(
+        "fla.ops.gated_delta_rule:chunk_gated_delta_rule",
+        "fla.modules.causal_conv1d:causal_conv1d",
+        "fla.modules.norm.fused_norm_gate:rms_norm_gated",
+    )
 
 
 # ---------------------------------------------------------------- torch reference
@@ -66,8 +70,14 @@ def causal_conv_ref(x: torch.Tensor, weight: torch.Tensor, doc_pos: torch.Tensor
 
 
 def chunk_delta_rule_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, chunk: int = 64,
-    initial_state: torch.Tensor | None = None, output_final_state: bool = False,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    chunk: int = 64,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Gated delta rule over [B, H, T, K] q/k (normalised, q scaled), [B, H, T, V] v, [B, H, T] g/beta.
 
@@ -140,8 +150,10 @@ def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout, fina
     else:
         # [B, H, T, ...] -> [1, H, B*T, ...]: rows laid end to end, as cu_seqlens counts them
         flat = [x.transpose(0, 1).flatten(1, 2).unsqueeze(0) for x in (q, k, v, g, beta)]
-        pieces = [chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat), output_final_state=True)
-                  for a, b in zip(layout.bounds[:-1], layout.bounds[1:])]
+        pieces = [
+            chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat), output_final_state=True)
+            for a, b in zip(layout.bounds[:-1], layout.bounds[1:], strict=False)
+        ]
         out = torch.cat([o for o, _ in pieces], 2)[0].unflatten(1, (B, T)).transpose(0, 1)
         state = torch.cat([s for _, s in pieces])
     out = out.transpose(1, 2).to(dtype)
@@ -216,7 +228,7 @@ class GatedDeltaNet(nn.Module):
         if layout.cp is not None:  # context parallel: the convs and the recurrence cross rank boundaries
             q, k, v = layout.cp.short_convs(pre, convs, layout, fla=fla)
         else:
-            q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs))
+            q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs, strict=False))
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
         scale = self.head_k_dim**-0.5
@@ -239,21 +251,24 @@ class GatedDeltaNet(nn.Module):
         store, rows = cache.store, cache.rows
         store.state[rows] = states.to(store.state.dtype)
         n = self.q_conv1d.weight.shape[-1] - 1
-        for buf, p in zip(store.conv, pre):
-            tails = [p[0, max(a, b - n):b] for a, b in cache.docs]
+        for buf, p in zip(store.conv, pre, strict=False):
+            tails = [p[0, max(a, b - n) : b] for a, b in cache.docs]
             buf[rows] = torch.stack([F.pad(t, (0, 0, n - t.shape[0], 0)) for t in tails]).to(buf.dtype)
 
     def _step(self, x: torch.Tensor, store) -> torch.Tensor:
         """One token per sequence, x [N, 1, D] -> [N, 1, D]; advances the cache (GDNCache) in place."""
         conv_out = []
-        for i, (proj, conv) in enumerate(((self.q_proj, self.q_conv1d), (self.k_proj, self.k_conv1d),
-                                          (self.v_proj, self.v_conv1d))):
+        for i, (proj, conv) in enumerate(
+            ((self.q_proj, self.q_conv1d), (self.k_proj, self.k_conv1d), (self.v_proj, self.v_conv1d))
+        ):
             window = torch.cat([store.conv[i], proj(x)], 1)  # [N, W, C], oldest first
             store.conv[i].copy_(window[:, 1:])  # in place, like the state: a CUDA graph replays fixed addresses
             w = conv.weight[:, 0, :].t()  # [W, C]; tap W-1 is the current token
             conv_out.append(F.silu((window.to(w.dtype) * w).sum(1, keepdim=True)).to(x.dtype))
         beta, g = self.gates(x)
-        q, k, v, g, beta = (h[:, :, 0] for h in heads_first(*self.split_heads(*conv_out), g, beta, self.head_k_dim**-0.5))
+        q, k, v, g, beta = (
+            h[:, :, 0] for h in heads_first(*self.split_heads(*conv_out), g, beta, self.head_k_dim**-0.5)
+        )
         # S <- exp(g) S + k (beta (v - exp(g) S^T k))^T ;  o = S^T q
         S = store.state.mul_(g.exp()[..., None, None])
         u = beta[..., None] * (v - torch.einsum("nhkv,nhk->nhv", S, k))
@@ -275,8 +290,11 @@ class GatedDeltaNet(nn.Module):
     def split_heads(self, q, k, v):
         """Conv outputs [B, T, C] -> q/k [B, T, HK, K], v [B, T, HV, V]."""
         B, T, _ = q.shape
-        return (q.view(B, T, self.num_k_heads, self.head_k_dim), k.view(B, T, self.num_k_heads, self.head_k_dim),
-                v.view(B, T, self.num_v_heads, self.head_v_dim))
+        return (
+            q.view(B, T, self.num_k_heads, self.head_k_dim),
+            k.view(B, T, self.num_k_heads, self.head_k_dim),
+            v.view(B, T, self.num_v_heads, self.head_v_dim),
+        )
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """beta (sigmoid, doubled with allow_neg_eigval) and g = -exp(A_log) softplus(a + dt_bias), [B, T, HV]."""
@@ -297,7 +315,9 @@ class GatedDeltaNet(nn.Module):
             return causal_conv1d(x, weight=weight, activation="silu")[0]
         B, T, C = x.shape
         cu, cu_cpu = layout.fla_cu_seqlens()
-        y, _ = causal_conv1d(x.reshape(1, B * T, C), weight=weight, activation="silu", cu_seqlens=cu, cu_seqlens_cpu=cu_cpu)
+        y, _ = causal_conv1d(
+            x.reshape(1, B * T, C), weight=weight, activation="silu", cu_seqlens=cu, cu_seqlens_cpu=cu_cpu
+        )
         return y.view(B, T, C)
 
     @staticmethod
@@ -306,15 +326,20 @@ class GatedDeltaNet(nn.Module):
         unpacked), [N, HV, K, V] float32, as (o, state)."""
         chunk_gated_delta_rule = fla_ops()[0]
         if not layout.packed:
-            o, state = chunk_gated_delta_rule(q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True,
-                                              output_final_state=final_state)
+            o, state = chunk_gated_delta_rule(
+                q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True, output_final_state=final_state
+            )
         else:
             B, T = q.shape[:2]
             flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
             cu, cu_cpu = layout.fla_cu_seqlens()
             o, state = chunk_gated_delta_rule(
-                *flat, scale=scale, use_qk_l2norm_in_kernel=True, output_final_state=final_state,
-                cu_seqlens=cu, cu_seqlens_cpu=cu_cpu,
+                *flat,
+                scale=scale,
+                use_qk_l2norm_in_kernel=True,
+                output_final_state=final_state,
+                cu_seqlens=cu,
+                cu_seqlens_cpu=cu_cpu,
             )
             o = o.view(B, T, *o.shape[2:])
         return (o, state.float()) if final_state else o

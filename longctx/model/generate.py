@@ -23,7 +23,7 @@ a long prompt's chunked recurrence over more SMs than its heads alone would occu
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -41,8 +41,10 @@ def _check(model: HybridLM) -> None:
         raise ValueError("greedy_generate runs on a model without context parallelism")
     for layer_type, spec in model._rope.items():
         if spec is not None and spec[0].get("rope_type") in DYNAMIC_ROPE_TYPES:
-            raise ValueError(f"rope_type {spec[0]['rope_type']!r} ({layer_type}) changes with the sequence length; "
-                             "cached decoding supports static RoPE or none")
+            raise ValueError(
+                f"rope_type {spec[0]['rope_type']!r} ({layer_type}) changes with the sequence length; "
+                "cached decoding supports static RoPE or none"
+            )
 
 
 def _pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -90,19 +92,26 @@ def prefill(
         if isinstance(layer, GDNBlock):
             gdn = layer.linear_attn
             W = gdn.q_conv1d.weight.shape[-1]
-            caches.append(GDNCache(
-                state=torch.zeros(N, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
-                conv=[torch.zeros(N, W - 1, proj.out_features, device=device, dtype=dtype)
-                      for proj in (gdn.q_proj, gdn.k_proj, gdn.v_proj)],
-            ))
+            caches.append(
+                GDNCache(
+                    state=torch.zeros(N, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
+                    conv=[
+                        torch.zeros(N, W - 1, proj.out_features, device=device, dtype=dtype)
+                        for proj in (gdn.q_proj, gdn.k_proj, gdn.v_proj)
+                    ],
+                )
+            )
         elif isinstance(layer, AttentionBlock):
             attn = layer.self_attn
             slots = capacity if attn.window is None else min(capacity, attn.window)
             shape = (N, slots, attn.num_kv_heads, attn.head_dim)
-            caches.append(AttnCache(
-                k=torch.zeros(shape, device=device, dtype=dtype), v=torch.zeros(shape, device=device, dtype=dtype),
-                pos=torch.full((N, slots), -1, dtype=torch.long, device=device),
-            ))
+            caches.append(
+                AttnCache(
+                    k=torch.zeros(shape, device=device, dtype=dtype),
+                    v=torch.zeros(shape, device=device, dtype=dtype),
+                    pos=torch.full((N, slots), -1, dtype=torch.long, device=device),
+                )
+            )
         else:
             raise TypeError(f"unknown block {type(layer).__name__}")
 
@@ -113,10 +122,10 @@ def prefill(
         bounds = [0]
         for i in row:
             bounds.append(bounds[-1] + len(prompts[i]))
-        docs = list(zip(bounds[:-1], bounds[1:]))
+        docs = list(zip(bounds[:-1], bounds[1:], strict=False))
         rows = torch.tensor(row, dtype=torch.long, device=device)
         h = model.forward_hidden(ids, cu_seqlens=torch.tensor(bounds, dtype=torch.int32), cache=run.prefill(rows, docs))
-        for i, (_, b) in zip(row, docs):
+        for i, (_, b) in zip(row, docs, strict=False):
             last_hidden[i] = h[0, b - 1]
     return run, model.lm_head(torch.stack(last_hidden))
 
@@ -178,7 +187,7 @@ class _GraphedStep:
             with torch.cuda.graph(graph):
                 self.logits = decode_step(self.model, self.cache, self.tokens, self.positions)
         except RuntimeError as e:  # a capture runs no kernel: the cache is as it was
-            warnings.warn(f"greedy_generate: CUDA graph capture failed, decoding eagerly ({e})")
+            warnings.warn(f"greedy_generate: CUDA graph capture failed, decoding eagerly ({e})", stacklevel=2)
             self.eager = True
             return decode_step(self.model, self.cache, tokens, positions)
         self.graph = graph
@@ -218,8 +227,11 @@ def greedy_generate(
     capacity = max(len(prompts[i]) + budgets[i] for i in active)
     cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens)
     positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
-    step = _GraphedStep(model, cache, logits.device) if cuda_graphs and logits.is_cuda else \
-        lambda tokens, positions: decode_step(model, cache, tokens, positions)
+    step = (
+        _GraphedStep(model, cache, logits.device)
+        if cuda_graphs and logits.is_cuda
+        else lambda tokens, positions: decode_step(model, cache, tokens, positions)
+    )
     live = list(range(len(active)))  # cache rows still generating
     while True:
         tokens = logits.argmax(-1)

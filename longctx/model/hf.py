@@ -32,8 +32,15 @@ from longctx.model.config import ARCHITECTURES, check_config, saved_rope_paramet
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
 )
 MAX_SHARD_BYTES = 5 * 2**30
 _IGNORED = re.compile(r"(^mtp\.|rotary_emb\.|\.inv_freq$)")  # MTP heads, rope buffers: not weights
@@ -53,7 +60,9 @@ def resolve_dir(path_or_id: str | Path) -> Path:
     try:
         return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", *TOKENIZER_FILES]))
     except Exception as e:  # offline, missing repo, gated repo: one line for the user
-        raise UsageError(f"{name!r} is not a local checkpoint directory, and fetching it from the Hub failed: {e}") from e
+        raise UsageError(
+            f"{name!r} is not a local checkpoint directory, and fetching it from the Hub failed: {e}"
+        ) from e
 
 
 def read_config(ckpt_dir: Path):
@@ -141,7 +150,9 @@ def _split_conv(idx: int, parts: dict, config) -> dict[str, torch.Tensor]:
     else:
         raise UsageError(f"{prefix}: conv weights {sorted(parts)} found, expected q, k and v")
     if fused.shape[0] != 2 * key_dim + value_dim:
-        raise UsageError(f"{prefix}: conv weights have {fused.shape[0]} channels; config implies {2 * key_dim + value_dim}")
+        raise UsageError(
+            f"{prefix}: conv weights have {fused.shape[0]} channels; config implies {2 * key_dim + value_dim}"
+        )
     q, k, v = fused.split([key_dim, key_dim, value_dim], dim=0)
     return {f"{prefix}{n}_conv1d.weight": t.contiguous() for n, t in (("q", q), ("k", k), ("v", v))}
 
@@ -155,8 +166,11 @@ def load_into(model, state: dict[str, torch.Tensor]) -> None:
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
     if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
         raise UsageError("checkpoint does not match its config; " + "; ".join(parts))
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()

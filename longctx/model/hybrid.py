@@ -174,10 +174,15 @@ class HybridLM(nn.Module):
             rp, inv, scaling = spec
             if rp.get("rope_type") in DYNAMIC_ROPE_TYPES:
                 # under context parallelism the longest position is over every rank's slice
-                limit = int(position_ids.max()) + 1 if layout is None or layout.cp is None else \
-                    layout.cp.position_limit(position_ids)
+                limit = (
+                    int(position_ids.max()) + 1
+                    if layout is None or layout.cp is None
+                    else layout.cp.position_limit(position_ids)
+                )
                 inv, scaling = rope_methods.dynamic_inv_freq(
-                    rp, head_dim_of(self.config), limit,
+                    rp,
+                    head_dim_of(self.config),
+                    limit,
                     max_position_embeddings=self.config.max_position_embeddings,
                 )
                 inv = inv.to(device)
@@ -294,7 +299,7 @@ class HybridLM(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         gdn_backend: str | None = None,
-    ) -> "HybridLM":
+    ) -> HybridLM:
         """Load an HF checkpoint (transformers' or the Hub's key layout); returned in eval mode.
 
         dtype None keeps the stored dtype. A Hub id is downloaded when it is not a local dir.

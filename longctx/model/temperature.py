@@ -11,6 +11,7 @@ layers apply the same q_norm weight (not run here).
 Only full-attention layers without RoPE take it: sliding-window layers never see more keys than
 their window, and a rotated layer's logits are the position encoding's business (YaRN has its own).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -51,10 +52,10 @@ def temperature(model, beta: float):
     saved = [w.detach().clone() for w in weights]
     try:
         with torch.no_grad():
-            for w, s in zip(weights, saved):
+            for w, s in zip(weights, saved, strict=False):
                 w.copy_(s * beta)
         yield
     finally:
         with torch.no_grad():
-            for w, s in zip(weights, saved):
+            for w, s in zip(weights, saved, strict=False):
                 w.copy_(s)

@@ -55,15 +55,19 @@ def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device:
     total = batch * seqlen
     bounds = [int(b) for b in cu_seqlens.tolist()]
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total:
-        raise ValueError(f"cu_seqlens must start at 0 and end at batch*seqlen={total}, got {bounds[:3]}...{bounds[-2:]}")
-    if any(b > a for a, b in zip(bounds[1:], bounds[:-1])):
+        raise ValueError(
+            f"cu_seqlens must start at 0 and end at batch*seqlen={total}, got {bounds[:3]}...{bounds[-2:]}"
+        )
+    if any(b > a for a, b in zip(bounds[1:], bounds[:-1], strict=False)):
         raise ValueError("cu_seqlens must be non-decreasing")
     bounds = sorted(set(bounds))  # empty documents carry no tokens; kernels dislike them
     rows = list(range(0, total + 1, seqlen))
     present = set(bounds)
     missing = [r for r in rows if r not in present]
     if missing:
-        raise ValueError(f"cu_seqlens must contain every row boundary (multiples of seqlen={seqlen}); missing {missing[:4]}")
+        raise ValueError(
+            f"cu_seqlens must contain every row boundary (multiples of seqlen={seqlen}); missing {missing[:4]}"
+        )
     if bounds == rows:
         return layout  # one document per row: identical to the unpacked case
     cu = torch.tensor(bounds, dtype=torch.int32, device=device)
@@ -72,7 +76,7 @@ def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device:
     doc_pos = (token - cu[doc_ids]).long()
     layout.cu_seqlens = cu
     layout.bounds = bounds
-    layout.max_seqlen = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    layout.max_seqlen = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=False))
     layout.doc_ids = doc_ids.view(batch, seqlen)
     layout.doc_pos = doc_pos.view(batch, seqlen)
     return layout

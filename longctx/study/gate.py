@@ -1,5 +1,6 @@
 """The retrieval gate: a gated base model must reach gate.min on gate.tasks at gate.length before it
 is extended; its outcome opens results.md."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ def gate_scores(study: dict, res_file: Path) -> list[tuple[str, float | None]]:
     gate = study["gate"]
     res = results.load(res_file)
     cells = [results.cell(res, task, int(gate["length"])) for task in gate["tasks"]]
-    return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells)]
+    return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells, strict=False)]
 
 
 def gate_file(study: dict, unit: str) -> Path:
@@ -27,8 +28,11 @@ def gate_file(study: dict, unit: str) -> Path:
 def gate_misses(study: dict, res_file: Path) -> list[str]:
     """`task@length=score` of each gate task below gate.min (or not scored) in a results file."""
     gate = study["gate"]
-    return [f"{task}@{gate['length']}={got}" for task, got in gate_scores(study, res_file)
-            if got is None or got < float(gate["min"])]
+    return [
+        f"{task}@{gate['length']}={got}"
+        for task, got in gate_scores(study, res_file)
+        if got is None or got < float(gate["min"])
+    ]
 
 
 def gate_check(study: dict, stage: Stage) -> str | None:
@@ -64,4 +68,3 @@ def gate_summary(study: dict) -> str:
         where = f"{f.parent.name}/{f.name}" if unit == model else f"{unit}/{f.parent.name}/{f.name}"
         lines.append(f"- {name}: {shown}: {verdict} ({where})")
     return "\n".join(lines) + "\n\n"
-

@@ -1,5 +1,6 @@
 """The study file: its `base:` overlays, its checks (study.schema plus the cross-field ones), and
 what it expands to: the pretraining units (model x pretraining seed) and the extra extension runs."""
+
 from __future__ import annotations
 
 import copy
@@ -64,7 +65,9 @@ def parse_study(path: str) -> dict:
         tags = [r["tag"] for r in extra_runs(s, arch)]
         twice = sorted({t for t in tags if tags.count(t) > 1})
         if twice:
-            raise StudyError(f"{path}: extend.budgets/seeds name {arch}/{twice[0]} twice: give each step count or seed once")
+            raise StudyError(
+                f"{path}: extend.budgets/seeds name {arch}/{twice[0]} twice: give each step count or seed once"
+            )
     s.setdefault("out", f"runs/{s['name']}")
     if s["out"] is None:
         s["out"] = f"runs/{s['name']}"
@@ -79,9 +82,15 @@ def pretrain_seeds(path, pre: dict) -> list[int]:
     """pretrain.seeds (a list of seeds: every model is pretrained, gated, extended and evaluated once per
     seed), else [pretrain.seed] (default 0)."""
     seeds = pre.get("seeds", [pre.get("seed", 0)])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                      for x in seeds) and len(set(seeds)) == len(seeds)):
-        raise StudyError(f"{path}: pretrain.seeds {seeds!r}: give a list of different whole numbers >= 0, e.g. [0, 1, 2]")
+    if not (
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+        and len(set(seeds)) == len(seeds)
+    ):
+        raise StudyError(
+            f"{path}: pretrain.seeds {seeds!r}: give a list of different whole numbers >= 0, e.g. [0, 1, 2]"
+        )
     if "seeds" in pre and "seed" in pre:
         raise StudyError(f"{path}: pretrain has both seed and seeds: give one")
     return seeds
@@ -117,15 +126,19 @@ def seed_entry(path, s: dict, e) -> dict:
     return e
 
 
-ENTRY_KEYS = {"extend.budgets": ("steps", "models", "methods"), "extend.seeds": ("seed", "models", "methods", "lengths")}
+ENTRY_KEYS = {
+    "extend.budgets": ("steps", "models", "methods"),
+    "extend.seeds": ("seed", "models", "methods", "lengths"),
+}
 
 
 def _fill_models_methods(path, s: dict, where: str, entry: dict) -> dict:
     entry = dict(entry)
     unknown = [k for k in entry if k not in ENTRY_KEYS[where]]
     if unknown:
-        raise StudyError(f"{path}: unknown key {where}[].{unknown[0]!r} in {entry!r}; valid keys: "
-                         f"{', '.join(ENTRY_KEYS[where])}")
+        raise StudyError(
+            f"{path}: unknown key {where}[].{unknown[0]!r} in {entry!r}; valid keys: {', '.join(ENTRY_KEYS[where])}"
+        )
     for key, known in (("models", list(s["models"])), ("methods", s["extend"]["methods"])):
         bad = [x for x in entry.setdefault(key, known) if x not in known]
         if bad:
@@ -137,11 +150,28 @@ def extra_runs(study: dict, arch: str) -> list[dict]:
     """The extra extensions of one model, in the study file's order: extend.budgets (other step counts),
     then extend.seeds (other seeds, evaluated at their own lengths). Each: method, tag, flags, label, lengths."""
     ext = study["extend"]
-    runs = [{"method": m, "tag": f"{m}-{b['steps']}steps", "flags": ["--steps", str(b["steps"])],
-             "label": f"{arch} {m} ({b['steps']} steps)", "lengths": None}
-            for b in ext.get("budgets", []) if arch in b["models"] for m in b["methods"]]
-    runs += [{"method": m, "tag": f"{m}-seed{e['seed']}", "flags": ["--seed", str(e["seed"])],
-              "label": f"{arch} {m} (seed {e['seed']})", "lengths": e["lengths"]}
-             for e in ext.get("seeds", []) if arch in e["models"] for m in e["methods"]]
+    runs = [
+        {
+            "method": m,
+            "tag": f"{m}-{b['steps']}steps",
+            "flags": ["--steps", str(b["steps"])],
+            "label": f"{arch} {m} ({b['steps']} steps)",
+            "lengths": None,
+        }
+        for b in ext.get("budgets", [])
+        if arch in b["models"]
+        for m in b["methods"]
+    ]
+    runs += [
+        {
+            "method": m,
+            "tag": f"{m}-seed{e['seed']}",
+            "flags": ["--seed", str(e["seed"])],
+            "label": f"{arch} {m} (seed {e['seed']})",
+            "lengths": e["lengths"],
+        }
+        for e in ext.get("seeds", [])
+        if arch in e["models"]
+        for m in e["methods"]
+    ]
     return runs
-

@@ -1,5 +1,6 @@
 """A study as stages: each model's pretraining, base RULER, gate, extensions and their RULER, then
 compare; and the `--only` selection of them."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -25,48 +26,140 @@ def plan(study: dict) -> list[Stage]:
     for arch, model, seed in units(study):
         base = root / arch / "base"
         cfg_file = root / "configs" / f"pretrain-{arch}.yaml"
-        stages.append(Stage(f"pretrain-{arch}", "pretrain",
-                            lm + ["pretrain", "--config", str(cfg_file), "--out", str(base)] + train_flags, base, arch,
-                            model=model))
+        stages.append(
+            Stage(
+                f"pretrain-{arch}",
+                "pretrain",
+                lm + ["pretrain", "--config", str(cfg_file), "--out", str(base)] + train_flags,
+                base,
+                arch,
+                model=model,
+            )
+        )
         res = base / "ruler.json"
-        stages.append(Stage(f"eval-base-{arch}", "eval-base",
-                            lm + ["eval", "--model", str(base), "--lengths", base_lengths, "--out", str(res),
-                                  "--label", f"{model} base"] + eval_flags, res, arch, model=model,
-                            needs=[f"pretrain-{arch}"]))
+        stages.append(
+            Stage(
+                f"eval-base-{arch}",
+                "eval-base",
+                lm
+                + [
+                    "eval",
+                    "--model",
+                    str(base),
+                    "--lengths",
+                    base_lengths,
+                    "--out",
+                    str(res),
+                    "--label",
+                    f"{model} base",
+                ]
+                + eval_flags,
+                res,
+                arch,
+                model=model,
+                needs=[f"pretrain-{arch}"],
+            )
+        )
         results.append(res)
         gate = study.get("gate") or {}
         gated = gate.get("samples") and model in gate.get("models", [])
         if gated:  # the gate on its own, tighter measurement: its tasks at its length, gate.samples each
-            stages.append(Stage(f"gate-{arch}", "gate",
-                                lm + ["eval", "--model", str(base), "--lengths", str(gate["length"]),
-                                      "--out", str(base / "gate.json"), "--label", f"{model} base (gate)",
-                                      "--samples", str(gate["samples"]), "--tasks", ",".join(gate["tasks"])]
-                                + run_flags, base / "gate.json", arch, model=model, needs=[f"pretrain-{arch}"]))
+            stages.append(
+                Stage(
+                    f"gate-{arch}",
+                    "gate",
+                    lm
+                    + [
+                        "eval",
+                        "--model",
+                        str(base),
+                        "--lengths",
+                        str(gate["length"]),
+                        "--out",
+                        str(base / "gate.json"),
+                        "--label",
+                        f"{model} base (gate)",
+                        "--samples",
+                        str(gate["samples"]),
+                        "--tasks",
+                        ",".join(gate["tasks"]),
+                    ]
+                    + run_flags,
+                    base / "gate.json",
+                    arch,
+                    model=model,
+                    needs=[f"pretrain-{arch}"],
+                )
+            )
         gate_stage = f"gate-{arch}" if gated else f"eval-base-{arch}"
         # each method on the study's budget, then the extra runs (same config, other --steps or --seed)
         # (with several pretraining seeds, each unit's extensions also take its seed: independent replicates)
-        runs = [{"method": m, "tag": m, "flags": ["--seed", str(seed)] if several else [], "label": f"{model} {m}",
-                 "lengths": None} for m in study["extend"]["methods"]] + extra_runs(study, model)
+        runs = [
+            {
+                "method": m,
+                "tag": m,
+                "flags": ["--seed", str(seed)] if several else [],
+                "label": f"{model} {m}",
+                "lengths": None,
+            }
+            for m in study["extend"]["methods"]
+        ] + extra_runs(study, model)
         for r in runs:
             tag, run_dir = r["tag"], root / arch / r["tag"]
             cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
-            stages.append(Stage(f"extend-{arch}-{tag}", "extend",
-                                lm + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                                + r["flags"] + train_flags, run_dir, arch, model=model,
-                                needs=[f"pretrain-{arch}", gate_stage]))
+            stages.append(
+                Stage(
+                    f"extend-{arch}-{tag}",
+                    "extend",
+                    lm
+                    + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
+                    + r["flags"]
+                    + train_flags,
+                    run_dir,
+                    arch,
+                    model=model,
+                    needs=[f"pretrain-{arch}", gate_stage],
+                )
+            )
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
-            stages.append(Stage(f"eval-{arch}-{tag}", "eval",
-                                lm + ["eval", "--model", str(run_dir), "--lengths", at, "--out", str(res),
-                                      "--label", r["label"]] + eval_flags, res, arch, model=model,
-                                needs=[f"extend-{arch}-{tag}"]))
+            stages.append(
+                Stage(
+                    f"eval-{arch}-{tag}",
+                    "eval",
+                    lm
+                    + ["eval", "--model", str(run_dir), "--lengths", at, "--out", str(res), "--label", r["label"]]
+                    + eval_flags,
+                    res,
+                    arch,
+                    model=model,
+                    needs=[f"extend-{arch}-{tag}"],
+                )
+            )
             results.append(res)
     title = study.get("title", f"RULER: {study['name']}")
-    stages.append(Stage("compare", "compare",
-                        lm + ["compare", *map(str, results), "--per-task", "--csv", str(root / "ruler.csv"),
-                              "--plot", str(root / "ruler.png"), "--title", title],
-                        root / "results.md", inputs=results, needs=[s.name for s in stages if s.kind.startswith("eval")],
-                        preamble=lambda: gate_summary(study)))
+    stages.append(
+        Stage(
+            "compare",
+            "compare",
+            lm
+            + [
+                "compare",
+                *map(str, results),
+                "--per-task",
+                "--csv",
+                str(root / "ruler.csv"),
+                "--plot",
+                str(root / "ruler.png"),
+                "--title",
+                title,
+            ],
+            root / "results.md",
+            inputs=results,
+            needs=[s.name for s in stages if s.kind.startswith("eval")],
+            preamble=lambda: gate_summary(study),
+        )
+    )
     return stages
 
 
@@ -76,7 +169,7 @@ def select(stages: list[Stage], only: str | None) -> list[Stage]:
     pats = [p.strip() for p in only.split(",") if p.strip()]
     for p in pats:
         if p not in KINDS and not any(fnmatch.fnmatchcase(s.name, p) for s in stages):
-            raise StudyError(f"--only {p!r} matches no stage; kinds: {', '.join(KINDS)}; "
-                             f"stages: {', '.join(s.name for s in stages)}")
+            raise StudyError(
+                f"--only {p!r} matches no stage; kinds: {', '.join(KINDS)}; stages: {', '.join(s.name for s in stages)}"
+            )
     return [s for s in stages if any(s.kind == p or fnmatch.fnmatchcase(s.name, p) for p in pats)]
-

@@ -1,5 +1,6 @@
 """The longctx run configs a study's stages train with: one pretraining config per unit, one
 extension config per method, written to <out>/configs/ and passed as `--config`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,7 +63,7 @@ def check_run_configs(study: dict, path: str) -> None:
     value fails here, before anything runs, instead of in the stage that uses it."""
     from longctx.config import from_dict, validate
 
-    for unit, model, seed in units(study):
+    for _unit, model, seed in units(study):
         try:
             validate(from_dict(pretrain_config(study, model, seed)))
         except UsageError as e:
@@ -81,7 +82,6 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
         (d / f"pretrain-{unit}.yaml").write_text(yaml.safe_dump(pretrain_config(study, model, seed), sort_keys=False))
     for method in study["extend"]["methods"]:
         (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
-
 
 
 def load_study(path: str) -> dict:

@@ -1,6 +1,7 @@
 """Running stages: each a `python -m longctx ...` subprocess, up to --jobs at a time on the
 least-busy --devices, in study order once the stages they need are done; stopped where they resume
 at the --time-budget deadline."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,13 @@ from longctx.study.state import status
 
 # How a stage in flight is asked to stop at the deadline: training writes a checkpoint on SIGTERM
 # (after its current step), `longctx eval` keeps its journal on SIGINT. Then GRACE_S to exit.
-STOP_SIGNAL = {"pretrain": signal.SIGTERM, "extend": signal.SIGTERM, "eval-base": signal.SIGINT, "gate": signal.SIGINT,
-               "eval": signal.SIGINT}
+STOP_SIGNAL = {
+    "pretrain": signal.SIGTERM,
+    "extend": signal.SIGTERM,
+    "eval-base": signal.SIGINT,
+    "gate": signal.SIGINT,
+    "eval": signal.SIGINT,
+}
 GRACE_S = 180
 
 
@@ -55,8 +61,10 @@ def _start(stage: Stage, state: str, device: str | None, logs: Path | None) -> _
         out = open(logs / f"{stage.name}.log", "a")
         where = f" (log: {logs / (stage.name + '.log')})"
     on = "" if device is None else f" on device {device}"
-    print(f"study: {stage.name}: {'resuming' if state == 'resume' else 'running'}{on}{where}: {shlex.join(cmd)}",
-          flush=True)
+    print(
+        f"study: {stage.name}: {'resuming' if state == 'resume' else 'running'}{on}{where}: {shlex.join(cmd)}",
+        flush=True,
+    )
     proc = subprocess.Popen(cmd, env=_child_env(device), stdout=out, stderr=subprocess.STDOUT if out else None)
     return _Running(stage, state, proc, device, time.time(), log_file=out)
 
@@ -78,16 +86,31 @@ def _run_compare(stage: Stage) -> int:
 
 
 def _log_row(log, stage: Stage, state: str, rc: int, out_of_time: bool, seconds: float, device=None) -> None:
-    row = {"stage": stage.name, "state": state, "rc": rc, "out_of_time": out_of_time, "seconds": round(seconds, 1),
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    row = {
+        "stage": stage.name,
+        "state": state,
+        "rc": rc,
+        "out_of_time": out_of_time,
+        "seconds": round(seconds, 1),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if device is not None:
         row["device"] = device
     log.write(json.dumps(row) + "\n")
     log.flush()
 
 
-def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | None = None,
-               deadline: float | None = None, state_of=None, gate=None, logs: Path | None = None) -> set[str]:
+def run_stages(
+    stages: list[Stage],
+    log,
+    *,
+    jobs: int = 1,
+    devices: list[str] | None = None,
+    deadline: float | None = None,
+    state_of=None,
+    gate=None,
+    logs: Path | None = None,
+) -> set[str]:
     """Run stages in study order, up to `jobs` at a time, each once the stages it needs (among these)
     have finished. Each running stage gets the least-busy of `devices` as CUDA_VISIBLE_DEVICES. `gate`
     (stage -> reason or None) is asked after each eval-base stage; a model that misses it gets no
@@ -105,8 +128,11 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
 
     def waits(stage: Stage) -> list[str]:
         """What a stage waits for: an extension waits for its base's RULER (or gate stage) only to apply the gate."""
-        return [n for n in stage.needs
-                if gate is not None or not (stage.kind == "extend" and n.startswith(("eval-base-", "gate-")))]
+        return [
+            n
+            for n in stage.needs
+            if gate is not None or not (stage.kind == "extend" and n.startswith(("eval-base-", "gate-")))
+        ]
 
     def check_gate(stage: Stage) -> None:
         if stage.kind in ("eval-base", "gate") and gate and (why := gate(stage)):
@@ -128,12 +154,17 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
                     r.log_file.close()
                 _log_row(log, r.stage, r.state, rc, r.stop_sent is not None, time.time() - r.t0, r.device)
                 if jobs > 1:  # several in flight: say which one ended
-                    print(f"study: {name}: {'finished' if rc == 0 else f'exit {rc}'} after {time.time() - r.t0:.0f} s "
-                          f"({len(running)} running, {len(pending)} to go)", flush=True)
+                    print(
+                        f"study: {name}: {'finished' if rc == 0 else f'exit {rc}'} after {time.time() - r.t0:.0f} s "
+                        f"({len(running)} running, {len(pending)} to go)",
+                        flush=True,
+                    )
                 if r.stop_sent is not None:
                     continue
                 if rc != 0:
-                    failures.append(f"stage {name} failed (exit {rc})" + (f"; see {logs / (name + '.log')}" if logs else ""))
+                    failures.append(
+                        f"stage {name} failed (exit {rc})" + (f"; see {logs / (name + '.log')}" if logs else "")
+                    )
                     continue
                 settled.add(name)
                 check_gate(r.stage)
@@ -195,5 +226,3 @@ def run_stages(stages: list[Stage], log, *, jobs: int = 1, devices: list[str] | 
 def run_stage(stage: Stage, state: str, log, deadline: float | None = None) -> None:
     """One stage in the foreground (state: 'new' or 'resume')."""
     run_stages([stage], log, deadline=deadline, state_of=lambda _: state)
-
-

@@ -6,6 +6,7 @@ with one line naming the key and the value (StudyError, exit code 2, before anyt
 The runner keeps working on the checked dict. `pretrain` and `extend.overrides` are longctx run
 configs: longctx.config checks their keys (study.run_configs.load_study builds every stage's run config).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -51,8 +52,12 @@ class ExtendSection:
         import rope_methods
 
         bad = [m for m in self.methods if m not in rope_methods.METHODS]
-        _need(bool(self.methods) and not bad, f"{at}.methods", f"give some of {', '.join(rope_methods.METHODS)}",
-              bad or self.methods)
+        _need(
+            bool(self.methods) and not bad,
+            f"{at}.methods",
+            f"give some of {', '.join(rope_methods.METHODS)}",
+            bad or self.methods,
+        )
         _need(self.target is not None, f"{at}.target", "missing (e.g. 65536)", self.target)
         _need(self.target >= 2, f"{at}.target", "give a length in tokens, e.g. 65536", self.target)
 
@@ -66,10 +71,18 @@ class EvalSection:
     args: list[str] | None = None  # more `longctx eval` flags, e.g. [--dtype, bfloat16]
 
     def check(self, at: str) -> None:
-        _need(bool(self.lengths) and all(n >= 1 for n in self.lengths), f"{at}.lengths",
-              "give a list of token counts, e.g. [4096, 8192]", self.lengths)
-        _need(self.base_lengths is None or (self.base_lengths and all(n >= 1 for n in self.base_lengths)),
-              f"{at}.base_lengths", "give a list of token counts, e.g. [4096]", self.base_lengths)
+        _need(
+            bool(self.lengths) and all(n >= 1 for n in self.lengths),
+            f"{at}.lengths",
+            "give a list of token counts, e.g. [4096, 8192]",
+            self.lengths,
+        )
+        _need(
+            self.base_lengths is None or (self.base_lengths and all(n >= 1 for n in self.base_lengths)),
+            f"{at}.base_lengths",
+            "give a list of token counts, e.g. [4096]",
+            self.base_lengths,
+        )
         _need(bool(self.tasks), f"{at}.tasks", "give RULER task names or [all]", self.tasks)
         _need(self.samples >= 1, f"{at}.samples", "give a positive whole number", self.samples)
 
@@ -87,11 +100,19 @@ class GateSection:
     def check(self, at: str, labels: list[str]) -> None:
         bad = [m for m in self.models if m not in labels]
         _need(not bad, f"{at}.models", f"give some of {', '.join(labels)}", bad)
-        _need(self.samples is None or self.samples >= 1, f"{at}.samples",
-              "give a positive whole number (or leave it out: the base row decides)", self.samples)
+        _need(
+            self.samples is None or self.samples >= 1,
+            f"{at}.samples",
+            "give a positive whole number (or leave it out: the base row decides)",
+            self.samples,
+        )
         if self.models:
-            _need(self.length is not None and self.length >= 1, f"{at}.length", "give a length in tokens, e.g. 4096",
-                  self.length)
+            _need(
+                self.length is not None and self.length >= 1,
+                f"{at}.length",
+                "give a length in tokens, e.g. 4096",
+                self.length,
+            )
             _need(bool(self.tasks), f"{at}.tasks", "give the RULER tasks that decide, e.g. [niah_single_1]", self.tasks)
             _need(0 <= self.min <= 100, f"{at}.min", "give a score between 0 and 100", self.min)
 
@@ -110,8 +131,12 @@ class StudyFile:
 
     def check(self) -> None:
         _need(bool(self.name), "name", "give the study a name", self.name)
-        _need(isinstance(self.models, dict) and bool(self.models), "models",
-              "map a label (e.g. hybrid) to {model: NAME, override: {...}}", self.models)
+        _need(
+            isinstance(self.models, dict) and bool(self.models),
+            "models",
+            "map a label (e.g. hybrid) to {model: NAME, override: {...}}",
+            self.models,
+        )
         for label, spec in self.models.items():
             _build_section(ModelSpec, spec, f"models.{label}").check(f"models.{label}")
         self.extend.check("extend")
@@ -138,8 +163,12 @@ def check(study: dict, path: str) -> StudyFile:
         missing = [k for k in REQUIRED if k not in study]
         if missing:
             raise StudyError(f"missing top-level key {missing[0]!r} (needs {', '.join(REQUIRED)})")
-        _need(isinstance(study["pretrain"], dict), "pretrain", "expected a mapping (a longctx run config)",
-              study["pretrain"])
+        _need(
+            isinstance(study["pretrain"], dict),
+            "pretrain",
+            "expected a mapping (a longctx run config)",
+            study["pretrain"],
+        )
         try:
             typed = _build(StudyFile, {k: v for k, v in study.items() if not (k == "gate" and v is None)})
         except UsageError as e:

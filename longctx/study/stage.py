@@ -1,4 +1,5 @@
 """What a study is made of: stages (one `python -m longctx ...` command each) and the two ways a run stops."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Whether a stage is done, started (resume it) or new: read from what it leaves on disk."""
+
 from __future__ import annotations
 
 import json
@@ -43,4 +44,3 @@ def status(stage: Stage) -> str:
                 return "done"
         return "new"
     return "done" if eval_done(stage.out) else "new"
-

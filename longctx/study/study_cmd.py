@@ -38,6 +38,7 @@ pretraining), each evaluation after its extension, compare last); each writes lo
 models are host-bound, so several stages can share one GPU: `--jobs 8 --devices 0,1` runs a 20m
 study's 8 extensions side by side on 2 GPUs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,8 @@ import time
 from pathlib import Path
 
 from longctx.study.gate import gate_check
-from longctx.study.run_configs import load_study
 from longctx.study.plan import plan, select
-from longctx.study.run_configs import write_configs
+from longctx.study.run_configs import load_study, write_configs
 from longctx.study.runner import run_stages
 from longctx.study.stage import KINDS, OutOfTime, StudyError
 from longctx.study.state import status
@@ -61,15 +61,27 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dry-run", action="store_true", help="print each stage's state and command; run nothing")
     ap.add_argument("--out", help="study directory (default: the YAML's out, else runs/<name>)")
     ap.add_argument("--no-gate", action="store_true", help="extend even when a base model misses the retrieval gate")
-    ap.add_argument("--time-budget", type=float, metavar="SECONDS",
-                    help="stop after this long (e.g. a 10-minute machine lease): the stage in flight is stopped "
-                         "where it resumes (training checkpoints its step, eval keeps its journal), exit 75; "
-                         "rerunning the same command continues")
-    ap.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="run up to N stages at once, each as soon as the stages it needs are done "
-                         "(e.g. both models' pretraining, then every method's extension); each writes logs/STAGE.log")
-    ap.add_argument("--devices", metavar="LIST",
-                    help="comma-separated GPU ids; each running stage gets the least-busy one as CUDA_VISIBLE_DEVICES")
+    ap.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long (e.g. a 10-minute machine lease): the stage in flight is stopped "
+        "where it resumes (training checkpoints its step, eval keeps its journal), exit 75; "
+        "rerunning the same command continues",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N stages at once, each as soon as the stages it needs are done "
+        "(e.g. both models' pretraining, then every method's extension); each writes logs/STAGE.log",
+    )
+    ap.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="comma-separated GPU ids; each running stage gets the least-busy one as CUDA_VISIBLE_DEVICES",
+    )
 
 
 def parse_devices(text: str | None) -> list[str] | None:
@@ -105,8 +117,15 @@ def run(args) -> int:
         write_configs(study, stages)
         gate = None if args.no_gate else (lambda st: gate_check(study, st))
         with open(Path(study["out"]) / "study_log.jsonl", "a") as log:
-            blocked = run_stages(chosen, log, jobs=args.jobs, devices=devices, deadline=deadline, gate=gate,
-                                 logs=Path(study["out"]) / "logs")
+            blocked = run_stages(
+                chosen,
+                log,
+                jobs=args.jobs,
+                devices=devices,
+                deadline=deadline,
+                gate=gate,
+                logs=Path(study["out"]) / "logs",
+            )
         if blocked:
             return 3
         if "compare" in {s.kind for s in chosen}:

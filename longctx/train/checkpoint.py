@@ -14,6 +14,7 @@ Under torchrun every rank writes its own shards into state/ (DCP; a later run wi
 (dp, cp) layout reads them back resharded) and rank 0 does everything else. The run directory
 must be on a filesystem all nodes share.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ import random
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp

@@ -1,4 +1,5 @@
 """Flags shared by `longctx pretrain` and `longctx extend`, and how they map onto RunConfig keys."""
+
 from __future__ import annotations
 
 import argparse
@@ -50,11 +51,20 @@ def add_training_arguments(p: argparse.ArgumentParser, *, seq_len: bool = True) 
     p.add_argument("--seed", help="random seed (model init, data order)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     p.add_argument("--data", metavar="SOURCE", help="training data (default: the embedded corpus)")
-    p.add_argument("--grad-checkpointing", nargs="?", const=True, default=None, metavar="FRACTION",
-                   help="activation checkpointing of every block, or of this fraction of them (GDN blocks "
-                        "first: their recomputation is cheapest), e.g. 0.75")
-    p.add_argument("--probe-interval", help="steps between in-training RULER needle probes, logged to "
-                   "metrics.jsonl as probe/* (0 = off; lengths/tasks/samples via --set probe.*)")
+    p.add_argument(
+        "--grad-checkpointing",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="FRACTION",
+        help="activation checkpointing of every block, or of this fraction of them (GDN blocks "
+        "first: their recomputation is cheapest), e.g. 0.75",
+    )
+    p.add_argument(
+        "--probe-interval",
+        help="steps between in-training RULER needle probes, logged to "
+        "metrics.jsonl as probe/* (0 = off; lengths/tasks/samples via --set probe.*)",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. schedule.min_lr_ratio=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (metrics.jsonl is still written)")
     mode = p.add_mutually_exclusive_group()

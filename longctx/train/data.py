@@ -1,7 +1,8 @@
 """Training data for the loop: one resumable loader per stage, and a check that the source yields."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from longctx import env
 from longctx.config import RunConfig
@@ -24,8 +25,9 @@ def data_prefetch(device) -> dict:
     return {} if where == "off" else {**DATA_PREFETCH, "prefetch_in": where}
 
 
-def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in: str = "thread", rank: int = 0,
-                   world_size: int = 1) -> Callable:
+def loader_factory(
+    cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in: str = "thread", rank: int = 0, world_size: int = 1
+) -> Callable:
     """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source);
     `prefetch` batches made ahead in a thread or a process (`prefetch_in`, longctx.data.prefetch)."""
     from longctx.data import build_loader
@@ -35,8 +37,10 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in:
     layout = {k: getattr(cfg.data, k) for k in ("line_layout", "short_noise") if getattr(cfg.data, k)}
     if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None or layout:
         if source != "embedded":
-            raise UsageError(f"data.mix / data.doc_tokens / data.fillers / data.line_layout / data.short_noise "
-                             f"shape the embedded corpus; the source is {source!r}")
+            raise UsageError(
+                f"data.mix / data.doc_tokens / data.fillers / data.line_layout / data.short_noise "
+                f"shape the embedded corpus; the source is {source!r}"
+            )
         if cfg.data.mix is not None:
             embedded["mix"] = dict(cfg.data.mix)
         if cfg.data.doc_tokens is not None:
@@ -50,10 +54,20 @@ def loader_factory(cfg: RunConfig, tokenizer, *, prefetch: int = 0, prefetch_in:
 
     def make(stage, *, ahead: bool = True):  # ahead=False: batches made inline (a one-batch check)
         return build_loader(
-            source, tokenizer, stage.seq_len, stage.batch_size, seed=cfg.seed,
-            doc_mask=cfg.data.doc_mask, long_doc_fraction=cfg.data.long_doc_fraction,
-            long_doc_weight=cfg.data.long_doc_weight, text_field=cfg.data.text_field,
-            prefetch=prefetch if ahead else 0, prefetch_in=prefetch_in, rank=rank, world_size=world_size, **embedded,
+            source,
+            tokenizer,
+            stage.seq_len,
+            stage.batch_size,
+            seed=cfg.seed,
+            doc_mask=cfg.data.doc_mask,
+            long_doc_fraction=cfg.data.long_doc_fraction,
+            long_doc_weight=cfg.data.long_doc_weight,
+            text_field=cfg.data.text_field,
+            prefetch=prefetch if ahead else 0,
+            prefetch_in=prefetch_in,
+            rank=rank,
+            world_size=world_size,
+            **embedded,
         )
 
     return make
@@ -70,6 +84,10 @@ def check_data(make: Callable, stage) -> None:
     except UsageError as e:
         raise UsageError(f"{source}: {e}") from None
     except StopIteration:
-        raise UsageError(f"{source}: the data source yields no batch of {stage.batch_size} x {stage.seq_len} tokens") from None
+        raise UsageError(
+            f"{source}: the data source yields no batch of {stage.batch_size} x {stage.seq_len} tokens"
+        ) from None
     except (OSError, ValueError, KeyError) as e:
-        raise UsageError(f"{source}: cannot read the data ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise UsageError(
+            f"{source}: cannot read the data ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None

@@ -5,6 +5,7 @@ checkpoints and metrics with it; so the model is saved into a hidden directory i
 its files are moved up, replacing the previous export's. longctx_train.json lists the files
 (`export_files`), so that the next export or --force removes those and nothing of the user's.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
     return DTYPES[name]
 
 
-def export_hf(model, out: str | Path, *, tokenizer=None, train_meta: dict | None = None,
-              dtype: torch.dtype | None = None) -> Path:
+def export_hf(
+    model, out: str | Path, *, tokenizer=None, train_meta: dict | None = None, dtype: torch.dtype | None = None
+) -> Path:
     """Write the HF model (config, safetensors, tokenizer) and longctx_train.json into OUT,
     leaving OUT's other files (checkpoints/, metrics.jsonl) alone. dtype casts the model first."""
     out = Path(out)

@@ -7,6 +7,7 @@ exports on its own; the output loads in transformers and `lm_eval --model hf`. A
 softmax temperature is folded in as the run's own export does it: a fixed c from the run's
 options, an `auto` c from RUN/drope_temperature.json (written when that run finished).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,12 @@ from longctx.train.outdir import TRAIN_META, check_new_out, export_files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint dir: RUN/checkpoints/step_N, or RUN/checkpoints/best (checkpoint.best)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="a checkpoint dir: RUN/checkpoints/step_N, or RUN/checkpoints/best (checkpoint.best)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="HF model directory to write")
     p.add_argument("--dtype", choices=tuple(DTYPES), help="weights dtype (default: float32, as trained)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
@@ -53,7 +59,10 @@ def load_from_checkpoint(path: Path):
     try:
         ckpt.load_checkpoint(path, model=model)
     except Exception as e:  # noqa: BLE001 -- a damaged or foreign DCP directory
-        raise UsageError(f"--checkpoint {path}: cannot read its weights ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None
+        raise UsageError(
+            f"--checkpoint {path}: cannot read its weights "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from None
     return model
 
 
@@ -65,11 +74,16 @@ def temperature_record(path: Path, meta: dict, config) -> dict | None:
     from longctx.train.temperature import FILE, DropeTemperature
 
     if setting != "auto":
-        return DropeTemperature(setting, base_len=meta["base_len"], target=meta["target"]).record(config, float(setting))
+        return DropeTemperature(setting, base_len=meta["base_len"], target=meta["target"]).record(
+            config, float(setting)
+        )
     found = path.parent.parent / FILE  # RUN/checkpoints/step_N -> RUN/drope_temperature.json
     if not found.is_file():
-        print(f"longctx export: the run fits its DRoPE temperature when it finishes and {found} does not exist "
-              "yet; exporting without a temperature (beta = 1)", file=sys.stderr)
+        print(
+            f"longctx export: the run fits its DRoPE temperature when it finishes and {found} does not exist "
+            "yet; exporting without a temperature (beta = 1)",
+            file=sys.stderr,
+        )
         return None
     return json.loads(found.read_text())
 
@@ -109,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
     written = set(export_files(out)) | {TRAIN_META}
     replaced, removed = sorted(before & written), sorted(before - after)
     if replaced or removed:
-        print("longctx export: --force " + "; ".join(
-            f"{what} {', '.join(names)}" for what, names in (("replaced", replaced), ("removed", removed)) if names),
-            file=sys.stderr)
+        print(
+            "longctx export: --force "
+            + "; ".join(
+                f"{what} {', '.join(names)}" for what, names in (("replaced", replaced), ("removed", removed)) if names
+            ),
+            file=sys.stderr,
+        )
     print(f"longctx export: step {meta['step']} of {path.parent.parent} saved to {out}")
     return 0

@@ -12,6 +12,7 @@ target. DRoPE's softmax temperature (extend.rope.temperature: c or auto) is fixe
 training and folded into the exported weights (longctx.train.temperature). `--dry-run` prints all
 of it and writes nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,10 @@ from longctx.errors import UsageError
 from longctx.lengths import parse_length
 from longctx.train.cli_args import add_training_arguments, overrides
 from longctx.train.data import check_data, data_prefetch, loader_factory
-from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config, read_train_meta
+from longctx.train.probe import build_probe
 from longctx.train.rundir import open_run_dir
 from longctx.train.runs import check_device, check_memory, resume_point, run_training, start_parallel
 
@@ -45,8 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", help="context length to extend to, e.g. 65536 or 64k")
     p.add_argument("--model", required=True, metavar="DIR_OR_HUB_ID", help="HF model directory or Hub id")
     p.add_argument("--base-len", help="the model's trained context (default: from the model)")
-    p.add_argument("--recalibrate-fraction",
-                   help="DRoPE: share of the steps at the base length (default 0.1; 0 = none, Olmo Hybrid's variant)")
+    p.add_argument(
+        "--recalibrate-fraction",
+        help="DRoPE: share of the steps at the base length (default 0.1; 0 = none, Olmo Hybrid's variant)",
+    )
     p.add_argument("--eval", action="store_true", default=None, help="run `longctx eval` at 4k..target afterwards")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and config; train and write nothing")
     add_training_arguments(p, seq_len=False)
@@ -64,13 +67,15 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     else:
         cfg = load_run_config(args.config)
     over = overrides(args)
-    over.update({
-        "extend.method": args.method,
-        "extend.target": parse_len(args.target, "--target"),
-        "extend.base_len": parse_len(args.base_len, "--base-len"),
-        "extend.recalibrate_fraction": args.recalibrate_fraction,
-        "extend.eval": args.eval,
-    })
+    over.update(
+        {
+            "extend.method": args.method,
+            "extend.target": parse_len(args.target, "--target"),
+            "extend.base_len": parse_len(args.base_len, "--base-len"),
+            "extend.recalibrate_fraction": args.recalibrate_fraction,
+            "extend.eval": args.eval,
+        }
+    )
     cfg = apply_overrides(cfg, over)
     if args.steps is not None:
         cfg.tokens = None
@@ -119,7 +124,9 @@ def infer_base_len(cfg: RunConfig, model_dir: Path, config) -> tuple[int, str]:
     from rope_methods import is_unrotated
 
     rp = getattr(config, "rope_parameters", None) or {}
-    flats = [rp] if not any(isinstance(v, dict) for v in rp.values()) else [v for v in rp.values() if isinstance(v, dict)]
+    flats = (
+        [rp] if not any(isinstance(v, dict) for v in rp.values()) else [v for v in rp.values() if isinstance(v, dict)]
+    )
     for flat in flats:
         if flat.get("original_max_position_embeddings") and not is_unrotated(flat):
             return int(flat["original_max_position_embeddings"]), "rope_parameters.original_max_position_embeddings"
@@ -139,12 +146,14 @@ def build_stages(cfg: RunConfig, plan, target: int) -> list[Stage]:
     n_recal, n_rest = sum(is_recal), len(plan) - sum(is_recal)
     recal_steps = max(n_recal, round(cfg.extend.recalibrate_fraction * total)) if n_recal else 0
     if total - recal_steps < n_rest or (n_rest == 0 and recal_steps != total):
-        raise UsageError(f"a budget of {total} steps is too small for the {len(plan)}-stage plan of "
-                         f"{cfg.extend.method}; give at least {n_recal + n_rest} steps")
+        raise UsageError(
+            f"a budget of {total} steps is too small for the {len(plan)}-stage plan of "
+            f"{cfg.extend.method}; give at least {n_recal + n_rest} steps"
+        )
     budgets = {True: (recal_steps, n_recal), False: (total - recal_steps, n_rest)}
     seen = {True: 0, False: 0}
     stages = []
-    for s, r in zip(plan, is_recal):
+    for s, r in zip(plan, is_recal, strict=False):
         steps, n = budgets[r]
         share = steps // n + (1 if seen[r] < steps % n else 0)
         seen[r] += 1
@@ -224,32 +233,57 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     total = sum(s.steps for s in stages)
     train_meta = {
-        "kind": "extend", "seq_len": target, "base_len": base_len, "target": target, "method": method.name,
-        "rope_parameters": rope, "source_model": str(args.model), **({"rope_options": opts} if opts else {}),
+        "kind": "extend",
+        "seq_len": target,
+        "base_len": base_len,
+        "target": target,
+        "method": method.name,
+        "rope_parameters": rope,
+        "source_model": str(args.model),
+        **({"rope_options": opts} if opts else {}),
         "plan": [{"stage": s.name, "seq_len": s.seq_len, "steps": s.steps} for s in stages],
         "longctx_version": __version__,
     }
     prog = "longctx extend"
     from longctx.train.loop import resolve_device
 
-    check_memory(stages, mconfig, resolve_device(cfg.device),
-                 flags=f"--target {target}: " + "{batch} x {seq_len} tokens", hint="give a smaller --target or --batch-size")
+    check_memory(
+        stages,
+        mconfig,
+        resolve_device(cfg.device),
+        flags=f"--target {target}: " + "{batch} x {seq_len} tokens",
+        hint="give a smaller --target or --batch-size",
+    )
     resume_point(out, args.resume, args.force, total, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
     setting = opts.get("temperature") if method.name == "drope" else None
 
     if args.dry_run:
-        print(yaml.safe_dump({
-            "model": str(args.model), "model_dir": str(model_dir), "method": method.name,
-            "base_len": base_len, "base_len_from": base_src, "target": target,
-            "rope_parameters": {"before": mconfig.rope_parameters, "after": rope},
-            "max_position_embeddings": max_pos,
-            **({"rope_options": opts} if opts else {}),
-            **({"temperature": _temperature_plan(setting, base_len, target)} if setting is not None else {}),
-            "plan": [{"stage": s.name, "seq_len": s.seq_len, "batch_size": s.batch_size, "steps": s.steps}
-                     for s in stages],
-            "tokens_per_step": cfg.tokens_per_step(target), "export_dtype": export_dtype or "float32",
-            "out": str(args.out), "config": cfg.to_dict(),
-        }, sort_keys=False), end="")
+        print(
+            yaml.safe_dump(
+                {
+                    "model": str(args.model),
+                    "model_dir": str(model_dir),
+                    "method": method.name,
+                    "base_len": base_len,
+                    "base_len_from": base_src,
+                    "target": target,
+                    "rope_parameters": {"before": mconfig.rope_parameters, "after": rope},
+                    "max_position_embeddings": max_pos,
+                    **({"rope_options": opts} if opts else {}),
+                    **({"temperature": _temperature_plan(setting, base_len, target)} if setting is not None else {}),
+                    "plan": [
+                        {"stage": s.name, "seq_len": s.seq_len, "batch_size": s.batch_size, "steps": s.steps}
+                        for s in stages
+                    ],
+                    "tokens_per_step": cfg.tokens_per_step(target),
+                    "export_dtype": export_dtype or "float32",
+                    "out": str(args.out),
+                    "config": cfg.to_dict(),
+                },
+                sort_keys=False,
+            ),
+            end="",
+        )
         return 0
 
     from longctx.data import load_tokenizer
@@ -276,19 +310,37 @@ def run(args: argparse.Namespace) -> int:
 
     # Validated: from here on OUT is written.
     ours = (EVAL_OUT, EVAL_OUT + ".partial.jsonl") if do_eval else ()  # stale answers of the old weights
-    run = open_run_dir(dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog,
-                       force_extra=ours)
+    run = open_run_dir(
+        dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog, force_extra=ours
+    )
     temperature = None
     if setting is not None:
         from longctx.train.temperature import DropeTemperature, heldout_batches
 
-        temperature = DropeTemperature(setting, base_len=base_len, target=target,
-                                       heldout=lambda: heldout_batches(cfg, tokenizer, target, stages[-1].batch_size))
+        temperature = DropeTemperature(
+            setting,
+            base_len=base_len,
+            target=target,
+            heldout=lambda: heldout_batches(cfg, tokenizer, target, stages[-1].batch_size),
+        )
     try:
         torch.manual_seed(cfg.seed)
-        rc = run_training(model, cfg, run, stages, make_loader, prog=prog, device=device, train_meta=train_meta,
-                          tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress,
-                          temperature=temperature)
+        rc = run_training(
+            model,
+            cfg,
+            run,
+            stages,
+            make_loader,
+            prog=prog,
+            device=device,
+            train_meta=train_meta,
+            tokenizer=tokenizer,
+            dims=dims,
+            probe=probe,
+            dtype=dtype,
+            progress=not args.no_progress,
+            temperature=temperature,
+        )
         return rc if rc or not do_eval or not dims.is_main else run_eval(cfg, out, target)
     finally:
         run.release()

@@ -6,6 +6,7 @@ names the holder (pid, host) for the message the second process prints. Where th
 no locks (ENOLCK on some NFS mounts) the file alone decides: a pid that no longer runs on this
 host is stale and taken over; a holder on another host has to be removed by hand.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,8 +47,10 @@ def _describe(holder: dict) -> str:
 
 
 def _in_use(out: Path, holder: dict, extra: str = "") -> UsageError:
-    return UsageError(f"--out {out} is in use by another longctx process ({_describe(holder)}); wait for it to "
-                      f"finish or stop it{extra}")
+    return UsageError(
+        f"--out {out} is in use by another longctx process ({_describe(holder)}); wait for it to "
+        f"finish or stop it{extra}"
+    )
 
 
 def check_free(out: str | Path) -> None:
@@ -90,7 +93,7 @@ class RunLock:
         self.path = self.out / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock (OUT must exist) or raise UsageError naming the holder."""
         for _ in range(10):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -112,7 +115,9 @@ class RunLock:
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": int(time.time())}).encode())
+            os.write(
+                fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": int(time.time())}).encode()
+            )
             self._fd = fd
             return self
         raise UsageError(f"--out {self.out}: cannot take its lock {self.path} (it keeps being replaced)")

@@ -10,6 +10,7 @@ batches and keeps its rows (dp) and tokens (cp); the loss is normalised by the t
 step on every rank and FSDP sums gradients, so a step equals the single-process step. Rank 0
 alone writes metrics and checkpoint files (DCP writes every rank's shards).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,10 +18,11 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,8 +61,10 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if
 class Preempted(RuntimeError):
     def __init__(self, signum: int, step: int, checkpoint: Path | None):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint}; "
-                         "rerun the same command with --resume to continue")
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint}; "
+            "rerun the same command with --resume to continue"
+        )
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -137,7 +141,9 @@ class Trainer:
             try:
                 return next(self._it)
             except StopIteration:
-                raise RuntimeError(f"the data loader of stage {self.stages[self._loader_stage].name!r} is empty") from None
+                raise RuntimeError(
+                    f"the data loader of stage {self.stages[self._loader_stage].name!r} is empty"
+                ) from None
 
     # ------------------------------------------------------------ checkpoints
 
@@ -154,8 +160,15 @@ class Trainer:
         }
         meta = self._checkpoint_meta(total_steps=self.total_steps)
         self.last_checkpoint = ckpt.save_checkpoint(
-            self.run_dir, self.step, model=self.model, optimizer=self.optimizer, trainer_state=state,
-            meta=meta, write_extra=self.write_extra, keep=self.cfg.checkpoint.keep, parallel=self.parallel,
+            self.run_dir,
+            self.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            trainer_state=state,
+            meta=meta,
+            write_extra=self.write_extra,
+            keep=self.cfg.checkpoint.keep,
+            parallel=self.parallel,
         )
         return self.last_checkpoint
 
@@ -233,8 +246,15 @@ class Trainer:
         self.tokens += step_tokens
         self.elapsed += dt
         row = {
-            "step": self.step, "stage": stage.name, "seq_len": stage.seq_len, "loss": loss, "lr": lr,
-            "grad_norm": gn, "tokens": self.tokens, "tokens_per_s": step_tokens / dt, "step_time_s": dt,
+            "step": self.step,
+            "stage": stage.name,
+            "seq_len": stage.seq_len,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": gn,
+            "tokens": self.tokens,
+            "tokens_per_s": step_tokens / dt,
+            "step_time_s": dt,
             "elapsed_s": self.elapsed,
         }
         if self.cfg.z_loss > 0:
@@ -300,8 +320,13 @@ class Trainer:
             return None
         from longctx.train.profiling import StepProfiler
 
-        return StepProfiler(self.cfg.profile.start, self.cfg.profile.steps, self.run_dir / "profile", self.device,
-                            rank=self.parallel.rank)
+        return StepProfiler(
+            self.cfg.profile.start,
+            self.cfg.profile.steps,
+            self.run_dir / "profile",
+            self.device,
+            rank=self.parallel.rank,
+        )
 
     def _catch_stop_signals(self) -> dict:
         """Turn STOP_SIGNALS into a request checked between steps; returns the handlers replaced."""
@@ -352,9 +377,17 @@ class Trainer:
         if not better:
             return
         self.best = {"key": key, "value": float(row[key]) if key in row else None, "step": self.step}
-        ckpt.save_checkpoint(self.run_dir, self.step, model=self.model, optimizer=None, trainer_state=None,
-                             meta=self._checkpoint_meta(best=self.best), write_extra=self.write_extra,
-                             parallel=self.parallel, name="best")
+        ckpt.save_checkpoint(
+            self.run_dir,
+            self.step,
+            model=self.model,
+            optimizer=None,
+            trainer_state=None,
+            meta=self._checkpoint_meta(best=self.best),
+            write_extra=self.write_extra,
+            parallel=self.parallel,
+            name="best",
+        )
 
     def load_best(self) -> dict | None:
         """checkpoint.export == "best": put the best weights back in the model before its export; returns
@@ -363,8 +396,11 @@ class Trainer:
             return None
         if self.best is None:  # the metric was never logged (e.g. the probe is skipped under cp > 1)
             if self.parallel.is_main:
-                warnings.warn(f"checkpoint.export: best, but {self.cfg.checkpoint.best} was never logged; "
-                              "exporting the last weights")
+                warnings.warn(
+                    f"checkpoint.export: best, but {self.cfg.checkpoint.best} was never logged; "
+                    "exporting the last weights",
+                    stacklevel=2,
+                )
             return None
         if self.best["step"] != self.step:
             ckpt.load_checkpoint(self.run_dir / ckpt.CHECKPOINTS / "best", model=self.model)

@@ -9,6 +9,7 @@ costs one extra matmul per chunk less than recomputing logits in the backward.
 Returned as sums (not means) so that gradient accumulation, and later data/context parallelism,
 can divide by the token count of the whole optimizer step.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -142,8 +143,13 @@ def chunked_cross_entropy(
 
 
 def fla_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = IGNORE_INDEX,
-    compute_dtype: torch.dtype | None = None, num_chunks: int = 8,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    compute_dtype: torch.dtype | None = None,
+    num_chunks: int = 8,
 ) -> LossParts:
     """The same summed CE through fla's fused linear cross-entropy (Triton: logits, softmax and
     their gradient in place, chunk by chunk, in the matmul dtype). No z-loss."""
@@ -156,8 +162,12 @@ def fla_cross_entropy(
     compute_dtype = compute_dtype or _matmul_dtype(hidden)
     with torch.autocast(hidden.device.type, enabled=False):
         total = fused_linear_cross_entropy_loss(
-            hidden.to(compute_dtype), labels.contiguous(), weight.to(compute_dtype),
-            ignore_index=ignore_index, reduction="sum", num_chunks=num_chunks,
+            hidden.to(compute_dtype),
+            labels.contiguous(),
+            weight.to(compute_dtype),
+            ignore_index=ignore_index,
+            reduction="sum",
+            num_chunks=num_chunks,
         )
     ce = total.detach().float()
     return LossParts(total, ce, torch.zeros_like(ce), (labels != ignore_index).sum())

@@ -1,4 +1,5 @@
 """Per-step metrics: `metrics.jsonl` in the run dir and a tqdm progress bar."""
+
 from __future__ import annotations
 
 import json
@@ -69,15 +70,16 @@ def _clean(v):
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def progress_bar(total: int, initial: int, desc: str):
     from tqdm.auto import tqdm
 
     # Shown in logs too (batch jobs), at most once a second.
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr,
-                mininterval=1.0)
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr, mininterval=1.0
+    )
 
 
 def format_postfix(row: dict) -> str:
@@ -113,10 +115,18 @@ def summarize(rows: list[dict], skip: int = 2) -> list[dict]:
         mfu = [r["mfu"] for r in timed if r.get("mfu") is not None]
         mem = [r["peak_mem_gb"] for r in rs if r.get("peak_mem_gb") is not None]
         probes = [r["probe/mean"] for r in rs if "probe/mean" in r]
-        out.append({
-            "stage": name, "steps": len(rs), "seq_len": rs[0]["seq_len"], "tokens_per_step": round(per_step),
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
-            "mfu": statistics.median(mfu) if mfu else None, "peak_mem_gb": max(mem) if mem else None,
-            "loss_first": rs[0]["loss"], "loss_last": rs[-1]["loss"], "probe_mean": probes[-1] if probes else None,
-        })
+        out.append(
+            {
+                "stage": name,
+                "steps": len(rs),
+                "seq_len": rs[0]["seq_len"],
+                "tokens_per_step": round(per_step),
+                "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
+                "mfu": statistics.median(mfu) if mfu else None,
+                "peak_mem_gb": max(mem) if mem else None,
+                "loss_first": rs[0]["loss"],
+                "loss_last": rs[-1]["loss"],
+                "probe_mean": probes[-1] if probes else None,
+            }
+        )
     return out

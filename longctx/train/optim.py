@@ -1,5 +1,6 @@
 """AdamW with weight decay only on matrices that are not embeddings (norms, biases, the GDN
 decay parameters and the embedding table are left alone, as in OLMo)."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ OUT ends up holding the HF model (config.json, safetensors, tokenizer), `longctx
 the export wrote), `run_config.yaml`, `metrics.jsonl` and `checkpoints/`. Files of the user's
 (notes, an eval's ruler.json, analysis/) live beside them: --force removes only longctx's own.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ RUN_CONFIG = "run_config.yaml"
 # what training writes besides the HF export (profile/: profile.start; .hf-export: an export in flight)
 _TRAINING_FILES = (TRAIN_META, RUN_CONFIG, METRICS_FILE, CHECKPOINTS, "profile", ".hf-export")
 # the HF export of a run written before longctx_train.json listed its files
-_EXPORT_FALLBACK = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-                    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_EXPORT_FALLBACK = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 def is_run(out: Path) -> bool:
@@ -52,17 +61,21 @@ def check_out(out: str | Path, *, resume: bool, force: bool, locked: bool = Fals
         check_free(out)
     if resume:
         if not out.exists():
-            raise UsageError(f"--resume: --out {out} does not exist, so there is no run to continue; "
-                             "leave out --resume to start one")
+            raise UsageError(
+                f"--resume: --out {out} does not exist, so there is no run to continue; leave out --resume to start one"
+            )
         if is_run(out):
             return latest_checkpoint(out)
         if not _entries(out) and (out / LOCK_FILE).exists():
             return None  # a run stopped right after it took OUT, before writing anything
         if not _entries(out):
-            raise UsageError(f"--resume: --out {out} is empty, so there is no run to continue; "
-                             "leave out --resume to start one")
-        raise UsageError(f"--resume: --out {out} holds no longctx run (no {RUN_CONFIG}, {TRAIN_META} or "
-                         f"{CHECKPOINTS}/); nothing was changed")
+            raise UsageError(
+                f"--resume: --out {out} is empty, so there is no run to continue; leave out --resume to start one"
+            )
+        raise UsageError(
+            f"--resume: --out {out} holds no longctx run (no {RUN_CONFIG}, {TRAIN_META} or "
+            f"{CHECKPOINTS}/); nothing was changed"
+        )
     if not _entries(out):
         return None
     if force:

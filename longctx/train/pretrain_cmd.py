@@ -6,6 +6,7 @@ Everything is checked (config, numbers, OUT, the data) before OUT is created. OU
 model (loadable by transformers and `lm_eval --model hf`), longctx_train.json (the base length
 that `longctx extend` reads), run_config.yaml, metrics.jsonl and checkpoints/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,17 +19,20 @@ from longctx.config import RunConfig, from_dict, resolve_steps
 from longctx.errors import UsageError
 from longctx.train.cli_args import add_training_arguments, config_from_args
 from longctx.train.data import check_data, data_prefetch, loader_factory
-from longctx.train.probe import build_probe
 from longctx.train.export import parse_dtype
 from longctx.train.loop import Stage
 from longctx.train.outdir import read_run_config
+from longctx.train.probe import build_probe
 from longctx.train.rundir import open_run_dir
 from longctx.train.runs import check_device, check_memory, resume_point, run_training, start_parallel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="NAME_OR_YAML",
-                   help="model config: a name in configs/models (e.g. hybrid-tiny) or a model YAML/JSON")
+    p.add_argument(
+        "--model",
+        metavar="NAME_OR_YAML",
+        help="model config: a name in configs/models (e.g. hybrid-tiny) or a model YAML/JSON",
+    )
     add_training_arguments(p)
 
 
@@ -39,7 +43,9 @@ def model_config(cfg: RunConfig, tokenizer):
     from longctx.model import available_configs, config_from_dict, load_config
 
     if cfg.model is None:
-        raise UsageError(f"no model given: pass --model NAME or a config with model:; names: {', '.join(available_configs())}")
+        raise UsageError(
+            f"no model given: pass --model NAME or a config with model:; names: {', '.join(available_configs())}"
+        )
     over = {
         "vocab_size": -(-len(tokenizer) // 128) * 128,
         "max_position_embeddings": cfg.seq_len,
@@ -57,11 +63,15 @@ def pretrain_stages(cfg, steps: int) -> list[Stage]:
     stages, used = [], 0
     for st in cfg.curriculum:
         n = max(1, round(st.fraction * steps))
-        stages.append(Stage(f"pretrain@{st.seq_len}", st.seq_len, max(1, cfg.batch_size * cfg.seq_len // st.seq_len), n))
+        stages.append(
+            Stage(f"pretrain@{st.seq_len}", st.seq_len, max(1, cfg.batch_size * cfg.seq_len // st.seq_len), n)
+        )
         used += n
     if steps - used < 1:
-        raise UsageError(f"a budget of {steps} steps leaves nothing for the main stage after the curriculum "
-                         f"({used} steps); give more steps or smaller fractions")
+        raise UsageError(
+            f"a budget of {steps} steps leaves nothing for the main stage after the curriculum "
+            f"({used} steps); give more steps or smaller fractions"
+        )
     return stages + [Stage("pretrain", cfg.seq_len, cfg.batch_size, steps - used)]
 
 
@@ -83,8 +93,13 @@ def run(args: argparse.Namespace) -> int:
     steps = resolve_steps(cfg)
     dtype = parse_dtype(cfg.export_dtype)
     stages = pretrain_stages(cfg, steps)
-    train_meta = {"kind": "pretrain", "seq_len": cfg.seq_len, "model": cfg.model,
-                  "rope_parameters": mconfig.rope_parameters, "longctx_version": __version__}
+    train_meta = {
+        "kind": "pretrain",
+        "seq_len": cfg.seq_len,
+        "model": cfg.model,
+        "rope_parameters": mconfig.rope_parameters,
+        "longctx_version": __version__,
+    }
     prog = "longctx pretrain"
     resume_point(out, args.resume, args.force, steps, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
     check_memory(stages, mconfig, device, flags="--batch-size {batch} x --seq-len {seq_len}")
@@ -99,7 +114,20 @@ def run(args: argparse.Namespace) -> int:
     # Validated: from here on OUT is written.
     run = open_run_dir(dims, out, resume=args.resume, force=args.force, run_config=cfg.to_dict(), prog=prog)
     try:
-        return run_training(model, cfg, run, stages, make_loader, prog=prog, device=device, train_meta=train_meta,
-                            tokenizer=tokenizer, dims=dims, probe=probe, dtype=dtype, progress=not args.no_progress)
+        return run_training(
+            model,
+            cfg,
+            run,
+            stages,
+            make_loader,
+            prog=prog,
+            device=device,
+            train_meta=train_meta,
+            tokenizer=tokenizer,
+            dims=dims,
+            probe=probe,
+            dtype=dtype,
+            progress=not args.no_progress,
+        )
     finally:
         run.release()

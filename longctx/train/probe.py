@@ -14,6 +14,7 @@ Prompts are rendered as lm-eval renders them (input + " " + answer prefix, speci
 tokenizer adds them), generation stops at EOS or max_gen_toks (RULER's niah tasks have no stop
 strings), scores are `eval_tasks.ruler.score`, 0..100.
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,17 @@ class RetrievalProbe:
     "cache" when the model and the generate module allow it.
     """
 
-    def __init__(self, tokenizer, lengths=(1024, 4096), tasks=DEFAULT_TASKS, samples: int = 8, seed: int = 42,
-                 haystack: str = "auto", mode: str = "auto", max_gen_toks: int | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        lengths=(1024, 4096),
+        tasks=DEFAULT_TASKS,
+        samples: int = 8,
+        seed: int = 42,
+        haystack: str = "auto",
+        mode: str = "auto",
+        max_gen_toks: int | None = None,
+    ):
         import eval_tasks.ruler as ruler
 
         if mode not in MODES:
@@ -72,8 +82,9 @@ class RetrievalProbe:
                 if task in OWN_TASKS:
                     own = own_kv_samples(tokenizer, int(n), samples, seed)
                     self.items[(task, int(n))] = [(encode(tokenizer, p), max_gen_toks or g, [a]) for p, a, g in own]
-                    self.answers[(task, int(n))] = [tokenizer.encode(" " + a, add_special_tokens=False)
-                                                    for _, a, _ in own]
+                    self.answers[(task, int(n))] = [
+                        tokenizer.encode(" " + a, add_special_tokens=False) for _, a, _ in own
+                    ]
                     continue
                 try:
                     gen = ruler.generate(task, int(n), samples, tokenizer, seed=seed, haystack=haystack)
@@ -106,7 +117,10 @@ class RetrievalProbe:
                 preds = [self.tokenizer.decode(x, skip_special_tokens=True) for x in ids]
                 scored_as = "niah_single_1" if task in OWN_TASKS else task  # string_match_all
                 out[f"probe/{task}@{n}"] = float(ruler.score(scored_as, preds, [r for _, _, r in items]))
-                losses = [_answer_nll(model, p, a, device) for (p, _, _), a in zip(items, self.answers[(task, n)])]
+                losses = [
+                    _answer_nll(model, p, a, device)
+                    for (p, _, _), a in zip(items, self.answers[(task, n)], strict=False)
+                ]
                 nll[f"probe/nll/{task}@{n}"] = round(sum(losses) / len(losses), 4)
         finally:
             model.train(was_training)
@@ -124,7 +138,7 @@ class RetrievalProbe:
 
             return lambda m, prompts, budgets, device: greedy_generate(m, prompts, budgets, eos_token_ids=self.eos)
         return lambda m, prompts, budgets, device: [
-            _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets)
+            _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets, strict=False)
         ]
 
 

@@ -5,6 +5,7 @@ kernel time (far below wall means the step waits on the host: launches, Python, 
 number of host-side ops, and the top ops by self time — and a gzipped Chrome/Perfetto trace
 beside it. bench/train_throughput.py --profile writes the same summary for one benchmark step.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,13 +18,20 @@ import torch
 
 def kernel_time_ms(events) -> float:
     """GPU time of the profiled kernels: the device-side events' self time, as the profiler table's
-    "Self CUDA time total". The host ops that launched them carry the same time as their own device
-    time, so a sum over every event counts each kernel about twice (an older header did: 589.9 ms for a 294.6 ms footer)."""
+        "Self CUDA time total". The host ops that launched them carry the same time as their own device
+        time, so a sum over every event counts each kernel about twice (an older header did: 589.9 ms for a 294.6 ms
+    footer)."""
     from torch.autograd import DeviceType
 
     device = {DeviceType.CUDA, DeviceType.PrivateUse1}
-    return sum(e.self_device_time_total for e in events
-               if e.device_type in device and not getattr(e, "is_user_annotation", False)) / 1e3
+    return (
+        sum(
+            e.self_device_time_total
+            for e in events
+            if e.device_type in device and not getattr(e, "is_user_annotation", False)
+        )
+        / 1e3
+    )
 
 
 def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30) -> dict:
@@ -33,9 +41,11 @@ def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, r
     kernel_ms = kernel_time_ms(events) if cuda else None
     host_ops = sum(1 for e in prof.events() if e.cpu_parent is None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    head = (f"{label}: wall {wall_ms:.1f} ms"
-            + (f", kernels {kernel_ms:.1f} ms ({100 * kernel_ms / wall_ms:.0f}% of wall)" if cuda else "")
-            + f", {host_ops} top-level host ops\n")
+    head = (
+        f"{label}: wall {wall_ms:.1f} ms"
+        + (f", kernels {kernel_ms:.1f} ms ({100 * kernel_ms / wall_ms:.0f}% of wall)" if cuda else "")
+        + f", {host_ops} top-level host ops\n"
+    )
     (out_dir / f"{label}.txt").write_text(head + events.table(sort_by=key, row_limit=rows) + "\n")
     trace = out_dir / f"{label}.trace.json"
     prof.export_chrome_trace(str(trace))
@@ -49,8 +59,9 @@ class StepProfiler:
     """Profiles steps start .. start + steps - 1 (1-based, as metrics.jsonl counts them); the files
     are named `label` (default rank<r>_steps<a>-<b>)."""
 
-    def __init__(self, start: int, steps: int, out_dir: Path, device: torch.device, rank: int = 0,
-                 label: str | None = None):
+    def __init__(
+        self, start: int, steps: int, out_dir: Path, device: torch.device, rank: int = 0, label: str | None = None
+    ):
         self.start, self.stop = start, start + steps - 1
         self.out_dir, self.device, self.rank, self.label = Path(out_dir), device, rank, label
         self._prof, self._t0, self.result = None, 0.0, None

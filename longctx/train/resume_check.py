@@ -7,14 +7,26 @@ belong to, so a flag that changes one of them is refused, naming the first diffe
 checkpointing and the loss kernel do not change what is trained; they are applied, announced on
 stderr, and recorded in run_config.yaml.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from longctx.errors import UsageError
 
-MAY_CHANGE = ("steps", "tokens", "device", "grad_checkpointing", "loss_backend", "loss_chunk", "export_dtype",
-              "checkpoint.", "probe.", "profile.", "extend.eval")
+MAY_CHANGE = (
+    "steps",
+    "tokens",
+    "device",
+    "grad_checkpointing",
+    "loss_backend",
+    "loss_chunk",
+    "export_dtype",
+    "checkpoint.",
+    "probe.",
+    "profile.",
+    "extend.eval",
+)
 # checkpoint meta.json keys that pin an extension run to its source (pretrain: model, kind)
 _META_KEYS = ("kind", "model", "method", "target", "base_len", "source_model", "rope_parameters")
 
@@ -45,8 +57,10 @@ def compare(saved: dict, now: dict, where: str) -> list[str]:
     if fixed:
         k = fixed[0]
         more = f" (and {', '.join(fixed[1:])})" if len(fixed) > 1 else ""
-        raise UsageError(f"--resume: {k} is {_show(a.get(k))} in {where} but {_show(b.get(k))} now{more}; a resumed "
-                         "run keeps its settings: leave out the flag, or start a new run (another --out, or --force)")
+        raise UsageError(
+            f"--resume: {k} is {_show(a.get(k))} in {where} but {_show(b.get(k))} now{more}; a resumed "
+            "run keeps its settings: leave out the flag, or start a new run (another --out, or --force)"
+        )
     return [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in changes]
 
 
@@ -70,7 +84,14 @@ def check_resume(out: Path, checkpoint: Path | None, run_config: dict, meta: dic
     if checkpoint is not None:
         old = ckpt.read_meta(checkpoint)
         for k in _META_KEYS:
-            if k in old and k in meta and old[k] != meta[k] and not (k == "source_model" and _same_source(old[k], meta[k])):
-                raise UsageError(f"--resume: {k} is {_show(old[k])} in {checkpoint} but {_show(meta[k])} now; a resumed "
-                                 "run keeps its settings: leave out the flag, or start a new run (another --out, or --force)")
+            if (
+                k in old
+                and k in meta
+                and old[k] != meta[k]
+                and not (k == "source_model" and _same_source(old[k], meta[k]))
+            ):
+                raise UsageError(
+                    f"--resume: {k} is {_show(old[k])} in {checkpoint} but {_show(meta[k])} now; a resumed "
+                    "run keeps its settings: leave out the flag, or start a new run (another --out, or --force)"
+                )
     return notes

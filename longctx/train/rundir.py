@@ -4,6 +4,7 @@ checkpoint, leave nothing behind.
 
 Under torchrun rank 0 does the filesystem work; a refusal there is raised on every rank.
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,8 +38,9 @@ class RunDir:
             self.lock.release()
 
 
-def open_run_dir(dims, out: Path, *, resume: bool, force: bool, run_config: dict, prog: str,
-                 force_extra: tuple[str, ...] = ()) -> RunDir:
+def open_run_dir(
+    dims, out: Path, *, resume: bool, force: bool, run_config: dict, prog: str, force_extra: tuple[str, ...] = ()
+) -> RunDir:
     """Lock OUT (creating it), re-check it, apply --force, write run_config.yaml for a fresh run
     (a resumed one writes it once its checkpoint has loaded). force_extra: more names this command
     writes into OUT (extend --eval: ruler.json and its journal)."""
@@ -79,8 +81,11 @@ def _open(out: Path, *, resume: bool, force: bool, run_config: dict, prog: str, 
         if force:
             removed, kept = clear_run(out, force_extra)
             if removed:
-                print(f"{prog}: --force removed from {out}: {', '.join(removed)}"
-                      + (f"; kept: {', '.join(kept)}" if kept else ""), file=sys.stderr)
+                print(
+                    f"{prog}: --force removed from {out}: {', '.join(removed)}"
+                    + (f"; kept: {', '.join(kept)}" if kept else ""),
+                    file=sys.stderr,
+                )
         if not resume:
             write_run_config(out, run_config)
     except BaseException:

@@ -1,5 +1,6 @@
 """What `longctx pretrain` and `longctx extend` share around the Trainer: the device and memory checks, the
 --resume point, joining the process group, and training then exporting the HF model."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def checkpoint_writer(model, tokenizer):
     return write
 
 
-def resume_point(out: Path, resume: bool, force: bool, steps: int, *, run_config: dict, meta: dict,
-                 prog: str) -> Path | None:
+def resume_point(
+    out: Path, resume: bool, force: bool, steps: int, *, run_config: dict, meta: dict, prog: str
+) -> Path | None:
     """The checkpoint --resume continues from (None: a fresh run), once OUT and the flags are checked:
     a resumed run keeps its settings (longctx.train.resume_check). Writes nothing."""
     found = check_out(out, resume=resume, force=force)
@@ -53,27 +55,35 @@ def resume_point(out: Path, resume: bool, force: bool, steps: int, *, run_config
     return found
 
 
-def check_memory(stages, mconfig, device, *, flags: str,
-                 hint: str = "lower --batch-size (--grad-accum keeps the tokens per step)") -> None:
+def check_memory(
+    stages, mconfig, device, *, flags: str, hint: str = "lower --batch-size (--grad-accum keeps the tokens per step)"
+) -> None:
     """Refuse a micro-batch whose activations cannot fit before a batch is made (longctx.memory)."""
     from longctx.memory import check_fits, model_width, world_size
 
     hidden, layers = model_width(mconfig)
     for st in stages:
-        check_fits(st.batch_size * st.seq_len, hidden * layers, device, ranks=world_size(),
-                   what=f"{flags.format(batch=st.batch_size, seq_len=st.seq_len)} per micro-batch ({st.name})",
-                   hint=hint)
+        check_fits(
+            st.batch_size * st.seq_len,
+            hidden * layers,
+            device,
+            ranks=world_size(),
+            what=f"{flags.format(batch=st.batch_size, seq_len=st.seq_len)} per micro-batch ({st.name})",
+            hint=hint,
+        )
 
 
 def _out_of_memory(e: BaseException) -> bool:
     import torch
 
     return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e))
+    )
 
 
-def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, train_meta: dict, dtype,
-                     temperature=None) -> int:
+def train_and_export(
+    trainer: Trainer, run: RunDir, *, prog: str, tokenizer, train_meta: dict, dtype, temperature=None
+) -> int:
     """Train, then export the HF model. `temperature` (longctx.train.temperature.DropeTemperature):
     resolved (fitted) on every rank after training, folded into the exported weights only."""
     main, out = trainer.parallel.is_main, run.out
@@ -92,10 +102,16 @@ def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, tra
     except KeyboardInterrupt:
         if main:
             last = trainer.last_checkpoint or run.resume_from
-            where = (f"the last checkpoint is {last}" if last is not None
-                     else "no checkpoint was written yet (--resume starts it over)")
-            print(f"{prog}: interrupted after step {trainer.step}; {where}; rerun the same command with --resume "
-                  "to continue", file=sys.stderr)
+            where = (
+                f"the last checkpoint is {last}"
+                if last is not None
+                else "no checkpoint was written yet (--resume starts it over)"
+            )
+            print(
+                f"{prog}: interrupted after step {trainer.step}; {where}; rerun the same command with --resume "
+                "to continue",
+                file=sys.stderr,
+            )
         raise
     except Exception as e:
         nothing_kept = fresh and trainer.last_checkpoint is None
@@ -105,11 +121,16 @@ def train_and_export(trainer: Trainer, run: RunDir, *, prog: str, tokenizer, tra
             raise
         if main:
             stage = trainer.stages[trainer.stage_index(trainer.step)]
-            left = f"; {out} was removed" if nothing_kept and not out.exists() else (
-                "; nothing of the run was kept" if nothing_kept else "")
-            print(f"{prog}: error: out of memory in step {trainer.step + 1} ({stage.batch_size} x {stage.seq_len} "
-                  f"tokens per micro-batch): lower --batch-size (--grad-accum keeps the tokens per step){left}",
-                  file=sys.stderr)
+            left = (
+                f"; {out} was removed"
+                if nothing_kept and not out.exists()
+                else ("; nothing of the run was kept" if nothing_kept else "")
+            )
+            print(
+                f"{prog}: error: out of memory in step {trainer.step + 1} ({stage.batch_size} x {stage.seq_len} "
+                f"tokens per micro-batch): lower --batch-size (--grad-accum keeps the tokens per step){left}",
+                file=sys.stderr,
+            )
         return 1
     meta = {**train_meta, "steps": trainer.step, "tokens": trainer.tokens}
     best = trainer.load_best()  # checkpoint.export: best
@@ -147,12 +168,37 @@ def start_parallel(args: argparse.Namespace, stages, mconfig, device: torch.devi
     return dims, dims.device if dims.distributed else device
 
 
-def run_training(model, cfg, run: RunDir, stages, make_loader, *, prog: str, device, train_meta: dict, tokenizer,
-                 dims, probe, dtype, progress: bool, temperature=None) -> int:
+def run_training(
+    model,
+    cfg,
+    run: RunDir,
+    stages,
+    make_loader,
+    *,
+    prog: str,
+    device,
+    train_meta: dict,
+    tokenizer,
+    dims,
+    probe,
+    dtype,
+    progress: bool,
+    temperature=None,
+) -> int:
     """The Trainer over the stages (resumed from run.resume_from when set), then the HF export; the exit code."""
-    trainer = Trainer(model, cfg, run.out, stages, make_loader, device=device, meta=train_meta,
-                      write_extra=checkpoint_writer(model, tokenizer), show_progress=progress,
-                      parallel=dims, probe=probe)
+    trainer = Trainer(
+        model,
+        cfg,
+        run.out,
+        stages,
+        make_loader,
+        device=device,
+        meta=train_meta,
+        write_extra=checkpoint_writer(model, tokenizer),
+        show_progress=progress,
+        parallel=dims,
+        probe=probe,
+    )
     if run.resume_from is not None:
         try:
             trainer.resume(run.resume_from)
@@ -160,8 +206,12 @@ def run_training(model, cfg, run: RunDir, stages, make_loader, *, prog: str, dev
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UsageError(f"--resume: cannot load {run.resume_from} ({type(e).__name__}: {first})") from None
         if dims.is_main:
-            print(f"{prog}: resuming from {run.resume_from} (step {trainer.step} of {trainer.total_steps})", file=sys.stderr)
+            print(
+                f"{prog}: resuming from {run.resume_from} (step {trainer.step} of {trainer.total_steps})",
+                file=sys.stderr,
+            )
     if dims.is_main:
         write_run_config(run.out, cfg.to_dict())  # a resumed run records the changes it applied
-    return train_and_export(trainer, run, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype,
-                            temperature=temperature)
+    return train_and_export(
+        trainer, run, prog=prog, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype, temperature=temperature
+    )

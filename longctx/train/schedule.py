@@ -12,6 +12,7 @@ model from `step` to `step + 1` (steps count from 0):
       constant:  1
 so the first update after warmup runs at the peak and the last one at min_lr_ratio * peak.
 """
+
 from __future__ import annotations
 
 import math

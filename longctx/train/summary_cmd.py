@@ -8,6 +8,7 @@ probe score. This is how the training figures in docs/benchmarks.md are read off
 --plot-probe draws the learning curve of the in-training probe: one panel per probe task (at the
 longest probed length) plus the mean answer NLL, one line per run, against tokens seen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def probe_series(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
     for r in rows:
         for k in r:
             if k.startswith("probe/") and "@" in k and not k.startswith("probe/nll/"):
-                task, n = k[len("probe/"):].rsplit("@", 1)
+                task, n = k[len("probe/") :].rsplit("@", 1)
                 longest[task] = max(longest.get(task, 0), int(n))
     keys = [f"probe/{t}@{n}" for t, n in sorted(longest.items())] + ["probe/nll_mean"]
     return {k: [(r["tokens"], r[k]) for r in rows if k in r] for k in keys if any(k in r for r in rows)}
@@ -61,16 +62,16 @@ def plot_probe(runs: dict[str, list[dict]], path: str) -> None:
     fig = Figure(figsize=(4 * cols, 3 * nrows), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, cols, squeeze=False).flatten()
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, keys, strict=False):
         for i, (label, s) in enumerate(series.items()):
             if s.get(key):
-                x, y = zip(*s[key])
+                x, y = zip(*s[key], strict=False)
                 ax.plot([t / 1e6 for t in x], y, marker=".", color=f"C{i}", label=label)
-        ax.set_title(key[len("probe/"):], fontsize="small")
+        ax.set_title(key[len("probe/") :], fontsize="small")
         ax.set_xlabel("tokens (M)", fontsize="small")
         ax.set_ylabel("answer NLL" if key.endswith("nll_mean") else "accuracy %", fontsize="small")
         ax.grid(True, alpha=0.4)
-    for ax in axes[len(keys):]:
+    for ax in axes[len(keys) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize="x-small")
     fig.tight_layout()
@@ -88,17 +89,19 @@ def run(a) -> int:
     if a.skip < 0:
         raise UsageError(f"--skip {a.skip}: need 0 or more")
     table, dump, all_rows = [], {}, {}
-    for run_dir, label in zip(a.runs, labels(a.runs)):
+    for run_dir, label in zip(a.runs, labels(a.runs), strict=False):
         rows = read_metrics(run_dir)
         if not rows:
             raise UsageError(f"{run_dir}: no metrics.jsonl rows")
         all_rows[label] = rows
         dump[run_dir] = summarize(rows, a.skip)
         for s in dump[run_dir]:
-            table.append(f"| {label} | {s['stage']} | {s['steps']} | {s['seq_len']} | {s['tokens_per_step']} | "
-                         f"{s['tokens_per_s'] / 1e3:.1f}k | {fmt(s['mfu'] and 100 * s['mfu'], '.1f')} | "
-                         f"{fmt(s['peak_mem_gb'], '.1f')} | {s['loss_first']:.3f} -> {s['loss_last']:.3f} | "
-                         f"{fmt(s['probe_mean'], '.1f')} |")
+            table.append(
+                f"| {label} | {s['stage']} | {s['steps']} | {s['seq_len']} | {s['tokens_per_step']} | "
+                f"{s['tokens_per_s'] / 1e3:.1f}k | {fmt(s['mfu'] and 100 * s['mfu'], '.1f')} | "
+                f"{fmt(s['peak_mem_gb'], '.1f')} | {s['loss_first']:.3f} -> {s['loss_last']:.3f} | "
+                f"{fmt(s['probe_mean'], '.1f')} |"
+            )
     print("| run | stage | steps | seq len | tokens/step | tokens/s | MFU % | peak GiB | loss | probe |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(table))
@@ -110,4 +113,3 @@ def run(a) -> int:
         except ValueError as e:
             raise UsageError(f"--plot-probe: {e}") from None
     return 0
-

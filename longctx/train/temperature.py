@@ -12,6 +12,7 @@ longctx_train.json ("temperature"); the HF export carries beta folded into the w
 (longctx.model.temperature). Training checkpoints keep the unfolded weights, so a resumed run or
 `longctx export` folds from the same starting point.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,16 +91,30 @@ class DropeTemperature:
 
         c, tried = fit_c(nll_at)
         n = sum(int(b["input_ids"].shape[0]) for b in batches)
-        return self.record(model.config, c, fit={"sequences": n, "seq_len": self.target,
-                                                 "objective": "mean next-token NLL",
-                                                 "tried": sorted(tried, key=lambda r: r["c"])})
+        return self.record(
+            model.config,
+            c,
+            fit={
+                "sequences": n,
+                "seq_len": self.target,
+                "objective": "mean next-token NLL",
+                "tried": sorted(tried, key=lambda r: r["c"]),
+            },
+        )
 
     def record(self, config, c: float, fit: dict | None = None) -> dict:
         from longctx.model.temperature import temperature_layers
 
-        out = {"method": "drope", "setting": self.setting, "base_len": self.base_len, "target": self.target,
-               "s": self.target / self.base_len, "layers": temperature_layers(config), "c": c,
-               "beta": beta_of(c, self.base_len, self.target)}
+        out = {
+            "method": "drope",
+            "setting": self.setting,
+            "base_len": self.base_len,
+            "target": self.target,
+            "s": self.target / self.base_len,
+            "layers": temperature_layers(config),
+            "c": c,
+            "beta": beta_of(c, self.base_len, self.target),
+        }
         if fit is not None:
             out["fit"] = fit
         return out
@@ -119,12 +134,16 @@ class DropeTemperature:
     @staticmethod
     def describe(record: dict) -> str:
         layers = ", ".join(map(str, record["layers"])) or "none (no full-attention layer without RoPE)"
-        text = (f"DRoPE temperature c = {record['c']:.4g}, beta = 1 + c ln({record['target']}/{record['base_len']}) "
-                f"= {record['beta']:.4g}, folded into the q_norm weights of layers {layers}")
+        text = (
+            f"DRoPE temperature c = {record['c']:.4g}, beta = 1 + c ln({record['target']}/{record['base_len']}) "
+            f"= {record['beta']:.4g}, folded into the q_norm weights of layers {layers}"
+        )
         fit = record.get("fit")
         if fit:
             at0 = next((r["nll"] for r in fit["tried"] if r["c"] == 0.0), None)
             best = min(r["nll"] for r in fit["tried"])
-            text += (f" (auto: held-out NLL {best:.4f} vs {at0:.4f} at c = 0, {fit['sequences']} sequences of "
-                     f"{fit['seq_len']} tokens, {len(fit['tried'])} values of c tried)")
+            text += (
+                f" (auto: held-out NLL {best:.4f} vs {at0:.4f} at c = 0, {fit['sequences']} sequences of "
+                f"{fit['seq_len']} tokens, {len(fit['tried'])} values of c tried)"
+            )
         return text
