@@ -63,7 +63,7 @@ def files(root):
 
 
 def results_file(path):
-    from longctx.evaluate import results as R
+    from longctx import results as R
 
     r = R.new_results(
         model="m",
@@ -122,7 +122,7 @@ def test_read_only_out(run, tmp_path, capsys, monkeypatch):
 
 
 def test_os_errors_while_writing_are_one_line(run, tmp_path, capsys, monkeypatch):
-    from longctx.evaluate import results as R
+    from longctx import results as R
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "t.csv"))
@@ -206,7 +206,7 @@ def test_lm_eval_bad_task_and_missing_model_are_one_line(tmp_path, capsys, monke
 
 
 def test_outputs_honour_the_umask(run, tmp_path):
-    from longctx.evaluate import results as R
+    from longctx import results as R
 
     def mode(p):
         return stat.S_IMODE(p.stat().st_mode)

@@ -97,7 +97,7 @@ def test_foreign_journal_refused_before_loading(model_dir, tmp_path, capsys):
 
 def test_task_names():
     from longctx.evaluate.eval_cmd import parse_tasks
-    from longctx.evaluate.results import RULER_TASKS
+    from longctx.results import RULER_TASKS
 
     assert parse_tasks("all") == list(RULER_TASKS)
     assert parse_tasks("vt,niah_single_2,ruler_vt") == ["ruler_vt", "niah_single_2"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import eval_tasks
+from longctx import results as R
 from longctx.cli import main
-from longctx.evaluate import results as R
 from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
 
 LENGTH = 1024

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from longctx import results as R
 from longctx.errors import UsageError
-from longctx.evaluate import results as R
 from longctx.lengths import format_length, parse_lengths
 
 

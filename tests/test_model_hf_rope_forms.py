@@ -24,7 +24,7 @@ import torch
 from test_model_util import NO_ROPE, VOCAB, YARN, hf_reference, hybrid_config, max_diff, olmo3_config
 from transformers import AutoModelForCausalLM
 
-from longctx.evaluate import results as R
+from longctx import results as R
 from longctx.model import HybridLM
 
 TOL = 1e-4

@@ -5,8 +5,8 @@ import io
 
 import pytest
 
+from longctx import results as R
 from longctx.cli import main
-from longctx.evaluate import results as R
 
 T = R.RULER_TASKS
 YARN = {"rope_type": "yarn", "factor": 8.0, "rope_theta": 5e5, "original_max_position_embeddings": 8192}

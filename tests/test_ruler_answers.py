@@ -8,8 +8,8 @@ import json
 import pytest
 from test_evaluate_e2e import LENGTH, _private_sample_cache, tiny_model  # noqa: F401 (fixtures)
 
+from longctx import results as R
 from longctx.cli import main as cli_main
-from longctx.evaluate import results as R
 from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
 
 TASKS = ["niah_single_1", "niah_multikey_1", "ruler_vt"]

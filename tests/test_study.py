@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from longctx import study
+from longctx import results, study
 from longctx.cli import main as cli_main
-from longctx.evaluate import results
 from longctx.study import runner
 
 REPO = Path(__file__).resolve().parents[1]

@@ -72,7 +72,7 @@ class EmbeddedSource(DocSource):
         self.seed, self.doc_chars, self.mix, self.chat_fraction = seed, (lo, hi), mix, chat_fraction
         self.scale = dict(scale or {})
         self.fillers = fillers  # haystack kinds the needle tasks may hide their facts in
-        self.layout = layout if isinstance(layout, synthetic.Layout) else synthetic.Layout(**layout)
+        self.layout = layout
         self.name = "embedded"
 
     def _plan(self, i: int) -> tuple[random.Random, str, int]:

@@ -21,11 +21,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from longctx import results as R
 from longctx.errors import UsageError
-from longctx.evaluate import results as R
-from longctx.evaluate.lengths import format_length, parse_lengths
 from longctx.evaluate.resume import read_records
 from longctx.evaluate.runner import journal_path
+from longctx.lengths import format_length, parse_lengths
 
 
 def read_journal(path: Path) -> tuple[dict, dict[str, str]]:

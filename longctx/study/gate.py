@@ -11,7 +11,7 @@ from longctx.study.stage import Stage
 
 def gate_scores(study: dict, res_file: Path) -> list[tuple[str, float | None]]:
     """(task, score at the gate length) of the gate's tasks in a results file."""
-    from longctx.evaluate import results
+    from longctx import results
 
     gate = study["gate"]
     res = results.load(res_file)
@@ -49,7 +49,7 @@ def gate_summary(study: dict) -> str:
     gate = study.get("gate") or {}
     if not gate.get("models"):
         return ""
-    from longctx.evaluate.lengths import format_length
+    from longctx.lengths import format_length
 
     need, at = float(gate["min"]), format_length(int(gate["length"]))
     head = f"Retrieval gate: each of {', '.join(gate['tasks'])} >= {need:g} at {at}"

@@ -21,7 +21,7 @@ def train_done(run_dir: Path) -> bool:
 def eval_done(res: Path) -> bool:
     if not res.is_file():
         return False
-    from longctx.evaluate import results
+    from longctx import results
 
     try:
         results.load(res)

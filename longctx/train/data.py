@@ -31,11 +31,12 @@ def loader_factory(
     """stage -> a fresh loader at that stage's seq_len and batch size (same seed, same source);
     `prefetch` batches made ahead in a thread or a process (`prefetch_in`, longctx.data.prefetch)."""
     from longctx.data import build_loader
+    from longctx.data.synthetic import PROSE, Layout
 
     source = cfg.data.source or DEFAULT_SOURCE
     embedded = {}
-    layout = {k: getattr(cfg.data, k) for k in ("line_layout", "short_noise") if getattr(cfg.data, k)}
-    if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None or layout:
+    layout = Layout(lines=cfg.data.line_layout, short_noise=cfg.data.short_noise)
+    if cfg.data.mix is not None or cfg.data.doc_tokens is not None or cfg.data.fillers is not None or layout != PROSE:
         if source != "embedded":
             raise UsageError(
                 f"data.mix / data.doc_tokens / data.fillers / data.line_layout / data.short_noise "
@@ -47,10 +48,8 @@ def loader_factory(
             embedded["doc_tokens"] = tuple(cfg.data.doc_tokens)
         if cfg.data.fillers is not None:
             embedded["fillers"] = tuple(cfg.data.fillers)
-        if layout:
-            from longctx.data.synthetic import Layout
-
-            embedded["layout"] = Layout(lines=cfg.data.line_layout, short_noise=cfg.data.short_noise)
+        if layout != PROSE:
+            embedded["layout"] = layout
 
     def make(stage, *, ahead: bool = True):  # ahead=False: batches made inline (a one-batch check)
         return build_loader(
