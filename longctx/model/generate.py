@@ -36,7 +36,8 @@ MAX_PREFILL_TOKENS = 65536  # tokens packed into one prefill row (prompts longer
 # ---------------------------------------------------------------- model level
 
 
-def _check(model: HybridLM) -> None:
+def check_cacheable(model: HybridLM) -> None:
+    """Raise ValueError when `model` cannot decode with a cache: context parallel, or RoPE computed per length."""
     if model.context_parallel is not None:
         raise ValueError("greedy_generate runs on a model without context parallelism")
     for layer_type, spec in model._rope.items():
@@ -79,7 +80,7 @@ def prefill(
     capacity: the most positions any sequence will reach (prompt + generated tokens); it sizes the
     full-attention caches.
     """
-    _check(model)
+    check_cacheable(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("prefill needs at least one prompt and no empty prompt")
     capacity = max(capacity, max(len(p) for p in prompts))
@@ -152,7 +153,7 @@ class _GraphedStep:
     are the graph's output buffer, overwritten by the next call. A capture that fails (an op that
     syncs with the host) warns and leaves the steps eager. decode_step has nothing on the host
     that depends on the inputs: the RoPE tables come from the device cache that prefill filled,
-    and RoPE types computed on the host from the sequence length are refused by prefill (_check).
+    and RoPE types computed on the host from the sequence length are refused by prefill (check_cacheable).
     """
 
     WARMUP = 2

@@ -185,7 +185,7 @@ def _cache_ok(model) -> bool:
     from longctx.model import generate
 
     try:
-        generate._check(model)
+        generate.check_cacheable(model)
     except ValueError:
         return False
     return True
