@@ -25,6 +25,20 @@ def parse_lengths(text: str, flag: str = "--lengths") -> list[int]:
         sys.exit(2)
 
 
+def length_arg(text: str) -> int:
+    """argparse type for one length flag: '64k' -> 65536 through longctx.lengths; a bad value is argparse's
+    one-line usage error (exit 2)."""
+    import argparse
+
+    from longctx.errors import UsageError
+    from longctx.lengths import parse_length
+
+    try:
+        return parse_length(text, "")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
+
+
 def add_run_args(p) -> None:
     """--budget-s, --out, --seed: how long one device call may measure, where results go."""
     p.add_argument(

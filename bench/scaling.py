@@ -31,7 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-from longctx.distributed.launcher import die_with_parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import length_arg  # noqa: E402
+
+from longctx.distributed.launcher import die_with_parent  # noqa: E402
 from longctx.train.checkpoint import latest_checkpoint
 from longctx.train.metrics import read_metrics, summarize
 
@@ -229,11 +232,11 @@ def main(argv=None) -> int:
     src.add_argument("--base", help="base model directory (HF export) to extend")
     src.add_argument("--config", help="model config (configs/models name): a one-step pretrain makes the base")
     p.add_argument("--method", default="drope")
-    p.add_argument("--target", type=int, required=True, help="target context length")
+    p.add_argument("--target", type=length_arg, required=True, help="target context length (65536 or 64k)")
     p.add_argument("--layouts", required=True, help="DPxCP layouts, comma-separated; the first is the reference")
     p.add_argument("--steps", type=int, default=20, help="extend steps per layout")
     p.add_argument("--batch-size", type=int, default=1, help="global sequences per step (the same for every layout)")
-    p.add_argument("--base-seq-len", type=int, default=4096)
+    p.add_argument("--base-seq-len", type=length_arg, default=4096, help="base context length (4096 or 4k)")
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     p.add_argument("--no-grad-checkpointing", action="store_true")
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT") or "runs", "scaling"))
@@ -243,7 +246,7 @@ def main(argv=None) -> int:
     layouts = parse_layouts(args.layouts)
     bad = [f"{d}x{c}" for d, c in layouts if args.batch_size % d]
     if bad:
-        raise SystemExit(f"--batch-size {args.batch_size}: not divisible by the dp degree of {', '.join(bad)}")
+        p.error(f"--batch-size {args.batch_size}: not divisible by the dp degree of {', '.join(bad)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = ensure_base(args, out)

@@ -78,8 +78,8 @@ def test_a_stopped_layout_resumes_from_its_checkpoint(tmp_path, capsys):
     assert "--resume" in cmds[1] and "--force" not in cmds[1]
 
 
-def test_batch_not_divisible_by_dp_is_refused(tmp_path):
-    with pytest.raises(SystemExit, match="not divisible"):
+def test_batch_not_divisible_by_dp_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         scaling.main(
             [
                 "--base",
@@ -95,6 +95,8 @@ def test_batch_not_divisible_by_dp_is_refused(tmp_path):
                 "--dry-run",
             ]
         )
+    assert e.value.code == 2 and "--batch-size 2: not divisible by the dp degree of 4x2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing half-written
 
 
 def test_table_efficiency_and_loss_gap():
@@ -230,3 +232,15 @@ def test_a_killed_script_leaves_no_layout_running(tmp_path):
     proc.kill()  # SIGKILL: nothing can be passed on; the kernel's parent-death signal must do it
     proc.wait()
     assert f"got {int(signal.SIGTERM)}" in _wait_for(log, "got")
+
+
+def test_lengths_as_users_write_them_and_bad_flags_exit_2(tmp_path, capsys):
+    args = ["--base", "b", "--layouts", "1x1", "--out", str(tmp_path), "--dry-run"]
+    assert scaling.main([*args, "--target", "128k", "--base-seq-len", "4k"]) == 0
+    cmd = next(line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ "))
+    assert cmd[cmd.index("--target") + 1] == "131072"
+    for bad in ("64q", "0", "-5"):
+        with pytest.raises(SystemExit) as e:
+            scaling.main([*args, "--target", bad])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and f"error: argument --target: '{bad}': give a positive token count" in err
