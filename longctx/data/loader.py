@@ -16,6 +16,7 @@ document too, only less often.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections import deque
 
@@ -241,67 +242,29 @@ class Loader:
             yield batch, {"epoch": pieces[0][0], "doc": pieces[0][1], "offset": pieces[0][2]}
 
 
-def build_loader(
-    source,
-    tokenizer,
-    seq_len: int,
-    batch_size: int,
-    *,
-    seed: int = 0,
-    doc_mask: bool = True,
-    long_doc_fraction: float | None = None,
-    long_doc_weight: float = 1.0,
-    num_epochs: int | None = None,
-    shuffle: bool = True,
-    rank: int = 0,
-    world_size: int = 1,
-    add_bos: bool = False,
-    prefetch: int = 0,
-    prefetch_in: str = "thread",
-    text_field: str = "text",
-    split: str | None = None,
-    config: str | None = None,
-    streaming: bool | None = None,
-    txt_split: str = "file",
-    doc_tokens: tuple[int, int] | None = None,
-    doc_chars: tuple[int, int] | None = None,
-    **embedded_opts,
-) -> Loader:
+def build_loader(source, tokenizer, seq_len: int, batch_size: int, *, seed: int = 0, **opts) -> Loader:
     """Open `source` (see `open_source`) and return a resumable, endless (unless `num_epochs`) Loader.
 
-    `tokenizer`: a tokenizer object, a name/path for AutoTokenizer, or None/"default".
-    For the "embedded" source, documents default to seq_len/16 .. seq_len tokens (`doc_tokens`).
+    `tokenizer`: a tokenizer object, a name/path for AutoTokenizer, or None/"default". `opts` are
+    Loader's keywords (doc_mask, long_doc_fraction, long_doc_weight, num_epochs, shuffle, rank,
+    world_size, add_bos, prefetch, prefetch_in, read_ahead) and open_source's (text_field, split,
+    config, streaming, txt_split, doc_tokens, doc_chars, the embedded source's options); `seed` goes
+    to both. For the "embedded" source, documents default to seq_len/16 .. seq_len tokens (`doc_tokens`).
     """
     tokenizer = load_tokenizer(tokenizer)
-    if isinstance(source, str) and source == "embedded" and doc_tokens is None and doc_chars is None:
-        doc_tokens = (max(16, seq_len // 16), max(16, seq_len))
-    src = open_source(
-        source,
-        text_field=text_field,
-        split=split,
-        config=config,
-        streaming=streaming,
-        txt_split=txt_split,
-        seed=seed,
-        tokenizer=tokenizer,
-        doc_tokens=doc_tokens,
-        doc_chars=doc_chars,
-        **embedded_opts,
-    )
-    return Loader(
-        src,
-        tokenizer,
-        seq_len,
-        batch_size,
-        seed=seed,
-        doc_mask=doc_mask,
-        long_doc_fraction=long_doc_fraction,
-        long_doc_weight=long_doc_weight,
-        num_epochs=num_epochs,
-        shuffle=shuffle,
-        rank=rank,
-        world_size=world_size,
-        add_bos=add_bos,
-        prefetch=prefetch,
-        prefetch_in=prefetch_in,
-    )
+    loader_opts = {k: opts.pop(k) for k in list(opts) if k in _LOADER_OPTS}
+    sized = opts.get("doc_tokens") is not None or opts.get("doc_chars") is not None
+    if isinstance(source, str) and source == "embedded" and not sized:
+        opts["doc_tokens"] = (max(16, seq_len // 16), max(16, seq_len))
+    src = open_source(source, seed=seed, tokenizer=tokenizer, **opts)
+    return Loader(src, tokenizer, seq_len, batch_size, seed=seed, **loader_opts)
+
+
+_LOADER_OPTS = frozenset(inspect.signature(Loader.__init__).parameters) - {
+    "self",
+    "source",
+    "tokenizer",
+    "seq_len",
+    "batch_size",
+    "seed",
+}
