@@ -81,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         return _fail("longctx", f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_text = COMMANDS[name]
+    try:  # LONGCTX_* switches: a bad value stops here, before anything is written; the kernel cache
+        env.check()  # directories are set before the command's imports (torch, triton, tilelang) read them
+    except UsageError as e:
+        return _fail(f"longctx {name}", str(e))
     module = importlib.import_module(module_name)
     parser = _OneLineParser(prog=f"longctx {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)  # argparse itself exits 2 with one line on a bad flag
     try:
-        env.check()  # LONGCTX_* switches: a bad value stops here, before anything is written
         return int(module.run(args) or 0)
     except UsageError as e:
         return _fail(f"longctx {name}", str(e))

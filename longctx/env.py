@@ -53,6 +53,36 @@ def fused_elementwise() -> bool | None:
     return None if value in (None, "auto") else value in _ON
 
 
+# LONGCTX_KERNEL_CACHE=DIR: one directory for the compiled-kernel caches of every library the GPU path
+# compiles with, so that a job on a fresh machine (a scheduler's node, a new container) starts from the
+# kernels an earlier job built instead of compiling for minutes. Each is set only where unset.
+KERNEL_CACHES = {
+    "TRITON_CACHE_DIR": "triton",  # Triton's JIT binaries and fla's autotune results (FLA_CACHE_RESULTS)
+    "TORCHINDUCTOR_CACHE_DIR": "inductor",  # torch.compile / FlexAttention's compiled graphs
+    "TILELANG_CACHE_DIR": "tilelang",  # tilelang kernels (fla's GDN backward)
+}
+
+
+def kernel_cache() -> dict[str, str]:
+    """The cache variables LONGCTX_KERNEL_CACHE sets (the directory and its parts made), {} when unset;
+    a UsageError naming the value when the directory cannot be made."""
+    raw = os.environ.get("LONGCTX_KERNEL_CACHE", "").strip()
+    if not raw:
+        return {}
+    root = os.path.abspath(os.path.expanduser(raw))
+    paths = {var: os.environ.get(var) or os.path.join(root, sub) for var, sub in KERNEL_CACHES.items()}
+    try:
+        for path in paths.values():
+            os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(
+            f"LONGCTX_KERNEL_CACHE={raw!r}: cannot make the kernel cache directory ({e.strerror})"
+        ) from None
+    return paths
+
+
 def check() -> None:
+    """Every switch checked; LONGCTX_KERNEL_CACHE applied to this process and the ones it starts."""
     for name in SWITCHES:
         get(name)
+    os.environ.update(kernel_cache())

@@ -1,6 +1,10 @@
 """longctx.env: the LONGCTX_* switches are checked before any command runs: a bad value is one line,
 exit 2, nothing written; the accepted spellings reach the modules that read them."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from longctx import env
@@ -114,3 +118,44 @@ def test_model_switches_are_read_when_used(monkeypatch):
     assert fused.enabled() is False and fused.kernels(on_cuda) is None
     monkeypatch.setattr(fused, "ENABLED", True)
     assert fused.enabled() is True
+
+
+def test_kernel_cache_sets_every_compiler_cache_under_one_directory(monkeypatch, tmp_path):
+    root = tmp_path / "kernels"
+    for var in env.KERNEL_CACHES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))  # one the user set stays theirs
+    monkeypatch.setenv("LONGCTX_KERNEL_CACHE", str(root))
+    env.check()
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "mine")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(root / "inductor")
+    assert os.environ["TILELANG_CACHE_DIR"] == str(root / "tilelang")
+    assert (root / "inductor").is_dir() and (root / "tilelang").is_dir()
+
+
+def test_kernel_cache_receives_what_torch_compiles(monkeypatch, tmp_path):
+    """A process that applies the switch before importing torch keeps inductor's compiled code there."""
+    for var in env.KERNEL_CACHES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LONGCTX_KERNEL_CACHE", str(tmp_path / "k"))
+    code = (
+        "from longctx import env; env.check()\n"
+        "import torch\n"
+        "f = torch.compile(lambda x: (x.sin() * 2).sum())\n"
+        "print(float(f(torch.ones(8))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert abs(float(done.stdout.split()[-1]) - 16 * 0.8414709848) < 1e-4
+    assert any(p.is_file() for p in (tmp_path / "k" / "inductor").rglob("*"))
+
+
+def test_a_kernel_cache_that_cannot_be_made_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("LONGCTX_KERNEL_CACHE", str(blocker / "cache"))
+    out = tmp_path / "run"
+    assert main([*RUN, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LONGCTX_KERNEL_CACHE=" in err[0] and "cannot make" in err[0]
+    assert not out.exists()

@@ -2,27 +2,33 @@
 # Start one long job on the GPU machine, detached, and return at once (the call that starts it must be
 # followed by poll calls back to back: the machine is handed back 30 s after a call ends, with all on it).
 #
-#   call 1, carry [".whl_tl"]:          python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_tl/*.whl
-#   call 2, carry [".whl", ".tcache"]:  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-#                                         && bash scripts/gpu/start-lane.sh "python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ..." \
-#                                         && bash scripts/gpu/poll.sh 520
-#   call 3.., no carry:                 bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
+#   call 1, carry [".whl_tl"]:   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_tl/*.whl
+#   call 2, carry [".whl"]:      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+#   call 3, carry [".tcache"]:   export PYTHONPATH=/tmp/site:$PWD \
+#                                  && bash scripts/gpu/start-lane.sh "python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ..." \
+#                                  && bash scripts/gpu/poll.sh 520
+#   call 4.., no carry:          bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
+# (64 MiB travel per call: the wheels, the ~11 MiB working tree and a kernel cache do not fit one call.)
 #
 # The repository is copied to /tmp/repo and the job runs there (so later calls' working trees do not
-# disturb it), writing under /tmp/w (logs in /tmp/w/logs). Triton's autotune results of earlier runs,
-# .tcache/tcache.tgz (git-ignored; poll.sh brings back a fresh one as tcache.tgz: copy it there), are
-# restored into TRITON_CACHE_DIR: fla autotunes with cache_results=True, so the first training step
-# then comes in about a minute instead of several (68 s against ~345 s for the study-20m hybrid).
+# disturb it), writing under /tmp/w (logs in /tmp/w/logs). Kernel caches: LONGCTX_KERNEL_CACHE=/tmp/kcache
+# (Triton, inductor and tilelang under one directory, longctx/env.py). poll.sh brings back
+# $OUT/kcache.tgz: the whole cache when it packs under 15 MiB (files back from $OUT: 16 MiB each), else fla's autotune results alone; copy
+# it to .tcache/kcache.tgz (git-ignored) and carry ".tcache": it is restored here before the job starts.
+# (Autotune results alone brought the study-20m hybrid's first step to 68 s from ~345 s; the extensions
+# that ran after pretraining on the same machine, with every cache warm, took 10-13 s for their first step.)
 set -u
 [ $# -ge 1 ] || { echo "usage: start-lane.sh 'COMMAND'" >&2; exit 2; }
 src=$PWD
-rm -rf /tmp/repo /tmp/w && mkdir -p /tmp/repo /tmp/w/logs /tmp/tcache/triton
+rm -rf /tmp/repo /tmp/w && mkdir -p /tmp/repo /tmp/w/logs /tmp/kcache/triton
 tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.git -cf - . | tar -C /tmp/repo -xf -
 cd /tmp/repo
-export PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export TRITON_CACHE_DIR=/tmp/tcache/triton OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-[ -f "$src/.tcache/tcache.tgz" ] && tar -C /tmp/tcache -xzf "$src/.tcache/tcache.tgz" \
-  && echo "tcache: $(find /tmp/tcache -type f | wc -l) files restored"
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+for f in "$src/.tcache/kcache.tgz" "$src/.tcache/tcache.tgz"; do  # tcache.tgz: autotune results only (older runs)
+  if [ -f "$f" ]; then tar -C /tmp/kcache -xzf "$f" && echo "kernel cache: $(find /tmp/kcache -type f | wc -l) files from $(basename "$f")"; break; fi
+done
 { nvidia-smi --query-gpu=name,memory.total --format=csv
   python3 -c "import torch, transformers, fla; print(torch.__version__, transformers.__version__, fla.__version__)"; } \
   > /tmp/w/logs/gpu.txt 2>&1
