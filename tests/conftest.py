@@ -1,7 +1,13 @@
 import os
 
-import pytest
-import torch
+from longctx import env
+
+# LONGCTX_KERNEL_CACHE=DIR keeps the GPU tests' compiled kernels between runs, as it does for the CLI's
+# commands (set before torch and the kernel libraries are imported).
+os.environ.update(env.kernel_cache())
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Tests never touch a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
