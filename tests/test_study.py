@@ -44,9 +44,11 @@ def test_shipped_studies_resolve_to_valid_run_configs(path):
     for arch, spec in s["models"].items():
         validate(from_dict(study.pretrain_config(s, arch)))
         load_config(spec["model"], **spec.get("override", {}))
-    for method in s["extend"]["methods"]:
-        cfg = from_dict(study.extend_config(s, method))
+    variants = s["extend"].get("variants") or {}
+    for name in s["extend"]["methods"]:
+        cfg = from_dict(study.extend_config(s, name))
         validate(cfg)
+        method = variants[name]["method"] if name in variants else name
         assert cfg.extend.method == method and cfg.extend.target == s["extend"]["target"]
 
 
@@ -487,6 +489,58 @@ def test_extra_extension_budgets(tmp_path):
         path.write_text(yaml.safe_dump({**base, "extend": {**base["extend"], "budgets": [bad]}}))
         with pytest.raises(study.StudyError, match=word):
             study.load_study(str(path))
+
+
+VARIANT = {"drope-temp": {"method": "drope", "set": {"extend.rope.temperature": "auto"}}}
+
+
+def test_method_variants_run_beside_their_method(tmp_path, capsys):
+    """extend.variants: a named method + --set keys, usable wherever a method name is (methods, budgets);
+    its run config is its method's with the keys set, and its rows carry its name."""
+    path = tmp_path / "study.yaml"
+    ext = {"methods": ["yarn", "drope", "drope-temp"], "variants": VARIANT}
+    ext["budgets"] = [{"steps": 6, "models": ["hybrid"], "methods": ["drope-temp"]}]
+    path.write_text(yaml.safe_dump({"base": str(TINY), "extend": ext}))
+    s = study.load_study(str(path))
+    s["out"] = str(tmp_path / "out")
+    stages = {x.name: x for x in study.plan(s)}
+    assert {"extend-hybrid-drope-temp", "eval-hybrid-drope-temp", "extend-transformer-drope-temp"} <= set(stages)
+    assert "extend-hybrid-drope-temp-6steps" in stages and "extend-transformer-drope-temp-6steps" not in stages
+    ext_stage = stages["extend-hybrid-drope-temp"]
+    assert ext_stage.cmd[ext_stage.cmd.index("--config") + 1].endswith("extend-drope-temp.yaml")
+    assert ext_stage.cmd[ext_stage.cmd.index("--out") + 1] == str(tmp_path / "out" / "hybrid" / "drope-temp")
+    assert "hybrid drope-temp" in stages["eval-hybrid-drope-temp"].cmd
+    study.write_configs(s, list(stages.values()))
+    cfgs = tmp_path / "out" / "configs"
+    temp = yaml.safe_load((cfgs / "extend-drope-temp.yaml").read_text())
+    plain = yaml.safe_load((cfgs / "extend-drope.yaml").read_text())
+    assert temp["extend"]["method"] == "drope" and temp["extend"]["rope"] == {
+        **plain["extend"]["rope"],
+        "temperature": "auto",
+    }
+    assert "temperature" not in plain["extend"]["rope"]
+    assert {k: v for k, v in temp.items() if k != "extend"} == {k: v for k, v in plain.items() if k != "extend"}
+    assert study_main([str(path), "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+    assert "# extend-hybrid-drope-temp-6steps: new" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "variants, methods, words",
+    [
+        ({"yarn": {"method": "drope"}}, ["yarn"], ["extend.variants.yarn", "a name of its own"]),
+        ({"d2": {"method": "alibi"}}, ["d2"], ["extend.variants.d2.method", "'alibi'"]),
+        ({"d2": {"method": "drope", "sett": {}}}, ["d2"], ["extend.variants.d2", "set:"]),
+        (VARIANT, ["drope-tmp"], ["extend.methods", "drope-tmp", "drope-temp"]),
+        ({"d2": {"method": "drope", "set": {"extend.rope.temperature": -1}}}, ["d2"], ["d2", "temperature=-1"]),
+        ({"d2": {"method": "drope", "set": {"extend.rope.temprature": 1}}}, ["d2"], ["d2", "'temprature'"]),
+        ({"d2": {"method": "drope", "set": {"stepz": 3}}}, ["d2"], ["d2", "stepz"]),
+    ],
+)
+def test_bad_variants_are_one_line_exit_2(tmp_path, capsys, variants, methods, words):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": str(TINY), "extend": {"methods": methods, "variants": variants}}))
+    line = _one_line_exit_2([str(path), "--out", str(tmp_path / "out")], capsys, tmp_path)
+    assert all(w in line for w in words), line
 
 
 def test_pretraining_seeds_replicate_every_stage(tmp_path):

@@ -44,13 +44,30 @@ def pretrain_config(study: dict, arch: str, seed: int | None = None) -> dict:
     return cfg
 
 
-def extend_config(study: dict, method: str) -> dict:
+def nested(dotted: dict) -> dict:
+    """{"extend.rope.temperature": "auto"} -> {"extend": {"rope": {"temperature": "auto"}}}."""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def extend_config(study: dict, name: str) -> dict:
+    """The run config of one of extend.methods: a method's config file with extend.overrides, or for a
+    variant (extend.variants) its method's, with the variant's `set` on top."""
     ext = study["extend"]
+    variant = (ext.get("variants") or {}).get(name) or {"method": name}
+    method = variant["method"]
     template = ext.get("config", "configs/extend/{method}-64k.yaml").format(method=method)
     p = shipped_config(template) or Path(template)  # from the current directory, else the shipped configs/
     if not p.is_file():
-        raise StudyError(f"extend.config {template!r} for {method}: no such file")
+        raise StudyError(f"extend.config {template!r} for {name}: no such file")
     cfg = merge(yaml.safe_load(p.read_text()) or {}, ext.get("overrides") or {})
+    cfg = merge(cfg, nested(variant.get("set") or {}))
     cfg.setdefault("extend", {})
     cfg["extend"].update({"method": method, "target": int(ext["target"])})
     if study.get("device"):
@@ -68,11 +85,18 @@ def check_run_configs(study: dict, path: str) -> None:
             validate(from_dict(pretrain_config(study, model, seed)))
         except UsageError as e:
             raise StudyError(f"{path}: pretrain (for {model}): {e}") from None
-    for method in study["extend"]["methods"]:
+    import rope_methods
+
+    for name in study["extend"]["methods"]:
         try:
-            validate(from_dict(extend_config(study, method)))
-        except UsageError as e:
-            raise StudyError(f"{path}: extend (method {method}, with extend.overrides): {e}") from None
+            cfg = from_dict(extend_config(study, name))
+            validate(cfg)
+            rope_methods.get(cfg.extend.method).options(**cfg.extend.rope)
+        except (UsageError, ValueError) as e:
+            what = "extend.overrides" + (
+                f" and extend.variants.{name}.set" if name in (study["extend"].get("variants") or {}) else ""
+            )
+            raise StudyError(f"{path}: extend ({name}, with {what}): {e}") from None
 
 
 def write_configs(study: dict, stages: list[Stage]) -> None:

@@ -42,20 +42,47 @@ class ModelSpec:
 @dataclass
 class ExtendSection:
     target: int | None = None  # the context length every method extends to
-    methods: list[str] = field(default_factory=list)  # rope_methods names
+    methods: list[str] = field(default_factory=list)  # rope_methods names and names of variants
     config: str = "configs/extend/{method}-64k.yaml"  # each method's run config ({method} filled in)
     overrides: dict | None = None  # run-config keys set alike for every method
+    variants: dict | None = None  # name -> {method: <rope method>, set: {dotted.key: value}}
     budgets: list[Any] | None = None  # extra runs with other step counts (study.load.budget_entry)
     seeds: list[Any] | None = None  # extra runs with other seeds (study.load.seed_entry)
 
     def check(self, at: str) -> None:
         import rope_methods
 
-        bad = [m for m in self.methods if m not in rope_methods.METHODS]
+        variants = self.variants or {}
+        _need(
+            isinstance(variants, dict), f"{at}.variants", "give a mapping name -> {method: ..., set: {...}}", variants
+        )
+        for name, v in variants.items():
+            where = f"{at}.variants.{name}"
+            _need(name not in rope_methods.METHODS, where, "a variant needs a name of its own, not a method's", name)
+            _need(
+                isinstance(v, dict) and set(v) <= {"method", "set"},
+                where,
+                "give {method: <one of " + ", ".join(rope_methods.METHODS) + ">, set: {dotted.key: value}}",
+                v,
+            )
+            _need(
+                v.get("method") in rope_methods.METHODS,
+                f"{where}.method",
+                f"give one of {', '.join(rope_methods.METHODS)}",
+                v.get("method"),
+            )
+            _need(
+                isinstance(v.get("set") or {}, dict) and all(isinstance(k, str) for k in v.get("set") or {}),
+                f"{where}.set",
+                "give run-config keys as in --set, e.g. {extend.rope.temperature: auto}",
+                v.get("set"),
+            )
+        known = list(rope_methods.METHODS) + list(variants)
+        bad = [m for m in self.methods if m not in known]
         _need(
             bool(self.methods) and not bad,
             f"{at}.methods",
-            f"give some of {', '.join(rope_methods.METHODS)}",
+            f"give some of {', '.join(known)}" + ("" if variants else " (or a name from extend.variants)"),
             bad or self.methods,
         )
         _need(self.target is not None, f"{at}.target", "missing (e.g. 65536)", self.target)
