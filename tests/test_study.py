@@ -44,12 +44,10 @@ def test_shipped_studies_resolve_to_valid_run_configs(path):
     for arch, spec in s["models"].items():
         validate(from_dict(study.pretrain_config(s, arch)))
         load_config(spec["model"], **spec.get("override", {}))
-    variants = s["extend"].get("variants") or {}
     for name in s["extend"]["methods"]:
         cfg = from_dict(study.extend_config(s, name))
         validate(cfg)
-        method = variants[name]["method"] if name in variants else name
-        assert cfg.extend.method == method and cfg.extend.target == s["extend"]["target"]
+        assert cfg.extend.method == study.variant(s, name)[0] and cfg.extend.target == s["extend"]["target"]
 
 
 def test_plan_order_and_commands(tmp_path):
@@ -491,56 +489,90 @@ def test_extra_extension_budgets(tmp_path):
             study.load_study(str(path))
 
 
-VARIANT = {"drope-temp": {"method": "drope", "set": {"extend.rope.temperature": "auto"}}}
+DROPE_TEMP = {"drope-temp": {"method": "drope", "set": {"extend.rope.temperature": "auto"}}}
 
 
-def test_method_variants_run_beside_their_method(tmp_path, capsys):
-    """extend.variants: a named method + --set keys, usable wherever a method name is (methods, budgets);
-    its run config is its method's with the keys set, and its rows carry its name."""
+def _variant_study(tmp_path) -> Path:
     path = tmp_path / "study.yaml"
-    ext = {"methods": ["yarn", "drope", "drope-temp"], "variants": VARIANT}
-    ext["budgets"] = [{"steps": 6, "models": ["hybrid"], "methods": ["drope-temp"]}]
-    path.write_text(yaml.safe_dump({"base": str(TINY), "extend": ext}))
-    s = study.load_study(str(path))
-    s["out"] = str(tmp_path / "out")
+    extend = {
+        "methods": ["yarn", "drope", "drope-temp"],
+        "variants": DROPE_TEMP,
+        "budgets": [{"steps": 6, "methods": ["drope-temp"]}],
+    }
+    path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
+    return path
+
+
+def test_extension_variants(tmp_path):
+    """extend.variants: a method under another name with run-config keys set (dotted, as `--set`), named
+    wherever a method is: its own stages, run directories, config file and row label; its config is the
+    method's with those keys set."""
+    from longctx.config import from_dict, validate
+
+    s = study.load_study(str(_variant_study(tmp_path)))
+    out = tmp_path / "out"
+    s["out"] = str(out)
+    assert study.variant(s, "drope-temp") == ("drope", {"extend.rope.temperature": "auto"})
+    assert study.variant(s, "yarn") == ("yarn", {})
     stages = {x.name: x for x in study.plan(s)}
-    assert {"extend-hybrid-drope-temp", "eval-hybrid-drope-temp", "extend-transformer-drope-temp"} <= set(stages)
-    assert "extend-hybrid-drope-temp-6steps" in stages and "extend-transformer-drope-temp-6steps" not in stages
-    ext_stage = stages["extend-hybrid-drope-temp"]
-    assert ext_stage.cmd[ext_stage.cmd.index("--config") + 1].endswith("extend-drope-temp.yaml")
-    assert ext_stage.cmd[ext_stage.cmd.index("--out") + 1] == str(tmp_path / "out" / "hybrid" / "drope-temp")
-    assert "hybrid drope-temp" in stages["eval-hybrid-drope-temp"].cmd
+    assert [n for n in stages if n.startswith("extend-")] == [
+        "extend-hybrid-yarn",
+        "extend-hybrid-drope",
+        "extend-hybrid-drope-temp",
+        "extend-hybrid-drope-temp-6steps",
+    ]
+    ext, ev = stages["extend-hybrid-drope-temp"], stages["eval-hybrid-drope-temp"]
+    assert ext.cmd[ext.cmd.index("--config") + 1] == str(out / "configs" / "extend-drope-temp.yaml")
+    assert ext.out == out / "hybrid" / "drope-temp" and ev.needs == ["extend-hybrid-drope-temp"]
+    assert ev.cmd[ev.cmd.index("--label") + 1] == "hybrid drope-temp"
+    more = stages["extend-hybrid-drope-temp-6steps"]
+    assert more.cmd[more.cmd.index("--config") + 1] == str(out / "configs" / "extend-drope-temp.yaml")
+    assert more.cmd[more.cmd.index("--steps") + 1] == "6" and more.out == out / "hybrid" / "drope-temp-6steps"
+    assert "hybrid drope-temp (6 steps)" in stages["eval-hybrid-drope-temp-6steps"].cmd
+    assert len(stages["compare"].inputs) == 5
+
     study.write_configs(s, list(stages.values()))
-    cfgs = tmp_path / "out" / "configs"
-    temp = yaml.safe_load((cfgs / "extend-drope-temp.yaml").read_text())
-    plain = yaml.safe_load((cfgs / "extend-drope.yaml").read_text())
+    d = out / "configs"
+    assert sorted(p.name for p in d.glob("extend-*")) == [
+        "extend-drope-temp.yaml",
+        "extend-drope.yaml",
+        "extend-yarn.yaml",
+    ]
+    temp = yaml.safe_load((d / "extend-drope-temp.yaml").read_text())
+    plain = yaml.safe_load((d / "extend-drope.yaml").read_text())
     assert temp["extend"]["method"] == "drope" and temp["extend"]["rope"] == {
         **plain["extend"]["rope"],
         "temperature": "auto",
     }
     assert "temperature" not in plain["extend"]["rope"]
     assert {k: v for k, v in temp.items() if k != "extend"} == {k: v for k, v in plain.items() if k != "extend"}
-    assert study_main([str(path), "--dry-run", "--out", str(tmp_path / "dry")]) == 0
-    assert "# extend-hybrid-drope-temp-6steps: new" in capsys.readouterr().out
+    a, b = from_dict(temp), from_dict(plain)
+    validate(a)
+    assert a.extend.rope.pop("temperature") == "auto" and a == b  # nothing else differs
 
 
-@pytest.mark.parametrize(
-    "variants, methods, words",
-    [
-        ({"yarn": {"method": "drope"}}, ["yarn"], ["extend.variants.yarn", "a name of its own"]),
-        ({"d2": {"method": "alibi"}}, ["d2"], ["extend.variants.d2.method", "'alibi'"]),
-        ({"d2": {"method": "drope", "sett": {}}}, ["d2"], ["extend.variants.d2", "set:"]),
-        (VARIANT, ["drope-tmp"], ["extend.methods", "drope-tmp", "drope-temp"]),
-        ({"d2": {"method": "drope", "set": {"extend.rope.temperature": -1}}}, ["d2"], ["d2", "temperature=-1"]),
-        ({"d2": {"method": "drope", "set": {"extend.rope.temprature": 1}}}, ["d2"], ["d2", "'temprature'"]),
-        ({"d2": {"method": "drope", "set": {"stepz": 3}}}, ["d2"], ["d2", "stepz"]),
-    ],
-)
-def test_bad_variants_are_one_line_exit_2(tmp_path, capsys, variants, methods, words):
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({"base": str(TINY), "extend": {"methods": methods, "variants": variants}}))
-    line = _one_line_exit_2([str(path), "--out", str(tmp_path / "out")], capsys, tmp_path)
-    assert all(w in line for w in words), line
+def test_variant_dry_run(tmp_path, capsys):
+    path = _variant_study(tmp_path)
+    out = tmp_path / "out"
+    assert study_main([str(path), "--out", str(out), "--dry-run", "--only", "extend-*-drope-temp*"]) == 0
+    text = capsys.readouterr().out
+    assert "# extend-hybrid-drope-temp: new" in text and "# extend-hybrid-drope-temp-6steps: new" in text
+    assert str(out / "configs" / "extend-drope-temp.yaml") in text and "--steps 6" in text
+    assert not out.exists()
+
+
+def test_the_budget_study(tmp_path):
+    """study-20m-budget: the hybrid on the layout data, YaRN, DRoPE and DRoPE with the fitted temperature
+    at 60, 180 and 360 extension steps."""
+    s = study.load_study(str(REPO / "configs" / "experiments" / "study-20m-budget.yaml"))
+    assert list(s["models"]) == ["hybrid"] and s["extend"]["seeds"] == []
+    assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
+    assert s["extend"]["methods"] == ["yarn", "drope", "drope-temp"] and s["extend"]["overrides"]["steps"] == 60
+    assert study.extend_config(s, "drope-temp")["extend"]["rope"]["temperature"] == "auto"
+    runs = [x.name for x in study.plan(s) if x.kind == "extend"]
+    assert runs == [f"extend-hybrid-{m}" for m in ("yarn", "drope", "drope-temp")] + [
+        f"extend-hybrid-{m}-{n}steps" for n in (180, 360) for m in ("yarn", "drope", "drope-temp")
+    ]
 
 
 def test_pretraining_seeds_replicate_every_stage(tmp_path):
@@ -621,6 +653,44 @@ def _one_line_exit_2(argv, capsys, tmp_path) -> str:
         ({"gate": {"models": ["rwkv"]}}, ["gate.models", "rwkv"]),
         ({"pretrain": {"batch_size": 0}}, ["pretrain", "batch_size", "0"]),
         ({"extend": {"overrides": {"stepz": 3}}}, ["extend", "stepz"]),
+        (
+            {"extend": {"methods": ["yarn", "drope-tmp"], "variants": DROPE_TEMP}},
+            ["extend.methods", "drope-tmp", "yarn, drope, pi, ntk, none", "drope-temp"],
+        ),
+        ({"extend": {"variants": {"drope": {"method": "drope"}}}}, ["extend.variants", "'drope'", "method"]),
+        ({"extend": {"variants": {"v": {"method": "alibi"}}}}, ["extend.variants.v.method", "alibi"]),
+        ({"extend": {"variants": {"v": {"method": "drope", "sett": {}}}}}, ["extend.variants.v.sett", "valid keys"]),
+        ({"extend": {"variants": {"v": {"method": "drope", "set": "steps=3"}}}}, ["extend.variants.v.set", "steps=3"]),
+        (
+            {"extend": {"variants": {"v": {"method": "pi", "set": {"extend.method": "yarn"}}}}},
+            ["extend.variants.v.set", "extend.method"],
+        ),
+        (
+            {"extend": {"methods": ["v"], "variants": {"v": {"method": "drope", "set": {"optimizer.lrr": 1}}}}},
+            ["v", "optimizer.lrr", "optimizer.lr"],
+        ),
+        (
+            {"extend": {"methods": ["v"], "variants": {"v": {"method": "drope", "set": {"steps": 0}}}}},
+            ["v", "steps", "0"],
+        ),
+        (
+            {
+                "extend": {
+                    "methods": ["v"],
+                    "variants": {"v": {"method": "drope", "set": {"extend.rope.temprature": 1}}},
+                }
+            },
+            ["v", "temprature", "accepted: layers, temperature"],
+        ),
+        (
+            {
+                "extend": {
+                    "methods": ["v"],
+                    "variants": {"v": {"method": "drope", "set": {"extend.rope.temperature": "hot"}}},
+                }
+            },
+            ["v", "temperature='hot'"],
+        ),
     ],
 )
 def test_schema_errors_are_one_line_exit_2(tmp_path, capsys, over, words):

@@ -2,7 +2,7 @@
 
 stage.py        Stage, the stage kinds, StudyError / OutOfTime
 schema.py       the study YAML's sections as dataclasses, each checking its fields
-load.py         reading a study file (`base:` overlays), its checks, pretraining units, extra runs
+load.py         reading a study file (`base:` overlays), its checks, pretraining units, variants, extra runs
 run_configs.py  the pretraining and extension run configs the stages train with
 plan.py         the stages, in study order, and the --only selection
 state.py        done / resume / new, from what a stage left on disk
@@ -22,6 +22,7 @@ from longctx.study.load import (
     read_study,
     seed_entry,
     units,
+    variant,
 )
 from longctx.study.plan import plan, select
 from longctx.study.run_configs import extend_config, load_study, model_fields, pretrain_config, write_configs
@@ -61,5 +62,6 @@ __all__ = [
     "status",
     "train_done",
     "units",
+    "variant",
     "write_configs",
 ]

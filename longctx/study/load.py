@@ -1,5 +1,6 @@
 """The study file: its `base:` overlays, its checks (study.schema plus the cross-field ones), and
-what it expands to: the pretraining units (model x pretraining seed) and the extra extension runs."""
+what it expands to: the pretraining units (model x pretraining seed), the method of each name in
+extend.methods (a method, or a variant of one) and the extra extension runs."""
 
 from __future__ import annotations
 
@@ -103,6 +104,13 @@ def units(study: dict) -> list[tuple[str, str, int]]:
     tables stay the model's, so the seeds of one (model, method) form one row with their spread."""
     seeds = pretrain_seeds(study.get("name", "study"), study["pretrain"])
     return [(arch if len(seeds) == 1 else f"{arch}-s{seed}", arch, seed) for arch in study["models"] for seed in seeds]
+
+
+def variant(study: dict, name: str) -> tuple[str, dict]:
+    """(rope method, run-config keys it sets) of a name in extend.methods: a method itself sets none;
+    an extend.variants entry {method: drope, set: {extend.rope.temperature: auto}} its `set`."""
+    v = (study["extend"].get("variants") or {}).get(name)
+    return (name, {}) if v is None else (v["method"], dict(v.get("set") or {}))
 
 
 def budget_entry(path, s: dict, b) -> dict:

@@ -1,5 +1,6 @@
 """The longctx run configs a study's stages train with: one pretraining config per unit, one
-extension config per method, written to <out>/configs/ and passed as `--config`."""
+extension config per name in extend.methods (a method or a variant), written to <out>/configs/ and
+passed as `--config`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import yaml
 
 from longctx.errors import UsageError
 from longctx.shipped import configs_dir, shipped_config
-from longctx.study.load import merge, parse_study, units
+from longctx.study.load import merge, parse_study, units, variant
 from longctx.study.stage import Stage, StudyError
 
 
@@ -44,30 +45,18 @@ def pretrain_config(study: dict, arch: str, seed: int | None = None) -> dict:
     return cfg
 
 
-def nested(dotted: dict) -> dict:
-    """{"extend.rope.temperature": "auto"} -> {"extend": {"rope": {"temperature": "auto"}}}."""
-    out: dict = {}
-    for key, value in dotted.items():
-        *parents, last = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
-
-
 def extend_config(study: dict, name: str) -> dict:
-    """The run config of one of extend.methods: a method's config file with extend.overrides, or for a
-    variant (extend.variants) its method's, with the variant's `set` on top."""
+    """The extension run config of a name in extend.methods: its method's config file (extend.config),
+    then extend.overrides, then a variant's `set` (study.load.variant); extend.method is the method."""
     ext = study["extend"]
-    variant = (ext.get("variants") or {}).get(name) or {"method": name}
-    method = variant["method"]
+    method, keys = variant(study, name)
     template = ext.get("config", "configs/extend/{method}-64k.yaml").format(method=method)
     p = shipped_config(template) or Path(template)  # from the current directory, else the shipped configs/
     if not p.is_file():
-        raise StudyError(f"extend.config {template!r} for {name}: no such file")
+        raise StudyError(f"extend.config {template!r} for {method}: no such file")
     cfg = merge(yaml.safe_load(p.read_text()) or {}, ext.get("overrides") or {})
-    cfg = merge(cfg, nested(variant.get("set") or {}))
+    if keys:
+        cfg = set_keys(cfg, keys)
     cfg.setdefault("extend", {})
     cfg["extend"].update({"method": method, "target": int(ext["target"])})
     if study.get("device"):
@@ -75,9 +64,21 @@ def extend_config(study: dict, name: str) -> dict:
     return cfg
 
 
+def set_keys(cfg: dict, keys: dict) -> dict:
+    """cfg with dotted run-config keys set as `longctx extend --set` sets them
+    (longctx.config.apply_overrides); the top-level sections they change are written out in full."""
+    from longctx.config import apply_overrides, from_dict
+
+    before = from_dict(cfg).to_dict()
+    after = apply_overrides(from_dict(cfg), keys).to_dict()
+    return {**cfg, **{k: v for k, v in after.items() if v != before[k]}}
+
+
 def check_run_configs(study: dict, path: str) -> None:
-    """Every stage's run config as longctx.config reads it: a bad pretrain or extend.overrides key or
-    value fails here, before anything runs, instead of in the stage that uses it."""
+    """Every stage's run config as longctx.config reads it: a bad pretrain, extend.overrides or variant
+    key or value (extend.rope options too, as the method reads them) fails here, before anything runs,
+    instead of in the stage that uses it."""
+    import rope_methods
     from longctx.config import from_dict, validate
 
     for _unit, model, seed in units(study):
@@ -85,18 +86,22 @@ def check_run_configs(study: dict, path: str) -> None:
             validate(from_dict(pretrain_config(study, model, seed)))
         except UsageError as e:
             raise StudyError(f"{path}: pretrain (for {model}): {e}") from None
-    import rope_methods
-
     for name in study["extend"]["methods"]:
+        method = variant(study, name)[0]
+        where = (
+            f"method {method}, with extend.overrides"
+            if name == method
+            else f"variant {name}: method {method}, with extend.overrides and extend.variants.{name}.set"
+        )
         try:
             cfg = from_dict(extend_config(study, name))
             validate(cfg)
-            rope_methods.get(cfg.extend.method).options(**cfg.extend.rope)
-        except (UsageError, ValueError) as e:
-            what = "extend.overrides" + (
-                f" and extend.variants.{name}.set" if name in (study["extend"].get("variants") or {}) else ""
-            )
-            raise StudyError(f"{path}: extend ({name}, with {what}): {e}") from None
+        except UsageError as e:
+            raise StudyError(f"{path}: extend ({where}): {e}") from None
+        try:
+            rope_methods.get(method).options(**cfg.extend.rope)
+        except ValueError as e:
+            raise StudyError(f"{path}: extend ({where}): extend.rope: {e}") from None
 
 
 def write_configs(study: dict, stages: list[Stage]) -> None:
@@ -104,8 +109,8 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for unit, model, seed in units(study):
         (d / f"pretrain-{unit}.yaml").write_text(yaml.safe_dump(pretrain_config(study, model, seed), sort_keys=False))
-    for method in study["extend"]["methods"]:
-        (d / f"extend-{method}.yaml").write_text(yaml.safe_dump(extend_config(study, method), sort_keys=False))
+    for name in study["extend"]["methods"]:  # a method's, or a variant's (named after the variant)
+        (d / f"extend-{name}.yaml").write_text(yaml.safe_dump(extend_config(study, name), sort_keys=False))
 
 
 def load_study(path: str) -> dict:

@@ -9,6 +9,7 @@ configs: longctx.config checks their keys (study.run_configs.load_study builds e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,49 +41,72 @@ class ModelSpec:
 
 
 @dataclass
+class VariantSpec:
+    """extend.variants.<name>: a rope method whose extension config also sets these run-config keys
+    (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto)."""
+
+    method: str | None = None
+    set: dict | None = None
+
+    def check(self, at: str) -> None:
+        import rope_methods
+
+        _need(
+            self.method in rope_methods.METHODS,
+            f"{at}.method",
+            f"give one of {', '.join(rope_methods.METHODS)}",
+            self.method,
+        )
+        keys = list(self.set or {})
+        _need(
+            all(isinstance(k, str) for k in keys),
+            f"{at}.set",
+            "map dotted run-config keys to values, e.g. {extend.rope.temperature: auto}",
+            self.set,
+        )
+        fixed = [k for k in keys if k in ("extend.method", "extend.target")]
+        _need(not fixed, f"{at}.set", "the study sets these (the variant's method, extend.target)", fixed)
+        nulls = [k for k in keys if self.set[k] is None]
+        _need(not nulls, f"{at}.set", "give each key a value (a null sets nothing)", nulls)
+
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # it names run directories, stages and config files
+
+
+@dataclass
 class ExtendSection:
     target: int | None = None  # the context length every method extends to
-    methods: list[str] = field(default_factory=list)  # rope_methods names and names of variants
+    methods: list[str] = field(default_factory=list)  # rope_methods names and variants' names
     config: str = "configs/extend/{method}-64k.yaml"  # each method's run config ({method} filled in)
     overrides: dict | None = None  # run-config keys set alike for every method
-    variants: dict | None = None  # name -> {method: <rope method>, set: {dotted.key: value}}
+    variants: dict | None = None  # name -> VariantSpec: a method with run-config keys of its own
     budgets: list[Any] | None = None  # extra runs with other step counts (study.load.budget_entry)
     seeds: list[Any] | None = None  # extra runs with other seeds (study.load.seed_entry)
 
     def check(self, at: str) -> None:
         import rope_methods
 
-        variants = self.variants or {}
-        _need(
-            isinstance(variants, dict), f"{at}.variants", "give a mapping name -> {method: ..., set: {...}}", variants
-        )
-        for name, v in variants.items():
-            where = f"{at}.variants.{name}"
-            _need(name not in rope_methods.METHODS, where, "a variant needs a name of its own, not a method's", name)
+        for name, raw in (self.variants or {}).items():
             _need(
-                isinstance(v, dict) and set(v) <= {"method", "set"},
-                where,
-                "give {method: <one of " + ", ".join(rope_methods.METHODS) + ">, set: {dotted.key: value}}",
-                v,
+                isinstance(name, str) and bool(VARIANT_NAME.fullmatch(name)),
+                f"{at}.variants",
+                "name a variant with letters, digits, '-', '_' and '.', e.g. drope-temp",
+                name,
             )
             _need(
-                v.get("method") in rope_methods.METHODS,
-                f"{where}.method",
-                f"give one of {', '.join(rope_methods.METHODS)}",
-                v.get("method"),
+                name not in rope_methods.METHODS,
+                f"{at}.variants",
+                "the name of a method: give the variant a name of its own, e.g. drope-temp",
+                name,
             )
-            _need(
-                isinstance(v.get("set") or {}, dict) and all(isinstance(k, str) for k in v.get("set") or {}),
-                f"{where}.set",
-                "give run-config keys as in --set, e.g. {extend.rope.temperature: auto}",
-                v.get("set"),
-            )
-        known = list(rope_methods.METHODS) + list(variants)
-        bad = [m for m in self.methods if m not in known]
+            _build_section(VariantSpec, raw, f"{at}.variants.{name}").check(f"{at}.variants.{name}")
+        variants = list(self.variants or {})
+        bad = [m for m in self.methods if m not in rope_methods.METHODS and m not in variants]
         _need(
             bool(self.methods) and not bad,
             f"{at}.methods",
-            f"give some of {', '.join(known)}" + ("" if variants else " (or a name from extend.variants)"),
+            f"give some of the methods {', '.join(rope_methods.METHODS)}"
+            + (f" and the variants {', '.join(variants)}" if variants else " (or variants, named in extend.variants)"),
             bad or self.methods,
         )
         _need(self.target is not None, f"{at}.target", "missing (e.g. 65536)", self.target)

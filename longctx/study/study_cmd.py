@@ -11,11 +11,12 @@ on the same budget and run RULER at `eval.lengths` (plus any `extend.budgets`: t
 with other step counts, e.g. `[{steps: 180, models: [hybrid], methods: [yarn, drope]}]`, run as
 <arch>/<method>-<N>steps; and any `extend.seeds`: the same extension with another seed, the noise
 cell, e.g. `[{seed: 1, models: [hybrid], methods: [yarn], lengths: [32768]}]`, run as
-<arch>/<method>-seed<N> and evaluated at its own lengths). `extend.variants` names a method with run-config
-keys set, as `--set` would, e.g. `{drope-temp: {method: drope, set: {extend.rope.temperature: auto}}}`:
-the name then goes wherever a method name may (extend.methods, budgets, seeds) and names its runs and
-rows (<arch>/drope-temp, "hybrid drope-temp"). Finally `longctx compare` writes
-results.md (tables), ruler.csv and ruler.png into the study directory. With
+<arch>/<method>-seed<N> and evaluated at its own lengths); finally `longctx compare` writes
+results.md (tables), ruler.csv and ruler.png into the study directory. `extend.variants` names a
+method with run-config keys of its own (dotted, as `longctx extend --set` takes them), e.g.
+`{drope-temp: {method: drope, set: {extend.rope.temperature: auto}}}`; the name then goes in
+extend.methods (and budgets and seeds) like a method's: its config, <out>/configs/extend-drope-temp.yaml,
+is drope's with those keys set, and its runs, stages and table rows are named drope-temp. With
 `pretrain.seeds: [0, 1, 2]` all of this runs once per pretraining seed (each unit's extensions
 take its seed too), in <out>/<model>-s<seed>/; the tables then show each (model, method) once, as
 the mean over the seeds with their range. A study file may vary another: `base: study-20m.yaml`
