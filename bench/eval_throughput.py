@@ -303,9 +303,10 @@ def divergences(model, peer, prompts, ours, theirs, device) -> list[dict]:
     import torch
 
     out = []
-    for i, (x, y) in enumerate(zip(ours, theirs, strict=False)):
+    for i, (x, y) in enumerate(zip(ours, theirs, strict=True)):
         if x == y:
             continue
+        # the outputs may differ in length (EOS): compare the common prefix, else split where the shorter ends
         n = next((j for j, (u, v) in enumerate(zip(x, y, strict=False)) if u != v), min(len(x), len(y)))
         row = {"prompt": i, "at": n}
         if n < len(x) and n < len(y):
@@ -526,9 +527,9 @@ def main(argv=None) -> int:
             a, b = got["ours"]["generated"], got["peer"]["generated"]
             agreement[T] = {
                 "n": len(a),
-                "identical": sum(x == y for x, y in zip(a, b, strict=False)),
-                "rate": sum(x == y for x, y in zip(a, b, strict=False)) / len(a),
-                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b, strict=False)) / len(a),
+                "identical": sum(x == y for x, y in zip(a, b, strict=True)),
+                "rate": sum(x == y for x, y in zip(a, b, strict=True)) / len(a),
+                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b, strict=True)) / len(a),
                 "divergences": divergences(model, peer, prompts, a, b, device),
             }
             save()

@@ -197,7 +197,7 @@ def _coerce(value, tp, key: str):
             value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise UsageError(f"{key}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=False))
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise UsageError(f"{key}: expected a list, got {value!r}")

@@ -89,7 +89,7 @@ def groups(runs: list[dict], group: bool = True) -> list[tuple[str, list[dict]]]
     """(row label, runs) in order of first appearance: runs sharing a label together, labelled
     `<label> (n=k)` when k > 1; with group=False one run each, labelled as `labels` does."""
     if not group:
-        return [(name, [r]) for name, r in zip(labels(runs), runs, strict=False)]
+        return [(name, [r]) for name, r in zip(labels(runs), runs, strict=True)]
     by: dict[str, list[dict]] = {}
     for r in runs:
         by.setdefault(run_label(r), []).append(r)
@@ -217,7 +217,7 @@ def per_task_markdown(runs: list[dict], by: str = "length", group: bool = True) 
             body.append(["mean", *(_fmt_cell(row.cells[n]) for row in rows)])
             out += [f"### {format_length(n)}", "", *_md(["task", *(name for name, _ in grouped)], body), ""]
     else:
-        for (name, rs), row in zip(grouped, rows, strict=False):
+        for (name, rs), row in zip(grouped, rows, strict=True):
             body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in RULER_TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for n in lengths)])
             out += [f"### {name}", "", *_md(["task", *map(format_length, lengths)], body), ""]
@@ -239,7 +239,7 @@ def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = N
     w.writerow(CSV_COLUMNS)
     lengths = all_lengths(runs)
     names = [run_label(r) for r in runs] if group else labels(runs)
-    for name, r, src in zip(names, runs, sources or [""] * len(runs), strict=False):
+    for name, r, src in zip(names, runs, sources or [""] * len(runs), strict=True):
         head = [name, r["model"], rope_method(r["rope_parameters"])]
         for n in lengths:
             for t in RULER_TASKS:
@@ -337,18 +337,18 @@ def plot(runs: list[dict], path: str, title: str = "RULER", group: bool = True) 
     points = [_split_points(row) for row in rows]
     styles = plot_styles([rs[0] for _, rs in groups(runs, group)])
     for (label, joined, hollow), style, row, (_, band) in zip(
-        points, styles, rows, plot_bands(runs, group), strict=False
+        points, styles, rows, plot_bands(runs, group), strict=True
     ):
         if row.n > 1 and band:
-            ns, _, lo, hi = zip(*band, strict=False)
+            ns, _, lo, hi = zip(*band, strict=True)
             ax.fill_between(ns, lo, hi, color=style["color"], alpha=0.2, linewidth=0)
             if len(band) == 1:  # a band needs two lengths: show the lone range as a bar
                 ax.vlines(ns, lo, hi, color=style["color"], alpha=0.4, linewidth=4)
         if joined:
-            ax.plot(*zip(*joined, strict=False), label=label, **style)
+            ax.plot(*zip(*joined, strict=True), label=label, **style)
         if hollow:
             ax.plot(
-                *zip(*hollow, strict=False),
+                *zip(*hollow, strict=True),
                 **{**style, "linestyle": "none"},
                 markerfacecolor="none",
                 label=None if joined else label,

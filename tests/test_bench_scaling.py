@@ -58,7 +58,7 @@ def test_dry_run_prepares_one_torchrun_per_layout(tmp_path, capsys):
     cmds = [line[2:].split() for line in capsys.readouterr().err.splitlines() if line.startswith("$ ")]
     assert len(cmds) == 3
     assert "torch.distributed.run" not in cmds[0] and "--dp" not in cmds[0]
-    for cmd, (d, c) in zip(cmds[1:], ((2, 4), (4, 2)), strict=False):
+    for cmd, (d, c) in zip(cmds[1:], ((2, 4), (4, 2)), strict=True):
         assert cmd[cmd.index("--nproc-per-node") + 1] == "8"
         assert cmd[cmd.index("--dp") + 1] == str(d) and cmd[cmd.index("--cp") + 1] == str(c)
         assert cmd[cmd.index("--target") + 1] == "131072" and cmd[cmd.index("--batch-size") + 1] == "4"

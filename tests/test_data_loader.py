@@ -92,7 +92,7 @@ def reference_batches(tok, docs, seq_len, batch_size, doc_mask):
 
 def assert_batches_equal(got, want):
     assert len(got) == len(want)
-    for g, w in zip(got, want, strict=False):
+    for g, w in zip(got, want, strict=True):
         assert set(g) == {"input_ids", "labels", "position_ids", "cu_seqlens", "num_tokens"}
         for key in ("input_ids", "labels", "position_ids"):
             assert g[key].dtype == torch.long
@@ -179,7 +179,7 @@ def test_same_seed_same_batches_other_seed_differs(tok):
     b = take(build_loader(docs, tok, 32, 2, seed=7), 6)
     c = take(build_loader(docs, tok, 32, 2, seed=8), 6)
     assert_batches_equal(a, b)
-    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c, strict=False))
+    assert any(not torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(a, c, strict=True))
 
 
 def _resume_case(tok, name):

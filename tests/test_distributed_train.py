@@ -86,7 +86,7 @@ def test_resume_across_layouts_logs_the_same_losses(runs):
     ref, dist = runs
     want, got = read_metrics(ref), read_metrics(dist)
     assert [r["step"] for r in got] == [1, 2, 3]
-    for w, g in zip(want, got, strict=False):
+    for w, g in zip(want, got, strict=True):
         assert g["tokens"] == w["tokens"]
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
         assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-4), g["step"]
@@ -147,14 +147,14 @@ def test_extend_under_torchrun_matches_one_process(runs, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     want, got = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "cp2")
     assert [(r["stage"], r["seq_len"]) for r in got] == [("recalibrate", 64), ("train", 128)]
-    for w, g in zip(want, got, strict=False):
+    for w, g in zip(want, got, strict=True):
         assert g["loss"] == pytest.approx(w["loss"], rel=1e-5), g["step"]
     want, got = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "cp2" / "model.safetensors")
     for name in want:
         torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
     fits = [json.loads((tmp_path / d / "drope_temperature.json").read_text())["fit"]["tried"] for d in ("one", "cp2")]
     assert [r["c"] for r in fits[0]] == [r["c"] for r in fits[1]]
-    for w, g in zip(*fits, strict=False):
+    for w, g in zip(*fits, strict=True):
         assert g["nll"] == pytest.approx(w["nll"], rel=1e-5), w["c"]
 
 

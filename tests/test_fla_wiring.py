@@ -24,7 +24,7 @@ def _segments(T, cu_seqlens, B):
     assert B == 1, "fla's varlen kernels take one flat row"
     assert cu_seqlens.dtype == torch.long and int(cu_seqlens[0]) == 0 and int(cu_seqlens[-1]) == T
     c = cu_seqlens.tolist()
-    return list(zip(c[:-1], c[1:], strict=False))
+    return list(zip(c[:-1], c[1:], strict=True))
 
 
 def fake_delta_rule(
@@ -130,7 +130,7 @@ def test_prefill_fla_branch_hands_back_each_prompts_state(fake_fla):
     cache_b, logits_b = prefill(ref, prompts, capacity=160, max_prefill_tokens=150)
     assert not CALLS
     assert max_diff(logits_a, logits_b) < 1e-5
-    for ca, cb in zip(cache_a.layers, cache_b.layers, strict=False):
+    for ca, cb in zip(cache_a.layers, cache_b.layers, strict=True):
         if hasattr(ca, "state"):
             assert ca.state.dtype == torch.float32 and max_diff(ca.state, cb.state) < 1e-5
     out_a = greedy_generate(fla_model, prompts, 8)

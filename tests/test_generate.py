@@ -95,10 +95,10 @@ def test_packed_prefill_equals_one_by_one(models):
     cache_a, logits_a = prefill(ours, ps, capacity=200)
     cache_b, logits_b = prefill(ours, ps, capacity=200, max_prefill_tokens=1)
     assert max_diff(logits_a, logits_b) <= TOL
-    for a, b in zip(cache_a.layers, cache_b.layers, strict=False):
-        for x, y in zip(vars(a).values(), vars(b).values(), strict=False):
+    for a, b in zip(cache_a.layers, cache_b.layers, strict=True):
+        for x, y in zip(vars(a).values(), vars(b).values(), strict=True):
             xs, ys = (x, y) if isinstance(x, list) else ([x], [y])
-            assert all(max_diff(u, w) <= TOL for u, w in zip(xs, ys, strict=False))
+            assert all(max_diff(u, w) <= TOL for u, w in zip(xs, ys, strict=True))
 
 
 def test_stop_callback_keeps_the_stopping_token():

@@ -65,7 +65,7 @@ def test_decode_step_updates_the_cache_in_place(model):
     positions = torch.tensor(LENGTHS)
     for s in range(3):
         logits = decode_step(model, cache, logits.argmax(-1), positions + s)
-    for (ptr, old), t, new in zip(before, tensors, cache_tensors(cache), strict=False):
+    for (ptr, old), t, new in zip(before, tensors, cache_tensors(cache), strict=True):
         assert new is t and new.data_ptr() == ptr
         assert not torch.equal(old, new)
 
@@ -114,16 +114,16 @@ def test_greedy_tokens_and_logits_match_full_forward(model, cuda_graphs, monkeyp
 
     monkeypatch.setattr(generate, "decode_step", recording)
     got = greedy_generate(model, ps, BUDGETS, eos_token_ids={eos}, cuda_graphs=cuda_graphs)
-    expected = [full_forward_greedy(model, p, b, {eos}) for p, b in zip(ps, BUDGETS, strict=False)]
+    expected = [full_forward_greedy(model, p, b, {eos}) for p, b in zip(ps, BUDGETS, strict=True)]
     assert got == expected
-    assert any(len(o) < b for o, b in zip(got, BUDGETS, strict=False)) and any(
-        len(o) == b for o, b in zip(got, BUDGETS, strict=False)
+    assert any(len(o) < b for o, b in zip(got, BUDGETS, strict=True)) and any(
+        len(o) == b for o, b in zip(got, BUDGETS, strict=True)
     )
     assert len({len(o) for o in got}) > 1  # the sequences stop at different steps
 
     checked = set()
     with torch.no_grad():
-        full = [model(torch.tensor([p + o]))[0] for p, o in zip(ps, got, strict=False)]
+        full = [model(torch.tensor([p + o]))[0] for p, o in zip(ps, got, strict=True)]
     for s, (positions, logits) in enumerate(calls):
         if cuda_graphs:
             assert logits.shape[0] == len(ps)  # no row ever leaves the batch
@@ -157,6 +157,6 @@ def test_static_batch_equals_selecting_path(model, monkeypatch):
     assert static == selecting
     assert static[2] == [] and static[j] == free[j][: free[j].index(stop_at) + 1]
     assert len({len(o) for o in static}) > 2, static  # stopped at different steps
-    assert any(len(o) < b for i, (o, b) in enumerate(zip(static, budgets, strict=False)) if i != j and b), (
+    assert any(len(o) < b for i, (o, b) in enumerate(zip(static, budgets, strict=True)) if i != j and b), (
         static
     )  # by EOS

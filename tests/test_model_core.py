@@ -250,7 +250,7 @@ def _fla_parallel_attn_semantics(q, k, v, g=None, scale=None, window_size=None, 
     segs = cu_seqlens.tolist() if cu_seqlens is not None else [0, T]
     out = torch.zeros_like(q)
     for b in range(B):
-        for a, e in zip(segs[:-1], segs[1:], strict=False):
+        for a, e in zip(segs[:-1], segs[1:], strict=True):
             for i in range(a, e):
                 lo = a if window_size is None else max(a, i - window_size + 1)
                 for h in range(HQ):

@@ -52,7 +52,7 @@ def test_packed_reference_restarts_state_per_document():
     layout = doc_layout(torch.tensor(bounds, dtype=torch.int32), B, T, torch.device("cpu"))
     out = gated_delta_rule_ref(q, k, v, g, beta, K**-0.5, layout).reshape(B * T, HV, V)
     flat = [x.reshape(1, B * T, *x.shape[2:]) for x in (q, k, v, g, beta)]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         qd, kd, vd, gd, bd = (x[:, a:b] for x in flat)
         # key head i serves value heads 2i, 2i+1
         qd, kd = (F.normalize(x.repeat_interleave(HV // HK, dim=2).double(), dim=-1, eps=0) for x in (qd, kd))
@@ -68,7 +68,7 @@ def test_causal_conv_cut_at_documents():
     layout = doc_layout(torch.tensor(bounds, dtype=torch.int32), B, T, torch.device("cpu"))
     out = causal_conv_ref(x, weight, layout.doc_pos).reshape(B * T, C)
     flat = x.reshape(B * T, C)
-    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         alone = F.conv1d(flat[a:b].T[None], weight, padding=W - 1, groups=C)[0, :, : b - a].T
         assert torch.allclose(out[a:b], F.silu(alone), atol=1e-6)
     unpacked = F.silu(F.conv1d(x.transpose(1, 2), weight, padding=W - 1, groups=C)[..., :T].transpose(1, 2))

@@ -129,7 +129,7 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     ref_err, fla_err = rel_err(l_ref, l_exact), rel_err(l_fla, l_exact)
     print(f"\nprefill logits rel err vs fp32: torch-bf16 {ref_err:.2e}  fla-bf16 {fla_err:.2e}")
     assert fla_err <= max(2 * ref_err, 1e-2)
-    for e, r, f in zip(c_exact.layers, c_ref.layers, c_fla.layers, strict=False):
+    for e, r, f in zip(c_exact.layers, c_ref.layers, c_fla.layers, strict=True):
         if hasattr(e, "state"):
             assert f.state.dtype == torch.float32 and f.state.shape == e.state.shape
             assert rel_err(f.state, e.state) <= max(2 * rel_err(r.state, e.state), 1e-2)
@@ -138,7 +138,7 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     a = greedy_generate(build("fla", torch.bfloat16), prompts, 16)
     b = greedy_generate(build("torch", torch.bfloat16), prompts, 16)
     assert [len(x) for x in a] == [16] * len(prompts)
-    same = sum(x == y for p, q in zip(a, b, strict=False) for x, y in zip(p, q, strict=False)) / sum(map(len, b))
+    same = sum(x == y for p, q in zip(a, b, strict=True) for x, y in zip(p, q, strict=True)) / sum(map(len, b))
     print(f"greedy token agreement fla vs torch prefill (bf16, random weights): {same:.2%}")
 
 
@@ -170,7 +170,7 @@ def test_cuda_attention_backends(backend):
             up = torch.randn_like(exact)
             exact.backward(up)
             out.backward(up.to(out.dtype))
-            for name, a, b in zip("qkv", leaves, exact_leaves, strict=False):
+            for name, a, b in zip("qkv", leaves, exact_leaves, strict=True):
                 assert rel_err(a.grad, b.grad) < 2e-2, (backend, name, cu is not None, window)
 
 
@@ -283,7 +283,7 @@ def test_greedy_cuda_graphs_match_eager():
     assert outs[True] == outs[False]
     budgets = [new, 3, new // 2, 1]
     mixed, _ = run(True, budgets)
-    assert mixed == [o[:b] for o, b in zip(outs[True], budgets, strict=False)]
+    assert mixed == [o[:b] for o, b in zip(outs[True], budgets, strict=True)]
 
 
 @contextlib.contextmanager
@@ -345,7 +345,7 @@ def test_fused_kernels_match_the_formulas(dtype):
     ref_sw = grads(lambda a, b: F.silu(a) * b, x64, x64.flip(-1))
     for name, run, want in (("rms_norm", module_norm, ref), ("swiglu", swiglu, ref_sw)):
         plain, fused_out = run(False), run(True)
-        for i, (p, f, r) in enumerate(zip(plain, fused_out, want, strict=False)):
+        for i, (p, f, r) in enumerate(zip(plain, fused_out, want, strict=True)):
             assert rel_err(f, r) <= max(2 * rel_err(p, r), 1e-6), (name, i)
 
 
@@ -372,5 +372,5 @@ def test_fused_elementwise_model_matches_reference():
     # a second time (with an fla fp32 reference this test had not finished after 6.5 minutes).
     exact = run(torch.float32, False, gdn="torch")
     plain16, fused16 = run(torch.bfloat16, False), run(torch.bfloat16, True)
-    for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16, strict=False)):
+    for i, (e, p16, f16) in enumerate(zip(exact, plain16, fused16, strict=True)):
         assert rel_err(f16, e) <= max(2 * rel_err(p16, e), 1e-2), i

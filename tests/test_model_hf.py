@@ -223,7 +223,7 @@ def test_hub_layout_loads(tmp_path):
         gdn = parts[:2] == ["model", "layers"] and config.layer_types[int(parts[2])] == "linear_attention"
         if gdn and key.endswith("linear_attn.conv1d.weight"):
             q, k, v = value.split([key_dim, key_dim, value_dim])
-            for n, t in zip("qkv", (q, k, v), strict=False):
+            for n, t in zip("qkv", (q, k, v), strict=True):
                 hub[key.replace("conv1d", f"{n}_conv1d")] = t.contiguous()
             continue
         if gdn:

@@ -32,7 +32,7 @@ def test_packed_equals_documents_alone(kind, layout, tmp_path):
     cu = torch.tensor([0] + torch.tensor(lengths).cumsum(0).tolist(), dtype=torch.int32)
     with torch.no_grad():
         packed = ours(flat.view(batch, seqlen), cu_seqlens=cu).reshape(batch * seqlen, -1)
-        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=False):
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
             alone = ref(flat[a:b][None]).logits[0]
             assert max_diff(packed[a:b], alone) <= TOL, (a, b)
         unpacked = ours(flat.view(batch, seqlen)).reshape(batch * seqlen, -1)

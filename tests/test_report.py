@@ -30,9 +30,9 @@ def _run(model, rope, lengths):
 def files(tmp_path):
     # Run A: all 13 tasks at 4k; at 8k ruler_qa_squad is unavailable.
     a = _run("runs/yarn-64k", YARN, [4096, 8192])
-    for t, s in zip(T, [100] * 8 + [90, 80, 70, 60, 50], strict=False):
+    for t, s in zip(T, [100] * 8 + [90, 80, 70, 60, 50], strict=True):
         R.set_score(a, t, 4096, s, 2)
-    for t, s in zip(T, [50] * 8 + [40, 30, 20, None, 10], strict=False):
+    for t, s in zip(T, [50] * 8 + [40, 30, 20, None, 10], strict=True):
         if s is None:
             R.set_unavailable(a, t, 8192, "data unavailable offline")
         else:
@@ -195,7 +195,7 @@ def test_plot_styles_color_per_method_line_per_model_family(files):
 
     study = [run(f"/s/{f}/{v}") for f in ("hybrid", "transformer") for v in ("base", "yarn", "drope")]
     styles = plot_styles(study)
-    by = {(r["model"].split("/")[2], r["model"].split("/")[3]): s for r, s in zip(study, styles, strict=False)}
+    by = {(r["model"].split("/")[2], r["model"].split("/")[3]): s for r, s in zip(study, styles, strict=True)}
     for v in ("base", "yarn", "drope"):
         assert by[("hybrid", v)]["color"] == by[("transformer", v)]["color"]
         assert by[("hybrid", v)]["linestyle"] != by[("transformer", v)]["linestyle"]

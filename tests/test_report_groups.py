@@ -36,7 +36,7 @@ def _run(model, label, lengths=LENGTHS, seed=0):
         label=label,
     )
     for n in lengths:
-        for t, s in zip(T, _scores(seed, n), strict=False):
+        for t, s in zip(T, _scores(seed, n), strict=True):
             R.set_score(r, t, n, s, 2)
     return r
 
@@ -198,7 +198,7 @@ def test_plot_draws_a_group_as_its_mean_with_a_band(seeds, tmp_path, capsys):
     assert bands["hybrid yarn (n=3)"] == want
     m = [fmean(_scores(5, n)) for n in LENGTHS]
     assert bands["transformer yarn"] == [
-        (n, pytest.approx(x), pytest.approx(x), pytest.approx(x)) for n, x in zip(LENGTHS, m, strict=False)
+        (n, pytest.approx(x), pytest.approx(x), pytest.approx(x)) for n, x in zip(LENGTHS, m, strict=True)
     ]
     assert [len(p[1]) for p in plot_bands(runs, group=False)] == [2, 2, 2, 2]
 
@@ -208,7 +208,7 @@ def test_plot_draws_a_group_as_its_mean_with_a_band(seeds, tmp_path, capsys):
     present = {c for _, c in img.getcolors(maxcolors=1 << 20)}
     # the band: C0 (31, 119, 180) at alpha 0.2 over white
     band = (round(255 - 0.2 * (255 - 31)), round(255 - 0.2 * (255 - 119)), round(255 - 0.2 * (255 - 180)))
-    assert any(all(abs(a - b) <= 2 for a, b in zip(c, band, strict=False)) for c in present)
+    assert any(all(abs(a - b) <= 2 for a, b in zip(c, band, strict=True)) for c in present)
     assert main(["compare", "--no-group", *seeds, "--plot", str(png)]) == 0
 
 

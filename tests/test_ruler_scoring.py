@@ -8,7 +8,7 @@ import pytest
 from eval_tasks.ruler import TASKS, postprocess, sample_score, score
 
 
-# --- NVIDIA/RULER scripts/eval/synthetic/constants.py, verbatim
+# --- NVIDIA/RULER scripts/eval/synthetic/constants.py, verbatim (strict=False: their plain zip's behaviour)
 def string_match_part(preds, refs):
     score = (
         sum(
@@ -89,7 +89,7 @@ def test_postprocess_equals_nvidia(pred):
 def test_sample_score_matches_task_score():
     for task in TASKS:
         for preds, refs in CASES + QA_CASES:
-            per = [sample_score(task, p, r) for p, r in zip(preds, refs, strict=False)]
+            per = [sample_score(task, p, r) for p, r in zip(preds, refs, strict=True)]
             assert round(sum(per) / len(per), 2) == score(task, preds, refs)
             assert all(0.0 <= x <= 100.0 for x in per)
 

@@ -157,7 +157,7 @@ def test_vt_matches_nvidia_template_and_chain(tok, length):
 def _numbered(text):
     """Words of "1. w 2. w ..." (some wonderwords entries hold a space), checking the numbering."""
     parts, words, i = re.split(r"(?:^| )(\d+)\. ", text)[1:], [], 1
-    for num, word in zip(parts[0::2], parts[1::2], strict=False):
+    for num, word in zip(parts[0::2], parts[1::2], strict=True):
         if int(num) != i:  # a number inside a word would break the sequence: rejoin it
             words[-1] += f" {num}. {word}"
             continue

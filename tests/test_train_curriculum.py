@@ -75,7 +75,7 @@ def test_mix_and_doc_tokens_shape_the_embedded_stream():
     validate(cfg)
     batch = next(iter(loader_factory(cfg, tok)(Stage("pretrain", 512, 2, 1))))
     cu = batch["cu_seqlens"].tolist()
-    lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=False)]
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:], strict=True)]
     assert all(n <= 512 for n in lengths) and sorted(lengths)[len(lengths) // 2] < 200  # ~100-120 token documents
     text = tok.decode(batch["input_ids"].flatten().tolist())
     asked = [
@@ -108,6 +108,7 @@ def test_curriculum_runs_short_first_and_resumes_bitwise_across_the_boundary(tmp
     assert pretrain(tmp_path / "a", "--steps", 6, *CURRICULUM) == 0
     rows = read_metrics(tmp_path / "a")
     assert [(r["stage"], r["seq_len"]) for r in rows] == [("pretrain@16", 16)] * 3 + [("pretrain", 64)] * 3
+    # each row paired with the one before it (a zero row first; the longer list's last row is unused)
     per_step = [r["tokens"] - p["tokens"] for p, r in zip([{"tokens": 0}] + rows, rows, strict=False)]
     assert per_step == [128] * 6  # 8 x 16 in the short stage, 2 x 64 after
     # killed during step 3 (the last short step; the step-2 checkpoint is the newest), then resumed

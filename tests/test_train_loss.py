@@ -130,7 +130,7 @@ def test_fused_chunk_terms_match_full_cross_entropy(monkeypatch, chunk, z):
 
     monkeypatch.setattr(loss, "_fused_terms", lambda: loss._chunk_terms)
     got, want = _fused_vs_reference(z, chunk)
-    for a, b in zip(got, want, strict=False):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
@@ -142,7 +142,7 @@ def test_compiled_backend_compiles_and_matches(monkeypatch):
 
     monkeypatch.setattr(loss, "_compiled_terms", None)
     got, want = _fused_vs_reference(1e-2, 16, dtype=torch.float32)
-    for a, b in zip(got, want, strict=False):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a.double(), b.double(), rtol=1e-4, atol=1e-5)
     assert loss._compiled_terms is not None
     fn = loss.make_loss_fn("compiled", chunk=8)

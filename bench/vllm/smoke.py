@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     outs = llm.generate([TokensPrompt(prompt_token_ids=i) for i in ids], sp, use_tqdm=False)
     t_gen = time.time() - t0
     rows = []
-    for p, i, o in zip(prompts, ids, outs, strict=False):
+    for p, i, o in zip(prompts, ids, outs, strict=True):
         c = o.outputs[0]
         rows.append({"prompt": p, "prompt_ids": i, "ids": list(c.token_ids), "text": c.text})
         print(f"{p!r}\n  prompt ids {i}\n  generated  {list(c.token_ids)}\n  text       {c.text!r}", flush=True)

@@ -167,7 +167,7 @@ class Loader:
             )
             while chunk := list(itertools.islice(stream, self.read_ahead)):
                 chunk = [(p, t) for p, t in chunk if t]  # empty texts are not documents
-                for (p, _), ids in zip(chunk, self._encode([t for _, t in chunk]), strict=False):
+                for (p, _), ids in zip(chunk, self._encode([t for _, t in chunk]), strict=True):
                     if not ids:
                         continue
                     found = True

@@ -56,7 +56,7 @@ class IndexedSource(DocSource):
         positions = range(_first_owned(start, rank, world_size), self.n, world_size)
         for i in range(0, len(positions), 64):
             chunk = positions[i : i + 64]
-            yield from zip(chunk, self.get_many([int(order[p]) for p in chunk]), strict=False)
+            yield from zip(chunk, self.get_many([int(order[p]) for p in chunk]), strict=True)
 
 
 def list_source(texts: Sequence[str], name: str = "list") -> IndexedSource:

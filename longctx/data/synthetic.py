@@ -251,7 +251,7 @@ def recall_drill(
     fact = rng.choice(FACTS)
     keys = _unique(rng, lambda: make_key(rng, key_kind), n)
     values = _unique(rng, lambda: make_value(rng, val_kind), n)
-    facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values, strict=False)]
+    facts = [fact.format(thing=thing, key=k, value=v) for k, v in zip(keys, values, strict=True)]
     qa_chars = 110 * min(n, 8)
     haystack = _filler(rng.choice(HAYSTACKS + ("none",)), fillers)
     budget = max(0, n_chars - sum(len(f) + 1 for f in facts) - qa_chars - 150)
@@ -322,7 +322,7 @@ def common_words(rng: random.Random, n_chars: int) -> tuple[str, str, str, str, 
     top = _unique(rng, lambda: rng.choice(text.words()["noun"]), k)
     n_rare = max(1, (total - sum(counts)) * 2 // 3)
     rare = _unique(rng, lambda: rng.choice(text.words()["noun"]), min(n_rare, 4000), set(top))
-    seq = [w for w, c in zip(top, counts, strict=False) for _ in range(c)]
+    seq = [w for w, c in zip(top, counts, strict=True) for _ in range(c)]
     # Rare words appear once or twice: always below the top words' minimum count of 4.
     seq += [w for w in rare for _ in range(rng.choice((1, 1, 2)))]
     rng.shuffle(seq)
@@ -355,7 +355,7 @@ def frequent_coded(rng: random.Random, n_chars: int) -> tuple[str, str, str, str
     counts = [max(1, round(n * w / sum(weights))) for w in weights]
     for i in range(3):  # the top three strictly above everything after them
         counts[i] = max(counts[i], max(counts[i + 1 :]) + 1 + (2 - i))
-    seq = [w for w, c in zip(vocab, counts, strict=False) for _ in range(c)]
+    seq = [w for w, c in zip(vocab, counts, strict=True) for _ in range(c)]
     rng.shuffle(seq)
     per_line = rng.randint(8, 16)
     body = "\n".join(" ".join(seq[i : i + per_line]) for i in range(0, len(seq), per_line))

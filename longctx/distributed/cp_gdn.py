@@ -107,7 +107,7 @@ def _pieces(layout: DocLayout, row: int, i: int) -> list[tuple[int, int, bool]]:
     starts_doc = lo in bounds
     off = i * L - lo  # row position -> local position
     return [
-        (a + off, b + off, j == 0 and not starts_doc) for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=False))
+        (a + off, b + off, j == 0 and not starts_doc) for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
     ]
 
 

@@ -91,7 +91,7 @@ class LongctxLM(HFLM):
         mask = generation_kwargs.get("attention_mask")
         rows = context.tolist()
         if mask is not None:  # HFLM left-pads the batch; the packed prefill wants the bare prompts
-            rows = [row[len(row) - int(m.sum()) :] for row, m in zip(rows, mask, strict=False)]
+            rows = [row[len(row) - int(m.sum()) :] for row, m in zip(rows, mask, strict=True)]
         new = max_length - context.shape[1]
         stop = [s for s in stop if s]
 
@@ -111,6 +111,6 @@ class LongctxLM(HFLM):
         # padding is itself a stop string (lm-eval adds it to `until`).
         full = [
             row + out + [self.eot_token_id] * (new - len(out))
-            for row, out in zip(context.tolist(), outputs, strict=False)
+            for row, out in zip(context.tolist(), outputs, strict=True)
         ]
         return torch.tensor(full, dtype=context.dtype, device=context.device)

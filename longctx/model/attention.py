@@ -133,7 +133,7 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
     q, k, v = (x.reshape(B * T, *x.shape[2:]).transpose(0, 1)[None] for x in (q, k, v))  # [1, H, B*T, D]
     out = torch.empty_like(q)
     gqa = q.shape[1] != k.shape[1]
-    for a, e in zip(bounds[:-1], bounds[1:], strict=False):
+    for a, e in zip(bounds[:-1], bounds[1:], strict=True):
         if window is None or window >= e - a:
             out[..., a:e, :] = F.scaled_dot_product_attention(
                 q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], is_causal=True, scale=scale, enable_gqa=gqa
@@ -302,7 +302,7 @@ class Attention(nn.Module):
         (a sliding layer's ring has `window` slots, exactly what a query can see)."""
         store = cache.store
         slots = store.k.shape[1]
-        for i, (a, b) in zip(cache.rows.tolist(), cache.docs, strict=False):
+        for i, (a, b) in zip(cache.rows.tolist(), cache.docs, strict=True):
             keep = torch.arange(max(a, b - slots), b, device=k.device)
             pos = keep - a
             store.k[i, pos % slots] = k[0, keep].to(store.k.dtype)

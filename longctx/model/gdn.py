@@ -152,7 +152,7 @@ def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout, fina
         flat = [x.transpose(0, 1).flatten(1, 2).unsqueeze(0) for x in (q, k, v, g, beta)]
         pieces = [
             chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat), output_final_state=True)
-            for a, b in zip(layout.bounds[:-1], layout.bounds[1:], strict=False)
+            for a, b in zip(layout.bounds[:-1], layout.bounds[1:], strict=True)
         ]
         out = torch.cat([o for o, _ in pieces], 2)[0].unflatten(1, (B, T)).transpose(0, 1)
         state = torch.cat([s for _, s in pieces])
@@ -228,7 +228,7 @@ class GatedDeltaNet(nn.Module):
         if layout.cp is not None:  # context parallel: the convs and the recurrence cross rank boundaries
             q, k, v = layout.cp.short_convs(pre, convs, layout, fla=fla)
         else:
-            q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs, strict=False))
+            q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs, strict=True))
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
         scale = self.head_k_dim**-0.5
@@ -251,7 +251,7 @@ class GatedDeltaNet(nn.Module):
         store, rows = cache.store, cache.rows
         store.state[rows] = states.to(store.state.dtype)
         n = self.q_conv1d.weight.shape[-1] - 1
-        for buf, p in zip(store.conv, pre, strict=False):
+        for buf, p in zip(store.conv, pre, strict=True):
             tails = [p[0, max(a, b - n) : b] for a, b in cache.docs]
             buf[rows] = torch.stack([F.pad(t, (0, 0, n - t.shape[0], 0)) for t in tails]).to(buf.dtype)
 

@@ -123,10 +123,10 @@ def prefill(
         bounds = [0]
         for i in row:
             bounds.append(bounds[-1] + len(prompts[i]))
-        docs = list(zip(bounds[:-1], bounds[1:], strict=False))
+        docs = list(zip(bounds[:-1], bounds[1:], strict=True))
         rows = torch.tensor(row, dtype=torch.long, device=device)
         h = model.forward_hidden(ids, cu_seqlens=torch.tensor(bounds, dtype=torch.int32), cache=run.prefill(rows, docs))
-        for i, (_, b) in zip(row, docs, strict=False):
+        for i, (_, b) in zip(row, docs, strict=True):
             last_hidden[i] = h[0, b - 1]
     return run, model.lm_head(torch.stack(last_hidden))
 

@@ -52,10 +52,10 @@ def temperature(model, beta: float):
     saved = [w.detach().clone() for w in weights]
     try:
         with torch.no_grad():
-            for w, s in zip(weights, saved, strict=False):
+            for w, s in zip(weights, saved, strict=True):
                 w.copy_(s * beta)
         yield
     finally:
         with torch.no_grad():
-            for w, s in zip(weights, saved, strict=False):
+            for w, s in zip(weights, saved, strict=True):
                 w.copy_(s)

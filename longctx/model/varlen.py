@@ -58,7 +58,7 @@ def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device:
         raise ValueError(
             f"cu_seqlens must start at 0 and end at batch*seqlen={total}, got {bounds[:3]}...{bounds[-2:]}"
         )
-    if any(b > a for a, b in zip(bounds[1:], bounds[:-1], strict=False)):
+    if any(b > a for a, b in zip(bounds[1:], bounds[:-1], strict=True)):
         raise ValueError("cu_seqlens must be non-decreasing")
     bounds = sorted(set(bounds))  # empty documents carry no tokens; kernels dislike them
     rows = list(range(0, total + 1, seqlen))
@@ -76,7 +76,7 @@ def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device:
     doc_pos = (token - cu[doc_ids]).long()
     layout.cu_seqlens = cu
     layout.bounds = bounds
-    layout.max_seqlen = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=False))
+    layout.max_seqlen = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
     layout.doc_ids = doc_ids.view(batch, seqlen)
     layout.doc_pos = doc_pos.view(batch, seqlen)
     return layout

@@ -16,7 +16,7 @@ def gate_scores(study: dict, res_file: Path) -> list[tuple[str, float | None]]:
     gate = study["gate"]
     res = results.load(res_file)
     cells = [results.cell(res, task, int(gate["length"])) for task in gate["tasks"]]
-    return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells, strict=False)]
+    return [(task, None if c is None else c.get("score")) for task, c in zip(gate["tasks"], cells, strict=True)]
 
 
 def gate_file(study: dict, unit: str) -> Path:

@@ -153,7 +153,7 @@ def build_stages(cfg: RunConfig, plan, target: int) -> list[Stage]:
     budgets = {True: (recal_steps, n_recal), False: (total - recal_steps, n_rest)}
     seen = {True: 0, False: 0}
     stages = []
-    for s, r in zip(plan, is_recal, strict=False):
+    for s, r in zip(plan, is_recal, strict=True):
         steps, n = budgets[r]
         share = steps // n + (1 if seen[r] < steps % n else 0)
         seen[r] += 1

@@ -119,7 +119,7 @@ class RetrievalProbe:
                 out[f"probe/{task}@{n}"] = float(ruler.score(scored_as, preds, [r for _, _, r in items]))
                 losses = [
                     _answer_nll(model, p, a, device)
-                    for (p, _, _), a in zip(items, self.answers[(task, n)], strict=False)
+                    for (p, _, _), a in zip(items, self.answers[(task, n)], strict=True)
                 ]
                 nll[f"probe/nll/{task}@{n}"] = round(sum(losses) / len(losses), 4)
         finally:
@@ -138,7 +138,7 @@ class RetrievalProbe:
 
             return lambda m, prompts, budgets, device: greedy_generate(m, prompts, budgets, eos_token_ids=self.eos)
         return lambda m, prompts, budgets, device: [
-            _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets, strict=False)
+            _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets, strict=True)
         ]
 
 

@@ -62,10 +62,10 @@ def plot_probe(runs: dict[str, list[dict]], path: str) -> None:
     fig = Figure(figsize=(4 * cols, 3 * nrows), dpi=110)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, cols, squeeze=False).flatten()
-    for ax, key in zip(axes, keys, strict=False):
+    for ax, key in zip(axes, keys, strict=False):  # the grid's spare axes are hidden below
         for i, (label, s) in enumerate(series.items()):
             if s.get(key):
-                x, y = zip(*s[key], strict=False)
+                x, y = zip(*s[key], strict=True)
                 ax.plot([t / 1e6 for t in x], y, marker=".", color=f"C{i}", label=label)
         ax.set_title(key[len("probe/") :], fontsize="small")
         ax.set_xlabel("tokens (M)", fontsize="small")
@@ -89,7 +89,7 @@ def run(a) -> int:
     if a.skip < 0:
         raise UsageError(f"--skip {a.skip}: need 0 or more")
     table, dump, all_rows = [], {}, {}
-    for run_dir, label in zip(a.runs, labels(a.runs), strict=False):
+    for run_dir, label in zip(a.runs, labels(a.runs), strict=True):
         rows = read_metrics(run_dir)
         if not rows:
             raise UsageError(f"{run_dir}: no metrics.jsonl rows")
