@@ -1,15 +1,19 @@
-"""Training throughput, ours (HybridLM + chunked CE) against transformers (the peer), side by side.
+"""Training throughput, ours (HybridLM + chunked CE) against transformers (the peer) and fla's own model, side by side.
 
 On the GPU machine (one H100; repo root; fla installed), one call of at most 10 minutes:
 
     OUT=${OUT:-./bench_out} python bench/train_throughput.py --configs hybrid-1b,transformer-1b
 
+fla's own hybrid model as a third implementation (hybrid configs; needs fla, a CUDA device):
+
+    OUT=${OUT:-./bench_out} python bench/train_throughput.py --configs hybrid-1b --lengths 16384 --impl ours,peer,fla
+
 CPU smoke test (seconds):
 
     python bench/train_throughput.py --device cpu --configs hybrid-tiny --lengths 256 --steps 2 --warmup 1
 
-What one step is, for both implementations: batch --batch x T random tokens (the same tokens for
-both, seeded per length), forward, next-token loss over T-1 positions, backward, AdamW step
+What one step is, for every implementation: batch --batch x T random tokens (the same tokens for
+all, seeded per length), forward, next-token loss over T-1 positions, backward, AdamW step
 (fused on CUDA, same hyper-parameters), activation checkpointing of every block. Precision
 `bf16` (default): bf16 weights, gradients and optimizer states, no autocast; `amp`: fp32 weights
 under bf16 autocast (what `longctx pretrain` does).
@@ -23,15 +27,25 @@ forces an attention kernel (through
 - peer: `transformers.AutoModelForCausalLM.from_config(config)` (OlmoHybridForCausalLM /
   Olmo3ForCausalLM, its default attention implementation, fla kernels when importable),
   `gradient_checkpointing_enable(use_reentrant=False)`, its own loss via `labels=input_ids`.
+- fla: fla's own hybrid, `fla.models.GatedDeltaNetForCausalLM(GatedDeltaNetConfig(...))` with our
+  config's shapes (bench/fla_peer.py maps them: attention at our full_attention layer indices, heads,
+  head dims, GDN value expansion, conv width, SwiGLU width, vocab, tying), fused RMSNorm and SwiGLU, its
+  own loss via `labels=input_ids` through `--fla-ce`: fla's fused linear CE (default), its fused CE over
+  logits, or plain; `gradient_checkpointing_enable(use_reentrant=False)` kept on exactly the blocks ours
+  checkpoints (`--checkpoint-fraction` and `--no-checkpointing` apply to it too). fla's Attention calls
+  flash-attn; without flash-attn `--fla-attn auto` hands it torch SDPA (is_causal), the kernel ours
+  takes there. Olmo 3 configs are not mapped (their fla rows read "skipped"). What fla's model cannot
+  match of ours (post-norm attention blocks, QK-norm, ...) is listed in bench/fla_peer.py and, per
+  config, in the JSON's meta.fla_peer[config].differences, beside both parameter counts.
 
 Reported per (config, implementation, T): tokens/s = batch*T / median step time over --steps
 timed steps (after --warmup steps; the first fla backward of a new shape compiles a kernel for
 ~15 s), MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12 (dense bf16 peak of an H100/H200),
-where flops_per_token counts model FLOPs only: 6 x matmul parameters (lm head included, input
-embedding excluded) + attention scores 12*H*Dh*ctx per attention layer (causal mean context,
-sliding windows honoured) + 18*HV*Dk*Dv per GDN layer; the recomputation of activation
-checkpointing, norms, convs and the optimizer are NOT counted (so MFU is "model FLOPs
-utilisation", the same numerator for both implementations). Peak memory =
+where flops_per_token (ours, for every implementation) counts model FLOPs only: 6 x matmul
+parameters (lm head included, input embedding excluded) + attention scores 12*H*Dh*ctx per
+attention layer (causal mean context, sliding windows honoured) + 18*HV*Dk*Dv per GDN layer;
+the recomputation of activation checkpointing, norms, convs and the optimizer are NOT counted
+(so MFU is "model FLOPs utilisation", the same numerator for every implementation). Peak memory =
 torch.cuda.max_memory_allocated over the timed steps. An out-of-memory error is reported as
 "OOM" and the run goes on. Results go to $OUT/train_throughput.json (written after every
 measurement); the table is printed last.
@@ -52,6 +66,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fla_peer  # noqa: E402
 from _common import (
     add_fused_arg,
     add_run_args,
@@ -70,7 +85,7 @@ if str(REPO) not in sys.path:
 
 from longctx.env import GDN_BACKENDS  # noqa: E402
 
-IMPLS = ("ours", "peer")
+IMPLS = ("ours", "peer", "fla")
 ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "math")  # longctx.model.attention.BACKENDS
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
@@ -78,7 +93,7 @@ FLOPS_NOTE = (
     "MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12. flops_per_token = 6 x matmul params "
     "(lm head incl., input embedding excl.) + 12*H*Dh*ctx per attention layer (causal mean context, "
     "sliding window honoured) + 18*HV*Dk*Dv per GDN layer; checkpoint recomputation, norms, convs "
-    "and the optimizer are not counted; same numerator for ours and peer."
+    "and the optimizer are not counted; same numerator (ours) for every implementation."
 )
 
 
@@ -90,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="sequences per step")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--impl", default="ours,peer", help="ours, peer or both, comma-separated")
+    p.add_argument(
+        "--impl",
+        default="ours,peer",
+        help="ours, peer (transformers), fla (fla's own GatedDeltaNetForCausalLM), comma-separated",
+    )
     p.add_argument("--device", default="cuda", help="cuda or cpu (smoke test)")
     p.add_argument("--precision", default="bf16", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", help="ours: torch.compile each block")
@@ -106,13 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
-    p.add_argument("--no-checkpointing", action="store_true", help="both: no activation checkpointing")
+    p.add_argument("--no-checkpointing", action="store_true", help="all: no activation checkpointing")
     p.add_argument(
         "--checkpoint-fraction",
         type=float,
         default=None,
         metavar="F",
-        help="ours: checkpoint only this fraction of the blocks, GDN blocks first (the peer keeps all)",
+        help="ours and fla: checkpoint only this fraction of the blocks, GDN blocks first (the peer keeps all)",
+    )
+    p.add_argument(
+        "--fla-ce",
+        default="linear",
+        choices=fla_peer.CE_CHOICES,
+        help="fla: its loss, fused linear CE (fuse_linear_cross_entropy), fused CE over logits "
+        "(fuse_cross_entropy) or nn.CrossEntropyLoss",
+    )
+    p.add_argument(
+        "--fla-attn",
+        default="auto",
+        choices=fla_peer.ATTN_CHOICES,
+        help="fla: the kernel its Attention runs, flash-attn (as fla ships), torch SDPA in its place, or "
+        "auto (flash-attn when installed)",
     )
     p.add_argument(
         "--profile",
@@ -139,9 +172,20 @@ def validate(args) -> None:
         sys.exit(f"--checkpoint-fraction {args.checkpoint_fraction}: need 0..1, and not with --no-checkpointing")
     if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
         sys.exit(f"--device {args.device!r}: accepted: cuda, cuda:N, cpu")
+    if "fla" in args.impl:
+        why = fla_peer.missing("cpu" if args.device == "cpu" else "cuda")
+        if why:
+            sys.exit(f"--impl fla: {why}")
 
 
 # ---------------------------------------------------------------- models
+
+
+def checkpoint_setting(args) -> bool | float:
+    """Ours' `gradient_checkpointing`: False, True (every block) or the fraction (hybrid.checkpointed_blocks)."""
+    if args.no_checkpointing:
+        return False
+    return args.checkpoint_fraction if args.checkpoint_fraction is not None else True
 
 
 def build_ours(config, device, dtype, args):
@@ -152,13 +196,11 @@ def build_ours(config, device, dtype, args):
     with torch.device(device):
         model = HybridLM(config, gdn_backend=args.gdn_backend)
     model = model.to(dtype).train()
-    model.gradient_checkpointing = (
-        False if args.no_checkpointing else args.checkpoint_fraction if args.checkpoint_fraction is not None else True
-    )
+    model.gradient_checkpointing = checkpoint_setting(args)
     if args.compile:
         for layer in model.model.layers:
             layer.compile(dynamic=False)
-    return model
+    return model, {}
 
 
 def build_peer(config, device, dtype, args):
@@ -172,7 +214,18 @@ def build_peer(config, device, dtype, args):
     model = model.to(device=device, dtype=dtype).train()
     if not args.no_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model
+    return model, {}
+
+
+def build_fla(config, device, dtype, args):
+    """fla's GatedDeltaNetForCausalLM with our config's shapes, checkpointing the blocks ours checkpoints."""
+    from longctx.model.hybrid import checkpointed_blocks
+
+    blocks = checkpointed_blocks(config.layer_types, checkpoint_setting(args))
+    return fla_peer.build(config, device, dtype, ce=args.fla_ce, attn=args.fla_attn, checkpointed=blocks)
+
+
+BUILDERS = {"ours": build_ours, "peer": build_peer, "fla": build_fla}  # each returns (model, fields for the row)
 
 
 def make_step(impl, model, opt, ids, labels, autocast, args):
@@ -197,7 +250,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
         opt.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def step_peer():
+    def step_peer():  # transformers' model and fla's alike: their own loss, labels shifted inside
         with autocast():
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
@@ -218,11 +271,10 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
     gen = torch.Generator().manual_seed(args.seed + T)
     ids = torch.randint(0, config.vocab_size, (args.batch, T), generator=gen).to(device)
     labels = torch.full_like(ids, IGNORE_INDEX)
-    labels[:, :-1] = ids[:, 1:]  # transformers shifts labels=input_ids the same way
+    labels[:, :-1] = ids[:, 1:]  # transformers and fla shift labels=input_ids the same way
 
-    build = build_ours if impl == "ours" else build_peer
     t0 = time.perf_counter()
-    model = build(config, device, param_dtype, args)
+    model, info = BUILDERS[impl](config, device, param_dtype, args)
     build_s = time.perf_counter() - t0
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.1, fused=fused or None)
@@ -262,13 +314,14 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         "build_s": build_s,
         "warmup_s": warmup_s,
         "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        **info,
     }
     if args.profile:
         row["profile"] = profile_once(step, args.out, f"{label}_{impl}_{T}", device)
     if impl == "peer":
         row["peer_class"] = type(model).__name__
         row["peer_attn_implementation"] = getattr(model.config, "_attn_implementation", None)
-    else:
+    elif impl == "ours":
         from longctx.model import gdn
 
         has_gdn = any(hasattr(layer, "linear_attn") for layer in model.model.layers)
@@ -309,15 +362,15 @@ def table(results: list[dict], impls: list[str]) -> str:
     head = ["config", "T"]
     for metric in ("tok/s", "MFU", "peak GiB"):
         head += [f"{i} {metric}" for i in impls]
-    if set(impls) == set(IMPLS):
-        head.append("ours/peer")
+    peers = [i for i in impls if i != "ours"] if "ours" in impls else []
+    head += [f"ours/{i}" for i in peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cfg, T in keys:
         cols = [cfg, str(T)]
         for key in ("tokens_per_s", "mfu", "peak_mem_gib"):
             cols += [cell(by.get((cfg, T, i)), key) for i in impls]
-        if set(impls) == set(IMPLS):
-            o, p = by.get((cfg, T, "ours")), by.get((cfg, T, "peer"))
+        for peer in peers:
+            o, p = by.get((cfg, T, "ours")), by.get((cfg, T, peer))
             ok = o and p and o["status"] == "ok" and p["status"] == "ok"
             cols.append(f"{o['tokens_per_s'] / p['tokens_per_s']:.2f}x" if ok else "-")
         lines.append("| " + " | ".join(cols) + " |")
@@ -342,6 +395,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device; use --device cpu for the smoke test")
+    if "fla" in args.impl and args.fla_attn == "flash" and not attention._flash_fns():
+        sys.exit("--fla-attn flash: flash-attn is not installed; accepted here: auto, sdpa")
     from longctx.errors import UsageError
 
     try:
@@ -363,6 +418,11 @@ def main(argv=None) -> int:
         "peak_flops": peak,
         "flops_counted": FLOPS_NOTE,
         "attn_backend_forced": args.attn_backend,
+        "impls": {
+            "ours": "longctx.model.HybridLM",
+            "peer": "transformers AutoModelForCausalLM.from_config (OlmoHybrid / Olmo3)",
+            "fla": "fla.models.GatedDeltaNetForCausalLM, our shapes (bench/fla_peer.py)",
+        },
         "step": "fwd + next-token loss + bwd + AdamW step, batch x T random tokens, "
         + ("activation checkpointing per block" if not args.no_checkpointing else "no checkpointing")
         + f", precision {args.precision}",
@@ -380,11 +440,16 @@ def main(argv=None) -> int:
             "total": counter.num_params(),
             "non_embedding": counter.num_params(exclude_embeddings=True),
         }
+        if "fla" in args.impl:  # the mapping, both parameter counts and what fla cannot match
+            meta.setdefault("fla_peer", {})[name] = fla_peer.describe(config, args.fla_ce)
         for T in args.lengths:
             fpt = counter.flops_per_token(T)
             for impl in args.impl:
                 row = {"config": name, "impl": impl, "seq_len": T, "batch": args.batch, "flops_per_token": fpt}
-                if time.perf_counter() - start > args.budget_s:
+                if impl == "fla" and "error" in meta["fla_peer"][name]:
+                    row["status"] = "skipped"
+                    row["reason"] = meta["fla_peer"][name]["error"]
+                elif time.perf_counter() - start > args.budget_s:
                     row["status"] = "skipped"
                     row["reason"] = f"time budget {args.budget_s:.0f} s spent"
                 else:
@@ -429,6 +494,8 @@ def main(argv=None) -> int:
     ]
     if ablations:
         print("Ours with: " + " ".join(ablations))
+    if "fla" in args.impl:
+        print(f"fla: --fla-ce {args.fla_ce} --fla-attn {args.fla_attn}; shapes and differences: JSON meta.fla_peer")
     print(FLOPS_NOTE if peak else "MFU: not reported (no CUDA peak for this device).")
     print(f"JSON: {out_file}\n")
     print(table(results, args.impl))
