@@ -63,7 +63,7 @@ class FweDraft:
     def build(self, n: int) -> Built:
         cnt = self.counts(n)
         words = shuffled(
-            [w for w, k in zip(self.vocab, cnt, strict=False) for _ in range(int(k))],
+            [w for w, k in zip(self.vocab, cnt, strict=True) for _ in range(int(k))],
             *self.job.stream(self.index, "order", n),
         )
         text = self.head + " ".join(words) + self.tail

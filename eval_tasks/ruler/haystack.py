@@ -83,7 +83,7 @@ def split_sentences(text: str) -> list[str]:
     if words == [""]:
         return []
     starts = np.flatnonzero(sentence_starts(words)).tolist() + [len(words)]
-    return [" ".join(words[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=False)]
+    return [" ".join(words[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 @dataclass(frozen=True)

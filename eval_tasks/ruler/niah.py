@@ -36,7 +36,7 @@ class NiahDraft:
         values = [[random_value(type_v, rng) for _ in range(s["num_needle_v"])] for _ in self.keys]
         needles = [
             NEEDLE.format(type_needle_v=type_v, key=k, value=v)
-            for k, vs in zip(self.keys, values, strict=False)
+            for k, vs in zip(self.keys, values, strict=True)
             for v in vs
         ]
         rng.shuffle(needles)
@@ -97,7 +97,7 @@ class NiahDraft:
             positions = sorted(
                 self.job.rng(self.index, "positions", n).sample(range(n), len(self.needles)), reverse=True
             )
-            for pos, needle in zip(positions, self.needles, strict=False):
+            for pos, needle in zip(positions, self.needles, strict=True):
                 lines.insert(pos, needle)
             context = "\n".join(lines)
             counted = self.estimate(n)

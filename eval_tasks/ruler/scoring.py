@@ -46,5 +46,5 @@ def score(task: str, predictions: list[str], references: list[list[str]]) -> flo
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
     fn = metric(task)
-    total = sum(fn(postprocess(p), list(r)) for p, r in zip(predictions, references, strict=False))
+    total = sum(fn(postprocess(p), list(r)) for p, r in zip(predictions, references, strict=True))
     return round(total / len(predictions) * 100, 2)

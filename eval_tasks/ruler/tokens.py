@@ -106,7 +106,7 @@ class TokenCounter:
                 lens = [len(e) for e in batch(missing, add_special_tokens=False)]
             else:
                 lens = [len(self.tok.encode(t, add_special_tokens=False)) for t in missing]
-            self._plain.update(zip(missing, lens, strict=False))
+            self._plain.update(zip(missing, lens, strict=True))
         return [self._plain[t] for t in texts]
 
     def prefix_counts(self, text: str, cuts: np.ndarray) -> np.ndarray:

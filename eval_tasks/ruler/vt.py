@@ -77,7 +77,7 @@ def randomize_icl(example: str, hops: int, rng) -> str:
     """New names (same length) and a new value for the example's chain, as RULER's randomize_icl."""
     old = example.strip().split()[-hops - 1 :]
     new = _names(rng, len(old), len(old[0]), avoid=set(old))
-    mapping = dict(zip(old, new, strict=False))
+    mapping = dict(zip(old, new, strict=True))
     example = re.sub(r"\b(" + "|".join(map(re.escape, old)) + r")\b", lambda m: mapping[m.group(1)], example)
     return example.replace("12345", str(rng.randrange(10000, 99999)))
 
