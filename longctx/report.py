@@ -147,26 +147,38 @@ def _md(header: list[str], body: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in body]
 
 
+def _note(c: LengthScore) -> str | None:
+    """Why a cell is marked `*` (None when it is not): no results, runs or tasks short."""
+    if c.mean is None:
+        return "no results"
+    if not c.partial:
+        return None
+    parts = [f"{len(c.scored)}/{len(c.runs)} runs"] if len(c.scored) < len(c.runs) else []
+    done = sorted({len(RULER_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
+    if done != [len(RULER_TASKS)]:
+        parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done)) + f"/{len(RULER_TASKS)} tasks")
+    if c.unavailable:
+        parts.append("unavailable: " + ", ".join(c.unavailable))
+    if c.missing:
+        parts.append("missing: " + ", ".join(c.missing))
+    return "; ".join(parts)
+
+
 def _footnotes(rows: list[Row]) -> list[str]:
+    """One line per row and stretch of adjacent lengths with the same reason (`hybrid yarn 8k–64k: ...`)."""
     notes = []
     for row in rows:
-        for n, c in row.cells.items():
-            where = f"{row.label} {format_length(n)}"
-            if c.mean is None:
-                notes.append(f"- {where}: no results")
-            elif c.partial:
-                parts = [f"{len(c.scored)}/{len(c.runs)} runs"] if len(c.scored) < len(c.runs) else []
-                done = sorted({len(RULER_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
-                if done != [len(RULER_TASKS)]:
-                    parts.append(
-                        "–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done))
-                        + f"/{len(RULER_TASKS)} tasks"
-                    )
-                if c.unavailable:
-                    parts.append("unavailable: " + ", ".join(c.unavailable))
-                if c.missing:
-                    parts.append("missing: " + ", ".join(c.missing))
-                notes.append(f"- {where}: " + "; ".join(parts))
+        stretch: list[int] = []
+        reason = None
+        for n, c in [*row.cells.items(), (None, None)]:
+            why = _note(c) if c is not None else None
+            if stretch and why != reason:
+                span = format_length(stretch[0]) + ("" if len(stretch) == 1 else "–" + format_length(stretch[-1]))
+                notes.append(f"- {row.label} {span}: {reason}")
+                stretch = []
+            if why is not None:
+                stretch.append(n)
+                reason = why
     if not notes:
         return []
     return ["", f"\\* mean over the tasks and lengths that ran, not all {len(RULER_TASKS)} tasks:", *notes]

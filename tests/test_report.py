@@ -210,3 +210,23 @@ def test_plot_styles_color_per_method_line_per_model_family(files):
     ]
     twice = [run("/s/hybrid/yarn"), run("/s/hybrid/yarn/"), run("/s/transformer/yarn")]  # same dir twice
     assert [s["color"] for s in plot_styles(twice)] == ["C0", "C1", "C2"]
+
+
+def test_footnotes_merge_adjacent_lengths_with_one_reason(tmp_path, capsys):
+    # 4k, 8k, 16k lack ruler_qa_squad; 32k has every task; 64k lacks it again; 128k is not run.
+    lengths = [4096, 8192, 16384, 32768, 65536, 131072]
+    r = _run("runs/m", YARN, lengths)
+    for n in lengths[:-1]:
+        for t in T:
+            if t == "ruler_qa_squad" and n != 32768:
+                R.set_unavailable(r, t, n, "offline")
+            else:
+                R.set_score(r, t, n, 50, 2)
+    R.save(r, tmp_path / "r.json")
+    assert main(["compare", str(tmp_path / "r.json")]) == 0
+    notes = [x for x in capsys.readouterr().out.splitlines() if x.startswith("- ")]
+    assert notes == [
+        "- m (yarn) 4k–16k: 12/13 tasks; unavailable: ruler_qa_squad",
+        "- m (yarn) 64k: 12/13 tasks; unavailable: ruler_qa_squad",
+        "- m (yarn) 128k: no results",
+    ]
