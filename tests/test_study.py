@@ -611,6 +611,24 @@ def test_pretraining_seeds_replicate_every_stage(tmp_path):
     assert "- hybrid, pretraining seed 2: 40: **misses** (hybrid-s2/base/gate.json)" in text
 
 
+def test_pretraining_seeds_with_extra_runs(tmp_path):
+    """With several pretraining seeds, budget runs take their unit's seed like its main runs, and an
+    extend.seeds run whose seed is the unit's own is left out (it would repeat the main run)."""
+    s = _tiny(tmp_path)
+    s["pretrain"].pop("seed", None)
+    s["pretrain"]["seeds"] = [0, 1]
+    s["extend"]["budgets"] = [{"steps": 6, "models": ["hybrid"], "methods": ["yarn"]}]
+    s["extend"]["seeds"] = [{"seed": 1, "models": ["hybrid"], "methods": ["yarn"], "lengths": [2048]}]
+    st = {x.name: x for x in study.plan(s)}
+    for unit, seed in (("hybrid-s0", 0), ("hybrid-s1", 1)):
+        ext = st[f"extend-{unit}-yarn-6steps"]
+        assert ext.cmd[ext.cmd.index("--seed") + 1] == str(seed) and "--steps" in ext.cmd
+    ext = st["extend-hybrid-s0-yarn-seed1"]
+    assert ext.cmd[ext.cmd.index("--seed") + 1] == "1"
+    assert "extend-hybrid-s1-yarn-seed1" not in st and "eval-hybrid-s1-yarn-seed1" not in st
+    assert str(tmp_path / "hybrid-s1" / "yarn-seed1" / "ruler.json") not in st["compare"].cmd
+
+
 def test_pretraining_seeds_are_checked(tmp_path):
     path = tmp_path / "study.yaml"
     base = yaml.safe_load(TINY.read_text())

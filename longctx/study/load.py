@@ -154,15 +154,18 @@ def _fill_models_methods(path, s: dict, where: str, entry: dict) -> dict:
     return entry
 
 
-def extra_runs(study: dict, arch: str) -> list[dict]:
+def extra_runs(study: dict, arch: str, seed: int | None = None) -> list[dict]:
     """The extra extensions of one model, in the study file's order: extend.budgets (other step counts),
-    then extend.seeds (other seeds, evaluated at their own lengths). Each: method, tag, flags, label, lengths."""
+    then extend.seeds (other seeds, evaluated at their own lengths). Each: method, tag, flags, label, lengths.
+    seed: the pretraining unit's seed where a study has several (its extensions take it): budget runs
+    take it too, and an extend.seeds run with that very seed is left out (it would repeat the main run)."""
     ext = study["extend"]
+    own = [] if seed is None else ["--seed", str(seed)]
     runs = [
         {
             "method": m,
             "tag": f"{m}-{b['steps']}steps",
-            "flags": ["--steps", str(b["steps"])],
+            "flags": ["--steps", str(b["steps"]), *own],
             "label": f"{arch} {m} ({b['steps']} steps)",
             "lengths": None,
         }
@@ -179,7 +182,7 @@ def extra_runs(study: dict, arch: str) -> list[dict]:
             "lengths": e["lengths"],
         }
         for e in ext.get("seeds", [])
-        if arch in e["models"]
+        if arch in e["models"] and e["seed"] != seed
         for m in e["methods"]
     ]
     return runs

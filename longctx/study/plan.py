@@ -103,7 +103,7 @@ def plan(study: dict) -> list[Stage]:
                 "lengths": None,
             }
             for m in study["extend"]["methods"]
-        ] + extra_runs(study, model)
+        ] + extra_runs(study, model, seed if several else None)
         for r in runs:
             tag, run_dir = r["tag"], root / arch / r["tag"]
             cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
