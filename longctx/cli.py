@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "summarise training runs from their metrics.jsonl: one row per (run, stage)",
     ),
     "export": ("longctx.train.export_cmd", "export a training checkpoint to an HF model directory"),
+    "temperature": (
+        "longctx.train.temperature_cmd",
+        "DRoPE's softmax temperature (fixed or fitted) folded into a copy of a DRoPE run's model",
+    ),
 }
 
 

@@ -4,6 +4,7 @@ whole CPU smoke study end to end plus a rerun that skips everything (slow: ~4 CP
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -568,11 +569,13 @@ def test_the_budget_study(tmp_path):
     assert list(s["models"]) == ["hybrid"] and s["extend"]["seeds"] == []
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
     assert s["extend"]["methods"] == ["yarn", "drope", "drope-temp"] and s["extend"]["overrides"]["steps"] == 60
-    assert study.extend_config(s, "drope-temp")["extend"]["rope"]["temperature"] == "auto"
-    runs = [x.name for x in study.plan(s) if x.kind == "extend"]
-    assert runs == [f"extend-hybrid-{m}" for m in ("yarn", "drope", "drope-temp")] + [
-        f"extend-hybrid-{m}-{n}steps" for n in (180, 360) for m in ("yarn", "drope", "drope-temp")
-    ]
+    assert study.added_temperature(s, "drope-temp") == "auto" and s["pretrain"]["seeds"] == [0, 1]
+    st = [x for x in study.plan(s) if x.kind == "extend"]
+    tags = [f"{m}{n}" for n in ("", "-180steps", "-360steps") for m in ("yarn", "drope", "drope-temp")]
+    assert [x.name for x in st] == [f"extend-hybrid-s{seed}-{t}" for seed in (0, 1) for t in tags]
+    for x in st:
+        added = x.name.split("-", 3)[3].startswith("drope-temp")
+        assert (x.cmd[3] == "temperature") == added and (not added or x.needs[0] == x.name.replace("-temp", ""))
 
 
 def test_pretraining_seeds_replicate_every_stage(tmp_path):
@@ -752,3 +755,70 @@ def test_shipped_study_paths_resolve_from_any_directory(tmp_path, monkeypatch, c
     assert s["pretrain"]["seeds"] == [0, 1, 2] and study.extend_config(s, "yarn")["extend"]["method"] == "yarn"
     assert study_main(["configs/experiments/study-tiny.yaml", "--dry-run", "--only", "pretrain"]) == 0
     assert "# pretrain-hybrid: new" in capsys.readouterr().out and not any(tmp_path.iterdir())
+
+
+TEMP_ADDED = {
+    "drope-temp": {"method": "drope", "temperature": "auto"},
+    "drope-c04": {"method": "drope", "temperature": 0.4},
+}
+
+
+def test_temperature_variants_add_to_the_drope_runs(tmp_path):
+    """extend.variants with `temperature`: no training, `longctx temperature` on the unit's drope run of the same
+    budget (and seed), then evaluated like any run; no extension config of their own."""
+    path = tmp_path / "study.yaml"
+    extend = {
+        "methods": ["yarn", "drope", "drope-temp", "drope-c04"],
+        "variants": TEMP_ADDED,
+        "budgets": [{"steps": 6, "methods": ["drope", "drope-temp"]}],
+    }
+    path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
+    s = study.load_study(str(path))
+    out = tmp_path / "out"
+    s["out"] = str(out)
+    st = {x.name: x for x in study.plan(s)}
+    for tag, source, c in (
+        ("drope-temp", "drope", "auto"),
+        ("drope-c04", "drope", "0.4"),
+        ("drope-temp-6steps", "drope-6steps", "auto"),
+    ):
+        x = st[f"extend-hybrid-{tag}"]
+        assert x.kind == "extend" and x.cmd[3] == "temperature" and x.needs == [f"extend-hybrid-{source}"]
+        assert x.cmd[x.cmd.index("--model") + 1] == str(out / "hybrid" / source) and x.out == out / "hybrid" / tag
+        assert x.cmd[x.cmd.index("--c") + 1] == c and "--config" not in x.cmd
+        assert st[f"eval-hybrid-{tag}"].needs == [f"extend-hybrid-{tag}"]
+    study.write_configs(s, list(st.values()))
+    assert sorted(p.name for p in (out / "configs").glob("extend-*")) == ["extend-drope.yaml", "extend-yarn.yaml"]
+
+
+@pytest.mark.parametrize(
+    "variant, methods, words",
+    [
+        ({"method": "yarn", "temperature": "auto"}, ["yarn", "v"], "give drope"),
+        ({"method": "drope", "temperature": 0}, ["drope", "v"], "auto or a number > 0"),
+        ({"method": "drope", "temperature": "hot"}, ["drope", "v"], "auto or a number > 0"),
+        ({"method": "drope", "temperature": "auto", "set": {"steps": 3}}, ["drope", "v"], "leave set out"),
+        ({"method": "drope", "temperature": "auto"}, ["yarn", "v"], "extend.methods has v without drope"),
+    ],
+)
+def test_temperature_variants_are_checked(tmp_path, variant, methods, words):
+    path = tmp_path / "study.yaml"
+    extend = {"methods": methods, "variants": {"v": variant}}
+    path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
+    with pytest.raises(study.StudyError, match=re.escape(words)):
+        study.load_study(str(path))
+
+
+def test_temperature_variant_runs(tmp_path):
+    """The stage's command runs: pretrain, the drope extension, then the temperature added to it."""
+    path = tmp_path / "study.yaml"
+    extend = {"methods": ["drope", "drope-c04"], "variants": {"drope-c04": TEMP_ADDED["drope-c04"]}}
+    path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
+    out = tmp_path / "out"
+    only = "pretrain-hybrid,extend-hybrid-drope,extend-hybrid-drope-c04"
+    r = subprocess.run([sys.executable, "-m", "longctx", "study", str(path), "--out", str(out), "--only", only],
+                       cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    record = json.loads((out / "hybrid" / "drope-c04" / "drope_temperature.json").read_text())
+    assert record["c"] == 0.4 and record["added_to"] == str(out / "hybrid" / "drope")
+    assert study.train_done(out / "hybrid" / "drope-c04")

@@ -13,6 +13,7 @@ study_cmd.py    the command line
 
 from longctx.study.gate import gate_check, gate_file, gate_misses, gate_scores, gate_summary
 from longctx.study.load import (
+    added_temperature,
     budget_entry,
     extra_runs,
     merge,
@@ -40,6 +41,7 @@ __all__ = [
     "budget_entry",
     "eval_done",
     "extend_config",
+    "added_temperature",
     "extra_runs",
     "gate_check",
     "gate_file",

@@ -62,6 +62,7 @@ def parse_study(path: str) -> dict:
     pretrain_seeds(path, s["pretrain"])
     s["extend"]["budgets"] = [budget_entry(path, s, b) for b in s["extend"].get("budgets") or []]
     s["extend"]["seeds"] = [seed_entry(path, s, e) for e in s["extend"].get("seeds") or []]
+    _check_temperature_sources(path, s)
     for arch in s["models"]:
         tags = [r["tag"] for r in extra_runs(s, arch)]
         twice = sorted({t for t in tags if tags.count(t) > 1})
@@ -111,6 +112,27 @@ def variant(study: dict, name: str) -> tuple[str, dict]:
     an extend.variants entry {method: drope, set: {extend.rope.temperature: auto}} its `set`."""
     v = (study["extend"].get("variants") or {}).get(name)
     return (name, {}) if v is None else (v["method"], dict(v.get("set") or {}))
+
+
+def added_temperature(study: dict, name: str):
+    """The temperature (auto or c) of a variant that adds one to its drope run, else None."""
+    v = (study["extend"].get("variants") or {}).get(name)
+    return None if v is None else v.get("temperature")
+
+
+def _check_temperature_sources(path, s: dict) -> None:
+    """A temperature variant needs its method's run beside it in every list that names it."""
+    ext = s["extend"]
+    lists = [("extend.methods", ext["methods"])]
+    lists += [(f"extend.budgets ({b['steps']} steps)", b["methods"]) for b in ext["budgets"]]
+    lists += [(f"extend.seeds (seed {e['seed']})", e["methods"]) for e in ext["seeds"]]
+    for where, names in lists:
+        for name in names:
+            if added_temperature(s, name) is not None and variant(s, name)[0] not in names:
+                raise StudyError(
+                    f"{path}: {where} has {name} without {variant(s, name)[0]}: its temperature is added to "
+                    f"that run; list both"
+                )
 
 
 def budget_entry(path, s: dict, b) -> dict:

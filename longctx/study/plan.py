@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from longctx.study.gate import gate_summary
-from longctx.study.load import extra_runs, pretrain_seeds, units
+from longctx.study.load import added_temperature, extra_runs, pretrain_seeds, units, variant
 from longctx.study.stage import KINDS, Stage, StudyError
 
 
@@ -107,20 +107,17 @@ def plan(study: dict) -> list[Stage]:
         for r in runs:
             tag, run_dir = r["tag"], root / arch / r["tag"]
             cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
-            stages.append(
-                Stage(
-                    f"extend-{arch}-{tag}",
-                    "extend",
-                    lm
-                    + ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
-                    + r["flags"]
-                    + train_flags,
-                    run_dir,
-                    arch,
-                    model=model,
-                    needs=[f"pretrain-{arch}", gate_stage],
-                )
-            )
+            added = added_temperature(study, r["method"])
+            if added is not None:  # DRoPE's temperature on this unit's drope run of the same budget and seed
+                source = variant(study, r["method"])[0] + tag[len(r["method"]) :]
+                cmd = ["temperature", "--model", str(root / arch / source), "--out", str(run_dir), "--c", str(added)]
+                cmd += ["--device", study["device"]] if study.get("device") else []
+                needs = [f"extend-{arch}-{source}"]
+            else:
+                cmd = ["extend", "--config", str(cfg_file), "--model", str(base), "--out", str(run_dir)]
+                cmd += r["flags"] + train_flags
+                needs = [f"pretrain-{arch}", gate_stage]
+            stages.append(Stage(f"extend-{arch}-{tag}", "extend", lm + cmd, run_dir, arch, model=model, needs=needs))
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
             stages.append(

@@ -11,7 +11,7 @@ import yaml
 
 from longctx.errors import UsageError
 from longctx.shipped import configs_dir, shipped_config
-from longctx.study.load import merge, parse_study, units, variant
+from longctx.study.load import added_temperature, merge, parse_study, units, variant
 from longctx.study.stage import Stage, StudyError
 
 
@@ -64,6 +64,11 @@ def extend_config(study: dict, name: str) -> dict:
     return cfg
 
 
+def trained_methods(study: dict) -> list[str]:
+    """The names in extend.methods that train (all but the variants that add a temperature to a run)."""
+    return [n for n in study["extend"]["methods"] if added_temperature(study, n) is None]
+
+
 def set_keys(cfg: dict, keys: dict) -> dict:
     """cfg with dotted run-config keys set as `longctx extend --set` sets them
     (longctx.config.apply_overrides); the top-level sections they change are written out in full."""
@@ -86,7 +91,7 @@ def check_run_configs(study: dict, path: str) -> None:
             validate(from_dict(pretrain_config(study, model, seed)))
         except UsageError as e:
             raise StudyError(f"{path}: pretrain (for {model}): {e}") from None
-    for name in study["extend"]["methods"]:
+    for name in trained_methods(study):
         method = variant(study, name)[0]
         where = (
             f"method {method}, with extend.overrides"
@@ -109,7 +114,7 @@ def write_configs(study: dict, stages: list[Stage]) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for unit, model, seed in units(study):
         (d / f"pretrain-{unit}.yaml").write_text(yaml.safe_dump(pretrain_config(study, model, seed), sort_keys=False))
-    for name in study["extend"]["methods"]:  # a method's, or a variant's (named after the variant)
+    for name in trained_methods(study):  # a method's, or a variant's (named after the variant)
         (d / f"extend-{name}.yaml").write_text(yaml.safe_dump(extend_config(study, name), sort_keys=False))
 
 

@@ -43,13 +43,25 @@ class ModelSpec:
 @dataclass
 class VariantSpec:
     """extend.variants.<name>: a rope method whose extension config also sets these run-config keys
-    (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto)."""
+    (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto); or, with
+    `temperature` (auto or c > 0), DRoPE's softmax temperature added to the unit's own drope run of the
+    same budget and seed by `longctx temperature`, with no training of its own."""
 
     method: str | None = None
     set: dict | None = None
+    temperature: Any = None
 
     def check(self, at: str) -> None:
         import rope_methods
+
+        if self.temperature is not None:
+            t = self.temperature
+            number = isinstance(t, (int, float)) and not isinstance(t, bool)
+            _need(t == "auto" or (number and 0 < t < float("inf")), f"{at}.temperature", "give auto or a number > 0", t)
+            _need(
+                self.method == "drope", f"{at}.method", "a temperature is added to drope runs: give drope", self.method
+            )
+            _need(not self.set, f"{at}.set", "a temperature variant trains nothing of its own: leave set out", self.set)
 
         _need(
             self.method in rope_methods.METHODS,

@@ -16,7 +16,10 @@ results.md (tables), ruler.csv and ruler.png into the study directory. `extend.v
 method with run-config keys of its own (dotted, as `longctx extend --set` takes them), e.g.
 `{drope-temp: {method: drope, set: {extend.rope.temperature: auto}}}`; the name then goes in
 extend.methods (and budgets and seeds) like a method's: its config, <out>/configs/extend-drope-temp.yaml,
-is drope's with those keys set, and its runs, stages and table rows are named drope-temp. With
+is drope's with those keys set, and its runs, stages and table rows are named drope-temp. A variant
+with `temperature: auto` (or a c > 0) instead of `set`, e.g. `{drope-temp: {method: drope, temperature:
+auto}}`, trains nothing: its stage is `longctx temperature` on the unit's drope run of the same budget
+and seed (drope must be listed beside it). With
 `pretrain.seeds: [0, 1, 2]` all of this runs once per pretraining seed (each unit's extensions
 take its seed too), in <out>/<model>-s<seed>/; the tables then show each (model, method) once, as
 the mean over the seeds with their range. A study file may vary another: `base: study-20m.yaml`

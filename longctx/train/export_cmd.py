@@ -90,7 +90,7 @@ def temperature_record(path: Path, meta: dict, config) -> dict | None:
 
 def run(args: argparse.Namespace) -> int:
     from longctx.data import load_tokenizer
-    from longctx.train.lock import RunLock
+    from longctx.train.lock import writing_into
 
     path, out = Path(args.checkpoint), Path(args.out)
     meta = check_checkpoint(path)
@@ -100,10 +100,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_from_checkpoint(path)
     train_meta = {k: v for k, v in meta.items() if k not in ("stage", "total_steps")}
     train_meta["steps"] = meta["step"]
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(out).acquire()  # not into a run directory a training process is writing
-    try:
+    with writing_into(out):  # locked: not into a run directory a training process is writing
         before = {p.name for p in out.iterdir()}
         record = temperature_record(path, meta, model.config)
         if record is not None:
@@ -114,12 +111,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"longctx export: {DropeTemperature.describe(record)}")
         export_hf(model, out, tokenizer=tokenizer, train_meta=train_meta, dtype=dtype)
         after = {p.name for p in out.iterdir()}
-    except BaseException:
-        lock.release()
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    lock.release()
     written = set(export_files(out)) | {TRAIN_META}
     replaced, removed = sorted(before & written), sorted(before - after)
     if replaced or removed:

@@ -15,6 +15,8 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from longctx.errors import UsageError
@@ -131,3 +133,21 @@ class RunLock:
             pass
         os.close(self._fd)  # closing drops the lock
         self._fd = None
+
+
+@contextmanager
+def writing_into(out: str | Path) -> Iterator[Path]:
+    """OUT created if absent and locked (RunLock) while a command writes a model into it; released on
+    the way out, and an OUT this call created is removed again if the write fails before anything is in it."""
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(out).acquire()
+    try:
+        yield out
+    except BaseException:
+        lock.release()
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    lock.release()
