@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU tests on the GPU machine inside one call: `pytest -m gpu` split into SHARDS processes that run side
+# by side (a fresh machine's first tests spend minutes compiling Triton kernels on the CPU, one core per
+# process; the GPU work itself is small), each with -v and --durations into its own log under $OUT, so that
+# what ran comes back even when the call's limit cuts it short.
+#
+#   calls 1-2: install the wheels as scripts/gpu/start-lane.sh says (carry .whl_tl, then .whl)
+#   call 3, carry [".tcache"] (if there is a kernel cache):
+#       export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
+#
+# Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
+# (default 3). The kernel cache: .tcache/kcache.tgz (or tcache.tgz) is restored into /tmp/kcache and
+# LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); the cache is packed back into
+# $OUT/kcache.tgz when it fits under 15 MiB. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
+# summary line, the slowest tests).
+set -u
+limit=${1:-540}
+shards=${2:-3}
+out=${OUT:-/tmp/gpu-tests}
+mkdir -p "$out" /tmp/kcache
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+for f in .tcache/kcache.tgz .tcache/tcache.tgz; do
+  if [ -f "$f" ]; then tar -C /tmp/kcache -xzf "$f" && echo "kernel cache: $(find /tmp/kcache -type f | wc -l) files from $f"; break; fi
+done
+t0=$(date +%s)
+python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider tests/ 2>/dev/null | grep '::' > "$out/gpu-tests.ids"
+n=$(wc -l < "$out/gpu-tests.ids")
+[ "$n" -gt 0 ] || { echo "test-gpu.sh: no GPU tests collected" >&2; exit 1; }
+echo "collected $n GPU tests in $(( $(date +%s) - t0 )) s; $shards shards"
+for k in $(seq 0 $((shards - 1))); do
+  awk -v k="$k" -v n="$shards" '(NR - 1) % n == k' "$out/gpu-tests.ids" > "$out/shard$k.ids"
+  (timeout -k 10 $((limit - 15 - ($(date +%s) - t0))) python3 -m pytest -v -p no:cacheprovider --durations=0 \
+     --junitxml="$out/shard$k.xml" $(cat "$out/shard$k.ids") > "$out/shard$k.log" 2>&1
+   echo "$?" > "$out/shard$k.rc") &
+done
+wait
+{
+  echo "GPU tests: $n in $shards shards, wall $(( $(date +%s) - t0 )) s"
+  for k in $(seq 0 $((shards - 1))); do
+    echo "## shard $k: rc=$(cat "$out/shard$k.rc") $(grep -E '^=+ .* in [0-9.]+s.* =+$' "$out/shard$k.log" | tail -1)"
+    grep -E '^[0-9.]+s (call|setup|teardown) ' "$out/shard$k.log" | head -5
+    grep -E '^(FAILED|ERROR) ' "$out/shard$k.log"
+  done
+} | tee "$out/gpu-tests.txt"
+tar czf "$out/kcache.tgz" -C /tmp/kcache . 2>/dev/null
+[ "$(stat -c %s "$out/kcache.tgz")" -le $((15 * 1024 * 1024)) ] || rm -f "$out/kcache.tgz"
