@@ -7,6 +7,8 @@ carries a label; columns are context lengths and their average; a cell is the me
 Runs sharing a label (e.g. a study's pretraining seeds) form one row `<label> (n=3)`: each cell
 is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the mean (min–max) of
 the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
+--apart adds, for rows of several runs that share a model or a method, a mark per length: `>` / `<`
+where one row's runs all lie above the other's (ranges apart), `≈` where the ranges overlap.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE.png", help="write score vs context length (log2 axis)")
     p.add_argument("--title", default="RULER", help="plot title (default: RULER)")
     p.add_argument(
+        "--apart",
+        action="store_true",
+        help="also mark, per length, which rows' run ranges are apart (rows sharing a model or a method)",
+    )
+    p.add_argument(
         "--no-group",
         action="store_true",
         help="a row (and line) per run, numbered where labels repeat, instead of one per label",
@@ -42,10 +49,17 @@ def run(args: argparse.Namespace) -> int:
             check_output(path, flag, kind="file", folder_exists=True)
     if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {args.plot!r}: use a .png, .svg or .pdf file name")
+    if args.apart and args.no_group:
+        raise UsageError("--apart compares rows of several runs: leave out --no-group")
     runs = [results.load(f) for f in args.files]  # all validated before anything is written
 
     group = not args.no_group
     print(report.markdown_table(runs, group=group), end="")
+    if args.apart:
+        from longctx.report_apart import apart_markdown
+
+        print()
+        print(apart_markdown(runs), end="")
     if args.per_task:
         print()
         print(report.per_task_markdown(runs, by=args.per_task_by, group=group), end="")
