@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # poll.sh SECONDS: wait until the lane of start-lane.sh is done or SECONDS have passed, print a summary,
 # and pack /tmp/w (no weights, checkpoints or traces) into $OUT/x.tgz and the kernel cache into
-# $OUT/kcache.tgz (start-lane.sh). Keep SECONDS under the call's limit (and under the device time left), so the pack runs.
+# $OUT/kcache.tgz.part0.. (start-lane.sh). Keep SECONDS under the call's limit (and under the device time left), so the pack runs.
+here=$(cd "$(dirname "$0")" && pwd)
 end=$(( $(date +%s) + ${1:-500} ))
 while [ "$(date +%s)" -lt $end ] && [ ! -f /tmp/w/lane.done ]; do sleep 10; done
 cd /tmp/w || exit 1
@@ -11,13 +12,7 @@ for f in study/logs/*.log; do [ -f "$f" ] && echo "## $f: $(grep -v '^\s*$' "$f"
 grep -l -E "Traceback|Error" study/logs/*.log logs/*.log 2>/dev/null | while read -r f; do echo "### ERR $f"; grep -E -A3 "Error" "$f" | tail -12; done
 for m in study/*/base; do [ -f "$m/metrics.jsonl" ] && echo "$m $(tail -1 "$m/metrics.jsonl" | cut -c1-160)"; done
 tail -2 logs/smi.log
-if [ -d /tmp/kcache ]; then  # the whole kernel cache if it packs under 15 MiB (a file back from $OUT is at most 16 MiB), else fla's autotune results alone
-  echo "kernel cache: $(du -sh /tmp/kcache | cut -f1) ($(du -sh /tmp/kcache/* 2>/dev/null | tr '\n\t' '  '))"
-  tar czf "$OUT/kcache.tgz" -C /tmp/kcache . 2>/dev/null
-  if [ "$(stat -c %s "$OUT/kcache.tgz")" -gt $((15 * 1024 * 1024)) ]; then
-    (cd /tmp/kcache && find triton -name '*.autotune.json' | tar czf "$OUT/kcache.tgz" -T -) && echo "kcache.tgz: autotune results only"
-  fi
-fi
+bash "$here/kcache.sh" pack "$OUT"
 tar czf "$OUT/x.tgz" --exclude='*.trace.json*' --exclude='*.safetensors' --exclude='checkpoints' --exclude='*.pt' \
   --exclude='*.bin' -C /tmp w 2>/dev/null
 ls -la "$OUT"

@@ -13,8 +13,9 @@
 # The repository is copied to /tmp/repo and the job runs there (so later calls' working trees do not
 # disturb it), writing under /tmp/w (logs in /tmp/w/logs). Kernel caches: LONGCTX_KERNEL_CACHE=/tmp/kcache
 # (Triton, inductor and tilelang under one directory, longctx/env.py). poll.sh brings back
-# $OUT/kcache.tgz: the whole cache when it packs under 15 MiB (files back from $OUT: 16 MiB each), else fla's autotune results alone; copy
-# it to .tcache/kcache.tgz (git-ignored) and carry ".tcache": it is restored here before the job starts.
+# $OUT/kcache.tgz.part0..2: the whole cache in 15 MiB parts when it packs into 3 (files back from $OUT: 16 MiB
+# each, 8 files), else kcache.tgz with fla's autotune results alone; copy them to .tcache/ (git-ignored)
+# and carry ".tcache": it is restored here before the job starts.
 # (Autotune results alone brought the study-20m hybrid's first step to 68 s from ~345 s; the extensions
 # that ran after pretraining on the same machine, with every cache warm, took 10-13 s for their first step.)
 set -u
@@ -26,9 +27,7 @@ cd /tmp/repo
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
-for f in "$src/.tcache/kcache.tgz" "$src/.tcache/tcache.tgz"; do  # tcache.tgz: autotune results only (older runs)
-  if [ -f "$f" ]; then tar -C /tmp/kcache -xzf "$f" && echo "kernel cache: $(find /tmp/kcache -type f | wc -l) files from $(basename "$f")"; break; fi
-done
+bash "$src/scripts/gpu/kcache.sh" restore "$src/.tcache"
 { nvidia-smi --query-gpu=name,memory.total --format=csv
   python3 -c "import torch, transformers, fla; print(torch.__version__, transformers.__version__, fla.__version__)"; } \
   > /tmp/w/logs/gpu.txt 2>&1

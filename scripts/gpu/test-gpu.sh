@@ -9,9 +9,8 @@
 #       export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
 #
 # Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
-# (default 3). The kernel cache: .tcache/kcache.tgz (or tcache.tgz) is restored into /tmp/kcache and
-# LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); the cache is packed back into
-# $OUT/kcache.tgz when it fits under 15 MiB. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
+# (default 3). The kernel cache: restored from .tcache into /tmp/kcache (scripts/gpu/kcache.sh) and
+# LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); packed back into $OUT at the end. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
 # summary line, the slowest tests).
 set -u
 limit=${1:-540}
@@ -21,9 +20,7 @@ mkdir -p "$out" /tmp/kcache
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
-for f in .tcache/kcache.tgz .tcache/tcache.tgz; do
-  if [ -f "$f" ]; then tar -C /tmp/kcache -xzf "$f" && echo "kernel cache: $(find /tmp/kcache -type f | wc -l) files from $f"; break; fi
-done
+bash scripts/gpu/kcache.sh restore .tcache
 t0=$(date +%s)
 python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider tests/ 2>/dev/null | grep '::' > "$out/gpu-tests.ids"
 n=$(wc -l < "$out/gpu-tests.ids")
@@ -44,5 +41,4 @@ wait
     grep -E '^(FAILED|ERROR) ' "$out/shard$k.log"
   done
 } | tee "$out/gpu-tests.txt"
-tar czf "$out/kcache.tgz" -C /tmp/kcache . 2>/dev/null
-[ "$(stat -c %s "$out/kcache.tgz")" -le $((15 * 1024 * 1024)) ] || rm -f "$out/kcache.tgz"
+bash scripts/gpu/kcache.sh pack "$out"
