@@ -189,8 +189,17 @@ def test_only_and_dry_run(tmp_path, capsys):
         "compare",
     ]
     assert {s.kind for s in study.select(stages, "eval-base")} == {"eval-base"}
-    with pytest.raises(study.StudyError, match="bogus"):
-        study.select(stages, "bogus")
+    assert [s.name for s in study.select(stages, "*-hybrid-*,!eval*,!*-pi")] == [
+        "extend-hybrid-none",
+        "extend-hybrid-yarn",
+        "extend-hybrid-drope",
+    ]
+    rest = study.select(stages, "!*-transformer*,!compare")
+    assert rest and all("transformer" not in s.name and s.kind != "compare" for s in rest)
+    assert len(rest) == len([s for s in stages if "transformer" not in s.name]) - 1
+    for bad in ("bogus", "!bogus"):
+        with pytest.raises(study.StudyError, match=bad):
+            study.select(stages, bad)
     assert study_main([str(TINY), "--out", str(tmp_path), "--dry-run", "--only", "pretrain"]) == 0
     out = capsys.readouterr().out
     assert "# pretrain-hybrid: new" in out and "longctx pretrain --config" in out
@@ -597,7 +606,8 @@ def test_pretraining_seeds_replicate_every_stage(tmp_path):
     assert (
         "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
     )
-    assert len(st["compare"].inputs) == 20
+    assert len(st["compare"].inputs) == 20 and "--apart" in st["compare"].cmd  # which orderings hold for every seed
+    assert "--apart" not in {x.name: x for x in study.plan(_tiny(tmp_path))}["compare"].cmd
     study.write_configs(s, list(st.values()))
     for unit, seed in (("hybrid-s0", 0), ("transformer-s2", 2)):
         cfg = yaml.safe_load((tmp_path / "configs" / f"pretrain-{unit}.yaml").read_text())

@@ -143,6 +143,7 @@ def plan(study: dict) -> list[Stage]:
             + [
                 "compare",
                 *map(str, results),
+                *(["--apart"] if several else []),
                 "--per-task",
                 "--csv",
                 str(root / "ruler.csv"),
@@ -161,12 +162,20 @@ def plan(study: dict) -> list[Stage]:
 
 
 def select(stages: list[Stage], only: str | None) -> list[Stage]:
+    """The stages --only names: comma-separated stage names, globs or kinds; one starting with `!` leaves
+    out what it matches (`*-s1*,!*-yarn-seed1`; only exclusions: every other stage)."""
     if not only:
         return stages
     pats = [p.strip() for p in only.split(",") if p.strip()]
+
+    def hit(s: Stage, p: str) -> bool:
+        return s.kind == p or fnmatch.fnmatchcase(s.name, p)
+
     for p in pats:
-        if p not in KINDS and not any(fnmatch.fnmatchcase(s.name, p) for s in stages):
+        if not any(hit(s, p.removeprefix("!")) for s in stages):
             raise StudyError(
                 f"--only {p!r} matches no stage; kinds: {', '.join(KINDS)}; stages: {', '.join(s.name for s in stages)}"
             )
-    return [s for s in stages if any(s.kind == p or fnmatch.fnmatchcase(s.name, p) for p in pats)]
+    take = [p for p in pats if not p.startswith("!")]
+    drop = [p[1:] for p in pats if p.startswith("!")]
+    return [s for s in stages if (not take or any(hit(s, p) for p in take)) and not any(hit(s, p) for p in drop)]

@@ -64,7 +64,10 @@ from longctx.study.state import status
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("study", help="study YAML (configs/experiments/*.yaml)")
-    ap.add_argument("--only", help="comma-separated stage names/globs or kinds: " + ", ".join(KINDS))
+    ap.add_argument(
+        "--only",
+        help="comma-separated stage names/globs or kinds (" + ", ".join(KINDS) + "); !GLOB leaves those out",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print each stage's state and command; run nothing")
     ap.add_argument("--out", help="study directory (default: the YAML's out, else runs/<name>)")
     ap.add_argument("--no-gate", action="store_true", help="extend even when a base model misses the retrieval gate")
