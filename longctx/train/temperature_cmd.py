@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from longctx.model.temperature import temperature_layers
     from longctx.train.lock import writing_into
     from longctx.train.loss import make_loss_fn
-    from longctx.train.temperature import DropeTemperature, heldout_batches
+    from longctx.train.temperature import C_GRID, GOLDEN_STEPS, DropeTemperature, heldout_batches
 
     model_dir, out = Path(args.model), Path(args.out)
     meta = check_run(model_dir)
@@ -143,9 +143,17 @@ def run(args: argparse.Namespace) -> int:
         heldout=lambda: heldout_batches(cfg, tokenizer, target, args.batch_size or cfg.batch_size),
     )
     loss_fn = make_loss_fn("chunked", chunk=cfg.loss_chunk) if cfg is not None else None
-    fitter = types.SimpleNamespace(
-        model=model, heldout_nll=lambda batches: heldout_nll(model, batches, loss_fn, device)
-    )
+    tries = [0]
+
+    def nll(batches):  # one value of c (the temperature is in the weights now): a progress line per try
+        value = heldout_nll(model, batches, loss_fn, device)
+        tries[0] += 1
+        print(f"longctx temperature: fit {tries[0]}/{len(C_GRID) + GOLDEN_STEPS}: held-out NLL {value:.4f}",
+              file=sys.stderr)  # fmt: skip
+        return value
+
+    fitter = types.SimpleNamespace(model=model, heldout_nll=nll)
+
     record = temp.resolve(fitter)
     model.to("cpu")
     DropeTemperature.fold(model, record)
