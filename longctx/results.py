@@ -12,6 +12,9 @@
       "haystack": "...",                    # the essay haystack's source and digest
       "lm_eval_version": "0.4.13", "longctx_version": "0.1.0", "created": "2026-11-23T...Z",
       "tasks": ["niah_single_1", ...], "lengths": [4096, 8192],
+      "train": {"kind": "extend", "method": "drope", "steps": 180, "tokens": 11796480,
+                "temperature_c": 0.41},   # optional: what longctx trained the model with (its
+                                          # longctx_train.json); absent for other models
       "scores": {task: {"4096": {"score": 97.5, "samples": 50, "haystack": "noise"}
                         | {"score": null, "samples": 0, "unavailable": "why"}}}
     }
@@ -61,9 +64,11 @@ def new_results(
     haystack: str,
     lm_eval_version: str,
     label: str | None = None,
+    train: dict | None = None,
 ) -> dict[str, Any]:
     from longctx import __version__
 
+    extra = {} if train is None else {"train": dict(train)}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -79,6 +84,7 @@ def new_results(
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "tasks": list(tasks),
         "lengths": sorted(int(n) for n in lengths),
+        **extra,
         "scores": {},
     }
 
@@ -118,6 +124,11 @@ def validate(obj: Any) -> dict:
     rp = obj.get("rope_parameters", "absent")
     need(rp is None or isinstance(rp, dict), "'rope_parameters' missing or not an object/null")
     need(all(isinstance(n, int) and n > 0 for n in obj["lengths"]), "'lengths' must be positive integers")
+    train = obj.get("train", {})
+    need(isinstance(train, dict), "'train' is not an object")
+    for key in ("steps", "tokens"):
+        v = train.get(key, 0)
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"'train.{key}' is not a whole number")
     for task, per_len in obj["scores"].items():
         need(task in RULER_TASKS, f"unknown task {task!r} in 'scores'")
         need(isinstance(per_len, dict), f"scores[{task!r}] is not an object")
@@ -169,6 +180,24 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
 
 def save(results: dict, path: str | os.PathLike) -> None:
     write_atomic(path, json.dumps(validate(results), indent=2) + "\n")
+
+
+def read_train(model_dir: str | os.PathLike) -> dict | None:
+    """What longctx trained a model directory with (its longctx_train.json: kind, method, steps, tokens,
+    and a DRoPE temperature's c), for the results' "train"; None for a model longctx did not train."""
+    p = Path(model_dir) / "longctx_train.json"
+    try:
+        meta = json.loads(p.read_text()) if p.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    out = {k: meta[k] for k in ("kind", "method") if isinstance(meta.get(k), str)}
+    out |= {k: meta[k] for k in ("steps", "tokens") if isinstance(meta.get(k), int) and not isinstance(meta[k], bool)}
+    temp = meta.get("temperature")
+    if isinstance(temp, dict) and isinstance(temp.get("c"), (int, float)):
+        out["temperature_c"] = float(temp["c"])
+    return out or None
 
 
 def read_rope_parameters(model_dir: str | os.PathLike) -> dict | None:

@@ -328,3 +328,19 @@ def test_longctx_model_warns_once_when_a_prompt_is_truncated(tiny_model, caplog,
     caplog.clear()
     lm.tok_batch_encode(["The grass is green."], left_truncate_len=48)  # fits: nothing to say
     assert not caplog.records
+
+
+def test_results_record_what_longctx_trained(tiny_model, tmp_path):
+    import shutil
+
+    model = tmp_path / "trained"
+    shutil.copytree(tiny_model, model)
+    meta = {"kind": "extend", "method": "yarn", "steps": 180, "tokens": 11796480, "target": 65536}
+    (model / "longctx_train.json").write_text(json.dumps(meta))
+    s = EvalSpec(model=str(model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1, out=tmp_path / "r.json")
+    r = evaluate_ruler(s, lm=_EchoLM.make(True), log=lambda s: None)
+    assert r["train"] == {"kind": "extend", "method": "yarn", "steps": 180, "tokens": 11796480}
+    assert R.load(tmp_path / "r.json")["train"] == r["train"]
+    plain = evaluate_ruler(EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1,
+                                    out=tmp_path / "p.json"), lm=_EchoLM.make(True), log=lambda s: None)  # fmt: skip
+    assert "train" not in plain

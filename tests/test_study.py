@@ -579,6 +579,8 @@ def test_the_budget_study(tmp_path):
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
     assert s["extend"]["methods"] == ["yarn", "drope", "drope-temp"] and s["extend"]["overrides"]["steps"] == 60
     assert study.added_temperature(s, "drope-temp") == "auto" and s["pretrain"]["seeds"] == [0, 1]
+    compare = study.plan(s)[-1]
+    assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
     st = [x for x in study.plan(s) if x.kind == "extend"]
     tags = [f"{m}{n}" for n in ("", "-180steps", "-360steps") for m in ("yarn", "drope", "drope-temp")]
     assert [x.name for x in st] == [f"extend-hybrid-s{seed}-{t}" for seed in (0, 1) for t in tags]
@@ -607,7 +609,7 @@ def test_pretraining_seeds_replicate_every_stage(tmp_path):
         "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
     )
     assert len(st["compare"].inputs) == 20 and "--apart" in st["compare"].cmd  # which orderings hold for every seed
-    assert "--apart" not in {x.name: x for x in study.plan(_tiny(tmp_path))}["compare"].cmd
+    assert not {"--apart", "--budget"} & set({x.name: x for x in study.plan(_tiny(tmp_path))}["compare"].cmd)
     study.write_configs(s, list(st.values()))
     for unit, seed in (("hybrid-s0", 0), ("transformer-s2", 2)):
         cfg = yaml.safe_load((tmp_path / "configs" / f"pretrain-{unit}.yaml").read_text())

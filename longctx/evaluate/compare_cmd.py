@@ -9,6 +9,8 @@ is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the me
 the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
 --apart adds, for rows of several runs that share a model or a method, a mark per length: `>` / `<`
 where one row's runs all lie above the other's (ranges apart), `≈` where the ranges overlap.
+--budget / --budget-plot: each row against its training budget (the tokens `longctx eval` recorded from
+the model's longctx_train.json; a study's `<label> (N steps)` runs join the `<label>` row).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also mark, per length, which rows' run ranges are apart (rows sharing a model or a method)",
     )
     p.add_argument(
+        "--budget",
+        action="store_true",
+        help="also a table per length: rows against their training budget (train.tokens; ' (N steps)' rows joined)",
+    )
+    p.add_argument("--budget-plot", metavar="FILE.png", help="write score vs extension tokens, a panel per length")
+    p.add_argument(
         "--no-group",
         action="store_true",
         help="a row (and line) per run, numbered where labels repeat, instead of one per label",
@@ -44,14 +52,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
+    for flag, path in (("--csv", args.csv), ("--plot", args.plot), ("--budget-plot", args.budget_plot)):
         if path is not None:  # plot's savefig makes no folder: the folder must be there
             check_output(path, flag, kind="file", folder_exists=True)
-    if args.plot is not None and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UsageError(f"--plot {args.plot!r}: use a .png, .svg or .pdf file name")
+    for flag, path in (("--plot", args.plot), ("--budget-plot", args.budget_plot)):
+        if path is not None and Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UsageError(f"{flag} {path!r}: use a .png, .svg or .pdf file name")
     if args.apart and args.no_group:
         raise UsageError("--apart compares rows of several runs: leave out --no-group")
     runs = [results.load(f) for f in args.files]  # all validated before anything is written
+    if args.budget or args.budget_plot:
+        from longctx.report_budget import budget_cells, budget_markdown, budget_plot
+
+        budget_cells(runs, args.files)  # every file has its budget, before anything is printed
 
     group = not args.no_group
     print(report.markdown_table(runs, group=group), end="")
@@ -60,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
         print()
         print(apart_markdown(runs), end="")
+    if args.budget:
+        print()
+        print(budget_markdown(runs, args.files), end="")
     if args.per_task:
         print()
         print(report.per_task_markdown(runs, by=args.per_task_by, group=group), end="")
@@ -67,4 +83,6 @@ def run(args: argparse.Namespace) -> int:
         results.write_atomic(args.csv, report.csv_text(runs, group=group, sources=args.files))
     if args.plot:
         report.plot(runs, args.plot, title=args.title, group=group)
+    if args.budget_plot:
+        budget_plot(runs, args.files, args.budget_plot, title=args.title)
     return 0

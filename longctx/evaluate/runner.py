@@ -211,6 +211,7 @@ def evaluate_ruler(
         haystack=haystack_source(spec),
         lm_eval_version=lm_eval.__version__,
         label=spec.label,
+        train=R.read_train(spec.model),
     )
     total = len(spec.tasks) * len(spec.lengths)
     wrapped = None

@@ -144,6 +144,7 @@ def plan(study: dict) -> list[Stage]:
                 "compare",
                 *map(str, results),
                 *(["--apart"] if several else []),
+                *(["--budget", "--budget-plot", str(root / "ruler_budget.png")] if study["extend"]["budgets"] else []),
                 "--per-task",
                 "--csv",
                 str(root / "ruler.csv"),

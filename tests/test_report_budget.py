@@ -1,0 +1,81 @@
+"""`longctx compare --budget` / `--budget-plot`: rows against the training tokens each results file records
+(`train`, from the model's longctx_train.json). Every task of a run gets one score, so a run's mean at a length
+is that score; expected cells are written out by hand."""
+
+import json
+
+import pytest
+
+from longctx import results as R
+from longctx.cli import main
+
+T = R.RULER_TASKS
+LENGTHS = [4096, 8192]
+
+
+def _run(tmp_path, name, label, tokens, means, kind="extend"):
+    meta = dict(backend="hf", chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")
+    train = None if tokens is None else {"kind": kind, "method": "yarn", "steps": tokens // 100, "tokens": tokens}
+    r = R.new_results(
+        model=name, rope_parameters=None, tasks=list(T), lengths=LENGTHS, label=label, train=train, **meta
+    )
+    for n, m in zip(LENGTHS, means, strict=True):
+        for t in T:
+            R.set_score(r, t, n, m, 2)
+    path = tmp_path / f"{name}.json"
+    R.save(r, path)
+    return str(path)
+
+
+def test_tables_and_plot(tmp_path, capsys):
+    files = [
+        _run(tmp_path, "y0", "hyb yarn", 4_000_000, [50, 40]),
+        _run(tmp_path, "y1", "hyb yarn", 4_000_000, [54, 44]),
+        _run(tmp_path, "y2", "hyb yarn (180 steps)", 12_000_000, [60, 50]),
+        _run(tmp_path, "d0", "hyb drope (180 steps)", 12_000_000, [30, 20]),
+        _run(tmp_path, "b0", "hyb base", 118_000_000, [70, 0], kind="pretrain"),  # a base: left out
+    ]
+    plot = tmp_path / "budget.png"
+    assert main(["compare", *files, "--budget", "--budget-plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("### RULER by extension budget") :]
+    assert "| row | 4M | 12M |" in section and "118M" not in section and "hyb base" not in section
+    k4 = section[section.index("#### 4k") : section.index("#### 8k")]
+    assert "| hyb yarn | 52.0 (50.0–54.0) | 60.0 |" in k4 and "| hyb drope | — | 30.0 |" in k4
+    assert "| hyb yarn | 42.0 (40.0–44.0) | 50.0 |" in section[section.index("#### 8k") :]
+    assert plot.stat().st_size > 0
+
+
+def test_a_file_without_its_budget_is_one_line(tmp_path, capsys):
+    files = [_run(tmp_path, "y0", "hyb yarn", 4_000_000, [50, 40]), _run(tmp_path, "old", "hyb pi", None, [1, 1])]
+    plot = tmp_path / "budget.png"
+    assert main(["compare", *files, "--budget-plot", str(plot)]) == 2
+    err = capsys.readouterr()
+    assert err.out == "" and "old.json: no training budget recorded" in err.err and not plot.exists()
+
+
+def test_eval_records_what_longctx_trained(tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    assert R.read_train(d) is None
+    meta = {"kind": "extend", "method": "drope", "steps": 60, "tokens": 3932160, "base_len": 4096,
+            "temperature": {"c": 0.25, "beta": 1.69}}  # fmt: skip
+    (d / "longctx_train.json").write_text(json.dumps(meta))
+    assert R.read_train(d) == {
+        "kind": "extend",
+        "method": "drope",
+        "steps": 60,
+        "tokens": 3932160,
+        "temperature_c": 0.25,
+    }
+    (d / "longctx_train.json").write_text("{not json")
+    assert R.read_train(d) is None
+
+
+@pytest.mark.parametrize("train", [[], {"tokens": -1}, {"steps": 1.5}, {"tokens": True}])
+def test_bad_train_blocks_are_refused(train):
+    r = R.new_results(model="m", rope_parameters=None, tasks=list(T), lengths=LENGTHS, backend="hf",
+                      chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")  # fmt: skip
+    r["train"] = train
+    with pytest.raises(R.ResultsError, match="train"):
+        R.validate(r)
