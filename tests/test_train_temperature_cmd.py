@@ -63,6 +63,7 @@ def test_fixed_c_at_another_target(drope, tmp_path, capsys):
     torch.testing.assert_close(new[FULL], old[FULL] * beta)
     assert all(torch.equal(new[k], old[k]) for k in new if k != FULL)
     _same_logits(out)
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 1024  # the run's: 256
 
 
 @pytest.mark.parametrize(

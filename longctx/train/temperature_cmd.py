@@ -13,7 +13,8 @@ held-out seed, so on the same run it tries the same values of c on the same sequ
 
 --model must be the output of `longctx extend --method drope` without a temperature (its
 longctx_train.json says so). The new directory's longctx_train.json is the run's with the temperature
-record added (also in drope_temperature.json).
+record added (also in drope_temperature.json); a --target past the run's raises config.json's
+max_position_embeddings to it.
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     record = temp.resolve(fitter)
     model.to("cpu")
     DropeTemperature.fold(model, record)
+    # the model is for --target now: tools that read the length limit (lm-eval's max_length, vLLM's
+    # max_model_len) take it from here
+    model.config.max_position_embeddings = max(int(model.config.max_position_embeddings or 0), target)
     train_meta = {
         **meta,
         "rope_options": {**(meta.get("rope_options") or {}), "temperature": setting},
