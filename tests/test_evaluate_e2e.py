@@ -12,7 +12,7 @@ import torch
 import eval_tasks
 from longctx import results as R
 from longctx.cli import main
-from longctx.evaluate.runner import EvalSpec, evaluate_ruler, journal_path
+from longctx.evaluate.runner import EvalSpec, evaluate_ruler, fingerprint, journal_path
 
 LENGTH = 1024
 TASKS = ["niah_single_1", "ruler_vt", "ruler_qa_squad"]  # qa: data unavailable offline
@@ -344,3 +344,51 @@ def test_results_record_what_longctx_trained(tiny_model, tmp_path):
     plain = evaluate_ruler(EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=1,
                                     out=tmp_path / "p.json"), lm=_EchoLM.make(True), log=lambda s: None)  # fmt: skip
     assert "train" not in plain
+
+
+def test_temperature_per_length_sets_beta_before_each_length(tiny_model, tmp_path, capsys):
+    """--temperature-per-length: before a length's first request the folded beta is replaced by 1 + c ln(L / base)
+    (1 up to the base length); the results record each length's beta."""
+    import math
+    import shutil
+
+    from longctx.model import HybridLM
+
+    model = tmp_path / "drope-temp"
+    shutil.copytree(tiny_model, model)
+    record = {"c": 0.5, "beta": 1 + 0.5 * math.log(4), "base_len": 512, "target": 2048, "layers": [3]}
+    (model / "longctx_train.json").write_text(json.dumps({"kind": "extend", "method": "drope", "temperature": record}))
+    hybrid = HybridLM.from_pretrained(model).eval()
+    w0 = hybrid.model.layers[3].self_attn.q_norm.weight.detach().clone()
+    seen = []
+    echo = _EchoLM.make(True)
+    echo._model = hybrid
+    generate = echo.generate_until
+
+    def spy(requests):
+        seen.append(hybrid.model.layers[3].self_attn.q_norm.weight.detach().clone())
+        return generate(requests)
+
+    echo.generate_until = spy
+    s = EvalSpec(model=str(model), lengths=[512, LENGTH], tasks=["niah_single_1"], samples=1,
+                 out=tmp_path / "r.json", temperature_per_length=True)  # fmt: skip
+    r = evaluate_ruler(s, lm=echo, log=lambda s: None)
+    want = {"512": 1.0, str(LENGTH): 1 + 0.5 * math.log(LENGTH / 512)}
+    assert r["temperature"]["per_length"] is True and r["temperature"]["beta"] == pytest.approx(want)
+    torch.testing.assert_close(seen[0], w0 / record["beta"])  # at 512: the unfolded weights
+    torch.testing.assert_close(seen[-1], w0 / record["beta"] * want[str(LENGTH)])
+    assert fingerprint(s)["temperature_per_length"] is True and "temperature_per_length" not in fingerprint(
+        EvalSpec(model=str(model), lengths=[512], tasks=["niah_single_1"], samples=1, out=tmp_path / "x.json")
+    )
+
+    out = tmp_path / "no.json"
+    capsys.readouterr()
+    for model_dir, backend, needle in (
+        (tiny_model, "hf", "no DRoPE temperature record"),
+        (model, "vllm", "use --backend"),
+    ):
+        argv = ["eval", "--model", str(model_dir), "--lengths", "1k", "--out", str(out), "--backend", backend,
+                "--temperature-per-length"]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0] and not out.exists()

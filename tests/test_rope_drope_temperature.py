@@ -169,3 +169,32 @@ def test_fit_c_finds_the_minimum_and_records_every_try():
     assert min(tried, key=lambda r: r["nll"])["c"] == c
     c, _ = fit_c(lambda c: 1.0 + c)  # increasing: c = 0 (no temperature) wins
     assert c == 0.0
+
+
+def test_per_length_temperature_refolds_beta_for_each_length():
+    """PerLengthTemperature on a model folded for TARGET: at L <= BASE_LEN beta is 1 (the unfolded model's logits),
+    at L in between the paper's 1 + c ln(L / BASE_LEN) (a fresh fold of that beta's logits)."""
+    import copy
+
+    from longctx.model.temperature import PerLengthTemperature
+
+    torch.manual_seed(0)
+    plain = randomize(HybridLM(hybrid_config(rope_parameters=dict(NO_ROPE)))).eval()
+    folded = copy.deepcopy(plain)
+    beta_t = beta_of(C, BASE_LEN, TARGET)
+    fold_temperature(folded, beta_t)
+    record = {"c": C, "beta": beta_t, "base_len": BASE_LEN, "layers": [FULL]}
+    x = ids()
+    per = PerLengthTemperature(folded, record)
+    assert per.set(BASE_LEN // 2) == 1.0 and per.set(BASE_LEN) == 1.0
+    assert max_diff(logits(folded, x), logits(plain, x)) <= TOL
+    mid = 2 * BASE_LEN
+    assert per.set(mid) == pytest.approx(1 + C * math.log(2))
+    fresh = copy.deepcopy(plain)
+    fold_temperature(fresh, 1 + C * math.log(2))
+    assert max_diff(logits(folded, x), logits(fresh, x)) <= TOL
+    assert max_diff(logits(folded, x), logits(plain, x)) > 1e-3
+    assert per.set(TARGET) == pytest.approx(beta_t)  # back to the folded model, whatever came before
+    folded_again = copy.deepcopy(plain)
+    fold_temperature(folded_again, beta_t)
+    assert max_diff(logits(folded, x), logits(folded_again, x)) <= TOL

@@ -579,6 +579,8 @@ def test_the_budget_study(tmp_path):
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
     assert s["extend"]["methods"] == ["yarn", "drope", "drope-temp"] and s["extend"]["overrides"]["steps"] == 60
     assert study.added_temperature(s, "drope-temp") == "auto" and s["pretrain"]["seeds"] == [0, 1]
+    evals = {x.name: x for x in study.plan(s) if x.kind == "eval"}
+    assert all(("--temperature-per-length" in x.cmd) == ("drope-temp" in n) for n, x in evals.items())
     compare = study.plan(s)[-1]
     assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
     st = [x for x in study.plan(s) if x.kind == "extend"]
@@ -770,7 +772,7 @@ def test_shipped_study_paths_resolve_from_any_directory(tmp_path, monkeypatch, c
 
 
 TEMP_ADDED = {
-    "drope-temp": {"method": "drope", "temperature": "auto"},
+    "drope-temp": {"method": "drope", "temperature": "auto", "per_length": True},
     "drope-c04": {"method": "drope", "temperature": 0.4},
 }
 
@@ -798,7 +800,8 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
         assert x.kind == "extend" and x.cmd[3] == "temperature" and x.needs == [f"extend-hybrid-{source}"]
         assert x.cmd[x.cmd.index("--model") + 1] == str(out / "hybrid" / source) and x.out == out / "hybrid" / tag
         assert x.cmd[x.cmd.index("--c") + 1] == c and "--config" not in x.cmd
-        assert st[f"eval-hybrid-{tag}"].needs == [f"extend-hybrid-{tag}"]
+        ev = st[f"eval-hybrid-{tag}"]
+        assert ev.needs == [f"extend-hybrid-{tag}"] and ("--temperature-per-length" in ev.cmd) == (c == "auto")
     study.write_configs(s, list(st.values()))
     assert sorted(p.name for p in (out / "configs").glob("extend-*")) == ["extend-drope.yaml", "extend-yarn.yaml"]
 
@@ -811,6 +814,8 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
         ({"method": "drope", "temperature": "hot"}, ["drope", "v"], "auto or a number > 0"),
         ({"method": "drope", "temperature": "auto", "set": {"steps": 3}}, ["drope", "v"], "leave set out"),
         ({"method": "drope", "temperature": "auto"}, ["yarn", "v"], "extend.methods has v without drope"),
+        ({"method": "drope", "set": {"steps": 3}, "per_length": True}, ["drope", "v"], "give temperature too"),
+        ({"method": "drope", "temperature": "auto", "per_length": "maybe"}, ["drope", "v"], "per_length"),
     ],
 )
 def test_temperature_variants_are_checked(tmp_path, variant, methods, words):

@@ -53,6 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "paul_graham, bundled")  # fmt: skip
     p.add_argument("--haystack-dir", default=None, metavar="DIR", help="essay haystack from local .txt files instead")
     p.add_argument("--seed", type=int, default=42, help="sample generation seed (default 42)")
+    p.add_argument(
+        "--temperature-per-length",
+        action="store_true",
+        help="a DRoPE model with a folded temperature: beta = 1 + c ln(L / base) at each length L "
+        "(1 up to the base length) instead of the one folded for its target; backends longctx and hf",
+    )
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -111,6 +117,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     check_output(out, "--out", kind="file")
     if args.chat_template and not _has_chat_template(model):
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
+    if args.temperature_per_length and args.backend == "vllm":
+        raise UsageError("--temperature-per-length sets the weights per length: use --backend longctx or hf")
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         raise UsageError(
             "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: bench/vllm/install.sh)"
@@ -119,12 +127,18 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--haystack-dir {args.haystack_dir!r} does not exist; give a folder of .txt files or a file")
     if args.device and not (args.device in ("cpu", "cuda", "mps") or args.device.startswith("cuda:")):
         raise UsageError(f"--device {args.device!r}; use cpu, cuda or cuda:N")
-    return EvalSpec(
+    spec = EvalSpec(
         model=args.model, lengths=lengths, tasks=tasks, samples=args.samples, out=out,
         backend=args.backend, chat_template=args.chat_template, batch_size=bs,
         device=args.device, dtype=args.dtype, label=args.label,
         haystack=args.haystack, haystack_dir=args.haystack_dir, seed=args.seed,
+        temperature_per_length=args.temperature_per_length,
     )  # fmt: skip
+    if spec.temperature_per_length:
+        from longctx.evaluate.runner import temperature_record
+
+        temperature_record(spec)  # one line before anything runs when the model has none
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:

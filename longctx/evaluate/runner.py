@@ -10,6 +10,7 @@ The results JSON is written atomically at the end.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import sys
@@ -48,6 +49,7 @@ class EvalSpec:
     haystack: str = "auto"
     haystack_dir: str | None = None
     seed: int = 42
+    temperature_per_length: bool = False  # a DRoPE temperature's beta set for each length (PerLengthTemperature)
 
     def data_opts(self) -> dict:
         """The eval_tasks.ruler options that choose the samples' text sources."""
@@ -79,7 +81,33 @@ def fingerprint(spec: EvalSpec) -> dict:
         "dtype": spec.dtype,
         "seed": spec.seed,
         **spec.data_opts(),
+        **({"temperature_per_length": True} if spec.temperature_per_length else {}),
     }
+
+
+def temperature_record(spec: EvalSpec) -> dict:
+    """The DRoPE temperature folded into spec.model (its longctx_train.json), for temperature_per_length."""
+    from longctx.errors import UsageError
+
+    p = Path(spec.model) / "longctx_train.json"
+    try:
+        record = json.loads(p.read_text()).get("temperature") if p.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        record = None
+    if not isinstance(record, dict) or not all(k in record for k in ("c", "beta", "base_len", "layers")):
+        raise UsageError(
+            f"--temperature-per-length: {spec.model} has no DRoPE temperature record in longctx_train.json "
+            "(give a model from `longctx extend --set extend.rope.temperature=...` or `longctx temperature`)"
+        )
+    return record
+
+
+def torch_model(lm):
+    """The torch model inside an lm-eval LM: ours (`_model`) or HFLM's (`model`)."""
+    model = getattr(lm, "_model", None) or getattr(lm, "model", None)
+    if model is None or not hasattr(model, "parameters"):
+        raise TypeError(f"{type(lm).__name__}: no torch model to set a temperature on")
+    return model
 
 
 def default_device() -> str:
@@ -146,6 +174,7 @@ def task_metadata(spec: EvalSpec, length: int) -> dict:
         "chat_template": spec.chat_template,
         "seed": spec.seed,
         **spec.data_opts(),
+        **({"temperature_per_length": True} if spec.temperature_per_length else {}),
     }
 
 
@@ -213,8 +242,11 @@ def evaluate_ruler(
         label=spec.label,
         train=R.read_train(spec.model),
     )
+    record = temperature_record(spec) if spec.temperature_per_length else None
+    if record is not None:
+        res["temperature"] = {"c": record["c"], "base_len": record["base_len"], "per_length": True, "beta": {}}
     total = len(spec.tasks) * len(spec.lengths)
-    wrapped = None
+    wrapped, retemper, tempered_at = None, None, None
     try:
         i = 0
         for length in spec.lengths:
@@ -238,6 +270,15 @@ def evaluate_ruler(
                     # vLLM answers a whole call at once: feed it chunks so a crash loses one chunk.
                     chunk = VLLM_CHUNK if spec.backend == "vllm" and lm is None else None
                     wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, chunk=chunk)
+                    if record is not None:
+                        from longctx.model.temperature import PerLengthTemperature
+
+                        retemper = PerLengthTemperature(torch_model(wrapped.lm), record)
+                if retemper is not None and tempered_at != length:
+                    beta = retemper.set(length)
+                    res["temperature"]["beta"][str(length)] = beta
+                    tempered_at = length
+                    log(f"DRoPE temperature at {format_length(length)}: beta = {beta:.4g}")
                 if manager is None:
                     manager = TaskManager(
                         include_path=str(TASKS_DIR), include_defaults=False, metadata=task_metadata(spec, length)

@@ -59,3 +59,27 @@ def temperature(model, beta: float):
         with torch.no_grad():
             for w, s in zip(weights, saved, strict=True):
                 w.copy_(s)
+
+
+class PerLengthTemperature:
+    """A folded DRoPE temperature set anew for each evaluated length L: beta(L) = 1 + c ln(max(1, L / base))
+    on the layers the record names, in place of the beta folded for the record's target (the DroPE paper's
+    s = inference length / training length, so beta = 1 up to the base length). `record` is the
+    temperature record of the model's longctx_train.json (c, beta, base_len, layers); `model` has the
+    Olmo layout (HybridLM or transformers' OlmoHybrid / Olmo3: model.layers[i].self_attn.q_norm)."""
+
+    def __init__(self, model, record: dict):
+        from rope_methods.drope import beta as beta_of
+
+        self._beta_of = beta_of
+        self.c, self.base = float(record["c"]), int(record["base_len"])
+        self.weights = _q_norm_weights(model, record["layers"])
+        folded = float(record["beta"])
+        self.unit = [w.detach().float().clone() / folded for w in self.weights]  # the q_norm scales at beta = 1
+
+    def set(self, length: int) -> float:
+        beta = self._beta_of(self.c, self.base, max(int(length), self.base))
+        with torch.no_grad():
+            for w, u in zip(self.weights, self.unit, strict=True):
+                w.copy_((u * beta).to(w.dtype))
+        return beta

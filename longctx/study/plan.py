@@ -120,12 +120,14 @@ def plan(study: dict) -> list[Stage]:
             stages.append(Stage(f"extend-{arch}-{tag}", "extend", lm + cmd, run_dir, arch, model=model, needs=needs))
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
+            per_length = added is not None and (study["extend"].get("variants") or {})[r["method"]].get("per_length")
             stages.append(
                 Stage(
                     f"eval-{arch}-{tag}",
                     "eval",
                     lm
                     + ["eval", "--model", str(run_dir), "--lengths", at, "--out", str(res), "--label", r["label"]]
+                    + (["--temperature-per-length"] if per_length else [])
                     + eval_flags,
                     res,
                     arch,

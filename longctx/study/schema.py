@@ -45,14 +45,24 @@ class VariantSpec:
     """extend.variants.<name>: a rope method whose extension config also sets these run-config keys
     (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto); or, with
     `temperature` (auto or c > 0), DRoPE's softmax temperature added to the unit's own drope run of the
-    same budget and seed by `longctx temperature`, with no training of its own."""
+    same budget and seed by `longctx temperature`, with no training of its own; `per_length: true`
+    evaluates it with beta set for each length (1 + c ln(L / base), 1 up to the base length)."""
 
     method: str | None = None
     set: dict | None = None
     temperature: Any = None
+    per_length: bool = False  # with temperature: evaluate with `longctx eval --temperature-per-length`
 
     def check(self, at: str) -> None:
         import rope_methods
+
+        _need(isinstance(self.per_length, bool), f"{at}.per_length", "give true or false", self.per_length)
+        _need(
+            not self.per_length or self.temperature is not None,
+            f"{at}.per_length",
+            "applies to a temperature variant: give temperature too",
+            self.per_length,
+        )
 
         if self.temperature is not None:
             t = self.temperature
