@@ -58,8 +58,9 @@ def _cell(values: list[float] | None) -> str:
     return mean if len(values) == 1 else f"{mean} ({min(values):.1f}–{max(values):.1f})"
 
 
-def budget_markdown(runs: list[dict], files: list[str]) -> str:
-    names, budgets, cells = budget_cells(runs, files)
+def budget_markdown(runs: list[dict], budget: tuple[list[str], list[int], dict]) -> str:
+    """The tables of `budget_cells(runs, files)`: one per length, a row per name, a column per budget."""
+    names, budgets, cells = budget
     out = ["### RULER by extension budget (training tokens)", ""]
     for n in all_lengths(runs):
         if not any(k[2] == n for k in cells):
@@ -73,12 +74,13 @@ def budget_markdown(runs: list[dict], files: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def budget_plot(runs: list[dict], files: list[str], path: str, title: str = "RULER") -> None:
-    """One panel per length: mean score vs extension tokens (log axis), a line per row with its runs' band."""
+def budget_plot(runs: list[dict], budget: tuple[list[str], list[int], dict], path: str, title: str = "RULER") -> None:
+    """One panel per length of `budget_cells(runs, files)`: mean score vs extension tokens (log axis), a line
+    per row with its runs' band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names, budgets, cells = budget_cells(runs, files)
+    names, budgets, cells = budget
     lengths = [n for n in all_lengths(runs) if any(k[2] == n for k in cells)]
     fig = Figure(figsize=(3.2 * len(lengths) + 2.2, 3.6), dpi=120)
     FigureCanvasAgg(fig)

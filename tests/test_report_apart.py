@@ -2,24 +2,15 @@
 a model or a method. Every task of a run gets the same score, so a run's mean at a length is that score."""
 
 import pytest
+from report_util import uniform_results
 
-from longctx import results as R
 from longctx.cli import main
 
-T = R.RULER_TASKS
 LENGTHS = [4096, 8192, 16384]
 
 
 def _run(tmp_path, name, label, means):
-    meta = dict(backend="hf", chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")
-    r = R.new_results(model=name, rope_parameters=None, tasks=list(T), lengths=LENGTHS, label=label, **meta)
-    for n, m in zip(LENGTHS, means, strict=True):
-        if m is not None:
-            for t in T:
-                R.set_score(r, t, n, m, 2)
-    path = tmp_path / f"{name}.json"
-    R.save(r, path)
-    return str(path)
+    return uniform_results(tmp_path, name, label, LENGTHS, means)
 
 
 def test_marks_per_length(tmp_path, capsys):

@@ -5,6 +5,7 @@ is that score; expected cells are written out by hand."""
 import json
 
 import pytest
+from report_util import uniform_results
 
 from longctx import results as R
 from longctx.cli import main
@@ -14,17 +15,8 @@ LENGTHS = [4096, 8192]
 
 
 def _run(tmp_path, name, label, tokens, means, kind="extend"):
-    meta = dict(backend="hf", chat_template=False, samples=2, haystack="essays", lm_eval_version="0.4.13")
     train = None if tokens is None else {"kind": kind, "method": "yarn", "steps": tokens // 100, "tokens": tokens}
-    r = R.new_results(
-        model=name, rope_parameters=None, tasks=list(T), lengths=LENGTHS, label=label, train=train, **meta
-    )
-    for n, m in zip(LENGTHS, means, strict=True):
-        for t in T:
-            R.set_score(r, t, n, m, 2)
-    path = tmp_path / f"{name}.json"
-    R.save(r, path)
-    return str(path)
+    return uniform_results(tmp_path, name, label, LENGTHS, means, train=train)
 
 
 def test_tables_and_plot(tmp_path, capsys):

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.budget or args.budget_plot:
         from longctx.report_budget import budget_cells, budget_markdown, budget_plot
 
-        budget_cells(runs, args.files)  # every file has its budget, before anything is printed
+        budget = budget_cells(runs, args.files)  # every file has its budget, before anything is printed
 
     group = not args.no_group
     print(report.markdown_table(runs, group=group), end="")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(apart_markdown(runs), end="")
     if args.budget:
         print()
-        print(budget_markdown(runs, args.files), end="")
+        print(budget_markdown(runs, budget), end="")
     if args.per_task:
         print()
         print(report.per_task_markdown(runs, by=args.per_task_by, group=group), end="")
@@ -84,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(runs, args.plot, title=args.title, group=group)
     if args.budget_plot:
-        budget_plot(runs, args.files, args.budget_plot, title=args.title)
+        budget_plot(runs, budget, args.budget_plot, title=args.title)
     return 0

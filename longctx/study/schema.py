@@ -56,7 +56,6 @@ class VariantSpec:
     def check(self, at: str) -> None:
         import rope_methods
 
-        _need(isinstance(self.per_length, bool), f"{at}.per_length", "give true or false", self.per_length)
         _need(
             not self.per_length or self.temperature is not None,
             f"{at}.per_length",

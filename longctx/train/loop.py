@@ -30,7 +30,7 @@ from torch import nn
 from longctx.config import RunConfig
 from longctx.data.packing import IGNORE_INDEX
 from longctx.train import checkpoint as ckpt
-from longctx.train.loss import make_loss_fn
+from longctx.train.loss import heldout_ce, make_loss_fn
 from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
 from longctx.train.optim import build_optimizer
 from longctx.train.schedule import build_scheduler
@@ -413,22 +413,10 @@ class Trainer:
         torchrun: every rank calls it with the same batches."""
         was_training = self.model.training
         self.model.eval()
-        dev = self.device
-        ce_sum = torch.zeros((), device=dev)
-        count = 0
         try:
-            for b in batches:
-                count += int((b["labels"] != IGNORE_INDEX).sum())
-                b = self.parallel.shard_batch(b)
-                pos, cu = b.get("position_ids"), b.get("cu_seqlens")
-                with self._autocast():
-                    hidden = self.model.forward_hidden(
-                        b["input_ids"].to(dev),
-                        position_ids=None if pos is None else pos.to(dev),
-                        cu_seqlens=None if cu is None else cu.to(dev),
-                    )
-                    parts = self.loss_fn(hidden, self.raw_model.lm_head.weight, b["labels"].to(dev))
-                ce_sum += parts.ce_sum.float()
+            ce_sum, count = heldout_ce(
+                self.model, batches, self.loss_fn, self.device, shard=self.parallel.shard_batch, head=self.raw_model
+            )
         finally:
             self.model.train(was_training)
         if self.parallel.distributed:

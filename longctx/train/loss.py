@@ -186,3 +186,28 @@ def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float =
         return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss, fused=backend == "compiled")
 
     return chunked
+
+
+@torch.no_grad()
+def heldout_ce(model, batches: list[dict], loss_fn, device: torch.device, shard=None, head=None):
+    """(summed next-token CE, labelled tokens) of `model` on loader batches, computed as a training step
+    computes its loss (bf16 autocast on CUDA) without a gradient. `shard`: a rank's share of a batch under
+    context parallelism (the count is the whole batch's: the caller sums the CE over ranks). `head`: the
+    module whose lm_head the loss uses (the unwrapped model under FSDP; default `model`)."""
+    from contextlib import nullcontext
+
+    head = model if head is None else head
+    ce_sum, count = torch.zeros((), device=device), 0
+    for b in batches:
+        count += int((b["labels"] != IGNORE_INDEX).sum())
+        b = shard(b) if shard is not None else b
+        pos, cu = b.get("position_ids"), b.get("cu_seqlens")
+        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext():
+            hidden = model.forward_hidden(
+                b["input_ids"].to(device),
+                position_ids=None if pos is None else pos.to(device),
+                cu_seqlens=None if cu is None else cu.to(device),
+            )
+            # taken after the forward: under FSDP only then is it the whole (unsharded) matrix
+            ce_sum += loss_fn(hidden, head.lm_head.weight, b["labels"].to(device)).ce_sum.float()
+    return ce_sum, count

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import types
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch
 from longctx.errors import UsageError
 from longctx.lengths import parse_length
 from longctx.train.export import DTYPES, export_hf, parse_dtype
+from longctx.train.loss import heldout_ce
 from longctx.train.outdir import RUN_CONFIG, TRAIN_META, check_new_out, read_train_meta
 
 
@@ -86,22 +86,8 @@ def check_run(model_dir: Path) -> dict:
 
 
 def heldout_nll(model, batches: list[dict], loss_fn, device: torch.device) -> float:
-    """Mean next-token NLL of `model` on loader batches, one process (Trainer.heldout_nll's sum)."""
-    from longctx.data.packing import IGNORE_INDEX
-
-    ce_sum, count = torch.zeros((), device=device), 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    with torch.no_grad():
-        for b in batches:
-            count += int((b["labels"] != IGNORE_INDEX).sum())
-            pos, cu = b.get("position_ids"), b.get("cu_seqlens")
-            with autocast:
-                hidden = model.forward_hidden(
-                    b["input_ids"].to(device),
-                    position_ids=None if pos is None else pos.to(device),
-                    cu_seqlens=None if cu is None else cu.to(device),
-                )
-                ce_sum += loss_fn(hidden, model.lm_head.weight, b["labels"].to(device)).ce_sum.float()
+    """Mean next-token NLL of `model` on loader batches, one process (Trainer.heldout_nll without ranks)."""
+    ce_sum, count = heldout_ce(model, batches, loss_fn, device)
     return float(ce_sum) / max(count, 1)
 
 
