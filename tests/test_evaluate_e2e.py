@@ -192,6 +192,51 @@ def test_resume_after_interruption(tiny_model, tmp_path):
     assert type(third).calls == 0
 
 
+def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path, capsys):
+    """An evaluation cut short, its weights gone: --finished-only scores every cell whose answers are all in the
+    journal (as lm-eval scores them) and records the rest as not finished, loading no model."""
+    import shutil
+
+    from longctx.evaluate.runner import NOT_FINISHED
+
+    tasks = ["niah_single_1", "ruler_vt"]
+    ref = evaluate_ruler(EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=tasks, samples=2,
+                                  out=tmp_path / "full.json", backend="hf"),
+                         lm=_ScriptedLM.make(tiny_model), log=lambda s: None)  # fmt: skip
+    out = tmp_path / "cut" / "ruler.json"
+    cut = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=tasks, samples=2, out=out, backend="hf")
+    with pytest.raises(KeyboardInterrupt):  # dies on the 2nd sample of the 2nd task
+        evaluate_ruler(cut, lm=_ScriptedLM.make(tiny_model, fail_at=4), log=lambda s: None)
+    journal = journal_path(out)
+    # the first cell's score record is lost too: its two answers alone must give lm-eval's score again
+    kept = [ln for ln in journal.read_text().splitlines() if json.loads(ln)["kind"] != "cell"]
+    journal.write_text("\n".join(kept) + "\n")
+    moved = tmp_path / "moved"  # the model elsewhere, without its weights
+    shutil.copytree(tiny_model, moved, ignore=shutil.ignore_patterns("*.safetensors"))
+
+    def argv(*extra):
+        return ["eval", "--model", str(moved), "--lengths", "1k", "--tasks", "niah_single_1,vt", "--samples", "2",
+                "--backend", "hf", "--out", str(out), "--finished-only", *extra]  # fmt: skip
+
+    capsys.readouterr()
+    assert main(argv("--seed", "7")) == 2  # not the evaluation's own settings
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed 42 (here 7)" in err[0] and not out.exists()
+    before = journal.read_text()
+    assert main(argv()) == 0, capsys.readouterr().err
+    r = R.load(out)
+    assert R.cell(r, "niah_single_1", LENGTH) == R.cell(ref, "niah_single_1", LENGTH)
+    assert R.cell(r, "ruler_vt", LENGTH) == {"score": None, "samples": 0, "unavailable": NOT_FINISHED}
+    assert r["model"] == str(moved) and "1 not finished" in capsys.readouterr().out
+    after = [json.loads(ln) for ln in journal.read_text().splitlines()]
+    assert journal.read_text().startswith(before) and [x["kind"] for x in after[len(kept) :]] == ["cell"]
+
+    nothing = tmp_path / "none" / "ruler.json"
+    assert main([*argv()[:-2], str(nothing), "--finished-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no answer journal" in err[0] and not nothing.parent.exists()
+
+
 class _EchoLM:
     """An lm-eval LM whose answer is its prompt: every RULER reference of the synthetic tasks is in
     the prompt, so string_match_all scores 100; an empty answer scores 0."""

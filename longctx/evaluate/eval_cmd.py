@@ -8,8 +8,10 @@ CPU, not yet run on a GPU; offline install: bench/vllm/install.sh; `--dtype auto
 weights into bfloat16, unlike hf/longctx). Resumable: answers go to `<out>.partial.jsonl` as they are
 produced; rerunning the same command skips finished samples and (task, length) cells; the
 journal is kept after success (delete it to recompute; one made with another model, backend,
-weights or data option is refused). Tasks whose data cannot be had offline (the QA sets) are
-recorded as unavailable, not as 0.
+weights or data option is refused). `--finished-only` writes the results of the cells such a journal
+finished without loading the model (an evaluation cut short by a time limit, its weights perhaps gone);
+the other cells are recorded as not finished, and the other flags must be the evaluation's own.
+Tasks whose data cannot be had offline (the QA sets) are recorded as unavailable, not as 0.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a DRoPE model with a folded temperature: beta = 1 + c ln(L / base) at each length L "
         "(1 up to the base length) instead of the one folded for its target; backends longctx and hf",
     )
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="write the results of the cells the journal beside --out finished, without loading the model "
+        "(the rest: not finished); give the evaluation's own flags",
+    )
 
 
 def parse_tasks(text: str) -> list[str]:
@@ -98,7 +106,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--model {args.model!r}: config.json is not valid JSON ({e})") from None
     if not any((model / f).is_file() for f in TOKENIZER_FILES):
         raise UsageError(f"--model {args.model!r} has no tokenizer ({', '.join(TOKENIZER_FILES)})")
-    if not any(model.glob("*.safetensors")) and not any(model.glob("*.bin")):
+    if not args.finished_only and not any(model.glob("*.safetensors")) and not any(model.glob("*.bin")):
         raise UsageError(f"--model {args.model!r} has no weights (*.safetensors or *.bin)")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed {args.seed}: give an integer in [0, 2**32)")
@@ -132,7 +140,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         backend=args.backend, chat_template=args.chat_template, batch_size=bs,
         device=args.device, dtype=args.dtype, label=args.label,
         haystack=args.haystack, haystack_dir=args.haystack_dir, seed=args.seed,
-        temperature_per_length=args.temperature_per_length,
+        temperature_per_length=args.temperature_per_length, finished_only=args.finished_only,
     )  # fmt: skip
     if spec.temperature_per_length:
         from longctx.evaluate.runner import temperature_record
@@ -144,19 +152,26 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     from longctx.evaluate.resume import Journal
-    from longctx.evaluate.runner import evaluate_ruler, fingerprint, journal_path
+    from longctx.evaluate.runner import evaluate_ruler, journal_fingerprint, journal_path
 
-    Journal(journal_path(spec.out), fingerprint(spec))  # a journal of another run: refuse before loading
-    from longctx.evaluate.model_check import check_lengths_fit, check_model
+    Journal(journal_path(spec.out), journal_fingerprint(spec))  # a journal of another run: refuse before loading
+    if not spec.finished_only:
+        from longctx.evaluate.model_check import check_lengths_fit, check_model
 
-    config = check_model(Path(spec.model), spec.backend, f"--model {spec.model}")
-    check_lengths_fit(spec.lengths, config, spec.device)
+        config = check_model(Path(spec.model), spec.backend, f"--model {spec.model}")
+        check_lengths_fit(spec.lengths, config, spec.device)
     try:
         res = evaluate_ruler(spec)
     except KeyboardInterrupt:
         print(f"answers so far are in {journal_path(spec.out)}; rerun the same command to resume", file=sys.stderr)
         raise
     print(markdown_table([res]), end="")
-    n_unavail = sum("unavailable" in e for per in res["scores"].values() for e in per.values())
-    print(f"wrote {spec.out}" + (f" ({n_unavail} task x length cells unavailable here)" if n_unavail else ""))
+    from longctx.evaluate.runner import NOT_FINISHED
+
+    reasons = [e.get("unavailable") for per in res["scores"].values() for e in per.values() if "unavailable" in e]
+    n_open = reasons.count(NOT_FINISHED)
+    n_unavail = len(reasons) - n_open
+    said = [f"{n_unavail} task x length cells unavailable here"] if n_unavail else []
+    said += [f"{n_open} not finished"] if n_open else []
+    print(f"wrote {spec.out}" + (f" ({', '.join(said)})" if said else ""))
     return 0

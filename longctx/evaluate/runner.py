@@ -31,6 +31,25 @@ HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay hayst
 # a chat template's few extra tokens rather than cutting off the start of the task.
 CONTEXT_MARGIN = 256
 VLLM_CHUNK = 32
+NOT_FINISHED = "not finished (the evaluation stopped before this cell's last answer; rerun it to finish)"
+
+
+class Unanswered(Exception):
+    """A request the journal has no answer for, under `finished_only`."""
+
+
+def journal_only_lm():
+    """`finished_only`'s model: every answer comes from the journal (ResumableLM), and a request it
+    lacks ends the cell as not finished, so the cells whose answers are all there are scored as usual."""
+    from lm_eval.api.model import LM
+
+    class JournalOnly(LM):
+        def generate_until(self, requests, *args, **kwargs):
+            raise Unanswered(len(requests))
+
+        loglikelihood = loglikelihood_rolling = generate_until
+
+    return JournalOnly()
 
 
 @dataclass
@@ -50,6 +69,7 @@ class EvalSpec:
     haystack_dir: str | None = None
     seed: int = 42
     temperature_per_length: bool = False  # a DRoPE temperature's beta set for each length (PerLengthTemperature)
+    finished_only: bool = False  # results of the cells the journal finished; no model is loaded
 
     def data_opts(self) -> dict:
         """The eval_tasks.ruler options that choose the samples' text sources."""
@@ -83,6 +103,29 @@ def fingerprint(spec: EvalSpec) -> dict:
         **spec.data_opts(),
         **({"temperature_per_length": True} if spec.temperature_per_length else {}),
     }
+
+
+def journal_fingerprint(spec: EvalSpec) -> dict:
+    """The fingerprint the answer journal must carry: spec's, or with `finished_only` the journal's own when
+    it differs from spec's only in the model's path and weights (those of an evaluation cut short may be
+    gone or moved); UsageError naming the settings that differ, or when there is no journal."""
+    from longctx.errors import UsageError
+    from longctx.evaluate.resume import read_records
+
+    ours = fingerprint(spec)
+    if not spec.finished_only:
+        return ours
+    path = journal_path(spec.out)
+    lines = read_records(path)[0] if path.is_file() else []
+    if not lines:
+        raise UsageError(f"--finished-only: no answer journal at {str(path)!r} (the one `longctx eval --out` keeps)")
+    theirs = lines[0]["fingerprint"]
+    keys = dict.fromkeys([*theirs, *ours])
+    differ = [k for k in keys if k not in ("model", "weights") and theirs.get(k) != ours.get(k)]
+    if differ:
+        said = ", ".join(f"{k} {theirs.get(k)!r} (here {ours.get(k)!r})" for k in differ)
+        raise UsageError(f"--finished-only: {str(path)!r} was made with other settings: {said}; give its own")
+    return theirs
 
 
 def temperature_record(spec: EvalSpec) -> dict:
@@ -228,7 +271,7 @@ def evaluate_ruler(
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     quiet_git_hash()
-    journal = Journal(journal_path(spec.out), fingerprint(spec))
+    journal = Journal(journal_path(spec.out), journal_fingerprint(spec))
     res = R.new_results(
         model=spec.model,
         rope_parameters=R.read_rope_parameters(spec.model),
@@ -244,7 +287,10 @@ def evaluate_ruler(
     )
     record = temperature_record(spec) if spec.temperature_per_length else None
     if record is not None:
-        res["temperature"] = {"c": record["c"], "base_len": record["base_len"], "per_length": True, "beta": {}}
+        from longctx.model.temperature import PerLengthTemperature
+
+        betas = {str(n): PerLengthTemperature.beta_at(record, n) for n in spec.lengths}
+        res["temperature"] = {"c": record["c"], "base_len": record["base_len"], "per_length": True, "beta": betas}
     total = len(spec.tasks) * len(spec.lengths)
     wrapped, retemper, tempered_at = None, None, None
     try:
@@ -266,17 +312,19 @@ def evaluate_ruler(
                     log(f"{where}: unavailable ({e})")
                     continue
                 if wrapped is None:
-                    log(f"loading {spec.model} ({spec.backend} backend)")
+                    log(f"answers from {journal.path.name} alone" if spec.finished_only
+                        else f"loading {spec.model} ({spec.backend} backend)")  # fmt: skip
                     # vLLM answers a whole call at once: feed it chunks so a crash loses one chunk.
                     chunk = VLLM_CHUNK if spec.backend == "vllm" and lm is None else None
+                    if spec.finished_only:
+                        lm = journal_only_lm()
                     wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, chunk=chunk)
-                    if record is not None:
+                    if record is not None and not spec.finished_only:
                         from longctx.model.temperature import PerLengthTemperature
 
                         retemper = PerLengthTemperature(torch_model(wrapped.lm), record)
                 if retemper is not None and tempered_at != length:
                     beta = retemper.set(length)
-                    res["temperature"]["beta"][str(length)] = beta
                     tempered_at = length
                     log(f"DRoPE temperature at {format_length(length)}: beta = {beta:.4g}")
                 if manager is None:
@@ -291,6 +339,10 @@ def evaluate_ruler(
                         model=wrapped, tasks=[task], task_manager=manager, limit=spec.samples,
                         apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
                     )  # fmt: skip
+                except Unanswered as e:
+                    R.set_unavailable(res, task, length, NOT_FINISHED)
+                    log(f"{where}: not finished ({e} of {spec.samples} answers not in {journal.path.name})")
+                    continue
                 except LengthTooShort as e:  # e.g. CWE's one-shot example alone fills 1k tokens
                     R.set_unavailable(res, task, length, f"length too short: {e}")
                     log(f"{where}: unavailable (length too short: {e})")

@@ -69,16 +69,21 @@ class PerLengthTemperature:
     Olmo layout (HybridLM or transformers' OlmoHybrid / Olmo3: model.layers[i].self_attn.q_norm)."""
 
     def __init__(self, model, record: dict):
-        from rope_methods.drope import beta as beta_of
-
-        self._beta_of = beta_of
         self.c, self.base = float(record["c"]), int(record["base_len"])
         self.weights = _q_norm_weights(model, record["layers"])
         folded = float(record["beta"])
         self.unit = [w.detach().float().clone() / folded for w in self.weights]  # the q_norm scales at beta = 1
 
+    @staticmethod
+    def beta_at(record: dict, length: int) -> float:
+        """beta at an evaluated length L: 1 + c ln(max(1, L / base)), for the record's c and base length."""
+        from rope_methods.drope import beta as beta_of
+
+        base = int(record["base_len"])
+        return beta_of(float(record["c"]), base, max(int(length), base))
+
     def set(self, length: int) -> float:
-        beta = self._beta_of(self.c, self.base, max(int(length), self.base))
+        beta = self.beta_at({"c": self.c, "base_len": self.base}, length)
         with torch.no_grad():
             for w, u in zip(self.weights, self.unit, strict=True):
                 w.copy_((u * beta).to(w.dtype))
