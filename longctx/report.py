@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from statistics import fmean
 
 from longctx.lengths import format_length
-from longctx.results import RULER_TASKS, cell, rope_method, run_label
+from longctx.results import RULER_TASKS, cell, rope_method, run_label, unfinished
 
 MISSING = "—"  # not run
 UNAVAILABLE = "n/a"  # could not run here (e.g. QA data offline)
+UNFINISHED = "cut"  # the evaluation stopped before it (`longctx eval --finished-only`)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class LengthScore:
     unavailable: list[str] = field(default_factory=list)  # a group's: over its runs that scored here
     missing: list[str] = field(default_factory=list)
     runs: list[LengthScore] = field(default_factory=list)  # a group's: one per run; empty for a run
+    unfinished: list[str] = field(default_factory=list)  # of `unavailable`: cells an evaluation cut short left
 
     @property
     def scored(self) -> list[LengthScore]:
@@ -58,16 +60,18 @@ class Row:
 
 
 def length_score(results: dict, length: int) -> LengthScore:
-    scores, unavailable, missing = [], [], []
+    scores, unavailable, missing, cut = [], [], [], []
     for task in RULER_TASKS:
         entry = cell(results, task, length)
         if entry is None:
             missing.append(task)
         elif "unavailable" in entry:
             unavailable.append(task)
+            if unfinished(entry):
+                cut.append(task)
         else:
             scores.append(entry["score"])
-    return LengthScore(fmean(scores) if scores else None, unavailable, missing)
+    return LengthScore(fmean(scores) if scores else None, unavailable, missing, unfinished=cut)
 
 
 def all_lengths(runs: list[dict]) -> list[int]:
@@ -107,7 +111,8 @@ def _group_score(cells: list[LengthScore]) -> LengthScore:
     scored = [c for c in cells if c.mean is not None]
     return LengthScore(fmean(c.mean for c in scored) if scored else None,
                        [t for t in RULER_TASKS if any(t in c.unavailable for c in scored)],
-                       [t for t in RULER_TASKS if any(t in c.missing for c in scored)], cells)  # fmt: skip
+                       [t for t in RULER_TASKS if any(t in c.missing for c in scored)], cells,
+                       [t for t in RULER_TASKS if any(t in c.unfinished for c in scored)])  # fmt: skip
 
 
 def summary(runs: list[dict], group: bool = True) -> list[Row]:
@@ -157,8 +162,10 @@ def _note(c: LengthScore) -> str | None:
     done = sorted({len(RULER_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
     if done != [len(RULER_TASKS)]:
         parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done)) + f"/{len(RULER_TASKS)} tasks")
-    if c.unavailable:
-        parts.append("unavailable: " + ", ".join(c.unavailable))
+    if [t for t in c.unavailable if t not in c.unfinished]:
+        parts.append("unavailable: " + ", ".join(t for t in c.unavailable if t not in c.unfinished))
+    if c.unfinished:
+        parts.append("not finished: " + ", ".join(c.unfinished))
     if c.missing:
         parts.append("missing: " + ", ".join(c.missing))
     return "; ".join(parts)
@@ -202,7 +209,9 @@ def _task_cell(results: dict, task: str, length: int) -> str:
     entry = cell(results, task, length)
     if entry is None:
         return MISSING
-    return UNAVAILABLE if "unavailable" in entry else f"{entry['score']:.1f}"
+    if "unavailable" in entry:
+        return UNFINISHED if unfinished(entry) else UNAVAILABLE
+    return f"{entry['score']:.1f}"
 
 
 def _group_task_cell(members: list[dict], task: str, length: int) -> str:
@@ -213,6 +222,8 @@ def _group_task_cell(members: list[dict], task: str, length: int) -> str:
     entries = [cell(r, task, length) for r in members]
     scores = [e["score"] for e in entries if e is not None and "unavailable" not in e]
     if not scores:
+        if all(unfinished(e) for e in entries if e is not None) and any(e is not None for e in entries):
+            return UNFINISHED
         return UNAVAILABLE if any(e is not None for e in entries) else MISSING
     return _fmt(fmean(scores), len(scores) < len(members), (min(scores), max(scores)) if len(scores) > 1 else None)
 
@@ -233,7 +244,9 @@ def per_task_markdown(runs: list[dict], by: str = "length", group: bool = True) 
             body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in RULER_TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for n in lengths)])
             out += [f"### {name}", "", *_md(["task", *map(format_length, lengths)], body), ""]
-    out.append(f"{UNAVAILABLE}: could not run here (data unavailable); {MISSING}: not run.")
+    cut = any(unfinished(e) for r in runs for per in r["scores"].values() for e in per.values())
+    out.append(f"{UNAVAILABLE}: could not run here (data unavailable); {MISSING}: not run."
+               + (f" {UNFINISHED}: not finished (the evaluation was cut short)." if cut else ""))  # fmt: skip
     if any(row.n > 1 for row in rows):
         out.append("(n=…): n runs: mean (min–max) over the runs that scored the task; *: not all of them did.")
     return "\n".join(out) + "\n"
@@ -243,7 +256,8 @@ CSV_COLUMNS = ["run", "model", "method", "length", "task", "score", "samples", "
 
 
 def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = None) -> str:
-    """One row per (run, length, task) plus a `mean` row per (run, length); status ok|partial|unavailable|missing.
+    """One row per (run, length, task) plus a `mean` row per (run, length); status
+    ok|partial|unavailable|unfinished|missing.
     Always a row per run, grouped or not: `run` is the run's label (numbered where labels repeat with
     group=False), `source` its results file (`sources`, one per run; empty when not given)."""
     buf = io.StringIO()
@@ -259,7 +273,7 @@ def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = N
                 if e is None:
                     w.writerow([*head, n, t, "", "", "missing", src])
                 elif "unavailable" in e:
-                    w.writerow([*head, n, t, "", e["samples"], "unavailable", src])
+                    w.writerow([*head, n, t, "", e["samples"], "unfinished" if unfinished(e) else "unavailable", src])
                 else:
                     w.writerow([*head, n, t, f"{e['score']:.4f}", e["samples"], "ok", src])
             m = length_score(r, n)

@@ -96,6 +96,14 @@ def set_score(results: dict, task: str, length: int, score: float, samples: int,
     results["scores"].setdefault(task, {})[str(length)] = entry
 
 
+NOT_FINISHED = "not finished (the evaluation stopped before this cell's last answer; rerun it to finish)"
+
+
+def unfinished(entry: dict | None) -> bool:
+    """An unavailable cell that a longer evaluation would have scored (`longctx eval --finished-only`)."""
+    return bool(entry) and str(entry.get("unavailable", "")).startswith("not finished")
+
+
 def set_unavailable(results: dict, task: str, length: int, reason: str) -> None:
     results["scores"].setdefault(task, {})[str(length)] = {"score": None, "samples": 0, "unavailable": reason}
 

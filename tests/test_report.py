@@ -230,3 +230,25 @@ def test_footnotes_merge_adjacent_lengths_with_one_reason(tmp_path, capsys):
         "- m (yarn) 64k: 12/13 tasks; unavailable: ruler_qa_squad",
         "- m (yarn) 128k: no results",
     ]
+
+
+def test_cells_an_evaluation_left_unfinished_are_named_apart(tmp_path, capsys):
+    """`longctx eval --finished-only` cells: not in the mean, footnoted as not finished (not as data that is
+    unavailable), `cut` in the per-task table, status `unfinished` in the CSV."""
+    r = _run("runs/m", YARN, [4096])
+    for i, t in enumerate(T):
+        if t == "ruler_qa_squad":
+            R.set_unavailable(r, t, 4096, "offline")
+        elif t in ("ruler_cwe", "ruler_fwe"):
+            R.set_unavailable(r, t, 4096, R.NOT_FINISHED)
+        else:
+            R.set_score(r, t, 4096, 5 * i, 2)
+    R.save(r, tmp_path / "r.json")
+    assert main(["compare", str(tmp_path / "r.json"), "--per-task", "--csv", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out
+    scored = [5 * i for i, t in enumerate(T) if t not in ("ruler_qa_squad", "ruler_cwe", "ruler_fwe")]
+    assert f"| m (yarn) | {sum(scored) / len(scored):.1f}* |" in out
+    assert "- m (yarn) 4k: 10/13 tasks; unavailable: ruler_qa_squad; not finished: ruler_cwe, ruler_fwe" in out
+    assert "| ruler_cwe | cut |" in out and "| ruler_qa_squad | n/a |" in out and "cut: not finished" in out
+    rows = {x["task"]: x["status"] for x in csv.DictReader(open(tmp_path / "r.csv"))}
+    assert rows["ruler_cwe"] == "unfinished" and rows["ruler_qa_squad"] == "unavailable"

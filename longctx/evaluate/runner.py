@@ -31,7 +31,7 @@ HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay hayst
 # a chat template's few extra tokens rather than cutting off the start of the task.
 CONTEXT_MARGIN = 256
 VLLM_CHUNK = 32
-NOT_FINISHED = "not finished (the evaluation stopped before this cell's last answer; rerun it to finish)"
+NOT_FINISHED = R.NOT_FINISHED
 
 
 class Unanswered(Exception):
