@@ -287,14 +287,14 @@ def plot_points(
     group: bool = True,
 ) -> list[tuple[str, list[tuple[int, float]], list[tuple[int, float]]]]:
     """Per run or group: (label, joined, hollow) points of (length, mean score). A length at which some
-    task never ran (missing, e.g. an evaluation cut short), or some run of a group has no results, is
+    task never ran (missing, or not finished: an evaluation cut short), or some run of a group has no results, is
     hollow and left out of the line: its mean covers fewer tasks or runs than the others. Unavailable
     tasks (no data offline) do not count as missing."""
     return [_split_points(row) for row in summary(runs, group)]
 
 
 def _hollow(c: LengthScore) -> bool:
-    return bool(c.missing) or len(c.scored) < len(c.runs)
+    return bool(c.missing or c.unfinished) or len(c.scored) < len(c.runs)
 
 
 def _split_points(row: Row) -> tuple[str, list[tuple[int, float]], list[tuple[int, float]]]:

@@ -71,3 +71,24 @@ def test_bad_train_blocks_are_refused(train):
     r["train"] = train
     with pytest.raises(R.ResultsError, match="train"):
         R.validate(r)
+
+
+def test_a_cell_whose_evaluation_was_cut_short_is_marked(tmp_path, capsys):
+    """A run whose 8k evaluation stopped before two tasks (`longctx eval --finished-only`): its 8k cell is the
+    mean of the tasks that finished, marked `*` and drawn hollow, off the line."""
+    from longctx.report_budget import budget_cells
+
+    y = _run(tmp_path, "y", "hyb yarn", 4_000_000, [50, 40])
+    cut = _run(tmp_path, "c", "hyb yarn (180 steps)", 12_000_000, [60, 50])
+    r = R.load(cut)
+    for t in T[:2]:
+        R.set_unavailable(r, t, 8192, R.NOT_FINISHED)
+    R.set_score(r, T[2], 8192, 11.0, 2)  # the other 10 tasks score 50
+    R.save(r, cut)
+    assert main(["compare", y, cut, "--budget"]) == 0
+    out = capsys.readouterr().out
+    section = out[out.index("### RULER by extension budget") :]
+    assert "| hyb yarn | 40.0 | 46.5* |" in section[section.index("#### 8k") :]  # (11 + 10 x 50) / 11
+    assert "| hyb yarn | 50.0 | 60.0 |" in section[: section.index("#### 8k")] and "\\*: some run's" in section
+    runs = [R.load(y), R.load(cut)]
+    assert budget_cells(runs, [y, cut])[3] == {("hyb yarn", 12_000_000, 8192)}
