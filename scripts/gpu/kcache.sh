@@ -2,7 +2,9 @@
 # The kernel cache (LONGCTX_KERNEL_CACHE=/tmp/kcache: Triton with fla's autotune results, inductor, tilelang)
 # across GPU machines, for start-lane.sh, poll.sh and test-gpu.sh:
 #   kcache.sh restore DIR   unpack DIR/kcache.tgz.part* (in order), else DIR/kcache.tgz, else DIR/tcache.tgz
-#                           (autotune results alone, older runs) into /tmp/kcache
+#                           (autotune results alone, older runs), else scripts/gpu/h200-autotune.tgz into /tmp/kcache
+#                           (fla's autotune results of a study-20m-budget lane on one H200: torch 2.11, triton 3.6;
+#                           a kernel whose source, shapes or versions differ has another key and autotunes anew)
 #   kcache.sh pack OUT      the whole cache as OUT/kcache.tgz.part0.. in 15 MiB parts when it packs into 3 (a file
 #                           back from $OUT is at most 16 MiB; 8 files, 64 MiB together), else OUT/kcache.tgz with
 #                           fla's autotune results alone
@@ -15,7 +17,7 @@ restore)
   if ls "$2"/kcache.tgz.part* > /dev/null 2>&1; then
     cat "$2"/kcache.tgz.part* | tar -C "$kc" -xzf - && echo "kernel cache: $(find "$kc" -type f | wc -l) files from kcache.tgz.part*"
   else
-    for f in "$2/kcache.tgz" "$2/tcache.tgz"; do
+    for f in "$2/kcache.tgz" "$2/tcache.tgz" "$(dirname "$0")/h200-autotune.tgz"; do
       if [ -f "$f" ]; then tar -C "$kc" -xzf "$f" && echo "kernel cache: $(find "$kc" -type f | wc -l) files from $(basename "$f")"; break; fi
     done
   fi
