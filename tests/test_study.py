@@ -94,6 +94,16 @@ def test_status_new_resume_done(tmp_path):
     assert study.status(pre) == "done"
     ev.out.write_text("not json")
     assert study.status(ev) == "new"
+    r = results.new_results(model="m", rope_parameters=None, tasks=["niah_single_1", "ruler_vt"], lengths=[512],
+                            backend="longctx", chat_template=False, samples=1, haystack="bundled",
+                            lm_eval_version="0")  # fmt: skip
+    results.set_score(r, "niah_single_1", 512, 100.0, 1)
+    results.set_unavailable(r, "ruler_vt", 512, results.NOT_FINISHED)  # `longctx eval --finished-only`
+    results.save(r, ev.out)
+    assert study.status(ev) == "new"  # rerun: it resumes from its journal
+    results.set_unavailable(r, "ruler_vt", 512, "offline")
+    results.save(r, ev.out)
+    assert study.status(ev) == "done"
 
 
 def _results(path: Path, score: float) -> None:

@@ -24,10 +24,11 @@ def eval_done(res: Path) -> bool:
     from longctx import results
 
     try:
-        results.load(res)
-        return True
+        r = results.load(res)
     except Exception:  # noqa: BLE001 -- a broken file is redone
         return False
+    # `longctx eval --finished-only` results of an evaluation cut short: rerun it (it resumes from its journal)
+    return not any(results.unfinished(e) for per in r["scores"].values() for e in per.values())
 
 
 def status(stage: Stage) -> str:
