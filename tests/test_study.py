@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -245,9 +246,10 @@ def test_tiny_study_end_to_end_then_skips(tmp_path):
 
 
 @pytest.mark.parametrize("kind,marker", [("pretrain", "SIGTERM"), ("eval", "SIGINT")])
-def test_time_budget_stops_the_stage_in_flight_where_it_resumes(tmp_path, kind, marker):
+def test_time_budget_stops_the_stage_in_flight_where_it_resumes(tmp_path, capsys, kind, marker):
     """At the deadline a training stage gets SIGTERM (it checkpoints its step), an eval stage SIGINT
-    (it keeps its journal); the runner logs it and raises OutOfTime (main() exits 75)."""
+    (it keeps its journal, and the runner names the command that reads its finished cells); the runner
+    logs it and raises OutOfTime (main() exits 75)."""
     import io
     import time
 
@@ -269,6 +271,9 @@ def test_time_budget_stops_the_stage_in_flight_where_it_resumes(tmp_path, kind, 
     assert (tmp_path / "got").read_text() == marker
     row = json.loads(log.getvalue())
     assert row["out_of_time"] is True and row["rc"] == 128 + getattr(__import__("signal"), marker)
+    out = capsys.readouterr().out
+    want = f"study: fake: stopped; the results of its finished cells: {shlex.join(stage.cmd)} --finished-only\n"
+    assert (want in out) == (kind == "eval") and out.count("finished cells") == (kind == "eval")
 
 
 def test_no_time_left_starts_nothing(tmp_path, capsys):

@@ -160,6 +160,9 @@ def run_stages(
                         flush=True,
                     )
                 if r.stop_sent is not None:
+                    if STOP_SIGNAL[r.stage.kind] == signal.SIGINT:  # an evaluation: what it finished can be read now
+                        hint = shlex.join([*r.stage.cmd, "--finished-only"])
+                        print(f"study: {name}: stopped; the results of its finished cells: {hint}", flush=True)
                     continue
                 if rc != 0:
                     failures.append(
