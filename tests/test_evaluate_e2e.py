@@ -231,6 +231,21 @@ def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path
     after = [json.loads(ln) for ln in journal.read_text().splitlines()]
     assert journal.read_text().startswith(before) and [x["kind"] for x in after[len(kept) :]] == ["cell"]
 
+    # a vLLM evaluation's journal is read without vLLM installed (here it is not)
+    from longctx.evaluate.resume import Journal
+
+    vout = tmp_path / "vllm" / "ruler.json"
+    vspec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=2, out=vout,
+                     backend="vllm")  # fmt: skip
+    j = Journal(journal_path(vout), fingerprint(vspec))
+    j.add_cell("niah_single_1", LENGTH, 2, {"score": 50.0, "samples": 2, "haystack": "noise"})
+    j.close()
+    vargv = ["eval", "--model", str(moved), "--lengths", "1k", "--tasks", "niah_single_1", "--samples", "2",
+             "--backend", "vllm", "--out", str(vout), "--finished-only"]  # fmt: skip
+    assert main(vargv) == 0, capsys.readouterr().err
+    assert R.cell(R.load(vout), "niah_single_1", LENGTH)["score"] == 50.0
+    capsys.readouterr()
+
     nothing = tmp_path / "none" / "ruler.json"
     assert main([*argv()[:-2], str(nothing), "--finished-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

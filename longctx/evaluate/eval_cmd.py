@@ -127,7 +127,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
     if args.temperature_per_length and args.backend == "vllm":
         raise UsageError("--temperature-per-length sets the weights per length: use --backend longctx or hf")
-    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+    if args.backend == "vllm" and not args.finished_only and importlib.util.find_spec("vllm") is None:
         raise UsageError(
             "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: bench/vllm/install.sh)"
         )
