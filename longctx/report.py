@@ -15,15 +15,37 @@ from __future__ import annotations
 import csv
 import io
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from statistics import fmean
 
 from longctx.lengths import format_length
 from longctx.results import RULER_TASKS, cell, rope_method, run_label, unfinished
 
+_TASKS: list[str] = list(RULER_TASKS)  # the tasks a length's mean is over; `task_subset` narrows them
 MISSING = "—"  # not run
 UNAVAILABLE = "n/a"  # could not run here (e.g. QA data offline)
 UNFINISHED = "cut"  # the evaluation stopped before it (`longctx eval --finished-only`)
+
+
+@contextmanager
+def task_subset(tasks: list[str] | None):
+    """Inside it, every table, plot and CSV of this module is over `tasks` alone (in RULER's order):
+    `longctx compare --tasks`. None: all 13."""
+    global _TASKS
+    saved = _TASKS
+    _TASKS = [t for t in RULER_TASKS if t in tasks] if tasks else saved
+    try:
+        yield
+    finally:
+        _TASKS = saved
+
+
+def subset_note() -> list[str]:
+    """A line naming the tasks the means are over, when they are not all 13."""
+    if _TASKS == list(RULER_TASKS):
+        return []
+    return ["", f"Means over {len(_TASKS)} tasks (--tasks): {', '.join(_TASKS)}."]
 
 
 @dataclass
@@ -61,7 +83,7 @@ class Row:
 
 def length_score(results: dict, length: int) -> LengthScore:
     scores, unavailable, missing, cut = [], [], [], []
-    for task in RULER_TASKS:
+    for task in _TASKS:
         entry = cell(results, task, length)
         if entry is None:
             missing.append(task)
@@ -110,9 +132,9 @@ def _run_row(label: str, r: dict, lengths: list[int]) -> Row:
 def _group_score(cells: list[LengthScore]) -> LengthScore:
     scored = [c for c in cells if c.mean is not None]
     return LengthScore(fmean(c.mean for c in scored) if scored else None,
-                       [t for t in RULER_TASKS if any(t in c.unavailable for c in scored)],
-                       [t for t in RULER_TASKS if any(t in c.missing for c in scored)], cells,
-                       [t for t in RULER_TASKS if any(t in c.unfinished for c in scored)])  # fmt: skip
+                       [t for t in _TASKS if any(t in c.unavailable for c in scored)],
+                       [t for t in _TASKS if any(t in c.missing for c in scored)], cells,
+                       [t for t in _TASKS if any(t in c.unfinished for c in scored)])  # fmt: skip
 
 
 def summary(runs: list[dict], group: bool = True) -> list[Row]:
@@ -159,9 +181,9 @@ def _note(c: LengthScore) -> str | None:
     if not c.partial:
         return None
     parts = [f"{len(c.scored)}/{len(c.runs)} runs"] if len(c.scored) < len(c.runs) else []
-    done = sorted({len(RULER_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
-    if done != [len(RULER_TASKS)]:
-        parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done)) + f"/{len(RULER_TASKS)} tasks")
+    done = sorted({len(_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
+    if done != [len(_TASKS)]:
+        parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done)) + f"/{len(_TASKS)} tasks")
     if [t for t in c.unavailable if t not in c.unfinished]:
         parts.append("unavailable: " + ", ".join(t for t in c.unavailable if t not in c.unfinished))
     if c.unfinished:
@@ -188,11 +210,12 @@ def _footnotes(rows: list[Row]) -> list[str]:
                 reason = why
     if not notes:
         return []
-    return ["", f"\\* mean over the tasks and lengths that ran, not all {len(RULER_TASKS)} tasks:", *notes]
+    return ["", f"\\* mean over the tasks and lengths that ran, not all {len(_TASKS)} tasks:", *notes]
 
 
 def markdown_table(runs: list[dict], group: bool = True) -> str:
-    """Rows: runs, or groups of runs sharing a label; columns: lengths + avg; cells: the 13-task mean."""
+    """Rows: runs, or groups of runs sharing a label; columns: lengths + avg; cells: the 13-task mean
+    (of the tasks of `task_subset`)."""
     rows = summary(runs, group)
     lengths = all_lengths(runs)
     header = ["model (method)", *(format_length(n) for n in lengths), "avg"]
@@ -202,7 +225,7 @@ def markdown_table(runs: list[dict], group: bool = True) -> str:
         for row in rows
     ]  # fmt: skip
     legend = ["", GROUP_LEGEND] if any(row.n > 1 for row in rows) else []
-    return "\n".join(_md(header, body) + legend + _footnotes(rows)) + "\n"
+    return "\n".join(_md(header, body) + legend + _footnotes(rows) + subset_note()) + "\n"
 
 
 def _task_cell(results: dict, task: str, length: int) -> str:
@@ -236,12 +259,12 @@ def per_task_markdown(runs: list[dict], by: str = "length", group: bool = True) 
     out = []
     if by == "length":
         for n in lengths:
-            body = [[t, *(_group_task_cell(rs, t, n) for _, rs in grouped)] for t in RULER_TASKS]
+            body = [[t, *(_group_task_cell(rs, t, n) for _, rs in grouped)] for t in _TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for row in rows)])
             out += [f"### {format_length(n)}", "", *_md(["task", *(name for name, _ in grouped)], body), ""]
     else:
         for (name, rs), row in zip(grouped, rows, strict=True):
-            body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in RULER_TASKS]
+            body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in _TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for n in lengths)])
             out += [f"### {name}", "", *_md(["task", *map(format_length, lengths)], body), ""]
     cut = any(unfinished(e) for r in runs for per in r["scores"].values() for e in per.values())
@@ -268,7 +291,7 @@ def csv_text(runs: list[dict], group: bool = True, sources: list[str] | None = N
     for name, r, src in zip(names, runs, sources or [""] * len(runs), strict=True):
         head = [name, r["model"], rope_method(r["rope_parameters"])]
         for n in lengths:
-            for t in RULER_TASKS:
+            for t in _TASKS:
                 e = cell(r, t, n)
                 if e is None:
                     w.writerow([*head, n, t, "", "", "missing", src])
@@ -385,9 +408,7 @@ def plot(runs: list[dict], path: str, title: str = "RULER", group: bool = True) 
     ax.set_ylim(-2, 102)
     ax.set_xlabel("context length (tokens)")
     partial = any(c.partial for row in rows for c in row.cells.values() if c.mean is not None)
-    ax.set_ylabel(
-        "RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(RULER_TASKS)} tasks)"
-    )
+    ax.set_ylabel("RULER score (mean of the tasks scored)" if partial else f"RULER score (mean of {len(_TASKS)} tasks)")
     if any(hollow for _, _, hollow in points):
         what = "tasks or runs" if any(row.n > 1 for row in rows) else "tasks"
         ax.annotate(

@@ -277,3 +277,19 @@ def run_label(results: dict) -> str:
         return results["label"]
     name = Path(results["model"].rstrip("/")).name or results["model"]
     return f"{name} ({rope_method(results['rope_parameters'])})"
+
+
+def parse_tasks(text: str) -> list[str]:
+    """`--tasks` of eval and compare: 'all', or comma-separated names (the 'ruler_' prefix may be left out)."""
+    if text.strip().lower() in ("all", "ruler"):
+        return list(RULER_TASKS)
+    tasks = []
+    for name in (t.strip() for t in text.split(",") if t.strip()):
+        full = name if name in RULER_TASKS else f"ruler_{name}"
+        if full not in RULER_TASKS:
+            raise UsageError(f"unknown task {name!r}; choose from: all, {', '.join(RULER_TASKS)}")
+        if full not in tasks:
+            tasks.append(full)
+    if not tasks:
+        raise UsageError(f"no tasks in {text!r}; give 'all' or names from: {', '.join(RULER_TASKS)}")
+    return tasks

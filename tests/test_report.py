@@ -252,3 +252,30 @@ def test_cells_an_evaluation_left_unfinished_are_named_apart(tmp_path, capsys):
     assert "| ruler_cwe | cut |" in out and "| ruler_qa_squad | n/a |" in out and "cut: not finished" in out
     rows = {x["task"]: x["status"] for x in csv.DictReader(open(tmp_path / "r.csv"))}
     assert rows["ruler_cwe"] == "unfinished" and rows["ruler_qa_squad"] == "unavailable"
+
+
+def test_tasks_narrow_every_mean(tmp_path, capsys):
+    """compare --tasks: the means, footnotes, per-task tables and CSV over those tasks alone."""
+    r = _run("runs/m", YARN, [4096])
+    for i, t in enumerate(T):
+        if t == "ruler_cwe":
+            R.set_unavailable(r, t, 4096, R.NOT_FINISHED)
+        else:
+            R.set_score(r, t, 4096, 5 * i, 2)
+    R.save(r, tmp_path / "r.json")
+    sub = ["niah_single_1", "ruler_vt", "ruler_cwe"]
+    argv = ["compare", str(tmp_path / "r.json"), "--tasks", "vt,cwe,niah_single_1", "--per-task", "--csv",
+            str(tmp_path / "r.csv")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    want = (5 * T.index("niah_single_1") + 5 * T.index("ruler_vt")) / 2
+    assert f"| m (yarn) | {want:.1f}* | {want:.1f}* |" in out
+    assert "- m (yarn) 4k: 2/3 tasks; not finished: ruler_cwe" in out
+    assert f"Means over 3 tasks (--tasks): {', '.join(t for t in T if t in sub)}." in out
+    assert "| niah_multikey_1 |" not in out and "| ruler_vt |" in out
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert {x["task"] for x in rows} == {*sub, "mean"}
+    assert main(["compare", str(tmp_path / "r.json")]) == 0  # the 13 tasks again
+    assert "Means over" not in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "r.json"), "--tasks", "nope"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err

@@ -9,6 +9,8 @@ is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the me
 the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
 --apart adds, for rows of several runs that share a model or a method, a mark per length: `>` / `<`
 where one row's runs all lie above the other's (ranges apart), `≈` where the ranges overlap.
+--tasks niah_single_1,niah_multikey_1,...: every table, plot and CSV over those tasks alone (the
+'ruler_' prefix may be left out), e.g. the tasks every run finished, or the needle tasks.
 --budget / --budget-plot: each row against its training budget (the tokens `longctx eval` recorded from
 the model's longctx_train.json; a study's `<label> (N steps)` runs join the `<label>` row).
 """
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also a table per length: rows against their training budget (train.tokens; ' (N steps)' rows joined)",
     )
     p.add_argument("--budget-plot", metavar="FILE.png", help="write score vs extension tokens, a panel per length")
+    p.add_argument("--tasks", help="comma-separated tasks: the means over these alone (default: all 13)")
     p.add_argument(
         "--no-group",
         action="store_true",
@@ -60,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {path!r}: use a .png, .svg or .pdf file name")
     if args.apart and args.no_group:
         raise UsageError("--apart compares rows of several runs: leave out --no-group")
+    tasks = None if args.tasks is None else results.parse_tasks(args.tasks)
     runs = [results.load(f) for f in args.files]  # all validated before anything is written
+    with report.task_subset(tasks):
+        return _report(args, runs)
+
+
+def _report(args: argparse.Namespace, runs: list[dict]) -> int:
     if args.budget or args.budget_plot:
         from longctx.report_budget import budget_cells, budget_markdown, budget_plot
 

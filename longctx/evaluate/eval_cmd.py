@@ -27,7 +27,7 @@ from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 from longctx.lengths import parse_lengths
 from longctx.paths import check_output
 from longctx.report import markdown_table
-from longctx.results import RULER_TASKS
+from longctx.results import RULER_TASKS, parse_tasks
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -67,21 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the results of the cells the journal beside --out finished, without loading the model "
         "(the rest: not finished); give the evaluation's own flags",
     )
-
-
-def parse_tasks(text: str) -> list[str]:
-    if text.strip().lower() in ("all", "ruler"):
-        return list(RULER_TASKS)
-    tasks = []
-    for name in (t.strip() for t in text.split(",") if t.strip()):
-        full = name if name in RULER_TASKS else f"ruler_{name}"
-        if full not in RULER_TASKS:
-            raise UsageError(f"unknown task {name!r}; choose from: all, {', '.join(RULER_TASKS)}")
-        if full not in tasks:
-            tasks.append(full)
-    if not tasks:
-        raise UsageError(f"no tasks in {text!r}; give 'all' or names from: {', '.join(RULER_TASKS)}")
-    return tasks
 
 
 def _has_chat_template(model_dir: Path) -> bool:
