@@ -155,6 +155,17 @@ def test_deterministic_and_independent_of_what_ran_before(tok):
     assert generate("niah_multikey_2", 4096, 3, tok, cache_dir=False)[0]["outputs"] != first[0]["outputs"]
 
 
+@pytest.mark.parametrize("task", ["niah_multikey_2", "niah_multikey_3"])
+def test_needle_haystack_independent_of_the_lengths_before_it(task):
+    """The distractor pool of the needle haystack grows with the length asked for; 8k asked alone and 8k asked
+    after 2k (the pool grown in two steps, as in a sweep) are the same samples (`lm_eval --tasks ruler` at one
+    length and in a sweep, `longctx answers` at one length against an evaluation of several)."""
+    alone = generate(task, 8192, 2, make_tokenizer(), cache_dir=False)
+    swept = make_tokenizer()
+    generate(task, 2048, 1, swept, cache_dir=False)
+    assert generate(task, 8192, 2, swept, cache_dir=False) == alone
+
+
 def test_same_samples_in_a_fresh_process_with_other_hash_seed(tok, tmp_path):
     tok.save_pretrained(tmp_path / "tok")
     here = generate("niah_multivalue", 2048, 2, str(tmp_path / "tok"), cache_dir=False, haystack="bundled")

@@ -199,10 +199,11 @@ class DistractorPool:
         have = len(self.keys)
         if size <= have:
             return
-        new_k = [random_value(self.type_k, self.rng) for _ in range(size - have)]
-        new_v = []
-        for _ in new_k:
-            new_v.append(random_value(self.type_v, self.rng))
+        # an entry's key and value drawn together: the pool is one sequence, the same however it grows
+        # (8k alone, or after 4k in a sweep)
+        pairs = [(random_value(self.type_k, self.rng), random_value(self.type_v, self.rng)) for _ in range(size - have)]
+        new_k = [k for k, _ in pairs]
+        new_v = [v for _, v in pairs]
         if self.type_k == "words":
             # " adj-noun": byte-level/regex pre-tokenizers cut before a "-" between two letters, so
             # the parts (which repeat across keys and stay cached) add up; the sizer's

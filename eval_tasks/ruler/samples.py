@@ -17,7 +17,7 @@ from .tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # bump when a change alters generated samples (invalidates the disk cache)
+GENERATOR_VERSION = 4  # bump when a change alters generated samples (invalidates the disk cache)
 OPTIONS = (
     "chat_template",
     "system_instruction",
