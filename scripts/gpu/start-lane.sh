@@ -16,6 +16,7 @@
 # $OUT/kcache.tgz.part0..2: the whole cache in 15 MiB parts when it packs into 3 (files back from $OUT: 16 MiB
 # each, 8 files), else kcache.tgz with fla's autotune results alone; copy them to .tcache/ (git-ignored)
 # and carry ".tcache": it is restored here before the job starts.
+# With nothing in .tcache, kcache.sh restores scripts/gpu/h200-autotune.tgz (fla's autotune results of a lane).
 # (Autotune results alone brought the study-20m hybrid's first step to 68 s from ~345 s; the extensions
 # that ran after pretraining on the same machine, with every cache warm, took 10-13 s for their first step.)
 set -u
@@ -33,6 +34,7 @@ bash "$src/scripts/gpu/kcache.sh" restore "$src/.tcache"
   > /tmp/w/logs/gpu.txt 2>&1
 date -u +%FT%TZ > /tmp/w/logs/t0
 setsid nohup bash -c "$1; echo \"lane rc=\$? \$(date -u +%T)\"; touch /tmp/w/lane.done" > /tmp/w/logs/lane.log 2>&1 < /dev/null &
-(while sleep 20; do echo "$(date -u +%T) $(nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader | tr '\n' ' ')"; done) \
-  > /tmp/w/logs/smi.log 2>&1 &
+# detached like the lane: a loop left in this call's process group ends with the call
+setsid nohup bash -c 'while sleep 20; do echo "$(date -u +%T) $(nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader | tr "\n" " ")"; done' \
+  > /tmp/w/logs/smi.log 2>&1 < /dev/null &
 echo "launched: $1"
