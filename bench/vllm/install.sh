@@ -22,6 +22,8 @@
 #                                                      # it unless this is 0 (smoke.py and `longctx eval`
 #                                                      # set it themselves when flashinfer is absent)
 #   export PYTHONPATH=/tmp/vsite:$PWD                 # vLLM alone (smoke.py)
+#   export PYTHONPATH=/tmp/vsite:/tmp/site:$PWD       # smoke.py --against-longctx (our model needs fla) and
+#                                                      # LONGCTX_VLLM_MODEL=DIR pytest -m gpu tests/test_evaluate_vllm.py
 #   export PYTHONPATH=/tmp/vsite:/tmp/site:$PWD       # with lm-eval from ../shared/gpu/fetch-wheels.sh,
 #                                                      # for `longctx eval --backend vllm`
 # (/tmp/vsite first: it has no tilelang, so fla's tilelang 0.1.15 in /tmp/site is the one found, and
