@@ -10,7 +10,7 @@
 #                           fla's autotune results alone
 # Copy what comes back into .tcache/ (git-ignored; clear the old parts first) and carry ".tcache".
 set -u
-kc=/tmp/kcache
+kc=${LONGCTX_KERNEL_CACHE:-/tmp/kcache}  # start-lane.sh sets it to /tmp/kcache; poll.sh runs without it
 case "${1:-}" in
 restore)
   mkdir -p "$kc/triton"
