@@ -90,3 +90,27 @@ def test_missing_journal_and_bad_task_are_one_line_errors(evaluated, tmp_path, c
     assert mod.main([str(lone)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "journal" in err[0]
+
+
+def test_cells_whose_answers_are_not_in_the_journal_are_left_out(evaluated, tmp_path, capsys):
+    """A journal without one cell's answers (as after a RULER generator change redraws that task's samples): the
+    other cells are shown, that one is named on stderr; with no cell matched, one line and exit 2."""
+    out, _ = evaluated
+    part = tmp_path / "part.json"
+    part.write_text(out.read_text())
+    lines = journal_path(out).read_text().splitlines()
+    keep = [ln for ln in lines if json.loads(ln).get("task") != "ruler_vt" or json.loads(ln)["kind"] != "response"]
+    assert len(keep) < len(lines)
+    journal_path(part).write_text("\n".join(keep) + "\n")
+    dump = tmp_path / "cells.json"
+    capsys.readouterr()
+    assert _load().main([str(part), "--json", str(dump)]) == 0
+    assert [c["task"] for c in json.loads(dump.read_text())] == ["niah_single_1", "niah_multikey_1"]
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "journal" in ln]  # (lm-eval's bars go there too)
+    assert len(err) == 1 and err[0].startswith("left out") and "ruler_vt @ 1k" in err[0]
+    assert "GENERATOR_VERSION" in err[0]
+    only = [ln for ln in lines if json.loads(ln)["kind"] != "response"]
+    journal_path(part).write_text("\n".join(only) + "\n")
+    assert _load().main([str(part)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "journal" in ln]
+    assert len(err) == 1 and err[0].startswith("longctx answers: error:") and "answers not in the journal" in err[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -72,16 +73,21 @@ def samples_of(task: str, length: int, n: int, tok: str, fp: dict) -> list[tuple
     return [(hash_args("generate_until", inst.args), inst.doc) for inst in obj.instances]
 
 
-def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: dict[str, str]) -> dict:
+UNMATCHED = (
+    "answers not in the journal: made with other samples, tokenizer or data options (pass the evaluation's "
+    "--tokenizer), or by an earlier RULER generator (eval_tasks.ruler.samples.GENERATOR_VERSION)"
+)
+
+
+def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: dict[str, str]) -> dict | None:
+    """The cell's answers beside their references and scores; None when some sample's answer is not in the
+    journal (UNMATCHED)."""
     from eval_tasks.ruler.scoring import postprocess, sample_score
 
     rows = []
     for key, doc in samples_of(task, length, n, tok, fp):
         if key not in answers:
-            raise UsageError(
-                f"{task} at {length}: an answer is not in the journal: it was made with other "
-                "samples, tokenizer or data options (pass the evaluation's --tokenizer)"
-            )
+            return None
         got = answers[key]
         rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
                      "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
@@ -123,17 +129,22 @@ def run(args) -> int:
             raise UsageError(f"--show {args.show}: need 0 or more")
         with tempfile.TemporaryDirectory() as scratch:
             tok = tokenizer_dir(args.tokenizer, res["model"], scratch)
-            cells = []
+            cells, unmatched = [], []
             for length in lengths:
                 for task in tasks:
                     cell = R.cell(res, task, length)
                     if cell is None or cell.get("score") is None:
                         continue  # not run, or unavailable here
                     got = cell_answers(task, length, int(cell["samples"]), tok, fp, answers)
+                    if got is None:
+                        unmatched.append(f"{task} @ {format_length(length)}")
+                        continue
                     got["results_score"] = cell["score"]
                     cells.append(got)
     except R.ResultsError as e:
         raise UsageError(str(e)) from None
+    if unmatched and not cells:
+        raise UsageError(f"{', '.join(unmatched)}: {UNMATCHED}")
     print("| task | length | score (results file) | right / partly / missed | distinct | most common answers |")
     print("|---|---|---|---|---|---|")
     for c in cells:
@@ -147,4 +158,6 @@ def run(args) -> int:
                   f"wanted {', '.join(m['references'])}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(cells, indent=1))
+    if unmatched:
+        print(f"left out, {UNMATCHED}: {', '.join(unmatched)}", file=sys.stderr)
     return 0
