@@ -10,7 +10,8 @@ answer to its sample by that hash and rescores it with NVIDIA's metric. Per (tas
 score (and whether it equals the results file's), how many answers were right, partly right or missed,
 the most common answers, and up to --show misses with their references. The tokenizer must be the one the
 evaluation sized its prompts with: the model directory (the default, when it still exists), or
-`embedded` for longctx's own (every study-20m model).
+`embedded` for longctx's own (every study-20m model). A cell whose answers the journal does not hold (its
+samples drawn otherwise, e.g. by an earlier RULER generator) is left out and named on stderr.
 """
 
 from __future__ import annotations
