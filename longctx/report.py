@@ -184,8 +184,9 @@ def _note(c: LengthScore) -> str | None:
     done = sorted({len(_TASKS) - len(x.missing) - len(x.unavailable) for x in c.scored or [c]})
     if done != [len(_TASKS)]:
         parts.append("–".join(map(str, (done[0], done[-1]) if len(done) > 1 else done)) + f"/{len(_TASKS)} tasks")
-    if [t for t in c.unavailable if t not in c.unfinished]:
-        parts.append("unavailable: " + ", ".join(t for t in c.unavailable if t not in c.unfinished))
+    offline = [t for t in c.unavailable if t not in c.unfinished]
+    if offline:
+        parts.append("unavailable: " + ", ".join(offline))
     if c.unfinished:
         parts.append("not finished: " + ", ".join(c.unfinished))
     if c.missing:

@@ -62,7 +62,7 @@ def _cell(values: list[float] | None, short: bool = False) -> str:
     return mean if len(values) == 1 else f"{mean} ({min(values):.1f}–{max(values):.1f})"
 
 
-def budget_markdown(runs: list[dict], budget: tuple[list[str], list[int], dict]) -> str:
+def budget_markdown(runs: list[dict], budget: tuple[list[str], list[int], dict, set]) -> str:
     """The tables of `budget_cells(runs, files)`: one per length, a row per name, a column per budget."""
     names, budgets, cells, short = budget
     out = ["### RULER by extension budget (training tokens)", ""]
@@ -83,7 +83,9 @@ def budget_markdown(runs: list[dict], budget: tuple[list[str], list[int], dict])
     return "\n".join(out) + "\n"
 
 
-def budget_plot(runs: list[dict], budget: tuple[list[str], list[int], dict], path: str, title: str = "RULER") -> None:
+def budget_plot(
+    runs: list[dict], budget: tuple[list[str], list[int], dict, set], path: str, title: str = "RULER"
+) -> None:
     """One panel per length of `budget_cells(runs, files)`: mean score vs extension tokens (log axis), a line
     per row with its runs' band; a hollow point off the line where the mean covers fewer tasks."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

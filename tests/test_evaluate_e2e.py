@@ -197,8 +197,6 @@ def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path
     journal (as lm-eval scores them) and records the rest as not finished, loading no model."""
     import shutil
 
-    from longctx.evaluate.runner import NOT_FINISHED
-
     tasks = ["niah_single_1", "ruler_vt"]
     ref = evaluate_ruler(EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=tasks, samples=2,
                                   out=tmp_path / "full.json", backend="hf"),
@@ -226,7 +224,7 @@ def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path
     assert main(argv()) == 0, capsys.readouterr().err
     r = R.load(out)
     assert R.cell(r, "niah_single_1", LENGTH) == R.cell(ref, "niah_single_1", LENGTH)
-    assert R.cell(r, "ruler_vt", LENGTH) == {"score": None, "samples": 0, "unavailable": NOT_FINISHED}
+    assert R.cell(r, "ruler_vt", LENGTH) == {"score": None, "samples": 0, "unavailable": R.NOT_FINISHED}
     assert r["model"] == str(moved) and "1 not finished" in capsys.readouterr().out
     after = [json.loads(ln) for ln in journal.read_text().splitlines()]
     assert journal.read_text().startswith(before) and [x["kind"] for x in after[len(kept) :]] == ["cell"]

@@ -27,7 +27,7 @@ from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 from longctx.lengths import parse_lengths
 from longctx.paths import check_output
 from longctx.report import markdown_table
-from longctx.results import RULER_TASKS, parse_tasks
+from longctx.results import RULER_TASKS, parse_tasks, unfinished
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -151,11 +151,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"answers so far are in {journal_path(spec.out)}; rerun the same command to resume", file=sys.stderr)
         raise
     print(markdown_table([res]), end="")
-    from longctx.evaluate.runner import NOT_FINISHED
-
-    reasons = [e.get("unavailable") for per in res["scores"].values() for e in per.values() if "unavailable" in e]
-    n_open = reasons.count(NOT_FINISHED)
-    n_unavail = len(reasons) - n_open
+    gaps = [e for per in res["scores"].values() for e in per.values() if "unavailable" in e]
+    n_open = sum(map(unfinished, gaps))
+    n_unavail = len(gaps) - n_open
     said = [f"{n_unavail} task x length cells unavailable here"] if n_unavail else []
     said += [f"{n_open} not finished"] if n_open else []
     print(f"wrote {spec.out}" + (f" ({', '.join(said)})" if said else ""))

@@ -31,7 +31,6 @@ HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay hayst
 # a chat template's few extra tokens rather than cutting off the start of the task.
 CONTEXT_MARGIN = 256
 VLLM_CHUNK = 32
-NOT_FINISHED = R.NOT_FINISHED
 
 
 class Unanswered(Exception):
@@ -340,7 +339,7 @@ def evaluate_ruler(
                         apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
                     )  # fmt: skip
                 except Unanswered as e:
-                    R.set_unavailable(res, task, length, NOT_FINISHED)
+                    R.set_unavailable(res, task, length, R.NOT_FINISHED)
                     log(f"{where}: not finished ({e} of {spec.samples} answers not in {journal.path.name})")
                     continue
                 except LengthTooShort as e:  # e.g. CWE's one-shot example alone fills 1k tokens

@@ -69,7 +69,7 @@ class PerLengthTemperature:
     Olmo layout (HybridLM or transformers' OlmoHybrid / Olmo3: model.layers[i].self_attn.q_norm)."""
 
     def __init__(self, model, record: dict):
-        self.c, self.base = float(record["c"]), int(record["base_len"])
+        self.record = record
         self.weights = _q_norm_weights(model, record["layers"])
         folded = float(record["beta"])
         self.unit = [w.detach().float().clone() / folded for w in self.weights]  # the q_norm scales at beta = 1
@@ -83,7 +83,7 @@ class PerLengthTemperature:
         return beta_of(float(record["c"]), base, max(int(length), base))
 
     def set(self, length: int) -> float:
-        beta = self.beta_at({"c": self.c, "base_len": self.base}, length)
+        beta = self.beta_at(self.record, length)
         with torch.no_grad():
             for w, u in zip(self.weights, self.unit, strict=True):
                 w.copy_((u * beta).to(w.dtype))
