@@ -3,8 +3,9 @@
 For every pair of rows with several runs each (a study's pretraining seeds) that share their model
 or their method (labels `<model> <method ...>`), and every length, one mark: `>` where the first
 row's lowest run is above the second row's highest (the two ranges are apart: every run of one
-beats every run of the other), `<` the reverse, `≈` where the ranges overlap, and nothing where either
-row has fewer than two runs scored there. Apart ranges over a few seeds are a conservative reading,
+beats every run of the other), `<` the reverse, `≈` where the ranges overlap, `≠` where the runs'
+means are over different tasks (an evaluation cut short, a task unavailable to some run: compare those
+with --tasks over the tasks they share), and nothing where either row has fewer than two runs scored there. Apart ranges over a few seeds are a conservative reading,
 not a significance test: with two runs each they say only that both seeds agree.
 """
 
@@ -17,7 +18,8 @@ from longctx.report import Row, summary
 
 LEGEND = (
     "`>`: every run of the first row above every run of the second (ranges apart); `<`: the reverse; "
-    "`≈`: the ranges overlap; blank: fewer than two runs scored."
+    "`≈`: the ranges overlap; `≠`: the runs' means are over different tasks (--tasks picks shared ones); "
+    "blank: fewer than two runs scored."
 )
 
 
@@ -28,10 +30,13 @@ def _split(label: str) -> tuple[str, str]:
 
 
 def mark(a, b) -> str:
-    """'>' / '<' / '≈' for two groups' LengthScores at one length, '' when either lacks a range."""
+    """'>' / '<' / '≈' for two groups' LengthScores at one length, '≠' when their runs scored different
+    tasks there, '' when either lacks a range."""
     ra, rb = a.spread, b.spread
     if ra is None or rb is None:
         return ""
+    if len({frozenset(c.missing + c.unavailable) for c in a.scored + b.scored}) > 1:
+        return "≠"
     if ra[0] > rb[1]:
         return ">"
     if rb[0] > ra[1]:

@@ -42,3 +42,57 @@ def test_pack_then_restore_gives_the_cache_back(tmp_path):
     run = _kcache("restore", out, cache=again)
     assert run.returncode == 0 and "from kcache.tgz.part*" in run.stdout, run.stderr
     assert _files(again) == _files(cache)
+
+
+STAGE = SCRIPT.parent / "stage-wheels.sh"
+
+
+def _stage(*args, cwd, **env):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), **{k: str(v) for k, v in env.items()}}
+    return subprocess.run(["bash", str(STAGE), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+
+
+def test_wheels_staged_in_parts_that_fit_next_to_the_tree_and_join_back(tmp_path):
+    import os
+
+    repo = tmp_path / "repo"
+    (repo / ".whl_tl").mkdir(parents=True)
+    (repo / ".whl").mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.whl/\n/.whl_tl/\n/.whl_parts/\n")
+    (repo / "code.py").write_bytes(os.urandom(300_000))  # the working tree every call carries
+    wheels = {".whl_tl/tilelang.whl": os.urandom(1_500_000), ".whl/fla.whl": os.urandom(2_000_000)}
+    for name, data in wheels.items():
+        (repo / name).write_bytes(data)
+    limit = 4 * 1048576
+    run = _stage("pack", cwd=repo, LONGCTX_CARRY_MIB=4)
+    assert run.returncode == 0, run.stderr
+    parts = sorted(p for p in (repo / ".whl_parts").iterdir())
+    assert [p.name for p in parts] == [f"p{i}" for i in range(len(parts))] and len(parts) >= 2, run.stdout
+    tree = sum(p.stat().st_size for p in [repo / ".gitignore", repo / "code.py"])
+    for p in parts:  # each call: the tree and one part, under the limit
+        assert tree + sum(f.stat().st_size for f in p.iterdir()) <= limit
+        assert f'[".whl_parts/{p.name}"]' in run.stdout
+    # there: one call per part, each with only its part carried, then unpack
+    stage = tmp_path / "stage"
+    for p in parts:
+        there = tmp_path / f"call-{p.name}"
+        (there / ".whl_parts").mkdir(parents=True)
+        (there / ".whl_parts" / p.name).symlink_to(p)
+        assert _stage("take", cwd=there, LONGCTX_WHEEL_STAGE=stage).returncode == 0
+    assert _stage("unpack", cwd=tmp_path, LONGCTX_WHEEL_STAGE=stage).returncode == 0
+    assert {name: (stage / name).read_bytes() for name in wheels} == wheels
+
+
+def test_wheel_staging_refuses_what_cannot_fit(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    run = _stage("pack", cwd=repo)
+    assert run.returncode == 2 and "fetch-wheels.sh" in run.stderr
+    (repo / ".whl_tl").mkdir()
+    (repo / ".whl").mkdir()
+    (repo / ".gitignore").write_text("/.whl/\n/.whl_tl/\n")
+    run = _stage("pack", cwd=repo, LONGCTX_CARRY_MIB=2)
+    assert run.returncode == 2 and "leaves no room" in run.stderr and not (repo / ".whl_parts").exists()
+    assert _stage("unpack", cwd=repo, LONGCTX_WHEEL_STAGE=tmp_path / "none").returncode == 2

@@ -56,3 +56,33 @@ def test_touching_ranges_overlap(lo_hi):
     (a, b) = (group(*lo_hi[0]), group(*lo_hi[1]))
     assert mark(a, b) == "≈" and mark(b, a) == "≈"
     assert mark(group(21, 30), group(10, 20)) == ">" and mark(group(10, 20), group(21, 30)) == "<"
+
+
+def test_runs_over_different_tasks_are_not_set_apart(tmp_path, capsys):
+    """A run whose evaluation was cut short at 16k averages fewer tasks there: its range is not compared
+    (`≠`) until --tasks restricts every run to the tasks they share."""
+    from longctx import results as R
+
+    files = [
+        _run(tmp_path, "a0", "hyb yarn", [60, 45, 90]),
+        _run(tmp_path, "a1", "hyb yarn", [50, 40, 80]),
+        _run(tmp_path, "b0", "hyb drope", [40, 30, 35]),
+        _run(tmp_path, "b1", "hyb drope", [30, 20, 31]),
+    ]
+    cut = R.load(files[1])
+    for task in R.RULER_TASKS[4:]:
+        R.set_unavailable(cut, task, 16384, R.NOT_FINISHED)
+    R.save(cut, files[1])
+
+    def marks(*extra):
+        assert main(["compare", *files, "--apart", *extra]) == 0
+        out = capsys.readouterr().out
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()]
+        found = [r[2:] for r in rows if len(r) == 5 and r[0] == "hyb yarn (n=2)" and r[1] == "hyb drope (n=2)"]
+        assert len(found) == 1
+        return found[0], out
+
+    got, out = marks()
+    assert got == [">", ">", "≠"] and "`≠`" in out
+    got, _ = marks("--tasks", ",".join(R.RULER_TASKS[:4]))
+    assert got == [">", ">", ">"]

@@ -2,8 +2,8 @@
 # Stage vLLM 0.26.0 for the GPU machine (Python 3.12, x86-64, torch 2.11.0 + CUDA 13, no network,
 # at most 64 MiB carried per call): download vllm and the few of its requirements that offline
 # `vllm.LLM(...).generate` imports and the GPU image lacks, into the git-ignored .vllm_whl/, then
-# tar them and split the tar into pieces of PART_MB MiB (default 56: a piece plus the ~7 MiB working
-# tree that every call sends stays under 64 MiB), one folder each: .vllm_parts/NN/part.
+# tar them and split the tar into pieces of PART_MB MiB (default: 64 less the working tree that every call
+# sends, less 3, so a piece and the tree stay under 64 MiB), one folder each: .vllm_parts/NN/part.
 # Run from the project root (needs pip and PyPI here):
 #   bash bench/vllm/fetch-wheels.sh [EXTRA_SPEC ...]        # KEEP_FA2=1 keeps the FA2 kernels (see below)
 # then carry one piece per device call and install with bench/vllm/install.sh (the recipe is there).
@@ -89,7 +89,9 @@ with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATE
 os.replace(tmp, path)
 print(f"trimmed {os.path.basename(path)} to {os.path.getsize(path) / 2**20:.1f} MiB")
 PY
-mb=${PART_MB:-56}
+tree=$( { git -C "$root" ls-files -z; git -C "$root" ls-files -z -o --exclude-standard; } \
+  | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1)
+mb=${PART_MB:-$(( 64 - tree / 1048576 - 3 ))}  # a piece next to the tree every call carries
 tar -cf - -C "$w" . | split -b "${mb}m" -d -a 2 - "$parts/part_"
 n=$(ls "$parts" | wc -l)
 sum=$(cat "$parts"/part_* | sha256sum | cut -d' ' -f1)

@@ -27,8 +27,8 @@
 #   export PYTHONPATH=/tmp/vsite:/tmp/site:$PWD       # with lm-eval from ../shared/gpu/fetch-wheels.sh,
 #                                                      # for `longctx eval --backend vllm`
 # (/tmp/vsite first: it has no tilelang, so fla's tilelang 0.1.15 in /tmp/site is the one found, and
-# both hold apache-tvm-ffi 0.1.12.) `.whl` and a piece do not fit in one call: install our stack in a
-# call of its own (carry [".whl_tl"], then [".whl"], as fetch-wheels.sh says), back to back with these.
+# both hold apache-tvm-ffi 0.1.12.) A piece and our wheels do not fit in one call: install our stack in
+# calls of their own (scripts/gpu/stage-wheels.sh: pack here, take/install there), back to back with these.
 # Expected: 3 pieces (165 MiB of wheels, FA2 dropped) or 6 with KEEP_FA2=1 (289 MiB).
 # The install takes ~1 minute; the whole recipe needs the machine held for N calls plus the smoke run.
 set -euo pipefail

@@ -2,13 +2,16 @@
 # Start one long job on the GPU machine, detached, and return at once (the call that starts it must be
 # followed by poll calls back to back: the machine is handed back 30 s after a call ends, with all on it).
 #
-#   call 1, carry [".whl_tl"]:   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_tl/*.whl
-#   call 2, carry [".whl"]:      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-#   call 3, carry [".tcache"]:   export PYTHONPATH=/tmp/site:$PWD \
+#   here, once:                  bash scripts/gpu/stage-wheels.sh pack     (the wheels in parts that fit next to the tree)
+#   calls 1..N-1, carry [".whl_parts/pK"]:   bash scripts/gpu/stage-wheels.sh take
+#   call N, carry [".whl_parts/pN"]:         bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
+#                                  && export PYTHONPATH=/tmp/site:$PWD \
 #                                  && bash scripts/gpu/start-lane.sh "python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ..." \
 #                                  && bash scripts/gpu/poll.sh 520
-#   call 4.., no carry:          bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
-# (64 MiB travel per call: the wheels, the ~11 MiB working tree and a kernel cache do not fit one call.)
+#   calls after, no carry:       bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
+# Issue every call right after the one before: a gap over 30 s hands the machine back with all on it (the lane,
+# its models, its journals); the last x.tgz is then all that is left.
+# (64 MiB travel per call: the wheels, the ~21 MiB working tree and a kernel cache do not fit one call.)
 #
 # The repository is copied to /tmp/repo and the job runs there (so later calls' working trees do not
 # disturb it), writing under /tmp/w (logs in /tmp/w/logs). Kernel caches: LONGCTX_KERNEL_CACHE=/tmp/kcache
@@ -23,7 +26,7 @@ set -u
 [ $# -ge 1 ] || { echo "usage: start-lane.sh 'COMMAND'" >&2; exit 2; }
 src=$PWD
 rm -rf /tmp/repo /tmp/w && mkdir -p /tmp/repo /tmp/w/logs /tmp/kcache/triton
-tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.git -cf - . | tar -C /tmp/repo -xf -
+tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.whl_parts --exclude=.git -cf - . | tar -C /tmp/repo -xf -
 cd /tmp/repo
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}

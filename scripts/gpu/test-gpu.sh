@@ -4,8 +4,8 @@
 # process; the GPU work itself is small), each with -v and --durations into its own log under $OUT, so that
 # what ran comes back even when the call's limit cuts it short.
 #
-#   calls 1-2: install the wheels as scripts/gpu/start-lane.sh says (carry .whl_tl, then .whl)
-#   call 3, carry [".tcache"] (if there is a kernel cache):
+#   calls 1..N: install the wheels as scripts/gpu/start-lane.sh says (scripts/gpu/stage-wheels.sh parts)
+#   the next call, carry [".tcache"] (if there is a kernel cache):
 #       export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
 #
 # Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
