@@ -5,8 +5,9 @@ or their method (labels `<model> <method ...>`), and every length, one mark: `>`
 row's lowest run is above the second row's highest (the two ranges are apart: every run of one
 beats every run of the other), `<` the reverse, `≈` where the ranges overlap, `≠` where the runs'
 means are over different tasks (an evaluation cut short, a task unavailable to some run: compare those
-with --tasks over the tasks they share), and nothing where either row has fewer than two runs scored there. Apart ranges over a few seeds are a conservative reading,
-not a significance test: with two runs each they say only that both seeds agree.
+with --tasks over the tasks they share), and nothing where either row has fewer than two runs scored
+there. Apart ranges over a few seeds are a conservative reading, not a significance test: with two runs
+each they say only that both seeds agree.
 """
 
 from __future__ import annotations
