@@ -212,7 +212,7 @@ def test_no_grad_on_cuda_avoids_flex(monkeypatch):
     assert attn.select_backend(cpu, packed, None) == "math"
     with torch.no_grad():
         assert attn.select_backend(cpu, packed, None) == "sdpa_docs"
-        assert attn.select_backend(cpu, plain, None) == "math"
+        assert attn.select_backend(cpu, plain, None) == "sdpa"  # causal SDPA: no T x T mask
 
 
 def test_bf16_load_as_accurate_as_transformers(tmp_path):
@@ -286,3 +286,19 @@ def test_fla_attention_backend_wiring(monkeypatch):
     monkeypatch.setattr(optional, "load", lambda *specs: False)
     with pytest.raises(RuntimeError, match="flash-linear-attention"):
         attn._fla_attend(q, k, v, plain, None, 0.3)
+
+
+def test_cpu_inference_of_one_document_needs_no_dense_mask(monkeypatch):
+    """Without autograd on CPU one unpacked sequence goes through causal SDPA (no T x T mask: 4 GiB of
+    booleans at 64k), with the math path's output; training keeps the math path."""
+    monkeypatch.setattr(attn, "BACKEND", None)
+    monkeypatch.delenv("LONGCTX_ATTN_BACKEND", raising=False)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 96, 4, 16, generator=g) for _ in range(3))
+    plain = doc_layout(None, 2, 96, torch.device("cpu"))
+    assert attn.select_backend(q, plain, None) == "math"
+    with torch.no_grad():
+        assert attn.select_backend(q, plain, None) == "sdpa"
+        got = attn.attend(q, k, v, plain, None, 0.25)
+    assert "dense" not in {key[0] for key in plain.cache}
+    assert max_diff(got, attn._math_attend(q, k, v, plain, None, 0.25)) < 1e-5

@@ -63,8 +63,10 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
             raise ValueError(f"attention backend {forced!r} unknown; accepted: {', '.join(BACKENDS)}")
         return forced
     inference = not torch.is_grad_enabled()
-    if not q.is_cuda:  # the dense mask is T x T: without autograd, packed prompts go one by one
-        return "sdpa_docs" if inference and (layout.packed or window is not None) else "math"
+    if not q.is_cuda:  # the dense mask is T x T (4 GiB at 64k): without autograd, no mask at all
+        if not inference:
+            return "math"
+        return "sdpa_docs" if layout.packed or window is not None else "sdpa"
     if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_fns():
         return "flash"
     if not layout.packed and window is None:

@@ -35,6 +35,10 @@ rerunning the same command after a crash or a kill continues where it stopped. W
 asking the stage in flight to stop where it resumes, and exits 75. A finished stage is not redone
 when the YAML changes: delete its directory for that. A model that misses the gate exits 3.
 
+--finished-only runs nothing: every chosen evaluation that was cut short (not done, with an answer
+journal) gets the results of the cells its journal finished (longctx.study.finished), e.g. on a study
+directory brought back from a machine that is gone: `longctx study X.yaml --out DIR --finished-only`.
+
 --only takes stage names or globs (comma-separated): `pretrain-hybrid`, `extend-*-yarn`, or a
 kind: pretrain, eval-base, gate, extend, eval, compare. Stages still run in study order.
 
@@ -54,6 +58,7 @@ import sys
 import time
 from pathlib import Path
 
+from longctx.study.finished import score_journals
 from longctx.study.gate import gate_check
 from longctx.study.plan import plan, select
 from longctx.study.run_configs import load_study, write_configs
@@ -71,6 +76,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--dry-run", action="store_true", help="print each stage's state and command; run nothing")
     ap.add_argument("--out", help="study directory (default: the YAML's out, else runs/<name>)")
     ap.add_argument("--no-gate", action="store_true", help="extend even when a base model misses the retrieval gate")
+    ap.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="run nothing: write each cut evaluation's results from its answer journal (the cells it "
+        "finished; the rest 'not finished'), without the model: `longctx eval --finished-only` per stage",
+    )
     ap.add_argument(
         "--time-budget",
         type=float,
@@ -117,6 +128,8 @@ def run(args) -> int:
         study["out"] = args.out
     stages = plan(study)
     chosen = select(stages, args.only)
+    if args.finished_only:
+        return score_journals(chosen, dry_run=args.dry_run)
     try:
         if args.dry_run:
             for s in chosen:

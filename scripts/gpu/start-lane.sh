@@ -10,7 +10,9 @@
 #                                  && bash scripts/gpu/poll.sh 520
 #   calls after, no carry:       bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
 # Issue every call right after the one before: a gap over 30 s hands the machine back with all on it (the lane,
-# its models, its journals); the last x.tgz is then all that is left.
+# its models, its journals); the last x.tgz is then all that is left: unpack it here and
+#   longctx study configs/experiments/X.yaml --out <unpacked>/w/study --only ... --finished-only
+# writes the results of the evaluations it cut short from their journals.
 # (64 MiB travel per call: the wheels, the ~21 MiB working tree and a kernel cache do not fit one call.)
 #
 # The repository is copied to /tmp/repo and the job runs there (so later calls' working trees do not
