@@ -78,3 +78,15 @@ def test_dry_run_prints_the_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.strip().endswith("--finished-only") and "--out" in out
     assert not (tmp_path / "eval-cut.argv").exists()
+
+
+def test_a_missing_study_directory_is_one_line(tmp_path, capsys):
+    from pathlib import Path
+
+    from longctx.cli import main
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "experiments" / "study-tiny.yaml"
+    gone = tmp_path / "not-here"
+    assert main(["study", str(tiny), "--out", str(gone), "--finished-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"no study directory {gone}" in err[0] and not gone.exists()

@@ -129,6 +129,8 @@ def run(args) -> int:
     stages = plan(study)
     chosen = select(stages, args.only)
     if args.finished_only:
+        if not Path(study["out"]).is_dir():
+            raise StudyError(f"--finished-only: no study directory {study['out']} (give it with --out)")
         return score_journals(chosen, dry_run=args.dry_run)
     try:
         if args.dry_run:
