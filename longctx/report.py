@@ -268,7 +268,7 @@ def per_task_markdown(runs: list[dict], by: str = "length", group: bool = True) 
             body = [[t, *(_group_task_cell(rs, t, n) for n in lengths)] for t in _TASKS]
             body.append(["mean", *(_fmt_cell(row.cells[n]) for n in lengths)])
             out += [f"### {name}", "", *_md(["task", *map(format_length, lengths)], body), ""]
-    cut = any(unfinished(e) for r in runs for per in r["scores"].values() for e in per.values())
+    cut = any(unfinished(cell(r, t, n)) for r in runs for t in _TASKS for n in lengths)  # the tables' cells
     out.append(f"{UNAVAILABLE}: could not run here (data unavailable); {MISSING}: not run."
                + (f" {UNFINISHED}: not finished (the evaluation was cut short)." if cut else ""))  # fmt: skip
     if any(row.n > 1 for row in rows):

@@ -272,10 +272,13 @@ def test_tasks_narrow_every_mean(tmp_path, capsys):
     assert f"| m (yarn) | {want:.1f}* | {want:.1f}* |" in out
     assert "- m (yarn) 4k: 2/3 tasks; not finished: ruler_cwe" in out
     assert f"Means over 3 tasks (--tasks): {', '.join(t for t in T if t in sub)}." in out
-    assert "| niah_multikey_1 |" not in out and "| ruler_vt |" in out
+    assert "| niah_multikey_1 |" not in out and "| ruler_vt |" in out and "cut: not finished" in out
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert {x["task"] for x in rows} == {*sub, "mean"}
     assert main(["compare", str(tmp_path / "r.json")]) == 0  # the 13 tasks again
     assert "Means over" not in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "r.json"), "--tasks", "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+    # the legend names `cut` only where the tables show one
+    assert main(["compare", str(tmp_path / "r.json"), "--per-task", "--tasks", "vt,niah_single_1"]) == 0
+    assert "cut: not finished" not in capsys.readouterr().out
