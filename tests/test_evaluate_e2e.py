@@ -450,3 +450,39 @@ def test_temperature_per_length_sets_beta_before_each_length(tiny_model, tmp_pat
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0] and not out.exists()
+
+
+def test_environment_report_collected_once_per_process(tiny_model, tmp_path, monkeypatch):
+    """lm-eval adds torch's collect_env report (subprocesses: pip list, nvidia-smi, ...) to every
+    simple_evaluate result; evaluate_ruler runs one per cell, so it is collected once and copied after."""
+    import lm_eval.evaluator
+    import torch.utils.collect_env as collect_env
+    from lm_eval.api.model import LM
+    from lm_eval.loggers import utils
+
+    class Instant(LM):
+        def generate_until(self, requests, disable_tqdm=False):
+            return [" 42." for _ in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    calls, seen = [], []
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: calls.append(1) or "env report")
+    monkeypatch.setattr(lm_eval.evaluator, "add_env_info", utils.add_env_info)  # as lm-eval ships it
+    real = lm_eval.evaluator.simple_evaluate
+
+    def recording(*a, **k):
+        out = real(*a, **k)
+        seen.append(out["pretty_env_info"])
+        return out
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", recording)
+    for name in ("a", "b"):
+        spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1", "ruler_vt"], samples=2,
+                        out=tmp_path / name / "ruler.json", backend="hf")  # fmt: skip
+        evaluate_ruler(spec, lm=Instant(), log=lambda s: None)
+    assert seen == ["env report"] * 4 and len(calls) == 1

@@ -252,6 +252,26 @@ def quiet_git_hash() -> None:
     lm_eval.evaluator.get_git_commit_hash = git_hash
 
 
+def env_info_once() -> None:
+    """lm-eval stamps every simple_evaluate result with torch's collect_env report, which runs `pip list`,
+    nvidia-smi and more in subprocesses: 0.6 s per call on a CPU machine, most of a short cell's time and
+    once per cell here. The environment does not change within a process: collect it once, copy it after."""
+    import lm_eval.evaluator
+    from lm_eval.loggers import utils
+
+    if getattr(lm_eval.evaluator.add_env_info, "once", False):
+        return
+    info: dict = {}
+
+    def add_env_info(storage: dict) -> None:
+        if not info:
+            utils.add_env_info(info)
+        storage.update(info)
+
+    add_env_info.once = True
+    lm_eval.evaluator.add_env_info = add_env_info
+
+
 def evaluate_ruler(
     spec: EvalSpec,
     lm: Any = None,
@@ -270,6 +290,7 @@ def evaluate_ruler(
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     quiet_git_hash()
+    env_info_once()
     journal = Journal(journal_path(spec.out), journal_fingerprint(spec))
     res = R.new_results(
         model=spec.model,
