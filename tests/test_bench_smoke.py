@@ -98,3 +98,23 @@ def test_data_prefetch_bench_smoke(tmp_path):
     ]
     assert all(r["steps"] == 2 and r["step_ms"] > 0 for r in data["results"])
     assert "| process, prefetch 2 |" in done.stdout
+
+
+def test_eval_cell_overhead_smoke(tmp_path):
+    """bench/eval_cell_overhead.py: both passes run over the same cells and the JSON names them."""
+    from longctx.data.tokenizer import default_tokenizer
+    from longctx.model import load_config
+
+    model = tmp_path / "tok"
+    default_tokenizer().save_pretrained(model)  # a config and a tokenizer: no weights are loaded
+    load_config("hybrid-tiny").save_pretrained(model)
+    out = tmp_path / "o.json"
+    cmd = [sys.executable, str(REPO / "bench" / "eval_cell_overhead.py"), "--model", str(model), "--lengths", "1k",
+           "--tasks", "niah_single_1,vt", "--samples", "2", "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LONGCTX_RULER_CACHE": str(tmp_path / "c")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())
+    assert row["cells"] == 2 and row["tasks"] == ["niah_single_1", "ruler_vt"] and row["lengths"] == [1024]
+    assert row["env_report_per_cell_s"] > 0 and row["env_report_once_s"] > 0
+    assert "seconds per cell outside the model" in done.stdout
