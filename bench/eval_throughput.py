@@ -19,6 +19,10 @@ tokens, stopping at the config's EOS.
 - ours: `longctx.model.generate.greedy_generate(model, prompts, max_new_tokens, eos_token_ids)`,
   all prompts in one call (batched decoding; `--ours-batch` caps prompts per call; `--cuda-graphs`
   passes cuda_graphs=True: decode steps replayed from one CUDA graph, eager on CPU).
+- vllm (`--impl vllm`, GPU only): vLLM on the same checkpoint (ours saved as an HF model) and the same
+  prompt ids, after ours and the peer have run and freed the GPU, in a process of its own
+  (bench/vllm/throughput.py: one vllm.LLM for every length, all of a length's prompts in one generate
+  call, greedy, stopping at EOS); agreement is reported against ours.
 Reported: samples/s (prompts / wall time of generation, prefill included), forward tokens/s (one
 forward over each prompt, last-token logits only: transformers `logits_to_keep=1`, ours
 `forward_hidden` + head on the last token), ours' cache prefill tokens/s
@@ -62,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-IMPLS = ("ours", "peer")
+IMPLS = ("ours", "peer", "vllm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lengths", default="16384,65536", help="total lengths (prompt + answer), comma-separated")
     p.add_argument("--samples", type=int, default=8, help="prompts per length")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--impl", default="ours,peer", help="ours, peer or both, comma-separated")
+    p.add_argument("--impl", default="ours,peer", help="ours, peer, vllm, comma-separated (vllm: see below)")
+    p.add_argument(
+        "--vllm-python",
+        default=sys.executable,
+        help="--impl vllm: the Python that runs bench/vllm/throughput.py (PYTHONPATH with vLLM, bench/vllm/install.sh)",
+    )
+    p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
@@ -296,6 +306,48 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     return row
 
 
+def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start: float) -> dict[int, dict]:
+    """vLLM on the same checkpoint and prompts (bench/vllm/throughput.py, a process of its own): a row per length."""
+    import subprocess
+
+    prompts_file, rows_file = out_dir / "vllm_prompts.json", out_dir / "vllm_rows.json"
+    prompts_file.write_text(json.dumps({str(T): p for T, p in by_len.items()}))
+    rows_file.unlink(missing_ok=True)
+    cmd = [args.vllm_python, str(REPO / "bench" / "vllm" / "throughput.py"), str(ckpt), "--prompts", str(prompts_file),
+           "--max-tokens", str(args.max_new_tokens), "--eos", ",".join(map(str, sorted(eos))),
+           "--warmup", str(args.warmup), "--gpu-memory-utilization", str(args.vllm_gpu_memory_utilization),
+           "--out", str(rows_file)]  # fmt: skip
+    left = args.budget_s - (time.perf_counter() - start)
+    base = {T: {"impl": "vllm", "seq_len": T, "samples": len(p), "max_new_tokens": args.max_new_tokens,
+                "prompt_tokens": max(map(len, p))} for T, p in by_len.items()}  # fmt: skip
+    if left <= 0:
+        return {
+            T: {**r, "status": "skipped", "reason": f"time budget {args.budget_s:.0f} s spent"} for T, r in base.items()
+        }
+    print(f"[{time.perf_counter() - start:6.0f}s] vllm: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
+        failure = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-1500:]}"
+    except subprocess.TimeoutExpired:
+        failure = f"stopped at the time budget ({left:.0f} s left when it started)"
+    got = json.loads(rows_file.read_text()) if rows_file.is_file() else {"rows": {}}
+    out = {}
+    for T, r in base.items():
+        row = got["rows"].get(str(T))
+        out[T] = {**r, **row, "vllm": got.get("meta", {})} if row else {**r, "status": "error", "error": failure}
+    return out
+
+
+def token_agreement(ours: list[list[int]], theirs: list[list[int]]) -> dict:
+    """Prompts whose continuations are identical, and whose first tokens are."""
+    pairs = list(zip(ours, theirs, strict=True))
+    return {
+        "n": len(pairs),
+        "identical": sum(a == b for a, b in pairs),
+        "first_token": sum(a[:1] == b[:1] for a, b in pairs),
+    }
+
+
 def divergences(model, peer, prompts, ours, theirs, device) -> list[dict]:
     """Where each differing pair of outputs first splits, and by how much each model prefers its own
     token there: logit(own pick) - logit(other's pick) after prompt + the shared prefix. Gaps near
@@ -394,6 +446,22 @@ def table(results: list[dict], agreement: dict) -> str:
     return "\n".join(lines)
 
 
+def vllm_table(results: list[dict], agreement: dict) -> str:
+    """ours against vLLM per length: samples/s, the ratio, token agreement."""
+    by = {(r["seq_len"], r["impl"]): r for r in results}
+    head = ["T", "vllm samples/s", "ours samples/s", "ours / vllm", "identical", "first token"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for T in sorted({r["seq_len"] for r in results if r["impl"] == "vllm"}):
+        v, o = by.get((T, "vllm")), by.get((T, "ours"))
+        ok = v and o and v["status"] == "ok" and o["status"] == "ok"
+        a = agreement.get(T)
+        lines.append("| " + " | ".join([str(T), cell(v, "samples_per_s", ".3f"), cell(o, "samples_per_s", ".3f"),
+                                        f"{o['samples_per_s'] / v['samples_per_s']:.2f}x" if ok else "-",
+                                        f"{a['identical']}/{a['n']}" if a else "-",
+                                        f"{a['first_token']}/{a['n']}" if a else "-"]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def graphs_note(args, device) -> str:
     if not args.cuda_graphs:
         return ""
@@ -443,15 +511,15 @@ def main(argv=None) -> int:
     eos = set(_ids(config.eos_token_id))
     peer = None
     tmp = None
+    if "peer" in impls or "vllm" in impls:
+        # the same weights in transformers' format: save ours (HybridLM.save_pretrained writes what
+        # AutoModelForCausalLM, and vLLM, load with the same logits); kept for vLLM until the end
+        tmp = tempfile.TemporaryDirectory(prefix="eval_throughput_")
+        model.save_pretrained(Path(tmp.name) / "ckpt")
     if "peer" in impls:
         from transformers import AutoModelForCausalLM
 
-        # the same weights in transformers' format: save ours, load it back (HybridLM.save_pretrained
-        # writes what AutoModelForCausalLM loads with the same logits)
-        tmp = tempfile.TemporaryDirectory(prefix="eval_throughput_")
-        model.save_pretrained(Path(tmp.name) / "ckpt")
         peer = AutoModelForCausalLM.from_pretrained(Path(tmp.name) / "ckpt", dtype=torch.bfloat16).to(device).eval()
-        tmp.cleanup()
     build_s = time.perf_counter() - t0
     if "ours" not in impls:
         del model
@@ -481,17 +549,25 @@ def main(argv=None) -> int:
     }
     results: list[dict] = []
     agreement: dict = {}
+    vllm_agreement: dict = {}  # ours against vLLM, per length
 
     def save():
         out_file.write_text(
             json.dumps(
-                {"meta": meta, "results": results, "agreement": {str(k): v for k, v in agreement.items()}}, indent=2
+                {
+                    "meta": meta,
+                    "results": results,
+                    "agreement": {str(k): v for k, v in agreement.items()},
+                    "vllm_agreement": {str(k): v for k, v in vllm_agreement.items()},
+                },
+                indent=2,  # fmt: skip
             )
         )
 
     start = time.perf_counter()
+    by_len: dict[int, list[list[int]]] = {}
     for T in args.lengths:
-        prompts = make_prompts(args, config, T)
+        prompts = by_len[T] = make_prompts(args, config, T)
         for impl in ("peer", "ours"):
             if impl not in impls:
                 continue
@@ -534,6 +610,18 @@ def main(argv=None) -> int:
             }
             save()
 
+    if "vllm" in impls:
+        del model, peer
+        free(device)
+        for T, row in run_vllm(Path(tmp.name) / "ckpt", by_len, args, eos, out_dir, start).items():
+            results.append(row)
+            ours = next((r for r in results if r["impl"] == "ours" and r["seq_len"] == T and r["status"] == "ok"), None)
+            if ours is not None and row["status"] == "ok":
+                vllm_agreement[T] = token_agreement(ours["generated"], row["generated"])
+        save()
+    if tmp is not None:
+        tmp.cleanup()
+
     print(
         f"\nModel: {source}; device: {meta['device']}; torch {meta['versions']['torch']}, transformers "
         f"{meta['versions']['transformers']}, fla {meta['versions']['fla']}; bf16; {args.samples} prompts per "
@@ -546,6 +634,8 @@ def main(argv=None) -> int:
     print("agreement = prompts whose generated tokens are identical in both / prompts.")
     print(f"JSON: {out_file}\n")
     print(table(results, agreement))
+    if vllm_agreement or any(r["impl"] == "vllm" for r in results):
+        print("\n" + vllm_table(results, vllm_agreement))
     return 0
 
 

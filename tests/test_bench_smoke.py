@@ -118,3 +118,62 @@ def test_eval_cell_overhead_smoke(tmp_path):
     assert row["cells"] == 2 and row["tasks"] == ["niah_single_1", "ruler_vt"] and row["lengths"] == [1024]
     assert row["env_report_per_cell_s"] > 0 and row["env_report_once_s"] > 0
     assert "seconds per cell outside the model" in done.stdout
+
+
+FAKE_VLLM = '''
+"""A stand-in for vllm's offline API (LLM, SamplingParams, TokensPrompt): echoes each prompt's last tokens."""
+import json, os
+__version__ = "fake"
+
+
+def TokensPrompt(prompt_token_ids):
+    return {"prompt_token_ids": prompt_token_ids}
+
+
+class SamplingParams:
+    def __init__(self, **kw):
+        self.kw = kw
+
+
+class _Out:
+    def __init__(self, ids):
+        self.outputs = [type("C", (), {"token_ids": ids})()]
+
+
+class LLM:
+    def __init__(self, **kw):
+        open(os.environ["FAKE_VLLM_LOG"], "a").write(json.dumps(kw) + "\\n")
+
+    def generate(self, prompts, sp, use_tqdm=False):
+        n = sp.kw["max_tokens"]
+        return [_Out(p["prompt_token_ids"][-n:]) for p in prompts]
+'''
+
+
+def test_eval_throughput_against_vllm_plumbing(tmp_path):
+    """--impl vllm: the checkpoint and prompt ids go to bench/vllm/throughput.py in a process of its own (here
+    with vllm faked), whose rows come back per length with samples/s and token agreement against ours."""
+    fake = tmp_path / "fake"
+    (fake / "vllm").mkdir(parents=True)
+    (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    log = tmp_path / "llm.jsonl"
+    cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
+           "--config", "hybrid-tiny", "--lengths", "96,128", "--samples", "2", "--max-new-tokens", "3",
+           "--impl", "ours,vllm"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "eval_throughput.json").read_text())
+    rows = {(r["impl"], r["seq_len"]): r for r in data["results"]}
+    prompts = json.loads((tmp_path / "vllm_prompts.json").read_text())
+    for T in (96, 128):
+        v = rows[("vllm", T)]
+        assert v["status"] == "ok" and v["samples_per_s"] > 0 and v["samples"] == 2
+        assert v["generated"] == [p[-3:] for p in prompts[str(T)]]  # the ids that went in came back
+        assert len(prompts[str(T)][0]) == T - 3
+        assert data["vllm_agreement"][str(T)]["n"] == 2
+    kw = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(kw) == 1 and kw[0]["max_model_len"] == 128 and kw[0]["skip_tokenizer_init"] is True
+    assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
+    assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout

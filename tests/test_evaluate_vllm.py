@@ -2,6 +2,7 @@
 
 import importlib.util
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
@@ -89,6 +90,11 @@ def test_smoke_and_lm_eval_kwargs_fit_vllms_signature(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     smoke = _smoke()
     assert set(smoke.llm_kwargs(smoke.parse_args([str(tmp_path)]))) <= accepted
+    spec = importlib.util.spec_from_file_location("vllm_throughput", Path(smoke.__file__).with_name("throughput.py"))
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    args = throughput.parse_args([str(tmp_path), "--prompts", "p.json", "--out", "o.json"])
+    assert set(throughput.llm_kwargs(args, 4096)) <= accepted
     src = inspect.getsource(sys.modules["lm_eval.models.vllm_causallms"] if "lm_eval.models.vllm_causallms"
                             in sys.modules else importlib.import_module("lm_eval.models.vllm_causallms"))  # fmt: skip
     for key in ("max_model_len", "max_num_seqs", "enable_lora", "max_lora_rank", "tokenizer_revision", "seed"):
@@ -172,3 +178,18 @@ def test_vllm_greedy_tokens_equal_longctx_on_a_trained_checkpoint(tmp_path):
     print(run.stdout[-3000:])
     agree = json.loads(out.read_text())["against_longctx"]
     assert run.returncode == 0 and agree["first_token_equal"] == agree["prompts"], run.stderr[-3000:]
+
+
+def test_vllm_throughput_prompts_file(tmp_path):
+    """bench/vllm/throughput.py reads {T: [[ids], ...]} shortest length first and refuses empty prompts."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "vllm" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("vllm_throughput", path)
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps({"65536": [[1, 2]], "16384": [[3], [4, 5]]}))
+    assert throughput.load_prompts(str(f)) == {16384: [[3], [4, 5]], 65536: [[1, 2]]}
+    for bad in ({"16384": []}, {"16384": [[]]}, {"16384": [["a"]]}):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="16384"):
+            throughput.load_prompts(str(f))

@@ -1,0 +1,100 @@
+"""vLLM's side of bench/eval_throughput.py (`--impl vllm`): greedy generation after the same prompt ids,
+timed per length, in a process of its own (vLLM takes a share of the GPU's memory and starts an engine
+process; the caller has freed the GPU before it starts this).
+
+    python3 bench/vllm/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
+        [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85]
+
+PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
+built for every length (max_model_len: the longest T, the tokenizer not loaded: prompts are token ids);
+per T, --warmup untimed generate calls on the first prompt, then one timed generate call on all of that
+length's prompts at once (vLLM's scheduler batches them, chunked prefill and CUDA-graph decode as it
+configures itself). Greedy, stopping at the --eos ids as longctx's greedy_generate does.
+ROWS.json: {"meta": {...}, "rows": {"<T>": {"samples_per_s", "generate_s", "generated", ...}}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="local HF checkpoint folder (config.json, *.safetensors)")
+    p.add_argument("--prompts", required=True, help='JSON {"<T>": [[ids], ...]}')
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--eos", default="", help="comma-separated EOS ids to stop at (default: none)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--enforce-eager", action="store_true")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    if args.max_tokens < 1 or args.warmup < 0:
+        p.error("--max-tokens >= 1 and --warmup >= 0 required")
+    return args
+
+
+def load_prompts(path: str) -> dict[int, list[list[int]]]:
+    """{T: prompts} from the JSON, each prompt a non-empty list of token ids, shortest T first."""
+    raw = json.loads(Path(path).read_text())
+    out = {}
+    for key, prompts in raw.items():
+        if not prompts or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts):
+            raise ValueError(f"prompts for {key}: give a non-empty list of non-empty token id lists")
+        out[int(key)] = prompts
+    return dict(sorted(out.items()))
+
+
+def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
+    return {
+        "model": str(Path(args.model).resolve()),
+        "dtype": "bfloat16",
+        "max_model_len": longest,
+        "enforce_eager": args.enforce_eager,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "skip_tokenizer_init": True,
+        "enable_prefix_caching": False,  # every prompt is new, as in a RULER run
+        "seed": 0,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    by_len = load_prompts(args.prompts)
+    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    import importlib.util
+
+    if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm/fetch-wheels.sh
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    import vllm
+    from vllm import LLM, SamplingParams, TokensPrompt
+
+    eos = [int(x) for x in args.eos.split(",") if x.strip()]
+    longest = max(len(p) for ps in by_len.values() for p in ps) + args.max_tokens
+    t0 = time.perf_counter()
+    llm = LLM(**llm_kwargs(args, longest))
+    load_s = time.perf_counter() - t0
+    sp = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, stop_token_ids=eos or None, detokenize=False)
+    rows = {}
+    for T, prompts in by_len.items():
+        for _ in range(args.warmup):
+            llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)
+        t0 = time.perf_counter()
+        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+        dt = time.perf_counter() - t0
+        gen = [[t for t in o.outputs[0].token_ids if t not in eos] for o in outs]
+        rows[str(T)] = {"status": "ok", "samples_per_s": len(prompts) / dt, "generate_s": dt, "generated": gen,
+                        "generated_tokens_mean": sum(map(len, gen)) / len(gen)}  # fmt: skip
+        print(f"T={T}: {len(prompts) / dt:.3f} samples/s", file=sys.stderr, flush=True)
+    meta = {"vllm": vllm.__version__, "load_s": load_s, "llm_kwargs": llm_kwargs(args, longest)}
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
