@@ -13,7 +13,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from longctx.evaluate.runner import journal_path
 from longctx.study.stage import Stage
 from longctx.study.state import status
 
@@ -22,6 +21,8 @@ EVAL_KINDS = ("eval-base", "gate", "eval")
 
 def score_journals(stages: list[Stage], dry_run: bool = False) -> int:
     """Run `<stage cmd> --finished-only` for each cut evaluation; 0, or 2 when one of them failed."""
+    from longctx.evaluate.runner import journal_path  # lm-eval comes with it: only when asked for
+
     failed, scored = [], 0
     for s in stages:
         if s.kind not in EVAL_KINDS:
