@@ -64,6 +64,8 @@ def test_metrics_rows(trained):
         assert r["tokens"] == r["step"] * 8 * 64
         assert r["tokens_per_s"] > 0 and r["grad_norm"] > 0 and r["seq_len"] == 64
         assert r["lr"] == pytest.approx(3e-3 * lr_factor(r["step"] - 1, 40, sched))
+    # what the process did before its first step (imports, model, data): on that step's row alone
+    assert rows[0]["startup_s"] > 0 and not any("startup_s" in r for r in rows[1:])
 
 
 def test_outputs_checkpoints_and_hf_export(trained):

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import longctx
 from longctx.config import RunConfig
 from longctx.data.packing import IGNORE_INDEX
 from longctx.train import checkpoint as ckpt
@@ -278,6 +279,7 @@ class Trainer:
         self._stop_signum = 0
         handlers = self._catch_stop_signals()
         prof = self._profiler()
+        startup = time.time() - longctx.STARTED  # imports, model, data: what the first step of this process waited for
         try:
             while self.step < self.total_steps:
                 i = self.stage_index(self.step)
@@ -287,6 +289,8 @@ class Trainer:
                 if prof is not None:
                     prof.before(self.step + 1)
                 row = self.train_step()
+                if startup is not None:
+                    row["startup_s"], startup = startup, None
                 if prof is not None:
                     prof.after(self.step)
                 row.update(self._probe())
