@@ -13,8 +13,8 @@
       "lm_eval_version": "0.4.13", "longctx_version": "0.1.0", "created": "2026-11-23T...Z",
       "tasks": ["niah_single_1", ...], "lengths": [4096, 8192],
       "train": {"kind": "extend", "method": "drope", "steps": 180, "tokens": 11796480,
-                "temperature_c": 0.41},   # optional: what longctx trained the model with (its
-                                          # longctx_train.json); absent for other models
+                "temperature_c": 0.41,    # optional: what longctx trained the model with (its
+                "source_model": "runs/base"},  # longctx_train.json); absent for other models
       "scores": {task: {"4096": {"score": 97.5, "samples": 50, "haystack": "noise"}
                         | {"score": null, "samples": 0, "unavailable": "why"}}}
     }
@@ -202,6 +202,8 @@ def read_train(model_dir: str | os.PathLike) -> dict | None:
         return None
     out = {k: meta[k] for k in ("kind", "method") if isinstance(meta.get(k), str)}
     out |= {k: meta[k] for k in ("steps", "tokens") if isinstance(meta.get(k), int) and not isinstance(meta[k], bool)}
+    if isinstance(meta.get("source_model"), str):  # the base an extension started from (compare --paired)
+        out["source_model"] = meta["source_model"]
     temp = meta.get("temperature")
     if isinstance(temp, dict) and isinstance(temp.get("c"), (int, float)):
         out["temperature_c"] = float(temp["c"])

@@ -51,7 +51,7 @@ def test_eval_records_what_longctx_trained(tmp_path):
     d.mkdir()
     assert R.read_train(d) is None
     meta = {"kind": "extend", "method": "drope", "steps": 60, "tokens": 3932160, "base_len": 4096,
-            "temperature": {"c": 0.25, "beta": 1.69}}  # fmt: skip
+            "temperature": {"c": 0.25, "beta": 1.69}, "source_model": "runs/base"}  # fmt: skip
     (d / "longctx_train.json").write_text(json.dumps(meta))
     assert R.read_train(d) == {
         "kind": "extend",
@@ -59,6 +59,7 @@ def test_eval_records_what_longctx_trained(tmp_path):
         "steps": 60,
         "tokens": 3932160,
         "temperature_c": 0.25,
+        "source_model": "runs/base",
     }
     (d / "longctx_train.json").write_text("{not json")
     assert R.read_train(d) is None

@@ -9,6 +9,9 @@ is the mean over the runs with their range, `49.3 (47.6–51.0)`, the avg the me
 the runs' own averages; the plot draws the mean with a band. --no-group: a row per run.
 --apart adds, for rows of several runs that share a model or a method, a mark per length: `>` / `<`
 where one row's runs all lie above the other's (ranges apart), `≈` where the ranges overlap.
+--paired adds, for rows of one model (and budget) that differ in method, their difference per base model
+(runs extended from the same base, e.g. a study's pretraining seed): mean (min…max), `>` / `<` where the
+sign is the same for every base.
 --tasks niah_single_1,niah_multikey_1,...: every table, plot and CSV over those tasks alone (the
 'ruler_' prefix may be left out), e.g. the tasks every run finished, or the needle tasks.
 --budget / --budget-plot: each row against its training budget (the tokens `longctx eval` recorded from
@@ -41,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also mark, per length, which rows' run ranges are apart (rows sharing a model or a method)",
     )
     p.add_argument(
+        "--paired",
+        action="store_true",
+        help="also, per length, each two methods' difference on the same base models (a study's seeds)",
+    )
+    p.add_argument(
         "--budget",
         action="store_true",
         help="also a table per length: rows against their training budget (train.tokens; ' (N steps)' rows joined)",
@@ -61,8 +69,9 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--plot", args.plot), ("--budget-plot", args.budget_plot)):
         if path is not None and Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UsageError(f"{flag} {path!r}: use a .png, .svg or .pdf file name")
-    if args.apart and args.no_group:
-        raise UsageError("--apart compares rows of several runs: leave out --no-group")
+    for flag in ("apart", "paired"):
+        if getattr(args, flag) and args.no_group:
+            raise UsageError(f"--{flag} compares rows of several runs: leave out --no-group")
     tasks = None if args.tasks is None else results.parse_tasks(args.tasks)
     runs = [results.load(f) for f in args.files]  # all validated before anything is written
     with report.task_subset(tasks):
@@ -82,6 +91,11 @@ def _report(args: argparse.Namespace, runs: list[dict]) -> int:
 
         print()
         print(apart_markdown(runs), end="")
+    if args.paired:
+        from longctx.report_paired import paired_markdown
+
+        print()
+        print(paired_markdown(runs), end="")
     if args.budget:
         print()
         print(budget_markdown(runs, budget), end="")
