@@ -625,8 +625,10 @@ def test_pretraining_seeds_replicate_every_stage(tmp_path):
     assert (
         "gate-hybrid-s2" in st["extend-hybrid-s2-pi"].needs and "gate-hybrid-s0" not in st["extend-hybrid-s2-pi"].needs
     )
-    assert len(st["compare"].inputs) == 20 and "--apart" in st["compare"].cmd  # which orderings hold for every seed
-    assert not {"--apart", "--budget"} & set({x.name: x for x in study.plan(_tiny(tmp_path))}["compare"].cmd)
+    # which orderings hold for every seed
+    assert len(st["compare"].inputs) == 20 and {"--apart", "--paired"} <= set(st["compare"].cmd)
+    one_seed = {x.name: x for x in study.plan(_tiny(tmp_path))}["compare"].cmd
+    assert not {"--apart", "--paired", "--budget"} & set(one_seed)
     study.write_configs(s, list(st.values()))
     for unit, seed in (("hybrid-s0", 0), ("transformer-s2", 2)):
         cfg = yaml.safe_load((tmp_path / "configs" / f"pretrain-{unit}.yaml").read_text())

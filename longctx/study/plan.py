@@ -145,7 +145,7 @@ def plan(study: dict) -> list[Stage]:
             + [
                 "compare",
                 *map(str, results),
-                *(["--apart"] if several else []),
+                *(["--apart", "--paired"] if several else []),  # seeds: ranges apart, and differences per seed
                 *(["--budget", "--budget-plot", str(root / "ruler_budget.png")] if study["extend"]["budgets"] else []),
                 "--per-task",
                 "--csv",
