@@ -587,23 +587,29 @@ def test_variant_dry_run(tmp_path, capsys):
 
 
 def test_the_budget_study(tmp_path):
-    """study-20m-budget: the hybrid on the layout data, YaRN, DRoPE and DRoPE with the fitted temperature
-    at 60, 180 and 360 extension steps."""
+    """study-20m-budget: the hybrid on the layout data, YaRN, DRoPE, DRoPE with the fitted temperature and
+    DRoPE with the paper's c = 0.1 fixed, at 60, 180 and 360 extension steps."""
     s = study.load_study(str(REPO / "configs" / "experiments" / "study-20m-budget.yaml"))
     assert list(s["models"]) == ["hybrid"] and s["extend"]["seeds"] == []
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
-    assert s["extend"]["methods"] == ["yarn", "drope", "drope-temp"] and s["extend"]["overrides"]["steps"] == 60
-    assert study.added_temperature(s, "drope-temp") == "auto" and s["pretrain"]["seeds"] == [0, 1]
+    methods = ["yarn", "drope", "drope-temp", "drope-c01"]
+    assert s["extend"]["methods"] == methods and s["extend"]["overrides"]["steps"] == 60
+    assert study.added_temperature(s, "drope-temp") == "auto" and study.added_temperature(s, "drope-c01") == 0.1
+    assert s["pretrain"]["seeds"] == [0, 1]
     evals = {x.name: x for x in study.plan(s) if x.kind == "eval"}
-    assert all(("--temperature-per-length" in x.cmd) == ("drope-temp" in n) for n, x in evals.items())
+    tempered = ("drope-temp", "drope-c01")
+    assert all(("--temperature-per-length" in x.cmd) == any(t in n for t in tempered) for n, x in evals.items())
     compare = study.plan(s)[-1]
     assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
     st = [x for x in study.plan(s) if x.kind == "extend"]
-    tags = [f"{m}{n}" for n in ("", "-180steps", "-360steps") for m in ("yarn", "drope", "drope-temp")]
+    tags = [f"{m}{n}" for n in ("", "-180steps", "-360steps") for m in methods]
     assert [x.name for x in st] == [f"extend-hybrid-s{seed}-{t}" for seed in (0, 1) for t in tags]
     for x in st:
-        added = x.name.split("-", 3)[3].startswith("drope-temp")
-        assert (x.cmd[3] == "temperature") == added and (not added or x.needs[0] == x.name.replace("-temp", ""))
+        variant = x.name.split("-", 3)[3]
+        added = variant.startswith(tempered)
+        drope_run = x.name.replace("-temp", "").replace("-c01", "")
+        assert (x.cmd[3] == "temperature") == added and (not added or x.needs[0] == drope_run)
+        assert not variant.startswith("drope-c01") or x.cmd[x.cmd.index("--c") + 1] == "0.1"
 
 
 def test_pretraining_seeds_replicate_every_stage(tmp_path):
