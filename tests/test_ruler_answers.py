@@ -116,3 +116,22 @@ def test_cells_whose_answers_are_not_in_the_journal_are_left_out(evaluated, tmp_
     assert _load().main([str(part)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if any(p in ln for p in ours)]
     assert len(err) == 1 and err[0].startswith("longctx answers: error:") and "answers not in the journal" in err[0]
+
+
+@pytest.mark.parametrize(
+    "answer,refs,want",
+    [
+        (" 833059.", ["8330592"], True),  # the needle found, not copied out whole
+        (" 7.", ["7705210"], True),
+        (" 8330592.", ["8330592"], False),  # whole: not a miss to begin with
+        (" 55255.", ["1441485"], False),  # another number
+        (" .", ["1441485"], False),
+        ("", ["1441485"], False),
+        (" 833059", ["1111111", "8330592"], True),  # any reference
+        (" 8330592 and 1", ["8330592"], False),
+    ],
+)
+def test_cut_short(answer, refs, want):
+    from longctx.evaluate.answers_cmd import cut_short
+
+    assert cut_short(answer, refs) is want

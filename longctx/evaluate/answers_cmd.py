@@ -8,10 +8,11 @@ lm-eval's request hash, not beside its sample. This rebuilds the same requests (
 samples, the journal's seed, haystack and chat-template setting, the model's tokenizer), matches each
 answer to its sample by that hash and rescores it with NVIDIA's metric. Per (task, length) it prints the
 score (and whether it equals the results file's), how many answers were right, partly right or missed,
-the most common answers, and up to --show misses with their references. The tokenizer must be the one the
-evaluation sized its prompts with: the model directory (the default, when it still exists), or
-`embedded` for longctx's own (every study-20m model). A cell whose answers the journal does not hold (its
-samples drawn otherwise, e.g. by an earlier RULER generator) is left out and named on stderr.
+how many misses were cut short (a proper prefix of a reference), the most common answers, and up to
+--show misses with their references. The tokenizer must be the one the evaluation sized its prompts
+with: the model directory (the default, when it still exists), or `embedded` for longctx's own (every
+study-20m model). A cell whose answers the journal does not hold (its samples drawn otherwise, e.g. by an
+earlier RULER generator) is left out and named on stderr.
 """
 
 from __future__ import annotations
@@ -93,13 +94,21 @@ def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: di
         rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
                      "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
     scores = [r["score"] for r in rows]
+    misses = [{**r, "cut_short": cut_short(r["answer"], r["references"])} for r in rows if r["score"] < 100]
     common = Counter(postprocess(r["answer"]) for r in rows).most_common(3)
     return {
         "task": task, "length": length, "samples": len(rows), "score": sum(scores) / len(rows),
         "right": sum(s == 100 for s in scores), "partly": sum(0 < s < 100 for s in scores),
         "missed": sum(s == 0 for s in scores), "distinct": len({postprocess(r["answer"]) for r in rows}),
-        "common": [[a, c] for a, c in common], "misses": [r for r in rows if r["score"] < 100],
+        "cut_short": sum(m["cut_short"] for m in misses), "common": [[a, c] for a, c in common], "misses": misses,
     }  # fmt: skip
+
+
+def cut_short(answer: str, references: list[str]) -> bool:
+    """The answer (without its final period) is a proper prefix of a reference: ` 833059.` for 8330592, the
+    needle found but not copied out whole (DroPE's symptom at long context)."""
+    a = answer.strip().removesuffix(".").strip()
+    return bool(a) and any(r != a and r.startswith(a) for r in references)
 
 
 def _short(s: str, n: int = 28) -> str:
@@ -146,13 +155,16 @@ def run(args) -> int:
         raise UsageError(str(e)) from None
     if unmatched and not cells:
         raise UsageError(f"{', '.join(unmatched)}: {UNMATCHED}")
-    print("| task | length | score (results file) | right / partly / missed | distinct | most common answers |")
-    print("|---|---|---|---|---|---|")
+    head = ["task", "length", "score (results file)", "right / partly / missed", "cut short", "distinct",
+            "most common answers"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
     for c in cells:
         same = "" if abs(c["score"] - c["results_score"]) < 0.01 else f" (**{c['results_score']:.1f}**)"
         common = ", ".join(f"`{_short(a)}` x{n}" for a, n in c["common"])
         print(f"| {c['task']} | {format_length(c['length'])} | {c['score']:.1f}{same} | "
-              f"{c['right']} / {c['partly']} / {c['missed']} | {c['distinct']} | {common} |")  # fmt: skip
+              f"{c['right']} / {c['partly']} / {c['missed']} | {c['cut_short']} | {c['distinct']} | "
+              f"{common} |")  # fmt: skip
     for c in cells:
         for m in c["misses"][: args.show]:
             print(f"{c['task']} @ {format_length(c['length'])} #{m['index']}: answered {_short(m['answer'], 60)!r}, "
