@@ -29,7 +29,8 @@
 # (/tmp/vsite first: it has no tilelang, so fla's tilelang 0.1.15 in /tmp/site is the one found, and
 # both hold apache-tvm-ffi 0.1.12.) A piece and our wheels do not fit in one call: install our stack in
 # calls of their own (scripts/gpu/stage-wheels.sh: pack here, take/install there), back to back with these.
-# Expected: 3 pieces (165 MiB of wheels, FA2 dropped) or 6 with KEEP_FA2=1 (289 MiB).
+# Expected: 165 MiB of wheels (FA2 dropped; 289 MiB with KEEP_FA2=1), in pieces of 64 MiB less the working
+# tree (about 40 MiB with a 21 MiB tree: 5 pieces, 8 with KEEP_FA2=1).
 # The install takes ~1 minute; the whole recipe needs the machine held for N calls plus the smoke run.
 set -euo pipefail
 stash=/tmp/vparts whl=/tmp/vwhl site=${VSITE:-/tmp/vsite}
