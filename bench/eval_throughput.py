@@ -601,11 +601,12 @@ def main(argv=None) -> int:
         got = {r["impl"]: r for r in results if r["seq_len"] == T and r["status"] == "ok"}
         if len(got) == 2:
             a, b = got["ours"]["generated"], got["peer"]["generated"]
+            same = token_agreement(a, b)
             agreement[T] = {
-                "n": len(a),
-                "identical": sum(x == y for x, y in zip(a, b, strict=True)),
-                "rate": sum(x == y for x, y in zip(a, b, strict=True)) / len(a),
-                "first_token_rate": sum(x[:1] == y[:1] for x, y in zip(a, b, strict=True)) / len(a),
+                "n": same["n"],
+                "identical": same["identical"],
+                "rate": same["identical"] / same["n"],
+                "first_token_rate": same["first_token"] / same["n"],
                 "divergences": divergences(model, peer, prompts, a, b, device),
             }
             save()

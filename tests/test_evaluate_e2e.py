@@ -455,20 +455,16 @@ def test_temperature_per_length_sets_beta_before_each_length(tiny_model, tmp_pat
 def test_environment_report_collected_once_per_process(tiny_model, tmp_path, monkeypatch):
     """lm-eval adds torch's collect_env report (subprocesses: pip list, nvidia-smi, ...) to every
     simple_evaluate result; evaluate_ruler runs one per cell, so it is collected once and copied after."""
+    import importlib.util
+
     import lm_eval.evaluator
     import torch.utils.collect_env as collect_env
-    from lm_eval.api.model import LM
     from lm_eval.loggers import utils
 
-    class Instant(LM):
-        def generate_until(self, requests, disable_tqdm=False):
-            return [" 42." for _ in requests]
-
-        def loglikelihood(self, requests):
-            raise NotImplementedError
-
-        def loglikelihood_rolling(self, requests):
-            raise NotImplementedError
+    bench = Path(__file__).resolve().parents[1] / "bench" / "eval_cell_overhead.py"
+    found = importlib.util.spec_from_file_location("eval_cell_overhead", bench)
+    overhead = importlib.util.module_from_spec(found)
+    found.loader.exec_module(overhead)  # its LM answers at once: bench/eval_cell_overhead.py measures with it
 
     calls, seen = [], []
     monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: calls.append(1) or "env report")
@@ -484,5 +480,5 @@ def test_environment_report_collected_once_per_process(tiny_model, tmp_path, mon
     for name in ("a", "b"):
         spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1", "ruler_vt"], samples=2,
                         out=tmp_path / name / "ruler.json", backend="hf")  # fmt: skip
-        evaluate_ruler(spec, lm=Instant(), log=lambda s: None)
+        evaluate_ruler(spec, lm=overhead.instant_lm(), log=lambda s: None)
     assert seen == ["env report"] * 4 and len(calls) == 1

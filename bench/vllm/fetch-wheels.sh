@@ -89,8 +89,7 @@ with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATE
 os.replace(tmp, path)
 print(f"trimmed {os.path.basename(path)} to {os.path.getsize(path) / 2**20:.1f} MiB")
 PY
-tree=$( { git -C "$root" ls-files -z; git -C "$root" ls-files -z -o --exclude-standard; } \
-  | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -1 | cut -f1)
+tree=$(bash "$root/scripts/gpu/stage-wheels.sh" tree)
 mb=${PART_MB:-$(( 64 - tree / 1048576 - 3 ))}  # a piece next to the tree every call carries
 tar -cf - -C "$w" . | split -b "${mb}m" -d -a 2 - "$parts/part_"
 n=$(ls "$parts" | wc -l)

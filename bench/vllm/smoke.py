@@ -106,13 +106,18 @@ def longctx_greedy(model_dir: str, ids: list[list[int]], max_tokens: int, dtype:
         return greedy_generate(model, ids, max_tokens, cuda_graphs=True)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # a short-trained checkpoint may be run longer
+def vllm_environment() -> None:
+    """What vLLM must find in the environment before it is imported, for our checkpoints and staged wheels."""
     import importlib.util
 
+    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # a short-trained checkpoint may be run longer
     if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm/fetch-wheels.sh
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # else vLLM's sampler imports it on CUDA
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    vllm_environment()
     t0 = time.time()
     import vllm
     from transformers import AutoTokenizer

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -66,11 +65,9 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     by_len = load_prompts(args.prompts)
-    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
-    import importlib.util
+    from smoke import vllm_environment  # bench/vllm/smoke.py, beside this script
 
-    if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm/fetch-wheels.sh
-        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    vllm_environment()
     import vllm
     from vllm import LLM, SamplingParams, TokensPrompt
 

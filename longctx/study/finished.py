@@ -30,8 +30,9 @@ def score_journals(stages: list[Stage], dry_run: bool = False) -> int:
         if status(s) == "done":
             print(f"study: {s.name}: done, skipped")
             continue
-        if not journal_path(s.out).is_file():
-            print(f"study: {s.name}: no journal ({journal_path(s.out)}), skipped")
+        journal = journal_path(s.out)
+        if not journal.is_file():
+            print(f"study: {s.name}: no journal ({journal}), skipped")
             continue
         cmd = [*s.cmd, "--finished-only"]
         if dry_run:

@@ -21,6 +21,9 @@ tree_bytes() {  # what every call carries besides its carry paths: tracked and u
 }
 
 case "${1:-}" in
+  tree)  # the bytes every call carries besides its carry paths (bench/vllm/fetch-wheels.sh sizes its pieces by it)
+    tree_bytes
+    ;;
   pack)
     [ -d .whl_tl ] && [ -d .whl ] || { echo "stage-wheels: no .whl_tl/ or .whl/: run bash ../shared/gpu/fetch-wheels.sh first" >&2; exit 2; }
     tree=$(tree_bytes)
@@ -51,7 +54,7 @@ case "${1:-}" in
     fi
     ;;
   *)
-    echo "usage: stage-wheels.sh pack|take|unpack|install" >&2
+    echo "usage: stage-wheels.sh pack|take|unpack|install|tree" >&2
     exit 2
     ;;
 esac
