@@ -18,6 +18,9 @@ Options (`--set extend.rope.NAME=VALUE`):
 - temperature: null (default: beta = 1), a number c > 0 (beta = 1 + c * ln(target/base)), or
   "auto" (c fitted after training on held-out sequences at the target length). The result is
   folded into the exported weights (longctx.model.temperature), not into the config.
+- temperature_fit: what "auto" minimises. "nll" (default, the paper's): the mean next-token NLL of
+  held-out sequences of the run's data; "answer": the NLL of the answer tokens of held-out key-value
+  retrieval documents (the training corpus's wording, not RULER's) at the target length.
 """
 
 import math
@@ -27,6 +30,7 @@ from rope_methods.base import Method, Stage, check_lengths, is_nested, register
 LAYER_CHOICES = ("full", "all")
 TEMPERATURE_WORDS = ("auto",)
 TEMPERATURE_ACCEPTED = "auto, null (no temperature), or a number c > 0 (beta = 1 + c * ln(target/base))"
+FIT_CHOICES = ("nll", "answer")
 
 
 def beta(c: float, base_len: int, target_len: int) -> float:
@@ -38,7 +42,7 @@ def beta(c: float, base_len: int, target_len: int) -> float:
 class DRoPE(Method):
     name = "drope"
     layers = ("full_attention",)  # with layers: all, every attention layer type
-    defaults = {"layers": "full", "temperature": None}
+    defaults = {"layers": "full", "temperature": None, "temperature_fit": "nll"}
 
     def options(self, **opts):
         opts = super().options(**opts)
@@ -52,6 +56,14 @@ class DRoPE(Method):
             if bad:
                 raise ValueError(f"invalid option temperature={t!r}; accepted: {TEMPERATURE_ACCEPTED}")
             opts["temperature"] = float(t)
+        fit = opts["temperature_fit"]
+        if fit not in FIT_CHOICES:
+            raise ValueError(f"invalid option temperature_fit={fit!r}; accepted: {', '.join(FIT_CHOICES)}")
+        if fit != "nll" and opts["temperature"] != "auto":
+            raise ValueError(
+                f"invalid option temperature_fit={fit!r} with temperature={opts['temperature']!r}: "
+                "a fit applies to temperature=auto"
+            )
         return opts
 
     def _extend_flat(self, flat, base_len, target_len, opts):

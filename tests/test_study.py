@@ -588,16 +588,18 @@ def test_variant_dry_run(tmp_path, capsys):
 
 def test_the_budget_study(tmp_path):
     """study-20m-budget: the hybrid on the layout data, YaRN, DRoPE, DRoPE with the fitted temperature and
-    DRoPE with the paper's c = 0.1 fixed, at 60, 180 and 360 extension steps."""
+    DRoPE with the paper's c = 0.1 fixed and DRoPE with c fitted on retrieval answers, at 60, 180 and 360
+    extension steps."""
     s = study.load_study(str(REPO / "configs" / "experiments" / "study-20m-budget.yaml"))
     assert list(s["models"]) == ["hybrid"] and s["extend"]["seeds"] == []
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
-    methods = ["yarn", "drope", "drope-temp", "drope-c01"]
+    methods = ["yarn", "drope", "drope-temp", "drope-c01", "drope-afit"]
     assert s["extend"]["methods"] == methods and s["extend"]["overrides"]["steps"] == 60
     assert study.added_temperature(s, "drope-temp") == "auto" and study.added_temperature(s, "drope-c01") == 0.1
+    assert study.added_temperature(s, "drope-afit") == "auto"
     assert s["pretrain"]["seeds"] == [0, 1]
     evals = {x.name: x for x in study.plan(s) if x.kind == "eval"}
-    tempered = ("drope-temp", "drope-c01")
+    tempered = ("drope-temp", "drope-c01", "drope-afit")
     assert all(("--temperature-per-length" in x.cmd) == any(t in n for t in tempered) for n, x in evals.items())
     compare = study.plan(s)[-1]
     assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
@@ -607,9 +609,11 @@ def test_the_budget_study(tmp_path):
     for x in st:
         variant = x.name.split("-", 3)[3]
         added = variant.startswith(tempered)
-        drope_run = x.name.replace("-temp", "").replace("-c01", "")
+        drope_run = x.name.replace("-temp", "").replace("-c01", "").replace("-afit", "")
         assert (x.cmd[3] == "temperature") == added and (not added or x.needs[0] == drope_run)
         assert not variant.startswith("drope-c01") or x.cmd[x.cmd.index("--c") + 1] == "0.1"
+        assert ("--fit" in x.cmd) == variant.startswith("drope-afit")
+        assert not variant.startswith("drope-afit") or x.cmd[x.cmd.index("--fit") + 1 :][:1] == ["answer"]
 
 
 def test_pretraining_seeds_replicate_every_stage(tmp_path):
@@ -797,6 +801,7 @@ def test_shipped_study_paths_resolve_from_any_directory(tmp_path, monkeypatch, c
 TEMP_ADDED = {
     "drope-temp": {"method": "drope", "temperature": "auto", "per_length": True},
     "drope-c04": {"method": "drope", "temperature": 0.4},
+    "drope-ans": {"method": "drope", "temperature": "auto", "fit": "answer"},
 }
 
 
@@ -805,7 +810,7 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
     budget (and seed), then evaluated like any run; no extension config of their own."""
     path = tmp_path / "study.yaml"
     extend = {
-        "methods": ["yarn", "drope", "drope-temp", "drope-c04"],
+        "methods": ["yarn", "drope", "drope-temp", "drope-c04", "drope-ans"],
         "variants": TEMP_ADDED,
         "budgets": [{"steps": 6, "methods": ["drope", "drope-temp"]}],
     }
@@ -818,13 +823,18 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
         ("drope-temp", "drope", "auto"),
         ("drope-c04", "drope", "0.4"),
         ("drope-temp-6steps", "drope-6steps", "auto"),
+        ("drope-ans", "drope", "auto"),
     ):
         x = st[f"extend-hybrid-{tag}"]
         assert x.kind == "extend" and x.cmd[3] == "temperature" and x.needs == [f"extend-hybrid-{source}"]
         assert x.cmd[x.cmd.index("--model") + 1] == str(out / "hybrid" / source) and x.out == out / "hybrid" / tag
         assert x.cmd[x.cmd.index("--c") + 1] == c and "--config" not in x.cmd
+        assert ("--fit" in x.cmd) == (tag == "drope-ans") and x.cmd[-2:] != ["--fit", "nll"]
+        if tag == "drope-ans":
+            assert x.cmd[x.cmd.index("--fit") + 1] == "answer"
         ev = st[f"eval-hybrid-{tag}"]
-        assert ev.needs == [f"extend-hybrid-{tag}"] and ("--temperature-per-length" in ev.cmd) == (c == "auto")
+        per_length = tag.startswith("drope-temp")
+        assert ev.needs == [f"extend-hybrid-{tag}"] and ("--temperature-per-length" in ev.cmd) == per_length
     study.write_configs(s, list(st.values()))
     assert sorted(p.name for p in (out / "configs").glob("extend-*")) == ["extend-drope.yaml", "extend-yarn.yaml"]
 
@@ -839,6 +849,8 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
         ({"method": "drope", "temperature": "auto"}, ["yarn", "v"], "extend.methods has v without drope"),
         ({"method": "drope", "set": {"steps": 3}, "per_length": True}, ["drope", "v"], "give temperature too"),
         ({"method": "drope", "temperature": "auto", "per_length": "maybe"}, ["drope", "v"], "per_length"),
+        ({"method": "drope", "temperature": 0.1, "fit": "answer"}, ["drope", "v"], "with temperature: auto"),
+        ({"method": "drope", "temperature": "auto", "fit": "ppl"}, ["drope", "v"], "give nll or answer"),
     ],
 )
 def test_temperature_variants_are_checked(tmp_path, variant, methods, words):

@@ -111,6 +111,8 @@ def plan(study: dict) -> list[Stage]:
             if added is not None:  # DRoPE's temperature on this unit's drope run of the same budget and seed
                 source = variant(study, r["method"])[0] + tag[len(r["method"]) :]
                 cmd = ["temperature", "--model", str(root / arch / source), "--out", str(run_dir), "--c", str(added)]
+                fit = (study["extend"].get("variants") or {})[r["method"]].get("fit")
+                cmd += ["--fit", fit] if fit else []
                 cmd += ["--device", study["device"]] if study.get("device") else []
                 needs = [f"extend-{arch}-{source}"]
             else:

@@ -46,12 +46,14 @@ class VariantSpec:
     (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto); or, with
     `temperature` (auto or c > 0), DRoPE's softmax temperature added to the unit's own drope run of the
     same budget and seed by `longctx temperature`, with no training of its own; `per_length: true`
-    evaluates it with beta set for each length (1 + c ln(L / base), 1 up to the base length)."""
+    evaluates it with beta set for each length (1 + c ln(L / base), 1 up to the base length); `fit`
+    (nll or answer, with temperature: auto) is what the fit minimises (`longctx temperature --fit`)."""
 
     method: str | None = None
     set: dict | None = None
     temperature: Any = None
     per_length: bool = False  # with temperature: evaluate with `longctx eval --temperature-per-length`
+    fit: str | None = None  # with temperature: auto, `longctx temperature --fit` (nll, the default, or answer)
 
     def check(self, at: str) -> None:
         import rope_methods
@@ -63,6 +65,12 @@ class VariantSpec:
             self.per_length,
         )
 
+        _need(
+            self.fit is None or (self.temperature == "auto" and self.fit in ("nll", "answer")),
+            f"{at}.fit",
+            "give nll or answer, with temperature: auto",
+            self.fit,
+        )
         if self.temperature is not None:
             t = self.temperature
             number = isinstance(t, (int, float)) and not isinstance(t, bool)

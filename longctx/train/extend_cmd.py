@@ -170,11 +170,12 @@ def eval_lengths(target: int) -> list[int]:
     return out + [target]
 
 
-def _temperature_plan(setting, base_len: int, target: int) -> dict:
+def _temperature_plan(setting, base_len: int, target: int, fit: str = "nll") -> dict:
+    from longctx.train.temperature import OBJECTIVES
     from rope_methods.drope import beta
 
     if setting == "auto":
-        return {"c": "auto (fitted on held-out sequences at the target length after training)"}
+        return {"c": f"auto (fitted after training: {OBJECTIVES[fit]} of held-out sequences at the target length)"}
     return {"c": setting, "beta": beta(setting, base_len, target)}
 
 
@@ -256,6 +257,7 @@ def run(args: argparse.Namespace) -> int:
     )
     resume_point(out, args.resume, args.force, total, run_config=cfg.to_dict(), meta=train_meta, prog=prog)
     setting = opts.get("temperature") if method.name == "drope" else None
+    fit = opts.get("temperature_fit") or "nll"
 
     if args.dry_run:
         print(
@@ -270,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                     "rope_parameters": {"before": mconfig.rope_parameters, "after": rope},
                     "max_position_embeddings": max_pos,
                     **({"rope_options": opts} if opts else {}),
-                    **({"temperature": _temperature_plan(setting, base_len, target)} if setting is not None else {}),
+                    **({"temperature": _temperature_plan(setting, base_len, target, fit)} if setting else {}),
                     "plan": [
                         {"stage": s.name, "seq_len": s.seq_len, "batch_size": s.batch_size, "steps": s.steps}
                         for s in stages
@@ -315,13 +317,14 @@ def run(args: argparse.Namespace) -> int:
     )
     temperature = None
     if setting is not None:
-        from longctx.train.temperature import DropeTemperature, heldout_batches
+        from longctx.train.temperature import DropeTemperature, fit_batches
 
         temperature = DropeTemperature(
             setting,
             base_len=base_len,
             target=target,
-            heldout=lambda: heldout_batches(cfg, tokenizer, target, stages[-1].batch_size),
+            fit=fit,
+            heldout=lambda: fit_batches(fit, cfg, tokenizer, target, stages[-1].batch_size),
         )
     try:
         torch.manual_seed(cfg.seed)

@@ -2,10 +2,16 @@
 
     beta = 1 + c * ln(target / base)          (rope_methods.drope; softmax(beta * q.k / sqrt(d)))
 
-`extend.rope.temperature: C` uses c = C. `auto` fits c after training: the mean next-token NLL of
-FIT_SEQUENCES held-out sequences at the target length (the run's own data source, drawn with
-another seed than training's) is measured on the grid C_GRID, then a golden-section search refines
-c between the grid neighbours of the best point. Every c tried and its NLL go into the record.
+`extend.rope.temperature: C` uses c = C. `auto` fits c after training: an objective on held-out
+sequences at the target length is measured on the grid C_GRID, then a golden-section search refines
+c between the grid neighbours of the best point. Every c tried and its value go into the record.
+The objective (`extend.rope.temperature_fit`):
+- "nll" (the paper's perplexity fit): the mean next-token NLL of FIT_SEQUENCES sequences of the run's
+  own data source, drawn with another seed than training's (heldout_batches);
+- "answer": the mean NLL of the answer tokens of FIT_ANSWERS key-value retrieval documents of the
+  training corpus's wording (longctx.train.probe.own_kv_samples, held-out seeds), each a whole
+  sequence at the target length (answer_batches). The whole-sequence NLL is dominated by tokens
+  that need no long-range lookup; this one is the retrieval a long-context benchmark asks for.
 
 The record (c, beta, the layers, the fit) is written to OUT/drope_temperature.json and to
 longctx_train.json ("temperature"); the HF export carries beta folded into the weights
@@ -24,6 +30,12 @@ from rope_methods.drope import beta as beta_of
 
 FILE = "drope_temperature.json"
 FIT_SEQUENCES = 4
+FIT_ANSWERS = 16
+ANSWER_ROOM = 256  # tokens left after each retrieval prompt for its answer (at most a quarter of the length)
+OBJECTIVES = {
+    "nll": "mean next-token NLL",
+    "answer": "mean NLL of the answer tokens of key-value retrieval documents",
+}
 C_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 GOLDEN_STEPS = 6
 HELDOUT_SEED = 1_000_003  # added to the run's seed: held-out draws, not the training stream
@@ -38,6 +50,54 @@ def heldout_batches(cfg, tokenizer, target: int, batch_size: int) -> list[dict]:
     make = loader_factory(dataclasses.replace(cfg, seed=cfg.seed + HELDOUT_SEED), tokenizer)
     it = iter(make(Stage("heldout", target, batch_size, 1), ahead=False))
     return [next(it) for _ in range(-(-FIT_SEQUENCES // batch_size))]
+
+
+def answer_batches(tokenizer, target: int, batch_size: int, seed: int) -> list[dict]:
+    """ceil(FIT_ANSWERS / batch_size) batches of batch_size x target tokens, one retrieval document a row:
+    its prompt, the answer (as the probe scores it: after a space), padding to the target; labels only
+    on the answer tokens (IGNORE_INDEX elsewhere), positions and document bounds as the loader's."""
+    import numpy as np
+    import torch
+
+    from longctx.data.packing import IGNORE_INDEX, pack_batch
+    from longctx.errors import UsageError
+    from longctx.train.probe import encode, own_kv_samples
+
+    n = -(-FIT_ANSWERS // batch_size) * batch_size
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    room = target - min(ANSWER_ROOM, target // 4)
+    fitting = []
+    for k in (n, 4 * n):  # at a few hundred tokens some documents come out longer than asked: skip those
+        drawn = [(encode(tokenizer, q), a) for q, a, _ in own_kv_samples(tokenizer, room, k, seed)]
+        fitting = [(p, a) for p, a in drawn if len(p) < target][:n]
+        if len(fitting) == n:
+            break
+    else:
+        raise UsageError(f"target {target}: too short for the answer fit's retrieval documents; give 1024 or more")
+    rows, labels = [], []
+    for p, answer in fitting:
+        a = tokenizer.encode(" " + answer, add_special_tokens=False)[: target - len(p)]
+        row, lab = np.full(target, pad, dtype=np.int64), np.full(target, IGNORE_INDEX, dtype=np.int64)
+        row[: len(p) + len(a)] = p + a
+        lab[len(p) - 1 : len(p) - 1 + len(a)] = a  # labels[t] is the token after position t
+        rows.append(row)
+        labels.append(lab)
+    batches = []
+    for i in range(0, n, batch_size):
+        tokens = np.concatenate(rows[i : i + batch_size] + [np.array([pad])])
+        doc_ids = np.repeat(np.arange(batch_size + 1), [target] * batch_size + [1])
+        b = pack_batch(tokens, doc_ids, batch_size, target)
+        b["labels"] = torch.from_numpy(np.stack(labels[i : i + batch_size]))
+        b["num_tokens"] = int((b["labels"] != IGNORE_INDEX).sum())
+        batches.append(b)
+    return batches
+
+
+def fit_batches(fit: str, cfg, tokenizer, target: int, batch_size: int) -> list[dict]:
+    """The held-out batches objective `fit` is measured on (same seeds in extend and `longctx temperature`)."""
+    if fit == "answer":  # needs no run config (cfg None: seed 0)
+        return answer_batches(tokenizer, target, batch_size, seed=(cfg.seed if cfg is not None else 0) + HELDOUT_SEED)
+    return heldout_batches(cfg, tokenizer, target, batch_size)
 
 
 def fit_c(nll_at, grid=C_GRID, steps: int = GOLDEN_STEPS) -> tuple[float, list[dict]]:
@@ -72,9 +132,9 @@ class DropeTemperature:
     """What `train_and_export` does with a DRoPE temperature: `resolve` on every rank after training
     (the auto fit runs forwards of the sharded model), `fold` on the exported model (rank 0)."""
 
-    def __init__(self, setting, *, base_len: int, target: int, heldout=None):
-        self.setting, self.base_len, self.target = setting, base_len, target
-        self.heldout = heldout  # () -> list of batches; needed for "auto"
+    def __init__(self, setting, *, base_len: int, target: int, heldout=None, fit: str = "nll"):
+        self.setting, self.base_len, self.target, self.fit = setting, base_len, target, fit
+        self.heldout = heldout  # () -> list of batches (fit_batches); needed for "auto"
 
     def resolve(self, trainer) -> dict:
         """The record: c (fixed, or fitted with the trainer's model on held-out batches) and beta."""
@@ -97,7 +157,8 @@ class DropeTemperature:
             fit={
                 "sequences": n,
                 "seq_len": self.target,
-                "objective": "mean next-token NLL",
+                "by": self.fit,
+                "objective": OBJECTIVES[self.fit],
                 "tried": sorted(tried, key=lambda r: r["c"]),
             },
         )
@@ -142,8 +203,9 @@ class DropeTemperature:
         if fit:
             at0 = next((r["nll"] for r in fit["tried"] if r["c"] == 0.0), None)
             best = min(r["nll"] for r in fit["tried"])
+            what = "answer NLL" if fit.get("by") == "answer" else "NLL"
             text += (
-                f" (auto: held-out NLL {best:.4f} vs {at0:.4f} at c = 0, {fit['sequences']} sequences of "
+                f" (auto: held-out {what} {best:.4f} vs {at0:.4f} at c = 0, {fit['sequences']} sequences of "
                 f"{fit['seq_len']} tokens, {len(fit['tried'])} values of c tried)"
             )
         return text

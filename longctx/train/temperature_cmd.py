@@ -7,9 +7,11 @@ beta = 1 + c ln(target / base_len) on the full-attention layers without RoPE, fo
 weights (longctx.model.temperature), as `longctx extend --set extend.rope.temperature=...` does when its
 training ends. The DroPE paper applies it at inference, so one trained DRoPE model serves every target
 length and every c: this command writes a new HF model directory from the run's export. `--c auto`
-(the default) fits c as extend does (longctx.train.temperature.fit_c): the mean next-token NLL of
-held-out sequences at --target drawn from the run's own data (its run_config.yaml) with extend's
-held-out seed, so on the same run it tries the same values of c on the same sequences.
+(the default) fits c as extend does (longctx.train.temperature.fit_c), by `--fit`: `nll` (default,
+the paper's) the mean next-token NLL of held-out sequences at --target drawn from the run's own data
+(its run_config.yaml), `answer` the NLL of the answers of held-out key-value retrieval documents at
+--target; with extend's held-out seed, so on the same run it tries the same values of c on the same
+sequences.
 
 --model must be the output of `longctx extend --method drope` without a temperature (its
 longctx_train.json says so). The new directory's longctx_train.json is the run's with the temperature
@@ -41,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         metavar="auto|C",
         help="the temperature coefficient: auto (fit at --target, default) or a number > 0",
+    )
+    p.add_argument(
+        "--fit",
+        default="nll",
+        choices=("nll", "answer"),
+        help="what --c auto minimises: nll (held-out next-token NLL, the paper's; default) or answer "
+        "(the answer tokens' NLL of held-out key-value retrieval documents)",
     )
     p.add_argument(
         "--target",
@@ -98,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from longctx.model.temperature import temperature_layers
     from longctx.train.lock import writing_into
     from longctx.train.loss import make_loss_fn
-    from longctx.train.temperature import C_GRID, GOLDEN_STEPS, DropeTemperature, heldout_batches
+    from longctx.train.temperature import C_GRID, GOLDEN_STEPS, DropeTemperature, fit_batches
 
     model_dir, out = Path(args.model), Path(args.out)
     meta = check_run(model_dir)
@@ -110,11 +119,15 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: give a whole number >= 1")
     dtype = parse_dtype(args.dtype)
+    if args.fit != "nll" and setting != "auto":
+        raise UsageError(f"--fit {args.fit}: applies to --c auto, not to a fixed c ({args.c})")
     cfg = None
-    if setting == "auto":
-        if not (model_dir / RUN_CONFIG).is_file():
-            raise UsageError(f"--model {model_dir}: no {RUN_CONFIG} (the run's data, for --c auto); give --c C")
+    if (model_dir / RUN_CONFIG).is_file():
         cfg = load_run_config(model_dir / RUN_CONFIG)
+    elif setting == "auto" and args.fit == "nll":
+        raise UsageError(
+            f"--model {model_dir}: no {RUN_CONFIG} (the run's data, for --c auto); give --c C or --fit answer"
+        )
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device here")
@@ -123,19 +136,22 @@ def run(args: argparse.Namespace) -> int:
     if not temperature_layers(model.config):
         raise UsageError(f"--model {model_dir}: every full-attention layer keeps RoPE; no layer takes a temperature")
     tokenizer = load_tokenizer(str(model_dir))
+    batch_size = args.batch_size or (cfg.batch_size if cfg is not None else 1)
     temp = DropeTemperature(
         setting,
         base_len=base_len,
         target=target,
-        heldout=lambda: heldout_batches(cfg, tokenizer, target, args.batch_size or cfg.batch_size),
+        fit=args.fit,
+        heldout=lambda: fit_batches(args.fit, cfg, tokenizer, target, batch_size),
     )
-    loss_fn = make_loss_fn("chunked", chunk=cfg.loss_chunk) if cfg is not None else None
+    loss_fn = make_loss_fn("chunked", chunk=cfg.loss_chunk) if cfg is not None else make_loss_fn("chunked")
     tries = [0]
 
     def nll(batches):  # one value of c (the temperature is in the weights now): a progress line per try
         value = heldout_nll(model, batches, loss_fn, device)
         tries[0] += 1
-        print(f"longctx temperature: fit {tries[0]}/{len(C_GRID) + GOLDEN_STEPS}: held-out NLL {value:.4f}",
+        what = "answer NLL" if args.fit == "answer" else "NLL"
+        print(f"longctx temperature: fit {tries[0]}/{len(C_GRID) + GOLDEN_STEPS}: held-out {what} {value:.4f}",
               file=sys.stderr)  # fmt: skip
         return value
 
