@@ -3,6 +3,7 @@ lane on a fresh GPU machine starts with when nothing is carried, and a packed ca
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "kcache.sh"
@@ -97,3 +98,23 @@ def test_wheel_staging_refuses_what_cannot_fit(tmp_path):
     run = _stage("pack", cwd=repo, LONGCTX_CARRY_MIB=2)
     assert run.returncode == 2 and "leaves no room" in run.stderr and not (repo / ".whl_parts").exists()
     assert _stage("unpack", cwd=repo, LONGCTX_WHEEL_STAGE=tmp_path / "none").returncode == 2
+
+
+COLD = SCRIPT.parent / "cold-start.sh"
+
+
+def test_cold_start_reports_each_step_and_the_slowest_imports(tmp_path):
+    """scripts/gpu/cold-start.sh on CPU with a tiny config: the run's own metrics come back as step lines (the
+    first with startup_s), with the exit code, the wall time and the slowest imports."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("model: hybrid-tiny\nseq_len: 64\nbatch_size: 1\ndevice: cpu\n")
+    repo = SCRIPT.parents[2]
+    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path),
+           "OUT": str(tmp_path / "out"), "COLD_ROOT": str(tmp_path / "root")}  # fmt: skip
+    run = subprocess.run(["bash", str(COLD), str(tmp_path / "none"), str(cfg), "2", "300"], capture_output=True,
+                         text=True, env=env, cwd=repo, timeout=400)  # fmt: skip
+    report = (tmp_path / "out" / "cold-start.txt").read_text()
+    assert run.returncode == 0 and "rc=0 wall_s=" in report, report
+    steps = [line for line in report.splitlines() if line.startswith("step ")]
+    assert len(steps) == 2 and "startup_s" in steps[0] and "startup_s" not in steps[1], report
+    assert "from h200-autotune.tgz" in report and "torch" in report.split("slowest imports")[1]

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The first training steps of a fresh process with a kernel cache brought from another machine: does a cached
+# warm-up bring the first step within a minute of start? Runs `longctx pretrain` for a few steps from /tmp/repo
+# (where start-lane.sh runs its lanes, so the cache's entries were made at the same paths) with the cache of
+# CACHE_DIR restored into /tmp/kcache (under COLD_ROOT, default /tmp), and writes $OUT/cold-start.txt: wall time from process start, each
+# step's step_time_s and the first step's startup_s (process start -> training loop), the slowest imports.
+#
+#   calls 1..2, carry [".whl_parts/p0"], [".whl_parts/p1"]:   bash scripts/gpu/stage-wheels.sh take
+#   call 3, carry [".tcache"] (a lane's kcache.tgz.part* from poll.sh):   rm -rf /tmp/tc && cp -r .tcache /tmp/tc
+#   call 4, carry [".whl_parts/p2"]:   bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
+#                                      && bash scripts/gpu/cold-start.sh /tmp/tc
+# (.tcache does not fit beside the last wheel part and the tree in one call's 64 MiB.)
+#
+# Arguments: CACHE_DIR (empty or missing: only scripts/gpu/h200-autotune.tgz, fla's autotune results), CONFIG
+# (default: the study-20m-budget hybrid pretraining, whose kernels a budget lane compiles), STEPS (default 4:
+# one curriculum step at 1024 tokens, three at 4096), LIMIT seconds (default 150).
+set -u
+cache=${1:-/nonexistent}
+config=${2:-docs/study-20m/budget/configs/pretrain-hybrid-s1.yaml}
+steps=${3:-4}
+limit=${4:-150}
+out=${OUT:-/tmp/cold-start}
+root=${COLD_ROOT:-/tmp}  # repo/, kcache/ and cold/ (the run) go here; /tmp on the GPU machine, as in start-lane.sh
+src=$PWD
+mkdir -p "$out"
+rm -rf "$root/repo" "$root/kcache" "$root/cold" && mkdir -p "$root/repo" "$root/kcache/triton"
+tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.whl_parts --exclude=.git --exclude=.tcache -cf - . | tar -C "$root/repo" -xf -
+cd "$root/repo" || exit 1
+export PYTHONUNBUFFERED=1 PYTHONPATH="/tmp/site:$root/repo" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export LONGCTX_KERNEL_CACHE="$root/kcache" OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+{
+  bash "$src/scripts/gpu/kcache.sh" restore "$cache"
+  nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null || echo "no nvidia-smi"
+  t0=$(date +%s.%N)
+  timeout "$limit" python3 -X importtime -m longctx pretrain --config "$config" --out "$root/cold" --steps "$steps" \
+    --no-progress > "$root/cold.out" 2> "$root/cold.err"
+  echo "rc=$? wall_s=$(python3 -c "import time; print(round(time.time() - $t0, 1))") (limit $limit s)"
+  python3 - "$root/cold/metrics.jsonl" <<'EOF'
+import json, sys
+try:
+    rows = [json.loads(line) for line in open(sys.argv[1])]
+except OSError:
+    rows = []
+for r in rows:
+    if "step_time_s" in r:
+        print(f"step {r['step']} seq_len {r['seq_len']}: step_time_s {r['step_time_s']:.1f}"
+              + (f", startup_s {r['startup_s']:.1f}" if "startup_s" in r else ""))
+EOF
+  grep -v "^import time" "$root/cold.err" | tail -5 | cut -c1-300
+  echo "slowest imports (cumulative us):"
+  grep "^import time" "$root/cold.err" | sort -t'|' -k2 -n | tail -15 | cut -c1-110
+} 2>&1 | tee "$out/cold-start.txt"
