@@ -198,3 +198,38 @@ def test_per_length_temperature_refolds_beta_for_each_length():
     folded_again = copy.deepcopy(plain)
     fold_temperature(folded_again, beta_t)
     assert max_diff(logits(folded, x), logits(folded_again, x)) <= TOL
+
+
+def test_per_length_temperature_gives_back_the_unfolded_bf16_weights_exactly(tmp_path):
+    """A bf16 DRoPE run with a temperature added in fp32 (`longctx temperature`'s default export), evaluated in
+    bf16: at L <= BASE_LEN the q_norm weights are the run's own bf16 weights bit for bit when the fp32 ones
+    are read from the checkpoint (stored_q_norms), where dividing the bf16-rounded folded weights is off."""
+    from safetensors.torch import save_file
+
+    from longctx.model.temperature import PerLengthTemperature, stored_q_norms
+
+    torch.manual_seed(0)
+    run = randomize(HybridLM(hybrid_config(rope_parameters=dict(NO_ROPE)))).to(torch.bfloat16).eval()
+    key = f"model.layers.{FULL}.self_attn.q_norm.weight"
+    own = run.model.layers[FULL].self_attn.q_norm.weight.detach().clone()
+    beta_t = beta_of(C, BASE_LEN, TARGET)
+    save_file({key: own.float() * beta_t}, str(tmp_path / "model.safetensors"))  # the fp32 export of the fold
+    record = {"c": C, "beta": beta_t, "base_len": BASE_LEN, "layers": [FULL]}
+    weight = run.model.layers[FULL].self_attn.q_norm.weight
+
+    def load_folded():  # the fp32 checkpoint loaded in bf16: its folded weights rounded
+        with torch.no_grad():
+            weight.copy_((own.float() * beta_t).to(torch.bfloat16))
+
+    stored = stored_q_norms(tmp_path, [FULL])
+    assert stored is not None and stored[0].dtype == torch.float32
+    load_folded()
+    per = PerLengthTemperature(run, record, stored)
+    per.set(BASE_LEN)
+    assert torch.equal(weight, own)
+    per.set(TARGET)
+    assert torch.equal(weight, (own.float() * beta_t).to(torch.bfloat16))
+    load_folded()
+    PerLengthTemperature(run, record).set(BASE_LEN)  # without the stored weights: from the bf16 fold
+    assert not torch.equal(weight, own) and max_diff(weight.float(), own.float()) < 0.02
+    assert stored_q_norms(tmp_path / "nothing-here", [FULL]) is None

@@ -340,9 +340,10 @@ def evaluate_ruler(
                         lm = journal_only_lm()
                     wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, chunk=chunk)
                     if record is not None and not spec.finished_only:
-                        from longctx.model.temperature import PerLengthTemperature
+                        from longctx.model.temperature import PerLengthTemperature, stored_q_norms
 
-                        retemper = PerLengthTemperature(torch_model(wrapped.lm), record)
+                        stored = stored_q_norms(spec.model, record["layers"])
+                        retemper = PerLengthTemperature(torch_model(wrapped.lm), record, stored)
                 if retemper is not None and tempered_at != length:
                     beta = retemper.set(length)
                     tempered_at = length

@@ -98,6 +98,16 @@ def read_state_dict(ckpt_dir: Path, config, device="cpu") -> dict[str, torch.Ten
     return to_internal(state, config)
 
 
+def read_tensors(ckpt_dir: Path, keys) -> dict[str, torch.Tensor]:
+    """The named tensors of a checkpoint as stored (their saved dtype), without reading the rest."""
+    want, out = set(keys), {}
+    for f in _weight_files(Path(ckpt_dir)):
+        with safe_open(str(f), framework="pt", device="cpu") as sf:
+            for key in want & set(sf.keys()):
+                out[key] = sf.get_tensor(key)
+    return out
+
+
 def to_internal(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     """Rename/unfuse transformers' in-memory keys into ours; drop non-weights and a tied head."""
     out, convs = {}, {}

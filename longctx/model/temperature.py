@@ -68,11 +68,16 @@ class PerLengthTemperature:
     temperature record of the model's longctx_train.json (c, beta, base_len, layers); `model` has the
     Olmo layout (HybridLM or transformers' OlmoHybrid / Olmo3: model.layers[i].self_attn.q_norm)."""
 
-    def __init__(self, model, record: dict):
+    def __init__(self, model, record: dict, stored: list | None = None):
+        """stored: the folded q_norm weights as the checkpoint holds them (`stored_q_norms`), when the model
+        runs in a lower precision: beta = 1 then gives back the weights before the fold exactly (an fp32
+        fold of bf16 weights), not the bf16 rounding of the folded ones divided by beta."""
         self.record = record
         self.weights = _q_norm_weights(model, record["layers"])
         folded = float(record["beta"])
-        self.unit = [w.detach().float().clone() / folded for w in self.weights]  # the q_norm scales at beta = 1
+        source = stored if stored is not None else self.weights
+        # the q_norm scales at beta = 1
+        self.unit = [s.detach().float().to(w.device) / folded for s, w in zip(source, self.weights, strict=True)]
 
     @staticmethod
     def beta_at(record: dict, length: int) -> float:
@@ -88,3 +93,17 @@ class PerLengthTemperature:
             for w, u in zip(self.weights, self.unit, strict=True):
                 w.copy_((u * beta).to(w.dtype))
         return beta
+
+
+def stored_q_norms(model_dir, layers) -> list | None:
+    """The q_norm weights of `layers` as saved in model_dir's safetensors (None when the directory has no
+    such checkpoint, e.g. a Hub id), for PerLengthTemperature's `stored`."""
+    from longctx.errors import UsageError
+    from longctx.model.hf import read_tensors
+
+    keys = [f"model.layers.{i}.self_attn.q_norm.weight" for i in layers]
+    try:
+        found = read_tensors(model_dir, keys)
+    except (UsageError, OSError, ValueError):  # not a local safetensors checkpoint: the model's own weights serve
+        return None
+    return [found[k] for k in keys] if all(k in found for k in keys) else None
