@@ -167,6 +167,10 @@ def test_dry_run_shows_the_temperature(hybrid, tmp_path, capsys):
     assert extend(hybrid, out, "--steps", 10, "--dry-run", "--set", "extend.rope.temperature=0.5") == 0
     text = capsys.readouterr().out
     assert "temperature:" in text and "beta: 1.69" in text and not out.exists()
+    sets = ("--set", "extend.rope.temperature=auto", "--set", "extend.rope.temperature_fit=answer")
+    assert extend(hybrid, out, "--steps", 10, "--dry-run", *sets) == 0
+    text = capsys.readouterr().out
+    assert "auto (fitted after training: mean NLL of the answer tokens" in text and not out.exists()
 
 
 @pytest.mark.parametrize(
