@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu" / "kcache.sh"
 
 
@@ -103,14 +105,15 @@ def test_wheel_staging_refuses_what_cannot_fit(tmp_path):
 COLD = SCRIPT.parent / "cold-start.sh"
 
 
-def test_cold_start_reports_each_step_and_the_slowest_imports(tmp_path):
+@pytest.mark.parametrize("profile", ["0", "1"])
+def test_cold_start_reports_each_step_and_the_slowest_imports(tmp_path, profile):
     """scripts/gpu/cold-start.sh on CPU with a tiny config: the run's own metrics come back as step lines (the
     first with startup_s), with the exit code, the wall time and the slowest imports."""
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("model: hybrid-tiny\nseq_len: 64\nbatch_size: 1\ndevice: cpu\n")
     repo = SCRIPT.parents[2]
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "HOME": str(tmp_path),
-           "OUT": str(tmp_path / "out"), "COLD_ROOT": str(tmp_path / "root")}  # fmt: skip
+           "OUT": str(tmp_path / "out"), "COLD_ROOT": str(tmp_path / "root"), "PROFILE": profile}  # fmt: skip
     run = subprocess.run(["bash", str(COLD), str(tmp_path / "none"), str(cfg), "2", "300"], capture_output=True,
                          text=True, env=env, cwd=repo, timeout=400)  # fmt: skip
     report = (tmp_path / "out" / "cold-start.txt").read_text()
@@ -118,3 +121,7 @@ def test_cold_start_reports_each_step_and_the_slowest_imports(tmp_path):
     steps = [line for line in report.splitlines() if line.startswith("step ")]
     assert len(steps) == 2 and "startup_s" in steps[0] and "startup_s" not in steps[1], report
     assert "from h200-autotune.tgz" in report and "torch" in report.split("slowest imports")[1]
+    if profile == "1":  # where the time went, by function
+        assert "train_and_export" in report.split("most cumulative time (cProfile; s):")[1], report
+    else:
+        assert "most cumulative time" not in report

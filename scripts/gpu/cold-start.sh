@@ -3,7 +3,10 @@
 # warm-up bring the first step within a minute of start? Runs `longctx pretrain` for a few steps from /tmp/repo
 # (where start-lane.sh runs its lanes, so the cache's entries were made at the same paths) with the cache of
 # CACHE_DIR restored into /tmp/kcache (under COLD_ROOT, default /tmp), and writes $OUT/cold-start.txt: wall time from process start, each
-# step's step_time_s and the first step's startup_s (process start -> training loop), the slowest imports.
+# step's step_time_s and the first step's startup_s (process start -> training loop), the slowest imports; with
+# PROFILE=1 also the functions with the most cumulative time under cProfile (where the seconds before and in
+# step 1 go: CUDA initialisation, model build, compilation, autotuning; the profiler's own overhead inflates
+# the times), the whole profile as $OUT/cold-start.prof.
 #
 #   calls 1..2, carry [".whl_parts/p0"], [".whl_parts/p1"]:   bash scripts/gpu/stage-wheels.sh take
 #   call 3, carry [".tcache"] (a lane's kcache.tgz.part* from poll.sh):   rm -rf /tmp/tc && cp -r .tcache /tmp/tc
@@ -33,7 +36,9 @@ unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
   bash "$src/scripts/gpu/kcache.sh" restore "$cache"
   nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null || echo "no nvidia-smi"
   t0=$(date +%s.%N)
-  timeout "$limit" python3 -X importtime -m longctx pretrain --config "$config" --out "$root/cold" --steps "$steps" \
+  prof=()
+  [ "${PROFILE:-0}" = 1 ] && prof=(-m cProfile -o "$out/cold-start.prof")
+  timeout "$limit" python3 -X importtime "${prof[@]}" -m longctx pretrain --config "$config" --out "$root/cold" --steps "$steps" \
     --no-progress > "$root/cold.out" 2> "$root/cold.err"
   echo "rc=$? wall_s=$(python3 -c "import time; print(round(time.time() - $t0, 1))") (limit $limit s)"
   python3 - "$root/cold/metrics.jsonl" <<'EOF'
@@ -50,4 +55,14 @@ EOF
   grep -v "^import time" "$root/cold.err" | tail -5 | cut -c1-300
   echo "slowest imports (cumulative us):"
   grep "^import time" "$root/cold.err" | sort -t'|' -k2 -n | tail -15 | cut -c1-110
+  [ "${PROFILE:-0}" = 1 ] && echo "most cumulative time (cProfile; s):" && python3 - "$out/cold-start.prof" <<'EOF'
+import pstats, sys
+try:
+    stats = pstats.Stats(sys.argv[1]).stats
+except (OSError, EOFError, TypeError, ValueError):  # cut by the limit before the profile was written
+    sys.exit(print("no profile (the run did not end within the limit)"))
+rows = sorted(((ct, f"{fn}:{line}({name})") for (fn, line, name), (_, _, _, ct, _) in stats.items()), reverse=True)
+for ct, where in [r for r in rows if r[0] >= 0.5][:40]:
+    print(f"{ct:8.2f}  {where[-140:]}")
+EOF
 } 2>&1 | tee "$out/cold-start.txt"
