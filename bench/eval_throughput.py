@@ -21,7 +21,7 @@ tokens, stopping at the config's EOS.
   passes cuda_graphs=True: decode steps replayed from one CUDA graph, eager on CPU).
 - vllm (`--impl vllm`, GPU only): vLLM on the same checkpoint (ours saved as an HF model) and the same
   prompt ids, after ours and the peer have run and freed the GPU, in a process of its own
-  (bench/vllm/throughput.py: one vllm.LLM for every length, all of a length's prompts in one generate
+  (bench/vllm_peer/throughput.py: one vllm.LLM for every length, all of a length's prompts in one generate
   call, greedy, stopping at EOS); agreement is reported against ours.
 Reported: samples/s (prompts / wall time of generation, prefill included), forward tokens/s (one
 forward over each prompt, last-token logits only: transformers `logits_to_keep=1`, ours
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vllm-python",
         default=sys.executable,
-        help="--impl vllm: the Python that runs bench/vllm/throughput.py (PYTHONPATH with vLLM, bench/vllm/install.sh)",
+        help="--impl vllm: the Python that runs bench/vllm_peer/throughput.py (PYTHONPATH with vLLM: "
+        "bench/vllm_peer/install.sh)",
     )
     p.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
@@ -307,13 +308,14 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
 
 
 def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start: float) -> dict[int, dict]:
-    """vLLM on the same checkpoint and prompts (bench/vllm/throughput.py, a process of its own): a row per length."""
+    """vLLM on the same checkpoint and prompts (bench/vllm_peer/throughput.py, a process of its own): a row a length."""
     import subprocess
 
     prompts_file, rows_file = out_dir / "vllm_prompts.json", out_dir / "vllm_rows.json"
     prompts_file.write_text(json.dumps({str(T): p for T, p in by_len.items()}))
     rows_file.unlink(missing_ok=True)
-    cmd = [args.vllm_python, str(REPO / "bench" / "vllm" / "throughput.py"), str(ckpt), "--prompts", str(prompts_file),
+    script = REPO / "bench" / "vllm_peer" / "throughput.py"
+    cmd = [args.vllm_python, str(script), str(ckpt), "--prompts", str(prompts_file),
            "--max-tokens", str(args.max_new_tokens), "--eos", ",".join(map(str, sorted(eos))),
            "--warmup", str(args.warmup), "--gpu-memory-utilization", str(args.vllm_gpu_memory_utilization),
            "--out", str(rows_file)]  # fmt: skip

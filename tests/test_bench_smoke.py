@@ -151,7 +151,7 @@ class LLM:
 
 
 def test_eval_throughput_against_vllm_plumbing(tmp_path):
-    """--impl vllm: the checkpoint and prompt ids go to bench/vllm/throughput.py in a process of its own (here
+    """--impl vllm: the checkpoint and prompt ids go to bench/vllm_peer/throughput.py in a process of its own (here
     with vllm faked), whose rows come back per length with samples/s and token agreement against ours."""
     fake = tmp_path / "fake"
     (fake / "vllm").mkdir(parents=True)
@@ -177,3 +177,21 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
     assert len(kw) == 1 and kw[0]["max_model_len"] == 128 and kw[0]["skip_tokenizer_init"] is True
     assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
     assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout
+
+
+def test_bench_folders_do_not_shadow_the_libraries_they_measure():
+    """bench/ is on sys.path when a bench script runs (and in tests that import from it): a folder there named
+    like a library would be found by `import vllm` / find_spec("vllm") as a namespace package, so code that
+    asks whether vLLM is installed would be told yes where it is not."""
+    import importlib.util
+
+    shadowing = {"vllm", "fla", "torch", "transformers", "lm_eval", "datasets", "flash_attn", "triton", "tilelang"}
+    names = {p.name for p in (REPO / "bench").iterdir()} | {p.stem for p in (REPO / "bench").glob("*.py")}
+    assert not names & shadowing
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        for name in ("vllm", "flash_attn"):
+            spec = importlib.util.find_spec(name)
+            assert spec is None or spec.origin is not None, f"{name}: a namespace package from bench/"
+    finally:
+        sys.path.remove(str(REPO / "bench"))

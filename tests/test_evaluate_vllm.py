@@ -45,7 +45,7 @@ def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
     assert extra == {"batch_size": "auto"}
     # the cap is above max_position_embeddings of a model trained to exactly 64k: vLLM refuses that unless allowed
     assert allow == "1"
-    # without FlashInfer (bench/vllm leaves it out) vLLM's CUDA sampler must not try to import it
+    # without FlashInfer (bench/vllm_peer leaves it out) vLLM's CUDA sampler must not try to import it
     if importlib.util.find_spec("flashinfer") is None:
         assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == "0"
 
@@ -60,7 +60,7 @@ def test_build_lm_vllm_keeps_a_users_setting(tmp_path, fake_registry, monkeypatc
 
 
 def _smoke():
-    path = Path(__file__).resolve().parents[1] / "bench" / "vllm" / "smoke.py"
+    path = Path(__file__).resolve().parents[1] / "bench" / "vllm_peer" / "smoke.py"
     spec = importlib.util.spec_from_file_location("vllm_smoke", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -156,21 +156,21 @@ def test_smoke_agreement_counts():
 
 @pytest.mark.gpu
 def test_vllm_greedy_tokens_equal_longctx_on_a_trained_checkpoint(tmp_path):
-    """vLLM's greedy tokens against longctx's on the same prompt ids (bench/vllm/smoke.py --against-longctx):
+    """vLLM's greedy tokens against longctx's on the same prompt ids (bench/vllm_peer/smoke.py --against-longctx):
     every first token equal; the whole-continuation agreement is printed. The checkpoint is
     LONGCTX_VLLM_MODEL (a trained model: a random one's logits tie too often to compare), with vLLM
-    installed as bench/vllm/install.sh says."""
+    installed as bench/vllm_peer/install.sh says."""
     import json
     import subprocess
 
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    pytest.importorskip("vllm", reason="vLLM is not installed here (bench/vllm/install.sh)")
+    pytest.importorskip("vllm", reason="vLLM is not installed here (bench/vllm_peer/install.sh)")
     model = os.environ.get("LONGCTX_VLLM_MODEL")
     if not model:
         pytest.skip("set LONGCTX_VLLM_MODEL to a trained checkpoint (e.g. a study's hybrid-s0/yarn)")
-    script = Path(__file__).resolve().parents[1] / "bench" / "vllm" / "smoke.py"
+    script = Path(__file__).resolve().parents[1] / "bench" / "vllm_peer" / "smoke.py"
     out = tmp_path / "smoke.json"
     cmd = [sys.executable, str(script), model, "--against-longctx", "--max-tokens", "32", "--dtype", "bfloat16",
            "--gpu-memory-utilization", "0.4", "--out", str(out)]  # fmt: skip
@@ -181,8 +181,8 @@ def test_vllm_greedy_tokens_equal_longctx_on_a_trained_checkpoint(tmp_path):
 
 
 def test_vllm_throughput_prompts_file(tmp_path):
-    """bench/vllm/throughput.py reads {T: [[ids], ...]} shortest length first and refuses empty prompts."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "vllm" / "throughput.py"
+    """bench/vllm_peer/throughput.py reads {T: [[ids], ...]} shortest length first and refuses empty prompts."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "vllm_peer" / "throughput.py"
     spec = importlib.util.spec_from_file_location("vllm_throughput", path)
     throughput = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(throughput)

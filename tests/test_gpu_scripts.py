@@ -73,7 +73,7 @@ def test_wheels_staged_in_parts_that_fit_next_to_the_tree_and_join_back(tmp_path
     parts = sorted(p for p in (repo / ".whl_parts").iterdir())
     assert [p.name for p in parts] == [f"p{i}" for i in range(len(parts))] and len(parts) >= 2, run.stdout
     tree = sum(p.stat().st_size for p in [repo / ".gitignore", repo / "code.py"])
-    assert int(_stage("tree", cwd=repo).stdout) == tree  # what bench/vllm/fetch-wheels.sh sizes its pieces by
+    assert int(_stage("tree", cwd=repo).stdout) == tree  # what bench/vllm_peer/fetch-wheels.sh sizes its pieces by
     for p in parts:  # each call: the tree and one part, under the limit
         assert tree + sum(f.stat().st_size for f in p.iterdir()) <= limit
         assert f'[".whl_parts/{p.name}"]' in run.stdout

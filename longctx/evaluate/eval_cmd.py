@@ -4,7 +4,7 @@
 
 Backends: `longctx` (our lm-eval adapter, default), `hf` (lm-eval's HF model, `pretrained=DIR`),
 `vllm` (lm-eval's vLLM model; vLLM serves OlmoHybridForCausalLM; checked against vllm 0.26.0's API on
-CPU, not yet run on a GPU; offline install: bench/vllm/install.sh; `--dtype auto` there turns float32
+CPU, not yet run on a GPU; offline install: bench/vllm_peer/install.sh; `--dtype auto` there turns float32
 weights into bfloat16, unlike hf/longctx). Resumable: answers go to `<out>.partial.jsonl` as they are
 produced; rerunning the same command skips finished samples and (task, length) cells; the
 journal is kept after success (delete it to recompute; one made with another model, backend,
@@ -114,7 +114,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError("--temperature-per-length sets the weights per length: use --backend longctx or hf")
     if args.backend == "vllm" and not args.finished_only and importlib.util.find_spec("vllm") is None:
         raise UsageError(
-            "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: bench/vllm/install.sh)"
+            "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: "
+            "bench/vllm_peer/install.sh)"
         )
     if args.haystack_dir is not None and not Path(args.haystack_dir).exists():
         raise UsageError(f"--haystack-dir {args.haystack_dir!r} does not exist; give a folder of .txt files or a file")

@@ -160,7 +160,7 @@ def default_device() -> str:
 
 def no_flashinfer_sampler() -> None:
     """vLLM's sampler imports FlashInfer on CUDA unless VLLM_USE_FLASHINFER_SAMPLER=0 (vllm 0.26
-    TopKTopPSampler); the offline install (bench/vllm) leaves FlashInfer out, and greedy decoding
+    TopKTopPSampler); the offline install (bench/vllm_peer) leaves FlashInfer out, and greedy decoding
     never uses that sampler, so turn it off where FlashInfer is absent."""
     import importlib.util
 

@@ -21,7 +21,7 @@ tree_bytes() {  # what every call carries besides its carry paths: tracked and u
 }
 
 case "${1:-}" in
-  tree)  # the bytes every call carries besides its carry paths (bench/vllm/fetch-wheels.sh sizes its pieces by it)
+  tree)  # the bytes every call carries besides its carry paths (bench/vllm_peer/fetch-wheels.sh sizes its pieces by it)
     tree_bytes
     ;;
   pack)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install vLLM 0.26.0 on the GPU machine (no network) from the pieces that bench/vllm/fetch-wheels.sh
+# Install vLLM 0.26.0 on the GPU machine (no network) from the pieces that bench/vllm_peer/fetch-wheels.sh
 # made, into /tmp/vsite, a target of its own: vLLM's pins (tilelang 0.1.9 against fla's 0.1.15,
 # apache-tvm-ffi 0.1.10) clash with our stack in /tmp/site. The staged set leaves tilelang out and ships
 # apache-tvm-ffi 0.1.12, but vLLM still gets its own folder and its own PYTHONPATH.
@@ -9,10 +9,10 @@
 # /tmp only while it is held: it goes back ~30 s after a call ends, so send the calls back to back (a
 # gap longer than that and the pieces already in /tmp/vparts are gone: start again from call 0).
 #   call k < N-1: carry [".vllm_parts/0k"]
-#                 command: bash bench/vllm/install.sh stash
+#                 command: bash bench/vllm_peer/install.sh stash
 #   call N-1:     carry [".vllm_parts/<last>"]
-#                 command: bash bench/vllm/install.sh stash && bash bench/vllm/install.sh install
-#                          && PYTHONPATH=/tmp/vsite python3 bench/vllm/smoke.py MODEL_DIR --enforce-eager
+#                 command: bash bench/vllm_peer/install.sh stash && bash bench/vllm_peer/install.sh install
+#                          && PYTHONPATH=/tmp/vsite python3 bench/vllm_peer/smoke.py MODEL_DIR --enforce-eager
 # `stash` copies the carried piece(s) into /tmp/vparts (outside the repo, so the next call's tree copy
 # cannot touch them) and lists what is there; `install` checks that all N pieces are there and that
 # the joined tar's sha256 matches, unpacks the wheels to /tmp/vwhl, installs them with
@@ -81,7 +81,7 @@ print(f"vllm {vllm.__version__} at {vllm.__file__}; torch {torch.__version__}, c
 PY
   ;;
 *)
-  echo "usage: bash bench/vllm/install.sh stash|install (the recipe is in this file's header)" >&2
+  echo "usage: bash bench/vllm_peer/install.sh stash|install (the recipe is in this file's header)" >&2
   exit 2
   ;;
 esac

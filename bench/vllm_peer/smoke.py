@@ -1,6 +1,6 @@
 """vLLM smoke test: load a local HF checkpoint with vllm.LLM and decode a few prompts greedily.
 
-    PYTHONPATH=/tmp/vsite python3 bench/vllm/smoke.py MODEL_DIR [--enforce-eager] [--max-tokens 16]
+    PYTHONPATH=/tmp/vsite python3 bench/vllm_peer/smoke.py MODEL_DIR [--enforce-eager] [--max-tokens 16]
         [--max-model-len 4096] [--dtype auto] [--attention-backend TRITON_ATTN] [--prompt TEXT ...]
         [--out $OUT/vllm_smoke.json] [--against-longctx]
 
@@ -16,7 +16,7 @@ token is the same, prompts whose whole continuation is, and where each pair firs
 a first token differs). Needs fla beside vLLM (PYTHONPATH=/tmp/vsite:/tmp/site:$PWD, install.sh).
 
 --enforce-eager skips CUDA graph capture and torch.compile (start-up in seconds instead of
-minutes; decode slower). Needs a GPU; see bench/vllm/install.sh for the install recipe.
+minutes; decode slower). Needs a GPU; see bench/vllm_peer/install.sh for the install recipe.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def vllm_environment() -> None:
     import importlib.util
 
     os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # a short-trained checkpoint may be run longer
-    if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm/fetch-wheels.sh
+    if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm_peer/fetch-wheels.sh
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # else vLLM's sampler imports it on CUDA
 
 

@@ -2,7 +2,7 @@
 timed per length, in a process of its own (vLLM takes a share of the GPU's memory and starts an engine
 process; the caller has freed the GPU before it starts this).
 
-    python3 bench/vllm/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
+    python3 bench/vllm_peer/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
         [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85]
 
 PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
@@ -65,7 +65,7 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     by_len = load_prompts(args.prompts)
-    from smoke import vllm_environment  # bench/vllm/smoke.py, beside this script
+    from smoke import vllm_environment  # bench/vllm_peer/smoke.py, beside this script
 
     vllm_environment()
     import vllm

@@ -5,8 +5,8 @@
 # tar them and split the tar into pieces of PART_MB MiB (default: 64 less the working tree that every call
 # sends, less 3, so a piece and the tree stay under 64 MiB), one folder each: .vllm_parts/NN/part.
 # Run from the project root (needs pip and PyPI here):
-#   bash bench/vllm/fetch-wheels.sh [EXTRA_SPEC ...]        # KEEP_FA2=1 keeps the FA2 kernels (see below)
-# then carry one piece per device call and install with bench/vllm/install.sh (the recipe is there).
+#   bash bench/vllm_peer/fetch-wheels.sh [EXTRA_SPEC ...]        # KEEP_FA2=1 keeps the FA2 kernels (see below)
+# then carry one piece per device call and install with bench/vllm_peer/install.sh (the recipe is there).
 #
 # What goes in (each is imported at module level on the offline path; found by importing vllm,
 # vllm.entrypoints.llm, the v1 engine core / core client / executors, the GPU worker and model runner,
@@ -100,4 +100,4 @@ for f in "$parts"/part_*; do
 done
 ls -l "$w" | awk 'NR > 1 {t += $5; printf "%8.1f MiB  %s\n", $5 / 1048576, $9} END {printf "%8.1f MiB  in all\n", t / 1048576}'
 echo "$n parts of at most $mb MiB: $parts/00 .. $parts/$(printf %02d $((n - 1))) (tar sha256 ${sum:0:16})"
-echo "carry one per call, back to back; recipe in bench/vllm/install.sh"
+echo "carry one per call, back to back; recipe in bench/vllm_peer/install.sh"
