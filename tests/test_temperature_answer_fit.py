@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from test_train_extend_drope import TARGET, extend
+from test_train_extend_drope import TARGET, cli, extend
 from test_train_temperature_cmd import drope, hybrid, temperature  # noqa: F401 (fixtures)
 
 from longctx.data import load_tokenizer
@@ -128,3 +128,12 @@ def test_extend_refuses_bad_fits(hybrid, tmp_path, capsys, sets, needle):  # noq
     assert extend(hybrid, out, "--steps", 1, *argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0] and not out.exists()
+
+
+def test_a_target_too_short_for_the_documents_fails_before_training(hybrid, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    sets = ("--set", "extend.rope.temperature=auto", "--set", "extend.rope.temperature_fit=answer")
+    assert cli("extend", "--model", hybrid, "--out", out, "--device", "cpu", "--no-progress", "--method", "drope",
+               "--target", 80, "--batch-size", 1, "--steps", 2, *sets) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--target 80: too short for the answer fit" in err[0] and not out.exists()

@@ -298,6 +298,11 @@ def run(args: argparse.Namespace) -> int:
     make_loader = loader_factory(cfg, tokenizer, **data_prefetch(device))
     check_data(make_loader, stages[0])
     probe = build_probe(cfg, tokenizer)
+    answers = None
+    if setting == "auto" and fit == "answer":  # drawn now (seconds): a target they do not fit fails before training
+        from longctx.train.temperature import fit_batches
+
+        answers = fit_batches(fit, cfg, tokenizer, target, stages[-1].batch_size)
     dims, device = start_parallel(args, stages, mconfig, device)
     from longctx.distributed import build_on_rank0
     from longctx.model import HybridLM
@@ -324,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
             base_len=base_len,
             target=target,
             fit=fit,
-            heldout=lambda: fit_batches(fit, cfg, tokenizer, target, stages[-1].batch_size),
+            heldout=lambda: answers or fit_batches(fit, cfg, tokenizer, target, stages[-1].batch_size),
         )
     try:
         torch.manual_seed(cfg.seed)

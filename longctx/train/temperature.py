@@ -73,7 +73,7 @@ def answer_batches(tokenizer, target: int, batch_size: int, seed: int) -> list[d
         if len(fitting) == n:
             break
     else:
-        raise UsageError(f"target {target}: too short for the answer fit's retrieval documents; give 1024 or more")
+        raise UsageError(f"--target {target}: too short for the answer fit's retrieval documents; give 1024 or more")
     rows, labels = [], []
     for p, answer in fitting:
         a = tokenizer.encode(" " + answer, add_special_tokens=False)[: target - len(p)]
