@@ -30,12 +30,19 @@ def temperature(*argv):
     return cli("temperature", "--device", "cpu", *argv)
 
 
-def test_auto_equals_extend_fitting_it_itself(hybrid, drope, tmp_path):
+@pytest.mark.parametrize("fit", ["nll", "answer"])
+def test_auto_equals_extend_fitting_it_itself(hybrid, drope, tmp_path, fit):
+    """Both objectives: the whole held-out sequences' NLL (the paper's) and the retrieval answers' NLL."""
+    from longctx.train.temperature import FIT_ANSWERS, FIT_SEQUENCES
+
     fitted = tmp_path / "fitted-by-extend"
-    assert extend(hybrid, fitted, "--steps", 2, "--set", "extend.rope.temperature=auto") == 0
+    sets = ("--set", "extend.rope.temperature=auto", "--set", f"extend.rope.temperature_fit={fit}")
+    assert extend(hybrid, fitted, "--steps", 2, *sets) == 0
     out = tmp_path / "added"
-    assert temperature("--model", drope, "--out", out) == 0
+    assert temperature("--model", drope, "--out", out, *(("--fit", fit) if fit != "nll" else ())) == 0
     ours, theirs = (json.loads((d / "drope_temperature.json").read_text()) for d in (out, fitted))
+    assert ours["fit"]["by"] == theirs["fit"]["by"] == fit
+    assert ours["fit"]["sequences"] == (FIT_ANSWERS if fit == "answer" else FIT_SEQUENCES)
     tried = {r["c"]: r["nll"] for r in ours["fit"]["tried"]}
     assert tried.keys() == {r["c"] for r in theirs["fit"]["tried"]} and len(tried) == 15
     for r in theirs["fit"]["tried"]:
@@ -48,6 +55,7 @@ def test_auto_equals_extend_fitting_it_itself(hybrid, drope, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     meta = json.loads((out / "longctx_train.json").read_text())
     assert meta["temperature"] == ours and meta["rope_options"]["temperature"] == "auto"
+    assert ours["c"] == min(tried, key=tried.get)
     assert meta["method"] == "drope" and meta["target"] == TARGET
     assert not (drope / "drope_temperature.json").exists()  # the run itself is untouched
 
