@@ -135,3 +135,77 @@ def test_cut_short(answer, refs, want):
     from longctx.evaluate.answers_cmd import cut_short
 
     assert cut_short(answer, refs) is want
+
+
+def _echo_lm():
+    """Echoes every prompt: each reference is in it, every sample scores 100."""
+    from lm_eval.api.model import LM
+
+    class Echo(LM):
+        def generate_until(self, requests):
+            return [r.args[0] for r in requests]
+
+        def loglikelihood(self, requests):
+            raise NotImplementedError
+
+        def loglikelihood_rolling(self, requests):
+            raise NotImplementedError
+
+    return Echo()
+
+
+def test_against_compares_the_same_samples_one_by_one(evaluated, tiny_model, tmp_path, capsys):  # noqa: F811
+    """A (right on half the samples, by a hash of the prompt) against B (right on all): B is higher exactly on
+    A's misses, equal on the rest; the sign test of k misses against 0 is 2 / 2^k."""
+    from longctx.evaluate.answers_paired import sign_test
+
+    out, res = evaluated
+    b = tmp_path / "echo" / "ruler.json"
+    spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=TASKS, samples=6, out=b)
+    evaluate_ruler(spec, lm=_echo_lm(), log=lambda s: None)
+    dump = tmp_path / "cells.json"
+    capsys.readouterr()
+    assert _load().main([str(out), "--against", str(b), "--json", str(dump)]) == 0
+    table = capsys.readouterr().out.split("Sample by sample")[1]
+    cells = {c["task"]: c for c in json.loads(dump.read_text())}
+    misses = 0
+    for task in TASKS:
+        k = cells[task]["samples"] - cells[task]["right"]
+        misses += k
+        mean = -100 * k / 6
+        p = f"{min(1.0, 2 / 2**k) if k else 1.0:.3g}"
+        assert f"| {task} | 1k | 6 | 0 / {k} / {6 - k} | {mean:+.1f} | {p} |" in table, table
+    assert f"| all compared cells |  | 18 | 0 / {misses} / {18 - misses} |" in table
+    assert sign_test(0, misses) == pytest.approx(2 * 0.5**misses)
+    # the other way round: the same counts, mirrored
+    assert _load().main([str(b), "--against", str(out)]) == 0
+    assert f"| all compared cells |  | 18 | {misses} / 0 / {18 - misses} |" in capsys.readouterr().out
+
+
+def test_sign_test_against_the_binomial_reference():
+    from longctx.evaluate.answers_paired import sign_test
+
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0
+    assert sign_test(1, 10) == pytest.approx(2 * 12 / 2**11)  # P(X <= 1), n = 11, doubled
+    stats = pytest.importorskip("scipy.stats")
+    for wins, losses in ((3, 17), (11, 0), (24, 11), (40, 45), (0, 1)):
+        want = stats.binomtest(wins, wins + losses, 0.5).pvalue
+        assert sign_test(wins, losses) == pytest.approx(want, rel=1e-9)
+
+
+def test_against_other_samples_compares_nothing(evaluated, tiny_model, tmp_path, capsys):  # noqa: F811
+    """B drawn with another seed has other samples: nothing is compared, the cells are named on stderr; B
+    without its journal is one line, exit 2."""
+    out, _ = evaluated
+    b = tmp_path / "seed7" / "ruler.json"
+    spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=6, out=b, seed=7)
+    evaluate_ruler(spec, lm=_echo_lm(), log=lambda s: None)
+    capsys.readouterr()
+    assert _load().main([str(out), "--against", str(b), "--tasks", "niah_single_1"]) == 0
+    got = capsys.readouterr()
+    assert "| niah_single_1 | 1k | 6 |" not in got.out.split("Sample by sample")[1]
+    assert "not compared (not in both, or other samples): niah_single_1 @ 1k" in got.err
+    journal_path(b).unlink()
+    assert _load().main([str(out), "--against", str(b)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "longctx answers: error:" in ln]
+    assert len(err) == 1 and "journal" in err[0]

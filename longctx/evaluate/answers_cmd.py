@@ -2,6 +2,7 @@
 
     longctx answers runs/drope-64k/ruler.json [--tasks niah_single_1] [--lengths 16k,64k]
                     [--tokenizer DIR | --tokenizer embedded] [--show 3] [--json OUT.json]
+                    [--against runs/yarn-64k/ruler.json]
 
 `longctx eval` keeps every answer in its journal (`<results>.partial.jsonl`, kept after the run) under
 lm-eval's request hash, not beside its sample. This rebuilds the same requests (the results file's
@@ -12,7 +13,9 @@ how many misses were cut short (a proper prefix of a reference), the most common
 --show misses with their references. The tokenizer must be the one the evaluation sized its prompts
 with: the model directory (the default, when it still exists), or `embedded` for longctx's own (every
 study-20m model). A cell whose answers the journal does not hold (its samples drawn otherwise, e.g. by an
-earlier RULER generator) is left out and named on stderr.
+earlier RULER generator) is left out and named on stderr. `--against B.json` (another evaluation of the same
+samples: same seed, haystack and tokenizer) adds a sample-by-sample comparison per cell and over them all:
+how many samples each scored higher, the mean difference and a sign test (longctx.evaluate.answers_paired).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: di
         got = answers[key]
         rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
                      "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
+    per_sample = {r["index"]: {"score": r["score"], "references": r["references"]} for r in rows}
     scores = [r["score"] for r in rows]
     misses = [{**r, "cut_short": cut_short(r["answer"], r["references"])} for r in rows if r["score"] < 100]
     common = Counter(postprocess(r["answer"]) for r in rows).most_common(3)
@@ -101,6 +105,7 @@ def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: di
         "right": sum(s == 100 for s in scores), "partly": sum(0 < s < 100 for s in scores),
         "missed": sum(s == 0 for s in scores), "distinct": len({postprocess(r["answer"]) for r in rows}),
         "cut_short": sum(m["cut_short"] for m in misses), "common": [[a, c] for a, c in common], "misses": misses,
+        "per_sample": per_sample,
     }  # fmt: skip
 
 
@@ -123,12 +128,39 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--tokenizer", help="tokenizer directory, or 'embedded' (default: the model directory)")
     ap.add_argument("--show", type=int, default=3, help="misses to print per cell, with references (default 3)")
     ap.add_argument("--json", help="write every cell's answers and references here")
+    ap.add_argument(
+        "--against",
+        metavar="B.json",
+        help="another evaluation of the same samples (same seed, haystack, tokenizer): compare them sample by "
+        "sample per cell (higher / lower / equal counts, mean difference, sign test)",
+    )
+
+
+def _cells(results: str, res: dict, tasks, lengths, choice, scratch) -> tuple[list[dict], list[str]]:
+    """(matched cells, names of the cells whose answers the journal does not hold) of one evaluation."""
+    fp, answers = read_journal(journal_path(results))
+    tok = tokenizer_dir(choice, res["model"], scratch)
+    cells, unmatched = [], []
+    for length in lengths:
+        for task in tasks:
+            cell = R.cell(res, task, length)
+            if cell is None or cell.get("score") is None:
+                continue  # not run, or unavailable here
+            got = cell_answers(task, length, int(cell["samples"]), tok, fp, answers)
+            if got is None:
+                unmatched.append(f"{task} @ {format_length(length)}")
+                continue
+            got["results_score"] = cell["score"]
+            cells.append(got)
+    return cells, unmatched
 
 
 def run(args) -> int:
     try:
         res = R.load(args.results)
-        fp, answers = read_journal(journal_path(args.results))
+        journal = journal_path(args.results)
+        if not journal.exists():
+            read_journal(journal)  # its one-line error
         lengths = parse_lengths(args.lengths) if args.lengths else res["lengths"]
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else res["tasks"]
         tasks = [f"ruler_{t}" if t not in res["tasks"] and f"ruler_{t}" in res["tasks"] else t for t in tasks]
@@ -137,20 +169,12 @@ def run(args) -> int:
                 raise UsageError(f"--tasks: {t!r} is not in {args.results} (tasks: {', '.join(res['tasks'])})")
         if args.show < 0:
             raise UsageError(f"--show {args.show}: need 0 or more")
+        other = R.load(args.against) if args.against else None
+        if other is not None and not journal_path(args.against).exists():
+            read_journal(journal_path(args.against))
         with tempfile.TemporaryDirectory() as scratch:
-            tok = tokenizer_dir(args.tokenizer, res["model"], scratch)
-            cells, unmatched = [], []
-            for length in lengths:
-                for task in tasks:
-                    cell = R.cell(res, task, length)
-                    if cell is None or cell.get("score") is None:
-                        continue  # not run, or unavailable here
-                    got = cell_answers(task, length, int(cell["samples"]), tok, fp, answers)
-                    if got is None:
-                        unmatched.append(f"{task} @ {format_length(length)}")
-                        continue
-                    got["results_score"] = cell["score"]
-                    cells.append(got)
+            cells, unmatched = _cells(args.results, res, tasks, lengths, args.tokenizer, scratch)
+            theirs = _cells(args.against, other, tasks, lengths, args.tokenizer, scratch)[0] if other else []
     except R.ResultsError as e:
         raise UsageError(str(e)) from None
     if unmatched and not cells:
@@ -173,4 +197,30 @@ def run(args) -> int:
         Path(args.json).write_text(json.dumps(cells, indent=1))
     if unmatched:
         print(f"left out, {UNMATCHED}: {', '.join(unmatched)}", file=sys.stderr)
+    if other is not None:
+        _print_paired(cells, theirs, args.results, args.against)
     return 0
+
+
+def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str) -> None:
+    from longctx.evaluate import answers_paired as P
+
+    by_cell = {(c["task"], c["length"]): c for c in theirs}
+    rows, apart = [], []
+    for c in ours:
+        other = by_cell.get((c["task"], c["length"]))
+        paired = P.pair_cell(c, other) if other is not None else None
+        if paired is None:
+            apart.append(f"{c['task']} @ {format_length(c['length'])}")
+        else:
+            rows.append(paired)
+    print(f"\nSample by sample, A = {a} against B = {b} (the same samples):\n")
+    head = ["task", "length", "samples", "A higher / B higher / equal", "mean A - B", "sign test p"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in [*rows, P.total(rows)] if rows else []:
+        where = format_length(r["length"]) if r["length"] is not None else ""
+        print(f"| {r['task']} | {where} | {r['samples']} | {r['a_higher']} / {r['b_higher']} / {r['equal']} | "
+              f"{r['mean_diff']:+.1f} | {r['p']:.3g} |")  # fmt: skip
+    if apart:
+        print(f"not compared (not in both, or other samples): {', '.join(apart)}", file=sys.stderr)
