@@ -27,11 +27,11 @@ root=${COLD_ROOT:-/tmp}  # repo/, kcache/ and cold/ (the run) go here; /tmp on t
 src=$PWD
 mkdir -p "$out"
 rm -rf "$root/repo" "$root/kcache" "$root/cold" && mkdir -p "$root/repo" "$root/kcache/triton"
-tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.whl_parts --exclude=.git --exclude=.tcache -cf - . | tar -C "$root/repo" -xf -
+. "$src/scripts/gpu/lane-env.sh"
+copy_tree "$src" "$root/repo"
 cd "$root/repo" || exit 1
-export PYTHONUNBUFFERED=1 PYTHONPATH="/tmp/site:$root/repo" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export LONGCTX_KERNEL_CACHE="$root/kcache" OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+lane_env "$root/kcache"
+export PYTHONPATH="/tmp/site:$root/repo"
 {
   bash "$src/scripts/gpu/kcache.sh" restore "$cache"
   nvidia-smi --query-gpu=name --format=csv,noheader 2> /dev/null || echo "no nvidia-smi"

@@ -28,11 +28,11 @@ set -u
 [ $# -ge 1 ] || { echo "usage: start-lane.sh 'COMMAND'" >&2; exit 2; }
 src=$PWD
 rm -rf /tmp/repo /tmp/w && mkdir -p /tmp/repo /tmp/w/logs /tmp/kcache/triton
-tar -C "$src" --exclude=.whl --exclude=.whl_tl --exclude=.whl_parts --exclude=.git -cf - . | tar -C /tmp/repo -xf -
+. "$src/scripts/gpu/lane-env.sh"
+copy_tree "$src" /tmp/repo
 cd /tmp/repo
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:/tmp/repo HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+lane_env /tmp/kcache
+export PYTHONPATH=/tmp/site:/tmp/repo
 bash "$src/scripts/gpu/kcache.sh" restore "$src/.tcache"
 { nvidia-smi --query-gpu=name,memory.total --format=csv
   python3 -c "import torch, transformers, fla; print(torch.__version__, transformers.__version__, fla.__version__)"; } \

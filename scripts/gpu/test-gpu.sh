@@ -17,9 +17,8 @@ limit=${1:-540}
 shards=${2:-3}
 out=${OUT:-/tmp/gpu-tests}
 mkdir -p "$out" /tmp/kcache
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export LONGCTX_KERNEL_CACHE=/tmp/kcache OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
-unset TRITON_CACHE_DIR TORCHINDUCTOR_CACHE_DIR TILELANG_CACHE_DIR
+. scripts/gpu/lane-env.sh
+lane_env /tmp/kcache
 bash scripts/gpu/kcache.sh restore .tcache
 t0=$(date +%s)
 python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider tests/ 2>/dev/null | grep '::' > "$out/gpu-tests.ids"
