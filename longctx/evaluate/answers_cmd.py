@@ -136,10 +136,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
 
 
-def _cells(results: str, res: dict, tasks, lengths, choice, scratch) -> tuple[list[dict], list[str]]:
+def _cells(res: dict, journal: tuple[dict, dict], tasks, lengths, tok: str) -> tuple[list[dict], list[str]]:
     """(matched cells, names of the cells whose answers the journal does not hold) of one evaluation."""
-    fp, answers = read_journal(journal_path(results))
-    tok = tokenizer_dir(choice, res["model"], scratch)
+    fp, answers = journal
     cells, unmatched = [], []
     for length in lengths:
         for task in tasks:
@@ -158,9 +157,7 @@ def _cells(results: str, res: dict, tasks, lengths, choice, scratch) -> tuple[li
 def run(args) -> int:
     try:
         res = R.load(args.results)
-        journal = journal_path(args.results)
-        if not journal.exists():
-            read_journal(journal)  # its one-line error
+        journal = read_journal(journal_path(args.results))
         lengths = parse_lengths(args.lengths) if args.lengths else res["lengths"]
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else res["tasks"]
         tasks = [f"ruler_{t}" if t not in res["tasks"] and f"ruler_{t}" in res["tasks"] else t for t in tasks]
@@ -170,11 +167,15 @@ def run(args) -> int:
         if args.show < 0:
             raise UsageError(f"--show {args.show}: need 0 or more")
         other = R.load(args.against) if args.against else None
-        if other is not None and not journal_path(args.against).exists():
-            read_journal(journal_path(args.against))
+        other_journal = read_journal(journal_path(args.against)) if other is not None else None
         with tempfile.TemporaryDirectory() as scratch:
-            cells, unmatched = _cells(args.results, res, tasks, lengths, args.tokenizer, scratch)
-            theirs = _cells(args.against, other, tasks, lengths, args.tokenizer, scratch)[0] if other else []
+            tok = tokenizer_dir(args.tokenizer, res["model"], scratch)
+            cells, unmatched = _cells(res, journal, tasks, lengths, tok)
+            if other is not None:
+                tok = tok if args.tokenizer else tokenizer_dir(None, other["model"], scratch)
+                theirs = _cells(other, other_journal, tasks, lengths, tok)[0]
+            else:
+                theirs = []
     except R.ResultsError as e:
         raise UsageError(str(e)) from None
     if unmatched and not cells:

@@ -108,11 +108,11 @@ def plan(study: dict) -> list[Stage]:
             tag, run_dir = r["tag"], root / arch / r["tag"]
             cfg_file = root / "configs" / f"extend-{r['method']}.yaml"
             added = added_temperature(study, r["method"])
+            spec = (study["extend"].get("variants") or {}).get(r["method"]) or {}  # a variant's own keys
             if added is not None:  # DRoPE's temperature on this unit's drope run of the same budget and seed
                 source = variant(study, r["method"])[0] + tag[len(r["method"]) :]
                 cmd = ["temperature", "--model", str(root / arch / source), "--out", str(run_dir), "--c", str(added)]
-                fit = (study["extend"].get("variants") or {})[r["method"]].get("fit")
-                cmd += ["--fit", fit] if fit else []
+                cmd += ["--fit", spec["fit"]] if spec.get("fit") else []
                 cmd += ["--device", study["device"]] if study.get("device") else []
                 needs = [f"extend-{arch}-{source}"]
             else:
@@ -122,7 +122,7 @@ def plan(study: dict) -> list[Stage]:
             stages.append(Stage(f"extend-{arch}-{tag}", "extend", lm + cmd, run_dir, arch, model=model, needs=needs))
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
-            per_length = added is not None and (study["extend"].get("variants") or {})[r["method"]].get("per_length")
+            per_length = added is not None and spec.get("per_length")
             stages.append(
                 Stage(
                     f"eval-{arch}-{tag}",

@@ -65,8 +65,10 @@ class VariantSpec:
             self.per_length,
         )
 
+        from rope_methods.drope import FIT_CHOICES
+
         _need(
-            self.fit is None or (self.temperature == "auto" and self.fit in ("nll", "answer")),
+            self.fit is None or (self.temperature == "auto" and self.fit in FIT_CHOICES),
             f"{at}.fit",
             "give nll or answer, with temperature: auto",
             self.fit,

@@ -36,6 +36,7 @@ OBJECTIVES = {
     "nll": "mean next-token NLL",
     "answer": "mean NLL of the answer tokens of key-value retrieval documents",
 }
+SHORT = {"nll": "NLL", "answer": "answer NLL"}  # the objectives in progress lines
 C_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 GOLDEN_STEPS = 6
 HELDOUT_SEED = 1_000_003  # added to the run's seed: held-out draws, not the training stream
@@ -203,7 +204,7 @@ class DropeTemperature:
         if fit:
             at0 = next((r["nll"] for r in fit["tried"] if r["c"] == 0.0), None)
             best = min(r["nll"] for r in fit["tried"])
-            what = "answer NLL" if fit.get("by") == "answer" else "NLL"
+            what = SHORT[fit.get("by", "nll")]  # records written before `by` existed are NLL fits
             text += (
                 f" (auto: held-out {what} {best:.4f} vs {at0:.4f} at c = 0, {fit['sequences']} sequences of "
                 f"{fit['seq_len']} tokens, {len(fit['tried'])} values of c tried)"

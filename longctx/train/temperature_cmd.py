@@ -33,6 +33,7 @@ from longctx.lengths import parse_length
 from longctx.train.export import DTYPES, export_hf, parse_dtype
 from longctx.train.loss import heldout_ce
 from longctx.train.outdir import RUN_CONFIG, TRAIN_META, check_new_out, read_train_meta
+from rope_methods.drope import FIT_CHOICES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--fit",
         default="nll",
-        choices=("nll", "answer"),
+        choices=FIT_CHOICES,
         help="what --c auto minimises: nll (held-out next-token NLL, the paper's; default) or answer "
         "(the answer tokens' NLL of held-out key-value retrieval documents)",
     )
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from longctx.model.temperature import temperature_layers
     from longctx.train.lock import writing_into
     from longctx.train.loss import make_loss_fn
-    from longctx.train.temperature import C_GRID, GOLDEN_STEPS, DropeTemperature, fit_batches
+    from longctx.train.temperature import C_GRID, GOLDEN_STEPS, SHORT, DropeTemperature, fit_batches
 
     model_dir, out = Path(args.model), Path(args.out)
     meta = check_run(model_dir)
@@ -150,9 +151,8 @@ def run(args: argparse.Namespace) -> int:
     def nll(batches):  # one value of c (the temperature is in the weights now): a progress line per try
         value = heldout_nll(model, batches, loss_fn, device)
         tries[0] += 1
-        what = "answer NLL" if args.fit == "answer" else "NLL"
-        print(f"longctx temperature: fit {tries[0]}/{len(C_GRID) + GOLDEN_STEPS}: held-out {what} {value:.4f}",
-              file=sys.stderr)  # fmt: skip
+        n = len(C_GRID) + GOLDEN_STEPS
+        print(f"longctx temperature: fit {tries[0]}/{n}: held-out {SHORT[args.fit]} {value:.4f}", file=sys.stderr)
         return value
 
     fitter = types.SimpleNamespace(model=model, heldout_nll=nll)
