@@ -18,7 +18,8 @@ all, seeded per length), forward, next-token loss over T-1 positions, backward, 
 `bf16` (default): bf16 weights, gradients and optimizer states, no autocast; `amp`: fp32 weights
 under bf16 autocast (what `longctx pretrain` does).
 - ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
-  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce fla` uses fla's
+  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce compiled` / `chunked-fla`
+  make each chunk's softmax gradient through torch.compile / fla's fused CE kernels; `--ce fla` uses fla's
   fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend`
 forces an attention kernel (through
   LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block;
@@ -83,6 +84,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from longctx.config import LOSS_BACKENDS  # noqa: E402
 from longctx.env import GDN_BACKENDS  # noqa: E402
 
 IMPLS = ("ours", "peer", "fla")
@@ -119,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ce",
         default="chunked",
-        choices=("chunked", "compiled", "fla"),
+        choices=LOSS_BACKENDS,
         help="ours: cross-entropy over the head: ours chunked, chunked with torch.compile'd softmax "
-        "gradient, or fla's fused linear CE",
+        "gradient, chunked with fla's fused CE kernels for the softmax gradient, or fla's fused linear CE",
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")

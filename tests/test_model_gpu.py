@@ -220,11 +220,12 @@ def test_190m_64k_train_step(name, packed):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("backend", ["fla", "compiled"])
+@pytest.mark.parametrize("backend", ["fla", "compiled", "chunked-fla"])
 def test_fla_fused_linear_ce_matches_chunked_ce(backend):
-    """`loss_backend: fla` (fla's fused linear CE) and `compiled` (our chunks, softmax gradient through
-    torch.compile) against our chunked CE in bf16 and an fp32 reference: loss and gradients."""
-    if backend == "fla":
+    """`loss_backend: fla` (fla's fused linear CE), `compiled` (our chunks, softmax gradient through
+    torch.compile) and `chunked-fla` (our chunks, softmax gradient in fla's fused CE kernels) against our
+    chunked CE in bf16 and an fp32 reference: loss and gradients."""
+    if backend in ("fla", "chunked-fla"):
         fla_or_skip()
     elif not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")

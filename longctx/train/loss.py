@@ -12,6 +12,7 @@ can divide by the token count of the whole optimizer step.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -56,6 +57,22 @@ def _chunk_terms(logits, y_safe, vf, z_coef: float, need_grad: bool = True):  # 
     return g.to(logits.dtype), ((lse - target) * vf).sum(), (lse * lse * vf).sum()
 
 
+def _fla_terms(logits, y_safe, vf, z_coef: float, need_grad: bool):
+    """`_chunk_terms` through fla's fused cross-entropy kernels (Triton, no compile step): one kernel reads
+    the logits in their own dtype for the logsumexp and the loss, a second reads them again and writes the
+    gradient over them in place. Rows with vf = 0 get a zero gradient through dloss = vf."""
+    try:
+        from fla.modules.fused_cross_entropy.ops import cross_entropy_bwd, cross_entropy_fwd
+    except ImportError:
+        raise RuntimeError("loss backend 'chunked-fla' needs the flash-linear-attention package") from None
+    loss, z_loss, lse, _, _ = cross_entropy_fwd(logits, y_safe, lse_square_scale=z_coef)
+    sums = ((loss - z_loss) * vf).sum(), (lse * lse * vf).sum()
+    if not need_grad:
+        return (None, *sums)
+    return (cross_entropy_bwd(logits, y_safe, lse, vf, lse_square_scale=z_coef, inplace_backward=True), *sums)
+
+
+TERMS = ("eager", "compiled", "fla")  # chunked_cross_entropy(terms=...)
 _compiled_terms = None
 
 
@@ -68,7 +85,7 @@ def _fused_terms():
 
 class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad, fused=False):
+    def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad, terms=_eager_terms):
         n = hidden.shape[0]
         acc = torch.promote_types(compute_dtype, torch.float32)  # softmax and sums: fp32 at least
         ce_sum = torch.zeros((), dtype=acc, device=hidden.device)
@@ -76,7 +93,6 @@ class _ChunkedLinearCE(torch.autograd.Function):
         w = weight.to(compute_dtype)
         grad_h = torch.empty_like(hidden) if need_grad else None
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_grad else None
-        terms = _fused_terms() if fused and need_grad else _eager_terms  # no gradient wanted: nothing to fuse
         for s in range(0, n, chunk):
             h = hidden[s : s + chunk].to(compute_dtype)
             y = labels[s : s + chunk]
@@ -118,25 +134,31 @@ def chunked_cross_entropy(
     z_loss: float = 0.0,
     ignore_index: int = IGNORE_INDEX,
     compute_dtype: torch.dtype | None = None,
-    fused: bool = False,
+    terms: str = "eager",
 ) -> LossParts:
     """Summed CE (and z-loss) of logits = hidden @ weight.T against labels, chunk tokens at a time.
 
     hidden [..., D] and labels [...] are flattened together; weight is the lm head [V, D].
     compute_dtype is the matmul dtype (default: the autocast dtype when autocast is on, else
-    hidden's); softmax and the sums are always fp32. fused: each chunk's softmax gradient through
-    torch.compile (`_chunk_terms`); the gradient is then rounded to compute_dtype once, as the eager
-    path rounds it before its matmuls.
+    hidden's); softmax and the sums are always fp32. terms: how each chunk's softmax gradient is made:
+    `eager` (in place on an fp32 copy), `compiled` (`_chunk_terms` through torch.compile) or `fla`
+    (fla's fused cross-entropy kernels, CUDA); the gradient is rounded to compute_dtype once in each.
     """
+    if terms not in TERMS:
+        raise ValueError(f"terms {terms!r} unknown; accepted: {', '.join(TERMS)}")
     hidden = hidden.reshape(-1, hidden.shape[-1])
     labels = labels.reshape(-1)
     if labels.shape[0] != hidden.shape[0]:
         raise ValueError(f"labels ({labels.shape[0]}) and hidden ({hidden.shape[0]}) hold different token counts")
     compute_dtype = compute_dtype or _matmul_dtype(hidden)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    if terms == "fla" and hidden.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"loss backend 'chunked-fla' runs on CUDA only (the tensors are on {hidden.device.type})")
+    # without a gradient there is nothing for torch.compile to fuse
+    fn = _fused_terms() if terms == "compiled" and need_grad else _fla_terms if terms == "fla" else _eager_terms
     with torch.autocast(hidden.device.type, enabled=False):
         total, ce_sum, z_sum = _ChunkedLinearCE.apply(
-            hidden, weight, labels, int(chunk), float(z_loss), int(ignore_index), compute_dtype, need_grad, fused
+            hidden, weight, labels, int(chunk), float(z_loss), int(ignore_index), compute_dtype, need_grad, fn
         )
     count = (labels != ignore_index).sum()
     return LossParts(total, ce_sum, z_sum, count)
@@ -182,8 +204,10 @@ def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float =
             raise ValueError("loss backend 'fla' has no z-loss; use the chunked backend with z_loss")
         return fla_cross_entropy
 
+    terms = {"chunked": "eager", "compiled": "compiled", "chunked-fla": "fla"}[backend]
+
     def chunked(hidden, weight, labels):  # looked up at call time (tests patch it)
-        return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss, fused=backend == "compiled")
+        return chunked_cross_entropy(hidden, weight, labels, chunk=chunk, z_loss=z_loss, terms=terms)
 
     return chunked
 
