@@ -88,7 +88,7 @@ from longctx.config import LOSS_BACKENDS  # noqa: E402
 from longctx.env import GDN_BACKENDS  # noqa: E402
 
 IMPLS = ("ours", "peer", "fla")
-ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "math")  # longctx.model.attention.BACKENDS
+ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "varlen", "math")  # longctx.model.attention.BACKENDS
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
 FLOPS_NOTE = (

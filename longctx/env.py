@@ -11,7 +11,7 @@ import os
 
 from longctx.errors import UsageError
 
-ATTN_BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "fla", "math")
+ATTN_BACKENDS = ("flash", "sdpa", "sdpa_docs", "flex", "fla", "varlen", "math")
 GDN_BACKENDS = ("fla", "torch")
 _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 

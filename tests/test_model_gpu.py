@@ -142,9 +142,9 @@ def test_fla_prefill_states_and_greedy_match_torch_prefill():
     print(f"greedy token agreement fla vs torch prefill (bf16, random weights): {same:.2%}")
 
 
-@pytest.mark.parametrize("backend", ["flex", "sdpa", "flash", "fla"])
+@pytest.mark.parametrize("backend", ["flex", "sdpa", "flash", "fla", "varlen"])
 def test_cuda_attention_backends(backend):
-    """Each CUDA backend (bf16) against the math backend in fp32; the training ones (flex, fla) in
+    """Each CUDA backend (bf16) against the math backend in fp32; the training ones (flex, fla, varlen) in
     their gradients too."""
     if backend == "flash" and not attn._flash_fns():
         pytest.skip("flash-attn is not installed")
@@ -166,7 +166,7 @@ def test_cuda_attention_backends(backend):
         exact = attn._math_attend(*exact_leaves, layout, window, D**-0.5)
         out = attn._BACKEND_FNS[backend](*leaves, layout, window, D**-0.5)
         assert rel_err(out, exact) < 1e-2, (backend, cu is not None, window)
-        if backend in ("flex", "fla"):
+        if backend in ("flex", "fla", "varlen"):
             up = torch.randn_like(exact)
             exact.backward(up)
             out.backward(up.to(out.dtype))

@@ -24,6 +24,7 @@ def test_step_profiler_covers_exactly_its_steps(tmp_path):
         prof.before(step)
         with torch.profiler.record_function(f"step-{step}"):
             torch.ones(8) @ torch.ones(8)
+            torch.ones(3, 5).add_(1)
         prof.after(step)
     prof.close()
     names = _trace_names(tmp_path / "rank0_steps3-4.trace.json.gz")
@@ -31,6 +32,9 @@ def test_step_profiler_covers_exactly_its_steps(tmp_path):
     head = (tmp_path / "rank0_steps3-4.txt").read_text().splitlines()[0]
     assert head.startswith("rank0_steps3-4: wall ") and "host ops" in head
     assert prof.result["host_ops"] >= 2
+    text = (tmp_path / "rank0_steps3-4.txt").read_text()
+    shapes = text.split("By input shapes")[1]
+    assert any("aten::add_" in line and "[3, 5]" in line for line in shapes.splitlines()), shapes
 
 
 def test_pretrain_writes_a_profile_of_the_chosen_steps(tmp_path):

@@ -19,6 +19,10 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            for sliding windows in bf16/fp16 when fla is installed: flex's first compile of a
            windowed 16k step took minutes, fla's ran transformer-1b at 16k and 64k (docs/benchmarks.md,
            transformer-1b training). Packed documents without a window stay on flex (fla there is unmeasured).
+- "varlen": torch's own flash-attention 2 through `torch.nn.attention.varlen.varlen_attn` (torch >= 2.11:
+           packed documents through cu_seqlens, a sliding window as flash's window_size, autograd), CUDA,
+           fp16/bf16: what "flash" does, without the flash-attn package and without flex's compile.
+           Opt-in (LONGCTX_ATTN_BACKEND=varlen) until measured against flex and fla.
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND, read at each call) to force one.
@@ -27,6 +31,8 @@ Sliding windows follow transformers: query i sees key j iff i - window < j <= i.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -234,6 +240,32 @@ def _flex_attend(q, k, v, layout, window, scale):
     return out.transpose(1, 2)
 
 
+def _varlen_attend(q, k, v, layout, window, scale):
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        raise RuntimeError("attention backend 'varlen' needs torch >= 2.11 (torch.nn.attention.varlen)") from None
+    B, T = q.shape[:2]
+    if layout.packed:
+        cu, longest = layout.cu_seqlens, layout.max_seqlen
+    else:  # one document per row
+        cu, longest = torch.arange(0, B * T + 1, T, dtype=torch.int32, device=q.device), T
+    extra = {}
+    if q.shape[2] != k.shape[2] and "enable_gqa" in inspect.signature(varlen_attn).parameters:
+        extra["enable_gqa"] = True  # torch 2.11's wrapper has no such flag; its kernel takes fewer kv heads as is
+    out = varlen_attn(
+        *(x.reshape(B * T, *x.shape[2:]) for x in (q, k, v)),
+        cu,
+        cu,
+        longest,
+        longest,
+        scale=scale,
+        window_size=(-1, 0) if window is None else (window - 1, 0),  # keys i - window + 1 .. i
+        **extra,
+    )
+    return out.view(B, T, *out.shape[1:])
+
+
 def _fla_attend(q, k, v, layout, window, scale):
     found = _fla_attn()
     if not found:
@@ -253,6 +285,7 @@ _BACKEND_FNS = {
     "sdpa_docs": _sdpa_docs_attend,
     "flex": _flex_attend,
     "fla": _fla_attend,
+    "varlen": _varlen_attend,
     "math": _math_attend,
 }
 

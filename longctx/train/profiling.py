@@ -2,8 +2,10 @@
 
 Writes, per rank, OUT/profile/rank<r>_steps<a>-<b>.txt — wall time of the profiled steps against the summed
 kernel time (far below wall means the step waits on the host: launches, Python, syncs), the
-number of host-side ops, and the top ops by self time — and a gzipped Chrome/Perfetto trace
-beside it. bench/train_throughput.py --profile writes the same summary for one benchmark step.
+number of host-side ops, the top ops by self time, and the same ops split by their input shapes (which
+tensor a copy, cast or elementwise op works on says where in the model it runs: [T, vocab] is the
+cross-entropy, [B, T, heads, dim] a mixer's heads) — and a gzipped Chrome/Perfetto trace beside it.
+bench/train_throughput.py --profile writes the same summary for one benchmark step.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ def kernel_time_ms(events) -> float:
     )
 
 
-def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30) -> dict:
+def write_summary(
+    prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30, shape_rows: int = 60
+) -> dict:
     """The summary file and trace of a finished torch.profiler.profile; returns the headline figures."""
     events = prof.key_averages()
     key = "self_device_time_total" if cuda else "self_cpu_time_total"
@@ -46,7 +50,10 @@ def write_summary(prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, r
         + (f", kernels {kernel_ms:.1f} ms ({100 * kernel_ms / wall_ms:.0f}% of wall)" if cuda else "")
         + f", {host_ops} top-level host ops\n"
     )
-    (out_dir / f"{label}.txt").write_text(head + events.table(sort_by=key, row_limit=rows) + "\n")
+    by_shape = prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=shape_rows)
+    (out_dir / f"{label}.txt").write_text(
+        head + events.table(sort_by=key, row_limit=rows) + "\n\nBy input shapes (record_shapes):\n" + by_shape + "\n"
+    )
     trace = out_dir / f"{label}.trace.json"
     prof.export_chrome_trace(str(trace))
     with open(trace, "rb") as src, gzip.open(f"{trace}.gz", "wb") as dst:
@@ -77,7 +84,7 @@ class StepProfiler:
 
             acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
             self._sync()
-            self._prof = profile(activities=acts)
+            self._prof = profile(activities=acts, record_shapes=True)
             self._prof.__enter__()
             self._t0 = time.perf_counter()
 
