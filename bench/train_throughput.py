@@ -41,7 +41,8 @@ forces an attention kernel (through
 
 Reported per (config, implementation, T): tokens/s = batch*T / median step time over --steps
 timed steps (after --warmup steps; the first fla backward of a new shape compiles a kernel for
-~15 s), MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12 (dense bf16 peak of an H100/H200),
+~15 s), MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12 (dense bf16 peak of an H100/H200;
+T / docs with `--docs`: attention only within a document),
 where flops_per_token (ours, for every implementation) counts model FLOPs only: 6 x matmul
 parameters (lm head included, input embedding excluded) + attention scores 12*H*Dh*ctx per
 attention layer (causal mean context, sliding windows honoured) + 18*HV*Dk*Dv per GDN layer;
@@ -92,7 +93,7 @@ ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "varlen", "math")  # longctx.mo
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
 FLOPS_NOTE = (
-    "MFU = HybridLM.flops_per_token(T) * tokens/s / 989e12. flops_per_token = 6 x matmul params "
+    "MFU = HybridLM.flops_per_token(T / docs) * tokens/s / 989e12. flops_per_token = 6 x matmul params "
     "(lm head incl., input embedding excl.) + 12*H*Dh*ctx per attention layer (causal mean context, "
     "sliding window honoured) + 18*HV*Dk*Dv per GDN layer; checkpoint recomputation, norms, convs "
     "and the optimizer are not counted; same numerator (ours) for every implementation."
@@ -126,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gradient, chunked with fla's fused CE kernels for the softmax gradient, or fla's fused linear CE",
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
+    p.add_argument(
+        "--docs",
+        type=int,
+        default=1,
+        help="ours: pack each sequence as this many equal documents (cu_seqlens; attention and GDN see document "
+        "boundaries, as packed pretraining does); default 1",
+    )
     p.add_argument("--gdn-backend", default=None, choices=GDN_BACKENDS, help="ours: force this GDN kernel")
     p.add_argument("--no-checkpointing", action="store_true", help="all: no activation checkpointing")
     p.add_argument(
@@ -170,6 +178,8 @@ def validate(args) -> None:
         sys.exit(f"--lengths {args.lengths}: need lengths >= 2")
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         sys.exit("--steps >= 1, --warmup >= 0 and --batch >= 1 required")
+    if args.docs < 1 or args.docs > min(args.lengths) or (args.docs > 1 and args.impl != ["ours"]):
+        sys.exit(f"--docs {args.docs}: need 1..{min(args.lengths)} (the shortest length), and --impl ours alone")
     if args.checkpoint_fraction is not None and (not 0 <= args.checkpoint_fraction <= 1 or args.no_checkpointing):
         sys.exit(f"--checkpoint-fraction {args.checkpoint_fraction}: need 0..1, and not with --no-checkpointing")
     if args.device not in ("cuda", "cpu") and not args.device.startswith("cuda:"):
@@ -230,6 +240,17 @@ def build_fla(config, device, dtype, args):
 BUILDERS = {"ours": build_ours, "peer": build_peer, "fla": build_fla}  # each returns (model, fields for the row)
 
 
+def doc_bounds(ids, docs: int):
+    """cu_seqlens of `docs` equal documents in each row of ids [B, T] (the last takes the remainder), or None."""
+    import torch
+
+    if docs <= 1:
+        return None
+    B, T = ids.shape
+    row = [T * i // docs for i in range(docs)]
+    return torch.tensor([b * T + r for b in range(B) for r in row] + [B * T], dtype=torch.int32, device=ids.device)
+
+
 def make_step(impl, model, opt, ids, labels, autocast, args):
     import torch.nn.functional as F
 
@@ -238,9 +259,11 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
 
     loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk)
 
+    cu = doc_bounds(ids, args.docs)
+
     def step_ours():
         with autocast():
-            hidden = model.forward_hidden(ids)
+            hidden = model.forward_hidden(ids, cu_seqlens=cu)
             if args.no_fused_ce:
                 logits = model.lm_head(hidden)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
@@ -276,6 +299,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
     labels[:, :-1] = ids[:, 1:]  # transformers and fla shift labels=input_ids the same way
 
     t0 = time.perf_counter()
+    torch.manual_seed(args.seed)  # the same initial weights for a cell run twice (and across --docs)
     model, info = BUILDERS[impl](config, device, param_dtype, args)
     build_s = time.perf_counter() - t0
     fused = device.type == "cuda"
@@ -445,7 +469,7 @@ def main(argv=None) -> int:
         if "fla" in args.impl:  # the mapping, both parameter counts and what fla cannot match
             meta.setdefault("fla_peer", {})[name] = fla_peer.describe(config, args.fla_ce)
         for T in args.lengths:
-            fpt = counter.flops_per_token(T)
+            fpt = counter.flops_per_token(T // args.docs)  # attention sees one document
             for impl in args.impl:
                 row = {"config": name, "impl": impl, "seq_len": T, "batch": args.batch, "flops_per_token": fpt}
                 if impl == "fla" and "error" in meta["fla_peer"][name]:
@@ -488,6 +512,7 @@ def main(argv=None) -> int:
             ("--plain-elementwise", args.plain_elementwise),
             (f"--ce {args.ce}", args.ce != "chunked"),
             (f"--attn-backend {args.attn_backend}", args.attn_backend),
+            (f"--docs {args.docs}", args.docs > 1),
             (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
             ("--no-checkpointing", args.no_checkpointing),
             (f"--checkpoint-fraction {args.checkpoint_fraction}", args.checkpoint_fraction is not None),

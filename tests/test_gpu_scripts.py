@@ -127,3 +127,32 @@ def test_cold_start_reports_each_step_and_the_slowest_imports(tmp_path, profile)
         assert any("longctx/cli.py" in r and "(main)" in r for r in rows), report  # the command's own entry
     else:
         assert "most cumulative time" not in report
+
+
+def test_speed_lane_cells_are_valid_bench_commands(tmp_path, monkeypatch):
+    """scripts/gpu/speed-lane.sh DRY=1: every cell is a bench/train_throughput.py command its own parser and
+    validation accept (a typo would otherwise cost a lease), each writing under its own folder; ONLY picks cells."""
+    root = SCRIPT.parents[2]
+    lane = root / "scripts" / "gpu" / "speed-lane.sh"
+    env = {"PATH": "/usr/bin:/bin", "DRY": "1"}
+    run = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
+    assert run.returncode == 0, run.stderr
+    cmds = run.stdout.splitlines()
+    assert len(cmds) >= 10
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import train_throughput as tt
+    finally:
+        sys.path.remove(str(root / "bench"))
+    monkeypatch.setattr(tt.fla_peer, "missing", lambda device: None)  # fla is on the GPU machine, not here
+    outs = set()
+    for cmd in cmds:
+        words = cmd.split()
+        assert words[:2] == ["python3", "bench/train_throughput.py"], cmd
+        args = tt.build_parser().parse_args(words[2:])
+        tt.validate(args)  # exits on a bad combination
+        outs.add(args.out)
+    assert len(outs) == len(cmds) and all(o.startswith(str(tmp_path) + "/") for o in outs)
+    env["ONLY"] = "h16-ckpt,t16-ckpt"
+    only = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
+    assert [c.split("--out ")[1] for c in only.stdout.splitlines()] == [f"{tmp_path}/h16-ckpt", f"{tmp_path}/t16-ckpt"]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The training-speed measurements of one lease, one after another on one GPU (nothing else on it), each cell's
+# raw JSON and log under OUT_DIR/<name>/: equal settings first (ours against transformers + fla and fla's own
+# hybrid model, both sides with or both without activation checkpointing), then ours' loss and attention
+# options, then packed documents (flex against torch's varlen flash-attention). Run it as a lane:
+#
+#   wheels as in scripts/gpu/start-lane.sh, then in the last wheel call
+#     bash scripts/gpu/start-lane.sh "bash scripts/gpu/speed-lane.sh /tmp/w/speed" && bash scripts/gpu/poll.sh 480
+#   then `bash scripts/gpu/poll.sh 560` calls back to back (x.tgz holds w/speed/*/train_throughput.json).
+#
+# DRY=1 prints the commands instead of running them (tests/test_gpu_scripts.py parses each with the bench's
+# own parser). STEP_LIMIT: seconds one cell may take (default 420: a fresh machine autotunes fla's kernels for
+# hybrid-1b's shapes in the first cell). ONLY=name1,name2 runs those cells alone.
+set -u
+out=${1:-/tmp/w/speed}
+limit=${STEP_LIMIT:-420}
+mkdir -p "$out"
+cells=(
+  # name | arguments of bench/train_throughput.py
+  "h16-nockpt|--configs hybrid-1b --lengths 16384 --impl ours,peer,fla --no-checkpointing"
+  "h16-ckpt|--configs hybrid-1b --lengths 16384 --impl ours,peer,fla"
+  "h16-nockpt-ce-chunked-fla|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla"
+  "h16-nockpt-ce-compiled|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce compiled"
+  "h64-ckpt|--configs hybrid-1b --lengths 65536 --impl ours,peer,fla"
+  "h64-nockpt|--configs hybrid-1b --lengths 65536 --impl ours,peer,fla --no-checkpointing"
+  "t16-ckpt|--configs transformer-1b --lengths 16384 --impl ours,peer"
+  "t16-nockpt|--configs transformer-1b --lengths 16384 --impl ours,peer --no-checkpointing"
+  "t16-nockpt-varlen|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --attn-backend varlen"
+  "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --attn-backend varlen"
+  "h16-docs8-flex|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend flex"
+  "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend varlen"
+  "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla --profile"
+)
+for cell in "${cells[@]}"; do
+  name=${cell%%|*}
+  args=${cell#*|}
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
+  cmd="python3 bench/train_throughput.py $args --steps 5 --warmup 2 --out $out/$name"
+  if [ -n "${DRY:-}" ]; then echo "$cmd"; continue; fi
+  mkdir -p "$out/$name"
+  t0=$(date +%s)
+  # shellcheck disable=SC2086
+  timeout -k 10 "$limit" $cmd > "$out/$name/log.txt" 2>&1
+  rc=$?
+  echo "$(date -u +%T) $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$out/cells.txt"
+  grep -E '^\|' "$out/$name/log.txt" | tail -6 >> "$out/cells.txt"
+done
