@@ -156,3 +156,56 @@ def test_speed_lane_cells_are_valid_bench_commands(tmp_path, monkeypatch):
     env["ONLY"] = "h16-ckpt,t16-ckpt"
     only = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
     assert [c.split("--out ")[1] for c in only.stdout.splitlines()] == [f"{tmp_path}/h16-ckpt", f"{tmp_path}/t16-ckpt"]
+
+
+def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
+    """scripts/gpu/vllm-lane.sh DRY=1: every step parses with the parser of what it runs (bench/eval_throughput.py,
+    `longctx pretrain|extend`, bench/vllm_peer/smoke.py), the smoke steps name the models the steps before them
+    write, and vLLM's side runs with /tmp/vsite first on its path."""
+    import importlib
+
+    root = SCRIPT.parents[2]
+    env = {"PATH": "/usr/bin:/bin", "DRY": "1"}
+    lane = root / "scripts" / "gpu" / "vllm-lane.sh"
+    run = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
+    assert run.returncode == 0, run.stderr
+    steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
+    assert list(steps)[:2] == ["throughput-16k", "throughput-64k"]
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import eval_throughput as et
+
+        spec = importlib.util.spec_from_file_location("vllm_smoke", root / "bench" / "vllm_peer" / "smoke.py")
+        smoke = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(smoke)
+    finally:
+        sys.path.remove(str(root / "bench"))
+    written = set()
+    for name, cmd in steps.items():
+        words = cmd.split()
+        if words[:2] == ["python3", "bench/eval_throughput.py"]:
+            args = et.build_parser().parse_args(words[2:])
+            et.validate(args)
+            assert "vllm" in args.impl and args.vllm_python == "/tmp/vsite-python"
+        elif words[:3] == ["python3", "-m", "longctx"]:
+            module = importlib.import_module(
+                {"pretrain": "longctx.train.pretrain_cmd", "extend": "longctx.train.extend_cmd"}[words[3]]
+            )
+            parser = __import__("argparse").ArgumentParser()
+            module.add_arguments(parser)
+            args = parser.parse_args(words[4:])
+            if words[3] == "extend":
+                assert args.model in written, (name, args.model)
+            written.add(args.out)
+        else:
+            assert words[0] == "env" and words[1].startswith("PYTHONPATH=/tmp/vsite:"), cmd
+            assert words[2:4] == ["python3", "bench/vllm_peer/smoke.py"] and words[4] in written, cmd
+            Path(words[4]).mkdir(parents=True, exist_ok=True)
+            (Path(words[4]) / "config.json").write_text("{}")
+            assert smoke.parse_args(words[5:] + [words[4]]).against_longctx
+    assert {n for n in steps if n.startswith("smoke-")} == {
+        "smoke-hybrid",
+        "smoke-yarn",
+        "smoke-drope",
+        "smoke-transformer",
+    }
