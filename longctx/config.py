@@ -97,7 +97,7 @@ class ExtendConfig:
     method: str | None = None  # rope_methods name: yarn, drope, pi, ntk, none
     target: int | None = None  # the context length to extend to
     base_len: int | None = None  # None = inferred from the model
-    recalibrate_fraction: float = 0.1  # DRoPE: share of the budget spent at the base length (0: none)
+    recalibrate_fraction: float = 0.1  # DRoPE: share of the budget spent at the base length (0: none; 1: all)
     rope: dict = field(default_factory=dict)  # extra options for the method's extend()
     eval: bool = False  # run `longctx eval` 4k..target afterwards
 
@@ -455,9 +455,9 @@ def validate(cfg: RunConfig) -> None:
     if e.base_len is not None:
         _need(e.base_len >= 2, "extend.base_len (--base-len)", ">= 2", e.base_len)
     _need(
-        0 <= e.recalibrate_fraction < 1,
+        0 <= e.recalibrate_fraction <= 1,
         "extend.recalibrate_fraction",
-        "in [0, 1) (0: no base-length stage)",
+        "in [0, 1] (0: no base-length stage; 1: the base length only)",
         e.recalibrate_fraction,
     )
     gc = cfg.grad_checkpointing

@@ -10,7 +10,8 @@ SmolLM). In SakanaAI/DroPE (custom_models/attention.py) the temperature is the a
 `scaling`, the factor of q.k before the softmax (1/sqrt(d) by default), so beta multiplies the
 logits. longctx recalibrates at the base length (extend.recalibrate_fraction of the steps, 0 for
 Olmo Hybrid's own 64k stage, which drops RoPE at the start of the long run), then trains at the
-target.
+target; a fraction of 1 is the paper's own recipe: the base length only, the target reached zero-shot
+with the temperature.
 
 Options (`--set extend.rope.NAME=VALUE`):
 - layers: "full" (default) drops RoPE from the full-attention layers only; sliding-window layers

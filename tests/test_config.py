@@ -68,7 +68,7 @@ def test_bad_keys_and_types_name_the_key(data, needle):
         ({"batch_size": 0}, "batch_size"),
         ({"tokens": 0}, "tokens"),
         ({"schedule.name": "step"}, "schedule"),
-        ({"extend.recalibrate_fraction": 1.0}, "recalibrate_fraction"),
+        ({"extend.recalibrate_fraction": 1.5}, "recalibrate_fraction"),
         ({"device": "tpu"}, "device"),
         ({"grad_checkpointing": 1.5}, "grad_checkpointing"),
         ({"data.fillers": ["book", "essays"]}, "data.fillers"),

@@ -588,19 +588,22 @@ def test_variant_dry_run(tmp_path, capsys):
 
 def test_the_budget_study(tmp_path):
     """study-20m-budget: the hybrid on the layout data, YaRN, DRoPE, DRoPE with the fitted temperature and
-    DRoPE with the paper's c = 0.1 fixed and DRoPE with c fitted on retrieval answers, at 60, 180 and 360
-    extension steps."""
+    DRoPE with the paper's c = 0.1 fixed, DRoPE with c fitted on retrieval answers and DroPE as published
+    (the base length only, c = 0.1 folded in training, evaluated per length), at 60, 180 and 360 extension steps."""
     s = study.load_study(str(REPO / "configs" / "experiments" / "study-20m-budget.yaml"))
     assert list(s["models"]) == ["hybrid"] and s["extend"]["seeds"] == []
     assert s["pretrain"]["data"]["line_layout"] == 0.5 and s["pretrain"]["data"]["short_noise"] == 0.5
-    methods = ["yarn", "drope", "drope-temp", "drope-c01", "drope-afit"]
+    methods = ["yarn", "drope", "drope-temp", "drope-c01", "drope-afit", "drope-recal"]
     assert s["extend"]["methods"] == methods and s["extend"]["overrides"]["steps"] == 60
     assert study.added_temperature(s, "drope-temp") == "auto" and study.added_temperature(s, "drope-c01") == 0.1
     assert study.added_temperature(s, "drope-afit") == "auto"
     assert s["pretrain"]["seeds"] == [0, 1]
     evals = {x.name: x for x in study.plan(s) if x.kind == "eval"}
     tempered = ("drope-temp", "drope-c01", "drope-afit")
-    assert all(("--temperature-per-length" in x.cmd) == any(t in n for t in tempered) for n, x in evals.items())
+    per_length = (*tempered, "drope-recal")
+    assert all(("--temperature-per-length" in x.cmd) == any(t in n for t in per_length) for n, x in evals.items())
+    recal = study.extend_config(s, "drope-recal")["extend"]
+    assert recal["recalibrate_fraction"] == 1.0 and recal["rope"]["temperature"] == 0.1
     compare = study.plan(s)[-1]
     assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
     st = [x for x in study.plan(s) if x.kind == "extend"]
@@ -848,6 +851,7 @@ def test_temperature_variants_add_to_the_drope_runs(tmp_path):
         ({"method": "drope", "temperature": "auto", "set": {"steps": 3}}, ["drope", "v"], "leave set out"),
         ({"method": "drope", "temperature": "auto"}, ["yarn", "v"], "extend.methods has v without drope"),
         ({"method": "drope", "set": {"steps": 3}, "per_length": True}, ["drope", "v"], "give temperature too"),
+        ({"method": "yarn", "per_length": True}, ["yarn", "v"], "or set extend.rope.temperature"),
         ({"method": "drope", "temperature": "auto", "per_length": "maybe"}, ["drope", "v"], "per_length"),
         ({"method": "drope", "temperature": 0.1, "fit": "answer"}, ["drope", "v"], "with temperature: auto"),
         ({"method": "drope", "temperature": "auto", "fit": "ppl"}, ["drope", "v"], "give nll or answer"),
@@ -859,6 +863,25 @@ def test_temperature_variants_are_checked(tmp_path, variant, methods, words):
     path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
     with pytest.raises(study.StudyError, match=re.escape(words)):
         study.load_study(str(path))
+
+
+def test_a_trained_temperature_variant_is_evaluated_per_length(tmp_path):
+    """A variant that trains with a folded temperature (here DroPE as published: the base length only, c fixed)
+    is an extension of its own with its config's keys, evaluated with beta set for each length."""
+    path = tmp_path / "study.yaml"
+    recal = {"method": "drope", "set": {"extend.recalibrate_fraction": 1.0, "extend.rope.temperature": 0.1}}
+    extend = {"methods": ["drope", "drope-recal"], "variants": {"drope-recal": {**recal, "per_length": True}}}
+    path.write_text(yaml.safe_dump({"base": str(TINY), "models": {"transformer": None}, "extend": extend}))
+    s = study.load_study(str(path))
+    s["out"] = str(tmp_path / "out")
+    st = {x.name: x for x in study.plan(s)}
+    x = st["extend-hybrid-drope-recal"]
+    assert x.cmd[3] == "extend" and x.needs[0] == "pretrain-hybrid"
+    assert "--temperature-per-length" in st["eval-hybrid-drope-recal"].cmd
+    assert "--temperature-per-length" not in st["eval-hybrid-drope"].cmd
+    study.write_configs(s, list(st.values()))
+    cfg = yaml.safe_load((tmp_path / "out" / "configs" / "extend-drope-recal.yaml").read_text())
+    assert cfg["extend"]["recalibrate_fraction"] == 1.0 and cfg["extend"]["rope"]["temperature"] == 0.1
 
 
 def test_temperature_variant_runs(tmp_path):

@@ -1,5 +1,6 @@
 """`longctx extend --method drope` as published, on CPU: the temperature (fixed c or fitted), the
-recalibration share (0: Olmo Hybrid's variant), Olmo 3's sliding layers, and bad values."""
+recalibration share (0: Olmo Hybrid's variant; 1: the paper's own recipe, the base length only), Olmo 3's
+sliding layers, and bad values."""
 
 import json
 import math
@@ -144,6 +145,24 @@ def test_fixed_c_without_recalibration_and_export_of_a_checkpoint(hybrid, tmp_pa
     )
 
 
+def test_recalibration_only_is_the_papers_recipe(hybrid, tmp_path):
+    """--recalibrate-fraction 1: every step at the base length without RoPE (the published DroPE: recalibrate
+    at the original context, extend zero-shot with the temperature); the export still serves the target:
+    its length, no RoPE, beta for the target folded in, transformers' logits equal past the base length."""
+    out = tmp_path / "recal"
+    args = ("--steps", 3, "--recalibrate-fraction", 1, "--set", "extend.rope.temperature=0.1")
+    assert extend(hybrid, out, *args) == 0
+    rows = read_metrics(out)
+    assert [(r["stage"], r["seq_len"]) for r in rows] == [("recalibrate", BASE_LEN)] * 3
+    assert rows[0]["tokens"] * 3 == rows[-1]["tokens"] == 3 * TARGET  # the budget's tokens per step, at 64 a row
+    config = json.loads((out / "config.json").read_text())
+    assert config["max_position_embeddings"] == TARGET and config["rope_parameters"]["rope_theta"] is None
+    record = json.loads((out / "drope_temperature.json").read_text())
+    assert record["beta"] == pytest.approx(1 + 0.1 * math.log(TARGET / BASE_LEN))
+    torch.testing.assert_close(load_file(out / "model.safetensors")[FULL], _unfolded(out, 3)[FULL] * record["beta"])
+    _same_logits(out, length=TARGET)
+
+
 def test_olmo3_keeps_sliding_rope_by_default_all_on_request(transformer, tmp_path):
     import rope_methods
 
@@ -182,7 +201,7 @@ def test_dry_run_shows_the_temperature(hybrid, tmp_path, capsys):
         ("--set", "extend.rope.layers=some", "'some'"),
         ("--set", "extend.rope.betafast=3", "'betafast'"),
         ("--recalibrate-fraction", "-0.1", "-0.1"),
-        ("--recalibrate-fraction", "1", "recalibrate_fraction"),
+        ("--recalibrate-fraction", "1.5", "recalibrate_fraction"),
     ],
 )
 def test_bad_drope_values(hybrid, tmp_path, capsys, flag, value, needle):

@@ -122,7 +122,7 @@ def plan(study: dict) -> list[Stage]:
             stages.append(Stage(f"extend-{arch}-{tag}", "extend", lm + cmd, run_dir, arch, model=model, needs=needs))
             res = run_dir / "ruler.json"
             at = lengths if r["lengths"] is None else ",".join(str(n) for n in r["lengths"])
-            per_length = added is not None and spec.get("per_length")
+            per_length = bool(spec.get("per_length"))  # the schema allows it only where a temperature is folded
             stages.append(
                 Stage(
                     f"eval-{arch}-{tag}",

@@ -46,22 +46,24 @@ class VariantSpec:
     (dotted, as `longctx extend --set` takes them, e.g. extend.rope.temperature: auto); or, with
     `temperature` (auto or c > 0), DRoPE's softmax temperature added to the unit's own drope run of the
     same budget and seed by `longctx temperature`, with no training of its own; `per_length: true`
-    evaluates it with beta set for each length (1 + c ln(L / base), 1 up to the base length); `fit`
+    evaluates it (or a trained variant that sets extend.rope.temperature) with beta set for each length
+    (1 + c ln(L / base), 1 up to the base length); `fit`
     (nll or answer, with temperature: auto) is what the fit minimises (`longctx temperature --fit`)."""
 
     method: str | None = None
     set: dict | None = None
     temperature: Any = None
-    per_length: bool = False  # with temperature: evaluate with `longctx eval --temperature-per-length`
+    per_length: bool = False  # with a temperature: evaluate with `longctx eval --temperature-per-length`
     fit: str | None = None  # with temperature: auto, `longctx temperature --fit` (nll, the default, or answer)
 
     def check(self, at: str) -> None:
         import rope_methods
 
+        trained_temperature = "extend.rope.temperature" in (self.set or {})
         _need(
-            not self.per_length or self.temperature is not None,
+            not self.per_length or self.temperature is not None or trained_temperature,
             f"{at}.per_length",
-            "applies to a temperature variant: give temperature too",
+            "applies to a temperature: give temperature too, or set extend.rope.temperature",
             self.per_length,
         )
 

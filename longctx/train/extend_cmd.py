@@ -7,10 +7,10 @@ The base length comes from --base-len, else the model's longctx_train.json (writ
 `longctx pretrain`), else its config (`original_max_position_embeddings`, then
 `max_position_embeddings`). The method gives the new `rope_parameters` and a plan: DRoPE first
 recalibrates at the base length (extend.recalibrate_fraction of the steps, same tokens per step;
-0 skips it, as Olmo Hybrid's 64k stage does), then trains at the target; the others train at the
-target. DRoPE's softmax temperature (extend.rope.temperature: c or auto) is fixed or fitted after
-training and folded into the exported weights (longctx.train.temperature). `--dry-run` prints all
-of it and writes nothing.
+0 skips it, as Olmo Hybrid's 64k stage does; 1 trains at the base length only, the paper's own recipe),
+then trains at the target; the others train at the target. DRoPE's softmax temperature
+(extend.rope.temperature: c or auto) is fixed or fitted after training and folded into the exported
+weights (longctx.train.temperature). `--dry-run` prints all of it and writes nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-len", help="the model's trained context (default: from the model)")
     p.add_argument(
         "--recalibrate-fraction",
-        help="DRoPE: share of the steps at the base length (default 0.1; 0 = none, Olmo Hybrid's variant)",
+        help="DRoPE: share of the steps at the base length (default 0.1; 0 = none, Olmo Hybrid's variant; "
+        "1 = all: the paper's own recipe, extended zero-shot with the temperature)",
     )
     p.add_argument("--eval", action="store_true", default=None, help="run `longctx eval` at 4k..target afterwards")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and config; train and write nothing")
@@ -142,6 +143,8 @@ def build_stages(cfg: RunConfig, plan, target: int) -> list[Stage]:
     total = resolve_steps(cfg, target)
     if cfg.extend.recalibrate_fraction == 0:
         plan = [s for s in plan if s.name != "recalibrate"]
+    elif cfg.extend.recalibrate_fraction == 1 and any(s.name == "recalibrate" for s in plan):
+        plan = [s for s in plan if s.name == "recalibrate"]  # DroPE as published: no training at the target
     is_recal = [s.name == "recalibrate" for s in plan]
     n_recal, n_rest = sum(is_recal), len(plan) - sum(is_recal)
     recal_steps = max(n_recal, round(cfg.extend.recalibrate_fraction * total)) if n_recal else 0
