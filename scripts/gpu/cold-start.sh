@@ -13,6 +13,9 @@
 #   call 4, carry [".whl_parts/p2"]:   bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
 #                                      && bash scripts/gpu/cold-start.sh /tmp/tc
 # (.tcache does not fit beside the last wheel part and the tree in one call's 64 MiB.)
+# The environment passes through: `LONGCTX_ATTN_BACKEND=varlen bash scripts/gpu/cold-start.sh` runs the packed
+# documents' attention on torch's built-in flash-attention instead of compiling FlexAttention, the part of
+# step 1 that no autotune cache removes.
 #
 # Arguments: CACHE_DIR (empty or missing: only scripts/gpu/h200-autotune.tgz, fla's autotune results), CONFIG
 # (default: the study-20m-budget hybrid pretraining, whose kernels a budget lane compiles), STEPS (default 4:
