@@ -15,7 +15,8 @@ Both implementations run the same bf16 weights (ours is built from the config, o
 --model, and saved to a temporary HF checkpoint that transformers loads), greedy, --max-new-tokens
 tokens, stopping at the config's EOS.
 - peer: transformers `model.generate(do_sample=False)` one prompt at a time, what
-  `lm_eval --model hf` does at batch size 1.
+  `lm_eval --model hf` does at batch size 1; `--peer-batch N`: N prompts per call, left-padded with an
+  attention mask (lm-eval's hf batching; N = --samples is the batch ours and vLLM get).
 - ours: `longctx.model.generate.greedy_generate(model, prompts, max_new_tokens, eos_token_ids)`,
   all prompts in one call (batched decoding; `--ours-batch` caps prompts per call; `--cuda-graphs`
   passes cuda_graphs=True: decode steps replayed from one CUDA graph, eager on CPU).
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
     p.add_argument(
+        "--peer-batch",
+        type=int,
+        default=1,
+        help="prompts per transformers generate call, left-padded (1: lm_eval --model hf's default; --samples: "
+        "the same batch as ours and vLLM)",
+    )
+    p.add_argument(
         "--prefill-tokens",
         type=int,
         default=0,
@@ -130,6 +138,8 @@ def validate(args) -> None:
     bad = [i for i in args.impl if i not in IMPLS]
     if bad or not args.impl:
         sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
+    if args.peer_batch < 1:
+        sys.exit(f"--peer-batch {args.peer_batch}: need >= 1")
     if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or args.ours_batch < 0 or args.prefill_tokens < 0:
         sys.exit(
             "--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0, --prefill-tokens >= 0 required"
@@ -223,12 +233,16 @@ def run_peer(peer, prompts, args, device, eos) -> dict:
         with torch.no_grad():
             return peer(input_ids=ids, use_cache=False, logits_to_keep=1).logits[0, -1].float()
 
-    def generate(p, k):
-        ids = torch.tensor([p], device=device)
+    def generate(batch, k):
+        """One generate call on a batch of prompts, left-padded with attention_mask 0 (as lm-eval's hf model
+        batches them); each prompt's new tokens, cut at EOS."""
+        width = max(map(len, batch))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
         with torch.no_grad():
             out = peer.generate(
                 ids,
-                attention_mask=torch.ones_like(ids),
+                attention_mask=mask,
                 max_new_tokens=k,
                 do_sample=False,
                 eos_token_id=sorted(eos) or None,
@@ -237,17 +251,19 @@ def run_peer(peer, prompts, args, device, eos) -> dict:
                 top_p=None,
                 top_k=None,
             )
-        return cut_eos(out[0, len(p) :].tolist(), eos)
+        return [cut_eos(row[width:].tolist(), eos) for row in out]
 
     for _ in range(args.warmup):
         forward(prompts[0])
     fwd = [timed(lambda p=p: forward(p), device)[1] for p in prompts]
+    size = args.peer_batch
+    batches = [prompts[i : i + size] for i in range(0, len(prompts), size)]
     for _ in range(args.warmup):  # the timed call's arguments: a 2-token warm-up left a one-off cost in it
-        generate(prompts[0], args.max_new_tokens)
+        generate(batches[0], args.max_new_tokens)
     outs, gen_times = [], []
-    for p in prompts:
-        o, dt = timed(lambda p=p: generate(p, args.max_new_tokens), device)
-        outs.append(o)
+    for b in batches:
+        o, dt = timed(lambda b=b: generate(b, args.max_new_tokens), device)
+        outs += o
         gen_times.append(dt)
     return result(prompts, fwd, gen_times, outs, device)
 
@@ -410,12 +426,12 @@ def cell(row, key, spec):
     return "-" if v is None else f"{v:{spec}}"
 
 
-def table(results: list[dict], agreement: dict) -> str:
+def table(results: list[dict], agreement: dict, peer_batch: int = 1) -> str:
     by = {(r["seq_len"], r["impl"]): r for r in results}
     head = [
         "T",
         "prompt tok",
-        "peer samples/s",
+        f"peer samples/s (batch {peer_batch})",
         "ours samples/s",
         "speed-up",
         "peer fwd tok/s",
@@ -546,6 +562,7 @@ def main(argv=None) -> int:
         "dtype": "bfloat16",
         "eos_token_ids": sorted(eos),
         "ours_cuda_graphs": bool(args.cuda_graphs),
+        "peer_batch": args.peer_batch,  # prompts per transformers generate call
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
         "ours_fused_elementwise": args.fused_elementwise_state,
     }
@@ -636,7 +653,7 @@ def main(argv=None) -> int:
         print(f"Ours skipped: {why_not}")
     print("agreement = prompts whose generated tokens are identical in both / prompts.")
     print(f"JSON: {out_file}\n")
-    print(table(results, agreement))
+    print(table(results, agreement, args.peer_batch))
     if vllm_agreement or any(r["impl"] == "vllm" for r in results):
         print("\n" + vllm_table(results, vllm_agreement))
     return 0

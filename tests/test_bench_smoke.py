@@ -226,3 +226,30 @@ def test_train_throughput_packs_documents(tmp_path):
         text=True,
     )
     assert bad.returncode != 0 and "--docs 2" in bad.stderr
+
+
+def test_eval_throughput_peer_batches_left_padded(monkeypatch):
+    """--peer-batch N: transformers generates N prompts of different lengths per call, left-padded with an
+    attention mask; each prompt's greedy tokens equal those of its own batch-1 call (fp32, CPU)."""
+    import types
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from longctx.model import load_config
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import eval_throughput as et
+
+    CPU = torch.device("cpu")
+    torch.manual_seed(0)
+    peer = AutoModelForCausalLM.from_config(load_config("hybrid-tiny")).eval()
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(5, 4000, (n,), generator=g).tolist() for n in (40, 25, 33)]
+    runs = {
+        b: et.run_peer(peer, prompts, types.SimpleNamespace(peer_batch=b, warmup=0, max_new_tokens=8), CPU, set())
+        for b in (1, 2, 3)
+    }
+    assert [len(runs[b]["generate_call_s"]) for b in (1, 2, 3)] == [3, 2, 1]
+    assert runs[1]["generated"] == runs[2]["generated"] == runs[3]["generated"]
+    assert all(len(t) == 8 for t in runs[3]["generated"])

@@ -13,8 +13,9 @@
 #
 # Steps, in order of what the issue asks first (each with its own time limit, its log and JSON under
 # OUT_DIR/<step>/; one that fails does not stop the rest):
-#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm (and the transformers peer at 16k) on
-#                          hybrid-1b, RULER niah_single_1 prompts, same prompt ids, greedy: samples/s side by side
+#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm (and the transformers peer at 16k, the same
+#                          batch of 8) on hybrid-1b, RULER niah_single_1 prompts, same prompt ids, greedy:
+#                          samples/s side by side
 #   base                   a hybrid-20m trained for a few minutes (a trained model: random weights tie too often
 #                          for token agreement), exported, then extended briefly with YaRN and with DRoPE plus
 #                          the folded temperature (c = 0.1), and an olmo3 transformer-20m base
@@ -30,7 +31,7 @@ tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samp
 tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python"
 m=$out/models
 steps=(
-  "throughput-16k|$tput --lengths 16384 --impl ours,vllm,peer --out $out/throughput-16k"
+  "throughput-16k|$tput --lengths 16384 --impl ours,vllm,peer --peer-batch 8 --out $out/throughput-16k"
   "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "base|python3 -m longctx pretrain --model hybrid-20m --seq-len 2048 --steps 400 --out $m/hybrid --no-progress"
   "yarn|python3 -m longctx extend --method yarn --target 8192 --model $m/hybrid --steps 10 --out $m/yarn --no-progress"
