@@ -33,6 +33,7 @@ from longctx.shipped import shipped_config
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
 LOSS_BACKENDS = ("chunked", "compiled", "chunked-fla", "fla")  # longctx.train.loss.make_loss_fn
+TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")  # data.token_dtype: raw token files (data.token_files)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class DataConfig:
     long_doc_fraction: float | None = None  # documents longer than this share of seq_len count as long
     long_doc_weight: float = 1.0  # relative sampling weight of long documents (long-context training)
     text_field: str = "text"  # the text column of a dataset source
+    token_dtype: str = "uint32"  # token files without NumPy's header (dolma's .npy, .bin): their id dtype
     # the embedded corpus only: kinds and weights (longctx.data.embedded.KINDS; None = DEFAULT_MIX) ...
     mix: dict[str, float] | None = None
     # ... and the document size range [min, max] in tokens (None = seq_len/16 .. seq_len) ...
@@ -392,6 +394,8 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.long_doc_fraction is not None:
         _need(cfg.data.long_doc_fraction > 0, "data.long_doc_fraction", "> 0", cfg.data.long_doc_fraction)
     _need(cfg.data.long_doc_weight > 0, "data.long_doc_weight", "> 0", cfg.data.long_doc_weight)
+    dtypes = TOKEN_DTYPES
+    _need(cfg.data.token_dtype in dtypes, "data.token_dtype", "one of " + ", ".join(dtypes), cfg.data.token_dtype)
     if cfg.data.mix is not None or cfg.data.doc_tokens is not None:
         from longctx.data.embedded import KINDS, valid_mix, valid_range
 

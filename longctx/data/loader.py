@@ -149,6 +149,12 @@ class Loader:
             return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    def _ids(self, items: list) -> list:
+        """Token ids of each document: texts are encoded (in one batch), id arrays (token files) pass as they are."""
+        texts = [t for t in items if isinstance(t, str)]
+        encoded = iter(self._encode(texts) if texts else [])
+        return [next(encoded) if isinstance(t, str) else t for t in items]
+
     def is_long(self, n_tokens: int) -> bool:
         return self.long_doc_fraction is not None and n_tokens > self.long_doc_fraction * self.seq_len
 
@@ -166,12 +172,13 @@ class Loader:
                 epoch, self.seed, start=pos, shuffle=self.shuffle, rank=self.rank, world_size=self.world_size
             )
             while chunk := list(itertools.islice(stream, self.read_ahead)):
-                chunk = [(p, t) for p, t in chunk if t]  # empty texts are not documents
-                for (p, _), ids in zip(chunk, self._encode([t for _, t in chunk]), strict=True):
-                    if not ids:
+                chunk = [(p, t) for p, t in chunk if len(t)]  # empty texts are not documents
+                for (p, _), ids in zip(chunk, self._ids([t for _, t in chunk]), strict=True):
+                    if not len(ids):
                         continue
                     found = True
-                    toks = np.array(([bos] if self.add_bos else []) + list(ids) + [eos], dtype=np.int64)
+                    head = np.array([bos] if self.add_bos else [], np.int64)
+                    toks = np.concatenate([head, np.asarray(ids, np.int64), np.array([eos], np.int64)])
                     if self._keep(epoch, p, len(toks)):
                         yield epoch, p, toks
             if self.source.infinite:

@@ -241,7 +241,7 @@ def hf_source(
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", "./", "../", "~")) or _kind(Path(spec)) is not None
+    return spec.startswith(("/", "./", "../", "~")) or _kind(Path(spec)) is not None or spec.endswith((".npy", ".bin"))
 
 
 def open_source(
@@ -257,13 +257,15 @@ def open_source(
     tokenizer=None,
     doc_tokens=None,
     doc_chars=None,
+    token_dtype: str = "uint32",
     **embedded_opts,
 ) -> DocSource:
     """Any accepted source -> DocSource.
 
     `spec`: a DocSource; a list of texts; a `datasets` object; "embedded" (the offline default);
-    a local file or folder; or a Hugging Face dataset "[hf:]name[:config][@split]" (split/config may
-    also be given as arguments; streaming by default).
+    a local file or folder of texts, or of token ids (longctx.data.token_files: `.npy` / `.bin`, read raw
+    as `token_dtype` without NumPy's header); or a Hugging Face dataset "[hf:]name[:config][@split]"
+    (split/config may also be given as arguments; streaming by default).
     """
     if isinstance(spec, DocSource):
         return spec
@@ -275,6 +277,12 @@ def open_source(
     if spec == "embedded":
         return embedded_source(seed, doc_tokens=doc_tokens, doc_chars=doc_chars, tokenizer=tokenizer, **embedded_opts)
     if os.path.exists(os.path.expanduser(spec)):
+        from longctx.data.token_files import is_token_path, token_source
+
+        if is_token_path(os.path.expanduser(spec)):
+            if tokenizer is None:
+                raise UsageError(f"data source {spec!r}: token files need the training tokenizer (its EOS id)")
+            return token_source(os.path.expanduser(spec), tokenizer, token_dtype)
         return local_source(os.path.expanduser(spec), text_field=text_field, txt_split=txt_split)
     if _looks_like_path(spec) and not spec.startswith("hf:"):
         raise UsageError(f"data source {spec!r}: no such file or folder")

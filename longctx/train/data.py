@@ -62,6 +62,7 @@ def loader_factory(
             long_doc_fraction=cfg.data.long_doc_fraction,
             long_doc_weight=cfg.data.long_doc_weight,
             text_field=cfg.data.text_field,
+            token_dtype=cfg.data.token_dtype,
             prefetch=prefetch if ahead else 0,
             prefetch_in=prefetch_in,
             rank=rank,
