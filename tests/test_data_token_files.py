@@ -82,7 +82,7 @@ def test_loader_batches_equal_the_texts_batches(tmp_path, tok, doc_mask):
     a = build_loader(str(tmp_path / "t.npy"), tok, seq_len=32, batch_size=2, **kw)
     b = build_loader(list_source(TEXTS), tok, seq_len=32, batch_size=2, **kw)
     got, want = [], []
-    for x, y, _ in zip(a, b, range(12)):
+    for x, y, _ in zip(a, b, range(12), strict=False):
         got.append(x)
         want.append(y)
     assert len(got) == 12

@@ -34,13 +34,16 @@ def default_backend() -> str | None:
     return BACKEND if BACKEND is not None else env.peek("LONGCTX_GDN_BACKEND")
 
 
+FLA_SPECS = (
+    "fla.ops.gated_delta_rule:chunk_gated_delta_rule",
+    "fla.modules.causal_conv1d:causal_conv1d",
+    "fla.modules.norm.fused_norm_gate:rms_norm_gated",
+)
+
+
 def fla_ops():
     """(chunk_gated_delta_rule, causal_conv1d, rms_norm_gated) from fla, or False if not installed."""
-    return optional.load(
-        "fla.ops.gated_delta_rule:chunk_gated_delta_rule",
-        "fla.modules.causal_conv1d:causal_conv1d",
-        "fla.modules.norm.fused_norm_gate:rms_norm_gated",
-    )
+    return optional.load(*FLA_SPECS)
 
 
 # ---------------------------------------------------------------- torch reference
@@ -214,6 +217,13 @@ class GatedDeltaNet(nn.Module):
         available = x.is_cuda and bool(fla_ops())
         if backend == "fla" and not available:
             raise RuntimeError("gdn backend 'fla' needs CUDA tensors and the flash-linear-attention package")
+        if x.is_cuda and not available:
+            optional.warn_once(
+                "gdn-fla",
+                f"the Gated DeltaNet layers run their PyTorch reference on CUDA, many times slower than fla's "
+                f"kernels ({optional.why_missing(*FLA_SPECS)}; pip install 'longctx[gpu]'; "
+                "LONGCTX_GDN_BACKEND=torch chooses the reference without this warning)",
+            )
         return available
 
     def forward(self, x: torch.Tensor, layout: DocLayout, cache=None) -> torch.Tensor:
