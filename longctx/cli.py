@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "longctx.train.temperature_cmd",
         "DRoPE's softmax temperature (fixed or fitted) folded into a copy of a DRoPE run's model",
     ),
+    "doctor": ("longctx.doctor_cmd", "what this machine will run: versions, GPU, kernel packages, kernel paths"),
 }
 
 

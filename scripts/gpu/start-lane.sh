@@ -35,7 +35,7 @@ lane_env /tmp/kcache
 export PYTHONPATH=/tmp/site:/tmp/repo
 bash "$src/scripts/gpu/kcache.sh" restore "$src/.tcache"
 { nvidia-smi --query-gpu=name,memory.total --format=csv
-  python3 -c "import torch, transformers, fla; print(torch.__version__, transformers.__version__, fla.__version__)"; } \
+  python3 -m longctx doctor; } \
   > /tmp/w/logs/gpu.txt 2>&1
 date -u +%FT%TZ > /tmp/w/logs/t0
 setsid nohup bash -c "$1; echo \"lane rc=\$? \$(date -u +%T)\"; touch /tmp/w/lane.done" > /tmp/w/logs/lane.log 2>&1 < /dev/null &

@@ -1,0 +1,67 @@
+"""`longctx doctor`: the report asks the code that picks each kernel, names each missing package's import error,
+and notes what makes a GPU run slow or fail."""
+
+from __future__ import annotations
+
+import json
+
+from longctx import doctor_cmd
+from longctx.cli import main
+from longctx.model import attention
+
+
+def _report(capsys, *argv) -> dict:
+    assert main(["doctor", "--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cpu_report(capsys, monkeypatch):
+    monkeypatch.delenv("LONGCTX_ATTN_BACKEND", raising=False)
+    r = _report(capsys)
+    assert r["gpu"]["available"] is False and r["kernels"]["device"] == "cpu"
+    assert r["packages"]["lm-eval"]["ok"] and r["packages"]["vllm"] == {
+        "ok": False,
+        "error": "ModuleNotFoundError: No module named 'vllm'",
+    }
+    k = r["kernels"]
+    assert k["attention, training, packed documents"].startswith("math (")
+    assert k["attention, inference, packed documents"].startswith("sdpa_docs (")
+    assert k["gated deltanet"] == "PyTorch reference" and k["rmsnorm / swiglu"] == "PyTorch"
+    assert r["notes"] == []  # the notes are about GPU runs
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    assert "GPU: none" in text and "vllm        missing: ModuleNotFoundError" in text
+
+
+def test_forced_backend_shows_everywhere(capsys, monkeypatch):
+    monkeypatch.setenv("LONGCTX_ATTN_BACKEND", "varlen")
+    r = _report(capsys)
+    assert r["switches"] == {"LONGCTX_ATTN_BACKEND": "varlen"}
+    attn = [v for k, v in r["kernels"].items() if k.startswith("attention")]
+    assert len(attn) == 6 and all(v == f"varlen ({doctor_cmd.ATTENTION['varlen']})" for v in attn)
+    assert set(doctor_cmd.ATTENTION) == set(attention.BACKENDS)  # every backend has its words
+
+
+def test_gpu_notes(capsys, monkeypatch):
+    """A Hopper GPU without fla, with Triton 3.6 and no tilelang, no kernel cache: three notes."""
+    gpu = {
+        "available": True,
+        "count": 1,
+        "name": "H200",
+        "capability": "9.0",
+        "memory_gib": 139.8,
+        "torch_cuda": "13.0",
+    }
+    monkeypatch.setattr(doctor_cmd, "_gpu", lambda: gpu)
+    monkeypatch.setattr(doctor_cmd, "_kernels", lambda device: {"gated deltanet": "PyTorch reference"})
+    real = doctor_cmd._package
+    monkeypatch.setattr(
+        doctor_cmd, "_package", lambda m: {"ok": True, "version": "3.6.0"} if m == "triton" else real(m)
+    )
+    for var in ("LONGCTX_KERNEL_CACHE", "TRITON_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    notes = _report(capsys)["notes"]
+    assert len(notes) == 3
+    assert "PyTorch reference" in notes[0] and "No module named 'fla'" in notes[0]
+    assert "tilelang" in notes[1] and "LONGCTX_KERNEL_CACHE" in notes[2]
+    assert main(["doctor"]) == 0 and "1 x H200 (sm 9.0, 139.8 GiB), CUDA 13.0" in capsys.readouterr().out
