@@ -22,6 +22,15 @@ def tok():
     return default_tokenizer()
 
 
+@pytest.fixture(autouse=True)
+def index_cache(tmp_path, monkeypatch):
+    from longctx.data import token_files
+
+    monkeypatch.setenv("LONGCTX_CACHE", str(tmp_path / "cache"))
+    token_files.file_spans.cache_clear()
+    return tmp_path / "cache" / "token-index"
+
+
 def ids_of(tok, texts):
     return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
@@ -109,3 +118,26 @@ def test_pretrain_on_token_files(tmp_path, tok, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data.token_dtype" in err[0] and "float32" in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_document_index_is_scanned_once_and_kept(tmp_path, tok, index_cache, monkeypatch):
+    """Each file's EOS scan is kept on disk: a new process (here: the in-process cache cleared) reads it back
+    instead of scanning; a file that changed is scanned again; an unwritable cache only costs the scan."""
+    from longctx.data import token_files
+
+    scans = []
+    real = token_files.doc_spans
+    monkeypatch.setattr(token_files, "doc_spans", lambda arr, eos: scans.append(len(arr)) or real(arr, eos))
+    eos, docs = tok.eos_token_id, ids_of(tok, TEXTS)
+    path = tmp_path / "t.npy"
+    np.array(flat(docs, eos), np.uint32).tofile(path)
+    assert docs_of(open_source(str(path), tokenizer=tok)) == docs and len(scans) == 1
+    assert len(list(index_cache.glob("*.npy"))) == 1
+    token_files.file_spans.cache_clear()
+    assert docs_of(open_source(str(path), tokenizer=tok)) == docs and len(scans) == 1  # read back, not scanned
+    np.array(flat(docs[:5], eos), np.uint32).tofile(path)  # rewritten: another size
+    token_files.file_spans.cache_clear()
+    assert docs_of(open_source(str(path), tokenizer=tok)) == docs[:5] and len(scans) == 2
+    monkeypatch.setenv("LONGCTX_CACHE", str(path))  # a file, not a folder: nothing can be written there
+    token_files.file_spans.cache_clear()
+    assert docs_of(open_source(str(path), tokenizer=tok)) == docs[:5] and len(scans) == 3

@@ -9,12 +9,15 @@ token files only):
 Documents are separated by the tokenizer's EOS id (dolma writes one after every document); each document is
 yielded as its ids without the EOS, which the loader appends again. The ids must be the training
 tokenizer's: ids outside its vocabulary are refused at open (checked on each file's first 2**20 tokens).
-The document index (EOS positions) is found by one pass over each file, in chunks, once per process.
+The document index (EOS positions) is found by one pass over each file, in chunks, and kept under
+$LONGCTX_CACHE/token-index (default ~/.cache/longctx/token-index), read back memory-mapped, so the ranks of
+a job and later jobs scan each file once; a file changed since (size or time) is scanned again.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -81,15 +84,33 @@ def doc_spans(arr: np.ndarray, eos: int) -> np.ndarray:
     return spans[spans[:, 1] > spans[:, 0]]
 
 
-@functools.lru_cache(maxsize=8)
-def _index(path: str, mtime_ns: int, dtype: str, eos: int) -> np.ndarray:
-    """[n, 3] (file number, start, end) per document of every token file under path; one scan per process
-    (the loader of each training stage opens the source again)."""
-    parts = []
-    for k, f in enumerate(_files(Path(path))):
-        spans = doc_spans(open_tokens(f, dtype), eos)
-        parts.append(np.concatenate([np.full((len(spans), 1), k, dtype=np.int64), spans], axis=1))
-    return np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
+def cache_dir() -> Path:
+    """Where document indexes are kept: $LONGCTX_CACHE/token-index, else ~/.cache/longctx/token-index."""
+    root = os.environ.get("LONGCTX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "longctx")
+    return Path(root) / "token-index"
+
+
+@functools.lru_cache(maxsize=64)
+def file_spans(path: str, size: int, mtime_ns: int, dtype: str, eos: int) -> np.ndarray:
+    """doc_spans of one token file, kept on disk (keyed by the file's path, size, time, dtype and EOS id) and
+    read back memory-mapped: a job's ranks and later jobs scan a file once, and share the index's pages."""
+    key = hashlib.sha1(repr((path, size, mtime_ns, dtype, eos, 1)).encode()).hexdigest()
+    cached = cache_dir() / f"{key}.npy"
+    if cached.is_file():
+        try:
+            return np.load(cached, mmap_mode="r")
+        except (OSError, ValueError):
+            pass  # a torn or foreign file: scan again
+    spans = doc_spans(open_tokens(Path(path), dtype), eos)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, spans)
+        os.replace(tmp, cached)  # whole or not at all, whichever rank finishes first
+    except OSError:
+        pass  # an unwritable cache costs a scan per process, nothing else
+    return spans
 
 
 def token_source(path: str | os.PathLike, tokenizer, dtype: str = "uint32") -> IndexedSource:
@@ -109,9 +130,18 @@ def token_source(path: str | os.PathLike, tokenizer, dtype: str = "uint32") -> I
                 "tokenized with another tokenizer, or a raw file whose data.token_dtype is not "
                 f"{arrays[0].dtype}?"
             )
-    table = _index(str(root.resolve()), root.stat().st_mtime_ns, dtype, int(eos))
+    spans = []
+    for f in files:
+        st = f.stat()
+        spans.append(file_spans(str(f.resolve()), st.st_size, st.st_mtime_ns, dtype, int(eos)))
+    first = np.cumsum([0] + [len(x) for x in spans])  # global index of each file's first document
 
     def get_many(idx: list[int]) -> list[np.ndarray]:
-        return [np.asarray(arrays[f][s:e], dtype=np.int64) for f, s, e in table[idx]]
+        out = []
+        for i in idx:
+            k = int(np.searchsorted(first, i, side="right")) - 1
+            s, e = spans[k][i - first[k]]
+            out.append(np.asarray(arrays[k][s:e], dtype=np.int64))
+        return out
 
-    return IndexedSource(len(table), get_many, str(root))
+    return IndexedSource(int(first[-1]), get_many, str(root))
