@@ -180,29 +180,36 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
         spec.loader.exec_module(smoke)
     finally:
         sys.path.remove(str(root / "bench"))
+    from longctx.cli import COMMANDS
+
     written = set()
     for name, cmd in steps.items():
         words = cmd.split()
+        vllm_side = words[0] == "env"
+        if vllm_side:  # vLLM's side: /tmp/vsite first on the path
+            assert words[1].startswith("PYTHONPATH=/tmp/vsite:"), cmd
+            words = words[2:]
         if words[:2] == ["python3", "bench/eval_throughput.py"]:
             args = et.build_parser().parse_args(words[2:])
             et.validate(args)
             assert "vllm" in args.impl and args.vllm_python == "/tmp/vsite-python"
         elif words[:3] == ["python3", "-m", "longctx"]:
-            module = importlib.import_module(
-                {"pretrain": "longctx.train.pretrain_cmd", "extend": "longctx.train.extend_cmd"}[words[3]]
-            )
             parser = __import__("argparse").ArgumentParser()
-            module.add_arguments(parser)
+            importlib.import_module(COMMANDS[words[3]][0]).add_arguments(parser)
             args = parser.parse_args(words[4:])
-            if words[3] == "extend":
+            if words[3] in ("extend", "eval"):
                 assert args.model in written, (name, args.model)
-            written.add(args.out)
+            if words[3] == "eval":
+                assert vllm_side and args.backend in ("longctx", "vllm"), cmd
+            if words[3] == "answers":
+                assert args.results in written and args.against in written, cmd
+            if getattr(args, "out", None):
+                written.add(args.out)
         else:
-            assert words[0] == "env" and words[1].startswith("PYTHONPATH=/tmp/vsite:"), cmd
-            assert words[2:4] == ["python3", "bench/vllm_peer/smoke.py"] and words[4] in written, cmd
-            Path(words[4]).mkdir(parents=True, exist_ok=True)
-            (Path(words[4]) / "config.json").write_text("{}")
-            assert smoke.parse_args(words[5:] + [words[4]]).against_longctx
+            assert vllm_side and words[:2] == ["python3", "bench/vllm_peer/smoke.py"] and words[2] in written, cmd
+            Path(words[2]).mkdir(parents=True, exist_ok=True)
+            (Path(words[2]) / "config.json").write_text("{}")
+            assert smoke.parse_args(words[3:] + [words[2]]).against_longctx
     assert {n for n in steps if n.startswith("smoke-")} == {
         "smoke-hybrid",
         "smoke-yarn",

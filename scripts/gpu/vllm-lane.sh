@@ -20,6 +20,8 @@
 #                          for token agreement), exported, then extended briefly with YaRN and with DRoPE plus
 #                          the folded temperature (c = 0.1), and an olmo3 transformer-20m base
 #   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx on each: greedy tokens of vLLM against ours
+#   ruler-longctx / -vllm  `longctx eval --backend longctx|vllm` on the trained hybrid (niah_single_1..3 at 2k, the
+#                          same 20 samples each), then `longctx answers --against`: equal within sampling noise?
 # DRY=1 prints the commands. ONLY=step1,step2 runs those alone. STEP_LIMIT caps one step (default 540 s).
 set -u
 out=${1:-/tmp/w/vllm}
@@ -41,6 +43,13 @@ steps=(
 for name in hybrid yarn drope transformer; do
   steps+=("smoke-$name|$vpy bench/vllm_peer/smoke.py $m/$name --against-longctx --max-tokens 32 --dtype bfloat16 --gpu-memory-utilization 0.4 --out $out/smoke-$name/smoke.json")
 done
+# RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
+ruler="--model $m/hybrid --lengths 2048 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
+steps+=(
+  "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
+  "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
+)
 if [ -z "${DRY:-}" ]; then  # eval_throughput runs vLLM's side through --vllm-python: a wrapper, /tmp/vsite first
   printf '#!/usr/bin/env bash\nPYTHONPATH=/tmp/vsite:/tmp/site:%s exec python3 "$@"\n' "$PWD" > /tmp/vsite-python
   chmod +x /tmp/vsite-python
