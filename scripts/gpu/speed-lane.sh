@@ -9,11 +9,11 @@
 #   then `bash scripts/gpu/poll.sh 560` calls back to back (x.tgz holds w/speed/*/train_throughput.json).
 #
 # DRY=1 prints the commands instead of running them (tests/test_gpu_scripts.py parses each with the bench's
-# own parser). STEP_LIMIT: seconds one cell may take (default 420: a fresh machine autotunes fla's kernels for
+# own parser). STEP_LIMIT: seconds one cell may take (default 600: a fresh machine autotunes fla's kernels for
 # hybrid-1b's shapes in the first cell). ONLY=name1,name2 runs those cells alone.
 set -u
 out=${1:-/tmp/w/speed}
-limit=${STEP_LIMIT:-420}
+limit=${STEP_LIMIT:-600}
 mkdir -p "$out"
 cells=(
   # name | arguments of bench/train_throughput.py
