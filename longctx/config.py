@@ -33,7 +33,6 @@ from longctx.shipped import shipped_config
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
 LOSS_BACKENDS = ("chunked", "compiled", "chunked-fla", "fla")  # longctx.train.loss.make_loss_fn
-TOKEN_DTYPES = ("uint16", "uint32", "int32", "int64")  # data.token_dtype: raw token files (data.token_files)
 
 
 @dataclass
@@ -394,8 +393,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.data.long_doc_fraction is not None:
         _need(cfg.data.long_doc_fraction > 0, "data.long_doc_fraction", "> 0", cfg.data.long_doc_fraction)
     _need(cfg.data.long_doc_weight > 0, "data.long_doc_weight", "> 0", cfg.data.long_doc_weight)
-    dtypes = TOKEN_DTYPES
-    _need(cfg.data.token_dtype in dtypes, "data.token_dtype", "one of " + ", ".join(dtypes), cfg.data.token_dtype)
+    from longctx.data.token_files import DTYPES
+
+    _need(cfg.data.token_dtype in DTYPES, "data.token_dtype", "one of " + ", ".join(DTYPES), cfg.data.token_dtype)
     if cfg.data.mix is not None or cfg.data.doc_tokens is not None:
         from longctx.data.embedded import KINDS, valid_mix, valid_range
 

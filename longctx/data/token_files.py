@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from longctx.config import TOKEN_DTYPES as DTYPES
-from longctx.data.sources import IndexedSource
+from longctx.data.docsource import IndexedSource
 from longctx.errors import UsageError
 
+DTYPES = ("uint16", "uint32", "int32", "int64")  # data.token_dtype: what a raw token file may hold
 TOKEN_EXTS = (".npy", ".bin")
 NPY_MAGIC = b"\x93NUMPY"
 SCAN = 1 << 26  # tokens per chunk of the EOS scan (256 MiB of uint32)

@@ -7,7 +7,7 @@
 #   wheels as in scripts/gpu/start-lane.sh, then in the last wheel call
 #     bash scripts/gpu/start-lane.sh "bash scripts/gpu/speed-lane.sh /tmp/w/speed" && bash scripts/gpu/poll.sh 480
 #   then `bash scripts/gpu/poll.sh 560` calls back to back (x.tgz holds w/speed/*/train_throughput.json);
-#   here: `python3 bench/tabulate.py <unpacked>/w/speed/*/train_throughput.json --md table.md` (ratios within a cell).
+#   here: `python3 bench/speed_table.py <unpacked>/w/speed/*/train_throughput.json --md table.md` (ratios within a cell).
 #
 # DRY=1 prints the commands instead of running them (tests/test_gpu_scripts.py parses each with the bench's
 # own parser). STEP_LIMIT: seconds one cell may take (default 600: a fresh machine autotunes fla's kernels for

@@ -2,7 +2,7 @@
 a row per (config, length, settings, implementation), the settings read from each file's own arguments, and
 the ratio of ours to each peer measured in the same file (the same call: side by side, equal settings).
 
-    python3 bench/tabulate.py /tmp/w/speed/*/train_throughput.json [--md OUT.md]
+    python3 bench/speed_table.py /tmp/w/speed/*/train_throughput.json [--md OUT.md]
 
 Settings shown: activation checkpointing (every block, a fraction, none), the CE backend, a forced attention
 backend, packed documents, precision and batch. A row whose status is not ok shows it (OOM, error).
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     paths = [Path(f) for f in args.files]
     missing = [str(f) for f in paths if not f.is_file()]
     if missing:
-        print(f"tabulate: no such file: {missing[0]}", file=sys.stderr)
+        print(f"speed_table: no such file: {missing[0]}", file=sys.stderr)
         return 2
     text = markdown(rows(paths))
     print(text)

@@ -1,4 +1,4 @@
-"""bench/tabulate.py: one table from several train_throughput.json files, ratios only within a file."""
+"""bench/speed_table.py: one table from several train_throughput.json files, ratios only within a file."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_table_rows_settings_and_ratios(tmp_path):
     b = _file(tmp_path / "b.json", {"ce": "chunked-fla", "no_checkpointing": True}, [_row("ours", 55_000)])
     c = _file(tmp_path / "c.json", {"docs": 8, "attn_backend": "varlen"}, [_row("ours", None, status="OOM")])
     out = tmp_path / "t.md"
-    cmd = [sys.executable, str(REPO / "bench" / "tabulate.py"), str(a), str(b), str(c), "--md", str(out)]
+    cmd = [sys.executable, str(REPO / "bench" / "speed_table.py"), str(a), str(b), str(c), "--md", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = out.read_text().splitlines()
@@ -41,6 +41,6 @@ def test_table_rows_settings_and_ratios(tmp_path):
     assert ce.endswith("| - | - |")  # no peer in its file: no ratio across files
     assert any("8 documents a row" in line and "attention varlen" in line and "| OOM |" in line for line in body)
     assert lines[-1] == "Device: NVIDIA H200."
-    bad = subprocess.run([sys.executable, str(REPO / "bench" / "tabulate.py"), str(tmp_path / "none.json")],
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "speed_table.py"), str(tmp_path / "none.json")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "no such file" in bad.stderr
