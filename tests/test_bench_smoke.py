@@ -187,7 +187,14 @@ def test_bench_folders_do_not_shadow_the_libraries_they_measure():
 
     shadowing = {"vllm", "fla", "torch", "transformers", "lm_eval", "datasets", "flash_attn", "triton", "tilelang"}
     names = {p.name for p in (REPO / "bench").iterdir()} | {p.stem for p in (REPO / "bench").glob("*.py")}
+    names -= {"__pycache__", "_common"} | {p.name for p in (REPO / "bench").glob("*.py")}
     assert not names & shadowing
+    # and no name of an installed module at all (bench/tabulate.py once hid the tabulate package from lm-eval)
+    from importlib.machinery import PathFinder
+
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != (REPO / "bench").resolve()]
+    taken = {n for n in names if n in sys.builtin_module_names or PathFinder.find_spec(n, elsewhere) is not None}
+    assert not taken, f"bench/ names that installed modules also have: {sorted(taken)}"
     sys.path.insert(0, str(REPO / "bench"))
     try:
         for name in ("vllm", "flash_attn"):
