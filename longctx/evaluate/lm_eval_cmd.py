@@ -66,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
     import longctx.evaluate.lm_model  # noqa: F401  registers --model longctx
     from eval_tasks import TASKS_DIR
-    from longctx.evaluate.runner import quiet_git_hash
+    from longctx.evaluate.runner import log_to_current_stderr, quiet_git_hash
 
     argv = list(args.lm_eval_args)
     old_argv = sys.argv
     sys.argv = ["longctx lm-eval", *argv]
     try:
         setup_logging()
+        log_to_current_stderr()
         quiet_git_hash()
         cli = HarnessCLI()
         ns = cli.parse_args()

@@ -252,6 +252,18 @@ def quiet_git_hash() -> None:
     lm_eval.evaluator.get_git_commit_hash = git_hash
 
 
+def log_to_current_stderr() -> None:
+    """lm-eval sets its log handler up once per process, on the sys.stderr of that moment; a later evaluation
+    in the same process (a notebook, tests, several commands run in-process) may have another stderr and the
+    first one closed ("--- Logging error ---"): point lm-eval's stream handlers at the stderr of now."""
+    import logging
+
+    for handler in logging.getLogger("lm_eval").handlers:
+        if type(handler) is logging.StreamHandler and handler.stream is not sys.stderr:
+            with handler.lock:  # not setStream: it flushes the old stream first, which may be closed
+                handler.stream = sys.stderr
+
+
 def env_info_once() -> None:
     """lm-eval stamps every simple_evaluate result with torch's collect_env report, which runs `pip list`,
     nvidia-smi and more in subprocesses: 0.6 s per call on a CPU machine, most of a short cell's time and
@@ -290,6 +302,7 @@ def evaluate_ruler(
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     quiet_git_hash()
+    log_to_current_stderr()
     env_info_once()
     journal = Journal(journal_path(spec.out), journal_fingerprint(spec))
     res = R.new_results(
