@@ -31,6 +31,8 @@ def settings(args: dict) -> str:
         parts.append(f"ce {args['ce']}")
     if args.get("attn_backend"):
         parts.append(f"attention {args['attn_backend']}")
+    if args.get("varlen_attention"):
+        parts.append("varlen attention where packed or windowed")
     if args.get("docs", 1) > 1:
         parts.append(f"{args['docs']} documents a row")
     if args.get("compile"):

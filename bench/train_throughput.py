@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     p.add_argument(
+        "--varlen-attention",
+        action="store_true",
+        help="ours: LONGCTX_VARLEN_ATTENTION=1, packed and sliding-window attention through torch's varlen "
+        "flash-attention (one document per row stays on cuDNN's SDPA)",
+    )
+    p.add_argument(
         "--docs",
         type=int,
         default=1,
@@ -409,6 +415,8 @@ def main(argv=None) -> int:
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.attn_backend:
         os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # attention.py reads it at each call
+    if args.varlen_attention:
+        os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"
     import torch
 
     from longctx.model import HybridLM, attention, load_config, optional
@@ -513,6 +521,7 @@ def main(argv=None) -> int:
             (f"--ce {args.ce}", args.ce != "chunked"),
             (f"--attn-backend {args.attn_backend}", args.attn_backend),
             (f"--docs {args.docs}", args.docs > 1),
+            ("--varlen-attention", args.varlen_attention),
             (f"--gdn-backend {args.gdn_backend}", args.gdn_backend),
             ("--no-checkpointing", args.no_checkpointing),
             (f"--checkpoint-fraction {args.checkpoint_fraction}", args.checkpoint_fraction is not None),

@@ -23,6 +23,11 @@ SWITCHES = {
         "fla's fused RMSNorm/SwiGLU: 1 required, 0 off, auto on CUDA with fla",
     ),
     "LONGCTX_DATA_PREFETCH": (("process", "thread", "off"), (), "where GPU training makes its batches ahead"),
+    "LONGCTX_VARLEN_ATTENTION": (
+        ("1", "0", "auto"),
+        _ON[1:] + _OFF[1:],
+        "packed and sliding-window attention on CUDA through torch's varlen flash-attention: 1 on, 0 / auto off",
+    ),
     "LONGCTX_ATTN_BACKEND": (ATTN_BACKENDS, (), "force one attention kernel"),
     "LONGCTX_GDN_BACKEND": (GDN_BACKENDS, (), "force one Gated DeltaNet path"),
     "LONGCTX_CP_GDN": (GDN_BACKENDS, (), "the Gated DeltaNet path under context parallelism"),
@@ -45,6 +50,15 @@ def get(name: str) -> str | None:
     if value not in named + aliases:
         raise UsageError(f"{name}={raw!r}: expected one of {', '.join(named)} ({what})")
     return value
+
+
+def varlen_attention() -> bool:
+    """LONGCTX_VARLEN_ATTENTION: True only when switched on (auto is off until it is measured against flex / fla)."""
+    try:
+        value = get("LONGCTX_VARLEN_ATTENTION")
+    except UsageError:  # a bad value: the CLI says so (check) before any model is built
+        return False
+    return value in _ON
 
 
 def fused_elementwise() -> bool | None:

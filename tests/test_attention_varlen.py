@@ -79,3 +79,52 @@ def test_varlen_backend_is_forced_by_name(monkeypatch):
     assert attn.select_backend(q, layout, None) == "varlen"
     attn.attend(q, q, q, layout, None, 0.5)
     assert len(calls) == 1
+
+
+def test_varlen_switch_takes_packed_and_windowed_calls_only(monkeypatch):
+    """LONGCTX_VARLEN_ATTENTION=1: on CUDA in bf16, packed documents and sliding windows (training and inference)
+    take varlen where flex, fla or sdpa_docs would; one document per row stays on cuDNN's SDPA. Off (unset,
+    0, auto): the choices as before."""
+    import types
+
+    monkeypatch.delenv("LONGCTX_ATTN_BACKEND", raising=False)
+    monkeypatch.setattr(attn, "_flash_fns", lambda: False)  # no flash-attn package
+    monkeypatch.setattr(attn, "_fla_attn", lambda: False)
+    q = types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(1, 16, 2, 64))  # what select_backend reads
+    cpu = torch.device("cpu")
+    whole, packed = doc_layout(None, 1, 16, cpu), doc_layout(torch.tensor([0, 5, 16]), 1, 16, cpu)
+
+    def choices():
+        out = {}
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                for name, layout, window in (("whole", whole, None), ("packed", packed, None), ("window", whole, 8)):
+                    out[(grad, name)] = attn.select_backend(q, layout, window)
+        return out
+
+    for off in (None, "0", "auto"):
+        if off is None:
+            monkeypatch.delenv("LONGCTX_VARLEN_ATTENTION", raising=False)
+        else:
+            monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", off)
+        assert choices() == {
+            (True, "whole"): "sdpa",
+            (True, "packed"): "flex",
+            (True, "window"): "flex",
+            (False, "whole"): "sdpa",
+            (False, "packed"): "sdpa_docs",
+            (False, "window"): "sdpa_docs",
+        }
+    monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", "1")
+    got = choices()
+    assert got[(True, "whole")] == got[(False, "whole")] == "sdpa"
+    assert {v for k, v in got.items() if k[1] != "whole"} == {"varlen"}
+
+
+def test_bad_varlen_switch_is_one_line(monkeypatch, capsys):
+    from longctx.cli import main
+
+    monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", "maybe")
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LONGCTX_VARLEN_ATTENTION='maybe'" in err[0]

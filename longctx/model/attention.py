@@ -22,7 +22,9 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
 - "varlen": torch's own flash-attention 2 through `torch.nn.attention.varlen.varlen_attn` (torch >= 2.11:
            packed documents through cu_seqlens, a sliding window as flash's window_size, autograd), CUDA,
            fp16/bf16: what "flash" does, without the flash-attn package and without flex's compile.
-           Opt-in (LONGCTX_ATTN_BACKEND=varlen) until measured against flex and fla.
+           Opt-in until measured against flex and fla: LONGCTX_VARLEN_ATTENTION=1 takes it wherever flex,
+           fla or sdpa_docs would serve (packed documents, sliding windows), LONGCTX_ATTN_BACKEND=varlen
+           everywhere.
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND, read at each call) to force one.
@@ -77,11 +79,17 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
+    if env.varlen_attention() and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _varlen_fn():
+        return "varlen"  # LONGCTX_VARLEN_ATTENTION=1: what flash does, from torch itself, training and inference
     if inference:
         return "sdpa_docs"
     if window is not None and q.dtype in (torch.float16, torch.bfloat16) and _fla_attn():
         return "fla"  # transformer-1b trains at 16k/64k through it; flex's windowed compile did not finish
     return "flex"
+
+
+def _varlen_fn():
+    return optional.load("torch.nn.attention.varlen:varlen_attn")
 
 
 def _fla_attn():
@@ -242,7 +250,7 @@ def _flex_attend(q, k, v, layout, window, scale):
 
 def _varlen_attend(q, k, v, layout, window, scale):
     try:
-        from torch.nn.attention.varlen import varlen_attn
+        from torch.nn.attention.varlen import varlen_attn  # looked up at each call (tests replace it)
     except ImportError:
         raise RuntimeError("attention backend 'varlen' needs torch >= 2.11 (torch.nn.attention.varlen)") from None
     B, T = q.shape[:2]

@@ -13,7 +13,7 @@
 #   call 4, carry [".whl_parts/p2"]:   bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
 #                                      && bash scripts/gpu/cold-start.sh /tmp/tc
 # (.tcache does not fit beside the last wheel part and the tree in one call's 64 MiB.)
-# The environment passes through: `LONGCTX_ATTN_BACKEND=varlen bash scripts/gpu/cold-start.sh` runs the packed
+# The environment passes through: `LONGCTX_VARLEN_ATTENTION=1 bash scripts/gpu/cold-start.sh` runs the packed
 # documents' attention on torch's built-in flash-attention instead of compiling FlexAttention, the part of
 # step 1 that no autotune cache removes.
 #

@@ -26,10 +26,10 @@ cells=(
   "h64-nockpt|--configs hybrid-1b --lengths 65536 --impl ours,peer,fla --no-checkpointing"
   "t16-ckpt|--configs transformer-1b --lengths 16384 --impl ours,peer"
   "t16-nockpt|--configs transformer-1b --lengths 16384 --impl ours,peer --no-checkpointing"
-  "t16-nockpt-varlen|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --attn-backend varlen"
-  "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --attn-backend varlen"
-  "h16-docs8-flex|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend flex"
-  "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend varlen"
+  "t16-nockpt-varlen|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --varlen-attention"
+  "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --varlen-attention"
+  "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8"
+  "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
   "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla --profile"
 )
 for cell in "${cells[@]}"; do
