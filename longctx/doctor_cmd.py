@@ -95,7 +95,10 @@ def _kernels(device: str) -> dict:
     forced = gdn.default_backend()
     fla = dev.type == "cuda" and bool(gdn.fla_ops()) and forced != "torch"
     out["gated deltanet"] = "fla kernels" if fla else "PyTorch reference"
-    out["rmsnorm / swiglu"] = "fla fused kernels" if fused.kernels(q) else "PyTorch"
+    try:
+        out["rmsnorm / swiglu"] = "fla fused kernels" if fused.kernels(q) else "PyTorch"
+    except RuntimeError as e:  # LONGCTX_FUSED_ELEMENTWISE=1 without fla: what the run would stop on
+        out["rmsnorm / swiglu"] = f"error: {e}"
     return out
 
 
