@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_fused_arg(p)
     p.add_argument(
+        "--varlen-attention",
+        action="store_true",
+        help="ours: LONGCTX_VARLEN_ATTENTION=1, packed prompts and sliding windows through torch's varlen "
+        "flash-attention instead of SDPA one document (or window block) at a time",
+    )
+    p.add_argument(
         "--fla-intracard",
         action="store_true",
         help="set FLA_INTRACARD_CP=1: fla splits each long prompt's recurrence over more SMs (inference only)",
@@ -492,6 +498,8 @@ def main(argv=None) -> int:
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.fla_intracard:
         os.environ["FLA_INTRACARD_CP"] = "1"  # fla reads it when it dispatches a kernel
+    if args.varlen_attention:
+        os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"  # attention.select_backend reads it at each call
     import torch
 
     from longctx.model import HybridLM, load_config
@@ -564,6 +572,7 @@ def main(argv=None) -> int:
         "ours_cuda_graphs": bool(args.cuda_graphs),
         "peer_batch": args.peer_batch,  # prompts per transformers generate call
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
+        "ours_varlen_attention": bool(args.varlen_attention),
         "ours_fused_elementwise": args.fused_elementwise_state,
     }
     results: list[dict] = []
