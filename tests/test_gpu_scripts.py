@@ -145,13 +145,20 @@ def test_speed_lane_cells_are_valid_bench_commands(tmp_path, monkeypatch):
     finally:
         sys.path.remove(str(root / "bench"))
     monkeypatch.setattr(tt.fla_peer, "missing", lambda device: None)  # fla is on the GPU machine, not here
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import eval_throughput as et
+    finally:
+        sys.path.remove(str(root / "bench"))
     outs = set()
     for cmd in cmds:
         words = cmd.split()
-        assert words[:2] == ["python3", "bench/train_throughput.py"], cmd
-        args = tt.build_parser().parse_args(words[2:])
-        tt.validate(args)  # exits on a bad combination
+        bench = {"bench/train_throughput.py": tt, "bench/eval_throughput.py": et}[words[1]]
+        assert words[0] == "python3", cmd
+        args = bench.build_parser().parse_args(words[2:])
+        bench.validate(args)  # exits on a bad combination
         outs.add(args.out)
+    assert sum("eval_throughput" in c for c in cmds) == 2
     assert len(outs) == len(cmds) and all(o.startswith(str(tmp_path) + "/") for o in outs)
     env["ONLY"] = "h16-ckpt,t16-ckpt"
     only = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)

@@ -7,7 +7,8 @@
 #   wheels as in scripts/gpu/start-lane.sh, then in the last wheel call
 #     bash scripts/gpu/start-lane.sh "bash scripts/gpu/speed-lane.sh /tmp/w/speed" && bash scripts/gpu/poll.sh 480
 #   then `bash scripts/gpu/poll.sh 560` calls back to back (x.tgz holds w/speed/*/train_throughput.json);
-#   here: `python3 bench/speed_table.py <unpacked>/w/speed/*/train_throughput.json --md table.md` (ratios within a cell).
+#   here: `python3 bench/speed_table.py <unpacked>/w/speed/*/train_throughput.json --md table.md` (ratios within a cell);
+#   the two eval cells (the transformer's 64k prefill, windowed layers by SDPA blocks or varlen) write eval_throughput.json.
 #
 # DRY=1 prints the commands instead of running them (tests/test_gpu_scripts.py parses each with the bench's
 # own parser). STEP_LIMIT: seconds one cell may take (default 600: a fresh machine autotunes fla's kernels for
@@ -31,12 +32,19 @@ cells=(
   "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8"
   "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
   "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla --profile"
+  # eval: | arguments of bench/eval_throughput.py (the transformer's prefill: windowed layers by SDPA blocks or varlen)
+  "t64-eval|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs"
+  "t64-eval-varlen|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs --varlen-attention"
 )
 for cell in "${cells[@]}"; do
   name=${cell%%|*}
   args=${cell#*|}
   if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
-  cmd="python3 bench/train_throughput.py $args --steps 5 --warmup 2 --out $out/$name"
+  if [[ $args == eval:* ]]; then
+    cmd="python3 bench/eval_throughput.py ${args#eval:} --out $out/$name"
+  else
+    cmd="python3 bench/train_throughput.py $args --steps 5 --warmup 2 --out $out/$name"
+  fi
   if [ -n "${DRY:-}" ]; then echo "$cmd"; continue; fi
   mkdir -p "$out/$name"
   t0=$(date +%s)
