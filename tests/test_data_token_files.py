@@ -141,3 +141,16 @@ def test_the_document_index_is_scanned_once_and_kept(tmp_path, tok, index_cache,
     monkeypatch.setenv("LONGCTX_CACHE", str(path))  # a file, not a folder: nothing can be written there
     token_files.file_spans.cache_clear()
     assert docs_of(open_source(str(path), tokenizer=tok)) == docs[:5] and len(scans) == 3
+
+
+def test_ranks_read_disjoint_documents_that_cover_the_file(tmp_path, tok):
+    """Data parallel: rank r of 3 reads the stream positions p with p % 3 == r; together every document once."""
+    docs = ids_of(tok, TEXTS)
+    np.array(flat(docs, tok.eos_token_id), np.uint32).tofile(tmp_path / "t.npy")
+    src = open_source(str(tmp_path / "t.npy"), tokenizer=tok)
+    seen = {}
+    for rank in range(3):
+        for pos, d in src.iter_epoch(0, seed=5, rank=rank, world_size=3):
+            assert pos % 3 == rank and pos not in seen
+            seen[pos] = list(map(int, d))
+    assert sorted(map(tuple, seen.values())) == sorted(map(tuple, docs))
