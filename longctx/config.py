@@ -367,6 +367,12 @@ def validate(cfg: RunConfig) -> None:
         cfg.z_loss,
     )
     _need(
+        not (cfg.loss_backend in ("fla", "chunked-fla") and cfg.device == "cpu"),
+        f"loss_backend {cfg.loss_backend} on device",
+        "cuda (fla's kernels are Triton; chunked or compiled run on the CPU)",
+        cfg.device,
+    )
+    _need(
         cfg.export_dtype in (None, "float32", "bfloat16", "float16"),
         "export_dtype",
         "float32, bfloat16 or float16",

@@ -70,6 +70,8 @@ def test_bad_keys_and_types_name_the_key(data, needle):
         ({"schedule.name": "step"}, "schedule"),
         ({"extend.recalibrate_fraction": 1.5}, "recalibrate_fraction"),
         ({"device": "tpu"}, "device"),
+        ({"loss_backend": "chunked-fla", "device": "cpu"}, "loss_backend chunked-fla on device"),
+        ({"loss_backend": "fla", "device": "cpu"}, "loss_backend fla on device"),
         ({"grad_checkpointing": 1.5}, "grad_checkpointing"),
         ({"data.fillers": ["book", "essays"]}, "data.fillers"),
         ({"data.fillers": []}, "data.fillers"),
