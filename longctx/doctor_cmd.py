@@ -54,6 +54,21 @@ def _package(module: str) -> dict:
     return {"ok": True, "version": getattr(mod, "__version__", "installed")}
 
 
+def _cache_size(path: str | None) -> str | None:
+    """'N files, M MiB' under a cache directory (a fresh machine's is empty: every kernel compiles anew)."""
+    if not path or not os.path.isdir(path):
+        return None if not path else "not there yet"
+    files = size = 0
+    for root, _, names in os.walk(path):
+        for n in names:
+            files += 1
+            try:
+                size += os.path.getsize(os.path.join(root, n))
+            except OSError:
+                pass
+    return f"{files} files, {size / 2**20:.0f} MiB"
+
+
 def _gpu() -> dict:
     import torch
 
@@ -113,6 +128,7 @@ def collect() -> dict:
     packages = {name: _package(module) for name, module in PACKAGES}
     switches = {name: os.environ.get(name) for name in env.SWITCHES if os.environ.get(name)}
     caches = {var: os.environ.get(var) for var in ("LONGCTX_KERNEL_CACHE", *env.KERNEL_CACHES)}
+    cache_sizes = {var: _cache_size(path) for var, path in caches.items() if var != "LONGCTX_KERNEL_CACHE" and path}
     device = "cuda" if gpu["available"] else "cpu"
     notes = []
     if gpu["available"]:
@@ -147,6 +163,7 @@ def collect() -> dict:
         "torch_varlen_attention": varlen_ok,
         "switches": switches,
         "kernel_caches": caches,
+        "kernel_cache_sizes": cache_sizes,
         "kernels": {"device": device, **_kernels(device)},
         "notes": notes,
     }
@@ -166,7 +183,15 @@ def _text(r: dict) -> str:
         *(f"  {name:<11} {p['version'] if p['ok'] else 'missing: ' + p['error']}" for name, p in r["packages"].items()),
         f"torch varlen flash-attention (attention backend varlen): {'yes' if r['torch_varlen_attention'] else 'no'}",
         "switches: " + (", ".join(f"{k}={v}" for k, v in r["switches"].items()) or "none set"),
-        "kernel caches: " + (", ".join(f"{k}={v}" for k, v in r["kernel_caches"].items() if v) or "none set"),
+        "kernel caches: "
+        + (
+            ", ".join(
+                f"{k}={v}" + (f" ({r['kernel_cache_sizes'][k]})" if r["kernel_cache_sizes"].get(k) else "")
+                for k, v in r["kernel_caches"].items()
+                if v
+            )
+            or "none set"
+        ),
         f"kernels on {r['kernels']['device']}:",
         *(f"  {k}: {v}" for k, v in r["kernels"].items() if k != "device"),
     ]

@@ -65,3 +65,16 @@ def test_gpu_notes(capsys, monkeypatch):
     assert "PyTorch reference" in notes[0] and "No module named 'fla'" in notes[0]
     assert "tilelang" in notes[1] and "LONGCTX_KERNEL_CACHE" in notes[2]
     assert main(["doctor"]) == 0 and "1 x H200 (sm 9.0, 139.8 GiB), CUDA 13.0" in capsys.readouterr().out
+
+
+def test_kernel_cache_sizes(capsys, monkeypatch, tmp_path):
+    """With LONGCTX_KERNEL_CACHE, each library's cache and what it holds (empty on a fresh machine)."""
+    for var in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TILELANG_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "kc" / "triton" / "k1").mkdir(parents=True)
+    (tmp_path / "kc" / "triton" / "k1" / "kernel.autotune.json").write_bytes(b"x" * 3 * 2**20)
+    monkeypatch.setenv("LONGCTX_KERNEL_CACHE", str(tmp_path / "kc"))
+    r = _report(capsys)
+    assert r["kernel_caches"]["TRITON_CACHE_DIR"] == str(tmp_path / "kc" / "triton")
+    assert r["kernel_cache_sizes"]["TRITON_CACHE_DIR"] == "1 files, 3 MiB"
+    assert r["kernel_cache_sizes"]["TORCHINDUCTOR_CACHE_DIR"] == "0 files, 0 MiB"
