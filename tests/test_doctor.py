@@ -70,7 +70,9 @@ def test_gpu_notes(capsys, monkeypatch):
 def test_kernel_cache_sizes(capsys, monkeypatch, tmp_path):
     """With LONGCTX_KERNEL_CACHE, each library's cache and what it holds (empty on a fresh machine)."""
     for var in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "TILELANG_CACHE_DIR"):
-        monkeypatch.delenv(var, raising=False)
+        # set, not deleted: the command sets them from LONGCTX_KERNEL_CACHE, and monkeypatch undoes only what
+        # it recorded (a delenv of an unset variable records nothing, and they would leak into later tests)
+        monkeypatch.setenv(var, "")
     (tmp_path / "kc" / "triton" / "k1").mkdir(parents=True)
     (tmp_path / "kc" / "triton" / "k1" / "kernel.autotune.json").write_bytes(b"x" * 3 * 2**20)
     monkeypatch.setenv("LONGCTX_KERNEL_CACHE", str(tmp_path / "kc"))
