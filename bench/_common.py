@@ -66,6 +66,20 @@ def add_fused_arg(p) -> None:
     )
 
 
+def add_varlen_arg(p, what: str) -> None:
+    p.add_argument(
+        "--varlen-attention",
+        action="store_true",
+        help=f"ours: LONGCTX_VARLEN_ATTENTION=1, {what} through torch's varlen flash-attention",
+    )
+
+
+def apply_varlen_arg(args) -> None:
+    """--varlen-attention: set the switch attention.select_backend reads at each call."""
+    if args.varlen_attention:
+        os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"
+
+
 def apply_fused_arg(args) -> str:
     """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON.
     A bad LONGCTX_* switch exits 2 with one line here, as the CLI does (longctx.env)."""

@@ -54,7 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     add_fused_arg,
     add_run_args,
+    add_varlen_arg,
     apply_fused_arg,
+    apply_varlen_arg,
     free,
     is_oom,
     parse_lengths,
@@ -111,12 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph",
     )
     add_fused_arg(p)
-    p.add_argument(
-        "--varlen-attention",
-        action="store_true",
-        help="ours: LONGCTX_VARLEN_ATTENTION=1, packed prompts and sliding windows through torch's varlen "
-        "flash-attention instead of SDPA one document (or window block) at a time",
-    )
+    add_varlen_arg(p, "packed prompts and sliding windows (instead of SDPA a document or window block at a time)")
     p.add_argument(
         "--fla-intracard",
         action="store_true",
@@ -498,8 +495,7 @@ def main(argv=None) -> int:
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.fla_intracard:
         os.environ["FLA_INTRACARD_CP"] = "1"  # fla reads it when it dispatches a kernel
-    if args.varlen_attention:
-        os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"  # attention.select_backend reads it at each call
+    apply_varlen_arg(args)
     import torch
 
     from longctx.model import HybridLM, load_config

@@ -72,7 +72,9 @@ import fla_peer  # noqa: E402
 from _common import (
     add_fused_arg,
     add_run_args,
+    add_varlen_arg,
     apply_fused_arg,
+    apply_varlen_arg,
     free,
     is_oom,
     parse_lengths,
@@ -86,10 +88,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from longctx.config import LOSS_BACKENDS  # noqa: E402
+from longctx.env import ATTN_BACKENDS as ENV_ATTN_BACKENDS  # noqa: E402
 from longctx.env import GDN_BACKENDS  # noqa: E402
 
 IMPLS = ("ours", "peer", "fla")
-ATTN_BACKENDS = ("flash", "sdpa", "flex", "fla", "varlen", "math")  # longctx.model.attention.BACKENDS
+ATTN_BACKENDS = tuple(b for b in ENV_ATTN_BACKENDS if b != "sdpa_docs")  # sdpa_docs: inference only
 PRECISIONS = ("bf16", "amp")
 PEAK_FLOPS = 989e12
 FLOPS_NOTE = (
@@ -127,12 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gradient, chunked with fla's fused CE kernels for the softmax gradient, or fla's fused linear CE",
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
-    p.add_argument(
-        "--varlen-attention",
-        action="store_true",
-        help="ours: LONGCTX_VARLEN_ATTENTION=1, packed and sliding-window attention through torch's varlen "
-        "flash-attention (one document per row stays on cuDNN's SDPA)",
-    )
+    add_varlen_arg(p, "packed and sliding-window attention (one document per row stays on cuDNN's SDPA)")
     p.add_argument(
         "--docs",
         type=int,
@@ -415,8 +413,7 @@ def main(argv=None) -> int:
     args.fused_elementwise_state = apply_fused_arg(args)
     if args.attn_backend:
         os.environ["LONGCTX_ATTN_BACKEND"] = args.attn_backend  # attention.py reads it at each call
-    if args.varlen_attention:
-        os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"
+    apply_varlen_arg(args)
     import torch
 
     from longctx.model import HybridLM, attention, load_config, optional

@@ -107,9 +107,10 @@ def _kernels(device: str) -> dict:
                     out[key] = f"{chosen} ({ATTENTION[chosen]})"
                 except (RuntimeError, ValueError) as e:
                     out[key] = f"error: {e}"
-    forced = gdn.default_backend()
-    fla = dev.type == "cuda" and bool(gdn.fla_ops()) and forced != "torch"
-    out["gated deltanet"] = "fla kernels" if fla else "PyTorch reference"
+    try:
+        out["gated deltanet"] = "fla kernels" if gdn.takes_fla(dev.type == "cuda", warn=False) else "PyTorch reference"
+    except RuntimeError as e:  # LONGCTX_GDN_BACKEND=fla where fla cannot run: what the run would stop on
+        out["gated deltanet"] = f"error: {e}"
     try:
         out["rmsnorm / swiglu"] = "fla fused kernels" if fused.kernels(q) else "PyTorch"
     except RuntimeError as e:  # LONGCTX_FUSED_ELEMENTWISE=1 without fla: what the run would stop on
@@ -146,12 +147,8 @@ def collect() -> dict:
                 "no kernel cache set: a fresh machine compiles and autotunes for minutes before the first step; "
                 "LONGCTX_KERNEL_CACHE=DIR on a persistent or shared directory keeps them"
             )
-    try:
-        from torch.nn.attention import varlen  # noqa: F401
+    from longctx.model import attention
 
-        varlen_ok = True
-    except ImportError:
-        varlen_ok = False
     return {
         "longctx": __version__,
         "python": platform.python_version(),
@@ -160,7 +157,7 @@ def collect() -> dict:
         "transformers": transformers.__version__,
         "gpu": gpu,
         "packages": packages,
-        "torch_varlen_attention": varlen_ok,
+        "torch_varlen_attention": bool(attention.varlen_fn()),
         "switches": switches,
         "kernel_caches": caches,
         "kernel_cache_sizes": cache_sizes,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from longctx.data.docsource import DocSource, IndexedSource
 from longctx.data.embedded import embedded_source
+from longctx.data.token_files import TOKEN_EXTS, is_token_path, token_source
 from longctx.errors import UsageError
 
 TEXT_EXTS = (".txt", ".md", ".text")
@@ -209,7 +210,7 @@ def hf_source(
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("/", "./", "../", "~")) or _kind(Path(spec)) is not None or spec.endswith((".npy", ".bin"))
+    return spec.startswith(("/", "./", "../", "~")) or _kind(Path(spec)) is not None or spec.endswith(TOKEN_EXTS)
 
 
 def open_source(
@@ -245,8 +246,6 @@ def open_source(
     if spec == "embedded":
         return embedded_source(seed, doc_tokens=doc_tokens, doc_chars=doc_chars, tokenizer=tokenizer, **embedded_opts)
     if os.path.exists(os.path.expanduser(spec)):
-        from longctx.data.token_files import is_token_path, token_source
-
         if is_token_path(os.path.expanduser(spec)):
             if tokenizer is None:
                 raise UsageError(f"data source {spec!r}: token files need the training tokenizer (its EOS id)")

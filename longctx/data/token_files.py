@@ -123,12 +123,14 @@ def token_source(path: str | os.PathLike, tokenizer, dtype: str = "uint32") -> I
     arrays = [open_tokens(f, dtype) for f in files]
     for f, arr in zip(files, arrays, strict=True):
         head = np.asarray(arr[:CHECK])
-        if len(head) and (int(head.max()) >= vocab or int(head.min()) < 0):
-            bad = int(head.max()) if int(head.max()) >= vocab else int(head.min())
+        if not len(head):
+            continue
+        hi, lo = int(head.max()), int(head.min())
+        if hi >= vocab or lo < 0:
             raise UsageError(
-                f"token file {str(f)!r}: id {bad} is outside the tokenizer's vocabulary (0..{vocab - 1}); "
-                "tokenized with another tokenizer, or a raw file whose data.token_dtype is not "
-                f"{arrays[0].dtype}?"
+                f"token file {str(f)!r}: id {hi if hi >= vocab else lo} is outside the tokenizer's vocabulary "
+                f"(0..{vocab - 1}); tokenized with another tokenizer, or a raw file whose data.token_dtype is not "
+                f"{arr.dtype}?"
             )
     spans = []
     for f in files:

@@ -79,7 +79,7 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
-    if env.varlen_attention() and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _varlen_fn():
+    if env.varlen_attention() and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and varlen_fn():
         return "varlen"  # LONGCTX_VARLEN_ATTENTION=1: what flash does, from torch itself, training and inference
     if inference:
         return "sdpa_docs"
@@ -88,7 +88,8 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
     return "flex"
 
 
-def _varlen_fn():
+def varlen_fn():
+    """(torch's varlen_attn,), or False before torch 2.11."""
     return optional.load("torch.nn.attention.varlen:varlen_attn")
 
 

@@ -46,6 +46,26 @@ def fla_ops():
     return optional.load(*FLA_SPECS)
 
 
+def takes_fla(is_cuda: bool, backend: str | None = None, warn: bool = True) -> bool:
+    """Whether a GDN layer on CUDA (is_cuda) or the CPU runs fla's kernels: `backend` (the layer's, else
+    gdn.BACKEND / LONGCTX_GDN_BACKEND) may force fla (an error where it cannot run) or torch; on CUDA without
+    fla the PyTorch reference runs, said once on stderr (warn)."""
+    backend = backend or default_backend()
+    if backend == "torch":
+        return False
+    available = is_cuda and bool(fla_ops())
+    if backend == "fla" and not available:
+        raise RuntimeError("gdn backend 'fla' needs CUDA tensors and the flash-linear-attention package")
+    if warn and is_cuda and not available:
+        optional.warn_once(
+            "gdn-fla",
+            f"the Gated DeltaNet layers run their PyTorch reference on CUDA, many times slower than fla's "
+            f"kernels ({optional.why_missing(*FLA_SPECS)}; pip install 'longctx[gpu]'; "
+            "LONGCTX_GDN_BACKEND=torch chooses the reference without this warning)",
+        )
+    return available
+
+
 # ---------------------------------------------------------------- torch reference
 
 
@@ -211,20 +231,7 @@ class GatedDeltaNet(nn.Module):
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def use_fla(self, x: torch.Tensor) -> bool:
-        backend = self.backend or default_backend()
-        if backend == "torch":
-            return False
-        available = x.is_cuda and bool(fla_ops())
-        if backend == "fla" and not available:
-            raise RuntimeError("gdn backend 'fla' needs CUDA tensors and the flash-linear-attention package")
-        if x.is_cuda and not available:
-            optional.warn_once(
-                "gdn-fla",
-                f"the Gated DeltaNet layers run their PyTorch reference on CUDA, many times slower than fla's "
-                f"kernels ({optional.why_missing(*FLA_SPECS)}; pip install 'longctx[gpu]'; "
-                "LONGCTX_GDN_BACKEND=torch chooses the reference without this warning)",
-            )
-        return available
+        return takes_fla(x.is_cuda, self.backend)
 
     def forward(self, x: torch.Tensor, layout: DocLayout, cache=None) -> torch.Tensor:
         """cache (longctx.model.cache.LayerCache): a prefill also stores each document's final state and
