@@ -18,8 +18,9 @@ all, seeded per length), forward, next-token loss over T-1 positions, backward, 
 `bf16` (default): bf16 weights, gradients and optimizer states, no autocast; `amp`: fp32 weights
 under bf16 autocast (what `longctx pretrain` does).
 - ours: `longctx.model.HybridLM`, `gradient_checkpointing = True`, loss through
-  `longctx.train.loss.chunked_cross_entropy` (logits never built whole); `--ce compiled` / `chunked-fla`
-  make each chunk's softmax gradient through torch.compile / fla's fused CE kernels; `--ce fla` uses fla's
+  `longctx.train.loss.chunked_cross_entropy` (logits never built whole), `--ce auto` as `longctx pretrain`
+  (each chunk's softmax gradient in fla's fused CE kernels on CUDA with fla, `chunked-fla`; else `chunked`,
+  in place in PyTorch); `--ce compiled` makes it through torch.compile; `--ce fla` uses fla's
   fused linear cross-entropy instead; `--no-fused-ce` builds the logits and uses F.cross_entropy; `--attn-backend`
 forces an attention kernel (through
   LONGCTX_ATTN_BACKEND); `--gdn-backend` forces the GDN kernel; `--compile` compiles each block;
@@ -124,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ce-chunk", type=int, default=4096, help="ours: tokens per chunked-CE chunk")
     p.add_argument(
         "--ce",
-        default="chunked",
+        default="auto",
         choices=LOSS_BACKENDS,
-        help="ours: cross-entropy over the head: ours chunked, chunked with torch.compile'd softmax "
-        "gradient, chunked with fla's fused CE kernels for the softmax gradient, or fla's fused linear CE",
+        help="ours: cross-entropy over the head: as `longctx pretrain` (auto), ours chunked, chunked with "
+        "torch.compile'd softmax gradient, chunked with fla's fused CE kernels for the softmax gradient, or "
+        "fla's fused linear CE",
     )
     p.add_argument("--attn-backend", default=None, choices=ATTN_BACKENDS, help="ours: force this attention kernel")
     add_varlen_arg(p, "packed and sliding-window attention (one document per row stays on cuDNN's SDPA)")
@@ -261,7 +263,7 @@ def make_step(impl, model, opt, ids, labels, autocast, args):
     from longctx.data.packing import IGNORE_INDEX
     from longctx.train.loss import make_loss_fn
 
-    loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk)
+    loss_fn = make_loss_fn(args.ce, chunk=args.ce_chunk, device=ids.device)
 
     cu = doc_bounds(ids, args.docs)
 
@@ -359,6 +361,9 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
+        from longctx.train.loss import resolve_backend
+
+        row["ours_loss_backend"] = resolve_backend(args.ce, device)
         from longctx.model.hybrid import checkpointed_blocks
 
         row["ours_checkpointed_blocks"] = sorted(
@@ -515,7 +520,7 @@ def main(argv=None) -> int:
             ("--no-fused-ce", args.no_fused_ce),
             ("--fused-elementwise", args.fused_elementwise),
             ("--plain-elementwise", args.plain_elementwise),
-            (f"--ce {args.ce}", args.ce != "chunked"),
+            (f"--ce {args.ce}", args.ce != "auto"),
             (f"--attn-backend {args.attn_backend}", args.attn_backend),
             (f"--docs {args.docs}", args.docs > 1),
             ("--varlen-attention", args.varlen_attention),

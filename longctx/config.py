@@ -32,7 +32,7 @@ from longctx.errors import UsageError
 from longctx.shipped import shipped_config
 
 SCHEDULES = ("cosine", "linear", "wsd", "constant")
-LOSS_BACKENDS = ("chunked", "compiled", "chunked-fla", "fla")  # longctx.train.loss.make_loss_fn
+LOSS_BACKENDS = ("auto", "chunked", "compiled", "chunked-fla", "fla")  # longctx.train.loss.make_loss_fn
 
 
 @dataclass
@@ -135,9 +135,10 @@ class RunConfig:
     grad_checkpointing: bool | float = False  # true: every block; a fraction: that share (GDN blocks first)
     z_loss: float = 0.0  # coefficient of mean(logsumexp^2)
     loss_chunk: int = 4096  # tokens per cross-entropy chunk
-    # chunked (ours, any device) | compiled (chunked, softmax gradient via torch.compile) | chunked-fla (chunked,
-    # softmax gradient in fla's fused CE kernels, CUDA) | fla (fla's fused linear CE, CUDA, no z-loss)
-    loss_backend: str = "chunked"
+    # auto (chunked-fla on CUDA with fla installed, else chunked) | chunked (ours, any device) | compiled (chunked,
+    # softmax gradient via torch.compile) | chunked-fla (chunked, softmax gradient in fla's fused CE kernels, CUDA)
+    # | fla (fla's fused linear CE, CUDA, no z-loss)
+    loss_backend: str = "auto"
     export_dtype: str | None = None  # dtype of the final HF model; None = float32 (pretrain) / the source's (extend)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

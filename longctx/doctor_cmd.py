@@ -115,6 +115,11 @@ def _kernels(device: str) -> dict:
         out["rmsnorm / swiglu"] = "fla fused kernels" if fused.kernels(q) else "PyTorch"
     except RuntimeError as e:  # LONGCTX_FUSED_ELEMENTWISE=1 without fla: what the run would stop on
         out["rmsnorm / swiglu"] = f"error: {e}"
+    from longctx.train.loss import resolve_backend
+
+    ce = resolve_backend("auto", dev)
+    how = " (fla's fused CE kernels)" if ce == "chunked-fla" else " (PyTorch)"
+    out["cross-entropy (loss_backend auto)"] = ce + how
     return out
 
 

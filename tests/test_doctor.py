@@ -27,6 +27,7 @@ def test_cpu_report(capsys, monkeypatch):
     assert k["attention, training, packed documents"].startswith("math (")
     assert k["attention, inference, packed documents"].startswith("sdpa_docs (")
     assert k["gated deltanet"] == "PyTorch reference" and k["rmsnorm / swiglu"] == "PyTorch"
+    assert k["cross-entropy (loss_backend auto)"] == "chunked (PyTorch)"
     assert r["notes"] == []  # the notes are about GPU runs
     assert main(["doctor"]) == 0
     text = capsys.readouterr().out

@@ -66,6 +66,8 @@ def test_metrics_rows(trained):
         assert r["lr"] == pytest.approx(3e-3 * lr_factor(r["step"] - 1, 40, sched))
     # what the process did before its first step (imports, model, data): on that step's row alone
     assert rows[0]["startup_s"] > 0 and not any("startup_s" in r for r in rows[1:])
+    # the loss kernel `loss_backend: auto` (the default) took here: chunked on CPU
+    assert rows[0]["loss_backend"] == "chunked" and not any("loss_backend" in r for r in rows[1:])
 
 
 def test_outputs_checkpoints_and_hf_export(trained):

@@ -148,3 +148,25 @@ def test_compiled_backend_compiles_and_matches(monkeypatch):
     fn = loss.make_loss_fn("compiled", chunk=8)
     h, w, y = torch.randn(20, 12), torch.randn(67, 12), torch.randint(0, 67, (20,))
     torch.testing.assert_close(fn(h, w, y).total, F.cross_entropy(h @ w.t(), y, reduction="sum"), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_backend_takes_fla_kernels_on_cuda_only_when_fla_imports(monkeypatch):
+    """`loss_backend: auto` (the default): chunked-fla on CUDA with fla's CE kernels importable, chunked on
+    CPU or without fla; explicit names pass through."""
+    from longctx.model import optional
+    from longctx.train import loss
+
+    assert loss.resolve_backend("auto", "cpu") == "chunked"
+    assert loss.resolve_backend("auto", None) == "chunked"
+    assert loss.resolve_backend("compiled", "cuda") == "compiled"
+    monkeypatch.setattr(optional, "load", lambda *specs: (object(),))
+    assert loss.resolve_backend("auto", torch.device("cuda", 0)) == "chunked-fla"
+    assert loss.resolve_backend("auto", "cpu") == "chunked"
+    monkeypatch.setattr(optional, "load", lambda *specs: False)
+    assert loss.resolve_backend("auto", "cuda") == "chunked"
+    # make_loss_fn resolves it for its device: on CPU the chunked CE, equal to the reference
+    g = torch.Generator().manual_seed(1)
+    h, w = torch.randn(9, 4, generator=g, dtype=torch.float64), torch.randn(13, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 13, (9,), generator=g)
+    got = loss.make_loss_fn("auto", chunk=4, device="cpu")(h, w, y)
+    assert torch.allclose(got.ce_sum, _reference(h, w, y, 0.0)[0])

@@ -31,7 +31,7 @@ import longctx
 from longctx.config import RunConfig
 from longctx.data.packing import IGNORE_INDEX
 from longctx.train import checkpoint as ckpt
-from longctx.train.loss import heldout_ce, make_loss_fn
+from longctx.train.loss import heldout_ce, make_loss_fn, resolve_backend
 from longctx.train.metrics import MetricsLog, format_postfix, peak_flops, progress_bar
 from longctx.train.optim import build_optimizer
 from longctx.train.schedule import build_scheduler
@@ -108,7 +108,8 @@ class Trainer:
             self.raw_model = self.model = model.to(device)
         self.optimizer = build_optimizer(self.model, cfg.optimizer, device)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, cfg.schedule)
-        self.loss_fn = make_loss_fn(cfg.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
+        self.loss_backend = resolve_backend(cfg.loss_backend, device)  # `auto` made concrete; in step 1's metrics row
+        self.loss_fn = make_loss_fn(self.loss_backend, chunk=cfg.loss_chunk, z_loss=cfg.z_loss)
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.last_checkpoint: Path | None = None
         self.best: dict | None = None  # {"key", "value", "step"} of checkpoints/best (checkpoint.best)
@@ -291,6 +292,7 @@ class Trainer:
                 row = self.train_step()
                 if startup is not None:
                     row["startup_s"], startup = startup, None
+                    row["loss_backend"] = self.loss_backend
                 if prof is not None:
                     prof.after(self.step)
                 row.update(self._probe())

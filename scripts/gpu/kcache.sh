@@ -3,7 +3,7 @@
 # across GPU machines, for start-lane.sh, poll.sh and test-gpu.sh:
 #   kcache.sh restore DIR   unpack DIR/kcache.tgz.part* (in order), else DIR/kcache.tgz, else DIR/tcache.tgz
 #                           (autotune results alone, older runs), else scripts/gpu/h200-autotune.tgz into /tmp/kcache
-#                           (fla's autotune results of a study-20m-budget lane on one H200: torch 2.11, triton 3.6;
+#                           (fla's autotune results, 74 files: study-20m's hybrid and hybrid-1b at 16k, one H200, torch 2.11, triton 3.6;
 #                           a kernel whose source, shapes or versions differ has another key and autotunes anew)
 #   kcache.sh pack OUT      the whole cache as OUT/kcache.tgz.part0.. in 15 MiB parts when it packs into 3 (a file
 #                           back from $OUT is at most 16 MiB; 8 files, 64 MiB together), else OUT/kcache.tgz with

@@ -21,7 +21,7 @@ cells=(
   # name | arguments of bench/train_throughput.py
   "h16-nockpt|--configs hybrid-1b --lengths 16384 --impl ours,peer,fla --no-checkpointing"
   "h16-ckpt|--configs hybrid-1b --lengths 16384 --impl ours,peer,fla"
-  "h16-nockpt-ce-chunked-fla|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla"
+  "h16-nockpt-ce-chunked|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked"
   "h16-nockpt-ce-compiled|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce compiled"
   "h64-ckpt|--configs hybrid-1b --lengths 65536 --impl ours,peer,fla"
   "h64-nockpt|--configs hybrid-1b --lengths 65536 --impl ours,peer,fla --no-checkpointing"
@@ -31,7 +31,7 @@ cells=(
   "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --varlen-attention"
   "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8"
   "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
-  "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --ce chunked-fla --profile"
+  "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --profile"
   # eval: | arguments of bench/eval_throughput.py (the transformer's prefill: windowed layers by SDPA blocks or varlen)
   "t64-eval|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs"
   "t64-eval-varlen|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs --varlen-attention"
