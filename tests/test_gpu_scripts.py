@@ -223,3 +223,79 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
         "smoke-drope",
         "smoke-transformer",
     }
+
+
+KEEP = SCRIPT.parent / "keep.sh"
+
+
+def _keep(*args, cwd, **env):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), **{k: str(v) for k, v in env.items()}}
+    cmd = ["bash", str(KEEP), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+
+
+def _trained_run(d: Path, weights: bytes) -> None:
+    """What `longctx pretrain` leaves in a finished run directory (the files train_done reads), and checkpoints."""
+    (d / "checkpoints" / "step_10").mkdir(parents=True)
+    (d / "checkpoints" / "step_10" / "optim.pt").write_bytes(b"x" * 1000)
+    (d / "config.json").write_text("{}")
+    (d / "metrics.jsonl").write_text('{"step": 10}\n')
+    (d / "model.safetensors").write_bytes(weights)
+    (d / "longctx_train.json").write_text('{"steps": 10}')
+
+
+def test_kept_runs_come_home_in_polls_and_are_restored_on_the_next_machine(tmp_path):
+    """keep.sh: a lane's finished runs (KEEP) come back one per poll without their checkpoints, are arranged in
+    parts that fit next to the working tree, and a fresh machine's lane starts with them in place, done for the
+    study (longctx.study.state.train_done) and with the evaluation files the last x.tgz held."""
+    import os
+    import tarfile
+
+    from longctx.study.state import train_done
+
+    lane, hybrid, transformer = tmp_path / "w", "budget/hybrid-s0/base", "gate/transformer-s0/base"
+    (lane / "logs").mkdir(parents=True)
+    (lane / "logs" / "keep").write_text(f"{transformer} {hybrid}\n")
+    weights = {hybrid: os.urandom(1_200_000), transformer: os.urandom(1_200_000)}
+    (lane / transformer).mkdir(parents=True)  # still training: no export yet
+    _trained_run(lane / hybrid, weights[hybrid])
+    polls = [tmp_path / f"out{i}" for i in range(3)]
+    for p in polls:
+        p.mkdir()
+    run = _keep("pack", polls[0], cwd=tmp_path, LANE=lane)
+    assert run.returncode == 0 and f"keep: {hybrid} in 1 part(s)" in run.stdout, run.stderr
+    assert _keep("pack", polls[1], cwd=tmp_path, LANE=lane).stdout == ""  # sent once; the other not done
+    _trained_run(lane / transformer, weights[transformer])
+    (lane / hybrid / "gate.json").write_text('{"passed": true}')  # written after the hybrid was packed
+    (lane / hybrid / "metrics.jsonl").write_text("changed\n")
+    assert transformer in _keep("pack", polls[2], cwd=tmp_path, LANE=lane).stdout
+    with tarfile.open(polls[2] / "x.tgz", "w:gz") as t:  # poll.sh's x.tgz: /tmp/w without weights or checkpoints
+        for rel in ("gate.json", "metrics.jsonl"):
+            t.add(lane / hybrid / rel, arcname=f"w/{hybrid}/{rel}")
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.lane_restore/\n")
+    (repo / "code.py").write_bytes(os.urandom(300_000))
+    run = _keep("arrange", *polls, cwd=repo, LONGCTX_CARRY_MIB=4)
+    assert run.returncode == 0 and "keep: 2 kept run(s) in 2 part(s)" in run.stdout, (run.stdout, run.stderr)
+    tree = sum(p.stat().st_size for p in [repo / ".gitignore", repo / "code.py"])
+    parts = sorted((repo / ".lane_restore").iterdir())
+    for p in parts:
+        assert tree + sum(f.stat().st_size for f in p.iterdir()) <= 4 * 1048576
+        assert f'[".lane_restore/{p.name}"]' in run.stdout
+    stage = tmp_path / "stage"
+    for p in parts:  # one call per part on the next machine
+        there = tmp_path / f"call-{p.name}"
+        (there / ".lane_restore").mkdir(parents=True)
+        (there / ".lane_restore" / p.name).symlink_to(p)
+        assert _keep("take", cwd=there, LONGCTX_RESTORE=stage).returncode == 0
+    fresh = tmp_path / "fresh" / "w"
+    run = _keep("restore", cwd=tmp_path, LANE=fresh, LONGCTX_RESTORE=stage)
+    assert run.returncode == 0 and f"keep: restored {hybrid}" in run.stdout and transformer in run.stdout, run.stderr
+    for d in (hybrid, transformer):
+        assert train_done(fresh / d) and (fresh / d / "model.safetensors").read_bytes() == weights[d]
+        assert not (fresh / d / "checkpoints").exists()
+    assert (fresh / hybrid / "gate.json").read_text() == '{"passed": true}'  # from x.tgz
+    assert (fresh / hybrid / "metrics.jsonl").read_text() == '{"step": 10}\n'  # the kept archive's, not overwritten

@@ -22,6 +22,8 @@
 # each, 8 files), else kcache.tgz with fla's autotune results alone; copy them to .tcache/ (git-ignored)
 # and carry ".tcache": it is restored here before the job starts.
 # With nothing in .tcache, kcache.sh restores scripts/gpu/h200-autotune.tgz (fla's autotune results of a lane).
+# A machine taken back loses the lane; the trained runs named in KEEP come home with the polls (scripts/gpu/keep.sh)
+# and can be carried to the next machine, whose lane then starts after them.
 # (Autotune results alone brought the study-20m hybrid's first step to 68 s from ~345 s; the extensions
 # that ran after pretraining on the same machine, with every cache warm, took 10-13 s for their first step.)
 set -u
@@ -34,6 +36,9 @@ cd /tmp/repo
 lane_env /tmp/kcache
 export PYTHONPATH=/tmp/site:/tmp/repo
 bash "$src/scripts/gpu/kcache.sh" restore "$src/.tcache"
+# trained runs of a lane before, carried by keep.sh take, back in place; KEEP: the runs poll.sh brings home
+LANE=/tmp/w bash "$src/scripts/gpu/keep.sh" restore
+[ -n "${KEEP:-}" ] && echo "$KEEP" > /tmp/w/logs/keep
 { nvidia-smi --query-gpu=name,memory.total --format=csv
   python3 -m longctx doctor; } \
   > /tmp/w/logs/gpu.txt 2>&1
