@@ -8,7 +8,9 @@
 #                                  && export PYTHONPATH=/tmp/site:$PWD \
 #                                  && bash scripts/gpu/start-lane.sh "python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ..." \
 #                                  && bash scripts/gpu/poll.sh 520
-#   calls after, no carry:       bash scripts/gpu/poll.sh 560      (each returns $OUT/x.tgz, the state so far)
+#   calls after, no carry:       bash scripts/gpu/poll.sh 300      (each returns $OUT/x.tgz, the state so far; a machine
+#                                taken back mid-call returns nothing of that call, so shorter polls lose less: twice
+#                                on 2026-12-05 a machine was taken back 8-10 minutes into a lane)
 # Issue every call right after the one before: a gap over 30 s hands the machine back with all on it (the lane,
 # its models, its journals); the last x.tgz is then all that is left: unpack it here and
 #   longctx study configs/experiments/X.yaml --out <unpacked>/w/study --only ... --finished-only
