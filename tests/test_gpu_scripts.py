@@ -212,6 +212,9 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
                 assert args.results in written and args.against in written, cmd
             if getattr(args, "out", None):
                 written.add(args.out)
+        elif words[0].startswith("LONGCTX_VLLM_MODEL="):  # the GPU test on a model a step before trained
+            assert vllm_side and words[0].split("=", 1)[1] in written, cmd
+            assert words[1:5] == ["python3", "-m", "pytest", "-m"] and (root / words[-1]).is_file(), cmd
         else:
             assert vllm_side and words[:2] == ["python3", "bench/vllm_peer/smoke.py"] and words[2] in written, cmd
             Path(words[2]).mkdir(parents=True, exist_ok=True)

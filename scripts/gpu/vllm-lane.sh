@@ -20,6 +20,7 @@
 #                          often for token agreement; it retrieves at 4k by then), extended briefly with YaRN and
 #                          with DRoPE plus the folded temperature (c = 0.1), and the transformer the same way
 #   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx on each: greedy tokens of vLLM against ours
+#   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
 #   ruler-longctx / -vllm  `longctx eval --backend longctx|vllm` on the trained hybrid (niah_single_1..3 at 4k, the
 #                          same 20 samples each), then `longctx answers --against`: equal within sampling noise?
 # DRY=1 prints the commands. ONLY=step1,step2 runs those alone. STEP_LIMIT caps one step (default 540 s).
@@ -45,6 +46,8 @@ steps=(
 for name in hybrid yarn drope transformer; do
   steps+=("smoke-$name|$vpy bench/vllm_peer/smoke.py $m/$name --against-longctx --max-tokens 32 --dtype bfloat16 --gpu-memory-utilization 0.4 --out $out/smoke-$name/smoke.json")
 done
+# the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
+steps+=("pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py")
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
 steps+=(
