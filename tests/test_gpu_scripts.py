@@ -272,8 +272,9 @@ def test_kept_runs_come_home_in_polls_and_are_restored_on_the_next_machine(tmp_p
     (lane / hybrid / "gate.json").write_text('{"passed": true}')  # written after the hybrid was packed
     (lane / hybrid / "metrics.jsonl").write_text("changed\n")
     assert transformer in _keep("pack", polls[2], cwd=tmp_path, LANE=lane).stdout
+    (lane / hybrid / ".longctx.lock").write_text('{"pid": 1, "host": "old-machine"}')  # an evaluation's, in flight
     with tarfile.open(polls[2] / "x.tgz", "w:gz") as t:  # poll.sh's x.tgz: /tmp/w without weights or checkpoints
-        for rel in ("gate.json", "metrics.jsonl"):
+        for rel in ("gate.json", "metrics.jsonl", ".longctx.lock"):
             t.add(lane / hybrid / rel, arcname=f"w/{hybrid}/{rel}")
 
     repo = tmp_path / "repo"
@@ -299,6 +300,6 @@ def test_kept_runs_come_home_in_polls_and_are_restored_on_the_next_machine(tmp_p
     assert run.returncode == 0 and f"keep: restored {hybrid}" in run.stdout and transformer in run.stdout, run.stderr
     for d in (hybrid, transformer):
         assert train_done(fresh / d) and (fresh / d / "model.safetensors").read_bytes() == weights[d]
-        assert not (fresh / d / "checkpoints").exists()
+        assert not (fresh / d / "checkpoints").exists() and not (fresh / d / ".longctx.lock").exists()
     assert (fresh / hybrid / "gate.json").read_text() == '{"passed": true}'  # from x.tgz
     assert (fresh / hybrid / "metrics.jsonl").read_text() == '{"step": 10}\n'  # the kept archive's, not overwritten

@@ -98,6 +98,7 @@ restore)
     for d in "${restored[@]}"; do [ -d "$tmp/w/$d" ] && cp -rn "$tmp/w/$d/." "$lane/$d/"; done
     rm -rf "$tmp"
   fi
+  for d in "${restored[@]}"; do find "$lane/$d" -name .longctx.lock -delete; done  # a lock of the old machine's
   for d in "${restored[@]}"; do
     if done_run "$lane/$d"; then echo "keep: restored $d"; else echo "keep: $d restored incomplete" >&2; fi
   done
