@@ -604,6 +604,10 @@ def test_the_budget_study(tmp_path):
     assert all(("--temperature-per-length" in x.cmd) == any(t in n for t in per_length) for n, x in evals.items())
     recal = study.extend_config(s, "drope-recal")["extend"]
     assert recal["recalibrate_fraction"] == 1.0 and recal["rope"]["temperature"] == 0.1
+    # the CE kernel the committed runs were made with, so that they retrain step for step (the default, auto, takes
+    # fla's kernels on CUDA: equal to rounding, not bitwise)
+    pre = study.pretrain_config(s, "hybrid", 0)
+    assert pre["loss_backend"] == "chunked" and study.extend_config(s, "drope-recal")["loss_backend"] == "chunked"
     compare = study.plan(s)[-1]
     assert compare.kind == "compare" and {"--apart", "--budget", "--budget-plot"} <= set(compare.cmd)
     st = [x for x in study.plan(s) if x.kind == "extend"]
