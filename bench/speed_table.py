@@ -4,7 +4,7 @@ the ratio of ours to each peer measured in the same file (the same call: side by
 
     python3 bench/speed_table.py /tmp/w/speed/*/train_throughput.json [--md OUT.md]
 
-Settings shown: activation checkpointing (every block, a fraction, none), the CE backend, a forced attention
+Settings shown: activation checkpointing (every block, a fraction, none), the CE kernel that ran, a forced attention
 backend, packed documents, precision and batch. A row whose status is not ok shows it (OOM, error).
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 PEERS = ("peer", "fla")  # ratios of ours against these, within one file
 
 
-def settings(args: dict) -> str:
+def settings(args: dict, loss_backend: str | None = None) -> str:
+    """The file's settings in words; `loss_backend`: what `--ce auto` resolved to there (ours_loss_backend), so
+    that a row reads as the CE kernel that ran, whichever way it was asked for."""
     ckpt = (
         "no checkpointing"
         if args.get("no_checkpointing")
@@ -27,8 +29,9 @@ def settings(args: dict) -> str:
         else "every block checkpointed"
     )
     parts = [ckpt, f"batch {args.get('batch', 1)}", args.get("precision", "bf16")]
-    if args.get("ce", "chunked") != "chunked":
-        parts.append(f"ce {args['ce']}")
+    ce = loss_backend or args.get("ce", "chunked")
+    if ce != "chunked":
+        parts.append(f"ce {ce}")
     if args.get("attn_backend"):
         parts.append(f"attention {args['attn_backend']}")
     if args.get("varlen_attention"):
@@ -45,7 +48,8 @@ def rows(paths: list[Path]) -> list[dict]:
     for path in paths:
         data = json.loads(path.read_text())
         meta = data.get("meta", {})
-        how = settings(meta.get("args", {}))
+        resolved = next((r["ours_loss_backend"] for r in data["results"] if r.get("ours_loss_backend")), None)
+        how = settings(meta.get("args", {}), resolved)
         ok = {(r["config"], r["seq_len"], r["impl"]): r for r in data["results"] if r.get("status") == "ok"}
         for r in data["results"]:
             row = {

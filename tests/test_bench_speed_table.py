@@ -28,13 +28,17 @@ def test_table_rows_settings_and_ratios(tmp_path):
     )
     b = _file(tmp_path / "b.json", {"ce": "chunked-fla", "no_checkpointing": True}, [_row("ours", 55_000)])
     c = _file(tmp_path / "c.json", {"docs": 8, "attn_backend": "varlen"}, [_row("ours", None, status="OOM")])
+    # `--ce auto` (the default) reads as the kernel it took there
+    d = _file(tmp_path / "d.json", {"ce": "auto", "no_checkpointing": True}, [{**_row("ours", 54_000, T=65536),
+              "ours_loss_backend": "chunked-fla"}])  # fmt: skip
     out = tmp_path / "t.md"
-    cmd = [sys.executable, str(REPO / "bench" / "speed_table.py"), str(a), str(b), str(c), "--md", str(out)]
+    cmd = [sys.executable, str(REPO / "bench" / "speed_table.py"), str(a), str(b), str(c), str(d), "--md", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     lines = out.read_text().splitlines()
     body = [line for line in lines if line.startswith("| hybrid-1b")]
-    assert len(body) == 5
+    assert len(body) == 6
+    assert any("| 65536 | no checkpointing, batch 1, bf16, ce chunked-fla | ours | 54,000 |" in line for line in body)
     ours = next(line for line in body if "no checkpointing, batch 1, bf16 | ours" in line)
     assert "| 50,000 |" in ours and "| 2.00x | 1.25x |" in ours  # against the peer and fla of the same file
     ce = next(line for line in body if "ce chunked-fla" in line)
