@@ -19,6 +19,7 @@ import torch
 
 from longctx.config import LOSS_BACKENDS
 from longctx.data.packing import IGNORE_INDEX
+from longctx.model import optional
 
 
 class LossParts(NamedTuple):
@@ -57,14 +58,20 @@ def _chunk_terms(logits, y_safe, vf, z_coef: float, need_grad: bool = True):  # 
     return g.to(logits.dtype), ((lse - target) * vf).sum(), (lse * lse * vf).sum()
 
 
+FLA_CE_SPECS = (  # fla's fused cross-entropy kernels, as `chunked-fla` (and `auto` on CUDA) call them
+    "fla.modules.fused_cross_entropy.ops:cross_entropy_fwd",
+    "fla.modules.fused_cross_entropy.ops:cross_entropy_bwd",
+)
+
+
 def _fla_terms(logits, y_safe, vf, z_coef: float, need_grad: bool):
     """`_chunk_terms` through fla's fused cross-entropy kernels (Triton, no compile step): one kernel reads
     the logits in their own dtype for the logsumexp and the loss, a second reads them again and writes the
     gradient over them in place. Rows with vf = 0 get a zero gradient through dloss = vf."""
-    try:
-        from fla.modules.fused_cross_entropy.ops import cross_entropy_bwd, cross_entropy_fwd
-    except ImportError:
-        raise RuntimeError("loss backend 'chunked-fla' needs the flash-linear-attention package") from None
+    ops = optional.load(*FLA_CE_SPECS)
+    if not ops:
+        raise RuntimeError("loss backend 'chunked-fla' needs the flash-linear-attention package")
+    cross_entropy_fwd, cross_entropy_bwd = ops
     loss, z_loss, lse, _, _ = cross_entropy_fwd(logits, y_safe, lse_square_scale=z_coef)
     sums = ((loss - z_loss) * vf).sum(), (lse * lse * vf).sum()
     if not need_grad:
@@ -203,9 +210,7 @@ def resolve_backend(backend: str, device: torch.device | str | None = None) -> s
         return backend
     if device is None or torch.device(device).type != "cuda":
         return "chunked"
-    from longctx.model.optional import load
-
-    return "chunked-fla" if load("fla.modules.fused_cross_entropy.ops:cross_entropy_fwd") else "chunked"
+    return "chunked-fla" if optional.load(*FLA_CE_SPECS) else "chunked"
 
 
 def make_loss_fn(backend: str = "chunked", *, chunk: int = 4096, z_loss: float = 0.0, device=None):

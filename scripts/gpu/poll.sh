@@ -13,7 +13,6 @@ for f in */logs/*.log; do [ -f "$f" ] && echo "## $f: $(grep -v '^\s*$' "$f" | t
 grep -l -E "Traceback|Error" */logs/*.log logs/*.log 2>/dev/null | while read -r f; do echo "### ERR $f"; grep -E -A3 "Error" "$f" | tail -12; done
 for m in */*/base; do [ -f "$m/metrics.jsonl" ] && echo "$m $(tail -1 "$m/metrics.jsonl" | cut -c1-160)"; done
 tail -2 logs/smi.log
-rm -f "$OUT"/keep.tgz.part*
 LANE=/tmp/w bash "$here/keep.sh" pack "$OUT"  # a kept run (KEEP of start-lane.sh) done since the last poll
 if ls "$OUT"/keep.tgz.part* > /dev/null 2>&1; then echo "kcache: not packed in this poll (a kept run fills it)"; else
   bash "$here/kcache.sh" pack "$OUT"; fi
