@@ -44,7 +44,68 @@ def test_pack_then_restore_gives_the_cache_back(tmp_path):
     assert [p.name for p in out.iterdir()] == ["kcache.tgz.part0"]
     run = _kcache("restore", out, cache=again)
     assert run.returncode == 0 and "from kcache.tgz.part*" in run.stdout, run.stderr
-    assert _files(again) == _files(cache)
+    got, packed = _files(again), _files(cache)
+    assert {k: got[k] for k in packed} == packed  # the cache as it was, plus the shipped autotune results
+    assert all(k.endswith(".autotune.json") for k in set(got) - set(packed)) and len(got) > len(packed)
+
+
+def test_a_whole_cache_travels_in_calls_of_its_own_and_the_shipped_results_fill_its_gaps(tmp_path):
+    """arrange (here) puts a poll's parts in .tcache/pK folders that each fit next to the tree; one take call per
+    folder (there) gathers them; restore joins them in order and adds the shipped autotune files it lacks,
+    without overwriting the cache's own."""
+    import io
+    import os
+    import shutil
+    import tarfile
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    for name in ("kcache.sh", "stage-wheels.sh", "h200-autotune.tgz"):
+        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.tcache/\n")
+    with tarfile.open(SCRIPT.parent / "h200-autotune.tgz") as tf:
+        shipped = {m.name.removeprefix("./"): tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    mine = next(iter(shipped))  # one kernel the lane's cache tuned itself: its own result must stay
+    cache = {mine: b'{"ours": true}', "inductor/big.bin": os.urandom(3_000_000)}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in cache.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    polled = tmp_path / "device"  # what a poll brought back: the cache in parts
+    polled.mkdir()
+    blob = buf.getvalue()
+    for i in range(2):
+        (polled / f"kcache.tgz.part{i}").write_bytes(blob[i * 1_600_000 : (i + 1) * 1_600_000])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LONGCTX_CARRY_MIB": "4"}
+    run = subprocess.run(["bash", "scripts/gpu/kcache.sh", "arrange", str(polled)], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    folders = sorted((repo / ".tcache").iterdir())
+    assert [f.name for f in folders] == ["p0", "p1"] and '[".tcache/p1"]' in run.stdout, run.stdout
+    tree = int(subprocess.run(["bash", "scripts/gpu/stage-wheels.sh", "tree"], cwd=repo, env=env,
+                              capture_output=True, text=True).stdout)  # fmt: skip
+    for f in folders:
+        assert tree + sum(x.stat().st_size for x in f.iterdir()) <= 4 * 1048576
+    stage, kc = tmp_path / "stage", tmp_path / "kcache"
+    there = {**env, "LONGCTX_KCACHE_STAGE": str(stage), "LONGCTX_KERNEL_CACHE": str(kc)}
+    for f in reversed(folders):  # one call each, only its folder carried; the order does not matter
+        machine = tmp_path / f"call-{f.name}"
+        shutil.copytree(f, machine / ".tcache" / f.name)
+        run = subprocess.run(["bash", str(repo / "scripts/gpu/kcache.sh"), "take"], cwd=machine, env=there,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    empty = tmp_path / "no-tcache"  # the lane's call carries no cache of its own
+    empty.mkdir()
+    run = subprocess.run(["bash", str(repo / "scripts/gpu/kcache.sh"), "restore", str(empty)], env=there,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0 and "(2)" in run.stdout, run.stdout + run.stderr
+    got = _files(kc)
+    assert got["inductor/big.bin"] == cache["inductor/big.bin"] and got[mine] == cache[mine]
+    others = {k: v for k, v in shipped.items() if k != mine}
+    assert {k: got.get(k) for k in others} == others
 
 
 STAGE = SCRIPT.parent / "stage-wheels.sh"

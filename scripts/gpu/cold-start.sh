@@ -9,15 +9,16 @@
 # the times), the whole profile as $OUT/cold-start.prof.
 #
 #   calls 1..2, carry [".whl_parts/p0"], [".whl_parts/p1"]:   bash scripts/gpu/stage-wheels.sh take
-#   call 3, carry [".tcache"] (a lane's kcache.tgz.part* from poll.sh):   rm -rf /tmp/tc && cp -r .tcache /tmp/tc
-#   call 4, carry [".whl_parts/p2"]:   bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
-#                                      && bash scripts/gpu/cold-start.sh /tmp/tc
-# (.tcache does not fit beside the last wheel part and the tree in one call's 64 MiB.)
+#   calls 3.., carry [".tcache/pK"] (a lane's kcache.tgz.part* from poll.sh, `kcache.sh arrange`d here):
+#                                      bash scripts/gpu/kcache.sh take
+#   last call, carry [".whl_parts/p2"]:   bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
+#                                      && bash scripts/gpu/cold-start.sh
+# (restore reads the taken parts; with none taken, only the shipped autotune results are there.)
 # The environment passes through: `LONGCTX_VARLEN_ATTENTION=1 bash scripts/gpu/cold-start.sh` runs the packed
 # documents' attention on torch's built-in flash-attention instead of compiling FlexAttention, the part of
 # step 1 that no autotune cache removes.
 #
-# Arguments: CACHE_DIR (empty or missing: only scripts/gpu/h200-autotune.tgz, fla's autotune results), CONFIG
+# Arguments: CACHE_DIR (besides the taken parts; missing and nothing taken: only scripts/gpu/h200-autotune.tgz), CONFIG
 # (default: the study-20m-budget hybrid pretraining, whose kernels a budget lane compiles), STEPS (default 4:
 # one curriculum step at 1024 tokens, three at 4096), LIMIT seconds (default 150).
 set -u

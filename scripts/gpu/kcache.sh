@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
 # The kernel cache (LONGCTX_KERNEL_CACHE=/tmp/kcache: Triton with fla's autotune results, inductor, tilelang)
 # across GPU machines, for start-lane.sh, poll.sh and test-gpu.sh:
-#   kcache.sh restore DIR   unpack DIR/kcache.tgz.part* (in order), else DIR/kcache.tgz, else DIR/tcache.tgz
-#                           (autotune results alone, older runs), else scripts/gpu/h200-autotune.tgz into /tmp/kcache
-#                           (fla's autotune results, 74 files: study-20m's hybrid and hybrid-1b at 16k, one H200, torch 2.11, triton 3.6;
-#                           a kernel whose source, shapes or versions differ has another key and autotunes anew)
+#   kcache.sh restore DIR   unpack the parts kcache.tgz.part* (in name order) found in DIR, DIR/p*/ and the stage
+#                           folder of `take`, else DIR/kcache.tgz, else DIR/tcache.tgz (autotune results alone,
+#                           older runs) into /tmp/kcache; then add scripts/gpu/h200-autotune.tgz's files that are
+#                           not there yet (fla's autotune results, 74 files: study-20m's hybrid at 4k and 64k and
+#                           hybrid-1b at 16k, one H200, torch 2.11, triton 3.6; a kernel whose source, shapes or
+#                           versions differ has another key and autotunes anew)
 #   kcache.sh pack OUT      the whole cache as OUT/kcache.tgz.part0.. in 15 MiB parts when it packs into 3 (a file
 #                           back from $OUT is at most 16 MiB; 8 files, 64 MiB together), else OUT/kcache.tgz with
 #                           fla's autotune results alone
-# Copy what comes back into .tcache/ (git-ignored; clear the old parts first) and carry ".tcache".
+#   kcache.sh arrange SRC   here: SRC's parts (a poll's files_at folder) into .tcache/p0, .tcache/p1, ... each
+#                           small enough to travel next to the working tree in one call; names the calls
+#   kcache.sh take          there, in a call that carries [".tcache/pK"]: keep its parts in the stage folder
+#                           (LONGCTX_KCACHE_STAGE, default /tmp/kcache-stage) for start-lane.sh's restore
+# A whole cache (about 26 MiB packed for study-20m-budget) does not fit one call beside the tree and a wheel
+# part: `arrange` it, and give each .tcache/pK a `take` call of its own before the call that starts the lane.
 set -u
 kc=${LONGCTX_KERNEL_CACHE:-/tmp/kcache}  # start-lane.sh sets it to /tmp/kcache; poll.sh runs without it
+stage=${LONGCTX_KCACHE_STAGE:-/tmp/kcache-stage}
+shipped="$(cd "$(dirname "$0")" && pwd)/h200-autotune.tgz"
 case "${1:-}" in
 restore)
   mkdir -p "$kc/triton"
-  if ls "$2"/kcache.tgz.part* > /dev/null 2>&1; then
-    cat "$2"/kcache.tgz.part* | tar -C "$kc" -xzf - && echo "kernel cache: $(find "$kc" -type f | wc -l) files from kcache.tgz.part*"
+  parts=$(for f in "$2"/kcache.tgz.part* "$2"/p*/kcache.tgz.part* "$stage"/kcache.tgz.part*; do
+    [ -f "$f" ] && echo "$(basename "$f") $f"; done | sort -u -k1,1 | cut -d' ' -f2-)
+  if [ -n "$parts" ]; then
+    # shellcheck disable=SC2086
+    cat $parts | tar -C "$kc" -xzf - && echo "kernel cache: $(find "$kc" -type f | wc -l) files from kcache.tgz.part* ($(echo $parts | wc -w))"
   else
-    for f in "$2/kcache.tgz" "$2/tcache.tgz" "$(dirname "$0")/h200-autotune.tgz"; do
+    for f in "$2/kcache.tgz" "$2/tcache.tgz"; do
       if [ -f "$f" ]; then tar -C "$kc" -xzf "$f" && echo "kernel cache: $(find "$kc" -type f | wc -l) files from $(basename "$f")"; break; fi
     done
   fi
+  before=$(find "$kc" -type f | wc -l)
+  tar -C "$kc" --skip-old-files -xzf "$shipped"
+  echo "kernel cache: $(( $(find "$kc" -type f | wc -l) - before )) files from h200-autotune.tgz"
   ;;
 pack)
   [ -d "$kc" ] || exit 0
@@ -34,8 +49,27 @@ pack)
     echo "kcache: $(ls "$2"/kcache.tgz.part* | wc -l) part(s) of the whole cache"
   fi
   ;;
+arrange)
+  ls "$2"/kcache.tgz.part* > /dev/null 2>&1 || { echo "kcache: no kcache.tgz.part* in ${2:-?}" >&2; exit 2; }
+  root=$(git rev-parse --show-toplevel) && cd "$root" || exit 2
+  room=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 - $(bash scripts/gpu/stage-wheels.sh tree) - 2 * 1048576 ))
+  rm -rf .tcache && k=0 && used=0 && mkdir -p .tcache/p0
+  for f in "$2"/kcache.tgz.part*; do
+    size=$(stat -c %s "$f")
+    [ "$size" -le "$room" ] || { echo "kcache: $f ($size bytes) does not fit next to the tree" >&2; exit 2; }
+    if [ $((used + size)) -gt "$room" ]; then k=$((k + 1)) && used=0 && mkdir -p ".tcache/p$k"; fi
+    cp "$f" ".tcache/p$k/" && used=$((used + size))
+  done
+  echo "kcache: $((k + 1)) call(s), each: bash scripts/gpu/kcache.sh take   with carry:"
+  for ((i = 0; i <= k; i++)); do echo "  [\".tcache/p$i\"]"; done
+  ;;
+take)
+  ls .tcache/p*/kcache.tgz.part* > /dev/null 2>&1 || { echo "kcache: no .tcache/pK carried in this call" >&2; exit 2; }
+  mkdir -p "$stage" && cp .tcache/p*/kcache.tgz.part* "$stage/"
+  echo "kcache: $(ls "$stage" | grep -c '^kcache.tgz.part') part(s) in $stage"
+  ;;
 *)
-  echo "usage: kcache.sh restore DIR | pack OUT" >&2
+  echo "usage: kcache.sh restore DIR | pack OUT | arrange SRC | take" >&2
   exit 2
   ;;
 esac

@@ -21,13 +21,15 @@
 # disturb it), writing under /tmp/w (logs in /tmp/w/logs). Kernel caches: LONGCTX_KERNEL_CACHE=/tmp/kcache
 # (Triton, inductor and tilelang under one directory, longctx/env.py). poll.sh brings back
 # $OUT/kcache.tgz.part0..2: the whole cache in 15 MiB parts when it packs into 3 (files back from $OUT: 16 MiB
-# each, 8 files), else kcache.tgz with fla's autotune results alone; copy them to .tcache/ (git-ignored)
-# and carry ".tcache": it is restored here before the job starts.
-# With nothing in .tcache, kcache.sh restores scripts/gpu/h200-autotune.tgz (fla's autotune results of a lane).
+# each, 8 files), else kcache.tgz with fla's autotune results alone. Here `bash scripts/gpu/kcache.sh arrange
+# <files_at>` puts the parts in .tcache/pK folders (git-ignored) and names one call per folder,
+# `bash scripts/gpu/kcache.sh take` with carry [".tcache/pK"], issued between the wheel calls; the cache is
+# restored here before the job starts, and fla's shipped autotune results (scripts/gpu/h200-autotune.tgz)
+# fill in the kernels it lacks (with no cache carried, they are all there is).
+# With the whole cache of a study-20m lane restored, a fresh H200's first training step came 22-23 s after
+# process start (hybrid and transformer pretraining sharing the GPU; 55-87 s with the autotune results alone).
 # A machine taken back loses the lane; the trained runs named in KEEP come home with the polls (scripts/gpu/keep.sh)
 # and can be carried to the next machine, whose lane then starts after them.
-# (Autotune results alone brought the study-20m hybrid's first step to 68 s from ~345 s; the extensions
-# that ran after pretraining on the same machine, with every cache warm, took 10-13 s for their first step.)
 set -u
 [ $# -ge 1 ] || { echo "usage: start-lane.sh 'COMMAND'" >&2; exit 2; }
 src=$PWD

@@ -5,11 +5,11 @@
 # what ran comes back even when the call's limit cuts it short.
 #
 #   calls 1..N: install the wheels as scripts/gpu/start-lane.sh says (scripts/gpu/stage-wheels.sh parts)
-#   the next call, carry [".tcache"] (if there is a kernel cache):
-#       export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
+#   a kernel cache, if there is one: `bash scripts/gpu/kcache.sh take` calls, carry [".tcache/pK"] (kcache.sh arrange)
+#   the next call:  export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
 #
 # Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
-# (default 3). The kernel cache: restored from .tcache into /tmp/kcache (scripts/gpu/kcache.sh) and
+# (default 3). The kernel cache: restored from the taken parts into /tmp/kcache (scripts/gpu/kcache.sh) and
 # LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); packed back into $OUT at the end. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
 # summary line, the slowest tests).
 set -u
