@@ -364,3 +364,42 @@ def test_kept_runs_come_home_in_polls_and_are_restored_on_the_next_machine(tmp_p
         assert not (fresh / d / "checkpoints").exists() and not (fresh / d / ".longctx.lock").exists()
     assert (fresh / hybrid / "gate.json").read_text() == '{"passed": true}'  # from x.tgz
     assert (fresh / hybrid / "metrics.jsonl").read_text() == '{"step": 10}\n'  # the kept archive's, not overwritten
+
+
+def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(tmp_path):
+    """plan.sh: wheel parts first, then the kernel cache's take calls, the lane started by the last wheel part;
+    a part that no longer fits beside the tree is named with the command that remakes it (exit 2)."""
+    import os
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    for name in ("plan.sh", "stage-wheels.sh"):
+        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.whl_parts/\n/.tcache/\n/.vllm_parts/\n")
+    (repo / "code.py").write_bytes(os.urandom(1_000_000))
+    for part, size in ((".whl_parts/p0", 1_500_000), (".whl_parts/p1", 600_000), (".tcache/p0", 1_000_000)):
+        (repo / part).mkdir(parents=True)
+        (repo / part / "blob").write_bytes(os.urandom(size))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LONGCTX_CARRY_MIB": "3"}
+
+    def plan(*args, **extra):
+        return subprocess.run(["bash", "scripts/gpu/plan.sh", *args], cwd=repo, env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    run = plan("study", "python3 -m longctx study s.yaml --out /tmp/w/s", KEEP="s/hybrid-s0/base")
+    assert run.returncode == 0, run.stderr
+    lines = [ln for ln in run.stdout.splitlines() if ln[:1].isdigit()]
+    assert [ln.split(":", 1)[0] for ln in lines] == ['1. carry [".whl_parts/p0"]', '2. carry [".tcache/p0"]',
+                                                    '3. carry [".whl_parts/p1"]']  # fmt: skip
+    assert lines[0].endswith("stage-wheels.sh take") and lines[1].endswith("kcache.sh take")
+    assert "stage-wheels.sh install" in lines[2]
+    assert 'KEEP="s/hybrid-s0/base" bash scripts/gpu/start-lane.sh' in lines[2]
+    assert '"python3 -m longctx study s.yaml --out /tmp/w/s"' in lines[2] and "poll.sh" in run.stdout
+
+    (repo / "code.py").write_bytes(os.urandom(1_700_000))  # the tree grew: p0 (1.5 MB) no longer fits in 3 MiB
+    run = plan("speed")
+    assert run.returncode == 2 and ".whl_parts/p0" in run.stderr and "stage-wheels.sh pack" in run.stderr
+    assert run.stdout == ""
+    assert plan("vllm").returncode == 2 and plan("nonsense").returncode == 2

@@ -3,6 +3,7 @@
 # followed by poll calls back to back: the machine is handed back 30 s after a call ends, with all on it).
 #
 #   here, once:                  bash scripts/gpu/stage-wheels.sh pack     (the wheels in parts that fit next to the tree)
+#   the calls below, checked against the staged parts:  bash scripts/gpu/plan.sh study|speed|tests|vllm [COMMAND]
 #   calls 1..N-1, carry [".whl_parts/pK"]:   bash scripts/gpu/stage-wheels.sh take
 #   call N, carry [".whl_parts/pN"]:         bash scripts/gpu/stage-wheels.sh take && bash scripts/gpu/stage-wheels.sh install \
 #                                  && export PYTHONPATH=/tmp/site:$PWD \
