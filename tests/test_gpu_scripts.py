@@ -403,3 +403,34 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
     assert run.returncode == 2 and ".whl_parts/p0" in run.stderr and "stage-wheels.sh pack" in run.stderr
     assert run.stdout == ""
     assert plan("vllm").returncode == 2 and plan("nonsense").returncode == 2
+
+
+def test_arrange_takes_an_older_flat_tcache_as_its_source_without_losing_it(tmp_path):
+    import os
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    for name in ("kcache.sh", "stage-wheels.sh", "plan.sh"):
+        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("/.tcache/\n/.whl_parts/\n")
+    (repo / ".whl_parts" / "p0").mkdir(parents=True)
+    (repo / ".whl_parts" / "p0" / "w").write_bytes(b"w")
+    parts = {f"kcache.tgz.part{i}": os.urandom(700_000) for i in range(3)}
+    (repo / ".tcache").mkdir()
+    for name, data in parts.items():
+        (repo / ".tcache" / name).write_bytes(data)
+        (repo / ".tcache" / name).chmod(0o444)  # as the files of a poll come back: read-only
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LONGCTX_CARRY_MIB": "4"}
+
+    def sh(*args):
+        return subprocess.run(["bash", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+
+    run = sh("scripts/gpu/plan.sh", "speed")  # a flat cache no call would carry
+    assert run.returncode == 2 and "kcache.sh arrange .tcache" in run.stderr
+    run = sh("scripts/gpu/kcache.sh", "arrange", ".tcache")
+    assert run.returncode == 0, run.stderr
+    got = {p.name: p.read_bytes() for p in (repo / ".tcache").glob("p*/kcache.tgz.part*")}
+    assert got == parts and not list((repo / ".tcache").glob("kcache.tgz*"))
+    assert sh("scripts/gpu/plan.sh", "speed").returncode == 0

@@ -51,15 +51,20 @@ pack)
   ;;
 arrange)
   ls "$2"/kcache.tgz.part* > /dev/null 2>&1 || { echo "kcache: no kcache.tgz.part* in ${2:-?}" >&2; exit 2; }
+  src=$(cd "$2" && pwd)
   root=$(git rev-parse --show-toplevel) && cd "$root" || exit 2
   room=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 - $(bash scripts/gpu/stage-wheels.sh tree) - 2 * 1048576 ))
+  for f in "$src"/kcache.tgz.part*; do
+    [ "$(stat -c %s "$f")" -le "$room" ] || { echo "kcache: $f does not fit next to the tree ($((room / 1048576)) MiB)" >&2; exit 2; }
+  done
+  held=$(mktemp -d) && cp "$src"/kcache.tgz.part* "$held/"  # SRC may be .tcache itself (an older flat layout)
   rm -rf .tcache && k=0 && used=0 && mkdir -p .tcache/p0
-  for f in "$2"/kcache.tgz.part*; do
+  for f in "$held"/kcache.tgz.part*; do
     size=$(stat -c %s "$f")
-    [ "$size" -le "$room" ] || { echo "kcache: $f ($size bytes) does not fit next to the tree" >&2; exit 2; }
     if [ $((used + size)) -gt "$room" ]; then k=$((k + 1)) && used=0 && mkdir -p ".tcache/p$k"; fi
     cp "$f" ".tcache/p$k/" && used=$((used + size))
   done
+  rm -rf "$held"
   echo "kcache: $((k + 1)) call(s), each: bash scripts/gpu/kcache.sh take   with carry:"
   for ((i = 0; i <= k; i++)); do echo "  [\".tcache/p$i\"]"; done
   ;;

@@ -41,6 +41,10 @@ mapfile -t wheels < <(ls -d .whl_parts/p* 2>/dev/null | sort -V)
 [ ${#wheels[@]} -gt 0 ] || { echo "plan: no .whl_parts: bash scripts/gpu/stage-wheels.sh pack" >&2; exit 2; }
 for w in "${wheels[@]}"; do fits "$w" "bash scripts/gpu/stage-wheels.sh pack" "$w"; done
 for w in "${wheels[@]:0:${#wheels[@]}-1}"; do call "[\"$w\"]" "bash scripts/gpu/stage-wheels.sh take"; done
+if ls .tcache/kcache.tgz* > /dev/null 2>&1; then
+  echo "plan: .tcache holds a cache outside .tcache/pK, which no call carries: bash scripts/gpu/kcache.sh arrange .tcache" >&2
+  bad=1
+fi
 for t in $(ls -d .tcache/p* 2>/dev/null | sort -V); do
   fits "$t" "bash scripts/gpu/kcache.sh arrange <the poll's files_at>" "$t"
   call "[\"$t\"]" "bash scripts/gpu/kcache.sh take"
