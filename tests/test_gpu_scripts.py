@@ -20,6 +20,19 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _script_repo(tmp_path, *scripts, ignored=()):
+    """A git repository at tmp_path/repo holding scripts/gpu/<scripts> and parts.sh (which they source)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    for name in (*scripts, "parts.sh"):
+        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitignore").write_text("".join(f"/{d}/\n" for d in ignored))
+    return repo
+
+
 def test_restore_without_a_carried_cache_unpacks_the_shipped_autotune_results(tmp_path):
     empty, cache = tmp_path / "tcache", tmp_path / "kcache"
     empty.mkdir()
@@ -58,12 +71,7 @@ def test_a_whole_cache_travels_in_calls_of_its_own_and_the_shipped_results_fill_
     import shutil
     import tarfile
 
-    repo = tmp_path / "repo"
-    (repo / "scripts" / "gpu").mkdir(parents=True)
-    for name in ("kcache.sh", "stage-wheels.sh", "h200-autotune.tgz"):
-        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / ".gitignore").write_text("/.tcache/\n")
+    repo = _script_repo(tmp_path, "kcache.sh", "stage-wheels.sh", "h200-autotune.tgz", ignored=[".tcache"])
     with tarfile.open(SCRIPT.parent / "h200-autotune.tgz") as tf:
         shipped = {m.name.removeprefix("./"): tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
     mine = next(iter(shipped))  # one kernel the lane's cache tuned itself: its own result must stay
@@ -370,14 +378,8 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
     """plan.sh: wheel parts first, then the kernel cache's take calls, the lane started by the last wheel part;
     a part that no longer fits beside the tree is named with the command that remakes it (exit 2)."""
     import os
-    import shutil
 
-    repo = tmp_path / "repo"
-    (repo / "scripts" / "gpu").mkdir(parents=True)
-    for name in ("plan.sh", "stage-wheels.sh"):
-        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / ".gitignore").write_text("/.whl_parts/\n/.tcache/\n/.vllm_parts/\n")
+    repo = _script_repo(tmp_path, "plan.sh", "stage-wheels.sh", ignored=[".whl_parts", ".tcache", ".vllm_parts"])
     (repo / "code.py").write_bytes(os.urandom(1_000_000))
     for part, size in ((".whl_parts/p0", 1_500_000), (".whl_parts/p1", 600_000), (".tcache/p0", 1_000_000)):
         (repo / part).mkdir(parents=True)
@@ -407,14 +409,8 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
 
 def test_arrange_takes_an_older_flat_tcache_as_its_source_without_losing_it(tmp_path):
     import os
-    import shutil
 
-    repo = tmp_path / "repo"
-    (repo / "scripts" / "gpu").mkdir(parents=True)
-    for name in ("kcache.sh", "stage-wheels.sh", "plan.sh"):
-        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / ".gitignore").write_text("/.tcache/\n/.whl_parts/\n")
+    repo = _script_repo(tmp_path, "kcache.sh", "stage-wheels.sh", "plan.sh", ignored=[".tcache", ".whl_parts"])
     (repo / ".whl_parts" / "p0").mkdir(parents=True)
     (repo / ".whl_parts" / "p0" / "w").write_bytes(b"w")
     parts = {f"kcache.tgz.part{i}": os.urandom(700_000) for i in range(3)}
@@ -429,6 +425,11 @@ def test_arrange_takes_an_older_flat_tcache_as_its_source_without_losing_it(tmp_
 
     run = sh("scripts/gpu/plan.sh", "speed")  # a flat cache no call would carry
     assert run.returncode == 2 and "kcache.sh arrange .tcache" in run.stderr
+    before = _files(repo / ".tcache")
+    env["LONGCTX_CARRY_MIB"] = "2"  # no part fits beside the tree: refused, .tcache as it was
+    run = sh("scripts/gpu/kcache.sh", "arrange", ".tcache")
+    assert run.returncode == 2 and "does not fit next to the tree" in run.stderr and _files(repo / ".tcache") == before
+    env["LONGCTX_CARRY_MIB"] = "4"
     run = sh("scripts/gpu/kcache.sh", "arrange", ".tcache")
     assert run.returncode == 0, run.stderr
     got = {p.name: p.read_bytes() for p in (repo / ".tcache").glob("p*/kcache.tgz.part*")}

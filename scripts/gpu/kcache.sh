@@ -53,20 +53,14 @@ arrange)
   ls "$2"/kcache.tgz.part* > /dev/null 2>&1 || { echo "kcache: no kcache.tgz.part* in ${2:-?}" >&2; exit 2; }
   src=$(cd "$2" && pwd)
   root=$(git rev-parse --show-toplevel) && cd "$root" || exit 2
-  room=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 - $(bash scripts/gpu/stage-wheels.sh tree) - 2 * 1048576 ))
-  for f in "$src"/kcache.tgz.part*; do
-    [ "$(stat -c %s "$f")" -le "$room" ] || { echo "kcache: $f does not fit next to the tree ($((room / 1048576)) MiB)" >&2; exit 2; }
-  done
+  . scripts/gpu/parts.sh  # spread
   held=$(mktemp -d) && cp "$src"/kcache.tgz.part* "$held/"  # SRC may be .tcache itself (an older flat layout)
-  rm -rf .tcache && k=0 && used=0 && mkdir -p .tcache/p0
-  for f in "$held"/kcache.tgz.part*; do
-    size=$(stat -c %s "$f")
-    if [ $((used + size)) -gt "$room" ]; then k=$((k + 1)) && used=0 && mkdir -p ".tcache/p$k"; fi
-    cp "$f" ".tcache/p$k/" && used=$((used + size))
-  done
+  n=$(spread .tcache $(for f in "$held"/kcache.tgz.part*; do echo "$f:${f##*/}"; done))
+  rc=$?
   rm -rf "$held"
-  echo "kcache: $((k + 1)) call(s), each: bash scripts/gpu/kcache.sh take   with carry:"
-  for ((i = 0; i <= k; i++)); do echo "  [\".tcache/p$i\"]"; done
+  [ "$rc" = 0 ] || { echo "kcache: .tcache left as it was" >&2; exit 2; }
+  echo "kcache: $n call(s), each: bash scripts/gpu/kcache.sh take   with carry:"
+  for ((i = 0; i < n; i++)); do echo "  [\".tcache/p$i\"]"; done
   ;;
 take)
   ls .tcache/p*/kcache.tgz.part* > /dev/null 2>&1 || { echo "kcache: no .tcache/pK carried in this call" >&2; exit 2; }

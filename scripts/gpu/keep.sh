@@ -49,8 +49,7 @@ arrange)  # arrange DEVICE_DIR... (oldest first)
   [ $# -ge 1 ] || { echo "usage: keep.sh arrange DEVICE_DIR..." >&2; exit 2; }
   root=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
   cd "$root"
-  tree=$(bash "$here/stage-wheels.sh" tree)
-  room=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 - tree - 2 * 1048576 ))
+  . "$here/parts.sh"  # spread
   files=()
   k=0
   for d in "$@"; do
@@ -62,18 +61,9 @@ arrange)  # arrange DEVICE_DIR... (oldest first)
   last=${*: -1}
   [ -f "$last/x.tgz" ] && files+=("$last/x.tgz:x.tgz")
   [ ${#files[@]} -gt 0 ] || { echo "keep: nothing kept in $*" >&2; exit 2; }
-  rm -rf .lane_restore
-  p=0 used=0
-  for e in "${files[@]}"; do
-    src=${e%%:*} name=${e#*:}
-    size=$(stat -c %s "$src")
-    [ "$size" -le "$room" ] || { echo "keep: $src ($size bytes) does not fit next to the tree" >&2; exit 2; }
-    if [ $((used + size)) -gt "$room" ]; then p=$((p + 1)); used=0; fi
-    mkdir -p ".lane_restore/p$p" && cp "$src" ".lane_restore/p$p/$name"
-    used=$((used + size))
-  done
-  echo "keep: $k kept run(s) in $((p + 1)) part(s); one call each, carry:"
-  for ((i = 0; i <= p; i++)); do echo "  [\".lane_restore/p$i\"]"; done
+  n=$(spread .lane_restore "${files[@]}") || { echo "keep: nothing arranged" >&2; exit 2; }
+  echo "keep: $k kept run(s) in $n part(s); one call each, carry:"
+  for ((i = 0; i < n; i++)); do echo "  [\".lane_restore/p$i\"]"; done
   ;;
 take)
   ls -d .lane_restore/p*/ > /dev/null 2>&1 || { echo "keep: no .lane_restore/pK carried in this call" >&2; exit 2; }

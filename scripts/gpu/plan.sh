@@ -16,7 +16,8 @@ set -u
 lane=${1:-}
 limit=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 ))
 root=$(git rev-parse --show-toplevel) && cd "$root" || exit 2
-tree=$(bash scripts/gpu/stage-wheels.sh tree)
+. scripts/gpu/parts.sh  # tree_bytes
+tree=$(tree_bytes)
 case "$lane" in
   study) [ -n "${2:-}" ] || { echo "plan: study needs the lane's command" >&2; exit 2; }; job=$2 ;;
   speed) job="bash scripts/gpu/speed-lane.sh /tmp/w/speed" ;;

@@ -11,14 +11,11 @@
 # LONGCTX_CARRY_MIB (default 64) is the per-call limit, LONGCTX_WHEEL_STAGE (default /tmp/wheel-stage) the
 # folder the parts gather in there. `unpack` joins the parts there without installing (install does it too).
 set -euo pipefail
-limit=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 ))
 stage=${LONGCTX_WHEEL_STAGE:-/tmp/wheel-stage}
+here=$(cd "$(dirname "$0")" && pwd)
 root=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
 cd "$root"
-
-tree_bytes() {  # what every call carries besides its carry paths: tracked and untracked-not-ignored files
-  { git ls-files -z; git ls-files -z -o --exclude-standard; } | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1
-}
+. "$here/parts.sh"  # tree_bytes, carry_room
 
 case "${1:-}" in
   tree)  # the bytes every call carries besides its carry paths (bench/vllm_peer/fetch-wheels.sh sizes its pieces by it)
@@ -27,7 +24,7 @@ case "${1:-}" in
   pack)
     [ -d .whl_tl ] && [ -d .whl ] || { echo "stage-wheels: no .whl_tl/ or .whl/: run bash ../shared/gpu/fetch-wheels.sh first" >&2; exit 2; }
     tree=$(tree_bytes)
-    part=$(( limit - tree - 2 * 1048576 ))  # 2 MiB for tar headers and what the tree gains before the calls
+    part=$(carry_room)
     [ "$part" -gt 1048576 ] || { echo "stage-wheels: the working tree ($((tree / 1048576)) MiB) leaves no room under ${LONGCTX_CARRY_MIB:-64} MiB" >&2; exit 2; }
     rm -rf .whl_parts && mkdir -p .whl_parts/tmp
     tar cf - .whl_tl .whl | split -b "$part" -d -a 2 - .whl_parts/tmp/wheels.tar.
