@@ -11,19 +11,21 @@
 #        && bash scripts/gpu/start-lane.sh "bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" && bash scripts/gpu/poll.sh 420
 #   then `bash scripts/gpu/poll.sh 560` calls at once (x.tgz: w/vllm/<step>/..., w/vllm/steps.txt).
 #
-# Steps, in order of what the issue asks first (each with its own time limit, its log and JSON under
-# OUT_DIR/<step>/; one that fails does not stop the rest):
-#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm (and the transformers peer at 16k, the same
-#                          batch of 8) on hybrid-1b, RULER niah_single_1 prompts, same prompt ids, greedy:
-#                          samples/s side by side
-#   base                   study-20m's hybrid pretraining cut to 600 steps (a trained model: random weights tie too
-#                          often for token agreement; it retrieves at 4k by then), extended briefly with YaRN and
-#                          with DRoPE plus the folded temperature (c = 0.1), and the transformer the same way
-#   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx on each: greedy tokens of vLLM against ours
-#   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
+# Steps, in order (each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one that fails does
+# not stop the rest; the parts of a step joined by ' & ' run side by side, a log each, log0.txt, log1.txt, ...):
+#   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
+#                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
+#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
+#   smoke-a / smoke-b      bench/vllm_peer/smoke.py --against-longctx on each of the four (two at a time, eager):
+#                          greedy tokens of vLLM against ours
 #   ruler-longctx / -vllm  `longctx eval --backend longctx|vllm` on the trained hybrid (niah_single_1..3 at 4k, the
 #                          same 20 samples each), then `longctx answers --against`: equal within sampling noise?
-# DRY=1 prints the commands. ONLY=step1,step2 runs those alone. STEP_LIMIT caps one step (default 540 s).
+#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm (and the transformers peer at 16k, the same
+#                          batch of 8) on hybrid-1b, RULER niah_single_1 prompts, same prompt ids, greedy:
+#                          samples/s side by side, vLLM as users run it (CUDA graphs, torch.compile)
+#   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
+# DRY=1 prints the commands (a step of parts as name.0, name.1, ...). ONLY=step1,step2 runs those alone.
+# STEP_LIMIT caps one step (default 540 s).
 set -u
 out=${1:-/tmp/w/vllm}
 limit=${STEP_LIMIT:-540}
@@ -35,25 +37,26 @@ tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python"
 m=$out/models
 cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data): at 600 steps
                                 # (39M tokens) the hybrid retrieves at 4k (docs/results.md, the learning curve)
-steps=(
-  "throughput-16k|$tput --lengths 16384 --impl ours,vllm,peer --peer-batch 8 --out $out/throughput-16k"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
-  "base|python3 -m longctx pretrain --config $cfg/pretrain-hybrid-s1.yaml --steps 600 --out $m/hybrid --no-progress"
-  "yarn|python3 -m longctx extend --method yarn --target 16384 --model $m/hybrid --steps 10 --out $m/yarn --no-progress"
-  "drope|python3 -m longctx extend --method drope --target 16384 --model $m/hybrid --steps 10 --set extend.rope.temperature=0.1 --out $m/drope --no-progress"
-  "transformer|python3 -m longctx pretrain --config $cfg/pretrain-transformer-s1.yaml --steps 600 --out $m/transformer --no-progress"
-)
-for name in hybrid yarn drope transformer; do
-  steps+=("smoke-$name|$vpy bench/vllm_peer/smoke.py $m/$name --against-longctx --max-tokens 32 --dtype bfloat16 --gpu-memory-utilization 0.4 --out $out/smoke-$name/smoke.json")
-done
-# the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
-steps+=("pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py")
+pre="python3 -m longctx pretrain --steps 600 --no-progress --config $cfg"
+ext="python3 -m longctx extend --target 16384 --model $m/hybrid --steps 10 --no-progress"
+smoke() {  # vLLM (eager: the agreement is the question here, not its speed) against ours on model $1
+  echo "$vpy bench/vllm_peer/smoke.py $m/$1 --against-longctx --enforce-eager --max-tokens 32 --dtype bfloat16" \
+    "--gpu-memory-utilization 0.35 --out $out/smoke-$1/smoke.json"
+}
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
-steps+=(
+steps=(
+  "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
+  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
+  "smoke-a|$(smoke hybrid) & $(smoke drope)"
+  "smoke-b|$(smoke yarn) & $(smoke transformer)"
   "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
+  "throughput-16k|$tput --lengths 16384 --impl ours,vllm,peer --peer-batch 8 --out $out/throughput-16k"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
+  "pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
 )
 if [ -z "${DRY:-}" ]; then  # eval_throughput runs vLLM's side through --vllm-python: a wrapper, /tmp/vsite first
   printf '#!/usr/bin/env bash\nPYTHONPATH=/tmp/vsite:/tmp/site:%s exec python3 "$@"\n' "$PWD" > /tmp/vsite-python
@@ -61,14 +64,26 @@ if [ -z "${DRY:-}" ]; then  # eval_throughput runs vLLM's side through --vllm-py
 fi
 for step in "${steps[@]}"; do
   name=${step%%|*}
-  cmd=${step#*|}
+  rest=${step#*|}
+  parts=()
+  while [[ $rest == *" & "* ]]; do parts+=("${rest%% & *}"); rest=${rest#* & }; done
+  parts+=("$rest")
   if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
-  if [ -n "${DRY:-}" ]; then echo "$name|$cmd"; continue; fi
+  if [ -n "${DRY:-}" ]; then
+    if [ ${#parts[@]} = 1 ]; then echo "$name|${parts[0]}"; else
+      for k in "${!parts[@]}"; do echo "$name.$k|${parts[$k]}"; done; fi
+    continue
+  fi
   mkdir -p "$out/$name"
   t0=$(date +%s)
-  # shellcheck disable=SC2086
-  OUT="$out/$name" timeout -k 10 "$limit" $cmd > "$out/$name/log.txt" 2>&1
-  rc=$?
+  pids=()
+  for k in "${!parts[@]}"; do
+    # shellcheck disable=SC2086
+    OUT="$out/$name" timeout -k 10 "$limit" ${parts[$k]} > "$out/$name/log$k.txt" 2>&1 &
+    pids+=($!)
+  done
+  rc=0
+  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
   echo "$(date -u +%T) $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
-  grep -E '^\||first token|agree' "$out/$name/log.txt" | tail -8 >> "$out/steps.txt"
+  grep -h -E '^\||first token|agree|Error' "$out/$name"/log*.txt | tail -8 >> "$out/steps.txt"
 done
