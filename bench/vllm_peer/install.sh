@@ -63,6 +63,14 @@ install)
   cat $(seq -f "$stash/part_%02g" 0 $((n - 1))) | tar -xf - -C "$whl"
   rm -f "$stash"/part_*  # the wheels are unpacked; free the disk
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$whl"/*.whl
+  # longctx's vLLM plugin (pyproject.toml's vllm.general_plugins entry point: Olmo Hybrid's conv weights load in
+  # vLLM 0.26), registered here for longctx run from the tree (PYTHONPATH), as `pip install longctx` registers it
+  ep="$site/longctx_vllm_plugin-0.dist-info"
+  mkdir -p "$ep"
+  printf 'Metadata-Version: 2.1\nName: longctx-vllm-plugin\nVersion: 0\n' > "$ep/METADATA"
+  grep -q '^olmo_hybrid_conv = "longctx.evaluate.vllm_compat:register"' "$root/pyproject.toml" ||
+    { echo "install.sh: pyproject.toml names no olmo_hybrid_conv plugin" >&2; exit 2; }
+  printf '[vllm.general_plugins]\nolmo_hybrid_conv = longctx.evaluate.vllm_compat:register\n' > "$ep/entry_points.txt"
   VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONPATH="$site" python3 - <<'PY'
 import importlib, time
 t = time.time()

@@ -113,6 +113,9 @@ def vllm_environment() -> None:
     os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # a short-trained checkpoint may be run longer
     if importlib.util.find_spec("flashinfer") is None:  # left out by bench/vllm_peer/fetch-wheels.sh
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # else vLLM's sampler imports it on CUDA
+    from longctx.evaluate.vllm_compat import register
+
+    register()  # vLLM 0.26 loads no Olmo Hybrid conv weights without it (longctx/evaluate/vllm_compat.py)
 
 
 def main(argv=None) -> int:

@@ -176,13 +176,16 @@ def build_lm(spec: EvalSpec):
     # Absolute: HFLM asks the Hub about a `pretrained` that looks like a repo id (`runs/x` does).
     model = str(Path(spec.model).resolve())
     if spec.backend == "vllm":
-        # Untested on a GPU (API checked against the vllm 0.26.0 wheel); vLLM serves OlmoHybridForCausalLM.
+        # vLLM serves OlmoHybridForCausalLM (0.26.0 with vllm_compat's loader fix).
         # vLLM refuses a max_model_len above the length it derives from the checkpoint (max_position_embeddings,
         # YaRN's original x factor, the tokenizer's model_max_length), and the cap is the largest length plus
         # CONTEXT_MARGIN, so it is always above a model trained or extended to exactly that length. Evaluating
         # past the trained length is the point of RULER here, as with the hf and longctx backends.
         os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         no_flashinfer_sampler()
+        from longctx.evaluate.vllm_compat import register
+
+        register()  # Olmo Hybrid's conv weights (vLLM runs it in its engine process too, as a plugin)
         args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
     if spec.backend == "longctx":

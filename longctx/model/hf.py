@@ -1,15 +1,18 @@
 """HF checkpoints in and out: key layouts, safetensors shards, config.json, tokenizer files.
 
-Olmo Hybrid checkpoints come in two spellings for the GDN blocks:
-- the Hub / saved-file layout (what allenai publishes and what transformers writes):
-  `attention_layer_norm`, `feedforward_layer_norm`, `linear_attn.{q,k,v}_conv1d.weight`;
+Olmo Hybrid checkpoints come in three spellings of the GDN blocks' norms and convs:
+- OLMo-core's names (hf-internal-testing/olmo-hybrid): `attention_layer_norm`,
+  `feedforward_layer_norm`, `linear_attn.{q,k,v}_conv1d.weight`;
 - transformers' in-memory layout: `input_layernorm`, `post_attention_layernorm` and one fused
-  `linear_attn.conv1d.weight` (q, k, v channels concatenated in that order).
-Our parameters use the first; both load. transformers' own save_pretrained reverses its
+  `linear_attn.conv1d.weight` (q, k, v channels concatenated in that order);
+- what vLLM's OlmoHybridForCausalLM reads (0.26): transformers' norm names with the three
+  `{q,k,v}_conv1d` weights.
+All three load; our parameters use the first. transformers' own save_pretrained reverses its
 renaming imperfectly: an attention block's `post_attention_layernorm` comes out as
 `feedforward_layer_norm`, and the fused conv is cut into three equal thirds under the q/k/v
-names; both are undone here. We save true Hub names and shapes (attention blocks under their
-own names), which transformers and vLLM read.
+names; both are undone here. We save the third spelling (q/k/v convs with their true channel
+counts, transformers' norm names, attention blocks under their own names), which transformers
+reads too (its renaming of OLMo-core's names leaves these as they are).
 """
 
 from __future__ import annotations
@@ -189,8 +192,18 @@ def load_into(model, state: dict[str, torch.Tensor]) -> None:
 # ---------------------------------------------------------------- saving
 
 
+_SAVED_GDN_NORMS = {ours: saved for saved, ours in _GDN_NORMS.items()}
+
+
 def export_state_dict(model) -> dict[str, torch.Tensor]:
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Our parameters under the names we save: a GDN block's norms as transformers (and vLLM) name them."""
+    gdn = {i for i, t in enumerate(getattr(model.config, "layer_types", None) or ()) if t == "linear_attention"}
+    state = {}
+    for key, value in model.state_dict().items():
+        m = _LAYER_KEY.match(key)
+        if m is not None and int(m.group(1)) in gdn and m.group(2) in _SAVED_GDN_NORMS:
+            key = f"model.layers.{m.group(1)}.{_SAVED_GDN_NORMS[m.group(2)]}"
+        state[key] = value.detach().contiguous().cpu()
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # safetensors stores no aliases; transformers re-ties
     return state

@@ -15,10 +15,11 @@
 # not stop the rest; the parts of a step joined by ' & ' run side by side, a log each, log0.txt, log1.txt, ...):
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
-#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
-#   smoke-a / smoke-b      bench/vllm_peer/smoke.py --against-longctx on each of the four (two at a time, eager):
+#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1),
+#                          beside bench/vllm_peer/smoke.py --against-longctx on the hybrid and the transformer (eager):
 #                          greedy tokens of vLLM against ours
-#   ruler-longctx / -vllm  `longctx eval --backend longctx|vllm` on the trained hybrid (niah_single_1..3 at 4k, the
+#   smoke                  the same on the YaRN and DRoPE models, beside `longctx eval --backend longctx` (below)
+#   ruler-vllm             `longctx eval --backend vllm`, as `--backend longctx` above, on the trained hybrid (niah_single_1..3 at 4k, the
 #                          same 20 samples each), then `longctx answers --against`: equal within sampling noise?
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm (and the transformers peer at 16k, the same
 #                          batch of 8) on hybrid-1b, RULER niah_single_1 prompts, same prompt ids, greedy:
@@ -47,10 +48,8 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
 steps=(
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
-  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
-  "smoke-a|$(smoke hybrid) & $(smoke drope)"
-  "smoke-b|$(smoke yarn) & $(smoke transformer)"
-  "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope & $(smoke hybrid) & $(smoke transformer)"
+  "smoke|$(smoke yarn) & $(smoke drope) & $vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm,peer --peer-batch 8 --out $out/throughput-16k"
