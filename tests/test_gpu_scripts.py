@@ -249,7 +249,7 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     # the trained models first, side by side (two parts of one step), the speed after the agreement
     assert list(steps)[:4] == ["models.0", "models.1", "extend.0", "extend.1"]
     assert list(steps).index("ruler-vllm") > list(steps).index("smoke.2")  # after the longctx side
-    assert list(steps).index("throughput-16k") > list(steps).index("ruler-paired")
+    assert list(steps).index("throughput-16k") > list(steps).index("extend.3")
     sys.path.insert(0, str(root / "bench"))
     try:
         import eval_throughput as et
