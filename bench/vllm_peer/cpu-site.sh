@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# vLLM 0.26.0 importable on a CPU machine, for bench/vllm_peer/load_check.py and tests/test_vllm_load.py
+# (vLLM's model classes and weight loaders; no kernels run). Needs pip and PyPI (the vllm wheel comes from
+# .vllm_whl/ when bench/vllm_peer/fetch-wheels.sh has filled it). Into DIR (default /tmp/vcpu):
+#   bash bench/vllm_peer/cpu-site.sh [DIR]
+#   PYTHONPATH=DIR python3 bench/vllm_peer/load_check.py MODEL_DIR ...
+#   PYTHONPATH=DIR python3 -m pytest -q tests/test_vllm_load.py
+# Everything goes in with --no-deps (torch, transformers, pydantic and the rest are this machine's own); the
+# list is what importing vllm.config, vllm.distributed and the Olmo Hybrid / Olmo 3 model modules needs.
+set -euo pipefail
+dir=${1:-/tmp/vcpu}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+whl=$(ls "$root"/.vllm_whl/vllm-0.26.0-*.whl 2>/dev/null | head -1 || true)
+if [ -z "$whl" ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --dest "$tmp" vllm==0.26.0
+  whl=$(ls "$tmp"/vllm-0.26.0-*.whl)
+fi
+python3 -m pip install -q --no-deps --no-compile --target "$dir" "$whl"
+python3 -m pip install -q --no-deps --no-compile --target "$dir" pyzmq cbor2 openai-harmony openai einops \
+  pybase64 cachetools msgspec uvloop prometheus-client
+PYTHONPATH="$dir" python3 -c "import vllm.model_executor.models.olmo_hybrid, vllm.model_executor.models.olmo3" \
+  2>&1 | grep -v -E "WARNING|INFO|Triton" || true
+echo "cpu-site: vllm importable with PYTHONPATH=$dir"
