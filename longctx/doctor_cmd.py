@@ -69,6 +69,16 @@ def _cache_size(path: str | None) -> str | None:
     return f"{files} files, {size / 2**20:.0f} MiB"
 
 
+def _vllm_plugin() -> bool:
+    """Is longctx's vLLM plugin (longctx/evaluate/vllm_compat.py) where vLLM looks for general plugins?"""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == VLLM_PLUGIN for ep in entry_points(group="vllm.general_plugins"))
+
+
+VLLM_PLUGIN = "longctx.evaluate.vllm_compat:register"
+
+
 def _gpu() -> dict:
     import torch
 
@@ -152,6 +162,12 @@ def collect() -> dict:
                 "no kernel cache set: a fresh machine compiles and autotunes for minutes before the first step; "
                 "LONGCTX_KERNEL_CACHE=DIR on a persistent or shared directory keeps them"
             )
+    plugin = _vllm_plugin()
+    if packages["vllm"]["ok"] and not plugin:
+        notes.append(
+            "vLLM without longctx's vllm.general_plugins entry point (longctx run from a source tree?): vLLM 0.26 "
+            "then loads no Olmo Hybrid checkpoint's conv weights; `pip install -e .` registers it"
+        )
     from longctx.model import attention
 
     return {
@@ -163,6 +179,7 @@ def collect() -> dict:
         "gpu": gpu,
         "packages": packages,
         "torch_varlen_attention": bool(attention.varlen_fn()),
+        "vllm_plugin": plugin,
         "switches": switches,
         "kernel_caches": caches,
         "kernel_cache_sizes": cache_sizes,

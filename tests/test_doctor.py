@@ -81,3 +81,14 @@ def test_kernel_cache_sizes(capsys, monkeypatch, tmp_path):
     assert r["kernel_caches"]["TRITON_CACHE_DIR"] == str(tmp_path / "kc" / "triton")
     assert r["kernel_cache_sizes"]["TRITON_CACHE_DIR"] == "1 files, 3 MiB"
     assert r["kernel_cache_sizes"]["TORCHINDUCTOR_CACHE_DIR"] == "0 files, 0 MiB"
+
+
+def test_vllm_without_the_plugin_is_noted(capsys, monkeypatch):
+    """With vLLM importable, the report says whether longctx's vLLM plugin is registered where vLLM looks."""
+    real = doctor_cmd._package
+    monkeypatch.setattr(doctor_cmd, "_package", lambda m: {"ok": True, "version": "0.26.0"} if m == "vllm" else real(m))
+    r = _report(capsys)
+    assert r["vllm_plugin"] is True and r["notes"] == []  # installed (pip install -e .): the entry point is there
+    monkeypatch.setattr(doctor_cmd, "_vllm_plugin", lambda: False)
+    r = _report(capsys)
+    assert r["vllm_plugin"] is False and any("vllm.general_plugins" in n for n in r["notes"])

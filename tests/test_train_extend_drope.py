@@ -89,6 +89,13 @@ def _same_logits(out, length=300):
     return theirs
 
 
+def _saved(out):
+    """The exported weights under our parameter names (the export writes transformers' GDN norm names)."""
+    from longctx.model.hf import read_config, to_internal
+
+    return to_internal(load_file(out / "model.safetensors"), read_config(out))
+
+
 def _unfolded(out, step):
     from longctx.train.export_cmd import load_from_checkpoint
 
@@ -106,7 +113,7 @@ def test_auto_fits_c_and_folds_beta_into_the_export(hybrid, tmp_path, capsys):
     assert record["c"] == min(tried, key=lambda r: r["nll"])["c"] >= 0
     assert record["beta"] == pytest.approx(1 + record["c"] * math.log(TARGET / BASE_LEN))
     assert "DRoPE temperature c = " in capsys.readouterr().err
-    exported, trained = load_file(out / "model.safetensors"), _unfolded(out, 2)
+    exported, trained = _saved(out), _unfolded(out, 2)
     torch.testing.assert_close(exported[FULL], trained[FULL] * record["beta"])
     assert all(torch.equal(exported[k], trained[k]) for k in exported if k != FULL)
     _same_logits(out)
