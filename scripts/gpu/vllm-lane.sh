@@ -16,13 +16,12 @@
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
 #   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1),
-#                          beside bench/vllm_peer/smoke.py --against-longctx on the hybrid and the transformer (eager):
-#                          greedy tokens of vLLM against ours
-#   throughput-16k         bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
+#                          beside `longctx eval --backend longctx` on the trained hybrid (niah_single_1..3 at 4k,
+#                          20 samples each)
+#   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx (eager): greedy tokens of vLLM against ours, each
+#                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory)
+#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile)
-#   smoke                  the smoke on the YaRN and DRoPE models, beside `longctx eval --backend longctx` on the
-#                          trained hybrid (niah_single_1..3 at 4k, 20 samples each)
-#   throughput-64k         as throughput-16k at 64k
 #   ruler-vllm / -paired   the same RULER samples through `--backend vllm`, then `longctx answers --against`:
 #                          equal within sampling noise?
 #   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
@@ -49,11 +48,14 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
 steps=(
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
-  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope & $(smoke hybrid) & $(smoke transformer)"
+  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope & $vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "smoke-hybrid|$(smoke hybrid)"
+  "smoke-transformer|$(smoke transformer)"
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
-  "smoke|$(smoke yarn) & $(smoke drope) & $vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  "smoke-yarn|$(smoke yarn)"
+  "smoke-drope|$(smoke drope)"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
   "pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
