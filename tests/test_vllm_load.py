@@ -1,7 +1,8 @@
 """Our exported checkpoints in vLLM's own model classes and weight loaders (bench/vllm_peer/load_check.py, on
-CPU): hybrid with RoPE (tied and untied), YaRN, DRoPE and olmo3 load every parameter with the checkpoint's
-values, YaRN with vLLM's YaRN rotary embedding and mscale 0.1 ln(factor) + 1, DRoPE with no rotary embedding at
-all; and vLLM 0.26 as it ships (without longctx's plugin) loads no Olmo Hybrid checkpoint.
+CPU): hybrid with RoPE (tied and untied), YaRN, DRoPE, olmo3 and olmo3 with YaRN load every parameter with the
+checkpoint's values and every attention layer's cos/sin table equals transformers' for its layer type; YaRN gets
+vLLM's YaRN rotary embedding with mscale 0.1 ln(factor) + 1, DRoPE no rotary embedding at all;
+and vLLM 0.26 as it ships (without longctx's plugin) loads no Olmo Hybrid checkpoint.
 Runs where vLLM is importable (bench/vllm_peer/cpu-site.sh, then PYTHONPATH=DIR); skipped elsewhere."""
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def _export(out: Path, config) -> str:
     return str(out)
 
 
-def _extended(method: str):
-    config = hybrid_config()
+def _extended(method: str, config=None):
+    config = config or hybrid_config()
     config.rope_parameters = rope_methods.get(method).extend(
         copy.deepcopy(config.rope_parameters), base_len=64, target_len=256
     )
@@ -57,6 +58,7 @@ def exports(tmp_path_factory):
         "yarn": _export(d / "yarn", _extended("yarn")),
         "drope": _export(d / "drope", _extended("drope")),
         "olmo3": _export(d / "olmo3", olmo3_config()),
+        "olmo3-yarn": _export(d / "olmo3-yarn", _extended("yarn", olmo3_config())),  # YaRN on full layers only
     }
 
 
@@ -66,10 +68,13 @@ def test_every_export_loads_in_vllm_with_its_values(exports):
     lines = {m: next(ln for ln in run.stdout.splitlines() if ln.startswith(p + ":")) for m, p in exports.items()}
     for m, line in lines.items():
         assert " 0 wrong" in line, line
-        assert ("OlmoHybridForCausalLM" in line) == (m != "olmo3"), line
-    assert "YaRNScalingRotaryEmbedding" in lines["yarn"]
-    assert f"(4.0, {round(0.1 * math.log(4.0) + 1, 6)})" in lines["yarn"]  # factor 256/64, YaRN's mscale
-    assert "RoPE modules: 0 []" in lines["drope"]
+        assert ("OlmoHybridForCausalLM" in line) == (not m.startswith("olmo3")), line
+    for m in ("yarn", "olmo3-yarn"):
+        assert "YaRNScalingRotaryEmbedding" in lines[m]
+        assert f"(4.0, {round(0.1 * math.log(4.0) + 1, 6)})" in lines[m]  # factor 256/64, YaRN's mscale
+    # every attention layer's cos/sin table is transformers' for that layer type (rc 0: within 1e-4)
+    assert "against transformers: 1 layers" in lines["yarn"] and "against transformers: 4 layers" in lines["olmo3-yarn"]
+    assert "RoPE modules: 0 []" in lines["drope"] and "no RoPE in either" in lines["drope"]
     assert "YaRN" not in lines["hybrid"] and "RoPE modules: 0" not in lines["hybrid"]
 
 

@@ -6,8 +6,10 @@ Builds the model vLLM resolves for MODEL_DIR's config (OlmoHybridForCausalLM, Ol
 real VllmConfig on the CPU, loads MODEL_DIR's safetensors through the model's `load_weights` (vLLM's
 AutoWeightsLoader, its WeightsMapper, its fused loaders), and compares every vLLM parameter with what the
 checkpoint holds for it: the same tensor, or for vLLM's fused parameters the checkpoint's pieces concatenated
-in vLLM's order (q, k, v[, g]; gate, up; the q, k, v convs). Also reports whether the attention layers run RoPE
-(a DRoPE export must not) and the YaRN factors vLLM reads. Exit 1 on any parameter that is missing or differs.
+in vLLM's order (q, k, v[, g]; gate, up; the q, k, v convs); and every attention layer's RoPE cos/sin table with
+transformers' for that layer's type, built from the same config.json (a DRoPE export: no RoPE on either side;
+YaRN: vLLM's YaRN module and mscale); and what each attention layer hands vLLM's attention (heads, KV heads,
+head size, softmax scale, sliding window) with the config. Exit 1 on anything missing or different.
 
 Needs no GPU: attention layers, whose backend needs one, are built without it (they hold no weights), and
 the GDN layer's Triton allocator is skipped. `--no-plugin` leaves out longctx's fix for vLLM 0.26's fused
@@ -62,8 +64,9 @@ def build(model_dir: str, plugin: bool):
     cls, arch = get_model_architecture(mc)
 
     class NoAttention(torch.nn.Module):  # vLLM's Attention picks a GPU backend; it holds no weights
-        def __init__(self, *args, **kwargs):
+        def __init__(self, num_heads, head_size, scale, **kwargs):
             super().__init__()
+            self.seen = {"num_heads": num_heads, "head_size": head_size, "scale": scale, **kwargs}
 
     importlib.import_module(cls.__module__).Attention = NoAttention
     if arch == "OlmoHybridForCausalLM":
@@ -112,12 +115,79 @@ def check(model_dir: str, plugin: bool) -> list[str]:
     ropes = [m for n, m in model.named_modules() if n.endswith("rotary_emb") and m is not None]
     kinds = sorted({type(m).__name__ for m in ropes})
     yarn = {(round(m.scaling_factor, 4), round(m.mscale, 6)) for m in ropes if hasattr(m, "mscale")}
+    rope, rope_bad = rope_against_transformers(model, model_dir)
+    bad += [f"{model_dir}: {b}" for b in rope_bad + attention_against_config(model, model_dir)]
     print(
         f"{model_dir}: {arch}, {len(loaded)} of {len(params)} parameters loaded, {len(bad)} wrong; "
-        f"RoPE modules: {len(ropes)} {kinds}{f' yarn (factor, mscale) {sorted(yarn)}' if yarn else ''}",
+        f"RoPE modules: {len(ropes)} {kinds}{f' yarn (factor, mscale) {sorted(yarn)}' if yarn else ''}; "
+        f"cos/sin against transformers: {rope}",
         flush=True,
     )
     return bad
+
+
+def attention_against_config(model, model_dir: str) -> list[str]:
+    """What each attention layer hands vLLM's Attention (heads, KV heads, head size, softmax scale, sliding window)
+    against the config: [what disagrees]."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    types = getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers
+    bad = []
+    for i, layer in enumerate(model.model.layers):
+        attn = getattr(getattr(layer, "self_attn", None), "attn", None)
+        if attn is None:
+            continue
+        window = c.sliding_window if types[i] == "sliding_attention" else None
+        want = {
+            "num_heads": c.num_attention_heads,
+            "num_kv_heads": c.num_key_value_heads,
+            "head_size": head,
+            "scale": head**-0.5,
+            "per_layer_sliding_window": window,
+        }
+        got = {k: attn.seen.get(k) for k in want}
+        if got != want:
+            bad.append(f"layer {i} ({types[i]}): vLLM's attention gets {got}, the config says {want}")
+    return bad
+
+
+def rope_against_transformers(model, model_dir: str, positions: int = 2048, tol: float = 1e-4):
+    """Each attention layer's cos/sin in vLLM (its cos_sin_cache: cos | sin, times YaRN's mscale) against
+    transformers' rotary embedding for that layer's type, built from the same config.json: ('n layers, max diff
+    D' or 'no RoPE in either', [what disagrees])."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    rotary = AutoModelForCausalLM.from_config(config).model.rotary_emb  # None where transformers runs no RoPE
+    types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    bad, worst, compared = [], 0.0, 0
+    for i, layer in enumerate(model.model.layers):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None:
+            continue
+        ours = getattr(attn, "rotary_emb", None)
+        if (ours is None) != (rotary is None):
+            bad.append(f"layer {i}: RoPE in {'vLLM' if ours is not None else 'transformers'} only")
+            continue
+        if ours is None:
+            continue
+        n = min(positions, ours.cos_sin_cache.shape[0])
+        pos = torch.arange(n)[None]
+        x = torch.zeros(1, n, 1)
+        try:
+            cos, sin = rotary(x, pos, types[i])  # per layer type (Olmo 3)
+        except TypeError:
+            cos, sin = rotary(x, pos)
+        half = ours.cos_sin_cache.shape[1] // 2
+        want = torch.cat([cos[0, :, :half], sin[0, :, :half]], dim=-1).float()
+        diff = (ours.cos_sin_cache[:n].float() - want).abs().max().item()
+        worst, compared = max(worst, diff), compared + 1
+        if diff > tol:
+            bad.append(f"layer {i} ({types[i]}): cos/sin differ from transformers' by {diff:.2e}")
+    return (f"{compared} layers, max diff {worst:.1e}" if compared else "no RoPE in either"), bad
 
 
 def main(argv=None) -> int:
