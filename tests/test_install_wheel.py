@@ -94,6 +94,9 @@ def test_wheel_installs_and_pretrains_outside_the_checkout(tmp_path):
         "longctx/data/tokenizer.json",
         "rope_methods/yarn.py",
     } <= shipped
+    (entry_points,) = [n for n in shipped if n.endswith(".dist-info/entry_points.txt")]
+    plugins = zipfile.ZipFile(wheel).read(entry_points).decode()  # vLLM runs these in each of its processes
+    assert "[vllm.general_plugins]\nolmo_hybrid_conv = longctx.evaluate.vllm_compat:register" in plugins
 
     target = tmp_path / "target"
     r = subprocess.run(
