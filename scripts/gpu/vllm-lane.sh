@@ -19,7 +19,9 @@
 #                          beside `longctx eval --backend longctx` on the trained hybrid (niah_single_1..3 at 4k,
 #                          20 samples each)
 #   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx (eager): greedy tokens of vLLM against ours, each
-#                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory)
+#                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory);
+#                          the hybrid and the transformer first, YaRN and DRoPE after the speed (their loading is
+#                          checked on CPU already: bench/vllm_peer/load_check.py)
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile)
 #   ruler-vllm / -paired   the same RULER samples through `--backend vllm`, then `longctx answers --against`:
@@ -52,10 +54,10 @@ steps=(
   "smoke-hybrid|$(smoke hybrid)"
   "smoke-transformer|$(smoke transformer)"
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "smoke-yarn|$(smoke yarn)"
   "smoke-drope|$(smoke drope)"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
   "pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
