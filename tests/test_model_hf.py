@@ -168,7 +168,7 @@ def test_save_pretrained_loads_in_transformers(kind, tied, tmp_path):
     with safe_open(str(tmp_path / "ours" / "model.safetensors"), "pt") as f:
         shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
     assert ("lm_head.weight" in shapes) == (not tied)
-    if kind == "olmo_hybrid":  # the Hub spelling, with true q/k/v channel counts
+    if kind == "olmo_hybrid":  # q/k/v convs apart, with their true channel counts
         assert shapes["model.layers.0.linear_attn.q_conv1d.weight"][0] == 2 * 16
         assert shapes["model.layers.0.linear_attn.v_conv1d.weight"][0] == 4 * 24
         # the norms under transformers' in-memory names (vLLM 0.26 reads no others): with the three convs
@@ -214,8 +214,9 @@ def test_transformers_in_memory_layout_loads(tmp_path):
     assert max_diff(ours_logits(ours, x), hf_logits(ref, x)) <= TOL
 
 
-def test_hub_layout_loads(tmp_path):
-    """allenai's Hub names: separate q/k/v convs (true channel counts), attention_/feedforward_layer_norm."""
+def test_olmo_core_layout_loads(tmp_path):
+    """OLMo-core's names (hf-internal-testing/olmo-hybrid): separate q/k/v convs (true channel counts),
+    attention_/feedforward_layer_norm."""
     config = hybrid_config()
     ref = hf_reference(config)
     ref.save_pretrained(tmp_path / "ref")
@@ -239,7 +240,7 @@ def test_hub_layout_loads(tmp_path):
     x = ids()
     expected = hf_logits(ref, x)
     assert max_diff(ours_logits(HybridLM.from_pretrained(hub_dir), x), expected) <= TOL
-    # and it is the layout transformers itself reads as the Hub's
+    # and it is a layout transformers itself renames on load
     assert max_diff(hf_logits(AutoModelForCausalLM.from_pretrained(hub_dir).eval(), x), expected) <= TOL
 
 

@@ -3,8 +3,9 @@
 Blocks follow `config.layer_types`:
 - linear_attention (GDN), pre-norm:  h += GDN(norm(h));  h += MLP(norm(h))
 - full/sliding_attention, OLMo post-norm:  h += norm(Attn(h));  h += norm(MLP(h))
-Parameter names equal the keys of the HF checkpoint (Hub layout for GDN blocks), so
-`state_dict()` is the safetensors content; `hf.py` maps other spellings on load.
+Parameter names follow OLMo-core's checkpoint keys (GDN norms `attention_layer_norm` / `feedforward_layer_norm`,
+q/k/v convs apart); `hf.py` maps the other spellings on load and saves the GDN norms under transformers' names,
+which vLLM reads.
 """
 
 from __future__ import annotations
