@@ -50,6 +50,28 @@ def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
         assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == "0"
 
 
+def test_build_lm_vllm_fixes_the_conv_loader_before_the_engine(tmp_path, fake_registry, monkeypatch):
+    """The vLLM it builds loads Olmo Hybrid's conv weights: longctx/evaluate/vllm_compat.register() has wrapped
+    vLLM's loader factory before lm-eval's vllm model is made (here a stand-in module holds the factory)."""
+    import types
+
+    from longctx.evaluate import vllm_compat
+
+    gdn = types.ModuleType(vllm_compat.GDN_MODULE)
+    setattr(gdn, vllm_compat.FACTORY, lambda dims, tp_size, tp_rank: None)
+    monkeypatch.setitem(sys.modules, vllm_compat.GDN_MODULE, gdn)
+    wrapped_when_made = []
+    monkeypatch.setattr(
+        FakeVLLM,
+        "create_from_arg_obj",
+        classmethod(lambda cls, a, e: wrapped_when_made.append(getattr(gdn, vllm_compat.FACTORY).longctx_wrapped)),
+    )
+    spec = EvalSpec(model=str(tmp_path), lengths=[4096], tasks=["niah_single_1"], samples=1,
+                    out=tmp_path / "r.json", backend="vllm")  # fmt: skip
+    runner.build_lm(spec)
+    assert wrapped_when_made == [True]
+
+
 def test_build_lm_vllm_keeps_a_users_setting(tmp_path, fake_registry, monkeypatch):
     monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0")
     spec = EvalSpec(model=str(tmp_path), lengths=[4096], tasks=["niah_single_1"], samples=1,
