@@ -69,16 +69,6 @@ def _cache_size(path: str | None) -> str | None:
     return f"{files} files, {size / 2**20:.0f} MiB"
 
 
-def _vllm_plugin() -> bool:
-    """Is longctx's vLLM plugin (longctx/evaluate/vllm_compat.py) where vLLM looks for general plugins?"""
-    from importlib.metadata import entry_points
-
-    return any(ep.value == VLLM_PLUGIN for ep in entry_points(group="vllm.general_plugins"))
-
-
-VLLM_PLUGIN = "longctx.evaluate.vllm_compat:register"
-
-
 def _gpu() -> dict:
     import torch
 
@@ -138,6 +128,7 @@ def collect() -> dict:
     import transformers
 
     from longctx import __version__, env
+    from longctx.evaluate import vllm_compat
     from longctx.model import gdn, optional
 
     gpu = _gpu()
@@ -162,7 +153,7 @@ def collect() -> dict:
                 "no kernel cache set: a fresh machine compiles and autotunes for minutes before the first step; "
                 "LONGCTX_KERNEL_CACHE=DIR on a persistent or shared directory keeps them"
             )
-    plugin = _vllm_plugin()
+    plugin = vllm_compat.registered()
     if packages["vllm"]["ok"] and not plugin:
         notes.append(
             "vLLM without longctx's vllm.general_plugins entry point (longctx run from a source tree?): vLLM 0.26 "

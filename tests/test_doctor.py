@@ -89,6 +89,8 @@ def test_vllm_without_the_plugin_is_noted(capsys, monkeypatch):
     monkeypatch.setattr(doctor_cmd, "_package", lambda m: {"ok": True, "version": "0.26.0"} if m == "vllm" else real(m))
     r = _report(capsys)
     assert r["vllm_plugin"] is True and r["notes"] == []  # installed (pip install -e .): the entry point is there
-    monkeypatch.setattr(doctor_cmd, "_vllm_plugin", lambda: False)
+    from longctx.evaluate import vllm_compat
+
+    monkeypatch.setattr(vllm_compat, "registered", lambda: False)
     r = _report(capsys)
     assert r["vllm_plugin"] is False and any("vllm.general_plugins" in n for n in r["notes"])

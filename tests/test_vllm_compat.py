@@ -88,3 +88,4 @@ def test_the_plugin_is_registered_where_vllm_looks():
     """vLLM runs every `vllm.general_plugins` entry point in each of its processes (the engine core too)."""
     found = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
     assert found.get("olmo_hybrid_conv") == "longctx.evaluate.vllm_compat:register"
+    assert vllm_compat.registered()

@@ -68,9 +68,9 @@ install)
   ep="$site/longctx_vllm_plugin-0.dist-info"
   mkdir -p "$ep"
   printf 'Metadata-Version: 2.1\nName: longctx-vllm-plugin\nVersion: 0\n' > "$ep/METADATA"
-  grep -q '^olmo_hybrid_conv = "longctx.evaluate.vllm_compat:register"' "$root/pyproject.toml" ||
-    { echo "install.sh: pyproject.toml names no olmo_hybrid_conv plugin" >&2; exit 2; }
-  printf '[vllm.general_plugins]\nolmo_hybrid_conv = longctx.evaluate.vllm_compat:register\n' > "$ep/entry_points.txt"
+  plugin=$(sed -n '/^\[project.entry-points."vllm.general_plugins"\]/,/^\[/{/^[a-z_]* = "/p}' "$root/pyproject.toml")
+  [ -n "$plugin" ] || { echo "install.sh: pyproject.toml registers no vllm.general_plugins entry point" >&2; exit 2; }
+  printf '[vllm.general_plugins]\n%s\n' "${plugin//\"/}" > "$ep/entry_points.txt"
   VLLM_USE_FLASHINFER_SAMPLER=0 PYTHONPATH="$site" python3 - <<'PY'
 import importlib, time
 t = time.time()

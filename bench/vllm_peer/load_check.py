@@ -26,6 +26,8 @@ import os
 import sys
 from pathlib import Path
 
+from longctx.evaluate import vllm_compat
+
 FUSED = {  # vLLM's fused parameter (suffix) -> the checkpoint's pieces, in vLLM's order
     "self_attn.qkv_proj.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
     "linear_attn.in_proj_qkvg.weight": tuple(f"linear_attn.{n}_proj.weight" for n in "qkvg"),
@@ -55,6 +57,7 @@ def build(model_dir: str, plugin: bool):
     import torch
     from vllm.config import DeviceConfig, ModelConfig, VllmConfig, set_current_vllm_config
     from vllm.distributed import init_distributed_environment, initialize_model_parallel
+    from vllm.distributed.parallel_state import model_parallel_is_initialized
     from vllm.model_executor.model_loader.utils import get_model_architecture
     from vllm.platforms import current_platform
 
@@ -70,27 +73,21 @@ def build(model_dir: str, plugin: bool):
 
     importlib.import_module(cls.__module__).Attention = NoAttention
     if arch == "OlmoHybridForCausalLM":
-        gdn = importlib.import_module("vllm.model_executor.layers.mamba.gdn.olmo_gdn_linear_attn")
-        gdn.set_triton_allocator = lambda *args: None
+        importlib.import_module(vllm_compat.GDN_MODULE).set_triton_allocator = lambda *args: None
     if plugin:
-        from longctx.evaluate.vllm_compat import register
-
-        register()
+        vllm_compat.register()
     with set_current_vllm_config(vc):
-        if not build.initialized:
+        if not model_parallel_is_initialized():  # once a process, whatever the number of models
             init_distributed_environment(1, 0, "tcp://127.0.0.1:29531", 0, backend="gloo")
             initialize_model_parallel(1, 1)
-            build.initialized = True
         model = cls(vllm_config=vc)
     return model, arch
-
-
-build.initialized = False
 
 
 def check(model_dir: str, plugin: bool) -> list[str]:
     import torch
     from safetensors.torch import load_file
+    from transformers import AutoConfig
 
     model, arch = build(model_dir, plugin)
     state = {}
@@ -115,8 +112,9 @@ def check(model_dir: str, plugin: bool) -> list[str]:
     ropes = [m for n, m in model.named_modules() if n.endswith("rotary_emb") and m is not None]
     kinds = sorted({type(m).__name__ for m in ropes})
     yarn = {(round(m.scaling_factor, 4), round(m.mscale, 6)) for m in ropes if hasattr(m, "mscale")}
-    rope, rope_bad = rope_against_transformers(model, model_dir)
-    bad += [f"{model_dir}: {b}" for b in rope_bad + attention_against_config(model, model_dir)]
+    config = AutoConfig.from_pretrained(model_dir)
+    rope, rope_bad = rope_against_transformers(model, config)
+    bad += [f"{model_dir}: {b}" for b in rope_bad + attention_against_config(model, config)]
     print(
         f"{model_dir}: {arch}, {len(loaded)} of {len(params)} parameters loaded, {len(bad)} wrong; "
         f"RoPE modules: {len(ropes)} {kinds}{f' yarn (factor, mscale) {sorted(yarn)}' if yarn else ''}; "
@@ -126,12 +124,9 @@ def check(model_dir: str, plugin: bool) -> list[str]:
     return bad
 
 
-def attention_against_config(model, model_dir: str) -> list[str]:
+def attention_against_config(model, c) -> list[str]:
     """What each attention layer hands vLLM's Attention (heads, KV heads, head size, softmax scale, sliding window)
-    against the config: [what disagrees]."""
-    from transformers import AutoConfig
-
-    c = AutoConfig.from_pretrained(model_dir)
+    against the checkpoint's config `c`: [what disagrees]."""
     head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     types = getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers
     bad = []
@@ -153,14 +148,13 @@ def attention_against_config(model, model_dir: str) -> list[str]:
     return bad
 
 
-def rope_against_transformers(model, model_dir: str, positions: int = 2048, tol: float = 1e-4):
+def rope_against_transformers(model, config, positions: int = 2048, tol: float = 1e-4):
     """Each attention layer's cos/sin in vLLM (its cos_sin_cache: cos | sin, times YaRN's mscale) against
-    transformers' rotary embedding for that layer's type, built from the same config.json: ('n layers, max diff
+    transformers' rotary embedding for that layer's type, built from the checkpoint's config: ('n layers, max diff
     D' or 'no RoPE in either', [what disagrees])."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_dir)
     rotary = AutoModelForCausalLM.from_config(config).model.rotary_emb  # None where transformers runs no RoPE
     types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     bad, worst, compared = [], 0.0, 0

@@ -17,6 +17,15 @@ from __future__ import annotations
 
 GDN_MODULE = "vllm.model_executor.layers.mamba.gdn.olmo_gdn_linear_attn"
 FACTORY = "_make_fused_conv1d_weight_loader"
+PLUGIN_GROUP = "vllm.general_plugins"
+ENTRY_POINT = f"{__name__}:register"  # what pyproject.toml registers under PLUGIN_GROUP
+
+
+def registered() -> bool:
+    """Is this plugin where vLLM looks for general plugins (longctx installed, not only on the path)?"""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == ENTRY_POINT for ep in entry_points(group=PLUGIN_GROUP))
 
 
 def register() -> None:

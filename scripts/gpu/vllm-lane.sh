@@ -34,7 +34,8 @@ out=${1:-/tmp/w/vllm}
 limit=${STEP_LIMIT:-540}
 mkdir -p "$out"
 export VLLM_USE_FLASHINFER_SAMPLER=0  # FlashInfer is not staged (bench/vllm_peer/fetch-wheels.sh)
-vpy="env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD python3"  # vLLM first: its folder has no tilelang (install.sh)
+vpath=/tmp/vsite:/tmp/site:$PWD  # vLLM first: its folder has no tilelang (install.sh)
+vpy="env PYTHONPATH=$vpath python3"
 tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samples 8 --max-new-tokens 32"
 tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python"
 m=$out/models
@@ -60,10 +61,10 @@ steps=(
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
-  "pytest-vllm|env PYTHONPATH=/tmp/vsite:/tmp/site:$PWD LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
+  "pytest-vllm|env PYTHONPATH=$vpath LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
 )
 if [ -z "${DRY:-}" ]; then  # eval_throughput runs vLLM's side through --vllm-python: a wrapper, /tmp/vsite first
-  printf '#!/usr/bin/env bash\nPYTHONPATH=/tmp/vsite:/tmp/site:%s exec python3 "$@"\n' "$PWD" > /tmp/vsite-python
+  printf '#!/usr/bin/env bash\nPYTHONPATH=%s exec python3 "$@"\n' "$vpath" > /tmp/vsite-python
   chmod +x /tmp/vsite-python
 fi
 for step in "${steps[@]}"; do
