@@ -140,9 +140,18 @@ class _Out:
         self.outputs = [type("C", (), {"token_ids": ids})()]
 
 
+def _obj(**attrs):
+    return type("O", (), attrs)()
+
+
 class LLM:
     def __init__(self, **kw):
         open(os.environ["FAKE_VLLM_LOG"], "a").write(json.dumps(kw) + "\\n")
+        # what the engine resolved, where vLLM keeps it (LLMEngine.vllm_config); 16384: its default on an H100
+        sched = _obj(max_num_batched_tokens=kw.get("max_num_batched_tokens", 16384), max_num_seqs=1024,
+                     enable_chunked_prefill=True)
+        comp = _obj(mode="CompilationMode.VLLM_COMPILE", cudagraph_mode="CUDAGraphMode.FULL_AND_PIECEWISE")
+        self.llm_engine = _obj(vllm_config=_obj(scheduler_config=sched, compilation_config=comp))
 
     def generate(self, prompts, sp, use_tqdm=False):
         n = sp.kw["max_tokens"]
@@ -159,7 +168,7 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
     log = tmp_path / "llm.jsonl"
     cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
            "--config", "hybrid-tiny", "--lengths", "96,128", "--samples", "2", "--max-new-tokens", "3",
-           "--impl", "ours,vllm"]  # fmt: skip
+           "--impl", "ours,vllm", "--vllm-max-num-batched-tokens", "4096"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(log),
            "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -173,10 +182,32 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
         assert v["generated"] == [p[-3:] for p in prompts[str(T)]]  # the ids that went in came back
         assert len(prompts[str(T)][0]) == T - 3
         assert data["vllm_agreement"][str(T)]["n"] == 2
+        engine = v["vllm"]["engine"]  # the settings the engine resolved, with each row
+        assert engine["max_num_batched_tokens"] == 4096 and engine["enable_chunked_prefill"] is True
+        assert engine["cudagraph_mode"].endswith("FULL_AND_PIECEWISE")
     kw = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(kw) == 1 and kw[0]["max_model_len"] == 128 and kw[0]["skip_tokenizer_init"] is True
+    assert kw[0]["max_num_batched_tokens"] == 4096
     assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
     assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout
+
+
+def test_eval_throughput_vllm_alone(tmp_path):
+    """--impl vllm alone (a vLLM setting measured by itself): its rows and table, none of ours or the peer's."""
+    fake = tmp_path / "fake"
+    (fake / "vllm").mkdir(parents=True)
+    (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
+           "--config", "hybrid-tiny", "--lengths", "96", "--samples", "2", "--max-new-tokens", "3",
+           "--impl", "vllm"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(tmp_path / "llm.jsonl"),
+           "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "eval_throughput.json").read_text())["results"]
+    assert [(r["impl"], r["status"]) for r in rows] == [("vllm", "ok")]
+    assert rows[0]["vllm"]["engine"]["max_num_batched_tokens"] == 16384  # vLLM's own default, nothing passed
+    assert "| 96 | " in done.stdout and "peer samples/s" not in done.stdout
 
 
 def test_bench_folders_do_not_shadow_the_libraries_they_measure():

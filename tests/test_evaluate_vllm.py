@@ -117,6 +117,17 @@ def test_smoke_and_lm_eval_kwargs_fit_vllms_signature(tmp_path):
     spec.loader.exec_module(throughput)
     args = throughput.parse_args([str(tmp_path), "--prompts", "p.json", "--out", "o.json"])
     assert set(throughput.llm_kwargs(args, 4096)) <= accepted
+    args = throughput.parse_args([str(tmp_path), "--prompts", "p.json", "--out", "o.json", "--max-num-batched-tokens",
+                                  "65536"])  # fmt: skip
+    assert set(throughput.llm_kwargs(args, 4096)) <= accepted
+    # where the engine's resolved settings are read (throughput.engine_settings), in vLLM's own classes
+    from vllm.config import CompilationConfig, SchedulerConfig
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    assert "self.vllm_config = vllm_config" in inspect.getsource(LLMEngine.__init__)
+    fields = {f.name for f in dataclasses.fields(SchedulerConfig)}
+    assert {"max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill"} <= fields
+    assert {"mode", "cudagraph_mode"} <= {f.name for f in dataclasses.fields(CompilationConfig)}
     src = inspect.getsource(sys.modules["lm_eval.models.vllm_causallms"] if "lm_eval.models.vllm_causallms"
                             in sys.modules else importlib.import_module("lm_eval.models.vllm_causallms"))  # fmt: skip
     for key in ("max_model_len", "max_num_seqs", "enable_lora", "max_lora_rank", "tokenizer_revision", "seed"):

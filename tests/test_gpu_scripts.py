@@ -206,8 +206,9 @@ def test_speed_lane_cells_are_valid_bench_commands(tmp_path, monkeypatch):
     env = {"PATH": "/usr/bin:/bin", "DRY": "1"}
     run = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
     assert run.returncode == 0, run.stderr
-    cmds = run.stdout.splitlines()
-    assert len(cmds) >= 10
+    named = [line.split("|", 1) for line in run.stdout.splitlines()]
+    cmds = [cmd for _, cmd in named]
+    assert len(cmds) >= 10 and all(cmd.endswith(f"--out {tmp_path}/{name}") for name, cmd in named)
     sys.path.insert(0, str(root / "bench"))
     try:
         import train_throughput as tt
@@ -234,6 +235,43 @@ def test_speed_lane_cells_are_valid_bench_commands(tmp_path, monkeypatch):
     assert [c.split("--out ")[1] for c in only.stdout.splitlines()] == [f"{tmp_path}/h16-ckpt", f"{tmp_path}/t16-ckpt"]
 
 
+def test_run_steps_runs_parts_side_by_side_and_keeps_going(tmp_path):
+    """scripts/gpu/steps.sh: the parts of a step run at once (each with its own log and OUT), a step's rc is its
+    worst part's, a step past the limit is killed (rc 124) and the steps after a failed one still run;
+    steps.txt gets each step's line and its logs' lines that match the pattern; ONLY and DRY as documented."""
+    steps_sh = SCRIPT.parents[2] / "scripts" / "gpu" / "steps.sh"
+    out = tmp_path / "w"
+    # the two parts wait for each other's file: they finish only when run side by side
+    meet = tmp_path / "meet.sh"
+    meet.write_text('touch "$OUT/$1"; while [ ! -f "$OUT/$2" ]; do sleep 0.1; done; echo agree "$1"\n')
+    steps = [
+        f"pair|sh {meet} a b & sh {meet} b a",
+        "fails|false",
+        "slow|sleep 30",
+        "after|echo | done",
+    ]
+    script = f'. {steps_sh}; run_steps {out} 3 "agree|done" "$@"'
+    env = {"PATH": "/usr/bin:/bin"}
+
+    def run(extra_env):
+        return subprocess.run(
+            ["bash", "-c", script, "lane", *steps], capture_output=True, text=True, env={**env, **extra_env}, timeout=60
+        )
+
+    dry = run({"DRY": "1"})
+    assert dry.returncode == 0 and not out.exists()
+    assert [line.split("|")[0] for line in dry.stdout.splitlines()] == ["pair.0", "pair.1", "fails", "slow", "after"]
+    assert run({"ONLY": "fails"}).returncode == 0
+    assert [line.split()[1:3] for line in (out / "steps.txt").read_text().splitlines()] == [["fails", "rc=1"]]
+    (out / "steps.txt").unlink()
+    run({})
+    lines = (out / "steps.txt").read_text().splitlines()
+    heads = [line.split()[1:3] for line in lines if " rc=" in line]
+    assert heads == [["pair", "rc=0"], ["fails", "rc=1"], ["slow", "rc=124"], ["after", "rc=0"]], lines
+    assert "agree a" in lines and "agree b" in lines and "| done" in lines
+    assert (out / "pair" / "log0.txt").read_text() == "agree a\n" and (out / "after" / "log.txt").is_file()
+
+
 def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     """scripts/gpu/vllm-lane.sh DRY=1: every step parses with the parser of what it runs (bench/eval_throughput.py,
     `longctx pretrain|extend`, bench/vllm_peer/smoke.py), the smoke steps name the models the steps before them
@@ -248,10 +286,10 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
     # the trained models first, side by side (two parts of one step), the speed after the agreement
     assert list(steps)[:4] == ["models.0", "models.1", "extend.0", "extend.1"]
-    assert list(steps).index("ruler-vllm") > list(steps).index("extend.2")  # after the longctx side
+    assert list(steps).index("ruler-vllm") == list(steps).index("ruler-longctx") + 1  # each alone: timed alike
     assert list(steps).index("throughput-16k") > list(steps).index("smoke-transformer")
     # vLLM never shares the GPU with another process (its start-up memory profile fails when one frees memory)
-    starts_vllm = ("bench/vllm_peer/smoke.py", "--backend vllm", "bench/eval_throughput.py")
+    starts_vllm = ("bench/vllm_peer/smoke.py", "-m longctx eval", "bench/eval_throughput.py")  # RULER timed alone too
     assert not any("." in n and any(s in c for s in starts_vllm) for n, c in steps.items())
     sys.path.insert(0, str(root / "bench"))
     try:

@@ -3,13 +3,16 @@ timed per length, in a process of its own (vLLM takes a share of the GPU's memor
 process; the caller has freed the GPU before it starts this).
 
     python3 bench/vllm_peer/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
-        [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85]
+        [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85] [--max-num-batched-tokens N]
 
 PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
 built for every length (max_model_len: the longest T, the tokenizer not loaded: prompts are token ids);
 per T, --warmup untimed generate calls on the first prompt, then one timed generate call on all of that
 length's prompts at once (vLLM's scheduler batches them, chunked prefill and CUDA-graph decode as it
 configures itself). Greedy, stopping at the --eos ids as longctx's greedy_generate does.
+--max-num-batched-tokens sets the prefill chunk (the tokens of one engine step); by default vLLM picks its own
+(16,384 for the LLM class on an H100 or H200, chunked prefill on). meta records what the engine resolved: the
+scheduler's chunk and sequence limits and the compilation and CUDA-graph modes, the knobs a speed gap is read from.
 ROWS.json: {"meta": {...}, "rows": {"<T>": {"samples_per_s", "generate_s", "generated", ...}}}.
 """
 
@@ -31,10 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
+    p.add_argument("--max-num-batched-tokens", type=int, default=0, help="tokens per engine step (0: vLLM's default)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.max_tokens < 1 or args.warmup < 0:
-        p.error("--max-tokens >= 1 and --warmup >= 0 required")
+    if args.max_tokens < 1 or args.warmup < 0 or args.max_num_batched_tokens < 0:
+        p.error("--max-tokens >= 1, --warmup >= 0 and --max-num-batched-tokens >= 0 required")
     return args
 
 
@@ -50,7 +54,9 @@ def load_prompts(path: str) -> dict[int, list[list[int]]]:
 
 
 def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
+    chunk = {"max_num_batched_tokens": args.max_num_batched_tokens} if args.max_num_batched_tokens else {}
     return {
+        **chunk,
         "model": str(Path(args.model).resolve()),
         "dtype": "bfloat16",
         "max_model_len": longest,
@@ -60,6 +66,15 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
         "enable_prefix_caching": False,  # every prompt is new, as in a RULER run
         "seed": 0,
     }
+
+
+def engine_settings(llm) -> dict:
+    """The settings vLLM resolved for this engine (its defaults depend on the GPU and the model), as plain values."""
+    cfg = llm.llm_engine.vllm_config
+    sched, comp = cfg.scheduler_config, cfg.compilation_config
+    out = {k: getattr(sched, k, None) for k in ("max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill")}
+    out.update(compilation_mode=str(comp.mode), cudagraph_mode=str(comp.cudagraph_mode))
+    return out
 
 
 def main(argv=None) -> int:
@@ -88,7 +103,8 @@ def main(argv=None) -> int:
         rows[str(T)] = {"status": "ok", "samples_per_s": len(prompts) / dt, "generate_s": dt, "generated": gen,
                         "generated_tokens_mean": sum(map(len, gen)) / len(gen)}  # fmt: skip
         print(f"T={T}: {len(prompts) / dt:.3f} samples/s", file=sys.stderr, flush=True)
-    meta = {"vllm": vllm.__version__, "load_s": load_s, "llm_kwargs": llm_kwargs(args, longest)}
+    meta = {"vllm": vllm.__version__, "load_s": load_s, "llm_kwargs": llm_kwargs(args, longest),
+            "engine": engine_settings(llm)}  # fmt: skip
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 

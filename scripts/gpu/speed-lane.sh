@@ -10,13 +10,13 @@
 #   here: `python3 bench/speed_table.py <unpacked>/w/speed/*/train_throughput.json --md table.md` (ratios within a cell);
 #   the two eval cells (the transformer's 64k prefill, windowed layers by SDPA blocks or varlen) write eval_throughput.json.
 #
-# DRY=1 prints the commands instead of running them (tests/test_gpu_scripts.py parses each with the bench's
+# The cells run as steps of scripts/gpu/steps.sh (log.txt each; OUT_DIR/steps.txt: time, rc, the tables).
+# DRY=1 prints "name|command" instead of running them (tests/test_gpu_scripts.py parses each with the bench's
 # own parser). STEP_LIMIT: seconds one cell may take (default 600: a fresh machine autotunes fla's kernels for
 # hybrid-1b's shapes in the first cell). ONLY=name1,name2 runs those cells alone.
 set -u
 out=${1:-/tmp/w/speed}
 limit=${STEP_LIMIT:-600}
-mkdir -p "$out"
 cells=(
   # name | arguments of bench/train_throughput.py
   "h16-nockpt|--configs hybrid-1b --lengths 16384 --impl ours,peer,fla --no-checkpointing"
@@ -36,21 +36,15 @@ cells=(
   "t64-eval|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs"
   "t64-eval-varlen|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs --varlen-attention"
 )
+steps=()
 for cell in "${cells[@]}"; do
   name=${cell%%|*}
   args=${cell#*|}
-  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
   if [[ $args == eval:* ]]; then
-    cmd="python3 bench/eval_throughput.py ${args#eval:} --out $out/$name"
+    steps+=("$name|python3 bench/eval_throughput.py ${args#eval:} --out $out/$name")
   else
-    cmd="python3 bench/train_throughput.py $args --steps 5 --warmup 2 --out $out/$name"
+    steps+=("$name|python3 bench/train_throughput.py $args --steps 5 --warmup 2 --out $out/$name")
   fi
-  if [ -n "${DRY:-}" ]; then echo "$cmd"; continue; fi
-  mkdir -p "$out/$name"
-  t0=$(date +%s)
-  # shellcheck disable=SC2086
-  timeout -k 10 "$limit" $cmd > "$out/$name/log.txt" 2>&1
-  rc=$?
-  echo "$(date -u +%T) $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$out/cells.txt"
-  grep -E '^\|' "$out/$name/log.txt" | tail -6 >> "$out/cells.txt"
 done
+. "$(dirname "$0")/steps.sh"
+run_steps "$out" "$limit" '^\|' "${steps[@]}"

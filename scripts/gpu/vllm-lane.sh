@@ -11,28 +11,28 @@
 #        && bash scripts/gpu/start-lane.sh "bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" && bash scripts/gpu/poll.sh 420
 #   then `bash scripts/gpu/poll.sh 560` calls at once (x.tgz: w/vllm/<step>/..., w/vllm/steps.txt).
 #
-# Steps, in order (each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one that fails does
-# not stop the rest; the parts of a step joined by ' & ' run side by side, a log each, log0.txt, log1.txt, ...):
+# Steps, in order (scripts/gpu/steps.sh: each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one
+# that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
-#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1),
-#                          beside `longctx eval --backend longctx` on the trained hybrid (niah_single_1..3 at 4k,
-#                          20 samples each)
+#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
 #   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx (eager): greedy tokens of vLLM against ours, each
 #                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory);
 #                          the hybrid and the transformer first, YaRN and DRoPE after the speed (their loading is
 #                          checked on CPU already: bench/vllm_peer/load_check.py)
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile)
-#   ruler-vllm / -paired   the same RULER samples through `--backend vllm`, then `longctx answers --against`:
-#                          equal within sampling noise?
+#   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
+#                          `--backend longctx` and `--backend vllm`, each alone on the GPU, then `longctx answers
+#                          --against`: equal within sampling noise? and each cell's seconds through both
 #   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
+#   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
+#                          the JSON rows carry the settings its engine resolved)
 # DRY=1 prints the commands (a step of parts as name.0, name.1, ...). ONLY=step1,step2 runs those alone.
 # STEP_LIMIT caps one step (default 540 s).
 set -u
 out=${1:-/tmp/w/vllm}
 limit=${STEP_LIMIT:-540}
-mkdir -p "$out"
 export VLLM_USE_FLASHINFER_SAMPLER=0  # FlashInfer is not staged (bench/vllm_peer/fetch-wheels.sh)
 vpath=/tmp/vsite:/tmp/site:$PWD  # vLLM first: its folder has no tilelang (install.sh)
 vpy="env PYTHONPATH=$vpath python3"
@@ -48,47 +48,27 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
     "--gpu-memory-utilization 0.35 --out $out/smoke-$1/smoke.json"
 }
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
-ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 20 --dtype bfloat16"
+ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
-  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope & $vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
   "smoke-transformer|$(smoke transformer)"
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
   "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "smoke-yarn|$(smoke yarn)"
   "smoke-drope|$(smoke drope)"
+  "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
   "pytest-vllm|env PYTHONPATH=$vpath LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
+  # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
+  "throughput-64k-chunk64k|$tput --lengths 65536 --impl vllm --vllm-max-num-batched-tokens 65536 --out $out/throughput-64k-chunk64k"
 )
 if [ -z "${DRY:-}" ]; then  # eval_throughput runs vLLM's side through --vllm-python: a wrapper, /tmp/vsite first
   printf '#!/usr/bin/env bash\nPYTHONPATH=%s exec python3 "$@"\n' "$vpath" > /tmp/vsite-python
   chmod +x /tmp/vsite-python
 fi
-for step in "${steps[@]}"; do
-  name=${step%%|*}
-  rest=${step#*|}
-  parts=()
-  while [[ $rest == *" & "* ]]; do parts+=("${rest%% & *}"); rest=${rest#* & }; done
-  parts+=("$rest")
-  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
-  if [ -n "${DRY:-}" ]; then
-    if [ ${#parts[@]} = 1 ]; then echo "$name|${parts[0]}"; else
-      for k in "${!parts[@]}"; do echo "$name.$k|${parts[$k]}"; done; fi
-    continue
-  fi
-  mkdir -p "$out/$name"
-  t0=$(date +%s)
-  pids=()
-  for k in "${!parts[@]}"; do
-    # shellcheck disable=SC2086
-    OUT="$out/$name" timeout -k 10 "$limit" ${parts[$k]} > "$out/$name/log$k.txt" 2>&1 &
-    pids+=($!)
-  done
-  rc=0
-  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
-  echo "$(date -u +%T) $name rc=$rc $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
-  grep -h -E '^\||first token|agree|Error' "$out/$name"/log*.txt | tail -8 >> "$out/steps.txt"
-done
+. "$(dirname "$0")/steps.sh"
+run_steps "$out" "$limit" '^\||first token|agree|Error' "${steps[@]}"
