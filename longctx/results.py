@@ -15,7 +15,8 @@
       "train": {"kind": "extend", "method": "drope", "steps": 180, "tokens": 11796480,
                 "temperature_c": 0.41,    # optional: what longctx trained the model with (its
                 "source_model": "runs/base"},  # longctx_train.json); absent for other models
-      "scores": {task: {"4096": {"score": 97.5, "samples": 50, "haystack": "noise"}
+      "scores": {task: {"4096": {"score": 97.5, "samples": 50, "haystack": "noise",
+                                 "seconds": 12.3}  # optional: the cell's wall time, all answered in one run
                         | {"score": null, "samples": 0, "unavailable": "why"}}}
     }
 
@@ -89,10 +90,20 @@ def new_results(
     }
 
 
-def set_score(results: dict, task: str, length: int, score: float, samples: int, haystack: str | None = None) -> None:
+def set_score(
+    results: dict,
+    task: str,
+    length: int,
+    score: float,
+    samples: int,
+    haystack: str | None = None,
+    seconds: float | None = None,
+) -> None:
     entry = {"score": float(score), "samples": int(samples)}
     if haystack is not None:
         entry["haystack"] = haystack  # this task's own text source (noise, essays, a QA set)
+    if seconds is not None:
+        entry["seconds"] = round(float(seconds), 2)  # wall time of the cell, every answer generated in one go
     results["scores"].setdefault(task, {})[str(length)] = entry
 
 
@@ -145,6 +156,9 @@ def validate(obj: Any) -> dict:
             need(length.isdigit() and int(length) > 0, f"{where}: length key is not a positive integer")
             need(isinstance(entry, dict) and isinstance(entry.get("samples"), int), f"{where}: no 'samples' count")
             need(isinstance(entry.get("haystack", ""), str), f"{where}: 'haystack' is not a string")
+            sec = entry.get("seconds", 0)
+            need(isinstance(sec, (int, float)) and not isinstance(sec, bool) and sec >= 0,
+                 f"{where}: 'seconds' {sec!r} is not a non-negative number")  # fmt: skip
             if "unavailable" in entry:
                 need(entry.get("score") is None, f"{where}: unavailable but has a score")
             else:

@@ -66,6 +66,12 @@ def tiny_model(tmp_path_factory):
     return d
 
 
+def _scores(results: dict) -> dict:
+    """The scores without each cell's wall time (`seconds`), which differs from run to run."""
+    return {t: {n: {k: v for k, v in e.items() if k != "seconds"} for n, e in per.items()}
+            for t, per in results["scores"].items()}  # fmt: skip
+
+
 def _journal_answers(out):
     lines = [json.loads(s) for s in journal_path(out).read_text().splitlines()]
     return {ln["key"]: ln["response"] for ln in lines if ln["kind"] == "response"}
@@ -112,13 +118,21 @@ def test_eval_hf_and_longctx_backends(tiny_model, tmp_path, capsys):
     # `longctx` runs HybridLM with its cached greedy decoder; `hf` runs transformers' generate:
     # the same greedy answers and scores.
     assert outs["hf"][1] == outs["longctx"][1] and len(outs["hf"][1]) == 2
-    assert outs["hf"][0]["scores"] == outs["longctx"][0]["scores"]
+    assert _scores(outs["hf"][0]) == _scores(outs["longctx"][0])
 
 
-def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys):
-    """Several prompts prefilled packed in one row (--batch-size 3) answer as transformers does one by one."""
+@pytest.mark.parametrize("longctx_batch", ["3", None])
+def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys, monkeypatch, longctx_batch):
+    """Several prompts prefilled packed in one row answer as transformers does one by one: with --batch-size 3,
+    and by default (batches sized from memory per length: all 3 prompts in one call here)."""
+    from longctx.evaluate import lm_model
+
+    calls, real = [], lm_model.greedy_generate
+    monkeypatch.setattr(
+        lm_model, "greedy_generate", lambda m, rows, *a, **k: calls.append(len(rows)) or real(m, rows, *a, **k)
+    )
     answers = {}
-    for backend, batch in (("hf", "1"), ("longctx", "3")):
+    for backend, batch in (("hf", "1"), ("longctx", longctx_batch)):
         out = tmp_path / backend / "ruler.json"
         argv = [
             "eval",
@@ -130,8 +144,7 @@ def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys
             "niah_single_1",
             "--samples",
             "3",
-            "--batch-size",
-            batch,
+            *(["--batch-size", batch] if batch else []),
             "--backend",
             backend,
             "--device",
@@ -141,7 +154,50 @@ def test_longctx_backend_batched_prefill_matches_hf(tiny_model, tmp_path, capsys
         ]
         assert main(argv) == 0, capsys.readouterr().err
         answers[backend] = _journal_answers(out)
+        if backend == "longctx" and batch is None:
+            assert "(batches of up to 64)" in capsys.readouterr().err  # a tiny model: the limit
     assert len(answers["hf"]) == 3 and answers["hf"] == answers["longctx"]
+    assert calls == [3]
+
+
+def test_longctx_auto_batch_sizes_from_memory_without_trial_forwards(tiny_model, monkeypatch):
+    """batch_size=auto: set_generation_capacity sizes the batches (generate.generation_batch_size), and lm-eval's
+    own auto path inside generate_until asks the same sizing for max_length instead of running trial forwards;
+    a fixed batch_size is kept."""
+    from longctx.evaluate import lm_model
+
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", batch_size="auto", max_length=LENGTH + 256)
+    sizes = []
+    monkeypatch.setattr(lm_model, "generation_batch_size", lambda m, cap, limit: sizes.append((cap, limit)) or 5)
+    assert lm.set_generation_capacity(1280) == 5 and lm.batch_size == 5 and sizes == [(1280, 64)]
+    lm.batch_size_per_gpu = "auto"
+    monkeypatch.setattr(lm, "_model_call", lambda *a, **k: pytest.fail("a trial forward ran"))
+    lm._generating = True
+    assert lm._detect_batch_size() == 5 and sizes[-1] == (LENGTH + 256, 64)
+    fixed = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", batch_size=2)
+    assert fixed.set_generation_capacity(1280) is None and fixed.batch_size == 2
+
+
+def test_longctx_batch_out_of_memory_is_split(tiny_model, monkeypatch):
+    """A generation batch that runs out of memory is generated in halves, with the answers it would have
+    given whole, and later batches are no larger than what fitted."""
+    from longctx.evaluate import lm_model
+
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", batch_size=4)
+    ctx = torch.tensor([[5, 9, 14, 3, 7, 21, 4, 8], [0, 0, 11, 12, 13, 6, 9, 2], [0, 0, 0, 7, 7, 30, 31, 1]])
+    mask = (torch.arange(8) >= torch.tensor([[0], [2], [3]])).long()
+    whole = lm._model_generate(ctx, max_length=14, stop=[], attention_mask=mask).tolist()
+    real, sizes = lm_model.greedy_generate, []
+
+    def small_memory(model, rows, *a, **k):
+        sizes.append(len(rows))
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, rows, *a, **k)
+
+    monkeypatch.setattr(lm_model, "greedy_generate", small_memory)
+    assert lm._model_generate(ctx, max_length=14, stop=[], attention_mask=mask).tolist() == whole
+    assert sizes == [3, 1, 2, 1, 1] and lm.batch_size == 1
 
 
 class _ScriptedLM:
@@ -183,13 +239,18 @@ def test_resume_after_interruption(tiny_model, tmp_path):
     again = _ScriptedLM.make(tiny_model)
     resumed = evaluate_ruler(spec(out), lm=again, log=lambda s: None)
     assert type(again).calls == 1  # only the sample in flight is recomputed
-    assert resumed["scores"] == ref["scores"]
+    assert _scores(resumed) == _scores(ref)
     assert _journal_answers(out) == _journal_answers(full)
+    # a cell's wall time is kept where one run answered it all: not for the cell finished from the journal
+    assert all(R.cell(ref, t, LENGTH)["seconds"] > 0 for t in tasks)
+    assert R.cell(resumed, "niah_single_1", LENGTH)["seconds"] > 0 and "seconds" not in R.cell(
+        resumed, "ruler_vt", LENGTH
+    )
 
-    # a finished file reruns from the journal alone
+    # a finished file reruns from the journal alone, each cell's time with it
     third = _ScriptedLM.make(tiny_model)
-    assert evaluate_ruler(spec(out), lm=third, log=lambda s: None)["scores"] == ref["scores"]
-    assert type(third).calls == 0
+    again = evaluate_ruler(spec(out), lm=third, log=lambda s: None)
+    assert again["scores"] == resumed["scores"] and type(third).calls == 0
 
 
 def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path, capsys):
@@ -223,7 +284,8 @@ def test_finished_only_scores_the_journal_without_the_model(tiny_model, tmp_path
     before = journal.read_text()
     assert main(argv()) == 0, capsys.readouterr().err
     r = R.load(out)
-    assert R.cell(r, "niah_single_1", LENGTH) == R.cell(ref, "niah_single_1", LENGTH)
+    # its answers all came from the journal: the score the full run gave, no wall time of this run
+    assert R.cell(r, "niah_single_1", LENGTH) == _scores(ref)["niah_single_1"][str(LENGTH)]
     assert R.cell(r, "ruler_vt", LENGTH) == {"score": None, "samples": 0, "unavailable": R.NOT_FINISHED}
     assert r["model"] == str(moved) and "1 not finished" in capsys.readouterr().out
     after = [json.loads(ln) for ln in journal.read_text().splitlines()]

@@ -51,6 +51,8 @@ def test_round_trip(tmp_path):
     (lambda d: d["scores"]["niah_single_1"].update({"4k": {"score": 1.0, "samples": 1}}), "length key"),
     (lambda d: d["scores"]["ruler_qa_squad"]["4096"].update(score=5.0), "unavailable but has a score"),
     (lambda d: d.update(lengths=[0]), "lengths"),
+    (lambda d: d["scores"]["niah_single_1"]["4096"].update(seconds=-1.0), "'seconds' -1.0"),
+    (lambda d: d["scores"]["niah_single_1"]["4096"].update(seconds="12"), "'seconds' '12'"),
 ])  # fmt: skip
 def test_validation_errors(tmp_path, mutate, words):
     d = copy.deepcopy(_results())

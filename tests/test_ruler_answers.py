@@ -174,8 +174,11 @@ def test_against_compares_the_same_samples_one_by_one(evaluated, tiny_model, tmp
         misses += k
         mean = -100 * k / 6
         p = f"{min(1.0, 2 / 2**k) if k else 1.0:.3g}"
-        assert f"| {task} | 1k | 6 | 0 / {k} / {6 - k} | {mean:+.1f} | {p} |" in table, table
+        a_s, b_s = (R.load(f)["scores"][task][str(LENGTH)]["seconds"] for f in (out, b))  # each cell's wall time
+        assert f"| {task} | 1k | 6 | 0 / {k} / {6 - k} | {mean:+.1f} | {p} | {a_s:.1f} / {b_s:.1f} |" in table, table
+    a_all, b_all = (sum(R.load(f)["scores"][t][str(LENGTH)]["seconds"] for t in TASKS) for f in (out, b))
     assert f"| all compared cells |  | 18 | 0 / {misses} / {18 - misses} |" in table
+    assert f"| {a_all:.1f} / {b_all:.1f} |" in table.split("all compared cells")[1]
     assert sign_test(0, misses) == pytest.approx(2 * 0.5**misses)
     # the other way round: the same counts, mirrored
     assert _load().main([str(b), "--against", str(out)]) == 0

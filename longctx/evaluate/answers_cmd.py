@@ -199,11 +199,12 @@ def run(args) -> int:
     if unmatched:
         print(f"left out, {UNMATCHED}: {', '.join(unmatched)}", file=sys.stderr)
     if other is not None:
-        _print_paired(cells, theirs, args.results, args.against)
+        _print_paired(cells, theirs, args.results, args.against, (res, other))
     return 0
 
 
-def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str) -> None:
+def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str, results: tuple[dict, dict]) -> None:
+    """The sign-test table, with each cell's wall time in both evaluations where both recorded one."""
     from longctx.evaluate import answers_paired as P
 
     by_cell = {(c["task"], c["length"]): c for c in theirs}
@@ -216,12 +217,23 @@ def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str) -> None:
         else:
             rows.append(paired)
     print(f"\nSample by sample, A = {a} against B = {b} (the same samples):\n")
-    head = ["task", "length", "samples", "A higher / B higher / equal", "mean A - B", "sign test p"]
+    head = ["task", "length", "samples", "A higher / B higher / equal", "mean A - B", "sign test p", "seconds A / B"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for r in [*rows, P.total(rows)] if rows else []:
+    spent = [0.0, 0.0]
+    for r in rows:
+        r["seconds"] = [(R.cell(res, r["task"], r["length"]) or {}).get("seconds") for res in results]
+        if spent is not None and None not in r["seconds"]:
+            spent = [spent[0] + r["seconds"][0], spent[1] + r["seconds"][1]]
+        else:
+            spent = None  # a total only where every cell has both times
+    if rows:
+        rows.append({**P.total(rows), "seconds": spent or [None, None]})
+    for r in rows:
         where = format_length(r["length"]) if r["length"] is not None else ""
+        a_s, b_s = r["seconds"]
+        times = f"{a_s:.1f} / {b_s:.1f}" if a_s is not None and b_s is not None else "-"
         print(f"| {r['task']} | {where} | {r['samples']} | {r['a_higher']} / {r['b_higher']} / {r['equal']} | "
-              f"{r['mean_diff']:+.1f} | {r['p']:.3g} |")  # fmt: skip
+              f"{r['mean_diff']:+.1f} | {r['p']:.3g} | {times} |")  # fmt: skip
     if apart:
         print(f"not compared (not in both, or other samples): {', '.join(apart)}", file=sys.stderr)

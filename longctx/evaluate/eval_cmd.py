@@ -44,9 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(the 'ruler_' prefix may be left out)")  # fmt: skip
     p.add_argument("--samples", type=int, default=100, help="samples per task and length (default 100; RULER uses 500)")
     p.add_argument("--backend", default="longctx", choices=BACKENDS,
-                   help="lm-eval model: longctx (default), hf, vllm (untested: needs a vLLM GPU machine)")  # fmt: skip
+                   help="lm-eval model: longctx (default), hf, vllm (needs vLLM and a GPU)")  # fmt: skip
     p.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
-    p.add_argument("--batch-size", default=None, help="requests per batch, or 'auto' (default: 1; vllm: auto)")
+    p.add_argument("--batch-size", default=None,
+                   help="requests per batch, or 'auto' (the default; longctx: as many as the decode caches of each "
+                   "length fit in the device's memory, at most 64; hf's default: 1)")  # fmt: skip
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
     p.add_argument("--label", default=None, help="row label for `longctx compare` (default: model dir + method)")

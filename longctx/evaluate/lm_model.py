@@ -21,7 +21,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from longctx.model import HybridLM
-from longctx.model.generate import greedy_generate
+from longctx.model.generate import generation_batch_size, greedy_generate
 
 log = logging.getLogger("lm_eval.longctx")
 
@@ -33,7 +33,12 @@ class LongctxLM(HFLM):
     """model_args: `pretrained=DIR` plus HFLM's (`dtype`, `batch_size`, `max_length`, `device`, ...),
     and `cuda_graphs`: replay each decode step from one CUDA graph (greedy_generate). Default: on for
     a model on a GPU (the same tokens as eager decoding; 4x faster decode steps for the GPU test's
-    small model on an H200, docs/benchmarks.md), off on CPU; `cuda_graphs=False` turns it off."""
+    small model on an H200, docs/benchmarks.md), off on CPU; `cuda_graphs=False` turns it off.
+
+    `batch_size=auto` sizes generation batches from memory, without HFLM's trial forwards: as many
+    sequences as the decode caches of `max_length` positions fit in (generate.generation_batch_size, at
+    most `max_batch_size`); `set_generation_capacity(n)` sizes them for sequences of n positions instead
+    (`longctx eval` does so per length). A batch that still runs out of memory is split in two and retried."""
 
     def __init__(self, pretrained, cuda_graphs=None, **kwargs):
         if isinstance(cuda_graphs, str):  # model_args arrive as text
@@ -47,6 +52,28 @@ class LongctxLM(HFLM):
             # (`runs/x` does); an absolute path is recognised as local, without a network call.
             pretrained = os.path.abspath(pretrained)
         super().__init__(pretrained=pretrained, **kwargs)
+        self.auto_batch = self.batch_size_per_gpu == "auto"
+        self._generating = False
+
+    def set_generation_capacity(self, capacity: int) -> int | None:
+        """With batch_size=auto: size the batches of the next generate_until calls for sequences of up to
+        `capacity` positions (prompt + generated) and return the size; else None (a fixed batch_size)."""
+        if not self.auto_batch:
+            return None
+        self.batch_size_per_gpu = generation_batch_size(self.model, capacity, limit=self.max_batch_size or 64)
+        return self.batch_size_per_gpu
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        self._generating = True  # HFLM sizes an auto batch here through _detect_batch_size()
+        try:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        finally:
+            self._generating = False
+
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        if self._generating:  # the decode caches bound a generation batch, not a full forward's logits
+            return generation_batch_size(self.model, self.max_length, limit=self.max_batch_size or 64)
+        return super()._detect_batch_size(requests, pos)
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
         """HFLM's, with one warning carrying the numbers the first time a prompt does not fit: lm-eval
@@ -99,14 +126,7 @@ class LongctxLM(HFLM):
             tail = self.tok_decode(generated[-16:], skip_special_tokens=False)
             return any(s in tail for s in stop)
 
-        outputs = greedy_generate(
-            self.model,
-            rows,
-            new,
-            eos_token_ids={self.eot_token_id},
-            stop_sequences=stopped if stop else None,
-            cuda_graphs=self._graphs(),
-        )
+        outputs = self._generate(rows, new, stopped if stop else None)
         # HFLM cuts the context off and decodes the rest up to the first stop string; the EOS
         # padding is itself a stop string (lm-eval adds it to `until`).
         full = [
@@ -114,3 +134,23 @@ class LongctxLM(HFLM):
             for row, out in zip(context.tolist(), outputs, strict=True)
         ]
         return torch.tensor(full, dtype=context.dtype, device=context.device)
+
+    def _generate(self, rows: list[list[int]], new: int, stopped) -> list[list[int]]:
+        """greedy_generate on `rows`; out of memory, the two halves one after the other."""
+        try:
+            return greedy_generate(
+                self.model, rows, new, eos_token_ids={self.eot_token_id}, stop_sequences=stopped,
+                cuda_graphs=self._graphs(),
+            )  # fmt: skip
+        except torch.OutOfMemoryError:
+            if len(rows) == 1:
+                raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(rows) // 2
+        log.warning("a batch of %d prompts ran out of memory; generating it as %d + %d", len(rows), half,
+                    len(rows) - half)  # fmt: skip
+        if isinstance(self.batch_size_per_gpu, int):
+            self.batch_size_per_gpu = min(self.batch_size_per_gpu, half)  # the next calls' batches
+        later = None if stopped is None else (lambda i, generated: stopped(i + half, generated))
+        return self._generate(rows[:half], new, stopped) + self._generate(rows[half:], new, later)

@@ -60,7 +60,7 @@ class EvalSpec:
     out: Path
     backend: str = "longctx"
     chat_template: bool = False
-    batch_size: int | str | None = None  # None: 1 for hf/longctx, "auto" for vllm
+    batch_size: int | str | None = None  # None: "auto" for longctx (sized per length) and vllm, 1 for hf
     device: str | None = None
     dtype: str = "auto"
     label: str | None = None
@@ -192,7 +192,8 @@ def build_lm(spec: EvalSpec):
         import longctx.evaluate.lm_model  # noqa: F401
 
     args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
-    extra = {"batch_size": spec.batch_size or 1, "device": spec.device or default_device()}
+    auto = "auto" if spec.backend == "longctx" else 1  # longctx sizes its batches from memory, per length
+    extra = {"batch_size": spec.batch_size or auto, "device": spec.device or default_device()}
     return get_model(spec.backend).create_from_arg_obj(args, extra)
 
 
@@ -338,7 +339,8 @@ def evaluate_ruler(
                 where = f"[{i}/{total}] {task} @ {format_length(length)}"
                 done = journal.cell(task, length, spec.samples)
                 if done is not None:
-                    R.set_score(res, task, length, done["score"], done["samples"], haystack=done.get("haystack"))
+                    R.set_score(res, task, length, done["score"], done["samples"], haystack=done.get("haystack"),
+                                seconds=done.get("seconds"))  # fmt: skip
                     log(f"{where}: {done['score']:.1f} ({done['samples']} samples, from {journal.path.name})")
                     continue
                 try:  # the QA sets offline (or an essay haystack forced offline) cannot run here
@@ -368,7 +370,9 @@ def evaluate_ruler(
                     manager = TaskManager(
                         include_path=str(TASKS_DIR), include_defaults=False, metadata=task_metadata(spec, length)
                     )
-                log(f"{where}: running")
+                size = getattr(wrapped.lm, "set_generation_capacity", None)
+                batch = size(length + CONTEXT_MARGIN) if size is not None else None
+                log(f"{where}: running" + (f" (batches of up to {batch})" if batch else ""))
                 wrapped.tag = {"task": task, "length": length}
                 t0, reused = time.time(), wrapped.reused
                 try:
@@ -390,10 +394,14 @@ def evaluate_ruler(
                     log(f"{where}: unavailable (no samples ran)")
                     continue
                 score, n = scored
-                R.set_score(res, task, length, score, n, haystack=source)
-                journal.add_cell(task, length, spec.samples, {"score": score, "samples": n, "haystack": source})
-                log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, "
-                    f"{time.time() - t0:.1f} s)")  # fmt: skip
+                seconds = time.time() - t0
+                # the cell's time is kept only when this run generated every answer (a speed figure per cell)
+                entry = {"score": score, "samples": n, "haystack": source}
+                if wrapped.reused == reused:
+                    entry["seconds"] = round(seconds, 2)
+                R.set_score(res, task, length, **entry)
+                journal.add_cell(task, length, spec.samples, entry)
+                log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s)")
     finally:
         journal.close()
     R.save(res, spec.out)

@@ -71,6 +71,81 @@ def _cache_dtype(model: HybridLM) -> torch.dtype:
     return w.dtype
 
 
+def new_cache(model: HybridLM, n: int, capacity: int, device, dtype: torch.dtype) -> list:
+    """Each layer's empty decode cache for n sequences of up to `capacity` positions (see the module doc)."""
+    caches = []
+    for layer in model.model.layers:
+        if isinstance(layer, GDNBlock):
+            gdn = layer.linear_attn
+            W = gdn.q_conv1d.weight.shape[-1]
+            caches.append(
+                GDNCache(
+                    state=torch.zeros(n, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
+                    conv=[
+                        torch.zeros(n, W - 1, proj.out_features, device=device, dtype=dtype)
+                        for proj in (gdn.q_proj, gdn.k_proj, gdn.v_proj)
+                    ],
+                )
+            )
+        elif isinstance(layer, AttentionBlock):
+            attn = layer.self_attn
+            slots = capacity if attn.window is None else min(capacity, attn.window)
+            shape = (n, slots, attn.num_kv_heads, attn.head_dim)
+            caches.append(
+                AttnCache(
+                    k=torch.zeros(shape, device=device, dtype=dtype),
+                    v=torch.zeros(shape, device=device, dtype=dtype),
+                    pos=torch.full((n, slots), -1, dtype=torch.long, device=device),
+                )
+            )
+        else:
+            raise TypeError(f"unknown block {type(layer).__name__}")
+    return caches
+
+
+def sequence_cache_bytes(model: HybridLM, capacity: int) -> int:
+    """Bytes of one sequence's decode cache at `capacity` positions: the cache prefill allocates, built on
+    the meta device (no memory) and summed."""
+    tensors = []
+    for c in new_cache(model, 1, capacity, "meta", _cache_dtype(model)):
+        tensors += [c.state, *c.conv] if isinstance(c, GDNCache) else [c.k, c.v, c.pos]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def prefill_reserve_bytes(model: HybridLM, max_prefill_tokens: int = MAX_PREFILL_TOKENS) -> int:
+    """A bound on what one packed prefill row holds besides the caches, whatever the batch: per token the
+    block's input and output, q/k/v and the MLP's gate, up and product, with room for the kernels' own
+    buffers (4x), at the activations' width."""
+    cfg = model.config
+    width = torch.tensor([], dtype=_cache_dtype(model)).element_size()
+    return 4 * max_prefill_tokens * (4 * cfg.hidden_size + 3 * cfg.intermediate_size) * width
+
+
+def generation_batch_size(
+    model: HybridLM, capacity: int, free_bytes: int | None = None, limit: int = 64, fraction: float = 0.9
+) -> int:
+    """How many sequences of up to `capacity` positions greedy_generate can decode at once: `fraction` of the
+    memory free on the model's device (free_bytes; default: measured: the GPU's free memory plus what torch
+    holds unused, or a quarter of the host's available memory on CPU) less one prefill row's reserve, over
+    sequence_cache_bytes; at least 1, at most `limit`."""
+    if free_bytes is None:
+        free_bytes = _free_bytes(model.lm_head.weight.device)
+    room = fraction * free_bytes - prefill_reserve_bytes(model)
+    return int(max(1, min(limit, room // sequence_cache_bytes(model, capacity))))
+
+
+def _free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError):  # no such figure on this OS
+        return 4 << 30
+
+
 @torch.inference_mode()
 def prefill(
     model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = MAX_PREFILL_TOKENS
@@ -88,34 +163,7 @@ def prefill(
     dtype = _cache_dtype(model)
     N = len(prompts)
 
-    caches = []
-    for layer in model.model.layers:
-        if isinstance(layer, GDNBlock):
-            gdn = layer.linear_attn
-            W = gdn.q_conv1d.weight.shape[-1]
-            caches.append(
-                GDNCache(
-                    state=torch.zeros(N, gdn.num_v_heads, gdn.head_k_dim, gdn.head_v_dim, device=device),
-                    conv=[
-                        torch.zeros(N, W - 1, proj.out_features, device=device, dtype=dtype)
-                        for proj in (gdn.q_proj, gdn.k_proj, gdn.v_proj)
-                    ],
-                )
-            )
-        elif isinstance(layer, AttentionBlock):
-            attn = layer.self_attn
-            slots = capacity if attn.window is None else min(capacity, attn.window)
-            shape = (N, slots, attn.num_kv_heads, attn.head_dim)
-            caches.append(
-                AttnCache(
-                    k=torch.zeros(shape, device=device, dtype=dtype),
-                    v=torch.zeros(shape, device=device, dtype=dtype),
-                    pos=torch.full((N, slots), -1, dtype=torch.long, device=device),
-                )
-            )
-        else:
-            raise TypeError(f"unknown block {type(layer).__name__}")
-
+    caches = new_cache(model, N, capacity, device, dtype)
     last_hidden = [None] * N
     run = DecodeCache(caches)
     for row in _pack_rows([len(p) for p in prompts], max_prefill_tokens):

@@ -1,0 +1,65 @@
+"""How many sequences greedy generation takes at once (longctx.model.generate.generation_batch_size): the
+per-sequence cache size is what prefill really allocates, and the batch is what the free memory holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_model_util import hybrid_config, olmo3_config, random_prompts
+
+from longctx.model import HybridLM
+from longctx.model.cache import GDNCache
+from longctx.model.generate import (
+    generation_batch_size,
+    prefill,
+    prefill_reserve_bytes,
+    sequence_cache_bytes,
+)
+
+
+def _allocated(cache) -> int:
+    tensors = []
+    for c in cache.layers:
+        tensors += [c.state, *c.conv] if isinstance(c, GDNCache) else [c.k, c.v, c.pos]
+    return sum(t.untyped_storage().nbytes() for t in tensors)
+
+
+@pytest.mark.parametrize(
+    "make, capacity",
+    [
+        (hybrid_config, 100),
+        (lambda: olmo3_config(sliding_window=8), 100),  # sliding layers: a window of slots
+        (lambda: olmo3_config(sliding_window=64), 40),  # capacity below the window
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sequence_bytes_are_what_prefill_allocates(make, capacity, dtype):
+    torch.manual_seed(0)
+    model = HybridLM(make()).to(dtype).eval()
+    prompts = random_prompts((5, 17, 30))
+    cache, _ = prefill(model, prompts, capacity)
+    assert _allocated(cache) == len(prompts) * sequence_cache_bytes(model, capacity)
+
+
+def test_bytes_grow_with_capacity_only_where_attention_keeps_every_position():
+    torch.manual_seed(0)
+    hybrid, sliding = HybridLM(hybrid_config()).eval(), HybridLM(olmo3_config(sliding_window=8)).eval()
+    assert sequence_cache_bytes(hybrid, 200) > sequence_cache_bytes(hybrid, 100)
+    # olmo3: 3 sliding layers of 8 slots and one full layer: only the full layer's K/V/pos grow
+    full = [m for m in sliding.model.layers if getattr(m, "self_attn", None) and m.self_attn.window is None]
+    attn = full[0].self_attn
+    per_position = 2 * attn.num_kv_heads * attn.head_dim * 4 + 8  # K and V in fp32, the position (int64)
+    assert sequence_cache_bytes(sliding, 200) - sequence_cache_bytes(sliding, 100) == 100 * per_position * len(full)
+
+
+def test_batch_is_what_the_free_memory_holds():
+    torch.manual_seed(0)
+    model = HybridLM(hybrid_config()).eval()
+    per, reserve = sequence_cache_bytes(model, 512), prefill_reserve_bytes(model)
+    for k in (1, 5, 37):
+        free = int((reserve + (k + 0.5) * per) / 0.9)
+        assert generation_batch_size(model, 512, free_bytes=free) == k
+    assert generation_batch_size(model, 512, free_bytes=int((reserve + 500 * per) / 0.9), limit=64) == 64
+    assert generation_batch_size(model, 512, free_bytes=0) == 1  # never below one
+    assert generation_batch_size(model, 4096, free_bytes=int((reserve + 6 * per) / 0.9)) < 6  # longer: fewer
+    assert 1 <= generation_batch_size(model, 512) <= 64  # measured on this machine
