@@ -544,3 +544,34 @@ def test_environment_report_collected_once_per_process(tiny_model, tmp_path, mon
                         out=tmp_path / name / "ruler.json", backend="hf")  # fmt: skip
         evaluate_ruler(spec, lm=overhead.instant_lm(), log=lambda s: None)
     assert seen == ["env report"] * 4 and len(calls) == 1
+
+
+def test_vllm_requests_go_in_chunks_sized_per_length(tiny_model, tmp_path, monkeypatch):
+    """--backend vllm: requests reach vLLM in chunks of about VLLM_CHUNK_TOKENS tokens (at least VLLM_CHUNK), so
+    short prompts fill its batches while an interruption loses one chunk; here with both scaled down."""
+    from lm_eval.api.model import LM
+
+    from longctx.evaluate import runner
+
+    calls = []
+
+    class Answering(LM):  # stands in for lm-eval's vllm model
+        def generate_until(self, requests, disable_tqdm=False):
+            calls.append((self.length, len(requests)))
+            return ["x"] * len(requests)
+
+        loglikelihood = loglikelihood_rolling = generate_until
+
+    answering = Answering()
+    monkeypatch.setattr(runner, "build_lm", lambda spec: answering)
+    monkeypatch.setattr(runner, "VLLM_CHUNK", 1)
+    monkeypatch.setattr(runner, "VLLM_CHUNK_TOKENS", 2 * LENGTH)
+    assert [runner.vllm_chunk(n) for n in (LENGTH, 2 * LENGTH, 4 * LENGTH)] == [2, 1, 1]
+    spec = EvalSpec(model=str(tiny_model), lengths=[LENGTH, 2 * LENGTH], tasks=["niah_single_1"], samples=3,
+                    out=tmp_path / "v.json", backend="vllm")  # fmt: skip
+    real = runner.vllm_chunk
+    monkeypatch.setattr(runner, "vllm_chunk", lambda n: setattr(answering, "length", n) or real(n))
+    evaluate_ruler(spec, log=lambda s: None)
+    assert calls == [(LENGTH, 2), (LENGTH, 1), (2 * LENGTH, 1), (2 * LENGTH, 1), (2 * LENGTH, 1)]
+    monkeypatch.undo()  # the shipped sizes
+    assert [runner.vllm_chunk(n) for n in (4096, 16384, 32768, 65536)] == [256, 64, 32, 32]

@@ -30,7 +30,15 @@ HAYSTACKS = ("auto", "paul_graham", "bundled")  # eval_tasks.ruler's essay hayst
 # answer to fit the target length, so the cap is the largest length plus a margin that absorbs
 # a chat template's few extra tokens rather than cutting off the start of the task.
 CONTEXT_MARGIN = 256
+# vLLM answers a whole call at once, so requests go to it in chunks (an interruption loses one): of about
+# VLLM_CHUNK_TOKENS tokens, so that short prompts still fill its batches, and at least VLLM_CHUNK requests.
 VLLM_CHUNK = 32
+VLLM_CHUNK_TOKENS = 1 << 20
+
+
+def vllm_chunk(length: int) -> int:
+    """Requests per vLLM call at `length` tokens: 256 at 4k, 64 at 16k, 32 from 32k on."""
+    return max(VLLM_CHUNK, VLLM_CHUNK_TOKENS // length)
 
 
 class Unanswered(Exception):
@@ -329,7 +337,7 @@ def evaluate_ruler(
         betas = {str(n): PerLengthTemperature.beta_at(record, n) for n in spec.lengths}
         res["temperature"] = {"c": record["c"], "base_len": record["base_len"], "per_length": True, "beta": betas}
     total = len(spec.tasks) * len(spec.lengths)
-    wrapped, retemper, tempered_at = None, None, None
+    wrapped, retemper, tempered_at, chunked = None, None, None, False
     try:
         i = 0
         for length in spec.lengths:
@@ -352,11 +360,10 @@ def evaluate_ruler(
                 if wrapped is None:
                     log(f"answers from {journal.path.name} alone" if spec.finished_only
                         else f"loading {spec.model} ({spec.backend} backend)")  # fmt: skip
-                    # vLLM answers a whole call at once: feed it chunks so a crash loses one chunk.
-                    chunk = VLLM_CHUNK if spec.backend == "vllm" and lm is None else None
+                    chunked = spec.backend == "vllm" and lm is None  # sized per length below
                     if spec.finished_only:
                         lm = journal_only_lm()
-                    wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, chunk=chunk)
+                    wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal)
                     if record is not None and not spec.finished_only:
                         from longctx.model.temperature import PerLengthTemperature, stored_q_norms
 
@@ -370,6 +377,8 @@ def evaluate_ruler(
                     manager = TaskManager(
                         include_path=str(TASKS_DIR), include_defaults=False, metadata=task_metadata(spec, length)
                     )
+                if chunked:
+                    wrapped.chunk = vllm_chunk(length)
                 size = getattr(wrapped.lm, "set_generation_capacity", None)
                 batch = size(length + CONTEXT_MARGIN) if size is not None else None
                 log(f"{where}: running" + (f" (batches of up to {batch})" if batch else ""))
