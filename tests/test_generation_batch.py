@@ -63,3 +63,16 @@ def test_batch_is_what_the_free_memory_holds():
     assert generation_batch_size(model, 512, free_bytes=0) == 1  # never below one
     assert generation_batch_size(model, 4096, free_bytes=int((reserve + 6 * per) / 0.9)) < 6  # longer: fewer
     assert 1 <= generation_batch_size(model, 512) <= 64  # measured on this machine
+
+
+def test_a_model_on_the_meta_device_is_sized_as_a_real_one():
+    """Sizing needs no weights: a model built on the meta device (a 7B planned on a laptop) gives the sizes of
+    the same model in memory."""
+    torch.manual_seed(0)
+    real = HybridLM(hybrid_config()).to(torch.bfloat16).eval()
+    with torch.device("meta"):
+        planned = HybridLM(hybrid_config()).to(torch.bfloat16)
+    assert sequence_cache_bytes(planned, 300) == sequence_cache_bytes(real, 300)
+    assert prefill_reserve_bytes(planned) == prefill_reserve_bytes(real)
+    free = 1 << 34
+    assert generation_batch_size(planned, 300, free_bytes=free) == generation_batch_size(real, 300, free_bytes=free)

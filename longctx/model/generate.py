@@ -66,7 +66,7 @@ def _cache_dtype(model: HybridLM) -> torch.dtype:
     """The dtype activations have: the autocast dtype when autocast is on for the model's device
     (the training loop's probe runs fp32 master weights under bf16 autocast), else the weights'."""
     w = model.model.embed_tokens.weight
-    if torch.is_autocast_enabled(w.device.type):
+    if w.device.type != "meta" and torch.is_autocast_enabled(w.device.type):  # meta: a model sized, not run
         return torch.get_autocast_dtype(w.device.type)
     return w.dtype
 
@@ -117,7 +117,7 @@ def prefill_reserve_bytes(model: HybridLM, max_prefill_tokens: int = MAX_PREFILL
     block's input and output, q/k/v and the MLP's gate, up and product, with room for the kernels' own
     buffers (4x), at the activations' width."""
     cfg = model.config
-    width = torch.tensor([], dtype=_cache_dtype(model)).element_size()
+    width = _cache_dtype(model).itemsize
     return 4 * max_prefill_tokens * (4 * cfg.hidden_size + 3 * cfg.intermediate_size) * width
 
 
