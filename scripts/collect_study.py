@@ -13,10 +13,11 @@ Exit 1 when a retraining is not exact, so a lane's "the committed runs stay vali
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
+
+from longctx.train.metrics import read_metrics
 
 FILES = (
     "metrics.jsonl",
@@ -29,13 +30,7 @@ FILES = (
 
 
 def _losses(path: Path) -> dict[int, float]:
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "step" in row and "loss" in row:
-                out[row["step"]] = row["loss"]
-    return out
+    return {row["step"]: row["loss"] for row in read_metrics(path) if "step" in row and "loss" in row}
 
 
 def retraining(new: Path, old: Path) -> tuple[bool, str]:

@@ -68,8 +68,9 @@ def _clean(v):
     return v
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
+def read_metrics(run: str | Path) -> list[dict]:
+    """The rows of a run folder's metrics file, or of a metrics file itself (a copy under another name)."""
+    path = Path(run) if Path(run).is_file() else Path(run) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
