@@ -352,16 +352,26 @@ def test_task_that_cannot_fit_the_length_is_unavailable_not_fatal(tiny_model, tm
     assert R.cell(r, "niah_single_1", LENGTH)["score"] == 100.0
 
 
-def test_lm_eval_passthrough_runs_longctx_model(tiny_model, tmp_path, capsys):
+def test_lm_eval_passthrough_runs_longctx_model(tiny_model, tmp_path, capsys, monkeypatch):
+    """`longctx lm-eval --model longctx ... --batch_size auto`: lm-eval's own CLI on our tasks, the generation
+    batches sized from memory (both prompts in one call), no trial forwards."""
+    from longctx.evaluate import lm_model
+
+    calls, real = [], lm_model.greedy_generate
+    monkeypatch.setattr(
+        lm_model, "greedy_generate", lambda m, rows, *a, **k: calls.append(len(rows)) or real(m, rows, *a, **k)
+    )
+    monkeypatch.setattr(lm_model.LongctxLM, "_model_call", lambda *a, **k: pytest.fail("a trial forward ran"))
     argv = ["lm-eval", "--model", "longctx", "--model_args", f"pretrained={tiny_model},max_length={LENGTH + 256}",
-            "--tasks", "niah_single_1", "--limit", "1", "--device", "cpu", "--output_path", str(tmp_path),
-            "--metadata", json.dumps({"max_seq_lengths": [LENGTH]})]  # fmt: skip
+            "--tasks", "niah_single_1", "--limit", "2", "--batch_size", "auto", "--device", "cpu",
+            "--output_path", str(tmp_path), "--metadata", json.dumps({"max_seq_lengths": [LENGTH]})]  # fmt: skip
     assert main(argv) == 0
     assert "niah_single_1" in capsys.readouterr().out
+    assert calls == [2]
     (saved,) = tmp_path.rglob("results_*.json")
     out = json.loads(saved.read_text())
     assert out["config"]["model"] == "longctx"
-    assert out["results"]["niah_single_1"]["sample_len"] == 1 and f"{LENGTH},none" in out["results"]["niah_single_1"]
+    assert out["results"]["niah_single_1"]["sample_len"] == 2 and f"{LENGTH},none" in out["results"]["niah_single_1"]
     # our RULER task (from eval_tasks), not lm-eval's built-in one of the same name
     source = out["configs"]["niah_single_1"]["metadata"]["config_source"]
     assert source.startswith(str(Path(eval_tasks.TASKS_DIR))), source
