@@ -129,3 +129,52 @@ def test_chunks_bound_the_loss_for_whole_call_backends(tmp_path):
     lm = ResumableLM(again, Journal(path, FP), chunk=2)
     assert lm.generate_until(_reqs(5)) == [f"{i} tpmorp" for i in range(5)]
     assert again.seen == ["prompt 2", "prompt 3", "prompt 4"]  # the first chunk survived
+
+
+class _PeerRank:
+    """Rank 0 of two, the other process played here: it answers its share (the odd positions of each round)
+    as FlakyLM would, and `gather` hands back both shares in rank order."""
+
+    rank, world, main = 0, 2, True
+
+    def __init__(self, requests):
+        self.requests, self.rounds = requests, []
+
+    def share(self, items):
+        self.theirs = items[1::2]
+        return items[0::2]
+
+    def gather(self, answered):
+        self.rounds.append([i for i, _ in answered] + self.theirs)
+        return [answered, [(i, self.requests[i].args[0][::-1]) for i in self.theirs]]
+
+
+def test_data_parallel_shares_each_round_and_journals_every_answer(tmp_path):
+    """With ranks, this process generates its share of each round (world x chunk requests), every answer is
+    returned and journaled in order, and a rerun takes them all from the journal, whatever its world."""
+    reqs = _reqs(7)
+    ranks = _PeerRank(reqs)
+    mine = FlakyLM()  # its cache hook calls must not journal twice
+    path = tmp_path / "j.jsonl"
+    lm = ResumableLM(mine, Journal(path, FP), chunk=2, ranks=ranks)
+    assert lm.generate_until(reqs) == [f"{i} tpmorp" for i in range(7)]
+    assert mine.seen == ["prompt 0", "prompt 2", "prompt 4", "prompt 6"] and lm.computed == 4
+    assert ranks.rounds == [[0, 2, 1, 3], [4, 6, 5]]  # rounds of 2 x 2
+    responses = [json.loads(s) for s in path.read_text().splitlines()][1:]
+    assert [r["response"] for r in responses] == [f"{i} tpmorp" for i in range(7)]
+    again = FlakyLM()
+    assert ResumableLM(again, Journal(path, FP)).generate_until(reqs) == [f"{i} tpmorp" for i in range(7)]
+    assert again.seen == []
+
+
+def test_a_read_only_journal_keeps_additions_in_memory(tmp_path):
+    """The other processes of a data-parallel run read rank 0's journal and never write it, torn line included."""
+    path = tmp_path / "j.jsonl"
+    Journal(path, FP).add_response("k1", "a")
+    path.write_bytes(path.read_bytes() + b'{"kind": "resp')  # rank 0 mid-write
+    before = path.read_bytes()
+    ro = Journal(path, FP, writable=False)
+    ro.add_response("k2", "b")
+    ro.add_cell("t", 1, 1, {"score": 1.0})
+    ro.close()
+    assert path.read_bytes() == before and ro.responses == {"k1": "a", "k2": "b"} and ro.cell("t", 1, 1)

@@ -139,20 +139,35 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    from longctx.distributed.mesh import world_from_env
+    from longctx.evaluate import ranks as dp
     from longctx.evaluate.resume import Journal
     from longctx.evaluate.runner import evaluate_ruler, journal_fingerprint, journal_path
 
-    Journal(journal_path(spec.out), journal_fingerprint(spec))  # a journal of another run: refuse before loading
+    rank, _, world = world_from_env()
+    if world > 1 and spec.backend == "vllm":
+        raise UsageError("--backend vllm under torchrun: run one process and give vLLM its own parallelism")
+    if world > 1 and spec.finished_only and rank != 0:
+        return 0  # nothing to generate: rank 0 reads the journal alone
+    # a journal of another run: refuse before loading (read-only: rank 0 is the one that writes)
+    Journal(journal_path(spec.out), journal_fingerprint(spec), writable=rank == 0)
     if not spec.finished_only:
         from longctx.evaluate.model_check import check_lengths_fit, check_model
 
+        spec.device = dp.device_for(spec.device)
         config = check_model(Path(spec.model), spec.backend, f"--model {spec.model}")
         check_lengths_fit(spec.lengths, config, spec.device)
+    ranks = dp.from_env() if world > 1 and not spec.finished_only else None
     try:
-        res = evaluate_ruler(spec)
+        res = evaluate_ruler(spec, log=None if rank == 0 else (lambda s: None), ranks=ranks)
     except KeyboardInterrupt:
         print(f"answers so far are in {journal_path(spec.out)}; rerun the same command to resume", file=sys.stderr)
         raise
+    finally:
+        if ranks is not None:
+            dp.close()
+    if rank != 0:
+        return 0
     print(markdown_table([res]), end="")
     gaps = [e for per in res["scores"].values() for e in per.values() if "unavailable" in e]
     n_open = sum(map(unfinished, gaps))

@@ -43,9 +43,12 @@ def read_records(path: Path) -> tuple[list[dict], int]:
 
 
 class Journal:
-    def __init__(self, path: str | os.PathLike, fingerprint: dict):
+    def __init__(self, path: str | os.PathLike, fingerprint: dict, writable: bool = True):
+        """`writable=False`: read the file and keep what is added in memory only (the processes of a
+        data-parallel evaluation other than rank 0, which alone writes)."""
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.writable = writable
         self.responses: dict[str, Any] = {}
         self.cells: dict[tuple[str, int, int], dict] = {}
         self._file = None
@@ -64,11 +67,13 @@ class Journal:
                 self.responses[rec["key"]] = rec["response"]
             elif rec["kind"] == "cell":
                 self.cells[(rec["task"], rec["length"], rec["limit"])] = rec["entry"]
-        if complete != self.path.stat().st_size:  # the torn last line goes
+        if self.writable and complete != self.path.stat().st_size:  # the torn last line goes
             with open(self.path, "r+b") as f:
                 f.truncate(complete)
 
     def _append(self, rec: dict) -> None:
+        if not self.writable:
+            return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -113,13 +118,16 @@ class _JournalHook(CacheHook):
 class ResumableLM(LM):
     """An lm-eval LM answering journaled requests from the journal and the rest from `lm`."""
 
-    def __init__(self, lm: LM, journal: Journal, chunk: int | None = None):
+    def __init__(self, lm: LM, journal: Journal, chunk: int | None = None, ranks=None):
         """`chunk`: hand the model at most this many requests per call, for backends that answer
-        a whole call at once (vLLM), so an interruption loses at most one chunk."""
+        a whole call at once (vLLM), so an interruption loses at most one chunk.
+        `ranks` (longctx.evaluate.ranks.Ranks): the processes of a data-parallel evaluation; each answers
+        its share of the requests and all exchange their answers (the journal is written by rank 0)."""
         super().__init__()
         self.lm = lm
         self.journal = journal
         self.chunk = chunk
+        self.ranks = ranks
         self.tag: dict[str, Any] = {}  # task/length of the current cell, stored with each answer
         self.computed = 0  # requests sent to the wrapped model (tests and progress use it)
         self.reused = 0
@@ -142,7 +150,9 @@ class ResumableLM(LM):
         out = [self.journal.responses.get(k, _MISSING) for k in keys]
         todo = [i for i, o in enumerate(out) if o is _MISSING]
         self.reused += len(requests) - len(todo)
-        if todo:
+        if todo and self.ranks is not None:
+            self._answer_shared(attr, requests, keys, out, todo, args, kwargs)
+        elif todo:
             self._pending = {keys[i] for i in todo}
             self._pending_by_context = {}
             for i in todo:
@@ -160,7 +170,24 @@ class ResumableLM(LM):
         # JSON turns loglikelihood tuples into lists; lm-eval unpacks either, but keep its types.
         return [tuple(o) if isinstance(o, list) else o for o in out]
 
+    def _answer_shared(self, attr, requests, keys, out, todo, args, kwargs) -> None:
+        """Data parallel: rounds of ranks.world x ROUND requests (or chunk), each process answering its
+        share; after each round every process has every answer and rank 0 journals them."""
+        from longctx.evaluate.ranks import ROUND
+
+        step = self.ranks.world * (self.chunk or ROUND)
+        for start in range(0, len(todo), step):
+            mine = self.ranks.share(todo[start : start + step])
+            fresh = getattr(self.lm, attr)([requests[i] for i in mine], *args, **kwargs) if mine else []
+            self.computed += len(mine)
+            answered = [(i, _jsonable(res)) for i, res in zip(mine, fresh, strict=True)]
+            for i, res in sorted(pair for part in self.ranks.gather(answered) for pair in part):
+                out[i] = res
+                self.journal.add_response(keys[i], res, **self.tag)
+
     def _record(self, attr: str, req: Any, res: Any) -> None:
+        if self.ranks is not None:  # answers are journaled once exchanged (_answer_shared)
+            return
         try:
             key = hash_args(attr, req)
         except TypeError:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx import results as R
+from longctx.evaluate.ranks import one_process_to_lm_eval
 from longctx.evaluate.resume import Journal, ResumableLM
 from longctx.lengths import format_length
 
@@ -300,10 +301,13 @@ def evaluate_ruler(
     spec: EvalSpec,
     lm: Any = None,
     log: Callable[[str], None] | None = None,
+    ranks: Any = None,
 ) -> dict:
     """Evaluate every (task, length) of `spec`, write `spec.out`, and return the results dict.
 
     `lm`: an lm-eval LM to use instead of building one from `spec.backend` (tests pass one).
+    `ranks`: this process's place in a data-parallel evaluation (longctx.evaluate.ranks); each process
+    answers a share of every cell, all score it, rank 0 alone writes the journal and `spec.out`.
     """
     import lm_eval
     from lm_eval import simple_evaluate
@@ -316,7 +320,10 @@ def evaluate_ruler(
     quiet_git_hash()
     log_to_current_stderr()
     env_info_once()
-    journal = Journal(journal_path(spec.out), journal_fingerprint(spec))
+    main = ranks is None or ranks.main
+    journal = Journal(journal_path(spec.out), journal_fingerprint(spec), writable=main)
+    if ranks is not None:
+        ranks.barrier()  # every process has read the journal before rank 0 adds to it
     res = R.new_results(
         model=spec.model,
         rope_parameters=R.read_rope_parameters(spec.model),
@@ -363,7 +370,7 @@ def evaluate_ruler(
                     chunked = spec.backend == "vllm" and lm is None  # sized per length below
                     if spec.finished_only:
                         lm = journal_only_lm()
-                    wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal)
+                    wrapped = ResumableLM(lm if lm is not None else build_lm(spec), journal, ranks=ranks)
                     if record is not None and not spec.finished_only:
                         from longctx.model.temperature import PerLengthTemperature, stored_q_norms
 
@@ -385,10 +392,11 @@ def evaluate_ruler(
                 wrapped.tag = {"task": task, "length": length}
                 t0, reused = time.time(), wrapped.reused
                 try:
-                    out = simple_evaluate(
-                        model=wrapped, tasks=[task], task_manager=manager, limit=spec.samples,
-                        apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
-                    )  # fmt: skip
+                    with one_process_to_lm_eval(ranks):
+                        out = simple_evaluate(
+                            model=wrapped, tasks=[task], task_manager=manager, limit=spec.samples,
+                            apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
+                        )  # fmt: skip
                 except Unanswered as e:
                     R.set_unavailable(res, task, length, R.NOT_FINISHED)
                     log(f"{where}: not finished ({e} of {spec.samples} answers not in {journal.path.name})")
@@ -413,5 +421,8 @@ def evaluate_ruler(
                 log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s)")
     finally:
         journal.close()
-    R.save(res, spec.out)
+        if ranks is not None and wrapped is not None:
+            print(f"[rank {ranks.rank} of {ranks.world}] generated {wrapped.computed} answers", file=sys.stderr)
+    if main:
+        R.save(res, spec.out)
     return res
