@@ -76,3 +76,29 @@ def test_a_model_on_the_meta_device_is_sized_as_a_real_one():
     assert prefill_reserve_bytes(planned) == prefill_reserve_bytes(real)
     free = 1 << 34
     assert generation_batch_size(planned, 300, free_bytes=free) == generation_batch_size(real, 300, free_bytes=free)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["hybrid-190m", "transformer-190m"])
+def test_the_sized_batch_fits_in_the_memory_it_was_sized_for(name):
+    """On a GPU: greedy_generate of the batch generation_batch_size picks for 12 GiB, with prompts filling the
+    capacity and a CUDA-graph decode, allocates no more than those 12 GiB beyond the weights."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from longctx.model import load_config
+    from longctx.model.generate import greedy_generate
+
+    torch.manual_seed(0)
+    model = HybridLM(load_config(name)).to("cuda", torch.bfloat16).eval()
+    capacity, new, budget = 8192, 16, 12 << 30
+    batch = generation_batch_size(model, capacity, free_bytes=budget, limit=1024)
+    assert batch > 1
+    prompts = [torch.randint(10, 1000, (capacity - new,)).tolist() for _ in range(batch)]
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    greedy_generate(model, prompts, new, cuda_graphs=True)
+    torch.cuda.synchronize()
+    used = torch.cuda.max_memory_allocated() - base
+    print(f"{name}: batch {batch} at {capacity}: peak {used / 2**30:.2f} GiB of {budget / 2**30:.0f} GiB")
+    assert used <= budget
