@@ -149,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--backend vllm under torchrun: run one process and give vLLM its own parallelism")
     if world > 1 and spec.finished_only and rank != 0:
         return 0  # nothing to generate: rank 0 reads the journal alone
+    if rank != 0:  # rank 0 speaks for all: the others keep their warnings to themselves
+        import logging
+
+        logging.disable(logging.WARNING)
     # a journal of another run: refuse before loading (read-only: rank 0 is the one that writes)
     Journal(journal_path(spec.out), journal_fingerprint(spec), writable=rank == 0)
     if not spec.finished_only:
