@@ -4,6 +4,7 @@ and the `longctx lm-eval` pass-through."""
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,8 @@ def test_eval_hf_and_longctx_backends(tiny_model, tmp_path, capsys):
         outs[backend] = (r, _journal_answers(out))
         err = capsys.readouterr().err
         assert "niah_single_1 @ 1k" in err and "ruler_vt @ 1k" in err  # progress per task x length
+        # from the second cell on, the time left at the first cell's rate
+        assert re.search(r"\[2/3\] ruler_vt @ 1k: running \((batches of up to 64; )?about \d+ s left\)", err), err
     # `longctx` runs HybridLM with its cached greedy decoder; `hf` runs transformers' generate:
     # the same greedy answers and scores.
     assert outs["hf"][1] == outs["longctx"][1] and len(outs["hf"][1]) == 2

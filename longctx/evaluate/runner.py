@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx import results as R
+from longctx.evaluate.pace import Pace, duration
 from longctx.evaluate.ranks import one_process_to_lm_eval
 from longctx.evaluate.resume import Journal, ResumableLM
 from longctx.lengths import format_length
@@ -344,6 +345,7 @@ def evaluate_ruler(
         betas = {str(n): PerLengthTemperature.beta_at(record, n) for n in spec.lengths}
         res["temperature"] = {"c": record["c"], "base_len": record["base_len"], "per_length": True, "beta": betas}
     total = len(spec.tasks) * len(spec.lengths)
+    pace = Pace([(t, n) for n in spec.lengths for t in spec.tasks], spec.samples)
     wrapped, retemper, tempered_at, chunked = None, None, None, False
     try:
         i = 0
@@ -354,6 +356,7 @@ def evaluate_ruler(
                 where = f"[{i}/{total}] {task} @ {format_length(length)}"
                 done = journal.cell(task, length, spec.samples)
                 if done is not None:
+                    pace.done((task, length))
                     R.set_score(res, task, length, done["score"], done["samples"], haystack=done.get("haystack"),
                                 seconds=done.get("seconds"))  # fmt: skip
                     log(f"{where}: {done['score']:.1f} ({done['samples']} samples, from {journal.path.name})")
@@ -361,6 +364,7 @@ def evaluate_ruler(
                 try:  # the QA sets offline (or an essay haystack forced offline) cannot run here
                     source = sources(task, spec.data_opts())["haystack"]
                 except DataUnavailable as e:
+                    pace.done((task, length))
                     R.set_unavailable(res, task, length, str(e).splitlines()[0])
                     log(f"{where}: unavailable ({e})")
                     continue
@@ -388,7 +392,9 @@ def evaluate_ruler(
                     wrapped.chunk = vllm_chunk(length)
                 size = getattr(wrapped.lm, "set_generation_capacity", None)
                 batch = size(length + CONTEXT_MARGIN) if size is not None else None
-                log(f"{where}: running" + (f" (batches of up to {batch})" if batch else ""))
+                left = pace.seconds_left()
+                said = ([f"batches of up to {batch}"] if batch else []) + ([f"{duration(left)} left"] if left else [])
+                log(f"{where}: running" + (f" ({'; '.join(said)})" if said else ""))
                 wrapped.tag = {"task": task, "length": length}
                 t0, reused = time.time(), wrapped.reused
                 try:
@@ -398,15 +404,18 @@ def evaluate_ruler(
                             apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
                         )  # fmt: skip
                 except Unanswered as e:
+                    pace.done((task, length))
                     R.set_unavailable(res, task, length, R.NOT_FINISHED)
                     log(f"{where}: not finished ({e} of {spec.samples} answers not in {journal.path.name})")
                     continue
                 except LengthTooShort as e:  # e.g. CWE's one-shot example alone fills 1k tokens
+                    pace.done((task, length))
                     R.set_unavailable(res, task, length, f"length too short: {e}")
                     log(f"{where}: unavailable (length too short: {e})")
                     continue
                 scored = cell_score(out, task, length)
                 if scored is None:  # eval_tasks skipped it: its data vanished after the check above
+                    pace.done((task, length))
                     R.set_unavailable(res, task, length, "no samples ran (task skipped by lm-eval)")
                     log(f"{where}: unavailable (no samples ran)")
                     continue
@@ -416,6 +425,7 @@ def evaluate_ruler(
                 entry = {"score": score, "samples": n, "haystack": source}
                 if wrapped.reused == reused:
                     entry["seconds"] = round(seconds, 2)
+                pace.done((task, length), entry.get("seconds"))
                 R.set_score(res, task, length, **entry)
                 journal.add_cell(task, length, spec.samples, entry)
                 log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s)")
