@@ -41,6 +41,11 @@ def task_subset(tasks: list[str] | None):
         _TASKS = saved
 
 
+def tasks() -> list[str]:
+    """The tasks the tables are over now (all 13, or `task_subset`'s)."""
+    return list(_TASKS)
+
+
 def subset_note() -> list[str]:
     """A line naming the tasks the means are over, when they are not all 13."""
     if _TASKS == list(RULER_TASKS):

@@ -16,6 +16,8 @@ sign is the same for every base.
 'ruler_' prefix may be left out), e.g. the tasks every run finished, or the needle tasks.
 --budget / --budget-plot: each row against its training budget (the tokens `longctx eval` recorded from
 the model's longctx_train.json; a study's `<label> (N steps)` runs join the `<label>` row).
+--time: how long each evaluation took per length (the cells `longctx eval` timed) and its samples per second:
+the same samples through `--backend longctx` and `--backend vllm`, side by side.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also a table per length: rows against their training budget (train.tokens; ' (N steps)' rows joined)",
     )
     p.add_argument("--budget-plot", metavar="FILE.png", help="write score vs extension tokens, a panel per length")
+    p.add_argument("--time", action="store_true", help="also a table of each run's seconds and samples/s per length")
     p.add_argument("--tasks", help="comma-separated tasks: the means over these alone (default: all 13)")
     p.add_argument(
         "--no-group",
@@ -99,6 +102,11 @@ def _report(args: argparse.Namespace, runs: list[dict]) -> int:
     if args.budget:
         print()
         print(budget_markdown(runs, budget), end="")
+    if args.time:
+        from longctx.report_time import time_markdown
+
+        print()
+        print(time_markdown(runs), end="")
     if args.per_task:
         print()
         print(report.per_task_markdown(runs, by=args.per_task_by, group=group), end="")
