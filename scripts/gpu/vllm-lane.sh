@@ -24,7 +24,8 @@
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile)
 #   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
 #                          `--backend longctx` and `--backend vllm`, each alone on the GPU, then `longctx answers
-#                          --against`: equal within sampling noise? and each cell's seconds through both
+#                          --against`: equal within sampling noise? and each cell's seconds through both;
+#                          ruler-time: `longctx compare --time`, seconds and samples/s per backend
 #   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
 #   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
 #                          the JSON rows carry the settings its engine resolved)
@@ -61,6 +62,7 @@ steps=(
   "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
+  "ruler-time|python3 -m longctx compare $out/ruler-longctx/ruler.json $out/ruler-vllm/ruler.json --time --no-group"
   # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
   "pytest-vllm|env PYTHONPATH=$vpath LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
   # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
