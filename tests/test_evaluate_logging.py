@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import logging
 
-from longctx.evaluate.runner import log_to_current_stderr
+from longctx.evaluate.lm_eval_setup import log_to_current_stderr
 
 
 def test_lm_eval_logs_reach_the_stderr_of_now(capsys):

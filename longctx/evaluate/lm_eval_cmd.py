@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     import longctx.evaluate.lm_model  # noqa: F401  registers --model longctx
     from eval_tasks import TASKS_DIR
-    from longctx.evaluate.runner import log_to_current_stderr, quiet_git_hash
+    from longctx.evaluate.lm_eval_setup import log_to_current_stderr, quiet_git_hash
 
     argv = list(args.lm_eval_args)
     old_argv = sys.argv

@@ -246,3 +246,20 @@ def _context(args: Any) -> str:
 
 def _jsonable(res: Any) -> Any:
     return list(res) if isinstance(res, tuple) else res
+
+
+class Unanswered(Exception):
+    """A request the journal has no answer for, under `finished_only`."""
+
+
+def journal_only_lm():
+    """`finished_only`'s model: every answer comes from the journal (ResumableLM), and a request it
+    lacks ends the cell as not finished, so the cells whose answers are all there are scored as usual."""
+
+    class JournalOnly(LM):
+        def generate_until(self, requests, *args, **kwargs):
+            raise Unanswered(len(requests))
+
+        loglikelihood = loglikelihood_rolling = generate_until
+
+    return JournalOnly()

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from longctx import results as R
+from longctx.evaluate.lm_eval_setup import env_info_once, log_to_current_stderr, quiet_git_hash
 from longctx.evaluate.pace import Pace, duration
 from longctx.evaluate.ranks import one_process_to_lm_eval
-from longctx.evaluate.resume import Journal, ResumableLM
+from longctx.evaluate.resume import Journal, ResumableLM, Unanswered, journal_only_lm
 from longctx.lengths import format_length
 
 BACKENDS = ("longctx", "hf", "vllm")
@@ -41,24 +42,6 @@ VLLM_CHUNK_TOKENS = 1 << 20
 def vllm_chunk(length: int) -> int:
     """Requests per vLLM call at `length` tokens: 256 at 4k, 64 at 16k, 32 from 32k on."""
     return max(VLLM_CHUNK, VLLM_CHUNK_TOKENS // length)
-
-
-class Unanswered(Exception):
-    """A request the journal has no answer for, under `finished_only`."""
-
-
-def journal_only_lm():
-    """`finished_only`'s model: every answer comes from the journal (ResumableLM), and a request it
-    lacks ends the cell as not finished, so the cells whose answers are all there are scored as usual."""
-    from lm_eval.api.model import LM
-
-    class JournalOnly(LM):
-        def generate_until(self, requests, *args, **kwargs):
-            raise Unanswered(len(requests))
-
-        loglikelihood = loglikelihood_rolling = generate_until
-
-    return JournalOnly()
 
 
 @dataclass
@@ -249,55 +232,6 @@ def cell_score(out: dict, task: str, length: int) -> tuple[float, int] | None:
     return float(value), n
 
 
-def quiet_git_hash() -> None:
-    """lm-eval stamps results with `git describe` of the working directory and lets git print "fatal:
-    not a git repository" outside a checkout, once per cell; ask git the same with its stderr silenced."""
-    import subprocess
-
-    import lm_eval.evaluator
-    from lm_eval.loggers.utils import get_commit_from_path
-
-    def git_hash():
-        try:
-            return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
-        except (subprocess.CalledProcessError, OSError):
-            return get_commit_from_path(Path.cwd())
-
-    lm_eval.evaluator.get_git_commit_hash = git_hash
-
-
-def log_to_current_stderr() -> None:
-    """lm-eval sets its log handler up once per process, on the sys.stderr of that moment; a later evaluation
-    in the same process (a notebook, tests, several commands run in-process) may have another stderr and the
-    first one closed ("--- Logging error ---"): point lm-eval's stream handlers at the stderr of now."""
-    import logging
-
-    for handler in logging.getLogger("lm_eval").handlers:
-        if type(handler) is logging.StreamHandler and handler.stream is not sys.stderr:
-            with handler.lock:  # not setStream: it flushes the old stream first, which may be closed
-                handler.stream = sys.stderr
-
-
-def env_info_once() -> None:
-    """lm-eval stamps every simple_evaluate result with torch's collect_env report, which runs `pip list`,
-    nvidia-smi and more in subprocesses: 0.6 s per call on a CPU machine, most of a short cell's time and
-    once per cell here. The environment does not change within a process: collect it once, copy it after."""
-    import lm_eval.evaluator
-    from lm_eval.loggers import utils
-
-    if getattr(lm_eval.evaluator.add_env_info, "once", False):
-        return
-    info: dict = {}
-
-    def add_env_info(storage: dict) -> None:
-        if not info:
-            utils.add_env_info(info)
-        storage.update(info)
-
-    add_env_info.once = True
-    lm_eval.evaluator.add_env_info = add_env_info
-
-
 def evaluate_ruler(
     spec: EvalSpec,
     lm: Any = None,
@@ -347,6 +281,12 @@ def evaluate_ruler(
     total = len(spec.tasks) * len(spec.lengths)
     pace = Pace([(t, n) for n in spec.lengths for t in spec.tasks], spec.samples)
     wrapped, retemper, tempered_at, chunked = None, None, None, False
+
+    def unavailable(task: str, length: int, where: str, reason: str, said: str | None = None) -> None:
+        pace.done((task, length))
+        R.set_unavailable(res, task, length, reason)
+        log(f"{where}: {said or f'unavailable ({reason})'}")
+
     try:
         i = 0
         for length in spec.lengths:
@@ -364,9 +304,7 @@ def evaluate_ruler(
                 try:  # the QA sets offline (or an essay haystack forced offline) cannot run here
                     source = sources(task, spec.data_opts())["haystack"]
                 except DataUnavailable as e:
-                    pace.done((task, length))
-                    R.set_unavailable(res, task, length, str(e).splitlines()[0])
-                    log(f"{where}: unavailable ({e})")
+                    unavailable(task, length, where, str(e).splitlines()[0], f"unavailable ({e})")
                     continue
                 if wrapped is None:
                     log(f"answers from {journal.path.name} alone" if spec.finished_only
@@ -404,20 +342,16 @@ def evaluate_ruler(
                             apply_chat_template=spec.chat_template, bootstrap_iters=0, log_samples=False,
                         )  # fmt: skip
                 except Unanswered as e:
-                    pace.done((task, length))
-                    R.set_unavailable(res, task, length, R.NOT_FINISHED)
-                    log(f"{where}: not finished ({e} of {spec.samples} answers not in {journal.path.name})")
+                    said = f"not finished ({e} of {spec.samples} answers not in {journal.path.name})"
+                    unavailable(task, length, where, R.NOT_FINISHED, said)
                     continue
                 except LengthTooShort as e:  # e.g. CWE's one-shot example alone fills 1k tokens
-                    pace.done((task, length))
-                    R.set_unavailable(res, task, length, f"length too short: {e}")
-                    log(f"{where}: unavailable (length too short: {e})")
+                    unavailable(task, length, where, f"length too short: {e}")
                     continue
                 scored = cell_score(out, task, length)
                 if scored is None:  # eval_tasks skipped it: its data vanished after the check above
-                    pace.done((task, length))
-                    R.set_unavailable(res, task, length, "no samples ran (task skipped by lm-eval)")
-                    log(f"{where}: unavailable (no samples ran)")
+                    reason = "no samples ran (task skipped by lm-eval)"
+                    unavailable(task, length, where, reason, "unavailable (no samples ran)")
                     continue
                 score, n = scored
                 seconds = time.time() - t0
