@@ -588,3 +588,25 @@ def test_vllm_requests_go_in_chunks_sized_per_length(tiny_model, tmp_path, monke
     assert calls == [(LENGTH, 2), (LENGTH, 1), (2 * LENGTH, 1), (2 * LENGTH, 1), (2 * LENGTH, 1)]
     monkeypatch.undo()  # the shipped sizes
     assert [runner.vllm_chunk(n) for n in (4096, 16384, 32768, 65536)] == [256, 64, 32, 32]
+
+
+def test_the_eos_text_is_not_checked_each_step(tiny_model, monkeypatch):
+    """lm-eval puts the EOS token's text in every `until`; the EOS id ends a sequence already, so no stop check
+    runs for it (a tokenizer decode per sequence and step), while any other stop string is still checked."""
+    from longctx.evaluate import lm_model
+
+    checks, real = [], lm_model.greedy_generate
+
+    def spy(model, rows, new, **kw):
+        checks.append(kw["stop_sequences"])
+        return real(model, rows, new, **kw)
+
+    monkeypatch.setattr(lm_model, "greedy_generate", spy)
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32")
+    eos_text = lm.tok_decode([lm.eot_token_id], skip_special_tokens=False)
+    ctx = torch.tensor([[5, 9, 14, 3, 7, 21, 4, 8]])
+    with_eos_text = lm._model_generate(ctx, max_length=14, stop=[eos_text]).tolist()
+    assert lm._model_generate(ctx, max_length=14, stop=[]).tolist() == with_eos_text
+    assert checks == [None, None]
+    lm._model_generate(ctx, max_length=14, stop=[eos_text, "\n"])
+    assert checks[2] is not None

@@ -120,7 +120,10 @@ class LongctxLM(HFLM):
         if mask is not None:  # HFLM left-pads the batch; the packed prefill wants the bare prompts
             rows = [row[len(row) - int(m.sum()) :] for row, m in zip(rows, mask, strict=True)]
         new = max_length - context.shape[1]
-        stop = [s for s in stop if s]
+        # The EOS token's own text (lm-eval adds it to every `until`) needs no decoding each step: the EOS id
+        # already ends a sequence there, and HFLM cuts the answer at every stop string afterwards anyway.
+        eos_text = self.tok_decode([self.eot_token_id], skip_special_tokens=False)
+        stop = [s for s in stop if s and s != eos_text]
 
         def stopped(i: int, generated: list[int]) -> bool:
             tail = self.tok_decode(generated[-16:], skip_special_tokens=False)
