@@ -32,7 +32,7 @@
 # - not imported on the offline LLM path (server, tool calling, multimodal, other kernels), or
 #   imported inside try/except: uvicorn, prometheus-fastapi-instrumentator, anthropic, mcp,
 #   opentelemetry-*, model-hosting-container-standards, watchfiles, ijson, lm-format-enforcer,
-#   outlines_core, lark, mistral_common, compressed-tensors, depyf (compile debug dumps only),
+#   outlines_core, lark, mistral_common, depyf (compile debug dumps only),
 #   fastsafetensors, torchcodec, PyNvVideoCodec, nvtx, nvidia-cudnn-frontend, quack-kernels,
 #   tokenspeed-mla, humming-kernels, setproctitle, blake3, python-json-logger,
 #   tilelang (0.1.9: it would also clash with fla's 0.1.15 in /tmp/site).
@@ -68,7 +68,8 @@ dl --no-deps "vllm==0.26.0" \
    msgspec pyzmq cbor2 pybase64 cachetools partial-json-parser \
    "openai>=2.0.0,<3" jiter distro sniffio "openai-harmony>=0.0.3" \
    "xgrammar>=0.2.1,<1.0.0" "apache-tvm-ffi>=0.1.11,<0.1.13" "llguidance>=1.7.0,<1.8.0" \
-   "$@"
+   "compressed-tensors==0.17.0" loguru \
+   "$@"  # compressed-tensors (and its loguru): the engine core imports it for Olmo Hybrid (seen on an H100)
 # Trim the vllm wheel: drop files the H200 offline path never loads, and their RECORD lines.
 python3 - "$w"/vllm-0.26.0-*.whl "${KEEP_FA2:-0}" <<'PY'
 import os, re, sys, zipfile
