@@ -220,15 +220,12 @@ def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str, results:
     head = ["task", "length", "samples", "A higher / B higher / equal", "mean A - B", "sign test p", "seconds A / B"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    spent = [0.0, 0.0]
     for r in rows:
         r["seconds"] = [(R.cell(res, r["task"], r["length"]) or {}).get("seconds") for res in results]
-        if spent is not None and None not in r["seconds"]:
-            spent = [spent[0] + r["seconds"][0], spent[1] + r["seconds"][1]]
-        else:
-            spent = None  # a total only where every cell has both times
-    if rows:
-        rows.append({**P.total(rows), "seconds": spent or [None, None]})
+    if rows:  # a total time only where every cell has both
+        timed = all(None not in r["seconds"] for r in rows)
+        spent = [sum(r["seconds"][k] for r in rows) for k in (0, 1)] if timed else [None, None]
+        rows.append({**P.total(rows), "seconds": spent})
     for r in rows:
         where = format_length(r["length"]) if r["length"] is not None else ""
         a_s, b_s = r["seconds"]

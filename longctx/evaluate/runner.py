@@ -297,8 +297,7 @@ def evaluate_ruler(
                 done = journal.cell(task, length, spec.samples)
                 if done is not None:
                     pace.done((task, length))
-                    R.set_score(res, task, length, done["score"], done["samples"], haystack=done.get("haystack"),
-                                seconds=done.get("seconds"))  # fmt: skip
+                    R.set_score(res, task, length, **done)  # the entry journaled below, seconds and all
                     log(f"{where}: {done['score']:.1f} ({done['samples']} samples, from {journal.path.name})")
                     continue
                 try:  # the QA sets offline (or an essay haystack forced offline) cannot run here
