@@ -284,10 +284,11 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     run = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, env=env, cwd=root)
     assert run.returncode == 0, run.stderr
     steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
-    # the trained models first, side by side (two parts of one step), the speed after the agreement
-    assert list(steps)[:4] == ["models.0", "models.1", "extend.0", "extend.1"]
-    assert list(steps).index("ruler-vllm") == list(steps).index("ruler-longctx") + 1  # each alone: timed alike
-    assert list(steps).index("throughput-16k") > list(steps).index("smoke-transformer")
+    # the speed first (it needs no trained model), then the trained models side by side (two parts of one step)
+    assert list(steps)[:6] == ["throughput-16k", "throughput-64k", "models.0", "models.1", "extend.0", "extend.1"]
+    order = list(steps)
+    assert order.index("ruler-longctx-b1") == order.index("ruler-longctx") + 1  # one prompt per call, then paired
+    assert order.index("ruler-vllm") > order.index("ruler-b1-paired") > order.index("ruler-longctx-b1")
     # vLLM never shares the GPU with another process (its start-up memory profile fails when one frees memory)
     starts_vllm = ("bench/vllm_peer/smoke.py", "-m longctx eval", "bench/eval_throughput.py")  # RULER timed alone too
     assert not any("." in n and any(s in c for s in starts_vllm) for n, c in steps.items())

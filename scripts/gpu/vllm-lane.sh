@@ -13,6 +13,9 @@
 #
 # Steps, in order (scripts/gpu/steps.sh: each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
+#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
+#                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
+#                          first, as they need no trained model
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
 #   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
@@ -20,8 +23,6 @@
 #                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory);
 #                          the hybrid and the transformer first, YaRN and DRoPE after the speed (their loading is
 #                          checked on CPU already: bench/vllm_peer/load_check.py)
-#   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
-#                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile)
 #   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
 #                          `--backend longctx` and `--backend vllm`, each alone on the GPU, then `longctx answers
 #                          --against`: equal within sampling noise? and each cell's seconds through both;
@@ -51,15 +52,17 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
+  "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
   "smoke-transformer|$(smoke transformer)"
-  "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "smoke-yarn|$(smoke yarn)"
   "smoke-drope|$(smoke drope)"
   "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "ruler-longctx-b1|$vpy -m longctx eval $ruler --backend longctx --batch-size 1 --out $out/ruler-longctx-b1/ruler.json"
+  "ruler-b1-paired|python3 -m longctx answers $out/ruler-longctx-b1/ruler.json --against $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
   "ruler-time|python3 -m longctx compare $out/ruler-longctx/ruler.json $out/ruler-vllm/ruler.json --time --no-group"
