@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         "at 64k a row holds one prompt, so more prompts per row give fla's kernel more sequences to spread",
     )
     p.add_argument(
+        "--share-prefixes",
+        action="store_true",
+        help="ours: greedy_generate(share_prefixes=True), the prefixes the prompts share prefilled once "
+        "(rows record the share of prompt tokens not prefilled); with --impl vllm, pair it with --vllm-prefix-caching",
+    )
+    p.add_argument(
+        "--vllm-prefix-caching",
+        action="store_true",
+        help="vLLM with enable_prefix_caching=True (its default for hybrid models in 0.26 is off)",
+    )
+    p.add_argument(
         "--cuda-graphs",
         action="store_true",
         help="ours decodes with greedy_generate(cuda_graphs=True): each step replayed from one CUDA graph",
@@ -295,6 +306,10 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
 
     # greedy_generate's keyword arguments, the same for the prefill timing, the warm-up and the run
     kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs}
+    if args.share_prefixes:
+        from longctx.model.prefix import plan_shared_prefill
+
+        kw["share_prefixes"] = True
     # warm up on as many prompts as greedy_generate packs into one prefill row: a packed row takes
     # another attention path (one SDPA call per prompt) than a single prompt does
     warm = prompts[: max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
@@ -303,10 +318,11 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         from longctx.model.generate import prefill
 
         cap = max(len(p) for p in prompts) + args.max_new_tokens
+        share = kw.get("share_prefixes", False)
         for _ in range(args.warmup):
-            prefill(model, warm, cap, kw["max_prefill_tokens"])
-        _, pre_s = timed(lambda: prefill(model, prompts, cap, kw["max_prefill_tokens"]), device)
-        row["prefill_tok_s"] = sum(len(p) for p in prompts) / pre_s
+            prefill(model, warm, cap, kw["max_prefill_tokens"], share)
+        _, pre_s = timed(lambda: prefill(model, prompts, cap, kw["max_prefill_tokens"], share), device)
+        row["prefill_tok_s"] = sum(len(p) for p in prompts) / pre_s  # prompt tokens, prefilled or shared
         row["prefill_s"] = pre_s
     except ImportError:
         row["prefill_tok_s"] = None
@@ -324,6 +340,9 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         gen_times.append(dt)
     row.update(result(prompts, fwd, gen_times, outs, device))
     row["ours_batch"] = batch
+    if args.share_prefixes:
+        plans = [plan_shared_prefill(prompts[i : i + batch]) for i in range(0, len(prompts), batch)]
+        row["shared_tokens"] = 1 - sum(p.computed for p in plans) / sum(p.total for p in plans)
     if args.profile:
         row["profile"] = profile_once(
             lambda: greedy_generate(model, prompts[:batch], args.max_new_tokens, eos, **kw),
@@ -346,6 +365,8 @@ def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start
            "--max-tokens", str(args.max_new_tokens), "--eos", ",".join(map(str, sorted(eos))),
            "--warmup", str(args.warmup), "--gpu-memory-utilization", str(args.vllm_gpu_memory_utilization),
            "--max-num-batched-tokens", str(args.vllm_max_num_batched_tokens), "--out", str(rows_file)]  # fmt: skip
+    if args.vllm_prefix_caching:
+        cmd.append("--enable-prefix-caching")
     left = args.budget_s - (time.perf_counter() - start)
     base = {T: {"impl": "vllm", "seq_len": T, "samples": len(p), "max_new_tokens": args.max_new_tokens,
                 "prompt_tokens": max(map(len, p))} for T, p in by_len.items()}  # fmt: skip

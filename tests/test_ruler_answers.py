@@ -212,3 +212,20 @@ def test_against_other_samples_compares_nothing(evaluated, tiny_model, tmp_path,
     assert _load().main([str(out), "--against", str(b)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if "longctx answers: error:" in ln]
     assert len(err) == 1 and "journal" in err[0]
+
+
+def test_lengths_past_the_models_config_are_read_back(evaluated, tiny_model, tmp_path):  # noqa: F811
+    """`longctx eval` evaluates past max_position_embeddings (it sets max_length itself); reading those answers
+    back must not stop at the config's length."""
+    import shutil
+
+    out, _ = evaluated
+    short = tmp_path / "short"
+    shutil.copytree(tiny_model, short)
+    cfg = json.loads((short / "config.json").read_text())
+    cfg["max_position_embeddings"] = 256
+    (short / "config.json").write_text(json.dumps(cfg))
+    dump, again = tmp_path / "short.json", tmp_path / "model.json"
+    assert _load().main([str(out), "--tokenizer", str(short), "--json", str(dump)]) == 0
+    assert _load().main([str(out), "--json", str(again)]) == 0
+    assert json.loads(dump.read_text()) == json.loads(again.read_text()) != []

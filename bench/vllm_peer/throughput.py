@@ -4,6 +4,7 @@ process; the caller has freed the GPU before it starts this).
 
     python3 bench/vllm_peer/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
         [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85] [--max-num-batched-tokens N]
+        [--enable-prefix-caching]
 
 PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
 built for every length (max_model_len: the longest T, the tokenizer not loaded: prompts are token ids);
@@ -35,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enforce-eager", action="store_true")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85)
     p.add_argument("--max-num-batched-tokens", type=int, default=0, help="tokens per engine step (0: vLLM's default)")
+    p.add_argument("--enable-prefix-caching", action="store_true",
+                   help="vLLM's prefix cache on (a batch's prompts then share their common prefixes' blocks); "
+                        "emptied after the warm-up, so that no timed prompt finds the warm-up's blocks")  # fmt: skip
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.max_tokens < 1 or args.warmup < 0 or args.max_num_batched_tokens < 0:
@@ -63,7 +67,7 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
         "enforce_eager": args.enforce_eager,
         "gpu_memory_utilization": args.gpu_memory_utilization,
         "skip_tokenizer_init": True,
-        "enable_prefix_caching": False,  # every prompt is new, as in a RULER run
+        "enable_prefix_caching": args.enable_prefix_caching,  # off by default in vLLM 0.26 for hybrid models
         "seed": 0,
     }
 
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
     for T, prompts in by_len.items():
         for _ in range(args.warmup):
             llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)
+        if args.enable_prefix_caching:
+            llm.reset_prefix_cache()
         t0 = time.perf_counter()
         outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
         dt = time.perf_counter() - t0

@@ -67,7 +67,11 @@ def samples_of(task: str, length: int, n: int, tok: str, fp: dict) -> list[tuple
 
     from eval_tasks import TASKS_DIR
 
-    meta = {"pretrained": tok, "tokenizer": tok, "max_seq_lengths": [length], "num_samples": n,
+    from longctx.evaluate.runner import CONTEXT_MARGIN
+
+    # max_length as `longctx eval` sets it (the model's own config may stop short of the length evaluated)
+    meta = {"pretrained": tok, "tokenizer": tok, "max_seq_lengths": [length], "max_length": length + CONTEXT_MARGIN,
+            "num_samples": n,
             "chat_template": bool(fp.get("chat_template")), "seed": int(fp.get("seed", 42)),
             "haystack": fp.get("haystack", "auto")}  # fmt: skip
     if fp.get("haystack_dir"):

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", default=None,
                    help="requests per batch, or 'auto' (the default; longctx: as many as the decode caches of each "
                    "length fit in the device's memory, at most 64; hf's default: 1)")  # fmt: skip
+    p.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
+                   help="--backend longctx: prefill every prompt whole (default: the prefixes a batch's prompts "
+                        "share, such as the haystack before each needle, once)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
     p.add_argument("--label", default=None, help="row label for `longctx compare` (default: model dir + method)")
@@ -129,6 +132,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         device=args.device, dtype=args.dtype, label=args.label,
         haystack=args.haystack, haystack_dir=args.haystack_dir, seed=args.seed,
         temperature_per_length=args.temperature_per_length, finished_only=args.finished_only,
+        share_prefixes=args.share_prefixes,
     )  # fmt: skip
     if spec.temperature_per_length:
         from longctx.evaluate.runner import temperature_record

@@ -28,6 +28,14 @@ log = logging.getLogger("lm_eval.longctx")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _flag(name: str, value) -> bool:
+    if isinstance(value, str):  # model_args arrive as text
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{name}={value!r}: expected True or False")
+        return value.lower() in ("true", "1")
+    return bool(value)
+
+
 @register_model("longctx")
 class LongctxLM(HFLM):
     """model_args: `pretrained=DIR` plus HFLM's (`dtype`, `batch_size`, `max_length`, `device`, ...),
@@ -38,14 +46,15 @@ class LongctxLM(HFLM):
     `batch_size=auto` sizes generation batches from memory, without HFLM's trial forwards: as many
     sequences as the decode caches of `max_length` positions fit in (generate.generation_batch_size, at
     most `max_batch_size`); `set_generation_capacity(n)` sizes them for sequences of n positions instead
-    (`longctx eval` does so per length). A batch that still runs out of memory is split in two and retried."""
+    (`longctx eval` does so per length). A batch that still runs out of memory is split in two and retried.
 
-    def __init__(self, pretrained, cuda_graphs=None, **kwargs):
-        if isinstance(cuda_graphs, str):  # model_args arrive as text
-            if cuda_graphs.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"cuda_graphs={cuda_graphs!r}: expected True or False")
-            cuda_graphs = cuda_graphs.lower() in ("true", "1")
-        self.cuda_graphs = None if cuda_graphs is None else bool(cuda_graphs)
+    `share_prefixes` (default on): the prefixes a batch's prompts share (RULER's haystack before each needle)
+    are prefilled once and the caches forked (longctx.model.prefix); `share_prefixes=False` prefills every
+    prompt whole. The same arithmetic per token, in another order: bf16 answers can differ at near-ties."""
+
+    def __init__(self, pretrained, cuda_graphs=None, share_prefixes=True, **kwargs):
+        self.cuda_graphs = None if cuda_graphs is None else _flag("cuda_graphs", cuda_graphs)
+        self.share_prefixes = _flag("share_prefixes", share_prefixes)
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
@@ -143,7 +152,7 @@ class LongctxLM(HFLM):
         try:
             return greedy_generate(
                 self.model, rows, new, eos_token_ids={self.eot_token_id}, stop_sequences=stopped,
-                cuda_graphs=self._graphs(),
+                cuda_graphs=self._graphs(), share_prefixes=self.share_prefixes,
             )  # fmt: skip
         except torch.OutOfMemoryError:
             if len(rows) == 1:

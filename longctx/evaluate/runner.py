@@ -62,6 +62,7 @@ class EvalSpec:
     seed: int = 42
     temperature_per_length: bool = False  # a DRoPE temperature's beta set for each length (PerLengthTemperature)
     finished_only: bool = False  # results of the cells the journal finished; no model is loaded
+    share_prefixes: bool = True  # longctx: prefill a batch's shared prefixes once (longctx.model.prefix)
 
     def data_opts(self) -> dict:
         """The eval_tasks.ruler options that choose the samples' text sources."""
@@ -181,10 +182,11 @@ def build_lm(spec: EvalSpec):
         register()  # Olmo Hybrid's conv weights (vLLM runs it in its engine process too, as a plugin)
         args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
+    args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
     if spec.backend == "longctx":
         import longctx.evaluate.lm_model  # noqa: F401
 
-    args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
+        args["share_prefixes"] = spec.share_prefixes
     auto = "auto" if spec.backend == "longctx" else 1  # longctx sizes its batches from memory, per length
     extra = {"batch_size": spec.batch_size or auto, "device": spec.device or default_device()}
     return get_model(spec.backend).create_from_arg_obj(args, extra)

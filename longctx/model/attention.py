@@ -168,6 +168,48 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
     return out[0].transpose(0, 1).reshape(B, T, out.shape[1], out.shape[-1])
 
 
+def attend_after_cache(q, k, v, cache, window: int | None, scale: float) -> torch.Tensor:
+    """Prefill attention of a packed row ([1, T, H, D] q, [1, T, Hkv, D] k/v) whose documents go on from
+    their sequences' caches: document i holds positions starts[i].. of sequence rows[i] and sees, besides
+    its own keys, the cached keys before starts[i] (those the window reaches). SDPA per document, causal
+    aligned to the last key (torch's causal_lower_right: no mask in memory), or under a sliding window in
+    blocks of queries with a mask from the one rule on absolute positions."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    store, out = cache.store, torch.empty_like(q)
+    slots, gqa = store.k.shape[1], q.shape[2] != k.shape[2]
+    for i, (a, b), s0 in zip(cache.rows.tolist(), cache.docs, cache.starts, strict=True):
+        lo = max(0, s0 - slots) if window is None else max(0, s0 - slots, s0 - window + 1)
+        held = torch.arange(lo, s0, device=q.device) % slots  # the ring's slots of positions lo .. s0-1
+        keys = torch.cat([store.k[i, held].to(k.dtype), k[0, a:b]])[None].transpose(1, 2)  # [1, Hkv, L, D]
+        values = torch.cat([store.v[i, held].to(v.dtype), v[0, a:b]])[None].transpose(1, 2)
+        queries = q[:, a:b].transpose(1, 2)
+        n, L = b - a, keys.shape[2]
+        if window is None or window >= s0 + n:
+            o = F.scaled_dot_product_attention(
+                queries, keys, values, attn_mask=causal_lower_right(n, L), scale=scale, enable_gqa=gqa
+            )
+        else:
+            o = torch.empty_like(queries)
+            block = max(window, QUERY_BLOCK)
+            for s in range(0, n, block):  # queries s..t-1 (positions s0+s..) see keys from s0 + s - window + 1
+                t = min(s + block, n)
+                first = max(lo, s0 + s - window + 1)
+                qi = torch.arange(s0 + s, s0 + t, device=q.device)[:, None]
+                kj = torch.arange(first, s0 + t, device=q.device)[None]
+                mask = allowed_positions(None, qi, kj, window, None)
+                o[..., s:t, :] = F.scaled_dot_product_attention(
+                    queries[..., s:t, :],
+                    keys[..., first - lo : s0 + t - lo, :],
+                    values[..., first - lo : s0 + t - lo, :],
+                    attn_mask=mask,
+                    scale=scale,
+                    enable_gqa=gqa,
+                )
+        out[:, a:b] = o.transpose(1, 2)
+    return out
+
+
 def dense_mask(layout: DocLayout, window: int | None, device: torch.device) -> torch.Tensor:
     """Boolean [B or 1, 1, T, T] mask, True where attention is allowed."""
     key = ("dense", window, device)
@@ -334,6 +376,9 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x, rope)
         if cache is not None and cache.decoding:
             out = self._step(q, k, v, cache.store, cache.positions)
+        elif cache is not None and cache.continues:
+            out = attend_after_cache(q, k, v, cache, self.window, self.scale)
+            self._store(cache, k, v)
         else:
             out = attend(q, k, v, layout, self.window, self.scale)
             if cache is not None:
@@ -346,9 +391,10 @@ class Attention(nn.Module):
         (a sliding layer's ring has `window` slots, exactly what a query can see)."""
         store = cache.store
         slots = store.k.shape[1]
-        for i, (a, b) in zip(cache.rows.tolist(), cache.docs, strict=True):
+        starts = cache.starts or [0] * len(cache.docs)
+        for i, (a, b), s0 in zip(cache.rows.tolist(), cache.docs, starts, strict=True):
             keep = torch.arange(max(a, b - slots), b, device=k.device)
-            pos = keep - a
+            pos = keep - a + s0
             store.k[i, pos % slots] = k[0, keep].to(store.k.dtype)
             store.v[i, pos % slots] = v[0, keep].to(store.v.dtype)
             store.pos[i, pos % slots] = pos

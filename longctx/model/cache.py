@@ -49,10 +49,17 @@ class LayerCache:
     rows: torch.Tensor | None = None  # prefill: the sequence of each document of the row
     docs: list[tuple[int, int]] | None = None  # prefill: the documents' token ranges in the row
     positions: torch.Tensor | None = None  # decode: [N] absolute position of each sequence's token
+    # prefill: each document's first position in its sequence; > 0 continues from what the cache holds
+    starts: list[int] | None = None
 
     @property
     def decoding(self) -> bool:
         return self.positions is not None
+
+    @property
+    def continues(self) -> bool:
+        """A prefill where some document goes on from its sequence's cache instead of an empty one."""
+        return self.starts is not None and any(s > 0 for s in self.starts)
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,10 @@ class CacheRun:
     rows: torch.Tensor | None = None
     docs: list[tuple[int, int]] | None = None
     positions: torch.Tensor | None = None
+    starts: list[int] | None = None
 
     def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.cache.layers[i], self.rows, self.docs, self.positions)
+        return LayerCache(self.cache.layers[i], self.rows, self.docs, self.positions, self.starts)
 
 
 @dataclass
@@ -82,8 +90,22 @@ class DecodeCache:
         for cache in self.layers:
             cache.select(idx)
 
-    def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]]) -> CacheRun:
-        return CacheRun(self, rows=rows, docs=docs)
+    def copy_rows(self, src: list[int], dst: list[int]) -> None:
+        """Sequence dst[i] takes sequence src[i]'s cache (a fork: both then go on from the same state)."""
+        if not src:
+            return
+        for cache in self.layers:
+            tensors = [cache.state, *cache.conv] if isinstance(cache, GDNCache) else [cache.k, cache.v, cache.pos]
+            s, d = (torch.tensor(x, dtype=torch.long, device=tensors[0].device) for x in (src, dst))
+            for t in tensors:
+                t[d] = t[s]
+
+    def prefill(
+        self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None
+    ) -> CacheRun:
+        """rows: the sequence of each document of a packed row; docs: their token ranges in it; starts:
+        each document's first position in its sequence (default 0: the sequence starts empty)."""
+        return CacheRun(self, rows=rows, docs=docs, starts=starts)
 
     def step(self, positions: torch.Tensor) -> CacheRun:
         return CacheRun(self, positions=positions)

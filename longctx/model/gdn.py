@@ -157,25 +157,32 @@ def heads_first(q, k, v, g, beta, scale: float):
     return l2norm(q) * scale, l2norm(k), v, g, beta
 
 
-def gated_delta_rule_ref(q, k, v, g, beta, scale: float, layout: DocLayout, final_state: bool = False):
+def gated_delta_rule_ref(
+    q, k, v, g, beta, scale: float, layout: DocLayout, final_state: bool = False, initial_state=None
+):
     """[B, T, HK, K] q/k (raw conv outputs), [B, T, HV, V] v, [B, T, HV] g/beta -> [B, T, HV, V];
     with final_state also the state after each document (each row when unpacked), [N, HV, K, V]
     float32, as (o, state) — what fla's kernel returns.
 
     With packed documents the flat sequence is cut at each boundary and each document runs from
-    a zero state, which is exactly what the varlen kernel computes.
+    a zero state, or from initial_state[i] ([N, HV, K, V], one per document), which is exactly what
+    the varlen kernel computes.
     """
     dtype = v.dtype
     B, T = q.shape[:2]
     q, k, v, g, beta = heads_first(q, k, v, g, beta, scale)
     if not layout.packed:
-        out, state = chunk_delta_rule_ref(q, k, v, g, beta, output_final_state=True)
+        out, state = chunk_delta_rule_ref(q, k, v, g, beta, initial_state=initial_state, output_final_state=True)
     else:
         # [B, H, T, ...] -> [1, H, B*T, ...]: rows laid end to end, as cu_seqlens counts them
         flat = [x.transpose(0, 1).flatten(1, 2).unsqueeze(0) for x in (q, k, v, g, beta)]
         pieces = [
-            chunk_delta_rule_ref(*(x[:, :, a:b] for x in flat), output_final_state=True)
-            for a, b in zip(layout.bounds[:-1], layout.bounds[1:], strict=True)
+            chunk_delta_rule_ref(
+                *(x[:, :, a:b] for x in flat),
+                initial_state=None if initial_state is None else initial_state[i : i + 1],
+                output_final_state=True,
+            )
+            for i, (a, b) in enumerate(zip(layout.bounds[:-1], layout.bounds[1:], strict=True))
         ]
         out = torch.cat([o for o, _ in pieces], 2)[0].unflatten(1, (B, T)).transpose(0, 1)
         state = torch.cat([s for _, s in pieces])
@@ -246,6 +253,14 @@ class GatedDeltaNet(nn.Module):
             q, k, v = layout.cp.short_convs(pre, convs, layout, fla=fla)
         else:
             q, k, v = (conv(p, c, layout) for p, c in zip(pre, convs, strict=True))
+        init = None
+        if cache is not None and cache.continues:  # documents that go on from their sequence's cache
+            q, k, v = (
+                self._conv_after_cache(o, p, c, tail, cache)
+                for o, p, c, tail in zip((q, k, v), pre, convs, cache.store.conv, strict=True)
+            )
+            going_on = torch.tensor([s > 0 for s in cache.starts], device=x.device)
+            init = cache.store.state[cache.rows] * going_on[:, None, None, None]
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
         scale = self.head_k_dim**-0.5
@@ -253,7 +268,7 @@ class GatedDeltaNet(nn.Module):
             o = layout.cp.gated_delta_rule(q, k, v, g, beta, scale, layout, fla=fla)
         elif cache is not None:
             delta_rule = self._delta_rule_fla if fla else gated_delta_rule_ref
-            o, states = delta_rule(q, k, v, g, beta, scale, layout, final_state=True)
+            o, states = delta_rule(q, k, v, g, beta, scale, layout, final_state=True, initial_state=init)
             self._store(cache, pre, states)
         elif fla:
             o = self._delta_rule_fla(q, k, v, g, beta, scale, layout)
@@ -262,15 +277,42 @@ class GatedDeltaNet(nn.Module):
 
         return self.output(o, x, fla)
 
+    @staticmethod
+    def _conv_after_cache(out, pre, conv: nn.Conv1d, tail: torch.Tensor, cache) -> torch.Tensor:
+        """The conv output of a packed row [1, T, C] with each continuing document's first W-1 outputs
+        recomputed from its sequence's cached pre-conv inputs (the conv padded them with zeros)."""
+        w = conv.weight[:, 0, :].t().float()  # [W, C]; tap W-1 is the current token
+        n = w.shape[0] - 1
+        going = [i for i, s in enumerate(cache.starts) if s > 0]
+        firsts = torch.tensor([cache.docs[i][0] for i in going], device=out.device)
+        lens = torch.tensor([cache.docs[i][1] - cache.docs[i][0] for i in going], device=out.device)
+        t = torch.arange(n, device=out.device)
+        idx = (firsts[:, None] + t).clamp(max=out.shape[1] - 1)  # [D, n]: each document's first n tokens
+        window = torch.cat([tail[cache.rows[going]].float(), pre[0, idx].float()], 1)  # [D, 2n, C]
+        taps = torch.stack([window[:, j : j + n] for j in range(n + 1)], 2)  # [D, n, W, C]
+        fixed = F.silu((taps * w).sum(2)).to(out.dtype)
+        out = out.clone()
+        keep = t < lens[:, None]  # a document shorter than n tokens: only its own
+        out[0, idx[keep]] = fixed[keep]
+        return out
+
     def _store(self, cache, pre, states: torch.Tensor) -> None:
-        """A prefilled row [1, T, .]: each document's final state and last W-1 pre-conv inputs (zero rows
-        in front of a shorter document, like the conv's own padding) into its sequence's cache."""
+        """A prefilled row [1, T, .]: each document's final state and last W-1 pre-conv inputs (those before
+        a shorter document: zeros, like the conv's own padding, or the cached ones it goes on from) into its
+        sequence's cache."""
         store, rows = cache.store, cache.rows
-        store.state[rows] = states.to(store.state.dtype)
         n = self.q_conv1d.weight.shape[-1] - 1
+        starts = cache.starts or [0] * len(cache.docs)
         for buf, p in zip(store.conv, pre, strict=True):
-            tails = [p[0, max(a, b - n) : b] for a, b in cache.docs]
-            buf[rows] = torch.stack([F.pad(t, (0, 0, n - t.shape[0], 0)) for t in tails]).to(buf.dtype)
+            tails = []
+            for i, (a, b) in enumerate(cache.docs):
+                t = p[0, max(a, b - n) : b].to(buf.dtype)
+                if t.shape[0] < n:
+                    before = buf[rows[i]] if starts[i] > 0 else t.new_zeros(n, t.shape[1])
+                    t = torch.cat([before, t])[-n:]
+                tails.append(t)
+            buf[rows] = torch.stack(tails)
+        store.state[rows] = states.to(store.state.dtype)
 
     def _step(self, x: torch.Tensor, store) -> torch.Tensor:
         """One token per sequence, x [N, 1, D] -> [N, 1, D]; advances the cache (GDNCache) in place."""
@@ -338,13 +380,21 @@ class GatedDeltaNet(nn.Module):
         return y.view(B, T, C)
 
     @staticmethod
-    def _delta_rule_fla(q, k, v, g, beta, scale, layout: DocLayout, final_state: bool = False):
+    def _delta_rule_fla(q, k, v, g, beta, scale, layout: DocLayout, final_state: bool = False, initial_state=None):
         """fla's chunked kernel; with final_state also the state after each document (or row when
-        unpacked), [N, HV, K, V] float32, as (o, state)."""
+        unpacked), [N, HV, K, V] float32, as (o, state); initial_state: [N, HV, K, V] (default zeros)."""
         chunk_gated_delta_rule = fla_ops()[0]
         if not layout.packed:
             o, state = chunk_gated_delta_rule(
-                q, k, v, g, beta, scale=scale, use_qk_l2norm_in_kernel=True, output_final_state=final_state
+                q,
+                k,
+                v,
+                g,
+                beta,
+                scale=scale,
+                use_qk_l2norm_in_kernel=True,
+                initial_state=initial_state,
+                output_final_state=final_state,
             )
         else:
             B, T = q.shape[:2]
@@ -354,6 +404,7 @@ class GatedDeltaNet(nn.Module):
                 *flat,
                 scale=scale,
                 use_qk_l2norm_in_kernel=True,
+                initial_state=initial_state,
                 output_final_state=final_state,
                 cu_seqlens=cu,
                 cu_seqlens_cpu=cu_cpu,

@@ -29,6 +29,7 @@ import torch
 
 from longctx.model.cache import AttnCache, DecodeCache, GDNCache
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
+from longctx.model.prefix import Segment, plan_shared_prefill
 
 MAX_PREFILL_TOKENS = 65536  # tokens packed into one prefill row (prompts longer than this get a row each)
 
@@ -148,12 +149,18 @@ def _free_bytes(device: torch.device) -> int:
 
 @torch.inference_mode()
 def prefill(
-    model: HybridLM, prompts: list[list[int]], capacity: int, max_prefill_tokens: int = MAX_PREFILL_TOKENS
+    model: HybridLM,
+    prompts: list[list[int]],
+    capacity: int,
+    max_prefill_tokens: int = MAX_PREFILL_TOKENS,
+    share_prefixes: bool = False,
 ) -> tuple[DecodeCache, torch.Tensor]:
     """Run the prompts, several packed per row, and return (cache, logits [N, V] of each last token).
 
     capacity: the most positions any sequence will reach (prompt + generated tokens); it sizes the
     full-attention caches.
+    share_prefixes: prefill the prefixes prompts share once (longctx.model.prefix: a few levels of
+    packed prefills, each going on from the cache the level before left, forked to the prompts below).
     """
     check_cacheable(model)
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -163,19 +170,35 @@ def prefill(
     dtype = _cache_dtype(model)
     N = len(prompts)
 
-    caches = new_cache(model, N, capacity, device, dtype)
+    run = DecodeCache(new_cache(model, N, capacity, device, dtype))
     last_hidden = [None] * N
-    run = DecodeCache(caches)
-    for row in _pack_rows([len(p) for p in prompts], max_prefill_tokens):
-        ids = torch.tensor([t for i in row for t in prompts[i]], dtype=torch.long, device=device)[None]
-        bounds = [0]
-        for i in row:
-            bounds.append(bounds[-1] + len(prompts[i]))
-        docs = list(zip(bounds[:-1], bounds[1:], strict=True))
-        rows = torch.tensor(row, dtype=torch.long, device=device)
-        h = model.forward_hidden(ids, cu_seqlens=torch.tensor(bounds, dtype=torch.int32), cache=run.prefill(rows, docs))
-        for i, (_, b) in zip(row, docs, strict=True):
-            last_hidden[i] = h[0, b - 1]
+    if share_prefixes:
+        levels = plan_shared_prefill(prompts).levels
+    else:
+        levels = [([], [Segment(i, 0, len(p)) for i, p in enumerate(prompts)])]
+    for forks, segments in levels:
+        run.copy_rows([src for src, _ in forks], [dst for _, dst in forks])
+        for row in _pack_rows([s.end - s.start for s in segments], max_prefill_tokens):
+            segs = [segments[i] for i in row]
+            ids = torch.tensor([t for s in segs for t in prompts[s.row][s.start : s.end]], device=device)[None]
+            bounds = [0]
+            for s in segs:
+                bounds.append(bounds[-1] + s.end - s.start)
+            docs = list(zip(bounds[:-1], bounds[1:], strict=True))
+            rows = torch.tensor([s.row for s in segs], dtype=torch.long, device=device)
+            starts = [s.start for s in segs]
+            positions = None
+            if any(starts):  # each document at its place in its sequence
+                positions = torch.cat([torch.arange(s.start, s.end) for s in segs]).to(device)[None]
+            h = model.forward_hidden(
+                ids,
+                positions,
+                cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
+                cache=run.prefill(rows, docs, starts if any(starts) else None),
+            )
+            for s, (_, b) in zip(segs, docs, strict=True):
+                if s.end == len(prompts[s.row]):
+                    last_hidden[s.row] = h[0, b - 1]
     return run, model.lm_head(torch.stack(last_hidden))
 
 
@@ -253,6 +276,7 @@ def greedy_generate(
     stop_sequences: Callable[[int, list[int]], bool] | None = None,
     max_prefill_tokens: int = MAX_PREFILL_TOKENS,
     cuda_graphs: bool = False,
+    share_prefixes: bool = False,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), batched.
 
@@ -260,6 +284,7 @@ def greedy_generate(
     (one number for all or one per prompt), or once stop_sequences(prompt_index, generated_ids)
     returns True (the token just generated is kept; the caller trims stop strings).
     max_prefill_tokens: prompts are packed into prefill rows of at most this many tokens.
+    share_prefixes: prefill the prefixes prompts share once (see prefill).
     cuda_graphs: on a CUDA device, replay the decode steps from one CUDA graph (_GraphedStep).
     Its shapes are fixed, so finished sequences then stay in the batch instead of being dropped
     from the cache: they go on decoding (their positions may pass `capacity`: the rings wrap) and
@@ -274,7 +299,7 @@ def greedy_generate(
     if not active:
         return results
     capacity = max(len(prompts[i]) + budgets[i] for i in active)
-    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens)
+    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes)
     positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
     step = (
         _GraphedStep(model, cache, logits.device)

@@ -16,6 +16,8 @@
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
 #                          first, as they need no trained model
+#   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked states)
+#   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement; the hybrid retrieves at 4k by then)
 #   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
@@ -54,6 +56,9 @@ ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah
 steps=(
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
   "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
+  # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
+  "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --out $out/throughput-16k-share"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
