@@ -6,7 +6,8 @@ prefix with the one before it, over all their tokens: what a prefix tree of the 
 
 CPU, offline (the essay tasks on the bundled haystack; the QA tasks need their data). It says what vLLM's
 prefix caching (on by default for transformers, opt-in for hybrid models in vLLM 0.26) or a shared-prefix
-prefill could save on RULER's own prompts; it runs no model.
+prefill could save on RULER's own prompts, and what longctx's prefill (longctx.model.prefix: a few levels of the
+tree, at its default limits) saves with all of a cell's samples in one batch; it runs no model.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def shared_fraction(prompts: list[list[int]]) -> float:
 
 def main(argv=None) -> int:
     from eval_tasks.ruler import TASKS, DataUnavailable, generate
+    from longctx.model.prefix import plan_shared_prefill
     from longctx.lengths import format_length, parse_lengths
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,14 +45,15 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", default="8k")
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--json", help="write {task: {length: share}} here")
+    p.add_argument("--json", help='write {"tree": {task: {length: share}}, "plan": {...}} here')
     args = p.parse_args(argv)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.tokenizer)
     lengths = parse_lengths(args.lengths)
     out: dict = {}
-    print("| task | " + " | ".join(format_length(n) for n in lengths) + " |")
+    print("tree: what a whole prefix tree saves; plan: what `longctx eval` saves with all the samples in one batch")
+    print("| task | " + " | ".join(f"{format_length(n)} tree / plan" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         row = []
@@ -60,9 +63,11 @@ def main(argv=None) -> int:
             except DataUnavailable:
                 row.append("n/a")
                 continue
-            share = shared_fraction([tok(s["input"], add_special_tokens=False).input_ids for s in samples])
-            out.setdefault(task, {})[str(n)] = share
-            row.append(f"{100 * share:.1f}%")
+            ids = [tok(s["input"], add_special_tokens=False).input_ids for s in samples]
+            share, planned = shared_fraction(ids), plan_shared_prefill(ids).shared
+            out.setdefault("tree", {}).setdefault(task, {})[str(n)] = share
+            out.setdefault("plan", {}).setdefault(task, {})[str(n)] = planned
+            row.append(f"{100 * share:.1f}% / {100 * planned:.1f}%")
         print(f"| {task} | " + " | ".join(row) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
