@@ -285,7 +285,7 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     assert run.returncode == 0, run.stderr
     steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
     # the speed first (it needs no trained model), then the trained models side by side (two parts of one step)
-    assert list(steps)[:2] == ["throughput-16k", "throughput-64k"]
+    assert list(steps)[:4] == ["throughput-16k", "pytest-shared", "throughput-16k-share", "throughput-64k"]
     assert list(steps)[4:8] == ["models.0", "models.1", "extend.0", "extend.1"]
     order = list(steps)
     assert order.index("ruler-longctx-b1") == order.index("ruler-longctx") + 1  # one prompt per call, then paired

@@ -55,10 +55,10 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --out $out/throughput-16k-share"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
