@@ -15,7 +15,7 @@
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
-#                          first, as they need no trained model
+#                          first, as they need no trained model (16k, then pytest-shared and 16k-share, then 64k)
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked states)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
