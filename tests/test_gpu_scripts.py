@@ -261,6 +261,8 @@ def test_run_steps_runs_parts_side_by_side_and_keeps_going(tmp_path):
     dry = run({"DRY": "1"})
     assert dry.returncode == 0 and not out.exists()
     assert [line.split("|")[0] for line in dry.stdout.splitlines()] == ["pair.0", "pair.1", "fails", "slow", "after"]
+    only = run({"DRY": "1", "ONLY": "after,pair,nosuch"})  # ONLY's order; a name with no step: nothing
+    assert [line.split("|")[0] for line in only.stdout.splitlines()] == ["after", "pair.0", "pair.1"]
     assert run({"ONLY": "fails"}).returncode == 0
     assert [line.split()[1:3] for line in (out / "steps.txt").read_text().splitlines()] == [["fails", "rc=1"]]
     (out / "steps.txt").unlink()

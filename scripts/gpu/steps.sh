@@ -5,15 +5,21 @@
 # its time, its rc (the worst of its parts) and the last lines of its logs that match PATTERN (grep -E).
 # A step that fails does not stop the rest; each command sees OUT=OUT_DIR/<name>.
 # DRY=1 prints "name|command" instead and writes nothing (a part as name.0, name.1, ...); ONLY=name1,name2 runs
-# those steps alone. Commands are split into words at blanks, without quotes: keep them to plain words.
+# those steps alone, in that order. Commands are split into words at blanks, without quotes: keep them to plain words.
 run_steps() {
   local out=$1 limit=$2 pattern=$3
   shift 3
-  local step name rest k rc t0 pid
+  local step name rest k rc t0 pid want
+  if [ -n "${ONLY:-}" ]; then  # the named steps, in ONLY's order
+    local picked=()
+    for want in ${ONLY//,/ }; do
+      for step in "$@"; do [ "${step%%|*}" = "$want" ] && picked+=("$step"); done
+    done
+    set -- "${picked[@]}"
+  fi
   for step in "$@"; do
     name=${step%%|*}
     rest=${step#*|}
-    if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
     local parts=()
     while [[ $rest == *" & "* ]]; do parts+=("${rest%% & *}"); rest=${rest#* & }; done
     parts+=("$rest")
