@@ -610,3 +610,32 @@ def test_the_eos_text_is_not_checked_each_step(tiny_model, monkeypatch):
     assert checks == [None, None]
     lm._model_generate(ctx, max_length=14, stop=[eos_text, "\n"])
     assert checks[2] is not None
+
+
+def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, monkeypatch):
+    """`longctx eval --backend longctx` prefills the prompts' shared haystack once (every shared node kept here)
+    and answers as transformers does prompt by prompt; --no-share-prefixes reaches greedy_generate too;
+    `share_prefixes=...` as a model arg must be a boolean."""
+    from longctx.evaluate import lm_model
+    from longctx.model import generate, prefix
+
+    monkeypatch.setattr(prefix, "MIN_SAVING", 1)
+    flags, shares = [], []
+    real_gen, real_plan = lm_model.greedy_generate, generate.plan_shared_prefill
+    monkeypatch.setattr(
+        lm_model, "greedy_generate", lambda *a, **k: flags.append(k["share_prefixes"]) or real_gen(*a, **k)
+    )
+    monkeypatch.setattr(
+        generate, "plan_shared_prefill", lambda ps: (lambda p: shares.append(p.shared) or p)(real_plan(ps))
+    )
+    answers = {}
+    for name, extra in (("hf", ["--backend", "hf"]), ("shared", []), ("whole", ["--no-share-prefixes"])):
+        out = tmp_path / name / "ruler.json"
+        argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", "niah_single_1", "--samples", "4",
+                "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
+        assert main(argv) == 0, capsys.readouterr().err
+        answers[name] = _journal_answers(out)
+    assert len(answers["hf"]) == 4 and answers["shared"] == answers["hf"] == answers["whole"]
+    assert flags == [True, False] and len(shares) == 1 and shares[0] > 0.2, shares
+    with pytest.raises(ValueError, match="share_prefixes='maybe'"):
+        lm_model.LongctxLM(pretrained=str(tiny_model), share_prefixes="maybe", device="cpu")
