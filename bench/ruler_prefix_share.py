@@ -37,8 +37,8 @@ def shared_fraction(prompts: list[list[int]]) -> float:
 
 def main(argv=None) -> int:
     from eval_tasks.ruler import TASKS, DataUnavailable, generate
-    from longctx.model.prefix import plan_shared_prefill
     from longctx.lengths import format_length, parse_lengths
+    from longctx.model.prefix import plan_shared_prefill
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="a tokenizer folder (a model's)")

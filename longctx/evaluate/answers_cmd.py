@@ -66,7 +66,6 @@ def samples_of(task: str, length: int, n: int, tok: str, fp: dict) -> list[tuple
     from lm_eval.tasks import TaskManager, get_task_dict
 
     from eval_tasks import TASKS_DIR
-
     from longctx.evaluate.runner import CONTEXT_MARGIN
 
     # max_length as `longctx eval` sets it (the model's own config may stop short of the length evaluated)

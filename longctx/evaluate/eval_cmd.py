@@ -49,9 +49,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", default=None,
                    help="requests per batch, or 'auto' (the default; longctx: as many as the decode caches of each "
                    "length fit in the device's memory, at most 64; hf's default: 1)")  # fmt: skip
-    p.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
-                   help="--backend longctx: prefill every prompt whole (default: the prefixes a batch's prompts "
-                        "share, such as the haystack before each needle, once)")
+    p.add_argument(
+        "--no-share-prefixes",
+        dest="share_prefixes",
+        action="store_false",
+        help="--backend longctx: prefill every prompt whole (default: the prefixes a batch's prompts "
+        "share, such as the haystack before each needle, once)",
+    )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
     p.add_argument("--label", default=None, help="row label for `longctx compare` (default: model dir + method)")

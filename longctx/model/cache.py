@@ -100,9 +100,7 @@ class DecodeCache:
             for t in tensors:
                 t[d] = t[s]
 
-    def prefill(
-        self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None
-    ) -> CacheRun:
+    def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None) -> CacheRun:
         """rows: the sequence of each document of a packed row; docs: their token ranges in it; starts:
         each document's first position in its sequence (default 0: the sequence starts empty)."""
         return CacheRun(self, rows=rows, docs=docs, starts=starts)
