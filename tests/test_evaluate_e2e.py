@@ -628,14 +628,16 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
     monkeypatch.setattr(
         generate, "plan_shared_prefill", lambda ps: (lambda p: shares.append(p.shared) or p)(real_plan(ps))
     )
-    answers = {}
+    answers, log = {}, {}
     for name, extra in (("hf", ["--backend", "hf"]), ("shared", []), ("whole", ["--no-share-prefixes"])):
         out = tmp_path / name / "ruler.json"
         argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", "niah_single_1", "--samples", "4",
                 "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
-        assert main(argv) == 0, capsys.readouterr().err
+        assert main(argv) == 0
+        log[name] = capsys.readouterr().err
         answers[name] = _journal_answers(out)
     assert len(answers["hf"]) == 4 and answers["shared"] == answers["hf"] == answers["whole"]
     assert flags == [True, False] and len(shares) == 1 and shares[0] > 0.2, shares
+    assert f"prefill {100 * shares[0]:.0f}% shared" in log["shared"] and "shared" not in log["whole"]
     with pytest.raises(ValueError, match="share_prefixes='maybe'"):
         lm_model.LongctxLM(pretrained=str(tiny_model), share_prefixes="maybe", device="cpu")

@@ -55,6 +55,7 @@ class LongctxLM(HFLM):
     def __init__(self, pretrained, cuda_graphs=None, share_prefixes=True, **kwargs):
         self.cuda_graphs = None if cuda_graphs is None else _flag("cuda_graphs", cuda_graphs)
         self.share_prefixes = _flag("share_prefixes", share_prefixes)
+        self.prefill_stats: dict = {}  # prompt and prefilled token counts since the last take_prefill_share()
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
@@ -63,6 +64,13 @@ class LongctxLM(HFLM):
         super().__init__(pretrained=pretrained, **kwargs)
         self.auto_batch = self.batch_size_per_gpu == "auto"
         self._generating = False
+
+    def take_prefill_share(self) -> float | None:
+        """The share of prompt tokens not prefilled (shared with another prompt) since the last call; None when
+        nothing was generated."""
+        got, self.prefill_stats = self.prefill_stats, {}
+        total = got.get("prompt_tokens", 0)
+        return 1 - got["prefilled_tokens"] / total if total else None
 
     def set_generation_capacity(self, capacity: int) -> int | None:
         """With batch_size=auto: size the batches of the next generate_until calls for sequences of up to
@@ -152,7 +160,7 @@ class LongctxLM(HFLM):
         try:
             return greedy_generate(
                 self.model, rows, new, eos_token_ids={self.eot_token_id}, stop_sequences=stopped,
-                cuda_graphs=self._graphs(), share_prefixes=self.share_prefixes,
+                cuda_graphs=self._graphs(), share_prefixes=self.share_prefixes, stats=self.prefill_stats,
             )  # fmt: skip
         except torch.OutOfMemoryError:
             if len(rows) == 1:

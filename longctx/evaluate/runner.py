@@ -363,7 +363,10 @@ def evaluate_ruler(
                 pace.done((task, length), entry.get("seconds"))
                 R.set_score(res, task, length, **entry)
                 journal.add_cell(task, length, spec.samples, entry)
-                log(f"{where}: {score:.1f} ({n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s)")
+                share = getattr(wrapped.lm, "take_prefill_share", lambda: None)()
+                said = f"{n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s"
+                said += f", prefill {100 * share:.0f}% shared" if share else ""
+                log(f"{where}: {score:.1f} ({said})")
     finally:
         journal.close()
         if ranks is not None and wrapped is not None:

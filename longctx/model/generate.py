@@ -154,6 +154,7 @@ def prefill(
     capacity: int,
     max_prefill_tokens: int = MAX_PREFILL_TOKENS,
     share_prefixes: bool = False,
+    stats: dict | None = None,
 ) -> tuple[DecodeCache, torch.Tensor]:
     """Run the prompts, several packed per row, and return (cache, logits [N, V] of each last token).
 
@@ -161,6 +162,7 @@ def prefill(
     full-attention caches.
     share_prefixes: prefill the prefixes prompts share once (longctx.model.prefix: a few levels of
     packed prefills, each going on from the cache the level before left, forked to the prompts below).
+    stats: a dict whose "prompt_tokens" and "prefilled_tokens" counts grow by this call's.
     """
     check_cacheable(model)
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -176,6 +178,10 @@ def prefill(
         levels = plan_shared_prefill(prompts).levels
     else:
         levels = [([], [Segment(i, 0, len(p)) for i, p in enumerate(prompts)])]
+    if stats is not None:
+        stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + sum(map(len, prompts))
+        done = sum(s.end - s.start for _, segments in levels for s in segments)
+        stats["prefilled_tokens"] = stats.get("prefilled_tokens", 0) + done
     for forks, segments in levels:
         run.copy_rows([src for src, _ in forks], [dst for _, dst in forks])
         for row in _pack_rows([s.end - s.start for s in segments], max_prefill_tokens):
@@ -277,6 +283,7 @@ def greedy_generate(
     max_prefill_tokens: int = MAX_PREFILL_TOKENS,
     cuda_graphs: bool = False,
     share_prefixes: bool = False,
+    stats: dict | None = None,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), batched.
 
@@ -284,7 +291,7 @@ def greedy_generate(
     (one number for all or one per prompt), or once stop_sequences(prompt_index, generated_ids)
     returns True (the token just generated is kept; the caller trims stop strings).
     max_prefill_tokens: prompts are packed into prefill rows of at most this many tokens.
-    share_prefixes: prefill the prefixes prompts share once (see prefill).
+    share_prefixes: prefill the prefixes prompts share once (see prefill); stats: see prefill.
     cuda_graphs: on a CUDA device, replay the decode steps from one CUDA graph (_GraphedStep).
     Its shapes are fixed, so finished sequences then stay in the batch instead of being dropped
     from the cache: they go on decoding (their positions may pass `capacity`: the rings wrap) and
@@ -299,7 +306,7 @@ def greedy_generate(
     if not active:
         return results
     capacity = max(len(prompts[i]) + budgets[i] for i in active)
-    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes)
+    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes, stats)
     positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
     step = (
         _GraphedStep(model, cache, logits.device)
