@@ -104,8 +104,8 @@ def test_gpu_shared_prefill_matches_a_plain_one():
             return prefill(model, ps, capacity=800, share_prefixes=share)
 
     exact = run("torch", torch.float32, False)[1]
-    plain, shared = run("fla", torch.bfloat16, False)[1], run("fla", torch.bfloat16, True)[1]
-    plain_err, shared_err = rel_err(plain, exact), rel_err(shared, exact)
-    print(f"\nlogits rel err vs fp32 plain: bf16 plain {plain_err:.2e}, bf16 shared {shared_err:.2e}")
-    assert shared_err <= max(2 * plain_err, 1e-2)
-    assert rel_err(run("fla", torch.float32, True)[1], exact) <= 1e-3  # fp32: the same up to kernel rounding
+    for dtype, floor in ((torch.bfloat16, 1e-2), (torch.float32, 1e-3)):  # fla's fp32 kernels may round as tf32
+        plain, shared = run("fla", dtype, False)[1], run("fla", dtype, True)[1]
+        plain_err, shared_err = rel_err(plain, exact), rel_err(shared, exact)
+        print(f"\nlogits rel err vs the fp32 torch prefill: {dtype} plain {plain_err:.2e}, shared {shared_err:.2e}")
+        assert shared_err <= max(2 * plain_err, floor)
