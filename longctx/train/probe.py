@@ -136,7 +136,9 @@ class RetrievalProbe:
         if mode == "cache":
             from longctx.model.generate import greedy_generate
 
-            return lambda m, prompts, budgets, device: greedy_generate(m, prompts, budgets, eos_token_ids=self.eos)
+            return lambda m, prompts, budgets, device: greedy_generate(
+                m, prompts, budgets, eos_token_ids=self.eos, share_prefixes=True
+            )
         return lambda m, prompts, budgets, device: [
             _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets, strict=True)
         ]
