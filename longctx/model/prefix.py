@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MIN_SAVING = 1024  # tokens a shared node must save to get a level of its own
-MAX_LEVELS = 8  # levels of shared prefixes at most (the prompts' own rest is one more)
+MAX_LEVELS = 16  # levels of shared prefixes at most (the prompts' own rest is one more)
 
 
 @dataclass
