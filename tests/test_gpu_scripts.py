@@ -481,3 +481,29 @@ def test_arrange_takes_an_older_flat_tcache_as_its_source_without_losing_it(tmp_
     got = {p.name: p.read_bytes() for p in (repo / ".tcache").glob("p*/kcache.tgz.part*")}
     assert got == parts and not list((repo / ".tcache").glob("kcache.tgz*"))
     assert sh("scripts/gpu/plan.sh", "speed").returncode == 0
+
+
+def test_share_lane_steps_are_valid_commands(tmp_path):
+    """scripts/gpu/share-lane.sh DRY=1: the GPU test file exists and both throughput steps parse with
+    bench/eval_throughput.py's parser, the same but for --share-prefixes."""
+    root = SCRIPT.parents[2]
+    run = subprocess.run(
+        ["bash", str(root / "scripts" / "gpu" / "share-lane.sh"), str(tmp_path)],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "DRY": "1"}, cwd=root,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
+    assert list(steps) == ["pytest-shared", "plain", "shared"]
+    assert (root / steps["pytest-shared"].split()[-1]).is_file()
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import eval_throughput as et
+    finally:
+        sys.path.remove(str(root / "bench"))
+    parsed = {}
+    for name in ("plain", "shared"):
+        words = steps[name].split()
+        assert words[:2] == ["python3", "bench/eval_throughput.py"]
+        parsed[name] = vars(et.build_parser().parse_args(words[2:]))
+    assert parsed["shared"].pop("share_prefixes") and not parsed["plain"].pop("share_prefixes")
+    assert parsed["plain"].pop("out") != parsed["shared"].pop("out") and parsed["plain"] == parsed["shared"]
