@@ -613,9 +613,9 @@ def test_the_eos_text_is_not_checked_each_step(tiny_model, monkeypatch):
 
 
 def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, monkeypatch):
-    """`longctx eval --backend longctx` prefills the prompts' shared haystack once (every shared node kept here)
-    and answers as transformers does prompt by prompt; --no-share-prefixes reaches greedy_generate too;
-    `share_prefixes=...` as a model arg must be a boolean."""
+    """`longctx eval --backend longctx --share-prefixes` prefills the prompts' shared haystack once (every shared
+    node kept here) and answers as transformers does prompt by prompt; --no-share-prefixes reaches greedy_generate
+    too; without either, prefix.DEFAULT_ON decides; `share_prefixes=...` as a model arg must be a boolean."""
     from longctx.evaluate import lm_model
     from longctx.model import generate, prefix
 
@@ -629,7 +629,8 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
         generate, "plan_shared_prefill", lambda ps: (lambda p: shares.append(p.shared) or p)(real_plan(ps))
     )
     answers, log = {}, {}
-    for name, extra in (("hf", ["--backend", "hf"]), ("shared", []), ("whole", ["--no-share-prefixes"])):
+    runs = (("hf", ["--backend", "hf"]), ("shared", ["--share-prefixes"]), ("whole", ["--no-share-prefixes"]))
+    for name, extra in runs:
         out = tmp_path / name / "ruler.json"
         argv = ["eval", "--model", str(tiny_model), "--lengths", "1k", "--tasks", "niah_single_1", "--samples", "4",
                 "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
@@ -639,5 +640,8 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
     assert len(answers["hf"]) == 4 and answers["shared"] == answers["hf"] == answers["whole"]
     assert flags == [True, False] and len(shares) == 1 and shares[0] > 0.2, shares
     assert f"prefill {100 * shares[0]:.0f}% shared" in log["shared"] and "shared" not in log["whole"]
+    for default in (True, False):
+        monkeypatch.setattr(prefix, "DEFAULT_ON", default)
+        assert lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu").share_prefixes is default
     with pytest.raises(ValueError, match="share_prefixes='maybe'"):
         lm_model.LongctxLM(pretrained=str(tiny_model), share_prefixes="maybe", device="cpu")

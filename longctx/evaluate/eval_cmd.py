@@ -25,6 +25,7 @@ from pathlib import Path
 from longctx.errors import UsageError
 from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
 from longctx.lengths import parse_lengths
+from longctx.model import prefix
 from longctx.paths import check_output
 from longctx.report import markdown_table
 from longctx.results import RULER_TASKS, parse_tasks, unfinished
@@ -50,11 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="requests per batch, or 'auto' (the default; longctx: as many as the decode caches of each "
                    "length fit in the device's memory, at most 64; hf's default: 1)")  # fmt: skip
     p.add_argument(
-        "--no-share-prefixes",
-        dest="share_prefixes",
-        action="store_false",
-        help="--backend longctx: prefill every prompt whole (default: the prefixes a batch's prompts "
-        "share, such as the haystack before each needle, once)",
+        "--share-prefixes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--backend longctx: prefill the prefixes a batch's prompts share (the haystack before each needle) "
+        "once, forking the caches (default: longctx.model.prefix.DEFAULT_ON, off until checked on a GPU)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
@@ -136,7 +137,7 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         device=args.device, dtype=args.dtype, label=args.label,
         haystack=args.haystack, haystack_dir=args.haystack_dir, seed=args.seed,
         temperature_per_length=args.temperature_per_length, finished_only=args.finished_only,
-        share_prefixes=args.share_prefixes,
+        share_prefixes=prefix.DEFAULT_ON if args.share_prefixes is None else args.share_prefixes,
     )  # fmt: skip
     if spec.temperature_per_length:
         from longctx.evaluate.runner import temperature_record

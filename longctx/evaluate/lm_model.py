@@ -20,7 +20,7 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from longctx.model import HybridLM
+from longctx.model import HybridLM, prefix
 from longctx.model.generate import generation_batch_size, greedy_generate
 
 log = logging.getLogger("lm_eval.longctx")
@@ -48,13 +48,13 @@ class LongctxLM(HFLM):
     most `max_batch_size`); `set_generation_capacity(n)` sizes them for sequences of n positions instead
     (`longctx eval` does so per length). A batch that still runs out of memory is split in two and retried.
 
-    `share_prefixes` (default on): the prefixes a batch's prompts share (RULER's haystack before each needle)
-    are prefilled once and the caches forked (longctx.model.prefix); `share_prefixes=False` prefills every
-    prompt whole. The same arithmetic per token, in another order: bf16 answers can differ at near-ties."""
+    `share_prefixes` (default: longctx.model.prefix.DEFAULT_ON): the prefixes a batch's prompts share (RULER's
+    haystack before each needle) are prefilled once and the caches forked (longctx.model.prefix); False prefills
+    every prompt whole. The same arithmetic per token, in another order: bf16 answers can differ at near-ties."""
 
-    def __init__(self, pretrained, cuda_graphs=None, share_prefixes=True, **kwargs):
+    def __init__(self, pretrained, cuda_graphs=None, share_prefixes=None, **kwargs):
         self.cuda_graphs = None if cuda_graphs is None else _flag("cuda_graphs", cuda_graphs)
-        self.share_prefixes = _flag("share_prefixes", share_prefixes)
+        self.share_prefixes = prefix.DEFAULT_ON if share_prefixes is None else _flag("share_prefixes", share_prefixes)
         self.prefill_stats: dict = {}  # prompt and prefilled token counts since the last take_prefill_share()
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):

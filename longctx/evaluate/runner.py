@@ -62,7 +62,7 @@ class EvalSpec:
     seed: int = 42
     temperature_per_length: bool = False  # a DRoPE temperature's beta set for each length (PerLengthTemperature)
     finished_only: bool = False  # results of the cells the journal finished; no model is loaded
-    share_prefixes: bool = True  # longctx: prefill a batch's shared prefixes once (longctx.model.prefix)
+    share_prefixes: bool = False  # longctx: prefill a batch's shared prefixes once (longctx.model.prefix)
 
     def data_opts(self) -> dict:
         """The eval_tasks.ruler options that choose the samples' text sources."""

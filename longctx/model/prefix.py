@@ -21,6 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MIN_SAVING = 1024  # tokens a shared node must save to get a level of its own
+# `longctx eval --backend longctx` and the training probe share prefixes by default only once the GPU path (fla's
+# varlen kernel from forked initial states, SDPA aligned to the last key) has passed its GPU test
+# (tests/test_generate_shared.py); until then `--share-prefixes` turns it on.
+DEFAULT_ON = False
 MAX_LEVELS = 16  # levels of shared prefixes at most (the prompts' own rest is one more)
 
 

@@ -134,10 +134,11 @@ class RetrievalProbe:
         if mode == "auto":
             mode = "cache" if _cache_ok(model) else "forward"
         if mode == "cache":
+            from longctx.model import prefix
             from longctx.model.generate import greedy_generate
 
             return lambda m, prompts, budgets, device: greedy_generate(
-                m, prompts, budgets, eos_token_ids=self.eos, share_prefixes=True
+                m, prompts, budgets, eos_token_ids=self.eos, share_prefixes=prefix.DEFAULT_ON
             )
         return lambda m, prompts, budgets, device: [
             _forward_greedy(m, p, g, self.eos, device) for p, g in zip(prompts, budgets, strict=True)
