@@ -471,28 +471,28 @@ def table(results: list[dict], agreement: dict, peer_batch: int = 1) -> str:
         "ours prefill tok/s",
         "agreement",
     ]
+    shared = any(r.get("shared_tokens") is not None for r in results)
+    if shared:  # --share-prefixes: the share of prompt tokens ours did not prefill
+        head.insert(-1, "ours shared")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for T in sorted({r["seq_len"] for r in results if r["impl"] in ("ours", "peer")}):
         o, p = by.get((T, "ours")), by.get((T, "peer"))
         ok = o and p and o["status"] == "ok" and p["status"] == "ok"
         agree = agreement.get(T)
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    str(T),
-                    str((o or p)["prompt_tokens"]),
-                    cell(p, "samples_per_s", ".3f"),
-                    cell(o, "samples_per_s", ".3f"),
-                    f"{o['samples_per_s'] / p['samples_per_s']:.2f}x" if ok else "-",
-                    cell(p, "forward_tok_s", ",.0f"),
-                    cell(o, "forward_tok_s", ",.0f"),
-                    cell(o, "prefill_tok_s", ",.0f"),
-                    "-" if agree is None else f"{agree['identical']}/{agree['n']}",
-                ]
-            )
-            + " |"
-        )
+        cells = [
+            str(T),
+            str((o or p)["prompt_tokens"]),
+            cell(p, "samples_per_s", ".3f"),
+            cell(o, "samples_per_s", ".3f"),
+            f"{o['samples_per_s'] / p['samples_per_s']:.2f}x" if ok else "-",
+            cell(p, "forward_tok_s", ",.0f"),
+            cell(o, "forward_tok_s", ",.0f"),
+            cell(o, "prefill_tok_s", ",.0f"),
+            "-" if agree is None else f"{agree['identical']}/{agree['n']}",
+        ]
+        if shared:
+            cells.insert(-1, cell(o, "shared_tokens", ".1%"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -154,8 +154,13 @@ class LLM:
         self.llm_engine = _obj(vllm_config=_obj(scheduler_config=sched, compilation_config=comp))
 
     def generate(self, prompts, sp, use_tqdm=False):
+        open(os.environ["FAKE_VLLM_LOG"], "a").write(json.dumps({"generate": len(prompts)}) + "\\n")
         n = sp.kw["max_tokens"]
         return [_Out(p["prompt_token_ids"][-n:]) for p in prompts]
+
+    def reset_prefix_cache(self, reset_running_requests=False, reset_connector=False):
+        open(os.environ["FAKE_VLLM_LOG"], "a").write(json.dumps({"reset_prefix_cache": True}) + "\\n")
+        return True
 '''
 
 
@@ -185,8 +190,9 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
         engine = v["vllm"]["engine"]  # the settings the engine resolved, with each row
         assert engine["max_num_batched_tokens"] == 4096 and engine["enable_chunked_prefill"] is True
         assert engine["cudagraph_mode"].endswith("FULL_AND_PIECEWISE")
-    kw = [json.loads(line) for line in log.read_text().splitlines()]
+    kw = [r for r in map(json.loads, log.read_text().splitlines()) if "generate" not in r]
     assert len(kw) == 1 and kw[0]["max_model_len"] == 128 and kw[0]["skip_tokenizer_init"] is True
+    assert kw[0]["enable_prefix_caching"] is False  # vLLM 0.26's default for hybrid models
     assert kw[0]["max_num_batched_tokens"] == 4096
     assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
     assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout
@@ -291,3 +297,25 @@ def test_eval_throughput_peer_batches_left_padded(monkeypatch):
     assert [len(runs[b]["generate_call_s"]) for b in (1, 2, 3)] == [3, 2, 1]
     assert runs[1]["generated"] == runs[2]["generated"] == runs[3]["generated"]
     assert all(len(t) == 8 for t in runs[3]["generated"])
+
+
+def test_eval_throughput_prefix_sharing_on_both_sides(tmp_path):
+    """--share-prefixes (ours prefills shared prefixes once; rows say the share) with --vllm-prefix-caching (vLLM's
+    prefix cache on and emptied after the warm-up, before the timed call)."""
+    fake = tmp_path / "fake"
+    (fake / "vllm").mkdir(parents=True)
+    (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    log = tmp_path / "llm.jsonl"
+    cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
+           "--config", "hybrid-tiny", "--lengths", "128", "--samples", "3", "--max-new-tokens", "3",
+           "--impl", "ours,vllm", "--share-prefixes", "--vllm-prefix-caching"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["impl"]: r for r in json.loads((tmp_path / "eval_throughput.json").read_text())["results"]}
+    assert rows["ours"]["status"] == "ok" and rows["ours"]["shared_tokens"] == 0.0  # random prompts share nothing
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[0]["enable_prefix_caching"] is True
+    assert [list(c) for c in calls[1:]] == [["generate"], ["reset_prefix_cache"], ["generate"]], calls
+    assert calls[-1]["generate"] == 3  # the timed call, after the reset
