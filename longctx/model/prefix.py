@@ -88,13 +88,11 @@ def _build(prompts: list[list[int]], order: list[int], lcp: list[int], lo: int, 
             p = order[i]
             nodes.append(Node(start, len(prompts[p]), p, [p]))
         else:
-            end = min(lcp[i : j - 1])
-            node = Node(start, end, min(members), [])
-            node.children = _build(prompts, order, lcp, i, j, end)
+            leaves = sorted(members)
+            node = Node(start, min(lcp[i : j - 1]), leaves[0], leaves)
+            node.children = _build(prompts, order, lcp, i, j, node.end)
             for c in node.children:
                 c.parent = node
-            node.leaves = sorted(p for c in node.children for p in c.leaves)
-            node.owner = node.leaves[0]
             nodes.append(node)
         i = j
     return nodes
