@@ -156,16 +156,29 @@ def _sdpa_docs_attend(q, k, v, layout, window, scale):
                 q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], is_causal=True, scale=scale, enable_gqa=gqa
             )
             continue
-        block = max(window, QUERY_BLOCK)
-        for s in range(a, e, block):  # queries s..t-1 see keys from s - window + 1 (within the document)
-            t, lo = min(s + block, e), max(a, s - window + 1)
-            qi = torch.arange(s, t, device=q.device)[:, None]
-            kj = torch.arange(lo, t, device=q.device)[None]
-            mask = allowed_positions(None, qi, kj, window, None)  # the one rule, as flex and math use it
-            out[..., s:t, :] = F.scaled_dot_product_attention(
-                q[..., s:t, :], k[..., lo:t, :], v[..., lo:t, :], attn_mask=mask, scale=scale, enable_gqa=gqa
-            )
+        _window_blocks(q[..., a:e, :], k[..., a:e, :], v[..., a:e, :], 0, 0, window, scale, out=out[..., a:e, :])
     return out[0].transpose(0, 1).reshape(B, T, out.shape[1], out.shape[-1])
+
+
+def _window_blocks(q, k, v, q0: int, k0: int, window: int, scale: float, out=None) -> torch.Tensor:
+    """Causal attention under a sliding window, [1, H, n, D] queries at positions q0.. against [1, Hkv, L, D]
+    keys at positions k0.. (k0 <= q0, the last key at the last query's position), in blocks of queries, each
+    against the keys it can see with a mask from the one rule (as flex and math use it); written into `out`
+    (a view of the caller's output) when given."""
+    out, n = torch.empty_like(q) if out is None else out, q.shape[2]
+    block = max(window, QUERY_BLOCK)
+    for s in range(0, n, block):  # queries s..t-1 (positions q0 + s ..) see keys from q0 + s - window + 1
+        t = min(s + block, n)
+        first = max(k0, q0 + s - window + 1)
+        qi = torch.arange(q0 + s, q0 + t, device=q.device)[:, None]
+        kj = torch.arange(first, q0 + t, device=q.device)[None]
+        mask = allowed_positions(None, qi, kj, window, None)
+        keys = slice(first - k0, q0 + t - k0)
+        out[..., s:t, :] = F.scaled_dot_product_attention(
+            q[..., s:t, :], k[..., keys, :], v[..., keys, :], attn_mask=mask, scale=scale,
+            enable_gqa=q.shape[1] != k.shape[1],
+        )  # fmt: skip
+    return out
 
 
 def attend_after_cache(q, k, v, cache, window: int | None, scale: float) -> torch.Tensor:
@@ -190,22 +203,7 @@ def attend_after_cache(q, k, v, cache, window: int | None, scale: float) -> torc
                 queries, keys, values, attn_mask=causal_lower_right(n, L), scale=scale, enable_gqa=gqa
             )
         else:
-            o = torch.empty_like(queries)
-            block = max(window, QUERY_BLOCK)
-            for s in range(0, n, block):  # queries s..t-1 (positions s0+s..) see keys from s0 + s - window + 1
-                t = min(s + block, n)
-                first = max(lo, s0 + s - window + 1)
-                qi = torch.arange(s0 + s, s0 + t, device=q.device)[:, None]
-                kj = torch.arange(first, s0 + t, device=q.device)[None]
-                mask = allowed_positions(None, qi, kj, window, None)
-                o[..., s:t, :] = F.scaled_dot_product_attention(
-                    queries[..., s:t, :],
-                    keys[..., first - lo : s0 + t - lo, :],
-                    values[..., first - lo : s0 + t - lo, :],
-                    attn_mask=mask,
-                    scale=scale,
-                    enable_gqa=gqa,
-                )
+            o = _window_blocks(queries, keys, values, s0, lo, window, scale)
         out[:, a:b] = o.transpose(1, 2)
     return out
 
