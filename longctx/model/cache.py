@@ -22,6 +22,10 @@ class GDNCache:
         self.state = self.state[rows]
         self.conv = [c[rows] for c in self.conv]
 
+    def copy(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        for t in (self.state, *self.conv):
+            t[dst] = t[src]
+
 
 @dataclass
 class AttnCache:
@@ -31,6 +35,10 @@ class AttnCache:
 
     def select(self, rows: torch.Tensor) -> None:
         self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
+
+    def copy(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        for t in (self.k, self.v, self.pos):
+            t[dst] = t[src]
 
     def write(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
         """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
@@ -84,21 +92,23 @@ class DecodeCache:
         """Keep only these sequences (in this order), e.g. once others have finished."""
         if not self.layers:
             return
-        first = self.layers[0]
-        device = (first.state if isinstance(first, GDNCache) else first.k).device
-        idx = torch.tensor(rows, dtype=torch.long, device=device)
+        idx = self._index(rows)
         for cache in self.layers:
             cache.select(idx)
 
     def copy_rows(self, src: list[int], dst: list[int]) -> None:
         """Sequence dst[i] takes sequence src[i]'s cache (a fork: both then go on from the same state)."""
-        if not src:
+        if not src or not self.layers:
             return
+        s, d = self._index(src), self._index(dst)
         for cache in self.layers:
-            tensors = [cache.state, *cache.conv] if isinstance(cache, GDNCache) else [cache.k, cache.v, cache.pos]
-            s, d = (torch.tensor(x, dtype=torch.long, device=tensors[0].device) for x in (src, dst))
-            for t in tensors:
-                t[d] = t[s]
+            cache.copy(s, d)
+
+    def _index(self, rows: list[int]) -> torch.Tensor:
+        """rows as a long tensor on the caches' device."""
+        first = self.layers[0]
+        device = (first.state if isinstance(first, GDNCache) else first.k).device
+        return torch.tensor(rows, dtype=torch.long, device=device)
 
     def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None) -> CacheRun:
         """rows: the sequence of each document of a packed row; docs: their token ranges in it; starts:

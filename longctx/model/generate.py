@@ -29,7 +29,7 @@ import torch
 
 from longctx.model.cache import AttnCache, DecodeCache, GDNCache
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
-from longctx.model.prefix import Segment, plan_shared_prefill
+from longctx.model.prefix import Segment, SharePlan, plan_shared_prefill
 
 MAX_PREFILL_TOKENS = 65536  # tokens packed into one prefill row (prompts longer than this get a row each)
 
@@ -175,14 +175,14 @@ def prefill(
     run = DecodeCache(new_cache(model, N, capacity, device, dtype))
     last_hidden = [None] * N
     if share_prefixes:
-        levels = plan_shared_prefill(prompts).levels
+        plan = plan_shared_prefill(prompts)
     else:
-        levels = [([], [Segment(i, 0, len(p)) for i, p in enumerate(prompts)])]
+        total = sum(map(len, prompts))
+        plan = SharePlan([([], [Segment(i, 0, len(p)) for i, p in enumerate(prompts)])], total, total)
     if stats is not None:
-        stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + sum(map(len, prompts))
-        done = sum(s.end - s.start for _, segments in levels for s in segments)
-        stats["prefilled_tokens"] = stats.get("prefilled_tokens", 0) + done
-    for forks, segments in levels:
+        stats["prompt_tokens"] = stats.get("prompt_tokens", 0) + plan.total
+        stats["prefilled_tokens"] = stats.get("prefilled_tokens", 0) + plan.computed
+    for forks, segments in plan.levels:
         run.copy_rows([src for src, _ in forks], [dst for _, dst in forks])
         for row in _pack_rows([s.end - s.start for s in segments], max_prefill_tokens):
             segs = [segments[i] for i in row]
