@@ -164,20 +164,27 @@ class LLM:
 '''
 
 
-def test_eval_throughput_against_vllm_plumbing(tmp_path):
-    """--impl vllm: the checkpoint and prompt ids go to bench/vllm_peer/throughput.py in a process of its own (here
-    with vllm faked), whose rows come back per length with samples/s and token agreement against ours."""
+def run_with_fake_vllm(tmp_path, *args):
+    """bench/eval_throughput.py on CPU (hybrid-tiny, 3 new tokens) with FAKE_VLLM first on the path; returns the
+    finished process (rc 0 asserted) and the fake's call log (one JSON line per LLM(), generate and reset)."""
     fake = tmp_path / "fake"
     (fake / "vllm").mkdir(parents=True)
     (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
     log = tmp_path / "llm.jsonl"
     cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
-           "--config", "hybrid-tiny", "--lengths", "96,128", "--samples", "2", "--max-new-tokens", "3",
-           "--impl", "ours,vllm", "--vllm-max-num-batched-tokens", "4096"]  # fmt: skip
+           "--config", "hybrid-tiny", "--max-new-tokens", "3", *args]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(log),
            "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done, log
+
+
+def test_eval_throughput_against_vllm_plumbing(tmp_path):
+    """--impl vllm: the checkpoint and prompt ids go to bench/vllm_peer/throughput.py in a process of its own (here
+    with vllm faked), whose rows come back per length with samples/s and token agreement against ours."""
+    args = ["--lengths", "96,128", "--samples", "2", "--impl", "ours,vllm", "--vllm-max-num-batched-tokens", "4096"]
+    done, log = run_with_fake_vllm(tmp_path, *args)
     data = json.loads((tmp_path / "eval_throughput.json").read_text())
     rows = {(r["impl"], r["seq_len"]): r for r in data["results"]}
     prompts = json.loads((tmp_path / "vllm_prompts.json").read_text())
@@ -200,16 +207,7 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
 
 def test_eval_throughput_vllm_alone(tmp_path):
     """--impl vllm alone (a vLLM setting measured by itself): its rows and table, none of ours or the peer's."""
-    fake = tmp_path / "fake"
-    (fake / "vllm").mkdir(parents=True)
-    (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
-    cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
-           "--config", "hybrid-tiny", "--lengths", "96", "--samples", "2", "--max-new-tokens", "3",
-           "--impl", "vllm"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(tmp_path / "llm.jsonl"),
-           "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done, _ = run_with_fake_vllm(tmp_path, "--lengths", "96", "--samples", "2", "--impl", "vllm")
     rows = json.loads((tmp_path / "eval_throughput.json").read_text())["results"]
     assert [(r["impl"], r["status"]) for r in rows] == [("vllm", "ok")]
     assert rows[0]["vllm"]["engine"]["max_num_batched_tokens"] == 16384  # vLLM's own default, nothing passed
@@ -302,17 +300,8 @@ def test_eval_throughput_peer_batches_left_padded(monkeypatch):
 def test_eval_throughput_prefix_sharing_on_both_sides(tmp_path):
     """--share-prefixes (ours prefills shared prefixes once; rows say the share) with --vllm-prefix-caching (vLLM's
     prefix cache on and emptied after the warm-up, before the timed call)."""
-    fake = tmp_path / "fake"
-    (fake / "vllm").mkdir(parents=True)
-    (fake / "vllm" / "__init__.py").write_text(FAKE_VLLM)
-    log = tmp_path / "llm.jsonl"
-    cmd = [sys.executable, str(REPO / "bench" / "eval_throughput.py"), "--device", "cpu", "--out", str(tmp_path),
-           "--config", "hybrid-tiny", "--lengths", "128", "--samples", "3", "--max-new-tokens", "3",
-           "--impl", "ours,vllm", "--share-prefixes", "--vllm-prefix-caching"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "FAKE_VLLM_LOG": str(log),
-           "PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["--lengths", "128", "--samples", "3", "--impl", "ours,vllm", "--share-prefixes", "--vllm-prefix-caching"]
+    _, log = run_with_fake_vllm(tmp_path, *args)
     rows = {r["impl"]: r for r in json.loads((tmp_path / "eval_throughput.json").read_text())["results"]}
     assert rows["ours"]["status"] == "ok" and rows["ours"]["shared_tokens"] == 0.0  # random prompts share nothing
     calls = [json.loads(line) for line in log.read_text().splitlines()]

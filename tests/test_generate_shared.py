@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_generate import CASES, NEW, TOL, hf_generate
-from test_model_util import VOCAB, hf_reference, max_diff, random_prompts
+from test_generate import NEW, TOL, hf_generate, models  # noqa: F401 (fixture)
+from test_model_util import VOCAB, max_diff, random_prompts
 
 from longctx.model import HybridLM, prefix
 from longctx.model.generate import decode_step, greedy_generate, prefill
-
-
-@pytest.fixture(scope="module", params=list(CASES))
-def models(request, tmp_path_factory):
-    ref = hf_reference(CASES[request.param]())
-    path = tmp_path_factory.mktemp(request.param)
-    ref.save_pretrained(path)
-    return ref, HybridLM.from_pretrained(path)
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +29,12 @@ def shared_prompts():
     return ps + [list(ps[3]), ps[4][:72], hay[:100]]
 
 
-def test_plan_shares(models):
+def test_plan_shares(models):  # noqa: F811
     plan = prefix.plan_shared_prefill(shared_prompts())
     assert len(plan.levels) >= 3 and plan.shared > 0.3
 
 
-def test_matches_transformers_generate(models):
+def test_matches_transformers_generate(models):  # noqa: F811
     ref, ours = models
     ps = shared_prompts()
     eos = ref.config.eos_token_id
@@ -51,7 +43,7 @@ def test_matches_transformers_generate(models):
 
 
 @pytest.mark.parametrize("pack", [1 << 16, 1])
-def test_logits_and_caches_equal_a_plain_prefill(models, pack):
+def test_logits_and_caches_equal_a_plain_prefill(models, pack):  # noqa: F811
     """Every tensor of the cache (GDN states and conv tails, attention rings and their positions) and the
     last logits as a plain prefill leaves them; then decode steps from both agree."""
     _, ours = models
@@ -74,7 +66,7 @@ def test_logits_and_caches_equal_a_plain_prefill(models, pack):
         fed, positions = la.argmax(-1), positions + 1
 
 
-def test_nothing_shared_is_a_plain_prefill(models):
+def test_nothing_shared_is_a_plain_prefill(models):  # noqa: F811
     _, ours = models
     ps = random_prompts((2, 37, 70, 130))
     assert len(prefix.plan_shared_prefill(ps).levels) == 1
