@@ -42,6 +42,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="--impl vllm: tokens per engine step, its prefill chunk (0: vLLM's default, 16,384 on an H100/H200)",
     )
+    p.add_argument("--vllm-enforce-eager", action="store_true", help="--impl vllm: no torch.compile, no CUDA graphs")
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
@@ -312,7 +314,10 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
         kw["share_prefixes"] = True
     # warm up on as many prompts as greedy_generate packs into one prefill row: a packed row takes
     # another attention path (one SDPA call per prompt) than a single prompt does
+    # (sharing: the plan of the whole batch, whose levels are other shapes than a part's plan)
     warm = prompts[: max(1, min(len(prompts), kw["max_prefill_tokens"] // max(len(p) for p in prompts)))]
+    if kw.get("share_prefixes"):
+        warm = prompts
     row = {}
     try:
         from longctx.model.generate import prefill
@@ -367,6 +372,9 @@ def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start
            "--max-num-batched-tokens", str(args.vllm_max_num_batched_tokens), "--out", str(rows_file)]  # fmt: skip
     if args.vllm_prefix_caching:
         cmd.append("--enable-prefix-caching")
+    if args.vllm_enforce_eager:
+        cmd.append("--enforce-eager")
+    log_file = out_dir / "vllm_log.txt"  # vLLM's own output as it goes: where a slow start or a stall spends its time
     left = args.budget_s - (time.perf_counter() - start)
     base = {T: {"impl": "vllm", "seq_len": T, "samples": len(p), "max_new_tokens": args.max_new_tokens,
                 "prompt_tokens": max(map(len, p))} for T, p in by_len.items()}  # fmt: skip
@@ -374,12 +382,17 @@ def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start
         return {
             T: {**r, "status": "skipped", "reason": f"time budget {args.budget_s:.0f} s spent"} for T, r in base.items()
         }
-    print(f"[{time.perf_counter() - start:6.0f}s] vllm: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=left)
-        failure = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr[-1500:]}"
-    except subprocess.TimeoutExpired:
-        failure = f"stopped at the time budget ({left:.0f} s left when it started)"
+    print(f"[{time.perf_counter() - start:6.0f}s] vllm: {' '.join(cmd)} (log: {log_file})", file=sys.stderr, flush=True)
+    with open(log_file, "w") as log:  # a session of its own: a stop takes vLLM's engine-core process too
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its log lines as they come, even when it is stopped
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            rc = proc.wait(timeout=left)
+            failure = None if rc == 0 else f"exit {rc}: {log_file.read_text()[-1500:]}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            failure = f"stopped at the time budget ({left:.0f} s left when it started); its output: {log_file}"
     got = json.loads(rows_file.read_text()) if rows_file.is_file() else {"rows": {}}
     out = {}
     for T, r in base.items():

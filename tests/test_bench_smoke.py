@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,6 +148,12 @@ def _obj(**attrs):
 class LLM:
     def __init__(self, **kw):
         open(os.environ["FAKE_VLLM_LOG"], "a").write(json.dumps(kw) + "\\n")
+        if os.environ.get("FAKE_VLLM_HANG"):  # an engine that never starts, with a process of its own, like vLLM's
+            import subprocess, time
+            print("fake engine: compiling")
+            core = subprocess.Popen(["sleep", "600"])
+            open(os.environ["FAKE_VLLM_HANG"], "w").write(str(core.pid))
+            time.sleep(600)
         # what the engine resolved, where vLLM keeps it (LLMEngine.vllm_config); 16384: its default on an H100
         sched = _obj(max_num_batched_tokens=kw.get("max_num_batched_tokens", 16384), max_num_seqs=1024,
                      enable_chunked_prefill=True)
@@ -203,6 +210,27 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
     assert kw[0]["max_num_batched_tokens"] == 4096
     assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
     assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout
+
+
+def test_eval_throughput_stops_a_stalled_vllm_and_keeps_its_log(tmp_path):
+    """A vLLM run past --budget-s: stopped with its engine process, the row says so, and its output so far is in
+    OUT/vllm_log.txt (unbuffered), where a slow start can be read."""
+    pid_file = tmp_path / "core.pid"
+    os.environ["FAKE_VLLM_HANG"] = str(pid_file)
+    try:
+        run_with_fake_vllm(tmp_path, "--lengths", "96", "--samples", "2", "--impl", "vllm", "--budget-s", "20")
+    finally:
+        del os.environ["FAKE_VLLM_HANG"]
+    (row,) = json.loads((tmp_path / "eval_throughput.json").read_text())["results"]
+    assert row["status"] == "error" and "stopped at the time budget" in row["error"]
+    assert "fake engine: compiling" in (tmp_path / "vllm_log.txt").read_text()
+    pid = int(pid_file.read_text())
+    for _ in range(50):  # killed; gone once its parent (the fake, killed too) no longer holds it
+        if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"vLLM's engine process {pid} outlived the stop")
 
 
 def test_eval_throughput_vllm_alone(tmp_path):

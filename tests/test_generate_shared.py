@@ -66,6 +66,27 @@ def test_logits_and_caches_equal_a_plain_prefill(models, pack):  # noqa: F811
         fed, positions = la.argmax(-1), positions + 1
 
 
+def test_index_tensors_made_once_per_forward_not_per_layer(models, monkeypatch):  # noqa: F811
+    """What the layers of one forward derive alike (the conv fix-up's indices, rows on the host) is made once per
+    forward: on a GPU each such host-to-device copy or tolist() waits for the queue, per layer per level."""
+    from longctx.model.cache import LayerCache
+
+    _, ours = models
+    made, forwards = [], []
+    real_derived = LayerCache.derived
+    monkeypatch.setattr(LayerCache, "derived", lambda self, name, make: real_derived(
+        self, name, lambda: made.append((id(self.memo), name)) or make()))  # fmt: skip
+    real = ours.forward_hidden
+    monkeypatch.setattr(ours, "forward_hidden", lambda *a, **k: forwards.append(id(k["cache"].memo)) or real(*a, **k))
+    prefill(ours, shared_prompts(), capacity=200, share_prefixes=True)
+    assert len(forwards) >= 3 and len(made) == len(set(made))  # each thing once per forward
+    assert {m for m, _ in made} <= set(forwards)
+    per_forward = {f: sorted(str(n) for m, n in made if m == f) for f in forwards}
+    assert all("row_list" in names for names in per_forward.values())  # every model here has attention layers
+    gdn = any(t == "linear_attention" for t in ours.config.layer_types)
+    assert sum("going_on" in names for names in per_forward.values()) == (len(forwards) - 1 if gdn else 0)
+
+
 def test_nothing_shared_is_a_plain_prefill(models):  # noqa: F811
     _, ours = models
     ps = random_prompts((2, 37, 70, 130))
@@ -95,9 +116,10 @@ def test_gpu_shared_prefill_matches_a_plain_one():
             mp.setattr(prefix, "MIN_SAVING", 64)
             return prefill(model, ps, capacity=800, share_prefixes=share)
 
+    # bf16 only, the dtype eval runs in: fla's fp32 kernels (with an initial state) are a second set to compile
+    # and autotune, minutes on a fresh machine, for a path the CPU tests already check in fp32 against transformers
     exact = run("torch", torch.float32, False)[1]
-    for dtype, floor in ((torch.bfloat16, 1e-2), (torch.float32, 1e-3)):  # fla's fp32 kernels may round as tf32
-        plain, shared = run("fla", dtype, False)[1], run("fla", dtype, True)[1]
-        plain_err, shared_err = rel_err(plain, exact), rel_err(shared, exact)
-        print(f"\nlogits rel err vs the fp32 torch prefill: {dtype} plain {plain_err:.2e}, shared {shared_err:.2e}")
-        assert shared_err <= max(2 * plain_err, floor)
+    plain, shared = run("fla", torch.bfloat16, False)[1], run("fla", torch.bfloat16, True)[1]
+    plain_err, shared_err = rel_err(plain, exact), rel_err(shared, exact)
+    print(f"\nlogits rel err vs the fp32 torch prefill: bf16 plain {plain_err:.2e}, shared {shared_err:.2e}")
+    assert shared_err <= max(2 * plain_err, 1e-2)

@@ -191,7 +191,7 @@ def attend_after_cache(q, k, v, cache, window: int | None, scale: float) -> torc
 
     store, out = cache.store, torch.empty_like(q)
     slots, gqa = store.k.shape[1], q.shape[2] != k.shape[2]
-    for i, (a, b), s0 in zip(cache.rows.tolist(), cache.docs, cache.starts, strict=True):
+    for i, (a, b), s0 in zip(cache.row_list, cache.docs, cache.starts, strict=True):
         lo = max(0, s0 - slots) if window is None else max(0, s0 - slots, s0 - window + 1)
         held = torch.arange(lo, s0, device=q.device) % slots  # the ring's slots of positions lo .. s0-1
         keys = torch.cat([store.k[i, held].to(k.dtype), k[0, a:b]])[None].transpose(1, 2)  # [1, Hkv, L, D]
@@ -390,7 +390,7 @@ class Attention(nn.Module):
         store = cache.store
         slots = store.k.shape[1]
         starts = cache.starts or [0] * len(cache.docs)
-        for i, (a, b), s0 in zip(cache.rows.tolist(), cache.docs, starts, strict=True):
+        for i, (a, b), s0 in zip(cache.row_list, cache.docs, starts, strict=True):
             keep = torch.arange(max(a, b - slots), b, device=k.device)
             pos = keep - a + s0
             store.k[i, pos % slots] = k[0, keep].to(store.k.dtype)

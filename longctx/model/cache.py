@@ -8,7 +8,7 @@ document `docs` of the row) or `DecodeCache.step(positions)` (one token per sequ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -59,6 +59,19 @@ class LayerCache:
     positions: torch.Tensor | None = None  # decode: [N] absolute position of each sequence's token
     # prefill: each document's first position in its sequence; > 0 continues from what the cache holds
     starts: list[int] | None = None
+    # what every layer of one forward derives alike (index tensors, rows on the host): made once, not per layer
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def derived(self, name: str, make):
+        """make() once per forward, shared by all layers (no host-device copy or sync per layer)."""
+        if name not in self.memo:
+            self.memo[name] = make()
+        return self.memo[name]
+
+    @property
+    def row_list(self) -> list[int]:
+        """rows on the host (one device-to-host copy per forward)."""
+        return self.derived("row_list", self.rows.tolist)
 
     @property
     def decoding(self) -> bool:
@@ -79,9 +92,10 @@ class CacheRun:
     docs: list[tuple[int, int]] | None = None
     positions: torch.Tensor | None = None
     starts: list[int] | None = None
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.cache.layers[i], self.rows, self.docs, self.positions, self.starts)
+        return LayerCache(self.cache.layers[i], self.rows, self.docs, self.positions, self.starts, self.memo)
 
 
 @dataclass

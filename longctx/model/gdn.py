@@ -259,7 +259,7 @@ class GatedDeltaNet(nn.Module):
                 self._conv_after_cache(o, p, c, tail, cache)
                 for o, p, c, tail in zip((q, k, v), pre, convs, cache.store.conv, strict=True)
             )
-            going_on = torch.tensor([s > 0 for s in cache.starts], device=x.device)
+            going_on = cache.derived("going_on", lambda: torch.tensor([s > 0 for s in cache.starts], device=x.device))
             init = cache.store.state[cache.rows] * going_on[:, None, None, None]
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
@@ -283,18 +283,24 @@ class GatedDeltaNet(nn.Module):
         recomputed from its sequence's cached pre-conv inputs (the conv padded them with zeros)."""
         w = conv.weight[:, 0, :].t().float()  # [W, C]; tap W-1 is the current token
         n = w.shape[0] - 1
+        idx, keep, rows = cache.derived(("conv_fix", n), lambda: GatedDeltaNet._conv_fix_index(cache, n, out))
+        window = torch.cat([tail[rows].float(), pre[0, idx].float()], 1)  # [D, 2n, C]
+        taps = torch.stack([window[:, j : j + n] for j in range(n + 1)], 2)  # [D, n, W, C]
+        fixed = F.silu((taps * w).sum(2)).to(out.dtype)
+        out = out.clone()
+        out[0, idx[keep]] = fixed[keep]
+        return out
+
+    @staticmethod
+    def _conv_fix_index(cache, n: int, out: torch.Tensor):
+        """For _conv_after_cache, the same in every layer: each continuing document's first n token indices
+        in the row [D, n], which of them are its own (a document shorter than n tokens), and its sequence."""
         going = [i for i, s in enumerate(cache.starts) if s > 0]
         firsts = torch.tensor([cache.docs[i][0] for i in going], device=out.device)
         lens = torch.tensor([cache.docs[i][1] - cache.docs[i][0] for i in going], device=out.device)
         t = torch.arange(n, device=out.device)
-        idx = (firsts[:, None] + t).clamp(max=out.shape[1] - 1)  # [D, n]: each document's first n tokens
-        window = torch.cat([tail[cache.rows[going]].float(), pre[0, idx].float()], 1)  # [D, 2n, C]
-        taps = torch.stack([window[:, j : j + n] for j in range(n + 1)], 2)  # [D, n, W, C]
-        fixed = F.silu((taps * w).sum(2)).to(out.dtype)
-        out = out.clone()
-        keep = t < lens[:, None]  # a document shorter than n tokens: only its own
-        out[0, idx[keep]] = fixed[keep]
-        return out
+        idx = (firsts[:, None] + t).clamp(max=out.shape[1] - 1)
+        return idx, t < lens[:, None], cache.rows[going]
 
     def _store(self, cache, pre, states: torch.Tensor) -> None:
         """A prefilled row [1, T, .]: each document's final state and last W-1 pre-conv inputs (those before

@@ -41,7 +41,9 @@ export VLLM_USE_FLASHINFER_SAMPLER=0  # FlashInfer is not staged (bench/vllm_pee
 vpath=/tmp/vsite:/tmp/site:$PWD  # vLLM first: its folder has no tilelang (install.sh)
 vpy="env PYTHONPATH=$vpath python3"
 tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samples 8 --max-new-tokens 32"
-tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python"
+# --budget-s under the step's limit: eval_throughput stops a vLLM still starting itself and keeps the row and
+# vLLM's output so far (OUT/vllm_log.txt)
+tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python --budget-s $((limit - 20))"
 m=$out/models
 cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut to 600 steps:
                                 # 27.5M tokens (40% of the steps at 1024). The learning curve of docs/results.md
@@ -56,10 +58,10 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
-  "throughput-16k|$tput --lengths 16384 --impl ours,vllm --out $out/throughput-16k"
+  "throughput-16k|$tput --lengths 16384 --impl ours,vllm --profile --out $out/throughput-16k"
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
-  "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --out $out/throughput-16k-share"
+  "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
   "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
