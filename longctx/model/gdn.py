@@ -283,24 +283,32 @@ class GatedDeltaNet(nn.Module):
         recomputed from its sequence's cached pre-conv inputs (the conv padded them with zeros)."""
         w = conv.weight[:, 0, :].t().float()  # [W, C]; tap W-1 is the current token
         n = w.shape[0] - 1
-        idx, keep, rows = cache.derived(("conv_fix", n), lambda: GatedDeltaNet._conv_fix_index(cache, n, out))
+        idx, fix, rows = cache.derived(("conv_fix", n), lambda: GatedDeltaNet._conv_fix_index(cache, n, out))
         window = torch.cat([tail[rows].float(), pre[0, idx].float()], 1)  # [D, 2n, C]
         taps = torch.stack([window[:, j : j + n] for j in range(n + 1)], 2)  # [D, n, W, C]
-        fixed = F.silu((taps * w).sum(2)).to(out.dtype)
+        fixed = F.silu((taps * w).sum(2)).to(out.dtype).flatten(0, 1)  # [D * n, C]
         out = out.clone()
-        out[0, idx[keep]] = fixed[keep]
+        out[0, fix[0]] = fixed[fix[1]]
         return out
 
     @staticmethod
     def _conv_fix_index(cache, n: int, out: torch.Tensor):
-        """For _conv_after_cache, the same in every layer: each continuing document's first n token indices
-        in the row [D, n], which of them are its own (a document shorter than n tokens), and its sequence."""
+        """For _conv_after_cache, the same in every layer and made on the host in one copy (a boolean mask would
+        wait for the GPU in each layer): each continuing document's first n token indices in the row [D, n]
+        (clamped to the row), [2, F] the row index of each output to fix (a document shorter than n tokens: only
+        its own) and its place in the flattened [D * n], and each document's sequence."""
         going = [i for i, s in enumerate(cache.starts) if s > 0]
-        firsts = torch.tensor([cache.docs[i][0] for i in going], device=out.device)
-        lens = torch.tensor([cache.docs[i][1] - cache.docs[i][0] for i in going], device=out.device)
-        t = torch.arange(n, device=out.device)
-        idx = (firsts[:, None] + t).clamp(max=out.shape[1] - 1)
-        return idx, t < lens[:, None], cache.rows[going]
+        first = [cache.docs[i][0] for i in going]
+        own = [
+            (first[d] + t, d * n + t) for d, i in enumerate(going) for t in range(min(n, cache.docs[i][1] - first[d]))
+        ]
+        last = out.shape[1] - 1
+        idx = [[min(a + t, last) for t in range(n)] for a in first]
+        going_rows = [cache.row_list[i] for i in going]
+        flat = torch.tensor(sum(idx, []) + [x for pair in zip(*own, strict=True) for x in pair] + going_rows)
+        flat = flat.to(out.device)
+        d, f = len(going), len(own)
+        return flat[: d * n].view(d, n), flat[d * n : d * n + 2 * f].view(2, f), flat[d * n + 2 * f :]
 
     def _store(self, cache, pre, states: torch.Tensor) -> None:
         """A prefilled row [1, T, .]: each document's final state and last W-1 pre-conv inputs (those before

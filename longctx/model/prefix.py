@@ -20,10 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MIN_SAVING = 1024  # tokens a shared node must save to get a level of its own
-# `longctx eval --backend longctx` and the training probe share prefixes by default only once the GPU path (fla's
-# varlen kernel from forked initial states, SDPA aligned to the last key) has passed its GPU test
-# (tests/test_generate_shared.py); until then `--share-prefixes` turns it on.
+# Tokens a shared node must save to get a level of its own. A level is a forward through the whole model however
+# few its tokens: on an H200 (hybrid-1b, 16k, 8 RULER prompts, docs/benchmarks.md) 7 levels cost about 0.5 s more
+# than the tokens they computed, ~12k prompt tokens' time each (with host copies per layer, since made once per
+# forward), and 3 of them saved under 4k tokens each; at 8,192 that batch gets 4 levels and keeps 52% of its
+# prompt tokens shared instead of 55%.
+MIN_SAVING = 8192
+# `longctx eval --backend longctx` and the training probe share prefixes by default only once it is faster on a GPU:
+# its GPU path (fla's varlen kernel from forked initial states, SDPA aligned to the last key) passed its bf16 test
+# (tests/test_generate_shared.py), but at 16k on an H200 it was slower than a plain prefill (docs/benchmarks.md,
+# "How much RULER prefill ... saves"); `--share-prefixes` turns it on.
 DEFAULT_ON = False
 MAX_LEVELS = 16  # levels of shared prefixes at most (the prompts' own rest is one more)
 
