@@ -38,14 +38,15 @@ def shared_fraction(prompts: list[list[int]]) -> float:
 def main(argv=None) -> int:
     from eval_tasks.ruler import TASKS, DataUnavailable, generate
     from longctx.lengths import format_length, parse_lengths
-    from longctx.model.prefix import plan_shared_prefill
+    from longctx.model.prefix import MIN_SAVING, plan_shared_prefill
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="a tokenizer folder (a model's)")
     p.add_argument("--lengths", default="8k")
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--json", help='write {"tree": {task: {length: share}}, "plan": {...}} here')
+    p.add_argument("--min-saving", type=int, default=MIN_SAVING, help="the plan's (default: longctx's, %(default)s)")
+    p.add_argument("--json", help='write {"tree": {task: {length: share}}, "plan": {...}, "levels": {...}} here')
     args = p.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
     lengths = parse_lengths(args.lengths)
     out: dict = {}
     print("tree: what a whole prefix tree saves; plan: what `longctx eval` saves with all the samples in one batch")
-    print("| task | " + " | ".join(f"{format_length(n)} tree / plan" for n in lengths) + " |")
+    print("(and the plan's levels: each a prefill of its own)")
+    print("| task | " + " | ".join(f"{format_length(n)} tree / plan (levels)" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))
     for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
         row = []
@@ -64,10 +66,11 @@ def main(argv=None) -> int:
                 row.append("n/a")
                 continue
             ids = [tok(s["input"], add_special_tokens=False).input_ids for s in samples]
-            share, planned = shared_fraction(ids), plan_shared_prefill(ids).shared
+            share, plan = shared_fraction(ids), plan_shared_prefill(ids, min_saving=args.min_saving)
             out.setdefault("tree", {}).setdefault(task, {})[str(n)] = share
-            out.setdefault("plan", {}).setdefault(task, {})[str(n)] = planned
-            row.append(f"{100 * share:.1f}% / {100 * planned:.1f}%")
+            out.setdefault("plan", {}).setdefault(task, {})[str(n)] = plan.shared
+            out.setdefault("levels", {}).setdefault(task, {})[str(n)] = len(plan.levels)
+            row.append(f"{100 * share:.1f}% / {100 * plan.shared:.1f}% ({len(plan.levels)})")
         print(f"| {task} | " + " | ".join(row) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -27,12 +27,13 @@ def test_shared_fraction_by_hand():
 def test_needles_share_their_haystack_and_vt_does_not(tiny_model, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "share.json"
     argv = ["--tokenizer", str(tiny_model), "--lengths", "1k", "--samples", "6", "--tasks", "niah_single_1,ruler_vt",
-            "--json", str(out)]  # fmt: skip
+            "--json", str(out), "--min-saving", "256"]  # fmt: skip
     assert _bench().main(argv) == 0
     got = json.loads(out.read_text())
     share, plan = got["tree"], got["plan"]
     assert share["niah_single_1"]["1024"] > 0.2 and share["ruler_vt"]["1024"] < 0.05, share
-    # the plan takes part of the tree (a few levels, nodes that save >= 1024 tokens), never more
+    # the plan takes part of the tree (a few levels, nodes that save >= 256 tokens: 1k prompts), never more
     assert 0 <= plan["ruler_vt"]["1024"] <= share["ruler_vt"]["1024"]
     assert 0 < plan["niah_single_1"]["1024"] <= share["niah_single_1"]["1024"], got
+    assert got["levels"]["niah_single_1"]["1024"] >= 2 and got["levels"]["ruler_vt"]["1024"] == 1
     assert "| niah_single_1 |" in capsys.readouterr().out

@@ -3,6 +3,8 @@ of transformers' generate, and the logits and caches of a plain prefill (fp32, C
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from test_generate import NEW, TOL, hf_generate, models  # noqa: F401 (fixture)
@@ -123,3 +125,21 @@ def test_gpu_shared_prefill_matches_a_plain_one():
     plain_err, shared_err = rel_err(plain, exact), rel_err(shared, exact)
     print(f"\nlogits rel err vs the fp32 torch prefill: bf16 plain {plain_err:.2e}, shared {shared_err:.2e}")
     assert shared_err <= max(2 * plain_err, 1e-2)
+
+    # where the host waits for the GPU (torch's sync debug mode warns at each such op): a level may wait about as
+    # often as a whole plain prefill does, not once per layer more
+    def syncs(share):
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run("fla", torch.bfloat16, share)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in seen)
+
+    plain_syncs, shared_syncs = syncs(False), syncs(True)
+    levels = len(prefix.plan_shared_prefill(ps, min_saving=64).levels)
+    print(f"host waits: plain prefill {plain_syncs}, shared {shared_syncs} over {levels} levels")
+    assert shared_syncs <= levels * max(plain_syncs, 4)
