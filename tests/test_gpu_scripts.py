@@ -287,7 +287,7 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     assert run.returncode == 0, run.stderr
     steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
     # the speed first (it needs no trained model), then the trained models side by side (two parts of one step)
-    assert list(steps)[:4] == ["throughput-16k", "pytest-shared", "throughput-16k-share", "throughput-64k"]
+    assert list(steps)[:4] == ["throughput-16k", "throughput-64k", "throughput-16k-share", "pytest-shared"]
     assert list(steps)[4:8] == ["models.0", "models.1", "extend.0", "extend.1"]
     order = list(steps)
     assert order.index("ruler-longctx-b1") == order.index("ruler-longctx") + 1  # one prompt per call, then paired
@@ -295,6 +295,9 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     # vLLM never shares the GPU with another process (its start-up memory profile fails when one frees memory)
     starts_vllm = ("bench/vllm_peer/smoke.py", "-m longctx eval", "bench/eval_throughput.py")  # RULER timed alone too
     assert not any("." in n and any(s in c for s in starts_vllm) for n, c in steps.items())
+    # eval_throughput stops a vLLM still starting before the step's limit (540 s) would, keeping its row and log
+    budgets = [int(c.split("--budget-s ")[1].split()[0]) for c in steps.values() if "eval_throughput.py" in c]
+    assert budgets and all(0 < b < 540 for b in budgets)
     sys.path.insert(0, str(root / "bench"))
     try:
         import eval_throughput as et

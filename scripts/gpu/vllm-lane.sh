@@ -15,9 +15,11 @@
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
-#                          first, as they need no trained model (16k, then pytest-shared and 16k-share, then 64k)
-#   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked states)
+#                          first, as they need no trained model; vLLM's own output in OUT/vllm_log.txt, ours
+#                          profiled at 16k (--profile: OUT/profile_eval_ours_<T>.txt)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
+#   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
+#                          states; bf16 against fp32, and the host waits per level)
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement)
 #   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
@@ -59,10 +61,10 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --profile --out $out/throughput-16k"
-  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
+  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
