@@ -336,3 +336,4 @@ def test_eval_throughput_prefix_sharing_on_both_sides(tmp_path):
     assert calls[0]["enable_prefix_caching"] is True
     assert [list(c) for c in calls[1:]] == [["generate"], ["reset_prefix_cache"], ["generate"]], calls
     assert calls[-1]["generate"] == 3  # the timed call, after the reset
+    assert calls[1]["generate"] == 3  # the warm-up: the timed call's prompts (its shapes), as ours warms up

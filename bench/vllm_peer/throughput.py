@@ -8,8 +8,9 @@ process; the caller has freed the GPU before it starts this).
 
 PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
 built for every length (max_model_len: the longest T, the tokenizer not loaded: prompts are token ids);
-per T, --warmup untimed generate calls on the first prompt, then one timed generate call on all of that
-length's prompts at once (vLLM's scheduler batches them, chunked prefill and CUDA-graph decode as it
+per T, --warmup untimed generate calls on all of that length's prompts (the timed call's shapes: its prefill
+chunks and mixed steps compile and capture there, as ours warms up on its timed call), then one timed generate
+call on them at once (vLLM's scheduler batches them, chunked prefill and CUDA-graph decode as it
 configures itself). Greedy, stopping at the --eos ids as longctx's greedy_generate does.
 --max-num-batched-tokens sets the prefill chunk (the tokens of one engine step); by default vLLM picks its own
 (16,384 for the LLM class on an H100 or H200, chunked prefill on). meta records what the engine resolved: the
@@ -98,12 +99,13 @@ def main(argv=None) -> int:
     sp = SamplingParams(temperature=0.0, max_tokens=args.max_tokens, stop_token_ids=eos or None, detokenize=False)
     rows = {}
     for T, prompts in by_len.items():
-        for _ in range(args.warmup):
-            llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)
+        batch = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        for _ in range(args.warmup):  # the timed call's own shapes (prefill chunks, mixed steps), as ours warms up
+            llm.generate(batch, sp, use_tqdm=False)
         if args.enable_prefix_caching:
             llm.reset_prefix_cache()
         t0 = time.perf_counter()
-        outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
+        outs = llm.generate(batch, sp, use_tqdm=False)
         dt = time.perf_counter() - t0
         gen = [[t for t in o.outputs[0].token_ids if t not in eos] for o in outs]
         rows[str(T)] = {"status": "ok", "samples_per_s": len(prompts) / dt, "generate_s": dt, "generated": gen,
