@@ -112,8 +112,8 @@ def test_gpu_shared_prefill_matches_a_plain_one():
     plan = prefix.plan_shared_prefill(ps, min_saving=64)
     assert len(plan.levels) > 2
 
-    def run(backend, dtype, share):
-        model = on_gpu(base, backend, dtype).eval()
+    def run(backend, dtype, share, model=None):
+        model = model or on_gpu(base, backend, dtype).eval()
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(prefix, "MIN_SAVING", 64)
             return prefill(model, ps, capacity=800, share_prefixes=share)
@@ -128,13 +128,15 @@ def test_gpu_shared_prefill_matches_a_plain_one():
 
     # where the host waits for the GPU (torch's sync debug mode warns at each such op): a level may wait about as
     # often as a whole plain prefill does, not once per layer more
+    model = on_gpu(base, "fla", torch.bfloat16).eval()  # its weights' copies to the GPU outside the count
+
     def syncs(share):
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                run("fla", torch.bfloat16, share)
+                run("fla", torch.bfloat16, share, model)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return sum("synchroniz" in str(w.message) for w in seen)
