@@ -348,6 +348,7 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     if args.share_prefixes:
         plans = [plan_shared_prefill(prompts[i : i + batch]) for i in range(0, len(prompts), batch)]
         row["shared_tokens"] = 1 - sum(p.computed for p in plans) / sum(p.total for p in plans)
+        row["share_levels"] = [len(p.levels) for p in plans]  # prefills per call (each a forward of the model)
     if args.profile:  # after the timed run: a profile that fails costs the row nothing
         try:
             row["profile"] = profile_once(

@@ -332,6 +332,7 @@ def test_eval_throughput_prefix_sharing_on_both_sides(tmp_path):
     _, log = run_with_fake_vllm(tmp_path, *args)
     rows = {r["impl"]: r for r in json.loads((tmp_path / "eval_throughput.json").read_text())["results"]}
     assert rows["ours"]["status"] == "ok" and rows["ours"]["shared_tokens"] == 0.0  # random prompts share nothing
+    assert rows["ours"]["share_levels"] == [1]  # one call, its prompts' own tokens alone
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls[0]["enable_prefix_caching"] is True
     assert [list(c) for c in calls[1:]] == [["generate"], ["reset_prefix_cache"], ["generate"]], calls
