@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--impl vllm: tokens per engine step, its prefill chunk (0: vLLM's default, 16,384 on an H100/H200)",
     )
     p.add_argument("--vllm-enforce-eager", action="store_true", help="--impl vllm: no torch.compile, no CUDA graphs")
+    p.add_argument(
+        "--vllm-max-capture",
+        type=int,
+        default=0,
+        help="--impl vllm: the largest batch it captures a CUDA graph for (0: vLLM's default); a start-up setting, "
+        "the timed batch replays the same graph as long as it is no larger",
+    )
     p.add_argument("--prompts", default="random", choices=("random", "ruler"))
     p.add_argument("--ruler-task", default="niah_single_1", help="with --prompts ruler")
     p.add_argument("--ours-batch", type=int, default=0, help="prompts per greedy_generate call (0: all)")
@@ -162,11 +169,11 @@ def validate(args) -> None:
         sys.exit(f"--impl {bad or args.impl}: accepted: {', '.join(IMPLS)}")
     if args.peer_batch < 1:
         sys.exit(f"--peer-batch {args.peer_batch}: need >= 1")
-    counts = (args.ours_batch, args.prefill_tokens, args.vllm_max_num_batched_tokens)
+    counts = (args.ours_batch, args.prefill_tokens, args.vllm_max_num_batched_tokens, args.vllm_max_capture)
     if args.samples < 1 or args.max_new_tokens < 1 or args.warmup < 0 or min(counts) < 0:
         sys.exit(
             "--samples >= 1, --max-new-tokens >= 1, --warmup >= 0, --ours-batch >= 0, --prefill-tokens >= 0, "
-            "--vllm-max-num-batched-tokens >= 0 required"
+            "--vllm-max-num-batched-tokens >= 0, --vllm-max-capture >= 0 required"
         )
     if not args.lengths or min(args.lengths) <= args.max_new_tokens:
         sys.exit(f"--lengths {args.lengths}: each must exceed --max-new-tokens ({args.max_new_tokens})")
@@ -379,6 +386,8 @@ def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start
         cmd.append("--enable-prefix-caching")
     if args.vllm_enforce_eager:
         cmd.append("--enforce-eager")
+    if args.vllm_max_capture:
+        cmd += ["--max-cudagraph-capture-size", str(args.vllm_max_capture)]
     log_file = out_dir / "vllm_log.txt"  # vLLM's own output as it goes: where a slow start or a stall spends its time
     left = args.budget_s - (time.perf_counter() - start)
     base = {T: {"impl": "vllm", "seq_len": T, "samples": len(p), "max_new_tokens": args.max_new_tokens,

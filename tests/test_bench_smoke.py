@@ -157,7 +157,9 @@ class LLM:
         # what the engine resolved, where vLLM keeps it (LLMEngine.vllm_config); 16384: its default on an H100
         sched = _obj(max_num_batched_tokens=kw.get("max_num_batched_tokens", 16384), max_num_seqs=1024,
                      enable_chunked_prefill=True)
-        comp = _obj(mode="CompilationMode.VLLM_COMPILE", cudagraph_mode="CUDAGraphMode.FULL_AND_PIECEWISE")
+        capture = kw.get("compilation_config", {}).get("max_cudagraph_capture_size", 512)  # 512: min(2 x seqs, 512)
+        comp = _obj(mode="CompilationMode.VLLM_COMPILE", cudagraph_mode="CUDAGraphMode.FULL_AND_PIECEWISE",
+                    max_cudagraph_capture_size=capture)
         self.llm_engine = _obj(vllm_config=_obj(scheduler_config=sched, compilation_config=comp))
 
     def generate(self, prompts, sp, use_tqdm=False):
@@ -207,7 +209,8 @@ def test_eval_throughput_against_vllm_plumbing(tmp_path):
     kw = [r for r in map(json.loads, log.read_text().splitlines()) if "generate" not in r]
     assert len(kw) == 1 and kw[0]["max_model_len"] == 128 and kw[0]["skip_tokenizer_init"] is True
     assert kw[0]["enable_prefix_caching"] is False  # vLLM 0.26's default for hybrid models
-    assert kw[0]["max_num_batched_tokens"] == 4096
+    assert kw[0]["max_num_batched_tokens"] == 4096 and "compilation_config" not in kw[0]  # vLLM's own capture sizes
+    assert engine["max_cudagraph_capture_size"] == 512
     assert (Path(kw[0]["model"]) / "config.json").name == "config.json"
     assert "| T | vllm samples/s | ours samples/s | ours / vllm |" in done.stdout
 
@@ -235,10 +238,14 @@ def test_eval_throughput_stops_a_stalled_vllm_and_keeps_its_log(tmp_path):
 
 def test_eval_throughput_vllm_alone(tmp_path):
     """--impl vllm alone (a vLLM setting measured by itself): its rows and table, none of ours or the peer's."""
-    done, _ = run_with_fake_vllm(tmp_path, "--lengths", "96", "--samples", "2", "--impl", "vllm")
+    args = ["--lengths", "96", "--samples", "2", "--impl", "vllm", "--vllm-max-capture", "16"]
+    done, log = run_with_fake_vllm(tmp_path, *args)
     rows = json.loads((tmp_path / "eval_throughput.json").read_text())["results"]
     assert [(r["impl"], r["status"]) for r in rows] == [("vllm", "ok")]
     assert rows[0]["vllm"]["engine"]["max_num_batched_tokens"] == 16384  # vLLM's own default, nothing passed
+    # a start-up setting: graphs captured for batches up to 16 only (the timed batch of 2 replays one of them)
+    assert json.loads(log.read_text().splitlines()[0])["compilation_config"] == {"max_cudagraph_capture_size": 16}
+    assert rows[0]["vllm"]["engine"]["max_cudagraph_capture_size"] == 16
     assert "| 96 | " in done.stdout and "peer samples/s" not in done.stdout
 
 

@@ -4,7 +4,7 @@ process; the caller has freed the GPU before it starts this).
 
     python3 bench/vllm_peer/throughput.py CKPT --prompts PROMPTS.json --max-tokens 32 --out ROWS.json
         [--eos 1,2] [--warmup 1] [--enforce-eager] [--gpu-memory-utilization 0.85] [--max-num-batched-tokens N]
-        [--enable-prefix-caching]
+        [--enable-prefix-caching] [--max-cudagraph-capture-size N]
 
 PROMPTS.json: {"<T>": [[token ids], ...], ...}, one list of prompts per total length T. One vllm.LLM is
 built for every length (max_model_len: the longest T, the tokenizer not loaded: prompts are token ids);
@@ -40,10 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enable-prefix-caching", action="store_true",
                    help="vLLM's prefix cache on (a batch's prompts then share their common prefixes' blocks); "
                         "emptied after the warm-up, so that no timed prompt finds the warm-up's blocks")  # fmt: skip
+    p.add_argument("--max-cudagraph-capture-size", type=int, default=0,
+                   help="the largest batch vLLM captures a CUDA graph for (0: its default, graphs for batches "
+                        "up to 512 at start-up); a smaller timed batch replays the same graphs")  # fmt: skip
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    if args.max_tokens < 1 or args.warmup < 0 or args.max_num_batched_tokens < 0:
-        p.error("--max-tokens >= 1, --warmup >= 0 and --max-num-batched-tokens >= 0 required")
+    if args.max_tokens < 1 or args.warmup < 0 or args.max_num_batched_tokens < 0 or args.max_cudagraph_capture_size < 0:
+        p.error("--max-tokens >= 1, --warmup >= 0, --max-num-batched-tokens >= 0, --max-cudagraph-capture-size >= 0")
     return args
 
 
@@ -60,6 +63,8 @@ def load_prompts(path: str) -> dict[int, list[list[int]]]:
 
 def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
     chunk = {"max_num_batched_tokens": args.max_num_batched_tokens} if args.max_num_batched_tokens else {}
+    if args.max_cudagraph_capture_size:
+        chunk["compilation_config"] = {"max_cudagraph_capture_size": args.max_cudagraph_capture_size}
     return {
         **chunk,
         "model": str(Path(args.model).resolve()),
@@ -78,7 +83,8 @@ def engine_settings(llm) -> dict:
     cfg = llm.llm_engine.vllm_config
     sched, comp = cfg.scheduler_config, cfg.compilation_config
     out = {k: getattr(sched, k, None) for k in ("max_num_batched_tokens", "max_num_seqs", "enable_chunked_prefill")}
-    out.update(compilation_mode=str(comp.mode), cudagraph_mode=str(comp.cudagraph_mode))
+    out.update(compilation_mode=str(comp.mode), cudagraph_mode=str(comp.cudagraph_mode),
+               max_cudagraph_capture_size=getattr(comp, "max_cudagraph_capture_size", None))  # fmt: skip
     return out
 
 

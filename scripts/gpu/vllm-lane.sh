@@ -17,6 +17,8 @@
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
 #                          first, as they need no trained model; vLLM's own output in OUT/vllm_log.txt, ours
 #                          profiled at 16k (--profile: OUT/profile_eval_ours_<T>.txt)
+#   throughput-16k-capture16  only if vLLM did not run in throughput-16k: vLLM alone again, CUDA graphs captured
+#                          for batches up to 16 instead of 512 (a start-up setting; 64k and 16k-share follow suit)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
 #                          states; bf16 against fp32, and the host waits per level)
@@ -46,6 +48,7 @@ tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samp
 # --budget-s under the step's limit: eval_throughput stops a vLLM still starting itself and keeps the row and
 # vLLM's output so far (OUT/vllm_log.txt)
 tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python --budget-s $((limit - 20))"
+cap="bash scripts/gpu/vllm-capture.sh"
 m=$out/models
 cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut to 600 steps:
                                 # 27.5M tokens (40% of the steps at 1024). The learning curve of docs/results.md
@@ -61,9 +64,12 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --profile --out $out/throughput-16k"
-  "throughput-64k|$tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  # vLLM again if its start outlived the step, capturing graphs up to batch 16 (vllm-capture.sh); the later
+  # vLLM steps capture as the first start showed they must
+  "throughput-16k-capture16|$cap retry $out/throughput-16k $tput --lengths 16384 --impl vllm --out $out/throughput-16k-capture16"
+  "throughput-64k|$cap adapt $out/throughput-16k $tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
-  "throughput-16k-share|$tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
+  "throughput-16k-share|$cap adapt $out/throughput-16k $tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
