@@ -33,6 +33,7 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
         "--max-new-tokens",
         "3",
         "--cuda-graphs",
+        "--keep-graph",
         "--fla-intracard",
         "--prefill-tokens",
         "256",
@@ -41,6 +42,7 @@ def test_eval_throughput_smoke_with_ablations(tmp_path):
         out=tmp_path,
     )
     assert data["meta"]["ours_cuda_graphs"] is True and data["meta"]["fla_intracard_cp"] == "1"
+    assert data["meta"]["ours_keep_graph"] is True
     assert data["meta"]["ours_fused_elementwise"] == "fla on CUDA"  # requested; CPU tensors stay plain
     ours = next(r for r in data["results"] if r["impl"] == "ours")
     assert ours["status"] == "ok" and (tmp_path / ours["profile"]["file"]).exists()

@@ -136,3 +136,35 @@ def test_decode_under_autocast_with_fp32_weights(models):
             assert {c.k.dtype for c in cache.layers if hasattr(c, "k")} <= {torch.bfloat16}
             assert max_diff(got, expected) <= 0.05 * expected.abs().max(), (i, max_diff(got, expected))
         assert len(greedy_generate(ours, ps, 3)) == len(ps)
+
+
+def test_keep_graph_prefills_into_the_kept_cache(models):  # noqa: F811
+    """greedy_generate(keep_graph=True): the next call of as many prompts and the same rounded capacity prefills
+    into the kept cache (emptied in place, as a CUDA graph of its decode step needs) and generates what a fresh
+    call does; another batch size makes a new set; release_kept() frees it. (On a GPU the graph is replayed
+    too: tests/test_model_gpu.py.)"""
+    from longctx.model import generate
+
+    _, ours = models
+    batches = [random_prompts(n, seed=s) for n, s in (([40, 57, 33], 21), ([45, 50, 38], 22), ([40, 57], 23))]
+    fresh = [greedy_generate(ours, p, NEW, cuda_graphs=True) for p in batches]
+    generate.release_kept()
+    got, kept = [], []
+    for p in batches:
+        got.append(greedy_generate(ours, p, NEW, cuda_graphs=True, keep_graph=True))
+        kept.append(generate._KEPT["cache"])
+    assert got == fresh
+    assert kept[1] is kept[0] and kept[2] is not kept[0]  # 3 prompts twice (57 + 12 and 50 + 12 round to 256)
+    assert greedy_generate(ours, batches[0], NEW, keep_graph=True) == fresh[0]  # without cuda_graphs: not kept
+    assert generate._KEPT["cache"] is kept[2]
+    generate.release_kept()
+    assert not generate._KEPT
+
+
+def test_prefill_refuses_a_cache_of_other_shapes(models):  # noqa: F811
+    _, ours = models
+    cache, _ = prefill(ours, random_prompts([20, 30]), capacity=64)
+    with pytest.raises(ValueError, match="not one of 3 sequences of 64 positions"):
+        prefill(ours, random_prompts([20, 30, 10]), capacity=64, cache=cache)
+    with pytest.raises(ValueError, match="of 2 sequences of 80 positions"):
+        prefill(ours, random_prompts([20, 30]), capacity=80, cache=cache)

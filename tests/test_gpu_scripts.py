@@ -337,8 +337,10 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
                 assert args.results in written and args.against in written, cmd
             if getattr(args, "out", None):
                 written.add(args.out)
-        elif words[:5] == ["python3", "-m", "pytest", "-m", "gpu"]:  # a GPU test file of ours, no model needed
-            assert not vllm_side and (root / words[-1]).is_file(), cmd
+        elif words[:5] == ["python3", "-m", "pytest", "-m", "gpu"]:  # GPU tests of ours (files, file::test)
+            tests = [w.split("::") for w in words[5:] if not w.startswith("-")]
+            assert not vllm_side and tests and all((root / t[0]).is_file() for t in tests), cmd
+            assert all(len(t) == 1 or f"def {t[1]}(" in (root / t[0]).read_text() for t in tests), cmd
         elif words[0].startswith("LONGCTX_VLLM_MODEL="):  # the GPU test on a model a step before trained
             assert vllm_side and words[0].split("=", 1)[1] in written, cmd
             assert words[1:5] == ["python3", "-m", "pytest", "-m"] and (root / words[-1]).is_file(), cmd

@@ -286,6 +286,25 @@ def test_greedy_cuda_graphs_match_eager():
     mixed, _ = run(True, budgets)
     assert mixed == [o[:b] for o, b in zip(outs[True], budgets, strict=True)]
 
+    # keep_graph: the next call of as many prompts (capacity rounded alike) prefills into the kept cache and
+    # replays the kept graph, with its new prompts' tokens
+    from longctx.model import generate
+
+    other = [torch.randint(2, 1024, (n,), generator=gen).tolist() for n in (7, 310, 120, 690)]
+    want = greedy_generate(model, other, new, cuda_graphs=True)
+    first = greedy_generate(model, prompts, new, cuda_graphs=True, keep_graph=True)
+    graph = generate._KEPT["step"].graph
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    second = greedy_generate(model, other, new, cuda_graphs=True, keep_graph=True)
+    torch.cuda.synchronize()
+    kept_s = time.perf_counter() - start
+    assert graph is not None and generate._KEPT["step"].graph is graph  # replayed, not captured again
+    generate.release_kept()
+    assert first == outs[True] and second == want
+    _, fresh_s = run(True, new)
+    print(f"a call of {new} tokens: {fresh_s * 1e3:.1f} ms capturing its graph, {kept_s * 1e3:.1f} ms with a kept one")
+
 
 @contextlib.contextmanager
 def _fused(enabled):

@@ -26,6 +26,10 @@ class GDNCache:
         for t in (self.state, *self.conv):
             t[dst] = t[src]
 
+    def reset(self) -> None:
+        for t in (self.state, *self.conv):
+            t.zero_()
+
 
 @dataclass
 class AttnCache:
@@ -39,6 +43,9 @@ class AttnCache:
     def copy(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         for t in (self.k, self.v, self.pos):
             t[dst] = t[src]
+
+    def reset(self) -> None:
+        self.k.zero_(), self.v.zero_(), self.pos.fill_(-1)
 
     def write(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> None:
         """k, v [N, Hkv, D] of the tokens at absolute positions pos [N]."""
@@ -109,6 +116,11 @@ class DecodeCache:
         idx = self._index(rows)
         for cache in self.layers:
             cache.select(idx)
+
+    def reset(self) -> None:
+        """Empty again, in place (as new_cache makes it): a CUDA graph of decode steps holds these addresses."""
+        for cache in self.layers:
+            cache.reset()
 
     def copy_rows(self, src: list[int], dst: list[int]) -> None:
         """Sequence dst[i] takes sequence src[i]'s cache (a fork: both then go on from the same state)."""

@@ -23,6 +23,7 @@ a long prompt's chunked recurrence over more SMs than its heads alone would occu
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -104,6 +105,11 @@ def new_cache(model: HybridLM, n: int, capacity: int, device, dtype: torch.dtype
     return caches
 
 
+def _shapes(c: GDNCache | AttnCache) -> list[tuple]:
+    tensors = [c.state, *c.conv] if isinstance(c, GDNCache) else [c.k, c.v, c.pos]
+    return [(tuple(t.shape), t.dtype) for t in tensors]
+
+
 def sequence_cache_bytes(model: HybridLM, capacity: int) -> int:
     """Bytes of one sequence's decode cache at `capacity` positions: the cache prefill allocates, built on
     the meta device (no memory) and summed."""
@@ -155,6 +161,7 @@ def prefill(
     max_prefill_tokens: int = MAX_PREFILL_TOKENS,
     share_prefixes: bool = False,
     stats: dict | None = None,
+    cache: DecodeCache | None = None,
 ) -> tuple[DecodeCache, torch.Tensor]:
     """Run the prompts, several packed per row, and return (cache, logits [N, V] of each last token).
 
@@ -163,6 +170,8 @@ def prefill(
     share_prefixes: prefill the prefixes prompts share once (longctx.model.prefix: a few levels of
     packed prefills, each going on from the cache the level before left, forked to the prompts below).
     stats: a dict whose "prompt_tokens" and "prefilled_tokens" counts grow by this call's.
+    cache: a DecodeCache of N sequences and `capacity` positions to empty and fill in place instead of a new one
+    (greedy_generate's keep_graph: a CUDA graph of the decode step holds its addresses).
     """
     check_cacheable(model)
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -172,7 +181,14 @@ def prefill(
     dtype = _cache_dtype(model)
     N = len(prompts)
 
-    run = DecodeCache(new_cache(model, N, capacity, device, dtype))
+    if cache is None:
+        run = DecodeCache(new_cache(model, N, capacity, device, dtype))
+    else:
+        like = DecodeCache(new_cache(model, N, capacity, "meta", dtype))
+        if [_shapes(c) for c in cache.layers] != [_shapes(c) for c in like.layers]:
+            raise ValueError(f"prefill: the cache given is not one of {N} sequences of {capacity} positions")
+        run = cache
+        run.reset()
     last_hidden = [None] * N
     if share_prefixes:
         plan = plan_shared_prefill(prompts)
@@ -216,6 +232,25 @@ def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, posit
     positions = positions.to(tokens.device)
     h = model.forward_hidden(tokens[:, None], positions[:, None], cache=cache.step(positions))
     return model.lm_head(h[:, 0])
+
+
+class _EagerStep:
+    """decode_step on one cache, called like _GraphedStep."""
+
+    def __init__(self, model: HybridLM, cache: DecodeCache):
+        self.model, self.cache = model, cache
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return decode_step(self.model, self.cache, tokens, positions)
+
+
+KEEP_ROUND = 256  # greedy_generate(keep_graph=True) rounds the capacity up to this: batches of similar length match
+_KEPT: dict = {}  # what greedy_generate(keep_graph=True) keeps: model (weak), key, cache, step
+
+
+def release_kept() -> None:
+    """Free the cache and CUDA graph greedy_generate(keep_graph=True) keeps for its next call."""
+    _KEPT.clear()
 
 
 class _GraphedStep:
@@ -284,6 +319,7 @@ def greedy_generate(
     cuda_graphs: bool = False,
     share_prefixes: bool = False,
     stats: dict | None = None,
+    keep_graph: bool = False,
 ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids), batched.
 
@@ -296,6 +332,10 @@ def greedy_generate(
     Its shapes are fixed, so finished sequences then stay in the batch instead of being dropped
     from the cache: they go on decoding (their positions may pass `capacity`: the rings wrap) and
     their tokens are ignored. On CPU this static batch runs eagerly.
+    keep_graph (with cuda_graphs): keep this call's cache and decode graph for the next call of as many
+    prompts and the same capacity (rounded up to KEEP_ROUND positions; same model, weights where they were),
+    which prefills into that cache and replays the graph instead of warming up and capturing again (one
+    set kept at a time, until release_kept()).
     """
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts) or any(b < 0 for b in budgets):
@@ -306,13 +346,27 @@ def greedy_generate(
     if not active:
         return results
     capacity = max(len(prompts[i]) + budgets[i] for i in active)
-    cache, logits = prefill(model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes, stats)
+    kept, key = None, None
+    if keep_graph and cuda_graphs:
+        capacity = -(-capacity // KEEP_ROUND) * KEEP_ROUND
+        key = (len(active), capacity, _cache_dtype(model), tuple(p.data_ptr() for p in model.parameters()))
+        if _KEPT.get("model") is not None and _KEPT["model"]() is model and _KEPT["key"] == key:
+            kept = _KEPT["cache"], _KEPT["step"]
+        else:
+            release_kept()  # before this call's cache is made: one set held at a time
+    cache, logits = prefill(
+        model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes, stats,
+        cache=kept[0] if kept else None,
+    )  # fmt: skip
     positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
-    step = (
-        _GraphedStep(model, cache, logits.device)
-        if cuda_graphs and logits.is_cuda
-        else lambda tokens, positions: decode_step(model, cache, tokens, positions)
-    )
+    if kept is not None:
+        step = kept[1]
+    elif cuda_graphs and logits.is_cuda:
+        step = _GraphedStep(model, cache, logits.device)
+    else:
+        step = _EagerStep(model, cache)
+    if key is not None:
+        _KEPT.update(model=weakref.ref(model), key=key, cache=cache, step=step)
     live = list(range(len(active)))  # cache rows still generating
     while True:
         tokens = logits.argmax(-1)

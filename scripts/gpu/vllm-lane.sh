@@ -21,7 +21,8 @@
 #                          for batches up to 16 instead of 512 (a start-up setting; 64k and 16k-share follow suit)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
-#                          states; bf16 against fp32, and the host waits per level)
+#                          states; bf16 against fp32, and the host waits per level); the CUDA-graph decode test with
+#                          a kept graph replayed on the next call (ours runs --keep-graph in the throughput steps)
 #   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
 #                          models: random weights tie too often for token agreement)
 #   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
@@ -47,7 +48,7 @@ vpy="env PYTHONPATH=$vpath python3"
 tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samples 8 --max-new-tokens 32"
 # --budget-s under the step's limit: eval_throughput stops a vLLM still starting itself and keeps the row and
 # vLLM's output so far (OUT/vllm_log.txt)
-tput="$tput --cuda-graphs --vllm-python /tmp/vsite-python --budget-s $((limit - 20))"
+tput="$tput --cuda-graphs --keep-graph --vllm-python /tmp/vsite-python --budget-s $((limit - 20))"
 cap="bash scripts/gpu/vllm-capture.sh"
 m=$out/models
 cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut to 600 steps:
@@ -70,7 +71,7 @@ steps=(
   "throughput-64k|$cap adapt $out/throughput-16k $tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$cap adapt $out/throughput-16k $tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
-  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py"
+  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
   "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
   "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
   "smoke-hybrid|$(smoke hybrid)"
