@@ -8,8 +8,10 @@
 #   carry [".vllm_parts/00"] .. [".vllm_parts/03"]:  bash bench/vllm_peer/install.sh stash
 #   carry [".vllm_parts/04"]:  bash bench/vllm_peer/install.sh stash && bash bench/vllm_peer/install.sh install
 #        && export PYTHONPATH=/tmp/site:$PWD
-#        && bash scripts/gpu/start-lane.sh "bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" && bash scripts/gpu/poll.sh 420
-#   then `bash scripts/gpu/poll.sh 560` calls at once (x.tgz: w/vllm/<step>/..., w/vllm/steps.txt).
+#        && bash scripts/gpu/start-lane.sh "bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" && bash scripts/gpu/poll.sh 240
+#   then `bash scripts/gpu/poll.sh 200` calls at once (x.tgz: w/vllm/<step>/..., w/vllm/steps.txt; a machine
+#   taken back mid-call returns nothing of that call, so short polls lose less). `bash scripts/gpu/plan.sh vllm`
+#   prints these calls, checked against what is staged.
 #
 # Steps, in order (scripts/gpu/steps.sh: each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
