@@ -322,9 +322,8 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     from longctx.model.generate import MAX_PREFILL_TOKENS
 
     # greedy_generate's keyword arguments, the same for the prefill timing, the warm-up and the run
-    kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs}
-    if args.keep_graph:
-        kw["keep_graph"] = True
+    kw = {"max_prefill_tokens": args.prefill_tokens or MAX_PREFILL_TOKENS, "cuda_graphs": args.cuda_graphs,
+          "keep_graph": args.keep_graph}  # fmt: skip
     if args.share_prefixes:
         from longctx.model.prefix import plan_shared_prefill
 

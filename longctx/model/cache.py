@@ -22,12 +22,15 @@ class GDNCache:
         self.state = self.state[rows]
         self.conv = [c[rows] for c in self.conv]
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.state, *self.conv]
+
     def copy(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        for t in (self.state, *self.conv):
+        for t in self.tensors():
             t[dst] = t[src]
 
     def reset(self) -> None:
-        for t in (self.state, *self.conv):
+        for t in self.tensors():
             t.zero_()
 
 
@@ -40,8 +43,11 @@ class AttnCache:
     def select(self, rows: torch.Tensor) -> None:
         self.k, self.v, self.pos = self.k[rows], self.v[rows], self.pos[rows]
 
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.k, self.v, self.pos]
+
     def copy(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        for t in (self.k, self.v, self.pos):
+        for t in self.tensors():
             t[dst] = t[src]
 
     def reset(self) -> None:
@@ -132,9 +138,7 @@ class DecodeCache:
 
     def _index(self, rows: list[int]) -> torch.Tensor:
         """rows as a long tensor on the caches' device."""
-        first = self.layers[0]
-        device = (first.state if isinstance(first, GDNCache) else first.k).device
-        return torch.tensor(rows, dtype=torch.long, device=device)
+        return torch.tensor(rows, dtype=torch.long, device=self.layers[0].tensors()[0].device)
 
     def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None) -> CacheRun:
         """rows: the sequence of each document of a packed row; docs: their token ranges in it; starts:

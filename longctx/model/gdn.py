@@ -305,7 +305,7 @@ class GatedDeltaNet(nn.Module):
         last = out.shape[1] - 1
         idx = [[min(a + t, last) for t in range(n)] for a in first]
         going_rows = [cache.row_list[i] for i in going]
-        flat = torch.tensor(sum(idx, []) + [x for pair in zip(*own, strict=True) for x in pair] + going_rows)
+        flat = torch.tensor(sum(idx, []) + [a for a, _ in own] + [b for _, b in own] + going_rows)
         flat = flat.to(out.device)
         d, f = len(going), len(own)
         return flat[: d * n].view(d, n), flat[d * n : d * n + 2 * f].view(2, f), flat[d * n + 2 * f :]

@@ -106,17 +106,14 @@ def new_cache(model: HybridLM, n: int, capacity: int, device, dtype: torch.dtype
 
 
 def _shapes(c: GDNCache | AttnCache) -> list[tuple]:
-    tensors = [c.state, *c.conv] if isinstance(c, GDNCache) else [c.k, c.v, c.pos]
-    return [(tuple(t.shape), t.dtype) for t in tensors]
+    return [(tuple(t.shape), t.dtype) for t in c.tensors()]
 
 
 def sequence_cache_bytes(model: HybridLM, capacity: int) -> int:
     """Bytes of one sequence's decode cache at `capacity` positions: the cache prefill allocates, built on
     the meta device (no memory) and summed."""
-    tensors = []
-    for c in new_cache(model, 1, capacity, "meta", _cache_dtype(model)):
-        tensors += [c.state, *c.conv] if isinstance(c, GDNCache) else [c.k, c.v, c.pos]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    caches = new_cache(model, 1, capacity, "meta", _cache_dtype(model))
+    return sum(t.numel() * t.element_size() for c in caches for t in c.tensors())
 
 
 def prefill_reserve_bytes(model: HybridLM, max_prefill_tokens: int = MAX_PREFILL_TOKENS) -> int:
@@ -232,16 +229,6 @@ def decode_step(model: HybridLM, cache: DecodeCache, tokens: torch.Tensor, posit
     positions = positions.to(tokens.device)
     h = model.forward_hidden(tokens[:, None], positions[:, None], cache=cache.step(positions))
     return model.lm_head(h[:, 0])
-
-
-class _EagerStep:
-    """decode_step on one cache, called like _GraphedStep."""
-
-    def __init__(self, model: HybridLM, cache: DecodeCache):
-        self.model, self.cache = model, cache
-
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return decode_step(self.model, self.cache, tokens, positions)
 
 
 KEEP_ROUND = 256  # greedy_generate(keep_graph=True) rounds the capacity up to this: batches of similar length match
@@ -364,7 +351,10 @@ def greedy_generate(
     elif cuda_graphs and logits.is_cuda:
         step = _GraphedStep(model, cache, logits.device)
     else:
-        step = _EagerStep(model, cache)
+
+        def step(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            return decode_step(model, cache, tokens, positions)
+
     if key is not None:
         _KEPT.update(model=weakref.ref(model), key=key, cache=cache, step=step)
     live = list(range(len(active)))  # cache rows still generating
