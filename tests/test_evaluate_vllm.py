@@ -23,8 +23,12 @@ class FakeVLLM:
 
 
 @pytest.fixture
-def fake_registry(monkeypatch):
+def fake_registry(monkeypatch, tmp_path):
     import lm_eval.api.registry as reg
+
+    # the model folder (tmp_path) of these tests: default RoPE whose table holds every length asked for
+    cfg = {"model_type": "olmo_hybrid", "max_position_embeddings": 1 << 20, "rope_parameters": {"rope_theta": 1e4}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
 
     FakeVLLM.made = []
     names = []
@@ -35,13 +39,18 @@ def fake_registry(monkeypatch):
 
 
 def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
+    # a model trained at 4k with default RoPE: vLLM's RoPE table (max_position_embeddings positions) is lengthened
+    cfg = {"model_type": "olmo_hybrid", "max_position_embeddings": 4096,
+           "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
     spec = EvalSpec(model=str(tmp_path), lengths=[4096, 65536], tasks=["niah_single_1"], samples=1,
                     out=tmp_path / "r.json", backend="vllm", dtype="bfloat16")  # fmt: skip
     runner.build_lm(spec)
     assert fake_registry == ["vllm"]
     (args, extra, allow) = FakeVLLM.made[0]
     # lm-eval's VLLM asserts that only one of max_length / max_model_len is given
-    assert args == {"pretrained": str(tmp_path.resolve()), "dtype": "bfloat16", "max_model_len": 65536 + CONTEXT_MARGIN}
+    assert args == {"pretrained": str(tmp_path.resolve()), "dtype": "bfloat16", "max_model_len": 65536 + CONTEXT_MARGIN,
+                    "hf_overrides": {"max_position_embeddings": 65536 + CONTEXT_MARGIN}}  # fmt: skip
     assert extra == {"batch_size": "auto"}
     # the cap is above max_position_embeddings of a model trained to exactly 64k: vLLM refuses that unless allowed
     assert allow == "1"

@@ -288,7 +288,7 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     steps = dict(line.split("|", 1) for line in run.stdout.splitlines())
     # the speed first (it needs no trained model), then the trained models side by side (two parts of one step)
     assert list(steps)[:5] == [
-        "throughput-16k", "throughput-16k-capture16", "throughput-64k", "throughput-16k-share", "pytest-shared"
+        "throughput-16k", "throughput-16k-eager", "throughput-64k", "throughput-16k-share", "pytest-shared"
     ]  # fmt: skip
     assert list(steps)[5:9] == ["models.0", "models.1", "extend.0", "extend.1"]
     order = list(steps)
@@ -316,7 +316,7 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
         words = cmd.split()
         if words[:2] == ["bash", "scripts/gpu/vllm-capture.sh"]:  # retry/adapt PREV_DIR, then the command itself
             assert words[2] in ("retry", "adapt") and words[3] == str(tmp_path / "throughput-16k"), cmd
-            words = words[4:] + ["--vllm-max-capture", "16"]
+            words = words[4:] + ["--vllm-enforce-eager"]
         vllm_side = words[0] == "env"
         if vllm_side:  # vLLM's side: /tmp/vsite first on the path
             assert words[1].startswith("PYTHONPATH=/tmp/vsite:"), cmd
@@ -520,7 +520,7 @@ def test_share_lane_steps_are_valid_commands(tmp_path):
 
 
 def test_vllm_capture_retries_and_adapts_after_a_vllm_start_that_did_not_run(tmp_path):
-    """scripts/gpu/vllm-capture.sh: `retry` runs its command (with --vllm-max-capture 16) only when the earlier step's
+    """scripts/gpu/vllm-capture.sh: `retry` runs its command (with --vllm-enforce-eager) only when the earlier step's
     vLLM row did not run; `adapt` always runs it, adding the flag in that case."""
     script = SCRIPT.parent / "vllm-capture.sh"
     prev = tmp_path / "prev"
@@ -535,10 +535,10 @@ def test_vllm_capture_retries_and_adapts_after_a_vllm_start_that_did_not_run(tmp
         return [line for line in done.stdout.splitlines() if line.startswith("CMD")]
 
     assert run("retry", "ok") == []
-    assert run("retry", "error") == run("retry", None) == ["CMD --x --vllm-max-capture 16"]
+    assert run("retry", "error") == run("retry", None) == ["CMD --x --vllm-enforce-eager"]
     assert run("adapt", "ok") == ["CMD --x"]
-    assert run("adapt", "error") == ["CMD --x --vllm-max-capture 16"]
+    assert run("adapt", "error") == ["CMD --x --vllm-enforce-eager"]
     (prev / "eval_throughput.json").unlink()  # the earlier step left nothing: vLLM did not run
     done = subprocess.run(["bash", str(script), "adapt", str(prev), "echo", "CMD"], capture_output=True, text=True)
-    assert done.stdout.splitlines()[-1] == "CMD --vllm-max-capture 16"
+    assert done.stdout.splitlines()[-1] == "CMD --vllm-enforce-eager"
     assert subprocess.run(["bash", str(script), "bogus", str(prev), "echo"], capture_output=True).returncode == 2

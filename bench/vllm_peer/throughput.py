@@ -65,6 +65,12 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
     chunk = {"max_num_batched_tokens": args.max_num_batched_tokens} if args.max_num_batched_tokens else {}
     if args.max_cudagraph_capture_size:
         chunk["compilation_config"] = {"max_cudagraph_capture_size": args.max_cudagraph_capture_size}
+    # vLLM's RoPE table must hold the longest prompt (longctx.evaluate.vllm_rope): a position past it is an
+    # out-of-bounds index in the compiled model
+    if (Path(args.model) / "config.json").exists():
+        from longctx.evaluate.vllm_rope import hf_overrides
+
+        chunk.update({"hf_overrides": o} if (o := hf_overrides(args.model, longest, longest)) else {})
     return {
         **chunk,
         "model": str(Path(args.model).resolve()),

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from longctx.errors import UsageError
-from longctx.evaluate.runner import BACKENDS, HAYSTACKS, EvalSpec
+from longctx.evaluate import vllm_rope
+from longctx.evaluate.runner import BACKENDS, CONTEXT_MARGIN, HAYSTACKS, EvalSpec
 from longctx.lengths import parse_lengths
 from longctx.model import prefix
 from longctx.paths import check_output
@@ -122,6 +123,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
     if args.temperature_per_length and args.backend == "vllm":
         raise UsageError("--temperature-per-length sets the weights per length: use --backend longctx or hf")
+    if args.backend == "vllm" and not args.finished_only:  # a RoPE table too short for the lengths: refused here
+        vllm_rope.hf_overrides(model, max(lengths) + CONTEXT_MARGIN, max(lengths))
     if args.backend == "vllm" and not args.finished_only and importlib.util.find_spec("vllm") is None:
         raise UsageError(
             "--backend vllm needs vLLM (pip install 'longctx[vllm]' on a GPU machine; offline: "

@@ -174,13 +174,18 @@ def build_lm(spec: EvalSpec):
         # vLLM refuses a max_model_len above the length it derives from the checkpoint (max_position_embeddings,
         # YaRN's original x factor, the tokenizer's model_max_length), and the cap is the largest length plus
         # CONTEXT_MARGIN, so it is always above a model trained or extended to exactly that length. Evaluating
-        # past the trained length is the point of RULER here, as with the hf and longctx backends.
+        # past the trained length is the point of RULER here, as with the hf and longctx backends; its RoPE table
+        # is made long enough where that leaves the model as it is (vllm_rope), else eval refused the lengths.
         os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
         no_flashinfer_sampler()
         from longctx.evaluate.vllm_compat import register
+        from longctx.evaluate.vllm_rope import hf_overrides
 
         register()  # Olmo Hybrid's conv weights (vLLM runs it in its engine process too, as a plugin)
         args = {"pretrained": model, "dtype": spec.dtype, "max_model_len": max_len}
+        overrides = hf_overrides(model, max_len, max(spec.lengths))
+        if overrides:
+            args["hf_overrides"] = overrides
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
     args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
     if spec.backend == "longctx":

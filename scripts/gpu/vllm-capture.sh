@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A vLLM step of vllm-lane.sh that follows what an earlier step's vLLM start did:
-#   vllm-capture.sh retry PREV_DIR COMMAND...   run COMMAND with --vllm-max-capture 16 only if PREV_DIR's
+#   vllm-capture.sh retry PREV_DIR COMMAND...   run COMMAND with --vllm-enforce-eager only if PREV_DIR's
 #                                               eval_throughput.json has no vLLM row that ran (status ok)
-#   vllm-capture.sh adapt PREV_DIR COMMAND...   run COMMAND, with --vllm-max-capture 16 added if it has none
-# vLLM captures CUDA graphs for batches up to 512 at start-up by default; a start that outlives the step is
-# retried capturing up to 16 (the timed batches of 8 replay the same graph, so the timed figures compare; the
-# rows record the setting vLLM resolved: engine.max_cudagraph_capture_size).
+#   vllm-capture.sh adapt PREV_DIR COMMAND...   run COMMAND, with --vllm-enforce-eager added if it has none
+# A compiled vLLM start (torch.compile, CUDA graph capture) that outlives the step is retried eager, so the lease
+# gets a vLLM figure at all; an eager row is a weaker vLLM (no graphs in decode) and says so
+# (engine.enforce_eager in the rows).
 set -u
 mode=${1:-} prev=${2:-}
 shift 2 || { echo "usage: vllm-capture.sh retry|adapt PREV_DIR COMMAND..." >&2; exit 2; }
@@ -22,11 +22,11 @@ EOF
 case "$mode" in
 retry)
   if [ "$ran" = 1 ]; then echo "vllm-capture: vLLM ran in $prev; no retry"; exit 0; fi
-  echo "vllm-capture: no vLLM row ran in $prev; again with --vllm-max-capture 16"
-  exec "$@" --vllm-max-capture 16 ;;
+  echo "vllm-capture: no vLLM row ran in $prev; again with --vllm-enforce-eager"
+  exec "$@" --vllm-enforce-eager ;;
 adapt)
   if [ "$ran" = 1 ]; then exec "$@"; fi
-  echo "vllm-capture: no vLLM row ran in $prev; --vllm-max-capture 16"
-  exec "$@" --vllm-max-capture 16 ;;
+  echo "vllm-capture: no vLLM row ran in $prev; --vllm-enforce-eager"
+  exec "$@" --vllm-enforce-eager ;;
 *) echo "usage: vllm-capture.sh retry|adapt PREV_DIR COMMAND..." >&2; exit 2 ;;
 esac

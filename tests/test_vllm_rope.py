@@ -1,0 +1,77 @@
+"""vLLM's RoPE table against the prompts it must hold (longctx.evaluate.vllm_rope).
+
+The table lengths are vLLM 0.26's (vllm/model_executor/layers/rotary_embedding: RotaryEmbedding holds
+max_position_embeddings positions, LinearScalingRotaryEmbedding that x factor, YaRNScalingRotaryEmbedding
+original_max_position_embeddings x factor, DynamicNTKScalingRotaryEmbedding max_position_embeddings with the base
+kept); the rope_parameters are what `longctx extend` writes (rope_methods)."""
+
+import json
+
+import pytest
+
+import rope_methods
+from longctx.errors import UsageError
+from longctx.evaluate.vllm_rope import hf_overrides
+
+BASE = {"rope_type": "default", "rope_theta": 10000.0}
+
+
+def _model(tmp_path, method=None, mpe=4096, base_len=4096, target=16384):
+    rp = rope_methods.get(method).extend(dict(BASE), base_len=base_len, target_len=target) if method else BASE
+    if rp is None:  # DRoPE: transformers' spelling of no RoPE
+        rp = {"rope_type": "default", "rope_theta": None}
+    cfg = {"model_type": "olmo_hybrid", "max_position_embeddings": mpe, "rope_parameters": rp}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    return tmp_path
+
+
+def test_default_rope_table_lengthened_to_the_engine_length(tmp_path):
+    m = _model(tmp_path, mpe=4096)
+    assert hf_overrides(m, 4096, 4096) == {}
+    assert hf_overrides(m, 16640, 16384) == {"max_position_embeddings": 16640}
+
+
+def test_pi_table_is_mpe_times_factor(tmp_path):
+    m = _model(tmp_path, "pi", mpe=4096)  # factor 4: 16,384 positions
+    assert hf_overrides(m, 16384, 16384) == {}
+    assert hf_overrides(m, 16640, 16384) == {"max_position_embeddings": 16640}
+
+
+def test_yarn_refused_past_original_times_factor(tmp_path):
+    m = _model(tmp_path, "yarn", mpe=16384)  # 4,096 x 4 = 16,384 positions
+    assert hf_overrides(m, 16384 + 256, 16384) == {}  # RULER's prompts at 16k stay inside the table
+    with pytest.raises(UsageError, match="32,768.*yarn.*16,384 positions"):
+        hf_overrides(m, 32768 + 256, 32768)
+
+
+def test_dynamic_ntk_refused_past_its_original_length(tmp_path):
+    m = _model(tmp_path, "ntk", mpe=16384)
+    assert hf_overrides(m, 4096 + 256, 4096) == {}
+    with pytest.raises(UsageError, match="8,192.*4,096 positions"):
+        hf_overrides(m, 8192 + 256, 8192)
+
+
+def test_no_rope_has_no_table(tmp_path):
+    assert hf_overrides(_model(tmp_path, "drope", mpe=4096), 65792, 65536) == {}
+
+
+def test_per_layer_type_rope_reads_the_full_attention_entry(tmp_path):
+    rp = {"full_attention": rope_methods.get("yarn").extend(dict(BASE), base_len=4096, target_len=8192),
+          "sliding_attention": BASE}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "olmo3", "max_position_embeddings": 8192,
+                                                      "rope_parameters": rp}))  # fmt: skip
+    with pytest.raises(UsageError, match="8,192 positions"):
+        hf_overrides(tmp_path, 16640, 16384)
+
+
+def test_eval_refuses_vllm_lengths_past_a_yarn_table_before_writing(tmp_path, capsys):
+    from longctx.cli import main
+
+    m = _model(tmp_path / "m", "yarn", mpe=16384) if (tmp_path / "m").mkdir() is None else None
+    (m / "tokenizer.json").write_text("{}")
+    (m / "model.safetensors").write_bytes(b"")
+    out = tmp_path / "r.json"
+    code = main(["eval", "--model", str(m), "--backend", "vllm", "--lengths", "4096,32768", "--out", str(out)])
+    assert code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "32,768" in err[0] and "--backend longctx" in err[0]
