@@ -426,6 +426,37 @@ def test_longctx_backend_cuda_graphs_model_arg(tiny_model, monkeypatch):
         lm_model.LongctxLM(pretrained=str(tiny_model), cuda_graphs="yes please", device="cpu")
 
 
+def test_longctx_backend_keeps_the_decode_cache_between_batches(tiny_model):
+    """With cuda_graphs, a batch's cache (and on a GPU its decode graph) is kept for the next batch of as many
+    prompts (greedy_generate's keep_graph), answering as without; a new generation capacity (the next length)
+    and a freed model release it."""
+    import gc
+
+    from longctx.evaluate import lm_model
+    from longctx.model import generate
+
+    generate.release_kept()
+    ctxs = [torch.tensor([[5, 9, 14, 3, 7, 21, 4, 8], [2, 6, 11, 13, 17, 19, 23, 29]]),
+            torch.tensor([[7, 1, 8, 2, 8, 1, 8, 2], [3, 1, 4, 1, 5, 9, 2, 6]])]  # fmt: skip
+    plain = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", cuda_graphs=False)
+    expected = [plain._model_generate(c, max_length=c.shape[1] + 6, stop=[]).tolist() for c in ctxs]
+    assert not generate._KEPT
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", cuda_graphs=True,
+                            batch_size="auto")  # fmt: skip
+    got, kept = [], []
+    for c in ctxs:
+        got.append(lm._model_generate(c, max_length=c.shape[1] + 6, stop=[]).tolist())
+        kept.append(generate._KEPT.get("cache"))
+    assert got == expected and kept[0] is not None and kept[1] is kept[0]
+    lm.set_generation_capacity(64)
+    assert not generate._KEPT
+    lm._model_generate(ctxs[0], max_length=14, stop=[])
+    assert generate._KEPT
+    del lm
+    gc.collect()
+    assert not generate._KEPT
+
+
 def test_no_git_chatter_outside_a_git_checkout(tiny_model, tmp_path, monkeypatch, capfd):
     # lm-eval asks `git describe` for its results' git_hash; outside a checkout git complains on stderr
     monkeypatch.chdir(tmp_path)

@@ -235,9 +235,11 @@ KEEP_ROUND = 256  # greedy_generate(keep_graph=True) rounds the capacity up to t
 _KEPT: dict = {}  # what greedy_generate(keep_graph=True) keeps: model (weak), key, cache, step
 
 
-def release_kept() -> None:
-    """Free the cache and CUDA graph greedy_generate(keep_graph=True) keeps for its next call."""
-    _KEPT.clear()
+def release_kept(model: HybridLM | None = None) -> None:
+    """Free the cache and CUDA graph greedy_generate(keep_graph=True) keeps for its next call (only if kept for
+    `model`, when given). The kept decode step holds its model: a model is freed after its kept set."""
+    if model is None or (_KEPT.get("model") is not None and _KEPT["model"]() is model):
+        _KEPT.clear()
 
 
 class _GraphedStep:
