@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="--backend longctx: prefill the prefixes a batch's prompts share (the haystack before each needle) "
-        "once, forking the caches (default: longctx.model.prefix.DEFAULT_ON, off while it is slower on a GPU)",
+        "once, forking the caches (default: longctx.model.prefix.DEFAULT_ON, off until timed faster across the "
+        "tasks on a GPU)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")

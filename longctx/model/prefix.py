@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 # forward), and 3 of them saved under 4k tokens each; at 8,192 that batch gets 4 levels and keeps 52% of its
 # prompt tokens shared instead of 55%.
 MIN_SAVING = 8192
-# `longctx eval --backend longctx` and the training probe share prefixes by default only once it is faster on a GPU:
-# its GPU path (fla's varlen kernel from forked initial states, SDPA aligned to the last key) passed its bf16 test
-# (tests/test_generate_shared.py), but at 16k on an H200 it was slower than a plain prefill (docs/benchmarks.md,
-# "How much RULER prefill ... saves"); `--share-prefixes` turns it on.
+# `longctx eval --backend longctx` and the training probe share prefixes by default only once it is faster on a GPU
+# across RULER's tasks: its GPU path (fla's varlen kernel from forked initial states, SDPA aligned to the last key)
+# passed its bf16 test (tests/test_generate_shared.py); on an H200 at 16k it was 11% faster than a plain prefill on
+# one niah_single_1 batch (docs/benchmarks.md, "How much RULER prefill ... saves"); `--share-prefixes` turns it on.
 DEFAULT_ON = False
 MAX_LEVELS = 16  # levels of shared prefixes at most (the prompts' own rest is one more)
 
