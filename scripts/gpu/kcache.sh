@@ -4,8 +4,9 @@
 #   kcache.sh restore DIR   unpack the parts kcache.tgz.part* (in name order) found in DIR, DIR/p*/ and the stage
 #                           folder of `take`, else DIR/kcache.tgz, else DIR/tcache.tgz (autotune results alone,
 #                           older runs) into /tmp/kcache; then add scripts/gpu/h200-autotune.tgz's files that are
-#                           not there yet (fla's autotune results, 136 files: study-20m's hybrid at 4k and 64k,
-#                           hybrid-1b training and eval at 16k, the eval's prefill from cached states, one H200,
+#                           not there yet (fla's autotune results, 146 files: study-20m's hybrid at 4k and 64k,
+#                           hybrid-1b training and eval at 16k and 64k, the prefill from cached states, norms of the
+#                           600-step models and extensions, one H200,
 #                           torch 2.11, triton 3.6; a kernel whose source, shapes or versions differ has another key
 #                           and autotunes anew)
 #   kcache.sh pack OUT      the whole cache as OUT/kcache.tgz.part0.. in 15 MiB parts when it packs into 3 (a file

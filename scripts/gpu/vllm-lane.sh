@@ -15,31 +15,32 @@
 #
 # Steps, in order (scripts/gpu/steps.sh: each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
+#   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
+#                          models: random weights tie too often for token agreement); first: RULER through both
+#                          backends needs them, and the speed has been measured (docs/benchmarks.md, "Against vLLM")
+#   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
+#                          `--backend longctx` and `--backend vllm`, each alone on the GPU, then `longctx answers
+#                          --against`: equal within sampling noise? and each cell's seconds through both;
+#                          ruler-time: `longctx compare --time`, seconds and samples/s per backend
+#   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
+#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
+#   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx (eager): greedy tokens of vLLM against ours, each
+#                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory);
+#                          the transformer, YaRN and DRoPE, then the hybrid again (32/32 tokens on 3 prompts before)
+#   ruler-longctx-b1 / ruler-b1-paired   the same RULER cells one prompt per call, paired with the batched run
 #   throughput-16k / -64k  bench/eval_throughput.py --impl ours,vllm on hybrid-1b, RULER niah_single_1 prompts, the
 #                          same prompt ids, greedy: samples/s side by side, vLLM as users run it (CUDA graphs, compile);
-#                          first, as they need no trained model; vLLM's own output in OUT/vllm_log.txt, ours
-#                          profiled at 16k (--profile: OUT/profile_eval_ours_<T>.txt)
-#                          vLLM captures CUDA graphs for batches up to 16 (--vllm-max-capture 16; its default, 512,
-#                          took its compiled start past 330 s on an H200): the timed batches of 8 replay the size-8
-#                          graph either way, and prefill chunks are above any capture size
+#                          vLLM's own output in OUT/vllm_log.txt, ours profiled at 16k (--profile:
+#                          OUT/profile_eval_ours_<T>.txt). vLLM captures CUDA graphs for batches up to 16
+#                          (--vllm-max-capture 16; its default, 512, took its compiled start past 330 s on an H200): the
+#                          timed batches of 8 replay the size-8 graph either way, and prefill chunks are above any
+#                          capture size
 #   throughput-16k-eager   only if vLLM did not run in throughput-16k: vLLM alone again, eager (64k and 16k-share
 #                          follow suit; the rows say engine.enforce_eager)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
 #                          states; bf16 against fp32, and the host waits per level); the CUDA-graph decode test with
 #                          a kept graph replayed on the next call (ours runs --keep-graph in the throughput steps)
-#   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
-#                          models: random weights tie too often for token agreement)
-#   extend                 the hybrid extended briefly with YaRN and with DRoPE plus the folded temperature (c = 0.1)
-#   smoke-<model>          bench/vllm_peer/smoke.py --against-longctx (eager): greedy tokens of vLLM against ours, each
-#                          alone on the GPU (vLLM's start-up memory profile fails when another process frees memory);
-#                          the hybrid and the transformer first, YaRN and DRoPE after the speed (their loading is
-#                          checked on CPU already: bench/vllm_peer/load_check.py)
-#   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
-#                          `--backend longctx` and `--backend vllm`, each alone on the GPU, then `longctx answers
-#                          --against`: equal within sampling noise? and each cell's seconds through both;
-#                          ruler-time: `longctx compare --time`, seconds and samples/s per backend
-#   pytest-vllm            tests/test_vllm_gpu.py on the trained hybrid (the same check as a GPU test)
 #   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
 #                          the JSON rows carry the settings its engine resolved)
 # DRY=1 prints the commands (a step of parts as name.0, name.1, ...). ONLY=step1,step2 runs those alone.
@@ -69,6 +70,20 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
+  "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
+  "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
+  "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
+  "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
+  "ruler-time|python3 -m longctx compare $out/ruler-longctx/ruler.json $out/ruler-vllm/ruler.json --time --no-group"
+  # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
+  "pytest-vllm|env PYTHONPATH=$vpath LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
+  "smoke-transformer|$(smoke transformer)"
+  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
+  "smoke-yarn|$(smoke yarn)"
+  "smoke-drope|$(smoke drope)"
+  "smoke-hybrid|$(smoke hybrid)"
+  "ruler-longctx-b1|$vpy -m longctx eval $ruler --backend longctx --batch-size 1 --out $out/ruler-longctx-b1/ruler.json"
+  "ruler-b1-paired|python3 -m longctx answers $out/ruler-longctx-b1/ruler.json --against $out/ruler-longctx/ruler.json"
   "throughput-16k|$tput --lengths 16384 --impl ours,vllm --profile --out $out/throughput-16k"
   # vLLM again, eager, if its compiled start outlived the step (vllm-capture.sh); the later vLLM steps follow suit
   "throughput-16k-eager|$cap retry $out/throughput-16k $tput --lengths 16384 --impl vllm --out $out/throughput-16k-eager"
@@ -76,20 +91,6 @@ steps=(
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$cap adapt $out/throughput-16k $tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
-  "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
-  "extend|$ext --method yarn --out $m/yarn & $ext --method drope --set extend.rope.temperature=0.1 --out $m/drope"
-  "smoke-hybrid|$(smoke hybrid)"
-  "smoke-transformer|$(smoke transformer)"
-  "smoke-yarn|$(smoke yarn)"
-  "smoke-drope|$(smoke drope)"
-  "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
-  "ruler-longctx-b1|$vpy -m longctx eval $ruler --backend longctx --batch-size 1 --out $out/ruler-longctx-b1/ruler.json"
-  "ruler-b1-paired|python3 -m longctx answers $out/ruler-longctx-b1/ruler.json --against $out/ruler-longctx/ruler.json"
-  "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
-  "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
-  "ruler-time|python3 -m longctx compare $out/ruler-longctx/ruler.json $out/ruler-vllm/ruler.json --time --no-group"
-  # the same as a GPU test (tests/test_vllm_gpu.py), on the trained hybrid
-  "pytest-vllm|env PYTHONPATH=$vpath LONGCTX_VLLM_MODEL=$m/hybrid python3 -m pytest -m gpu -s -q tests/test_vllm_gpu.py"
   # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
   "throughput-64k-chunk64k|$tput --lengths 65536 --impl vllm --vllm-max-num-batched-tokens 65536 --out $out/throughput-64k-chunk64k"
 )
