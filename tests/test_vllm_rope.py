@@ -55,13 +55,22 @@ def test_no_rope_has_no_table(tmp_path):
     assert hf_overrides(_model(tmp_path, "drope", mpe=4096), 65792, 65536) == {}
 
 
-def test_per_layer_type_rope_reads_the_full_attention_entry(tmp_path):
-    rp = {"full_attention": rope_methods.get("yarn").extend(dict(BASE), base_len=4096, target_len=8192),
-          "sliding_attention": BASE}  # fmt: skip
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "olmo3", "max_position_embeddings": 8192,
-                                                      "rope_parameters": rp}))  # fmt: skip
-    with pytest.raises(UsageError, match="8,192 positions"):
-        hf_overrides(tmp_path, 16640, 16384)
+def test_per_layer_type_rope_checks_every_entry(tmp_path):
+    """Olmo 3: sliding-window layers on plain RoPE, full-attention layers extended; each indexes its own table."""
+
+    def olmo3(full, mpe):
+        rp = {"full_attention": full, "sliding_attention": BASE}
+        cfg = {"model_type": "olmo3", "max_position_embeddings": mpe, "rope_parameters": rp}
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        return tmp_path
+
+    yarn = rope_methods.get("yarn").extend(dict(BASE), base_len=4096, target_len=8192)
+    with pytest.raises(UsageError, match="yarn.*8,192 positions"):
+        hf_overrides(olmo3(yarn, 8192), 16640, 16384)
+    # inside YaRN's table (8,192) but past the plain layers' (4,096): those are lengthened
+    assert hf_overrides(olmo3(yarn, 4096), 8192, 8192) == {"max_position_embeddings": 8192}
+    pi = rope_methods.get("pi").extend(dict(BASE), base_len=4096, target_len=8192)
+    assert hf_overrides(olmo3(pi, 4096), 8192, 8192) == {"max_position_embeddings": 8192}
 
 
 def test_eval_refuses_vllm_lengths_past_a_yarn_table_before_writing(tmp_path, capsys):

@@ -27,35 +27,37 @@ from longctx.errors import UsageError
 
 def hf_overrides(model_dir: str | Path, positions: int, needed: int) -> dict:
     """vLLM's `hf_overrides` for a checkpoint whose prompts reach `needed` positions (at most `positions`, the
-    engine's max_model_len): {} when its table is long enough or it has none; raises UsageError when a method whose
-    table cannot be lengthened falls short of `needed`."""
+    engine's max_model_len): {} when its tables are long enough or it has none; raises UsageError when a method
+    whose table cannot be lengthened falls short of `needed`. RoPE per layer type (Olmo 3: sliding-window layers
+    plain, full-attention layers extended) is checked entry by entry: every layer indexes its table by position."""
     from longctx.results import read_rope_parameters, rope_method
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     config = config.get("text_config", config)
-    rp = read_rope_parameters(model_dir)
-    method = rope_method(rp)
-    if method == "drope":
-        return {}
-    if "rope_type" not in rp and all(isinstance(v, dict) for v in rp.values()):  # per layer type (Olmo 3)
-        rp = rp.get("full_attention", next(iter(rp.values())))  # the layers context methods change
     mpe = int(config.get("max_position_embeddings") or 0)
-    factor = float(rp.get("factor") or 1.0)
-    original = int(rp.get("original_max_position_embeddings") or mpe)
-    where = f"vLLM's {method} RoPE in {str(model_dir)!r}"
-    if method == "ntk" and needed > original:
-        raise UsageError(
-            f"--lengths up to {needed:,}: {where} keeps RoPE's base where transformers scales it past "
-            f"{original:,} positions; use --backend longctx or hf"
-        )
-    table = {"yarn": int(original * factor), "pi": int(mpe * factor)}.get(method, mpe)
-    if table >= positions:
-        return {}
-    if method != "yarn":  # a longer table, the same frequencies
-        return {"max_position_embeddings": max(positions, mpe)}
-    if table < needed:
-        raise UsageError(
-            f"--lengths up to {needed:,}: {where} holds {table:,} positions and cannot be lengthened without "
-            "changing the model's frequencies; use --backend longctx or hf"
-        )
-    return {}
+    rp = read_rope_parameters(model_dir)
+    nested = rp is not None and "rope_type" not in rp and rp and all(isinstance(v, dict) for v in rp.values())
+    lengthen = False
+    for entry in rp.values() if nested else [rp]:
+        method = rope_method(entry)
+        if method == "drope":
+            continue
+        factor = float(entry.get("factor") or 1.0)
+        original = int(entry.get("original_max_position_embeddings") or mpe)
+        where = f"vLLM's {method} RoPE in {str(model_dir)!r}"
+        if method == "ntk" and needed > original:
+            raise UsageError(
+                f"--lengths up to {needed:,}: {where} keeps RoPE's base where transformers scales it past "
+                f"{original:,} positions; use --backend longctx or hf"
+            )
+        table = {"yarn": int(original * factor), "pi": int(mpe * factor)}.get(method, mpe)
+        if table >= positions:
+            continue
+        if method != "yarn":  # a longer table, the same frequencies
+            lengthen = True
+        elif table < needed:
+            raise UsageError(
+                f"--lengths up to {needed:,}: {where} holds {table:,} positions and cannot be lengthened without "
+                "changing the model's frequencies; use --backend longctx or hf"
+            )
+    return {"max_position_embeddings": max(positions, mpe)} if lengthen else {}

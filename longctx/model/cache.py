@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from longctx.model.hostcopy import device_tensor
+
 
 @dataclass
 class GDNCache:
@@ -138,7 +140,7 @@ class DecodeCache:
 
     def _index(self, rows: list[int]) -> torch.Tensor:
         """rows as a long tensor on the caches' device."""
-        return torch.tensor(rows, dtype=torch.long, device=self.layers[0].tensors()[0].device)
+        return device_tensor(rows, self.layers[0].tensors()[0].device, torch.long)
 
     def prefill(self, rows: torch.Tensor, docs: list[tuple[int, int]], starts: list[int] | None = None) -> CacheRun:
         """rows: the sequence of each document of a packed row; docs: their token ranges in it; starts:

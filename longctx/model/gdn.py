@@ -22,6 +22,7 @@ from torch import nn
 from longctx import env
 from longctx.env import GDN_BACKENDS
 from longctx.model import optional
+from longctx.model.hostcopy import device_tensor
 from longctx.model.norms import GatedRMSNorm
 from longctx.model.varlen import DocLayout
 
@@ -259,7 +260,7 @@ class GatedDeltaNet(nn.Module):
                 self._conv_after_cache(o, p, c, tail, cache)
                 for o, p, c, tail in zip((q, k, v), pre, convs, cache.store.conv, strict=True)
             )
-            going_on = cache.derived("going_on", lambda: torch.tensor([s > 0 for s in cache.starts], device=x.device))
+            going_on = cache.derived("going_on", lambda: device_tensor([s > 0 for s in cache.starts], x.device))
             init = cache.store.state[cache.rows] * going_on[:, None, None, None]
         q, k, v = self.split_heads(q, k, v)
         beta, g = self.gates(x)
@@ -305,8 +306,9 @@ class GatedDeltaNet(nn.Module):
         last = out.shape[1] - 1
         idx = [[min(a + t, last) for t in range(n)] for a in first]
         going_rows = [cache.row_list[i] for i in going]
-        flat = torch.tensor(sum(idx, []) + [a for a, _ in own] + [b for _, b in own] + going_rows)
-        flat = flat.to(out.device)
+        flat = device_tensor(
+            sum(idx, []) + [a for a, _ in own] + [b for _, b in own] + going_rows, out.device, torch.long
+        )
         d, f = len(going), len(own)
         return flat[: d * n].view(d, n), flat[d * n : d * n + 2 * f].view(2, f), flat[d * n + 2 * f :]
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 
 from longctx.model.cache import AttnCache, DecodeCache, GDNCache
+from longctx.model.hostcopy import device_tensor
 from longctx.model.hybrid import DYNAMIC_ROPE_TYPES, AttentionBlock, GDNBlock, HybridLM
 from longctx.model.prefix import Segment, SharePlan, plan_shared_prefill
 
@@ -199,16 +200,16 @@ def prefill(
         run.copy_rows([src for src, _ in forks], [dst for _, dst in forks])
         for row in _pack_rows([s.end - s.start for s in segments], max_prefill_tokens):
             segs = [segments[i] for i in row]
-            ids = torch.tensor([t for s in segs for t in prompts[s.row][s.start : s.end]], device=device)[None]
+            ids = device_tensor([t for s in segs for t in prompts[s.row][s.start : s.end]], device)[None]
             bounds = [0]
             for s in segs:
                 bounds.append(bounds[-1] + s.end - s.start)
             docs = list(zip(bounds[:-1], bounds[1:], strict=True))
-            rows = torch.tensor([s.row for s in segs], dtype=torch.long, device=device)
+            rows = device_tensor([s.row for s in segs], device, torch.long)
             starts = [s.start for s in segs]
             positions = None
             if any(starts):  # each document at its place in its sequence
-                positions = torch.cat([torch.arange(s.start, s.end) for s in segs]).to(device)[None]
+                positions = device_tensor(torch.cat([torch.arange(s.start, s.end) for s in segs]), device)[None]
             h = model.forward_hidden(
                 ids,
                 positions,
@@ -347,7 +348,7 @@ def greedy_generate(
         model, [prompts[i] for i in active], capacity, max_prefill_tokens, share_prefixes, stats,
         cache=kept[0] if kept else None,
     )  # fmt: skip
-    positions = torch.tensor([len(prompts[i]) for i in active], dtype=torch.long, device=logits.device)
+    positions = device_tensor([len(prompts[i]) for i in active], logits.device, torch.long)
     if kept is not None:
         step = kept[1]
     elif cuda_graphs and logits.is_cuda:

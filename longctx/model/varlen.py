@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from longctx.model.hostcopy import device_tensor
+
 
 @dataclass
 class DocLayout:
@@ -70,7 +72,7 @@ def doc_layout(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int, device:
         )
     if bounds == rows:
         return layout  # one document per row: identical to the unpacked case
-    cu = torch.tensor(bounds, dtype=torch.int32, device=device)
+    cu = device_tensor(bounds, device, torch.int32)
     token = torch.arange(total, device=device, dtype=torch.int32)
     doc_ids = torch.searchsorted(cu[1:], token, right=True).to(torch.int32)
     doc_pos = (token - cu[doc_ids]).long()
