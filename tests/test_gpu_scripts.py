@@ -292,14 +292,15 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     assert order[:6] == ["models.0", "models.1", "ruler-longctx", "ruler-vllm", "ruler-paired", "ruler-time"]
     assert order.index("ruler-b1-paired") == order.index("ruler-longctx-b1") + 1  # one prompt per call, then paired
     assert order.index("extend.0") < order.index("smoke-yarn") and order.index("extend.1") < order.index("smoke-drope")
-    speed = ["throughput-16k", "throughput-16k-eager", "throughput-64k", "throughput-16k-share"]
+    speed = ["throughput-16k", "throughput-16k-eager", "throughput-64k", "throughput-16k-share", "throughput-16k-peer"]
     assert [n for n in order if n.startswith("throughput-16k") or n == "throughput-64k"] == speed
     assert order.index("throughput-16k") > order.index("ruler-b1-paired")
     # vLLM never shares the GPU with another process (its start-up memory profile fails when one frees memory)
     starts_vllm = ("bench/vllm_peer/smoke.py", "-m longctx eval", "bench/eval_throughput.py")  # RULER timed alone too
     assert not any("." in n and any(s in c for s in starts_vllm) for n, c in steps.items())
     # eval_throughput stops a vLLM still starting before the step's limit (540 s) would, keeping its row and log
-    budgets = [int(c.split("--budget-s ")[1].split()[0]) for c in steps.values() if "eval_throughput.py" in c]
+    starts = [c for c in steps.values() if "eval_throughput.py" in c and "vllm" in c.split("--impl ")[1].split()[0]]
+    budgets = [int(c.split("--budget-s ")[1].split()[0]) for c in starts]
     assert budgets and all(0 < b < 540 for b in budgets)
     sys.path.insert(0, str(root / "bench"))
     try:
@@ -325,7 +326,8 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
         if words[:2] == ["python3", "bench/eval_throughput.py"]:
             args = et.build_parser().parse_args(words[2:])
             et.validate(args)
-            assert "vllm" in args.impl and args.vllm_python == "/tmp/vsite-python"
+            assert "vllm" in args.impl or name == "throughput-16k-peer", cmd
+            assert "vllm" not in args.impl or args.vllm_python == "/tmp/vsite-python"
         elif words[:3] == ["python3", "-m", "longctx"]:
             parser = __import__("argparse").ArgumentParser()
             importlib.import_module(COMMANDS[words[3]][0]).add_arguments(parser)

@@ -38,6 +38,7 @@
 #   throughput-16k-eager   only if vLLM did not run in throughput-16k: vLLM alone again, eager (64k and 16k-share
 #                          follow suit; the rows say engine.enforce_eager)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
+#   throughput-16k-peer    ours against transformers + fla at equal batches (--peer-batch 8: one left-padded call)
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
 #                          states; bf16 against fp32, and the host waits per level); the CUDA-graph decode test with
 #                          a kept graph replayed on the next call (ours runs --keep-graph in the throughput steps)
@@ -51,7 +52,8 @@ limit=${STEP_LIMIT:-540}
 export VLLM_USE_FLASHINFER_SAMPLER=0  # FlashInfer is not staged (bench/vllm_peer/fetch-wheels.sh)
 vpath=/tmp/vsite:/tmp/site:$PWD  # vLLM first: its folder has no tilelang (install.sh)
 vpy="env PYTHONPATH=$vpath python3"
-tput="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samples 8 --max-new-tokens 32"
+base="python3 bench/eval_throughput.py --config hybrid-1b --prompts ruler --samples 8 --max-new-tokens 32"
+tput=$base
 # --budget-s under the step's limit: eval_throughput stops a vLLM still starting itself and keeps the row and
 # vLLM's output so far (OUT/vllm_log.txt)
 tput="$tput --cuda-graphs --keep-graph --vllm-python /tmp/vsite-python --budget-s $((limit - 20)) --vllm-max-capture 16"
@@ -90,6 +92,9 @@ steps=(
   "throughput-64k|$cap adapt $out/throughput-16k $tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$cap adapt $out/throughput-16k $tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
+  # transformers (+ fla) with the same 8 prompts in one generate call, left-padded (lm_eval --model hf,batch_size=8):
+  # ours against the peer at equal batches (the table's 8.01x set one prompt a call against ours' batch)
+  "throughput-16k-peer|$base --cuda-graphs --lengths 16384 --impl ours,peer --peer-batch 8 --out $out/throughput-16k-peer"
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
   # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
   "throughput-64k-chunk64k|$tput --lengths 65536 --impl vllm --vllm-max-num-batched-tokens 65536 --out $out/throughput-64k-chunk64k"
