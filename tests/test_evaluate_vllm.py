@@ -177,9 +177,11 @@ def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
             return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
 
     monkeypatch.setattr(V, "LLM", FakeLLM)
-    lm = V.VLLM.create_from_arg_obj({"pretrained": str(tmp_path), "dtype": "auto", "max_model_len": 1280},
-                                    {"batch_size": "auto"})  # fmt: skip
+    rope = {"max_position_embeddings": 1280}  # what runner.build_lm adds for a RoPE table too short (vllm_rope)
+    lm = V.VLLM.create_from_arg_obj({"pretrained": str(tmp_path), "dtype": "auto", "max_model_len": 1280,
+                                     "hf_overrides": rope}, {"batch_size": "auto"})  # fmt: skip
     assert seen["engine"]["max_model_len"] == 1280 and seen["engine"]["model"] == str(tmp_path)
+    assert seen["engine"]["hf_overrides"] == rope  # lm-eval hands it to vllm.LLM
     req = Instance("generate_until", {}, ("the key is Answer :", {"until": [], "max_gen_toks": 8, "do_sample": False,
                                                                   "temperature": 0.0}), 0)  # fmt: skip
     assert lm.generate_until([req]) == [" 42"]

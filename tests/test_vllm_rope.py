@@ -8,6 +8,7 @@ kept); the rope_parameters are what `longctx extend` writes (rope_methods)."""
 import json
 
 import pytest
+import torch
 
 import rope_methods
 from longctx.errors import UsageError
@@ -84,3 +85,40 @@ def test_eval_refuses_vllm_lengths_past_a_yarn_table_before_writing(tmp_path, ca
     assert code == 2 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "32,768" in err[0] and "--backend longctx" in err[0]
+
+
+@pytest.mark.parametrize("method", [None, "pi", "yarn", "ntk"])
+def test_tables_as_vllms_own_rotary_embeddings(tmp_path, method):
+    """Where vLLM is importable (bash bench/vllm_peer/cpu-site.sh): vLLM's get_rope, given max_position as its Olmo
+    Hybrid passes it (config.max_position_embeddings), holds the positions this module says; the override makes it
+    hold the engine length with the same values in the positions it held before (the same frequencies)."""
+    pytest.importorskip("vllm.model_executor.layers.rotary_embedding", reason="vLLM is not installed here")
+    from vllm.config import DeviceConfig, VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.rotary_embedding import get_rope
+
+    from longctx.results import read_rope_parameters
+
+    model = _model(tmp_path, method, mpe=4096)
+    rp = read_rope_parameters(model)
+
+    def table(mpe):
+        with set_current_vllm_config(VllmConfig(device_config=DeviceConfig(device="cpu"))):
+            return get_rope(64, max_position=mpe, rope_parameters=dict(rp), dtype=torch.float32).cos_sin_cache
+
+    before = table(4096)
+    held = before.shape[0]  # the table's end is where this module must start acting
+    assert hf_overrides(model, held, min(held, 4096 if method == "ntk" else held)) == {}
+    if method == "yarn":
+        with pytest.raises(UsageError, match=f"{held:,} positions"):
+            hf_overrides(model, held + 1, held + 1)
+    else:
+        assert hf_overrides(model, held + 1, 4096) == {"max_position_embeddings": held + 1}
+    needed = 4096 if method == "ntk" else 16384
+    over = hf_overrides(model, needed + 256, needed)
+    if method == "yarn":  # 4,096 x 4 = 16,384 positions: RULER's 16k prompts inside, nothing to lengthen
+        assert over == {} and before.shape[0] == 16384
+        return
+    assert before.shape[0] < needed + 256
+    after = table(over["max_position_embeddings"])
+    assert after.shape[0] >= needed + 256
+    assert torch.equal(after[: before.shape[0]], before)
