@@ -383,6 +383,31 @@ def run_ours(model, prompts, args, device, eos, greedy_generate) -> dict:
     return row
 
 
+# vLLM's output when its engine process has died: the parent can then wait on it for good (seen on an H200: a
+# device-side assert in the engine, then the parent idle until the time budget), so it is stopped DEAD_GRACE_S later
+DEAD_ENGINE = ("engine core exited unexpectedly", "EngineDeadError", "device-side assert triggered")
+DEAD_GRACE_S = 30.0
+
+
+def wait_vllm(proc, log_file: Path, left: float) -> str | None:
+    """Wait for vLLM's process (a session of its own) up to `left` s; stop its group at the budget, or DEAD_GRACE_S
+    after its log says its engine died. None when it exited 0, else why not."""
+    t0, dead = time.perf_counter(), None
+    while (rc := proc.poll()) is None:
+        now = time.perf_counter()
+        if dead is None and any(m in log_file.read_text(errors="replace") for m in DEAD_ENGINE):
+            dead = now
+        over = now - t0 >= left
+        if over or (dead is not None and now - dead >= DEAD_GRACE_S):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if dead is not None:
+                return f"its engine died; stopped {DEAD_GRACE_S:.0f} s later; its output: {log_file}"
+            return f"stopped at the time budget ({left:.0f} s left when it started); its output: {log_file}"
+        time.sleep(min(1.0, max(0.0, left - (now - t0))))
+    return None if rc == 0 else f"exit {rc}: {log_file.read_text(errors='replace')[-1500:]}"
+
+
 def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start: float) -> dict[int, dict]:
     """vLLM on the same checkpoint and prompts (bench/vllm_peer/throughput.py, a process of its own): a row a length."""
     import subprocess
@@ -413,13 +438,7 @@ def run_vllm(ckpt: Path, by_len: dict, args, eos: set[int], out_dir: Path, start
     with open(log_file, "w") as log:  # a session of its own: a stop takes vLLM's engine-core process too
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its log lines as they come, even when it is stopped
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        try:
-            rc = proc.wait(timeout=left)
-            failure = None if rc == 0 else f"exit {rc}: {log_file.read_text()[-1500:]}"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            failure = f"stopped at the time budget ({left:.0f} s left when it started); its output: {log_file}"
+        failure = wait_vllm(proc, log_file, left)
     got = json.loads(rows_file.read_text()) if rows_file.is_file() else {"rows": {}}
     out = {}
     for T, r in base.items():

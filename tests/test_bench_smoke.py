@@ -153,6 +153,8 @@ class LLM:
         if os.environ.get("FAKE_VLLM_HANG"):  # an engine that never starts, with a process of its own, like vLLM's
             import subprocess, time
             print("fake engine: compiling")
+            if os.environ.get("FAKE_VLLM_DIE"):  # its engine dies and the parent waits on it for good
+                print(os.environ["FAKE_VLLM_DIE"], flush=True)
             core = subprocess.Popen(["sleep", "600"])
             open(os.environ["FAKE_VLLM_HANG"], "w").write(str(core.pid))
             time.sleep(600)
@@ -236,6 +238,19 @@ def test_eval_throughput_stops_a_stalled_vllm_and_keeps_its_log(tmp_path):
         time.sleep(0.1)
     else:
         raise AssertionError(f"vLLM's engine process {pid} outlived the stop")
+
+
+def test_eval_throughput_stops_vllm_soon_after_its_engine_died(tmp_path, monkeypatch):
+    """vLLM's log says its engine died (here the line vLLM 0.26 printed after a device-side assert) while its
+    process waits on: stopped DEAD_GRACE_S later, long before the budget, the row saying why."""
+    monkeypatch.setenv("FAKE_VLLM_HANG", str(tmp_path / "core.pid"))
+    monkeypatch.setenv("FAKE_VLLM_DIE", "[shutdown] MPClient: engine core exited unexpectedly; starting cleanup")
+    t0 = time.perf_counter()
+    run_with_fake_vllm(tmp_path, "--lengths", "96", "--samples", "2", "--impl", "vllm", "--budget-s", "500")
+    took = time.perf_counter() - t0
+    (row,) = json.loads((tmp_path / "eval_throughput.json").read_text())["results"]
+    assert row["status"] == "error" and "its engine died" in row["error"], row
+    assert took < 200, took  # DEAD_GRACE_S (30 s) after the line, plus start-up; not the 500 s budget
 
 
 def test_eval_throughput_vllm_alone(tmp_path):
