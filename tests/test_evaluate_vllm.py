@@ -59,6 +59,34 @@ def test_build_lm_vllm_args_and_long_len(tmp_path, fake_registry):
         assert os.environ.get("VLLM_USE_FLASHINFER_SAMPLER") == "0"
 
 
+def test_build_lm_vllm_share_prefixes_turns_on_its_prefix_cache(tmp_path, fake_registry):
+    """--share-prefixes with --backend vllm: vLLM's prefix caching (vLLM 0.26 leaves it off for hybrid models);
+    without it vLLM's own default stands (the argument is not passed)."""
+    for share in (True, False):
+        spec = EvalSpec(model=str(tmp_path), lengths=[4096], tasks=["niah_single_1"], samples=1,
+                        out=tmp_path / "r.json", backend="vllm", share_prefixes=share)  # fmt: skip
+        runner.build_lm(spec)
+    (on, _, _), (off, _, _) = FakeVLLM.made
+    assert on["enable_prefix_caching"] is True and "enable_prefix_caching" not in off
+
+
+def test_share_prefixes_refused_for_hf(tmp_path, capsys):
+    from longctx.cli import main
+
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "config.json").write_text("{}")
+    (m / "tokenizer.json").write_text("{}")
+    (m / "model.safetensors").write_bytes(b"")
+    out = tmp_path / "r.json"
+    code = main(
+        ["eval", "--model", str(m), "--backend", "hf", "--share-prefixes", "--lengths", "4096", "--out", str(out)]
+    )
+    assert code == 2 and not out.exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--share-prefixes" in line and "vllm" in line
+
+
 def test_build_lm_vllm_fixes_the_conv_loader_before_the_engine(tmp_path, fake_registry, monkeypatch):
     """The vLLM it builds loads Olmo Hybrid's conv weights: longctx/evaluate/vllm_compat.register() has wrapped
     vLLM's loader factory before lm-eval's vllm model is made (here a stand-in module holds the factory)."""

@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="--backend longctx: prefill the prefixes a batch's prompts share (the haystack before each needle) "
         "once, forking the caches (default: longctx.model.prefix.DEFAULT_ON, off until timed faster across the "
-        "tasks on a GPU)",
+        "tasks on a GPU); --backend vllm: vLLM's prefix caching (off by default in vLLM 0.26 for hybrid models; "
+        "1.35x samples/s on one batch of RULER prompts at 16k, H200)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="weights dtype (default: as stored)")
@@ -122,6 +123,8 @@ def spec_from_args(args: argparse.Namespace) -> EvalSpec:
     check_output(out, "--out", kind="file")
     if args.chat_template and not _has_chat_template(model):
         raise UsageError(f"--chat-template: the tokenizer in {args.model!r} has no chat template")
+    if args.share_prefixes and args.backend == "hf":
+        raise UsageError("--share-prefixes: --backend longctx (a shared prefill) or vllm (its prefix cache)")
     if args.temperature_per_length and args.backend == "vllm":
         raise UsageError("--temperature-per-length sets the weights per length: use --backend longctx or hf")
     if args.backend == "vllm" and not args.finished_only:  # a RoPE table too short for the lengths: refused here

@@ -62,7 +62,8 @@ class EvalSpec:
     seed: int = 42
     temperature_per_length: bool = False  # a DRoPE temperature's beta set for each length (PerLengthTemperature)
     finished_only: bool = False  # results of the cells the journal finished; no model is loaded
-    share_prefixes: bool = False  # longctx: prefill a batch's shared prefixes once (longctx.model.prefix)
+    share_prefixes: bool = False  # longctx: prefill a batch's shared prefixes once (longctx.model.prefix); vllm: its
+    # prefix cache (enable_prefix_caching)
 
     def data_opts(self) -> dict:
         """The eval_tasks.ruler options that choose the samples' text sources."""
@@ -186,6 +187,8 @@ def build_lm(spec: EvalSpec):
         overrides = hf_overrides(model, max_len, max(spec.lengths))
         if overrides:
             args["hf_overrides"] = overrides
+        if spec.share_prefixes:  # vLLM 0.26 leaves it off for hybrid models, on for transformers
+            args["enable_prefix_caching"] = True
         return get_model("vllm").create_from_arg_obj(args, {"batch_size": spec.batch_size or "auto"})
     args = {"pretrained": model, "dtype": spec.dtype, "max_length": max_len}
     if spec.backend == "longctx":
