@@ -8,6 +8,7 @@
       "label": null,                        # optional row label for `compare`
       "rope_parameters": null | {...},      # from the model's config.json (null = no RoPE)
       "backend": "longctx", "chat_template": false,
+      "share_prefixes": true,               # optional: answered with shared prefixes (eval --share-prefixes)
       "samples": 50,                        # requested samples per (task, length)
       "haystack": "...",                    # the essay haystack's source and digest
       "lm_eval_version": "0.4.13", "longctx_version": "0.1.0", "created": "2026-11-23T...Z",

@@ -2,6 +2,7 @@
 RULER at 1024 tokens through lm-eval's Python API (hf and longctx backends), resume after a crash,
 and the `longctx lm-eval` pass-through."""
 
+import dataclasses
 import gzip
 import json
 import re
@@ -671,6 +672,11 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
     assert len(answers["hf"]) == 4 and answers["shared"] == answers["hf"] == answers["whole"]
     assert flags == [True, False] and len(shares) == 1 and shares[0] > 0.2, shares
     assert f"prefill {100 * shares[0]:.0f}% shared" in log["shared"] and "shared" not in log["whole"]
+    # the results say so, and a journal of answers made one way is not resumed the other way
+    results = {name: json.loads((tmp_path / name / "ruler.json").read_text()) for name in ("shared", "whole")}
+    assert results["shared"]["share_prefixes"] is True and "share_prefixes" not in results["whole"]
+    spec = EvalSpec(model=str(tiny_model), lengths=[1024], tasks=["niah_single_1"], samples=4, out=tmp_path / "x.json")
+    assert fingerprint(spec) != fingerprint(dataclasses.replace(spec, share_prefixes=True))
     for default in (True, False):
         monkeypatch.setattr(prefix, "DEFAULT_ON", default)
         assert lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu").share_prefixes is default

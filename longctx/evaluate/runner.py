@@ -96,6 +96,8 @@ def fingerprint(spec: EvalSpec) -> dict:
         "seed": spec.seed,
         **spec.data_opts(),
         **({"temperature_per_length": True} if spec.temperature_per_length else {}),
+        # shared prefixes (a shared prefill, vLLM's prefix cache) may change bf16 answers at near-ties
+        **({"share_prefixes": True} if spec.share_prefixes else {}),
     }
 
 
@@ -282,6 +284,8 @@ def evaluate_ruler(
         label=spec.label,
         train=R.read_train(spec.model),
     )
+    if spec.share_prefixes:
+        res["share_prefixes"] = True  # a shared prefill (longctx) or vLLM's prefix cache answered it
     record = temperature_record(spec) if spec.temperature_per_length else None
     if record is not None:
         from longctx.model.temperature import PerLengthTemperature
