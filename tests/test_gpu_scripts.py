@@ -459,6 +459,14 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
     assert 'KEEP="s/hybrid-s0/base" bash scripts/gpu/start-lane.sh' in lines[2]
     assert '"python3 -m longctx study s.yaml --out /tmp/w/s"' in lines[2] and "poll.sh" in run.stdout
 
+    # the speed and vllm lanes take ONLY / STEP_LIMIT into their command (a step list with a space is refused)
+    run = plan("speed", ONLY="h16-ckpt,t16-ckpt", STEP_LIMIT="400")
+    assert run.returncode == 0, run.stderr
+    assert '"ONLY=h16-ckpt,t16-ckpt STEP_LIMIT=400 bash scripts/gpu/speed-lane.sh /tmp/w/speed"' in run.stdout
+    assert "ONLY=" not in plan("speed").stdout
+    bad = plan("speed", ONLY="a b")
+    assert bad.returncode == 2 and "ONLY=a b" in bad.stderr and bad.stdout == ""
+
     (repo / "code.py").write_bytes(os.urandom(1_700_000))  # the tree grew: p0 (1.5 MB) no longer fits in 3 MiB
     run = plan("speed")
     assert run.returncode == 2 and ".whl_parts/p0" in run.stderr and "stage-wheels.sh pack" in run.stderr
