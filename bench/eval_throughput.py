@@ -392,19 +392,22 @@ DEAD_GRACE_S = 30.0
 def wait_vllm(proc, log_file: Path, left: float) -> str | None:
     """Wait for vLLM's process (a session of its own) up to `left` s; stop its group at the budget, or DEAD_GRACE_S
     after its log says its engine died. None when it exited 0, else why not."""
-    t0, dead = time.perf_counter(), None
-    while (rc := proc.poll()) is None:
-        now = time.perf_counter()
-        if dead is None and any(m in log_file.read_text(errors="replace") for m in DEAD_ENGINE):
-            dead = now
-        over = now - t0 >= left
-        if over or (dead is not None and now - dead >= DEAD_GRACE_S):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if dead is not None:
-                return f"its engine died; stopped {DEAD_GRACE_S:.0f} s later; its output: {log_file}"
-            return f"stopped at the time budget ({left:.0f} s left when it started); its output: {log_file}"
-        time.sleep(min(1.0, max(0.0, left - (now - t0))))
+    t0, dead, tail = time.perf_counter(), None, ""
+    with open(log_file, errors="replace") as reader:  # read on from where the last look stopped, not all again
+        while (rc := proc.poll()) is None:
+            now = time.perf_counter()
+            if dead is None:
+                seen = tail + reader.read()
+                if any(m in seen for m in DEAD_ENGINE):
+                    dead = now
+                tail = seen[-max(map(len, DEAD_ENGINE)) :]  # a line the last read cut in two
+            if now - t0 >= left or (dead is not None and now - dead >= DEAD_GRACE_S):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                if dead is not None:
+                    return f"its engine died; stopped {DEAD_GRACE_S:.0f} s later; its output: {log_file}"
+                return f"stopped at the time budget ({left:.0f} s left when it started); its output: {log_file}"
+            time.sleep(min(1.0, max(0.0, left - (now - t0))))
     return None if rc == 0 else f"exit {rc}: {log_file.read_text(errors='replace')[-1500:]}"
 
 

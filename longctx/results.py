@@ -264,6 +264,15 @@ def _running_part(model_type, rp):
     return rp
 
 
+def per_layer_type(rope_parameters: dict | None) -> dict | None:
+    """The entries of RoPE given per layer type ({"full_attention": {...}, "sliding_attention": {...}}, an entry
+    None for no RoPE), else None (one RoPE for every layer, or none)."""
+    rp = rope_parameters
+    if rp and "rope_type" not in rp and all(isinstance(v, dict) or v is None for v in rp.values()):
+        return rp
+    return None
+
+
 _METHOD_OF_ROPE_TYPE = {"yarn": "yarn", "linear": "pi", "dynamic": "ntk", "default": "default"}
 
 
@@ -281,8 +290,8 @@ def rope_method(rope_parameters: dict | None) -> str:
         return "drope"
     # Per-layer-type RoPE (e.g. {"full_attention": {...}, "sliding_attention": {...}}): the
     # full-attention layers are the ones context methods change.
-    if "rope_type" not in rp and all(isinstance(v, dict) or v is None for v in rp.values()) and rp:
-        inner = rp.get("full_attention", next(iter(rp.values())))
+    if (nested := per_layer_type(rp)) is not None:
+        inner = nested.get("full_attention", next(iter(nested.values())))
         return rope_method(inner)
     kind = rp.get("rope_type", rp.get("type", "default"))
     return _METHOD_OF_ROPE_TYPE.get(kind, kind)

@@ -30,15 +30,15 @@ def hf_overrides(model_dir: str | Path, positions: int, needed: int) -> dict:
     engine's max_model_len): {} when its tables are long enough or it has none; raises UsageError when a method
     whose table cannot be lengthened falls short of `needed`. RoPE per layer type (Olmo 3: sliding-window layers
     plain, full-attention layers extended) is checked entry by entry: every layer indexes its table by position."""
-    from longctx.results import read_rope_parameters, rope_method
+    from longctx.results import per_layer_type, read_rope_parameters, rope_method
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     config = config.get("text_config", config)
     mpe = int(config.get("max_position_embeddings") or 0)
     rp = read_rope_parameters(model_dir)
-    nested = rp is not None and "rope_type" not in rp and rp and all(isinstance(v, dict) for v in rp.values())
+    nested = per_layer_type(rp)
     lengthen = False
-    for entry in rp.values() if nested else [rp]:
+    for entry in nested.values() if nested is not None else [rp]:
         method = rope_method(entry)
         if method == "drope":
             continue
