@@ -622,6 +622,50 @@ def test_vllm_requests_go_in_chunks_sized_per_length(tiny_model, tmp_path, monke
     assert [runner.vllm_chunk(n) for n in (4096, 16384, 32768, 65536)] == [256, 64, 32, 32]
 
 
+def test_vllm_engine_is_stopped_when_eval_ends(tiny_model, tmp_path, monkeypatch):
+    """--backend vllm: the runner stops the engine process of the model it built (vLLM's engine core is a non-daemon
+    process: left running, the interpreter waits on it at exit), after a finished run and after a failed one, and
+    leaves alone a model the caller passed in."""
+    import types
+
+    from lm_eval.api.model import LM
+
+    from longctx.evaluate import runner
+
+    stopped = []
+
+    class Answering(LM):  # lm-eval's vllm model: its `model` is a vllm.LLM
+        def __init__(self, fail=False):
+            super().__init__()
+            self.fail = fail
+            core = types.SimpleNamespace(shutdown=lambda timeout=None: stopped.append(self))
+            self.model = types.SimpleNamespace(llm_engine=types.SimpleNamespace(engine_core=core))
+
+        def generate_until(self, requests, disable_tqdm=False):
+            if self.fail:
+                raise RuntimeError("engine died")
+            return ["x"] * len(requests)
+
+        loglikelihood = loglikelihood_rolling = generate_until
+
+    def spec(name):
+        return EvalSpec(model=str(tiny_model), lengths=[LENGTH], tasks=["niah_single_1"], samples=2,
+                        out=tmp_path / name / "v.json", backend="vllm")  # fmt: skip
+
+    ok = Answering()
+    monkeypatch.setattr(runner, "build_lm", lambda spec: ok)
+    evaluate_ruler(spec("ok"), log=lambda s: None)
+    assert stopped == [ok]
+    failing = Answering(fail=True)
+    monkeypatch.setattr(runner, "build_lm", lambda spec: failing)
+    with pytest.raises(RuntimeError, match="engine died"):
+        evaluate_ruler(spec("failed"), log=lambda s: None)
+    assert stopped == [ok, failing]
+    evaluate_ruler(spec("given"), lm=Answering(), log=lambda s: None)  # the caller's to stop
+    assert stopped == [ok, failing]
+    assert not runner.stop_vllm_engine(types.SimpleNamespace(model=None))  # not a vLLM model: nothing stopped
+
+
 def test_the_eos_text_is_not_checked_each_step(tiny_model, monkeypatch):
     """lm-eval puts the EOS token's text in every `until`; the EOS id ends a sequence already, so no stop check
     runs for it (a tokenizer decode per sequence and step), while any other stop string is still checked."""

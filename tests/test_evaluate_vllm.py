@@ -218,6 +218,22 @@ def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
     assert isinstance(sp, SamplingParams) and sp.temperature == 0.0 and sp.max_tokens == 8
 
 
+def test_the_engine_stop_is_on_vllms_api():
+    """Where vLLM is importable: runner.stop_vllm_engine's path, lm-eval's `model` -> vllm.LLM's `llm_engine` ->
+    LLMEngine's `engine_core` -> the client's `shutdown`, is vLLM's and lm-eval's own."""
+    pytest.importorskip("vllm.entrypoints.llm", reason="vLLM is not installed here")
+    import lm_eval.models.vllm_causallms as V
+    from vllm import LLM
+    from vllm.v1.engine.core_client import EngineCoreClient, SyncMPClient
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    assert "self.model = LLM(" in inspect.getsource(V.VLLM.__init__)
+    assert "self.llm_engine = " in inspect.getsource(LLM.__init__)
+    assert "self.engine_core = EngineCoreClient.make_client(" in inspect.getsource(LLMEngine.__init__)
+    for cls in (EngineCoreClient, SyncMPClient):
+        assert list(inspect.signature(cls.shutdown).parameters)[:1] == ["self"]
+
+
 def test_smoke_agreement_counts():
     """smoke.py --against-longctx: first-token and whole-continuation agreement, and where each pair differs."""
     agree = _smoke().agreement([[1, 2, 3], [4, 5, 6], [7, 8], [9]], [[1, 2, 3], [4, 0, 6], [0, 8], [9, 1]])

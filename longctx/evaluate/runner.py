@@ -165,6 +165,21 @@ def no_flashinfer_sampler() -> None:
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 
 
+def stop_vllm_engine(lm: Any) -> bool:
+    """Stop the engine process of lm-eval's `vllm` model `lm` (its `model` is a vllm.LLM); True if one was stopped.
+
+    vLLM 0.26 starts its engine core as a non-daemon process and stops it from a finalizer of its client; when the
+    client is still reachable at exit (lm-eval's model, the runner's objects) the interpreter joins the engine
+    process first and `longctx eval --backend vllm` hangs after writing its results, holding the GPU memory.
+    """
+    core = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "engine_core", None)
+    stop = getattr(core, "shutdown", None)
+    if stop is None:  # lm-eval's data-parallel vllm (Ray) or another model: nothing of ours to stop
+        return False
+    stop()
+    return True
+
+
 def build_lm(spec: EvalSpec):
     """The lm-eval model of `spec.backend` (`longctx` registers itself on import)."""
     from lm_eval.api.registry import get_model
@@ -295,6 +310,7 @@ def evaluate_ruler(
     total = len(spec.tasks) * len(spec.lengths)
     pace = Pace([(t, n) for n in spec.lengths for t in spec.tasks], spec.samples)
     wrapped, retemper, tempered_at, chunked = None, None, None, False
+    owned = lm is None  # built here (not a caller's): stopped here
 
     def unavailable(task: str, length: int, where: str, reason: str, said: str | None = None) -> None:
         pace.done((task, length))
@@ -381,6 +397,8 @@ def evaluate_ruler(
                 log(f"{where}: {score:.1f} ({said})")
     finally:
         journal.close()
+        if owned and spec.backend == "vllm" and wrapped is not None:
+            stop_vllm_engine(wrapped.lm)
         if ranks is not None and wrapped is not None:
             print(f"[rank {ranks.rank} of {ranks.world}] generated {wrapped.computed} answers", file=sys.stderr)
     if main:
