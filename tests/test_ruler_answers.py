@@ -168,6 +168,14 @@ def test_against_compares_the_same_samples_one_by_one(evaluated, tiny_model, tmp
     assert _load().main([str(out), "--against", str(b), "--json", str(dump)]) == 0
     table = capsys.readouterr().out.split("Sample by sample")[1]
     cells = {c["task"]: c for c in json.loads(dump.read_text())}
+
+    def journal(path):  # the answers as eval kept them, by request hash
+        rows = [json.loads(line) for line in journal_path(path).read_text().splitlines()]
+        return {r["key"]: (r["task"], r["response"]) for r in rows if r.get("kind") == "response"}
+
+    ja, jb = journal(out), journal(b)
+    same = {t: sum(ja[k] == jb.get(k) for k in ja if ja[k][0] == t) for t in TASKS}  # the very same text
+    assert 0 < sum(same.values()) < 18  # some answers alike, some not: the column can tell
     misses = 0
     for task in TASKS:
         k = cells[task]["samples"] - cells[task]["right"]
@@ -175,14 +183,16 @@ def test_against_compares_the_same_samples_one_by_one(evaluated, tiny_model, tmp
         mean = -100 * k / 6
         p = f"{min(1.0, 2 / 2**k) if k else 1.0:.3g}"
         a_s, b_s = (R.load(f)["scores"][task][str(LENGTH)]["seconds"] for f in (out, b))  # each cell's wall time
-        assert f"| {task} | 1k | 6 | 0 / {k} / {6 - k} | {mean:+.1f} | {p} | {a_s:.1f} / {b_s:.1f} |" in table, table
+        row = f"| {task} | 1k | 6 | 0 / {k} / {6 - k} | {same[task]} | {mean:+.1f} | {p} | {a_s:.1f} / {b_s:.1f} |"
+        assert row in table, table
     a_all, b_all = (sum(R.load(f)["scores"][t][str(LENGTH)]["seconds"] for t in TASKS) for f in (out, b))
-    assert f"| all compared cells |  | 18 | 0 / {misses} / {18 - misses} |" in table
+    assert f"| all compared cells |  | 18 | 0 / {misses} / {18 - misses} | {sum(same.values())} |" in table
     assert f"| {a_all:.1f} / {b_all:.1f} |" in table.split("all compared cells")[1]
     assert sign_test(0, misses) == pytest.approx(2 * 0.5**misses)
     # the other way round: the same counts, mirrored
     assert _load().main([str(b), "--against", str(out)]) == 0
-    assert f"| all compared cells |  | 18 | {misses} / 0 / {18 - misses} |" in capsys.readouterr().out
+    mirrored = f"| all compared cells |  | 18 | {misses} / 0 / {18 - misses} | {sum(same.values())} |"
+    assert mirrored in capsys.readouterr().out
 
 
 def test_sign_test_against_the_binomial_reference():

@@ -99,7 +99,7 @@ def cell_answers(task: str, length: int, n: int, tok: str, fp: dict, answers: di
         got = answers[key]
         rows.append({"index": doc["index"], "answer": got, "references": list(doc["outputs"]),
                      "score": sample_score(task, got, list(doc["outputs"]))})  # fmt: skip
-    per_sample = {r["index"]: {"score": r["score"], "references": r["references"]} for r in rows}
+    per_sample = {r["index"]: {"score": r["score"], "references": r["references"], "answer": r["answer"]} for r in rows}
     scores = [r["score"] for r in rows]
     misses = [{**r, "cut_short": cut_short(r["answer"], r["references"])} for r in rows if r["score"] < 100]
     common = Counter(postprocess(r["answer"]) for r in rows).most_common(3)
@@ -220,7 +220,8 @@ def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str, results:
         else:
             rows.append(paired)
     print(f"\nSample by sample, A = {a} against B = {b} (the same samples):\n")
-    head = ["task", "length", "samples", "A higher / B higher / equal", "mean A - B", "sign test p", "seconds A / B"]
+    head = ["task", "length", "samples", "A higher / B higher / equal", "same answer", "mean A - B", "sign test p",
+            "seconds A / B"]  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -233,7 +234,7 @@ def _print_paired(ours: list[dict], theirs: list[dict], a: str, b: str, results:
         where = format_length(r["length"]) if r["length"] is not None else ""
         a_s, b_s = r["seconds"]
         times = f"{a_s:.1f} / {b_s:.1f}" if a_s is not None and b_s is not None else "-"
-        print(f"| {r['task']} | {where} | {r['samples']} | {r['a_higher']} / {r['b_higher']} / {r['equal']} | "
-              f"{r['mean_diff']:+.1f} | {r['p']:.3g} | {times} |")  # fmt: skip
+        counted = f"{r['samples']} | {r['a_higher']} / {r['b_higher']} / {r['equal']} | {r['same']}"
+        print(f"| {r['task']} | {where} | {counted} | {r['mean_diff']:+.1f} | {r['p']:.3g} | {times} |")
     if apart:
         print(f"not compared (not in both, or other samples): {', '.join(apart)}", file=sys.stderr)

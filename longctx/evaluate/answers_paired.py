@@ -2,10 +2,11 @@
 
 Two models evaluated with the same seed, haystack and tokenizer get the same samples (same index, same
 references), so each sample is a pair: A's score against B's. Per cell and over all compared cells: how
-many samples A scored higher, how many B, how many equal, the mean difference (A - B, points) and the
-two-sided sign test of the higher/lower counts (an exact binomial test with p = 1/2 over the samples that
-differ). It says whether a difference between two models on these samples is more than a coin would
-give; it says nothing of other samples, seeds or trainings (the study's seeds do that).
+many samples A scored higher, how many B, how many equal, how many were answered with the very same text
+(two backends of one model: do they generate alike, right or wrong), the mean difference (A - B, points)
+and the two-sided sign test of the higher/lower counts (an exact binomial test with p = 1/2 over the
+samples that differ). It says whether a difference between two models on these samples is more than a
+coin would give; it says nothing of other samples, seeds or trainings (the study's seeds do that).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ def pair_cell(a: dict, b: dict) -> dict | None:
     if sa.keys() != sb.keys() or any(sa[i]["references"] != sb[i]["references"] for i in sa):
         return None
     diffs = [sa[i]["score"] - sb[i]["score"] for i in sorted(sa)]
-    return counts(a["task"], a["length"], diffs)
+    return counts(a["task"], a["length"], diffs, sum(sa[i]["answer"] == sb[i]["answer"] for i in sa))
 
 
-def counts(task: str, length: int | None, diffs: list[float]) -> dict:
+def counts(task: str, length: int | None, diffs: list[float], same: int) -> dict:
     wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     return {
         "task": task,
@@ -41,6 +42,7 @@ def counts(task: str, length: int | None, diffs: list[float]) -> dict:
         "a_higher": wins,
         "b_higher": losses,
         "equal": len(diffs) - wins - losses,
+        "same": same,  # samples answered with the very same text (generation agreement, beyond the score)
         "mean_diff": sum(diffs) / len(diffs) if diffs else 0.0,
         "p": sign_test(wins, losses),
         "diffs": diffs,
@@ -49,4 +51,4 @@ def counts(task: str, length: int | None, diffs: list[float]) -> dict:
 
 def total(rows: list[dict]) -> dict:
     """Every compared sample of every cell as one sign test."""
-    return counts("all compared cells", None, [d for r in rows for d in r["diffs"]])
+    return counts("all compared cells", None, [d for r in rows for d in r["diffs"]], sum(r["same"] for r in rows))
