@@ -553,3 +553,8 @@ def test_vllm_capture_retries_and_adapts_after_a_vllm_start_that_did_not_run(tmp
     done = subprocess.run(["bash", str(script), "adapt", str(prev), "echo", "CMD"], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "CMD --vllm-enforce-eager"
     assert subprocess.run(["bash", str(script), "bogus", str(prev), "echo"], capture_output=True).returncode == 2
+    gone = tmp_path / "never-ran"  # the earlier step left out of the lane (ONLY=): nothing says compiled fails
+    for mode, want in (("adapt", ["CMD"]), ("retry", [])):
+        done = subprocess.run(["bash", str(script), mode, str(gone), "echo", "CMD"], capture_output=True, text=True)
+        assert done.returncode == 0 and [x for x in done.stdout.splitlines() if x.startswith("CMD")] == want
+    assert subprocess.run(["bash", str(script), "bogus", str(gone), "echo"], capture_output=True).returncode == 2

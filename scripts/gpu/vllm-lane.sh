@@ -95,7 +95,7 @@ steps=(
   # transformers (+ fla) with the same 8 prompts in one generate call, left-padded (lm_eval --model hf,batch_size=8):
   # ours against the peer at equal batches (the table's 8.01x set one prompt a call against ours' batch)
   "throughput-16k-peer|$base --cuda-graphs --lengths 16384 --impl ours,peer --peer-batch 8 --out $out/throughput-16k-peer"
-  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
+  "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_hostcopy.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
   # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
   "throughput-64k-chunk64k|$tput --lengths 65536 --impl vllm --vllm-max-num-batched-tokens 65536 --out $out/throughput-64k-chunk64k"
 )
