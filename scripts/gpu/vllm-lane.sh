@@ -15,7 +15,7 @@
 #
 # Steps, in order (scripts/gpu/steps.sh: each with its own time limit, its logs and JSON under OUT_DIR/<step>/; one
 # that fails does not stop the rest; the parts of a step joined by ' & ' run side by side, log0.txt, log1.txt, ...):
-#   models                 study-20m's hybrid and transformer pretraining cut to 600 steps, side by side (trained
+#   models                 study-20m's hybrid and transformer pretraining cut to 1200 and 300 steps, side by side (trained
 #                          models: random weights tie too often for token agreement); first: RULER through both
 #                          backends needs them, and the speed has been measured (docs/benchmarks.md, "Against vLLM")
 #   ruler-longctx / -vllm / -paired   RULER on the trained hybrid (niah_single_1..3 at 4k, 50 samples each) through
@@ -59,11 +59,12 @@ tput=$base
 tput="$tput --cuda-graphs --keep-graph --vllm-python /tmp/vsite-python --budget-s $((limit - 20)) --vllm-max-capture 16"
 cap="bash scripts/gpu/vllm-capture.sh"
 m=$out/models
-cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut to 600 steps:
-                                # 27.5M tokens (40% of the steps at 1024). The learning curve of docs/results.md
-                                # (another schedule) saw retrieval at 4k form between 19.7M and 32.8M tokens; one
-                                # such model scored 0 at 4k on an H100 (ruler-longctx-b1 checks it is not batching)
-pre="python3 -m longctx pretrain --steps 600 --no-progress --config $cfg"
+cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut short. The
+                                # hybrid to 1200 steps (78.6M tokens): two hybrids cut to 600 (39.3M) scored 0 at 4k
+                                # on an H100, where the full 1800 score 96 (docs/study-20m); RULER through both
+                                # backends compares answers that retrieve. The transformer serves vLLM's token
+                                # agreement alone (smoke-transformer): 300 steps
+pre="python3 -m longctx pretrain --no-progress --config $cfg"
 ext="python3 -m longctx extend --target 16384 --model $m/hybrid --steps 10 --no-progress"
 smoke() {  # vLLM (eager: the agreement is the question here, not its speed) against ours on model $1
   echo "$vpy bench/vllm_peer/smoke.py $m/$1 --against-longctx --enforce-eager --max-tokens 32 --dtype bfloat16" \
@@ -72,7 +73,7 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
-  "models|$pre/pretrain-hybrid-s1.yaml --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --out $m/transformer"
+  "models|$pre/pretrain-hybrid-s1.yaml --steps 1200 --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --steps 300 --out $m/transformer"
   "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
