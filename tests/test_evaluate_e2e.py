@@ -663,7 +663,9 @@ def test_vllm_engine_is_stopped_when_eval_ends(tiny_model, tmp_path, monkeypatch
     assert stopped == [ok, failing]
     evaluate_ruler(spec("given"), lm=Answering(), log=lambda s: None)  # the caller's to stop
     assert stopped == [ok, failing]
-    assert not runner.stop_vllm_engine(types.SimpleNamespace(model=None))  # not a vLLM model: nothing stopped
+    from longctx.evaluate.vllm_engine import stop_vllm_engine
+
+    assert not stop_vllm_engine(types.SimpleNamespace(model=None))  # not a vLLM model: nothing stopped
 
 
 def test_the_eos_text_is_not_checked_each_step(tiny_model, monkeypatch):

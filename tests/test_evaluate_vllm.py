@@ -218,8 +218,36 @@ def test_lm_evals_vllm_model_on_vllms_api(tmp_path, monkeypatch):
     assert isinstance(sp, SamplingParams) and sp.temperature == 0.0 and sp.max_tokens == 8
 
 
+def test_lm_eval_passthrough_stops_the_vllm_engines_it_leaves(monkeypatch, capsys):
+    """`longctx lm-eval --model vllm`: lm-eval builds and drops the model inside its run; every vllm.LLM still in
+    the process has its engine stopped when the command returns (however it returns), and nothing is looked for
+    where vLLM was never imported."""
+    import types
+
+    from longctx.cli import main as cli_main
+    from longctx.evaluate import vllm_engine
+
+    stopped = []
+
+    class LLM:  # stands in for vllm.LLM
+        def __init__(self, core=True):
+            shutdown = types.SimpleNamespace(shutdown=lambda: stopped.append(self))
+            self.llm_engine = types.SimpleNamespace(engine_core=shutdown if core else None)
+
+    monkeypatch.delitem(sys.modules, "vllm.entrypoints.llm", raising=False)
+    kept = [LLM(), LLM()]
+    assert vllm_engine.stop_all() == 0 and stopped == []  # vLLM not imported: nothing of it to stop
+    monkeypatch.setitem(sys.modules, "vllm.entrypoints.llm", types.SimpleNamespace(LLM=LLM))
+    kept.append(LLM(core=False))  # an engine already gone
+    assert vllm_engine.stop_all() == 2 and sorted(map(id, stopped)) == sorted(map(id, kept[:2]))
+    stopped.clear()
+    assert cli_main(["lm-eval", "--help"]) == 0  # lm-eval exits through SystemExit: the engines still stop
+    capsys.readouterr()
+    assert sorted(map(id, stopped)) == sorted(map(id, kept[:2]))
+
+
 def test_the_engine_stop_is_on_vllms_api():
-    """Where vLLM is importable: runner.stop_vllm_engine's path, lm-eval's `model` -> vllm.LLM's `llm_engine` ->
+    """Where vLLM is importable: vllm_engine.stop_vllm_engine's path, lm-eval's `model` -> vllm.LLM's `llm_engine` ->
     LLMEngine's `engine_core` -> the client's `shutdown`, is vLLM's and lm-eval's own."""
     pytest.importorskip("vllm.entrypoints.llm", reason="vLLM is not installed here")
     import lm_eval.models.vllm_causallms as V

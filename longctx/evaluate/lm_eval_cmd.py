@@ -85,4 +85,7 @@ def run(args: argparse.Namespace) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = old_argv
+        from longctx.evaluate.vllm_engine import stop_all
+
+        stop_all()  # --model vllm: its engine process, which would keep this one from exiting
     return 0

@@ -165,21 +165,6 @@ def no_flashinfer_sampler() -> None:
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
 
 
-def stop_vllm_engine(lm: Any) -> bool:
-    """Stop the engine process of lm-eval's `vllm` model `lm` (its `model` is a vllm.LLM); True if one was stopped.
-
-    vLLM 0.26 starts its engine core as a non-daemon process and stops it from a finalizer of its client; when the
-    client is still reachable at exit (lm-eval's model, the runner's objects) the interpreter joins the engine
-    process first and `longctx eval --backend vllm` hangs after writing its results, holding the GPU memory.
-    """
-    core = getattr(getattr(getattr(lm, "model", None), "llm_engine", None), "engine_core", None)
-    stop = getattr(core, "shutdown", None)
-    if stop is None:  # lm-eval's data-parallel vllm (Ray) or another model: nothing of ours to stop
-        return False
-    stop()
-    return True
-
-
 def build_lm(spec: EvalSpec):
     """The lm-eval model of `spec.backend` (`longctx` registers itself on import)."""
     from lm_eval.api.registry import get_model
@@ -398,6 +383,8 @@ def evaluate_ruler(
     finally:
         journal.close()
         if owned and spec.backend == "vllm" and wrapped is not None:
+            from longctx.evaluate.vllm_engine import stop_vllm_engine
+
             stop_vllm_engine(wrapped.lm)
         if ranks is not None and wrapped is not None:
             print(f"[rank {ranks.rank} of {ranks.world}] generated {wrapped.computed} answers", file=sys.stderr)
