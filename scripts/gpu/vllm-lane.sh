@@ -37,6 +37,7 @@
 #                          capture size
 #   throughput-16k-eager   only if vLLM did not run in throughput-16k: vLLM alone again, eager (64k and 16k-share
 #                          follow suit; the rows say engine.enforce_eager)
+#   throughput-4k          the same at 4k with 48 prompts in one call (RULER's shortest length, a cell's batch)
 #   throughput-16k-share   the same at 16k with ours sharing prefixes (--share-prefixes) and vLLM's prefix cache on
 #   throughput-16k-peer    ours against transformers + fla at equal batches (--peer-batch 8: one left-padded call)
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
@@ -57,6 +58,8 @@ tput=$base
 # --budget-s under the step's limit: eval_throughput stops a vLLM still starting itself and keeps the row and
 # vLLM's output so far (OUT/vllm_log.txt)
 tput="$tput --cuda-graphs --keep-graph --vllm-python /tmp/vsite-python --budget-s $((limit - 20)) --vllm-max-capture 16"
+tput4k=${tput/--samples 8/--samples 48}
+tput4k=${tput4k/--vllm-max-capture 16/--vllm-max-capture 64}
 cap="bash scripts/gpu/vllm-capture.sh"
 m=$out/models
 cfg=docs/study-20m/gate-layout  # the study-20m pretraining configs (RULER's layouts in the data), cut short. The
@@ -91,6 +94,10 @@ steps=(
   # vLLM again, eager, if its compiled start outlived the step (vllm-capture.sh); the later vLLM steps follow suit
   "throughput-16k-eager|$cap retry $out/throughput-16k $tput --lengths 16384 --impl vllm --out $out/throughput-16k-eager"
   "throughput-64k|$cap adapt $out/throughput-16k $tput --lengths 65536 --impl ours,vllm --out $out/throughput-64k"
+  # RULER's shortest length with a cell's worth of prompts in one call: many short sequences, where decode and
+  # per-step overheads weigh most (the trained 20M hybrid's 4k cells: vLLM 1.4 s against ours 3.1 s for 50)
+  # (vLLM's graphs captured up to 64 here, so its decode of 48 replays one)
+  "throughput-4k|$cap adapt $out/throughput-16k ${tput4k} --lengths 4096 --impl ours,vllm --out $out/throughput-4k"
   # both with what shares prefixes: ours prefilling them once, vLLM's prefix cache (off by default for hybrids)
   "throughput-16k-share|$cap adapt $out/throughput-16k $tput --lengths 16384 --impl ours,vllm --share-prefixes --vllm-prefix-caching --profile --out $out/throughput-16k-share"
   # transformers (+ fla) with the same 8 prompts in one generate call, left-padded (lm_eval --model hf,batch_size=8):
