@@ -2,6 +2,7 @@
 RULER at 1024 tokens through lm-eval's Python API (hf and longctx backends), resume after a crash,
 and the `longctx lm-eval` pass-through."""
 
+import collections
 import dataclasses
 import gzip
 import json
@@ -706,6 +707,8 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
     monkeypatch.setattr(
         generate, "plan_shared_prefill", lambda ps: (lambda p: shares.append(p.shared) or p)(real_plan(ps))
     )
+    steps, real_step = collections.Counter(), generate.decode_step
+    monkeypatch.setattr(generate, "decode_step", lambda *a: steps.update([name]) or real_step(*a))
     answers, log = {}, {}
     runs = (("hf", ["--backend", "hf"]), ("shared", ["--share-prefixes"]), ("whole", ["--no-share-prefixes"]))
     for name, extra in runs:
@@ -718,6 +721,13 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
     assert len(answers["hf"]) == 4 and answers["shared"] == answers["hf"] == answers["whole"]
     assert flags == [True, False] and len(shares) == 1 and shares[0] > 0.2, shares
     assert f"prefill {100 * shares[0]:.0f}% shared" in log["shared"] and "shared" not in log["whole"]
+    # each cell's line says how long it spent in greedy_generate, over how many batches and decode steps
+    for name in ("shared", "whole"):
+        pattern = r"4 samples, 0 from journal, ([\d.]+) s \(([\d.]+) s generating: (\d+) batches, (\d+) decode steps\)"
+        said = re.search(pattern, log[name])
+        assert said, log[name]
+        assert float(said[2]) <= float(said[1]) + 0.05 and int(said[3]) == 1 and int(said[4]) == steps[name] > 0
+    assert "s generating:" not in log["hf"]
     # the results say so, and a journal of answers made one way is not resumed the other way
     results = {name: json.loads((tmp_path / name / "ruler.json").read_text()) for name in ("shared", "whole")}
     assert results["shared"]["share_prefixes"] is True and "share_prefixes" not in results["whole"]

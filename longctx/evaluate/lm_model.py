@@ -58,7 +58,7 @@ class LongctxLM(HFLM):
     def __init__(self, pretrained, cuda_graphs=None, share_prefixes=None, **kwargs):
         self.cuda_graphs = None if cuda_graphs is None else _flag("cuda_graphs", cuda_graphs)
         self.share_prefixes = prefix.DEFAULT_ON if share_prefixes is None else _flag("share_prefixes", share_prefixes)
-        self.prefill_stats: dict = {}  # prompt and prefilled token counts since the last take_prefill_share()
+        self.generation_stats: dict = {}  # greedy_generate's counts since the last take_generation_stats()
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
@@ -68,12 +68,15 @@ class LongctxLM(HFLM):
         self.auto_batch = self.batch_size_per_gpu == "auto"
         self._generating = False
 
-    def take_prefill_share(self) -> float | None:
-        """The share of prompt tokens not prefilled (shared with another prompt) since the last call; None when
-        nothing was generated."""
-        got, self.prefill_stats = self.prefill_stats, {}
+    def take_generation_stats(self) -> dict | None:
+        """Since the last call: the share of prompt tokens not prefilled (shared with another prompt), the seconds
+        in greedy_generate, its calls and decode steps; None when nothing was generated."""
+        got, self.generation_stats = self.generation_stats, {}
         total = got.get("prompt_tokens", 0)
-        return 1 - got["prefilled_tokens"] / total if total else None
+        if not total:
+            return None
+        keys = ("generate_s", "calls", "decode_steps")
+        return {"shared": 1 - got["prefilled_tokens"] / total, **{k: got.get(k, 0) for k in keys}}
 
     def set_generation_capacity(self, capacity: int) -> int | None:
         """With batch_size=auto: size the batches of the next generate_until calls for sequences of up to
@@ -166,7 +169,7 @@ class LongctxLM(HFLM):
             return greedy_generate(
                 self.model, rows, new, eos_token_ids={self.eot_token_id}, stop_sequences=stopped,
                 cuda_graphs=self._graphs(), keep_graph=True, share_prefixes=self.share_prefixes,
-                stats=self.prefill_stats,
+                stats=self.generation_stats,
             )  # fmt: skip
         except torch.OutOfMemoryError:
             release_kept()  # the kept cache of the batch before: its memory for the halves

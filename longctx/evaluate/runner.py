@@ -376,9 +376,12 @@ def evaluate_ruler(
                 pace.done((task, length), entry.get("seconds"))
                 R.set_score(res, task, length, **entry)
                 journal.add_cell(task, length, spec.samples, entry)
-                share = getattr(wrapped.lm, "take_prefill_share", lambda: None)()
+                gen = getattr(wrapped.lm, "take_generation_stats", lambda: None)()
                 said = f"{n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s"
-                said += f", prefill {100 * share:.0f}% shared" if share else ""
+                if gen:  # where the cell's time went: in the model, or around it (lm-eval, tokenizing, scoring)
+                    said += f" ({gen['generate_s']:.1f} s generating: {gen['calls']} batches, {gen['decode_steps']}"
+                    said += " decode steps)"
+                    said += f", prefill {100 * gen['shared']:.0f}% shared" if gen["shared"] else ""
                 log(f"{where}: {score:.1f} ({said})")
     finally:
         journal.close()

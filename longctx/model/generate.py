@@ -22,6 +22,7 @@ a long prompt's chunked recurrence over more SMs than its heads alone would occu
 
 from __future__ import annotations
 
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -317,7 +318,9 @@ def greedy_generate(
     (one number for all or one per prompt), or once stop_sequences(prompt_index, generated_ids)
     returns True (the token just generated is kept; the caller trims stop strings).
     max_prefill_tokens: prompts are packed into prefill rows of at most this many tokens.
-    share_prefixes: prefill the prefixes prompts share once (see prefill); stats: see prefill.
+    share_prefixes: prefill the prefixes prompts share once (see prefill).
+    stats: see prefill; also its "generate_s" (this call's wall time, to the last token on the host), "calls" and
+    "decode_steps" (the batch's decode steps) grow by this call's.
     cuda_graphs: on a CUDA device, replay the decode steps from one CUDA graph (_GraphedStep).
     Its shapes are fixed, so finished sequences then stay in the batch instead of being dropped
     from the cache: they go on decoding (their positions may pass `capacity`: the rings wrap) and
@@ -327,6 +330,7 @@ def greedy_generate(
     which prefills into that cache and replays the graph instead of warming up and capturing again (one
     set kept at a time, until release_kept()).
     """
+    t0 = time.perf_counter()
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts) or any(b < 0 for b in budgets):
         raise ValueError("max_new_tokens must be >= 0, one value or one per prompt")
@@ -361,6 +365,7 @@ def greedy_generate(
     if key is not None:
         _KEPT.update(model=weakref.ref(model), key=key, cache=cache, step=step)
     live = list(range(len(active)))  # cache rows still generating
+    steps = 0
     while True:
         tokens = logits.argmax(-1)
         ids = tokens.tolist()
@@ -374,6 +379,9 @@ def greedy_generate(
                 continue
             keep.append(row)
         if not keep:
+            if stats is not None:
+                for k, v in (("generate_s", time.perf_counter() - t0), ("calls", 1), ("decode_steps", steps)):
+                    stats[k] = stats.get(k, 0) + v
             return results
         if not cuda_graphs and len(keep) < len(active):
             cache.select(keep)
@@ -382,4 +390,5 @@ def greedy_generate(
             active, keep = [active[r] for r in keep], list(range(len(keep)))
         live = keep
         logits = step(tokens, positions)
+        steps += 1
         positions = positions + 1
