@@ -379,8 +379,8 @@ def evaluate_ruler(
                 gen = getattr(wrapped.lm, "take_generation_stats", lambda: None)()
                 said = f"{n} samples, {wrapped.reused - reused} from journal, {seconds:.1f} s"
                 if gen:  # where the cell's time went: in the model, or around it (lm-eval, tokenizing, scoring)
-                    said += f" ({gen['generate_s']:.1f} s generating: {gen['calls']} batches, {gen['decode_steps']}"
-                    said += " decode steps)"
+                    batches = f"{gen['calls']} batch" + ("es" if gen["calls"] != 1 else "")
+                    said += f" ({gen['generate_s']:.1f} s generating: {batches}, {gen['decode_steps']} decode steps)"
                     said += f", prefill {100 * gen['shared']:.0f}% shared" if gen["shared"] else ""
                 log(f"{where}: {score:.1f} ({said})")
     finally:
