@@ -323,6 +323,11 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
         if vllm_side:  # vLLM's side: /tmp/vsite first on the path
             assert words[1].startswith("PYTHONPATH=/tmp/vsite:"), cmd
             words = words[2:]
+        if "scripts/gpu/test-gpu.sh" in words:  # the whole GPU suite as a step: its limit under the step's
+            assert vllm_side and words[:2] == ["TEST_GPU_NO_PACK=1", f"LONGCTX_VLLM_MODEL={tmp_path}/models/hybrid"]
+            assert words[2:4] == ["bash", "scripts/gpu/test-gpu.sh"] and 0 < int(words[4]) < 540, cmd
+            assert words[1].split("=", 1)[1] in written and (root / words[3]).is_file(), cmd
+            continue
         if words[:2] == ["python3", "bench/eval_throughput.py"]:
             args = et.build_parser().parse_args(words[2:])
             et.validate(args)
