@@ -1,7 +1,7 @@
 """vLLM's greedy tokens against longctx's own decoding of the same prompt ids, on a trained checkpoint.
 
 Runs on a GPU machine with vLLM installed (bench/vllm_peer/install.sh) and a trained model named by
-LONGCTX_VLLM_MODEL (scripts/gpu/vllm-lane.sh trains one, study-20m's hybrid at 600 steps, and runs this test
+LONGCTX_VLLM_MODEL (scripts/gpu/vllm-lane.sh trains one, study-20m's hybrid cut to 1200 steps, and runs this test
 on it); skipped otherwise. Random weights are not used: their logits tie too often for token agreement to
 say anything. Asserts every first token equal and prints how far the whole continuations agree.
 """
