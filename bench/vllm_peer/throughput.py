@@ -70,7 +70,9 @@ def llm_kwargs(args: argparse.Namespace, longest: int) -> dict:
     if (Path(args.model) / "config.json").exists():
         from longctx.evaluate.vllm_rope import hf_overrides
 
-        chunk.update({"hf_overrides": o} if (o := hf_overrides(args.model, longest, longest)) else {})
+        overrides = hf_overrides(args.model, longest, longest)
+        if overrides:
+            chunk["hf_overrides"] = overrides
     return {
         **chunk,
         "model": str(Path(args.model).resolve()),
