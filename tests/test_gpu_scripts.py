@@ -2,6 +2,7 @@
 lane on a fresh GPU machine starts with when nothing is carried, and a packed cache restores as it was."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -563,3 +564,47 @@ def test_vllm_capture_retries_and_adapts_after_a_vllm_start_that_did_not_run(tmp
         done = subprocess.run(["bash", str(script), mode, str(gone), "echo", "CMD"], capture_output=True, text=True)
         assert done.returncode == 0 and [x for x in done.stdout.splitlines() if x.startswith("CMD")] == want
     assert subprocess.run(["bash", str(script), "bogus", str(gone), "echo"], capture_output=True).returncode == 2
+
+
+def test_test_gpu_runs_gpu_alone_tests_after_the_shards(tmp_path):
+    """scripts/gpu/test-gpu.sh: the gpu tests in shards side by side, then those marked gpu_alone with no shard
+    left running (vLLM's engine asks for a share of the card free at its start), every one in the summary."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    for name in ("test-gpu.sh", "lane-env.sh", "kcache.sh"):
+        shutil.copy(SCRIPT.parent / name, repo / "scripts" / "gpu" / name)
+    (repo / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nmarkers = ["gpu: g", "gpu_alone: a"]\n')  # fmt: skip
+    log = tmp_path / "log"
+    (repo / "tests").mkdir()
+    (repo / "tests" / "test_x.py").write_text(f"""
+import os, time, pytest
+LOG = {str(log)!r}
+def _note(what):
+    with open(LOG, "a") as f:
+        f.write(f"{{what}} {{time.time()}}\\n")
+@pytest.mark.gpu
+@pytest.mark.parametrize("k", range(4))
+def test_shard(k):
+    _note("start"); time.sleep(0.5); _note("end")
+@pytest.mark.gpu
+@pytest.mark.gpu_alone
+def test_alone():
+    _note("alone")
+def test_cpu():
+    raise AssertionError("not a GPU test")
+""")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "OUT": str(tmp_path / "out"),
+           "TEST_GPU_NO_PACK": "1", "LONGCTX_KERNEL_CACHE": str(tmp_path / "kc")}  # fmt: skip
+    run = subprocess.run(["bash", "scripts/gpu/test-gpu.sh", "120", "2"], cwd=repo, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    notes = [line.split() for line in log.read_text().splitlines()]
+    ends = [float(t) for w, t in notes if w == "end"]
+    (alone,) = [float(t) for w, t in notes if w == "alone"]
+    assert len(ends) == 4 and alone > max(ends), notes
+    summary = (tmp_path / "out" / "gpu-tests.txt").read_text()
+    assert "GPU tests: 4 in 2 shards and 1 alone" in summary, summary
+    assert summary.count("rc=0") == 3 and "1 passed" in summary and "FAILED" not in summary, summary

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpu_alone]  # vLLM asks for 40% of the card free at start
 SMOKE = Path(__file__).resolve().parents[1] / "bench" / "vllm_peer" / "smoke.py"
 
 

@@ -2,7 +2,8 @@
 # The GPU tests on the GPU machine inside one call: `pytest -m gpu` split into SHARDS processes that run side
 # by side (a fresh machine's first tests spend minutes compiling Triton kernels on the CPU, one core per
 # process; the GPU work itself is small), each with -v and --durations into its own log under $OUT, so that
-# what ran comes back even when the call's limit cuts it short.
+# what ran comes back even when the call's limit cuts it short. Tests marked gpu_alone (vLLM's: its engine asks
+# for a share of the card's memory free at start) run after the shards, one process, the GPU to themselves.
 #
 #   calls 1..N: install the wheels as scripts/gpu/start-lane.sh says (scripts/gpu/stage-wheels.sh parts)
 #   a kernel cache, if there is one: `bash scripts/gpu/kcache.sh take` calls, carry [".tcache/pK"] (kcache.sh arrange)
@@ -21,20 +22,31 @@ mkdir -p "$out" /tmp/kcache
 lane_env /tmp/kcache
 bash scripts/gpu/kcache.sh restore .tcache
 t0=$(date +%s)
-python3 -m pytest -m gpu --collect-only -q -p no:cacheprovider tests/ 2>/dev/null | grep '::' > "$out/gpu-tests.ids"
+collect() { python3 -m pytest -m "$1" --collect-only -q -p no:cacheprovider tests/ 2>/dev/null | grep '::'; }
+collect "gpu and not gpu_alone" > "$out/gpu-tests.ids"
+collect "gpu and gpu_alone" > "$out/alone.ids"
 n=$(wc -l < "$out/gpu-tests.ids")
+a=$(wc -l < "$out/alone.ids")
 [ "$n" -gt 0 ] || { echo "test-gpu.sh: no GPU tests collected" >&2; exit 1; }
-echo "collected $n GPU tests in $(( $(date +%s) - t0 )) s; $shards shards"
+echo "collected $n GPU tests in $(( $(date +%s) - t0 )) s; $shards shards, then $a alone"
+left() { local s=$((limit - 15 - ($(date +%s) - t0))); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
 for k in $(seq 0 $((shards - 1))); do
   awk -v k="$k" -v n="$shards" '(NR - 1) % n == k' "$out/gpu-tests.ids" > "$out/shard$k.ids"
-  (timeout -k 10 $((limit - 15 - ($(date +%s) - t0))) python3 -m pytest -v -p no:cacheprovider --durations=0 \
+  (timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
      --junitxml="$out/shard$k.xml" $(cat "$out/shard$k.ids") > "$out/shard$k.log" 2>&1
    echo "$?" > "$out/shard$k.rc") &
 done
 wait
+names=$(seq 0 $((shards - 1)))
+if [ "$a" -gt 0 ]; then
+  timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
+    --junitxml="$out/shard-alone.xml" $(cat "$out/alone.ids") > "$out/shard-alone.log" 2>&1
+  echo "$?" > "$out/shard-alone.rc"
+  names="$names -alone"
+fi
 {
-  echo "GPU tests: $n in $shards shards, wall $(( $(date +%s) - t0 )) s"
-  for k in $(seq 0 $((shards - 1))); do
+  echo "GPU tests: $n in $shards shards and $a alone, wall $(( $(date +%s) - t0 )) s"
+  for k in $names; do
     echo "## shard $k: rc=$(cat "$out/shard$k.rc") $(grep -E '^=+ .* in [0-9.]+s.* =+$' "$out/shard$k.log" | tail -1)"
     grep -E '^[0-9.]+s (call|setup|teardown) ' "$out/shard$k.log" | head -5
     grep -E '^(FAILED|ERROR) ' "$out/shard$k.log"
