@@ -738,3 +738,50 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
         assert lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu").share_prefixes is default
     with pytest.raises(ValueError, match="share_prefixes='maybe'"):
         lm_model.LongctxLM(pretrained=str(tiny_model), share_prefixes="maybe", device="cpu")
+
+
+def test_longctx_encodes_each_prompt_once_and_batches_as_hflm_does(tiny_model, monkeypatch):
+    """HFLM's generate_until encodes every prompt to sort the requests, then again for its batch; ours encodes
+    them all in one tokenizer call (its threads) up front, to what HFLM's tok_encode gives. The batch it builds
+    from those equals HFLM's own tok_batch_encode (ids and mask, left or right padded; a prompt starting with the
+    BOS text goes HFLM's way), and the answers are the same."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from longctx.evaluate import lm_model
+
+    lm = lm_model.LongctxLM(pretrained=str(tiny_model), device="cpu", dtype="float32", batch_size=3)
+    strings = ["The grass is green. " * k + "Answer:" for k in (3, 9, 1, 5)] + ["x"]
+    lm._encoded = {}
+    for batch in (strings, ["<|endoftext|>The sky is blue."] + strings[:2]):
+        for side in ("left", "right"):
+            ours, ref = lm.tok_batch_encode(batch, padding_side=side), HFLM.tok_batch_encode(lm, batch, side)
+            assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1]), (batch, side)
+    lm._encoded = None
+
+    def answers():
+        reqs = [Instance("generate_until", {}, (s, {"until": ["\n"], "max_gen_toks": 6}), i)
+                for i, s in enumerate(strings)]  # fmt: skip
+        return lm.generate_until(reqs, disable_tqdm=True)
+
+    encoded, batched = collections.Counter(), []
+    real_encode, real_batch = HFLM.tok_encode, HFLM.tok_batch_encode
+    monkeypatch.setattr(
+        HFLM, "tok_encode", lambda self, s, *a, **k: encoded.update([s]) or real_encode(self, s, *a, **k)
+    )
+    monkeypatch.setattr(
+        HFLM, "tok_batch_encode", lambda self, b, *a, **k: batched.append(b) or real_batch(self, b, *a, **k)
+    )
+    memo = {}
+    real_until = HFLM.generate_until
+    monkeypatch.setattr(
+        HFLM, "generate_until", lambda self, *a, **k: memo.update(self._encoded) or real_until(self, *a, **k)
+    )
+    ours = answers()
+    assert not encoded and not batched, (encoded, batched)  # all prompts in one tokenizer call, up front
+    assert {s for s, _ in memo} == set(strings) and all(memo[s, None] == real_encode(lm, s) for s in strings)
+    monkeypatch.setattr(lm_model.LongctxLM, "tok_encode", HFLM.tok_encode)  # HFLM's way: each to sort, then batches
+    monkeypatch.setattr(
+        lm_model.LongctxLM, "_encode_batch", lambda self, b, side, t: HFLM.tok_batch_encode(self, b, side, None, t)
+    )
+    assert answers() == ours and sorted(encoded.items()) == sorted((s, 1) for s in strings) and len(batched) == 2

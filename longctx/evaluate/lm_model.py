@@ -89,10 +89,57 @@ class LongctxLM(HFLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         self._generating = True  # HFLM sizes an auto batch here through _detect_batch_size()
+        # HFLM encodes every prompt twice, one by one to sort them, then for its batch: here all at once (the
+        # tokenizer's threads), remembered by tok_encode and the batches built from that
+        self._encoded = {}
+        contexts = list(dict.fromkeys(req.args[0] for req in requests))
+        if contexts and not self._starts_with_bos(contexts):
+            special = {} if self.add_bos_token is None else {"add_special_tokens": self.add_bos_token}
+            encoded = self.tokenizer(contexts, **special)["input_ids"]
+            self._encoded = {(c, None): ids for c, ids in zip(contexts, encoded, strict=True)}
         try:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         finally:
             self._generating = False
+            self._encoded = None
+
+    def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
+        """HFLM's; inside generate_until each string is encoded once and remembered for its batch."""
+        memo = getattr(self, "_encoded", None)
+        if memo is None or kwargs:
+            return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        key = (string, add_special_tokens)
+        if key not in memo:
+            memo[key] = super().tok_encode(string, add_special_tokens)
+        ids = memo[key]
+        return ids[-left_truncate_len:] if left_truncate_len else list(ids)
+
+    def _starts_with_bos(self, strings) -> bool:
+        """Any string starting with the BOS text, as HFLM's tok_encode or tok_batch_encode checks it (then they
+        encode it without special tokens)."""
+        bos = (getattr(self.tokenizer, "bos_token", None), self.tokenizer.decode(self.prefix_token_id))
+        return any(b and s.startswith(b) for s in strings for b in bos)
+
+    def _encode_batch(self, strings, padding_side: str, truncation: bool):
+        """HFLM's tok_batch_encode (pad to the longest) from the encodings tok_encode remembered. It takes the
+        same special tokens as tok_encode(string) where no string starts with the BOS text: so only then, else
+        HFLM's own. (HFLM's tok_encode: `add_special_tokens=add_bos_token` where that is set, else the
+        tokenizer's default, as generate_until's one call above.)"""
+        memo = getattr(self, "_encoded", None)
+        if memo is None or truncation or self.backend != "causal" or self._starts_with_bos(strings):
+            return super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            return super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        rows = [self.tok_encode(s) for s in strings]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            cols = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+            ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
+        return ids, mask
 
     def _detect_batch_size(self, requests=None, pos: int = 0):
         if self._generating:  # the decode caches bound a generation batch, not a full forward's logits
@@ -100,10 +147,11 @@ class LongctxLM(HFLM):
         return super()._detect_batch_size(requests, pos)
 
     def tok_batch_encode(self, strings, padding_side="left", left_truncate_len=None, truncation=False):
-        """HFLM's, with one warning carrying the numbers the first time a prompt does not fit: lm-eval
-        keeps its last max_length - max_gen_toks tokens and scores the answer anyway (its own warning,
-        repeated per batch, does not say which max_length would hold it)."""
-        ids, mask = super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        """HFLM's (from the encodings tok_encode remembered, inside generate_until), with one warning carrying
+        the numbers the first time a prompt does not fit: lm-eval keeps its last max_length - max_gen_toks tokens
+        and scores the answer anyway (its own warning, repeated per batch, does not say which max_length would
+        hold it)."""
+        ids, mask = self._encode_batch(strings, padding_side, truncation)
         if left_truncate_len and ids.shape[1] > left_truncate_len:
             if not getattr(self, "_warned_truncation", False):
                 self._warned_truncation = True
