@@ -205,11 +205,10 @@ class LongctxLM(HFLM):
         outputs = self._generate(rows, new, stopped if stop else None)
         # HFLM cuts the context off and decodes the rest up to the first stop string; the EOS
         # padding is itself a stop string (lm-eval adds it to `until`).
-        full = [
-            row + out + [self.eot_token_id] * (new - len(out))
-            for row, out in zip(context.tolist(), outputs, strict=True)
-        ]
-        return torch.tensor(full, dtype=context.dtype, device=context.device)
+        generated = torch.full((len(outputs), new), self.eot_token_id, dtype=context.dtype)
+        for i, out in enumerate(outputs):
+            generated[i, : len(out)] = torch.tensor(out, dtype=context.dtype)
+        return torch.cat([context, generated.to(context.device)], dim=1)
 
     def _generate(self, rows: list[list[int]], new: int, stopped) -> list[list[int]]:
         """greedy_generate on `rows`; out of memory, the two halves one after the other."""
