@@ -36,7 +36,8 @@ def main() -> None:
     ap.add_argument("--cells", default="4096:50,65536:8", help="LENGTH:PROMPTS,...")
     ap.add_argument("--json")
     args = ap.parse_args()
-    lm = LongctxLM(pretrained=args.model, device="cpu", batch_size=64)
+    longest = max(int(cell.split(":")[0]) for cell in args.cells.split(","))
+    lm = LongctxLM(pretrained=args.model, device="cpu", batch_size=64, max_length=longest + 64)
     lm._model_generate = lambda context, max_length, stop, **kw: context  # no model: what surrounds it
     text = (Path(eval_tasks.TASKS_DIR) / "ruler" / "data" / "botchan.txt").read_text()
     base = lm.tokenizer.encode(text)

@@ -779,7 +779,7 @@ def test_longctx_encodes_each_prompt_once_and_batches_as_hflm_does(tiny_model, m
     )
     ours = answers()
     assert not encoded and not batched, (encoded, batched)  # all prompts in one tokenizer call, up front
-    assert {s for s, _ in memo} == set(strings) and all(memo[s, None] == real_encode(lm, s) for s in strings)
+    assert {s for s, _ in memo} == set(strings) and all(memo[s, None].tolist() == real_encode(lm, s) for s in strings)
     monkeypatch.setattr(lm_model.LongctxLM, "tok_encode", HFLM.tok_encode)  # HFLM's way: each to sort, then batches
     monkeypatch.setattr(
         lm_model.LongctxLM, "_encode_batch", lambda self, b, side, t: HFLM.tok_batch_encode(self, b, side, None, t)

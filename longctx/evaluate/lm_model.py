@@ -27,6 +27,11 @@ from longctx.model.generate import generation_batch_size, greedy_generate, relea
 log = logging.getLogger("lm_eval.longctx")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ENCODE_GROUP = 64  # prompts a tokenizer call in generate_until (Python's lists of a call: 36 bytes a token)
+
+
+def _ids(ids: list[int]) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.int32)
 
 
 def _flag(name: str, value) -> bool:
@@ -89,14 +94,17 @@ class LongctxLM(HFLM):
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         self._generating = True  # HFLM sizes an auto batch here through _detect_batch_size()
-        # HFLM encodes every prompt twice, one by one to sort them, then for its batch: here all at once (the
-        # tokenizer's threads), remembered by tok_encode and the batches built from that
+        # HFLM encodes every prompt twice, one by one to sort them, then for its batch: here up front, ENCODE_GROUP
+        # prompts a tokenizer call (its threads), kept as int32 tensors (4 bytes a token) for tok_encode and the
+        # batches
         self._encoded = {}
         contexts = list(dict.fromkeys(req.args[0] for req in requests))
         if contexts and not self._starts_with_bos(contexts):
             special = {} if self.add_bos_token is None else {"add_special_tokens": self.add_bos_token}
-            encoded = self.tokenizer(contexts, **special)["input_ids"]
-            self._encoded = {(c, None): ids for c, ids in zip(contexts, encoded, strict=True)}
+            for i in range(0, len(contexts), ENCODE_GROUP):
+                group = contexts[i : i + ENCODE_GROUP]
+                encoded = self.tokenizer(group, **special)["input_ids"]
+                self._encoded.update({(c, None): _ids(e) for c, e in zip(group, encoded, strict=True)})
         try:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         finally:
@@ -108,11 +116,14 @@ class LongctxLM(HFLM):
         memo = getattr(self, "_encoded", None)
         if memo is None or kwargs:
             return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
+        ids = self._remembered(string, add_special_tokens)
+        return (ids[-left_truncate_len:] if left_truncate_len else ids).tolist()
+
+    def _remembered(self, string, add_special_tokens=None) -> torch.Tensor:
         key = (string, add_special_tokens)
-        if key not in memo:
-            memo[key] = super().tok_encode(string, add_special_tokens)
-        ids = memo[key]
-        return ids[-left_truncate_len:] if left_truncate_len else list(ids)
+        if key not in self._encoded:
+            self._encoded[key] = _ids(super().tok_encode(string, add_special_tokens))
+        return self._encoded[key]
 
     def _starts_with_bos(self, strings) -> bool:
         """Any string starting with the BOS text, as HFLM's tok_encode or tok_batch_encode checks it (then they
@@ -131,13 +142,13 @@ class LongctxLM(HFLM):
         pad = self.tokenizer.pad_token_id
         if pad is None:
             return super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
-        rows = [self.tok_encode(s) for s in strings]
-        width = max(map(len, rows))
+        rows = [self._remembered(s) for s in strings]
+        width = max(len(row) for row in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             cols = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
-            ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            ids[i, cols] = row
             mask[i, cols] = 1
         return ids, mask
 
