@@ -742,7 +742,7 @@ def test_shared_prefixes_answer_as_transformers(tiny_model, tmp_path, capsys, mo
 
 def test_longctx_encodes_each_prompt_once_and_batches_as_hflm_does(tiny_model, monkeypatch):
     """HFLM's generate_until encodes every prompt to sort the requests, then again for its batch; ours encodes
-    them all in one tokenizer call (its threads) up front, to what HFLM's tok_encode gives. The batch it builds
+    them all up front in tokenizer calls of up to 64 (its threads), to what HFLM's tok_encode gives. The batch it builds
     from those equals HFLM's own tok_batch_encode (ids and mask, left or right padded; a prompt starting with the
     BOS text goes HFLM's way), and the answers are the same."""
     from lm_eval.api.instance import Instance
@@ -778,7 +778,7 @@ def test_longctx_encodes_each_prompt_once_and_batches_as_hflm_does(tiny_model, m
         HFLM, "generate_until", lambda self, *a, **k: memo.update(self._encoded) or real_until(self, *a, **k)
     )
     ours = answers()
-    assert not encoded and not batched, (encoded, batched)  # all prompts in one tokenizer call, up front
+    assert not encoded and not batched, (encoded, batched)  # all prompts encoded up front, not through HFLM
     assert {s for s, _ in memo} == set(strings) and all(memo[s, None].tolist() == real_encode(lm, s) for s in strings)
     monkeypatch.setattr(lm_model.LongctxLM, "tok_encode", HFLM.tok_encode)  # HFLM's way: each to sort, then batches
     monkeypatch.setattr(
