@@ -43,8 +43,9 @@
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
 #                          states; bf16 against fp32, and the host waits per level); the CUDA-graph decode test with
 #                          a kept graph replayed on the next call (ours runs --keep-graph in the throughput steps)
-#   pytest-gpu             scripts/gpu/test-gpu.sh: `pytest -m gpu` whole, 3 shards side by side, within the step's
-#                          limit (OUT/gpu-tests.txt: each shard's summary and slowest tests)
+#   pytest-gpu             scripts/gpu/test-gpu.sh: `pytest -m gpu` whole, 3 shards side by side, then the gpu_alone
+#                          tests (vLLM's) by themselves, within the step's limit (OUT/gpu-tests.txt: each shard's
+#                          summary and slowest tests)
 #   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
 #                          the JSON rows carry the settings its engine resolved)
 # DRY=1 prints the commands (a step of parts as name.0, name.1, ...). ONLY=step1,step2 runs those alone.
