@@ -1,6 +1,6 @@
 """What `--model longctx`'s generate_until spends encoding prompts, around the model: lm-eval's HFLM way (every
-prompt encoded one by one to sort the requests, then each batch encoded again) against ours (all prompts in one
-tokenizer call up front, the batches built from those encodings). The model is replaced by one that returns its
+prompt encoded one by one to sort the requests, then each batch encoded again) against ours (all prompts encoded up
+front, 64 a tokenizer call, the batches built from those encodings). The model is replaced by one that returns its
 input, so every second measured is encoding, padding and lm-eval's bookkeeping. Prompts: the bundled haystack
 text (eval_tasks/ruler/data/botchan.txt) cut to each length, a distinct suffix each.
 
@@ -51,8 +51,7 @@ def main() -> None:
             Instance("generate_until", {}, (p, {"until": ["\n"], "max_gen_toks": 4}), i) for i, p in enumerate(prompts)
         ]
 
-        def hflm(reqs=reqs):
-            lm._encoded = None  # our tok_encode and tok_batch_encode then take HFLM's own path
+        def hflm(reqs=reqs):  # outside our generate_until, tok_encode and tok_batch_encode take HFLM's own path
             HFLM.generate_until(lm, reqs, disable_tqdm=True)
 
         def ours(reqs=reqs):

@@ -64,6 +64,7 @@ class LongctxLM(HFLM):
         self.cuda_graphs = None if cuda_graphs is None else _flag("cuda_graphs", cuda_graphs)
         self.share_prefixes = prefix.DEFAULT_ON if share_prefixes is None else _flag("share_prefixes", share_prefixes)
         self.generation_stats: dict = {}  # greedy_generate's counts since the last take_generation_stats()
+        self._encoded: dict | None = None  # inside generate_until: its prompts' encodings (tok_encode)
         kwargs.setdefault("backend", "causal")  # these models are all decoder-only
         if isinstance(pretrained, str) and os.path.isdir(pretrained):
             # HFLM asks the Hub for the model's sha when `pretrained` looks like a repo id
@@ -113,8 +114,7 @@ class LongctxLM(HFLM):
 
     def tok_encode(self, string, add_special_tokens=None, left_truncate_len=None, **kwargs):
         """HFLM's; inside generate_until each string is encoded once and remembered for its batch."""
-        memo = getattr(self, "_encoded", None)
-        if memo is None or kwargs:
+        if self._encoded is None or kwargs:
             return super().tok_encode(string, add_special_tokens, left_truncate_len, **kwargs)
         ids = self._remembered(string, add_special_tokens)
         return (ids[-left_truncate_len:] if left_truncate_len else ids).tolist()
@@ -135,12 +135,10 @@ class LongctxLM(HFLM):
         """HFLM's tok_batch_encode (pad to the longest) from the encodings tok_encode remembered. It takes the
         same special tokens as tok_encode(string) where no string starts with the BOS text: so only then, else
         HFLM's own. (HFLM's tok_encode: `add_special_tokens=add_bos_token` where that is set, else the
-        tokenizer's default, as generate_until's one call above.)"""
-        memo = getattr(self, "_encoded", None)
-        if memo is None or truncation or self.backend != "causal" or self._starts_with_bos(strings):
-            return super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
+        tokenizer's default, as generate_until's tokenizer calls.)"""
         pad = self.tokenizer.pad_token_id
-        if pad is None:
+        hflm = self._encoded is None or truncation or self.backend != "causal" or pad is None
+        if hflm or self._starts_with_bos(strings):
             return super().tok_batch_encode(strings, padding_side=padding_side, truncation=truncation)
         rows = [self._remembered(s) for s in strings]
         width = max(len(row) for row in rows)

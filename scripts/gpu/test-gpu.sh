@@ -30,18 +30,19 @@ a=$(wc -l < "$out/alone.ids")
 [ "$n" -gt 0 ] || { echo "test-gpu.sh: no GPU tests collected" >&2; exit 1; }
 echo "collected $n GPU tests in $(( $(date +%s) - t0 )) s; $shards shards, then $a alone"
 left() { local s=$((limit - 15 - ($(date +%s) - t0))); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
+shard() {  # shard NAME IDS_FILE: those tests in one process until the limit, into shardNAME.{xml,log,rc}
+  timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
+    --junitxml="$out/shard$1.xml" $(cat "$2") > "$out/shard$1.log" 2>&1
+  echo "$?" > "$out/shard$1.rc"
+}
 for k in $(seq 0 $((shards - 1))); do
   awk -v k="$k" -v n="$shards" '(NR - 1) % n == k' "$out/gpu-tests.ids" > "$out/shard$k.ids"
-  (timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
-     --junitxml="$out/shard$k.xml" $(cat "$out/shard$k.ids") > "$out/shard$k.log" 2>&1
-   echo "$?" > "$out/shard$k.rc") &
+  shard "$k" "$out/shard$k.ids" &
 done
 wait
 names=$(seq 0 $((shards - 1)))
 if [ "$a" -gt 0 ]; then
-  timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
-    --junitxml="$out/shard-alone.xml" $(cat "$out/alone.ids") > "$out/shard-alone.log" 2>&1
-  echo "$?" > "$out/shard-alone.rc"
+  shard -alone "$out/alone.ids"
   names="$names -alone"
 fi
 {
