@@ -90,3 +90,31 @@ def test_kernel_time_counts_each_kernel_once():
         E(device_type=DeviceType.CUDA, self_device_time_total=500.0, is_user_annotation=False),  # its kernel
     ]
     assert kernel_time_ms(events) == 3.5
+
+
+def test_kernel_kinds_of_a_hybrid_step():
+    """Kernel names as a CUDA profile of a hybrid training step lists them (cuBLAS nvjet matmuls, cuDNN attention,
+    fla's Triton kernels, PyTorch's copy and elementwise kernels) fall into their kinds, and the groups sum them."""
+    from longctx.train.profiling import kernel_groups, kernel_kind
+
+    names = {
+        "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT": "matmul",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "matmul",
+        "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_3": "attention",
+        "chunk_gated_delta_rule_fwd_kernel_h_blockdim64": "gated delta rule",
+        "recompute_w_u_fwd_kernel": "gated delta rule",
+        "causal_conv1d_bwd_kernel": "short conv",
+        "layer_norm_fwd_kernel": "norms",
+        "swiglu_fwd_kernel": "swiglu",
+        "cross_entropy_fwd_kernel": "cross-entropy",
+        "void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>": "optimizer",
+        "void at::native::elementwise_kernel<128, 2, at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)>": (
+            "copies"
+        ),
+        "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>": "elementwise",
+        "Memset (Device)": "copies",
+        "kernel_kernel": "other",
+    }
+    assert {n: kernel_kind(n) for n in names} == names
+    rows = [("nvjet_a", 3, 2.0), ("nvjet_b", 1, 1.5), ("causal_conv1d_fwd_kernel", 12, 0.5), ("kernel_kernel", 2, 4.0)]
+    assert kernel_groups(rows) == [("other", 2, 4.0), ("matmul", 4, 3.5), ("short conv", 12, 0.5)]

@@ -4,13 +4,16 @@ Writes, per rank, OUT/profile/rank<r>_steps<a>-<b>.txt — wall time of the prof
 kernel time (far below wall means the step waits on the host: launches, Python, syncs), the
 number of host-side ops, the top ops by self time, and the same ops split by their input shapes (which
 tensor a copy, cast or elementwise op works on says where in the model it runs: [T, vocab] is the
-cross-entropy, [B, T, heads, dim] a mixer's heads) — and a gzipped Chrome/Perfetto trace beside it.
+cross-entropy, [B, T, heads, dim] a mixer's heads), the kernel time by kind (matmuls, attention, the
+gated delta rule, ...: `kernel_groups`) — and beside it every kernel's name, calls and time
+(`<label>.kernels.tsv`, small enough to come back from a GPU machine) and a gzipped Chrome/Perfetto trace.
 bench/train_throughput.py --profile writes the same summary for one benchmark step.
 """
 
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +39,52 @@ def kernel_time_ms(events) -> float:
     )
 
 
+# Kernel kinds by name, first match wins (cuBLAS/nvjet matmuls, cuDNN/flash attention, fla's Triton kernels,
+# PyTorch's own elementwise and copy kernels).
+KERNEL_KINDS = (
+    ("matmul", r"nvjet|gemm|cutlass|xmma|cublas"),
+    ("attention", r"sdpa|flash|fmha|attn|attention"),
+    ("gated delta rule", r"delta_rule|chunk_|w_u_|wy_repr|solve_tril|inverse|kkt|l2norm|cumsum"),
+    ("short conv", r"conv1d|causal_conv"),
+    ("cross-entropy", r"cross_entropy|logsumexp|log_softmax|softmax|nll_loss"),
+    ("norms", r"norm"),
+    ("swiglu", r"swiglu|swish|silu"),
+    ("optimizer", r"adam|multi_tensor"),
+    ("copies", r"copy|memcpy|memset|CatArray|cat_"),
+    ("elementwise", r"elementwise|reduce_kernel|vectorized|unrolled|fill"),
+)
+
+
+def kernel_kind(name: str) -> str:
+    for kind, pattern in KERNEL_KINDS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return kind
+    return "other"
+
+
+def device_kernels(events) -> list[tuple[str, int, float]]:
+    """(name, calls, self ms) of every device-side kernel of a key_averages(), longest first."""
+    from torch.autograd import DeviceType
+
+    device = {DeviceType.CUDA, DeviceType.PrivateUse1}
+    rows = [
+        (e.key, e.count, e.self_device_time_total / 1e3)
+        for e in events
+        if e.device_type in device and not getattr(e, "is_user_annotation", False)
+    ]
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def kernel_groups(kernels) -> list[tuple[str, int, float]]:
+    """(kind, calls, ms) of device_kernels' rows by kernel_kind, longest first."""
+    groups: dict[str, list] = {}
+    for name, calls, ms in kernels:
+        g = groups.setdefault(kernel_kind(name), [0, 0.0])
+        g[0] += calls
+        g[1] += ms
+    return sorted(((k, c, ms) for k, (c, ms) in groups.items()), key=lambda r: -r[2])
+
+
 def write_summary(
     prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30, shape_rows: int = 60
 ) -> dict:
@@ -51,8 +100,25 @@ def write_summary(
         + f", {host_ops} top-level host ops\n"
     )
     by_shape = prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=shape_rows)
+    groups = ""
+    if cuda:
+        kernels = device_kernels(events)
+        total = sum(ms for _, _, ms in kernels) or 1.0
+        groups = "\n\nKernel time by kind (KERNEL_KINDS):\n" + "".join(
+            f"{kind:<18} {ms:9.2f} ms {100 * ms / total:5.1f}% {calls:6d} kernels\n"
+            for kind, calls, ms in kernel_groups(kernels)
+        )
+        (out_dir / f"{label}.kernels.tsv").write_text(
+            "ms\tcalls\tkind\tkernel\n"
+            + "".join(f"{ms:.3f}\t{calls}\t{kernel_kind(name)}\t{name}\n" for name, calls, ms in kernels)
+        )
     (out_dir / f"{label}.txt").write_text(
-        head + events.table(sort_by=key, row_limit=rows) + "\n\nBy input shapes (record_shapes):\n" + by_shape + "\n"
+        head
+        + events.table(sort_by=key, row_limit=rows)
+        + groups
+        + "\n\nBy input shapes (record_shapes):\n"
+        + by_shape
+        + "\n"
     )
     trace = out_dir / f"{label}.trace.json"
     prof.export_chrome_trace(str(trace))

@@ -4,11 +4,12 @@
 #   kcache.sh restore DIR   unpack the parts kcache.tgz.part* (in name order) found in DIR, DIR/p*/ and the stage
 #                           folder of `take`, else DIR/kcache.tgz, else DIR/tcache.tgz (autotune results alone,
 #                           older runs) into /tmp/kcache; then add scripts/gpu/h200-autotune.tgz's files that are
-#                           not there yet (fla's autotune results, 154 files: study-20m's hybrid at 4k and 64k,
+#                           not there yet (fla's autotune results, 207 files: study-20m's hybrid at 4k and 64k,
 #                           hybrid-1b training and eval at 16k and 64k, the prefill from cached states, norms of the
-#                           600-step models and extensions, one H200; vLLM's own copies of fla's GDN kernels at 4k,
-#                           one H100 (both sm_90); torch 2.11, triton 3.6; a kernel whose source, shapes or
-#                           versions differ has another key and autotunes anew)
+#                           600-step models and extensions, most of the GPU tests' shapes (those that finished in
+#                           one 580 s run), H200s; vLLM's own copies of fla's GDN kernels at 4k, one H100 (both
+#                           sm_90); torch 2.11, triton 3.6; a kernel whose source, shapes or versions differ has
+#                           another key and autotunes anew)
 #   kcache.sh pack OUT      the whole cache as OUT/kcache.tgz.part0.. in 15 MiB parts when it packs into 3 (a file
 #                           back from $OUT is at most 16 MiB; 8 files, 64 MiB together), else OUT/kcache.tgz with
 #                           fla's autotune results alone
