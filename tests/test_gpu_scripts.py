@@ -566,9 +566,9 @@ def test_vllm_capture_retries_and_adapts_after_a_vllm_start_that_did_not_run(tmp
     assert subprocess.run(["bash", str(script), "bogus", str(gone), "echo"], capture_output=True).returncode == 2
 
 
-def test_test_gpu_runs_gpu_alone_tests_after_the_shards(tmp_path):
-    """scripts/gpu/test-gpu.sh: the gpu tests in shards side by side, then those marked gpu_alone with no shard
-    left running (vLLM's engine asks for a share of the card free at its start), every one in the summary."""
+def _fake_gpu_suite(tmp_path, shard_sleep: float, seconds: int, **env):
+    """scripts/gpu/test-gpu.sh SECONDS 2 over a fake suite: 4 gpu tests sleeping shard_sleep s each, one gpu_alone
+    test and one CPU test; returns (the summary, [(note, time)] the tests wrote)."""
     import shutil
 
     repo = tmp_path / "repo"
@@ -588,7 +588,7 @@ def _note(what):
 @pytest.mark.gpu
 @pytest.mark.parametrize("k", range(4))
 def test_shard(k):
-    _note("start"); time.sleep(0.5); _note("end")
+    _note("start"); time.sleep({shard_sleep}); _note("end")
 @pytest.mark.gpu
 @pytest.mark.gpu_alone
 def test_alone():
@@ -597,14 +597,28 @@ def test_cpu():
     raise AssertionError("not a GPU test")
 """)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "OUT": str(tmp_path / "out"),
-           "TEST_GPU_NO_PACK": "1", "LONGCTX_KERNEL_CACHE": str(tmp_path / "kc")}  # fmt: skip
-    run = subprocess.run(["bash", "scripts/gpu/test-gpu.sh", "120", "2"], cwd=repo, env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+           "TEST_GPU_NO_PACK": "1", "LONGCTX_KERNEL_CACHE": str(tmp_path / "kc"), **env}  # fmt: skip
+    run = subprocess.run(["bash", "scripts/gpu/test-gpu.sh", str(seconds), "2"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    notes = [line.split() for line in log.read_text().splitlines()]
-    ends = [float(t) for w, t in notes if w == "end"]
-    (alone,) = [float(t) for w, t in notes if w == "alone"]
+    notes = [(w, float(t)) for w, t in (line.split() for line in log.read_text().splitlines())]
+    return (tmp_path / "out" / "gpu-tests.txt").read_text(), notes
+
+
+def test_test_gpu_runs_gpu_alone_tests_after_the_shards(tmp_path):
+    """scripts/gpu/test-gpu.sh: the gpu tests in shards side by side, then those marked gpu_alone with no shard
+    left running (vLLM's engine asks for a share of the card free at its start), every one in the summary."""
+    summary, notes = _fake_gpu_suite(tmp_path, shard_sleep=0.5, seconds=120, ALONE_S="20")
+    ends = [t for w, t in notes if w == "end"]
+    (alone,) = [t for w, t in notes if w == "alone"]
     assert len(ends) == 4 and alone > max(ends), notes
-    summary = (tmp_path / "out" / "gpu-tests.txt").read_text()
     assert "GPU tests: 4 in 2 shards and 1 alone" in summary, summary
     assert summary.count("rc=0") == 3 and "1 passed" in summary and "FAILED" not in summary, summary
+
+
+def test_test_gpu_keeps_time_for_the_gpu_alone_tests(tmp_path):
+    """Shards still busy (a fresh machine compiling) stop ALONE_S before the limit, so the gpu_alone tests run:
+    a 580 s run on a fresh H200 left vLLM's test 1 s."""
+    summary, notes = _fake_gpu_suite(tmp_path, shard_sleep=300, seconds=60, ALONE_S="25")
+    assert [w for w, _ in notes].count("end") == 0 and [w for w, _ in notes].count("alone") == 1, notes
+    assert summary.count("rc=124") == 2 and "## shard -alone: rc=0" in summary, summary

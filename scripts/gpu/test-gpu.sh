@@ -10,7 +10,8 @@
 #   the next call:  export PYTHONPATH=/tmp/site:$PWD && bash scripts/gpu/test-gpu.sh 540 3
 #
 # Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
-# (default 3). The kernel cache: restored from the taken parts into /tmp/kcache (scripts/gpu/kcache.sh) and
+# (default 3). ALONE_S (default 150) of the SECONDS are kept for the gpu_alone tests when there are any: the
+# shards stop that much earlier (on a fresh machine they may still be compiling), so vLLM's test always runs. The kernel cache: restored from the taken parts into /tmp/kcache (scripts/gpu/kcache.sh) and
 # LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); packed back into $OUT at the end. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
 # summary line, the slowest tests).
 set -u
@@ -29,20 +30,22 @@ n=$(wc -l < "$out/gpu-tests.ids")
 a=$(wc -l < "$out/alone.ids")
 [ "$n" -gt 0 ] || { echo "test-gpu.sh: no GPU tests collected" >&2; exit 1; }
 echo "collected $n GPU tests in $(( $(date +%s) - t0 )) s; $shards shards, then $a alone"
-left() { local s=$((limit - 15 - ($(date +%s) - t0))); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
-shard() {  # shard NAME IDS_FILE: those tests in one process until the limit, into shardNAME.{xml,log,rc}
-  timeout -k 10 "$(left)" python3 -m pytest -v -p no:cacheprovider --durations=0 \
+reserve=0
+[ "$a" -gt 0 ] && reserve=${ALONE_S:-150}
+left() { local s=$((limit - 15 - $1 - ($(date +%s) - t0))); echo $((s > 1 ? s : 1)); }  # timeout 0 would mean none
+shard() {  # shard NAME IDS_FILE KEEP: those tests in one process until KEEP s before the limit, into shardNAME.{xml,log,rc}
+  timeout -k 10 "$(left "$3")" python3 -m pytest -v -p no:cacheprovider --durations=0 \
     --junitxml="$out/shard$1.xml" $(cat "$2") > "$out/shard$1.log" 2>&1
   echo "$?" > "$out/shard$1.rc"
 }
 for k in $(seq 0 $((shards - 1))); do
   awk -v k="$k" -v n="$shards" '(NR - 1) % n == k' "$out/gpu-tests.ids" > "$out/shard$k.ids"
-  shard "$k" "$out/shard$k.ids" &
+  shard "$k" "$out/shard$k.ids" "$reserve" &
 done
 wait
 names=$(seq 0 $((shards - 1)))
 if [ "$a" -gt 0 ]; then
-  shard -alone "$out/alone.ids"
+  shard -alone "$out/alone.ids" 0
   names="$names -alone"
 fi
 {
