@@ -64,6 +64,11 @@ def add_fused_arg(p) -> None:
         action="store_true",
         help="ours: plain-PyTorch RMSNorm and SwiGLU (the ablation against the fused kernels)",
     )
+    p.add_argument(
+        "--fused-rope",
+        action="store_true",
+        help="ours: LONGCTX_FUSED_ROPE=1, RoPE on q/k in one Triton kernel each way (longctx/model/rope_kernel.py)",
+    )
 
 
 def add_varlen_arg(p, what: str) -> None:
@@ -93,6 +98,8 @@ def apply_fused_arg(args) -> str:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
+    if getattr(args, "fused_rope", False):
+        os.environ["LONGCTX_FUSED_ROPE"] = "1"  # rope_kernel reads it at each call
     if args.fused_elementwise:
         fused.ENABLED = True
     elif args.plain_elementwise:

@@ -662,6 +662,7 @@ def main(argv=None) -> int:
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
         "ours_varlen_attention": bool(args.varlen_attention),
         "ours_fused_elementwise": args.fused_elementwise_state,
+        "ours_fused_rope": bool(args.fused_rope),
     }
     results: list[dict] = []
     agreement: dict = {}

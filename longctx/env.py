@@ -22,6 +22,11 @@ SWITCHES = {
         _ON[1:] + _OFF[1:],
         "fla's fused RMSNorm/SwiGLU: 1 required, 0 off, auto on CUDA with fla",
     ),
+    "LONGCTX_FUSED_ROPE": (
+        ("1", "0", "auto"),
+        _ON[1:] + _OFF[1:],
+        "RoPE on q/k in one Triton kernel (longctx.model.rope_kernel): 1 on CUDA, 0 / auto off",
+    ),
     "LONGCTX_DATA_PREFETCH": (("process", "thread", "off"), (), "where GPU training makes its batches ahead"),
     "LONGCTX_VARLEN_ATTENTION": (
         ("1", "0", "auto"),
@@ -59,6 +64,11 @@ def varlen_attention() -> bool:
     except UsageError:  # a bad value: the CLI says so (check) before any model is built
         return False
     return value in _ON
+
+
+def fused_rope() -> bool:
+    """LONGCTX_FUSED_ROPE: True only when switched on (auto is off until it is measured on a GPU)."""
+    return get("LONGCTX_FUSED_ROPE") in _ON
 
 
 def fused_elementwise() -> bool | None:

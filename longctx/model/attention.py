@@ -43,7 +43,7 @@ from torch import nn
 import rope_methods
 from longctx import env
 from longctx.env import ATTN_BACKENDS
-from longctx.model import optional
+from longctx.model import optional, rope_kernel
 from longctx.model.norms import RMSNorm
 from longctx.model.varlen import DocLayout
 
@@ -419,6 +419,8 @@ class Attention(nn.Module):
         q = self.q_norm(self.q_proj(x)).view(B, T, self.num_heads, self.head_dim)
         k = self.k_norm(self.k_proj(x)).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
-        if rope is not None:
+        if rope is not None and rope_kernel.applies(q, rope[0]):
+            q, k = rope_kernel.rotate(q, k, *rope)
+        elif rope is not None:
             q, k = rope_methods.apply_rotary(q, k, *rope, unsqueeze_dim=2)
         return q, k, v

@@ -31,6 +31,9 @@ cells=(
   "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --varlen-attention"
   "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8"
   "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
+  "h16-nockpt-rope|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
+  "t16-nockpt-rope|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
+  "h16-nockpt-rope-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope --profile"
   "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --profile"
   # eval: | arguments of bench/eval_throughput.py (the transformer's prefill: windowed layers by SDPA blocks or varlen)
   "t64-eval|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs"

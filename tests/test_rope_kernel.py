@@ -1,0 +1,164 @@
+"""longctx.model.rope_kernel against rope_methods.apply_rotary (transformers' arithmetic) and the float64 rotation.
+
+Where Triton is installed, its interpreter runs the kernel on CPU tensors in a subprocess (TRITON_INTERPRET=1 has
+to be set before Triton is imported): numpy rounds every float32 product and sum as PyTorch's CPU kernels do, so
+the forward must equal the reference bit for bit. On a GPU (marked gpu) products may fuse into FMAs: within one
+bf16 rounding. Backward: the kernel rounds once, the reference's autograd twice, so both are held to the float64
+gradient.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import rope_methods
+from longctx.model import rope_kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHECK = textwrap.dedent(
+    """
+    import torch
+    import rope_methods
+    from longctx.model import rope_kernel
+
+    DEVICE = torch.device(DEVICE_NAME)
+    if DEVICE.type == "cpu":
+        rope_kernel.DEVICES = ("cpu",)
+    rope_kernel.ENABLED = True
+    torch.manual_seed(0)
+    worst = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for B, T, H, Hk, D, table in ((2, 5, 3, 1, 8, "batch"), (2, 7, 4, 2, 16, "shared"), (1, 9, 5, 5, 6, "flat")):
+            pos = torch.randint(0, 4096, (B if table == "batch" else 1, T))
+            inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
+            cos, sin = rope_methods.cos_sin(inv, 1.17, pos)
+            if table == "flat":
+                cos, sin = cos[0], sin[0]
+            cos, sin = cos.to(DEVICE), sin.to(DEVICE)
+            # q as the model makes it: a view of a projection; k transposed (not token rows): copied first
+            q = torch.randn(B, T, H * D, device=DEVICE).to(dtype).view(B, T, H, D).requires_grad_()
+            k = torch.randn(B, Hk, T, D, device=DEVICE).to(dtype).transpose(1, 2).requires_grad_()
+            assert rope_kernel.applies(q, cos)
+            got = rope_kernel.rotate(q, k, cos, sin)
+            want = rope_methods.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
+            dy = [torch.randn_like(t, dtype=torch.float32).to(dtype) for t in want]
+            g_got = torch.autograd.grad(got, (q, k), dy)
+            g_want = torch.autograd.grad(want, (q, k), dy)
+            # float64 truth of the same rotation and of its gradient (the transposed rotation of dy)
+            q64, k64 = (t.detach().double().requires_grad_() for t in (q, k))
+            exact = rope_methods.apply_rotary(q64, k64, cos.double(), sin.double(), unsqueeze_dim=2)
+            g_exact = torch.autograd.grad(exact, (q64, k64), [d.double() for d in dy])
+
+            def note(key, value):
+                worst[key + (str(dtype),)] = max(worst.get(key + (str(dtype),), 0.0), value)
+
+            def err(a, e):  # relative to the tensor's scale
+                return ((a.double() - e).abs().max() / e.abs().max()).item()
+
+            for a, b, e in zip(got, want, exact):
+                assert a.dtype == b.dtype == dtype and a.shape == b.shape
+                note(("fwd-vs-ref",), (a.float() - b.float()).abs().max().item())
+                note(("fwd-differ",), (a != b).float().mean().item())
+                note(("fwd",), err(a, e))
+                note(("fwd-ref",), err(b, e))
+            for a, b, e in zip(g_got, g_want, g_exact):
+                assert a.dtype == dtype and a.shape == e.shape
+                note(("bwd",), err(a, e))
+                note(("bwd-ref",), err(b, e))
+    print(repr(worst))
+    """
+)
+
+
+def _run_check(device: str, extra_env: dict) -> dict:
+    script = CHECK.replace("DEVICE_NAME", repr(device))
+    env = {**os.environ, **extra_env}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    import ast
+
+    return {k: v for k, v in ast.literal_eval(run.stdout.strip().splitlines()[-1]).items()}
+
+
+def _check_errors(worst: dict, differ_bf16: float, rounding: float = 2**-8, vs_ref: bool = True) -> None:
+    """Forward: in float32 the reference's values (FMAs on a GPU: within float32 rounding), in bf16 at most
+    differ_bf16 of the elements differ from it; both directions within one bf16 rounding of the float64 truth
+    (relative to the tensor's scale) and, with vs_ref, as close as the reference or closer."""
+    f32, bf16 = "torch.float32", "torch.bfloat16"
+    assert worst[("fwd-vs-ref", f32)] < 1e-5 and worst[("fwd", f32)] < 1e-6, worst
+    assert worst[("fwd-differ", bf16)] <= differ_bf16 and worst[("fwd-vs-ref", bf16)] <= 2**-7 * 16, worst
+    assert worst[("bwd", f32)] < 1e-6, worst
+    for kind in ("fwd", "bwd"):
+        assert worst[(kind, bf16)] <= rounding, worst
+        assert not vs_ref or worst[(kind, bf16)] <= worst[(kind + "-ref", bf16)] * 1.01, worst
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed here")
+def test_interpreted_kernel_equals_the_reference():
+    worst = _run_check("cpu", {"TRITON_INTERPRET": "1"})
+    assert worst[("fwd-vs-ref", "torch.float32")] == 0.0, worst  # numpy rounds each product and sum
+    # the interpreter's bf16 cast truncates (torch's rounds to nearest even): one bf16 step, not half of one
+    _check_errors(worst, differ_bf16=1.0, rounding=2**-7, vs_ref=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_kernel_matches_the_reference():
+    worst = _run_check("cuda", {})
+    _check_errors(worst, differ_bf16=0.01)  # round-to-nearest-even as torch casts: only FMA ties differ
+
+
+def test_off_by_default_and_never_on_cpu(monkeypatch):
+    """auto / unset is off until measured; the switch on still leaves CPU tensors (and float tables with gradients,
+    or no Triton) to the reference."""
+    q = torch.zeros(1, 4, 2, 8)
+    cos = torch.zeros(1, 4, 8)
+    monkeypatch.setattr(rope_kernel, "ENABLED", None)
+    for value in (None, "auto", "0"):
+        if value is None:
+            monkeypatch.delenv("LONGCTX_FUSED_ROPE", raising=False)
+        else:
+            monkeypatch.setenv("LONGCTX_FUSED_ROPE", value)
+        assert rope_kernel.enabled() is False
+    monkeypatch.setenv("LONGCTX_FUSED_ROPE", "1")
+    assert rope_kernel.enabled() is True
+    assert not rope_kernel.applies(q, cos)  # CPU tensors
+    monkeypatch.setattr(rope_kernel, "DEVICES", ("cpu",))
+    monkeypatch.setattr(rope_kernel, "triton", object())
+    assert rope_kernel.applies(q, cos)
+    assert not rope_kernel.applies(q, cos.to(torch.bfloat16))
+    assert not rope_kernel.applies(q, cos.requires_grad_())
+
+
+def test_attention_takes_the_kernel_where_it_applies(monkeypatch):
+    """Attention.qkv hands q/k to rope_kernel.rotate exactly where applies() says so, else to the reference."""
+    from longctx.model import attention as attn_mod
+    from longctx.model.config import load_config
+    from longctx.model.hybrid import HybridLM
+
+    config = load_config("hybrid-tiny")
+    model = HybridLM(config).eval()
+    ids = torch.randint(0, config.vocab_size, (1, 12))
+    with torch.no_grad():
+        want = model(ids)
+    calls = []
+
+    def rotate(q, k, cos, sin):
+        calls.append(q.shape)
+        return rope_methods.apply_rotary(q, k, cos, sin, unsqueeze_dim=2)
+
+    monkeypatch.setattr(attn_mod.rope_kernel, "applies", lambda x, cos: True)
+    monkeypatch.setattr(attn_mod.rope_kernel, "rotate", rotate)
+    with torch.no_grad():
+        got = model(ids)
+    n_attn = sum(t != "linear_attention" for t in config.layer_types)
+    assert len(calls) == n_attn and torch.equal(got, want)
