@@ -170,3 +170,35 @@ def test_auto_backend_takes_fla_kernels_on_cuda_only_when_fla_imports(monkeypatc
     y = torch.randint(0, 13, (9,), generator=g)
     got = loss.make_loss_fn("auto", chunk=4, device="cpu")(h, w, y)
     assert torch.allclose(got.ce_sum, _reference(h, w, y, 0.0)[0])
+
+
+def _grad_w_case(device):
+    from longctx.train.loss import _add_grad_w
+
+    torch.manual_seed(0)
+    chunks = [(torch.randn(64, 300, device=device).bfloat16(), torch.randn(64, 32, device=device).bfloat16())] * 3
+    grad_w = torch.zeros(300, 32, device=device)
+    for g, h in chunks:
+        _add_grad_w(grad_w, g, h)
+    exact = sum(g.double().t() @ h.double() for g, h in chunks)
+    rounded = sum((g.t() @ h).float() for g, h in chunks)  # each chunk's product rounded to bf16 first
+    return grad_w, exact, rounded
+
+
+def test_grad_w_accumulates_chunks_on_cpu():
+    """The head-weight gradient over chunks: on CPU each chunk's bf16 product is added to the float32 sum."""
+    grad_w, _, rounded = _grad_w_case("cpu")
+    assert grad_w.dtype == torch.float32 and torch.equal(grad_w, rounded)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_grad_w_accumulates_in_the_matmul_on_cuda():
+    """On CUDA the matmul adds into the float32 sum itself: float32 accuracy, not a bf16 rounding per chunk."""
+    from longctx.train.loss import _mm_accumulates_in_place
+
+    if not _mm_accumulates_in_place(torch.device("cuda"), torch.bfloat16, torch.float32):
+        pytest.skip(f"torch {torch.__version__} has no addmm out_dtype on CUDA: the rounded path runs")
+    grad_w, exact, rounded = _grad_w_case("cuda")
+    err = ((grad_w.double() - exact).abs().max() / exact.abs().max()).item()
+    assert err < 1e-5 and err < ((rounded.double() - exact).abs().max() / exact.abs().max()).item() / 10

@@ -12,6 +12,7 @@ can divide by the token count of the whole optimizer step.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -90,6 +91,31 @@ def _fused_terms():
     return _compiled_terms
 
 
+@functools.cache
+def _mm_accumulates_in_place(device: torch.device, dtype: torch.dtype, acc: torch.dtype) -> bool:
+    """Whether torch.addmm(acc_tensor, a, b, out_dtype=acc, out=acc_tensor) runs here for dtype inputs (CUDA
+    with a torch that has out_dtype; a tiny probe, once per device and dtypes)."""
+    if device.type != "cuda" or dtype == acc:
+        return False
+    try:
+        c = torch.ones(3, 2, dtype=acc, device=device)
+        a = torch.ones(4, 3, dtype=dtype, device=device)
+        torch.addmm(c, a.t(), a[:, :2], out_dtype=acc, out=c)  # a transposed operand, as g.t() is
+        return bool((c == 5).all())
+    except (TypeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _add_grad_w(grad_w: torch.Tensor, g: torch.Tensor, h: torch.Tensor) -> None:
+    """grad_w += g^T h. On CUDA the matmul adds into the float32 accumulator itself (cuBLAS beta = 1): no product
+    rounded to bf16 first, and none of the cast and add passes over a [V, D] tensor per chunk (at a 100k
+    vocabulary, 411 MB in bf16 and 822 MB in float32 each time)."""
+    if _mm_accumulates_in_place(g.device, g.dtype, grad_w.dtype):
+        torch.addmm(grad_w, g.t(), h, out_dtype=grad_w.dtype, out=grad_w)
+    else:
+        grad_w += (g.t() @ h).to(grad_w.dtype)
+
+
 class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, chunk, z_coef, ignore_index, compute_dtype, need_grad, terms=_eager_terms):
@@ -110,7 +136,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
             z_sum += z_part
             if need_grad:
                 grad_h[s : s + chunk] = (g @ w).to(hidden.dtype)
-                grad_w += (g.t() @ h).to(acc)
+                _add_grad_w(grad_w, g, h)
             del g
         if need_grad:
             ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
