@@ -86,7 +86,7 @@ def kernel_groups(kernels) -> list[tuple[str, int, float]]:
 
 
 def write_summary(
-    prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30, shape_rows: int = 60
+    prof, out_dir: Path, label: str, wall_ms: float, cuda: bool, rows: int = 30, shape_rows: int = 200
 ) -> dict:
     """The summary file and trace of a finished torch.profiler.profile; returns the headline figures."""
     events = prof.key_averages()
