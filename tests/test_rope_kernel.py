@@ -162,3 +162,31 @@ def test_attention_takes_the_kernel_where_it_applies(monkeypatch):
         got = model(ids)
     n_attn = sum(t != "linear_attention" for t in config.layer_types)
     assert len(calls) == n_attn and torch.equal(got, want)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed here")
+def test_kernel_compiles_for_hopper_and_rounds_to_nearest():
+    """Triton compiles the kernel for sm_90 with no GPU present (its own ptxas): every dtype both ways, and the
+    cast to bf16 is PTX's round-to-nearest-even (cvt.rn), as torch's."""
+    code = textwrap.dedent(
+        """
+        import re, triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from longctx.model import rope_kernel
+        ints = ("cos_rows", "heads", "x_row", "x_head", "y_row", "y_head")
+        for dt in ("bf16", "fp16", "fp32"):
+            for backward in (False, True):
+                sig = {"X": "*" + dt, "COS": "*fp32", "SIN": "*fp32", "Y": "*" + dt, **dict.fromkeys(ints, "i32")}
+                sig.update(dict.fromkeys(("HALF", "BLOCK_H", "BLOCK_D", "BACKWARD"), "constexpr"))
+                consts = {"HALF": 64, "BLOCK_H": 16, "BLOCK_D": 64, "BACKWARD": backward}
+                src = ASTSource(fn=rope_kernel._rotate_kernel, signature=sig, constexprs=consts)
+                ptx = triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+                casts = set(re.findall(r"cvt\\.[a-z0-9.]+", ptx))
+                if dt == "bf16":
+                    assert "cvt.rn.bf16.f32" in casts, casts
+        print("ok")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
