@@ -190,3 +190,39 @@ def test_kernel_compiles_for_hopper_and_rounds_to_nearest():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_whole_model_with_the_kernel_matches_the_reference(monkeypatch):
+    """An Olmo 3 model (RoPE on every layer, sliding and full) on CUDA: with the kernel its fp32 logits and
+    gradients equal the reference path's to float32 rounding, and in bf16 they are no further from the fp32
+    reference than the reference path's bf16 run is."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from longctx.model.config import load_config
+    from longctx.model.hybrid import HybridLM
+
+    # SDPA everywhere: fla's sliding-window kernel takes fp32 dots in TF32, where an ulp of q decides a rounding
+    monkeypatch.setenv("LONGCTX_ATTN_BACKEND", "sdpa")
+    torch.manual_seed(0)
+    base = HybridLM(load_config("transformer-tiny"))
+    ids = torch.randint(2, base.config.vocab_size, (2, 256), device="cuda")
+
+    def run(dtype, kernel: bool):
+        monkeypatch.setattr(rope_kernel, "ENABLED", kernel)
+        m = copy.deepcopy(base).to(device="cuda", dtype=dtype)
+        logits = m(ids)
+        F.cross_entropy(logits.flatten(0, 1).float(), ids.flatten()).backward()
+        return [logits.detach().float()] + [p.grad.float() for p in m.parameters()]
+
+    def rel(a, b):
+        return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+    exact, exact_k = run(torch.float32, False), run(torch.float32, True)
+    plain16, kernel16 = run(torch.bfloat16, False), run(torch.bfloat16, True)
+    for i, (e, ek, p16, k16) in enumerate(zip(exact, exact_k, plain16, kernel16, strict=True)):
+        assert rel(ek, e) < 1e-5, i
+        assert rel(k16, e) <= max(1.5 * rel(p16, e), 1e-3), i
