@@ -31,7 +31,8 @@ SWITCHES = {
     "LONGCTX_VARLEN_ATTENTION": (
         ("1", "0", "auto"),
         _ON[1:] + _OFF[1:],
-        "packed and sliding-window attention on CUDA through torch's varlen flash-attention: 1 on, 0 / auto off",
+        "packed and sliding-window attention on CUDA through torch's varlen flash-attention: 1 everywhere, 0 never, "
+        "auto for training's packed documents (no flex compile)",
     ),
     "LONGCTX_ATTN_BACKEND": (ATTN_BACKENDS, (), "force one attention kernel"),
     "LONGCTX_GDN_BACKEND": (GDN_BACKENDS, (), "force one Gated DeltaNet path"),
@@ -57,13 +58,14 @@ def get(name: str) -> str | None:
     return value
 
 
-def varlen_attention() -> bool:
-    """LONGCTX_VARLEN_ATTENTION: True only when switched on (auto is off until it is measured against flex / fla)."""
+def varlen_attention() -> bool | None:
+    """LONGCTX_VARLEN_ATTENTION: True (1: wherever packed documents or a sliding window are), False (0: never) or
+    None (auto, unset: training's packed documents; attention.select_backend)."""
     try:
         value = get("LONGCTX_VARLEN_ATTENTION")
     except UsageError:  # a bad value: the CLI says so (check) before any model is built
-        return False
-    return value in _ON
+        return None
+    return None if value in (None, "auto") else value in _ON
 
 
 def fused_rope() -> bool:

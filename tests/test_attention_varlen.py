@@ -82,19 +82,24 @@ def test_varlen_backend_is_forced_by_name(monkeypatch):
 
 
 def test_varlen_switch_takes_packed_and_windowed_calls_only(monkeypatch):
-    """LONGCTX_VARLEN_ATTENTION=1: on CUDA in bf16, packed documents and sliding windows (training and inference)
-    take varlen where flex, fla or sdpa_docs would; one document per row stays on cuDNN's SDPA. Off (unset,
-    0, auto): the choices as before."""
+    """On CUDA in bf16: LONGCTX_VARLEN_ATTENTION unset / auto takes varlen for training where flex would serve
+    (packed documents; a sliding window without fla), fla keeps windows where installed, inference stays on
+    sdpa_docs; 1 takes varlen for every packed or windowed call, training and inference; 0 never (flex). One
+    document per row stays on cuDNN's SDPA throughout."""
     import types
 
     monkeypatch.delenv("LONGCTX_ATTN_BACKEND", raising=False)
     monkeypatch.setattr(attn, "_flash_fns", lambda: False)  # no flash-attn package
-    monkeypatch.setattr(attn, "_fla_attn", lambda: False)
     q = types.SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(1, 16, 2, 64))  # what select_backend reads
     cpu = torch.device("cpu")
     whole, packed = doc_layout(None, 1, 16, cpu), doc_layout(torch.tensor([0, 5, 16]), 1, 16, cpu)
 
-    def choices():
+    def choices(value, fla=False):
+        if value is None:
+            monkeypatch.delenv("LONGCTX_VARLEN_ATTENTION", raising=False)
+        else:
+            monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", value)
+        monkeypatch.setattr(attn, "_fla_attn", lambda: fla)
         out = {}
         for grad in (True, False):
             with torch.set_grad_enabled(grad):
@@ -102,23 +107,27 @@ def test_varlen_switch_takes_packed_and_windowed_calls_only(monkeypatch):
                     out[(grad, name)] = attn.select_backend(q, layout, window)
         return out
 
-    for off in (None, "0", "auto"):
-        if off is None:
-            monkeypatch.delenv("LONGCTX_VARLEN_ATTENTION", raising=False)
-        else:
-            monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", off)
-        assert choices() == {
+    inference = {(False, "whole"): "sdpa", (False, "packed"): "sdpa_docs", (False, "window"): "sdpa_docs"}
+    for auto in (None, "auto"):
+        assert choices(auto) == {
+            (True, "whole"): "sdpa",
+            (True, "packed"): "varlen",
+            (True, "window"): "varlen",
+            **inference,
+        }
+        assert choices(auto, fla=True)[(True, "window")] == "fla"
+    for fla in (False, True):
+        assert choices("0", fla) == {
             (True, "whole"): "sdpa",
             (True, "packed"): "flex",
-            (True, "window"): "flex",
-            (False, "whole"): "sdpa",
-            (False, "packed"): "sdpa_docs",
-            (False, "window"): "sdpa_docs",
+            (True, "window"): "fla" if fla else "flex",
+            **inference,
         }
-    monkeypatch.setenv("LONGCTX_VARLEN_ATTENTION", "1")
-    got = choices()
-    assert got[(True, "whole")] == got[(False, "whole")] == "sdpa"
-    assert {v for k, v in got.items() if k[1] != "whole"} == {"varlen"}
+        got = choices("1", fla)
+        assert got[(True, "whole")] == got[(False, "whole")] == "sdpa"
+        assert {v for k, v in got.items() if k[1] != "whole"} == {"varlen"}
+    monkeypatch.setattr(attn, "varlen_fn", lambda: False)  # torch < 2.11: flex as before
+    assert choices(None)[(True, "packed")] == choices(None)[(True, "window")] == "flex"
 
 
 def test_bad_varlen_switch_is_one_line(monkeypatch, capsys):

@@ -190,14 +190,19 @@ def test_no_grad_on_cuda_avoids_flex(monkeypatch):
     q = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(1, 64, 4, 16))
     packed = doc_layout(torch.tensor([0, 13, 64], dtype=torch.int32), 1, 64, torch.device("cpu"))
     plain = doc_layout(None, 1, 64, torch.device("cpu"))
+    monkeypatch.delenv("LONGCTX_VARLEN_ATTENTION", raising=False)
     monkeypatch.setattr(attn, "_fla_attn", lambda: False)
+    monkeypatch.setattr(attn, "varlen_fn", lambda: False)  # torch < 2.11
     assert attn.select_backend(q, packed, None) == "flex"  # training: one compiled shape, backward
     assert attn.select_backend(q, plain, 8) == "flex"
     assert attn.select_backend(q, plain, None) == "sdpa"
+    monkeypatch.setattr(attn, "varlen_fn", lambda: (object(),))  # torch's varlen flash-attention: no compile
+    assert attn.select_backend(q, packed, None) == "varlen"
+    assert attn.select_backend(q, plain, 8) == "varlen"
     monkeypatch.setattr(attn, "_fla_attn", lambda: (object(),))  # fla installed: windows go through it
     assert attn.select_backend(q, plain, 8) == "fla"
     assert attn.select_backend(q, packed, 8) == "fla"
-    assert attn.select_backend(q, packed, None) == "flex"
+    assert attn.select_backend(q, packed, None) == "varlen"
     assert (
         attn.select_backend(SimpleNamespace(is_cuda=True, dtype=torch.float32, shape=(1, 64, 4, 16)), plain, 8)
         == "flex"

@@ -8,8 +8,9 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
 - "sdpa":  torch SDPA with is_causal (cuDNN / flash kernels), CUDA, one document per row and
            no active sliding window.
 - "flex":  FlexAttention (compiled) with a block mask for documents and/or a sliding window,
-           CUDA, training. Chosen over a per-document SDPA loop because one mask serves both
-           packing and sliding windows and skips fully masked blocks, and training shapes are fixed.
+           CUDA, training, where varlen cannot serve (torch < 2.11, fp32, head dim > 256, or
+           LONGCTX_VARLEN_ATTENTION=0): one mask serves both packing and sliding windows and skips fully
+           masked blocks, and training shapes are fixed.
 - "sdpa_docs": SDPA one document at a time (a sliding window as blocks of queries against the
            keys they can see), CUDA without autograd (prefill, probes, eval). Inference lengths
            change every call: compiled flex would recompile for each, and past torch's recompile
@@ -18,13 +19,15 @@ heads, as OLMo does), RoPE if the layer has any, causal attention, output projec
            cu_seqlens; a sliding window skips the key blocks outside it), CUDA. The training default
            for sliding windows in bf16/fp16 when fla is installed: flex's first compile of a
            windowed 16k step took minutes, fla's ran transformer-1b at 16k and 64k (docs/benchmarks.md,
-           transformer-1b training). Packed documents without a window stay on flex (fla there is unmeasured).
+           transformer-1b training). Packed documents without a window take varlen (fla there is unmeasured).
 - "varlen": torch's own flash-attention 2 through `torch.nn.attention.varlen.varlen_attn` (torch >= 2.11:
            packed documents through cu_seqlens, a sliding window as flash's window_size, autograd), CUDA,
            fp16/bf16: what "flash" does, without the flash-attn package and without flex's compile.
-           Opt-in until measured against flex and fla: LONGCTX_VARLEN_ATTENTION=1 takes it wherever flex,
-           fla or sdpa_docs would serve (packed documents, sliding windows), LONGCTX_ATTN_BACKEND=varlen
-           everywhere.
+           The training default where flex would serve (packed documents; a sliding window without fla): on
+           an H100 it matched flex on packed documents (59,990 against 60,429 tok/s, hybrid-1b at 16k) and its
+           cell took 17 s of a lane where flex's compile took 191 s. LONGCTX_VARLEN_ATTENTION=1 also takes it
+           where fla or sdpa_docs would serve (+3% over fla on transformer-1b's windows at 16k; inference
+           unmeasured), 0 never; LONGCTX_ATTN_BACKEND=varlen everywhere.
 - "math":  SDPA with an explicit boolean [B, 1, T, T] mask; the CPU path (tests, tiny models) with
            autograd (without it, packed or windowed attention on the CPU takes "sdpa_docs").
 Set `attention.BACKEND` (or env LONGCTX_ATTN_BACKEND, read at each call) to force one.
@@ -79,12 +82,16 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
-    if env.varlen_attention() and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and varlen_fn():
+    switch = env.varlen_attention()  # True / False / None (auto)
+    varlen_ok = switch is not False and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
+    if switch and varlen_ok and varlen_fn():
         return "varlen"  # LONGCTX_VARLEN_ATTENTION=1: what flash does, from torch itself, training and inference
     if inference:
         return "sdpa_docs"
     if window is not None and q.dtype in (torch.float16, torch.bfloat16) and _fla_attn():
         return "fla"  # transformer-1b trains at 16k/64k through it; flex's windowed compile did not finish
+    if varlen_ok and varlen_fn():
+        return "varlen"  # auto: flex's speed on packed documents without its compile (docs/benchmarks.md)
     return "flex"
 
 

@@ -29,7 +29,7 @@ cells=(
   "t16-nockpt|--configs transformer-1b --lengths 16384 --impl ours,peer --no-checkpointing"
   "t16-nockpt-varlen|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --varlen-attention"
   "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --varlen-attention"
-  "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8"
+  "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend flex"
   "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
   "h16-nockpt-rope|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
   "t16-nockpt-rope|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
