@@ -98,7 +98,7 @@ def apply_fused_arg(args) -> str:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-    if getattr(args, "fused_rope", False):
+    if args.fused_rope:
         os.environ["LONGCTX_FUSED_ROPE"] = "1"  # rope_kernel reads it at each call
     if args.fused_elementwise:
         fused.ENABLED = True

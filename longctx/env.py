@@ -58,25 +58,32 @@ def get(name: str) -> str | None:
     return value
 
 
-def varlen_attention() -> bool | None:
-    """LONGCTX_VARLEN_ATTENTION: True (1: wherever packed documents or a sliding window are), False (0: never) or
-    None (auto, unset: training's packed documents; attention.select_backend)."""
-    try:
-        value = get("LONGCTX_VARLEN_ATTENTION")
-    except UsageError:  # a bad value: the CLI says so (check) before any model is built
-        return None
+def three_way(name: str) -> bool | None:
+    """A 1 / 0 / auto switch: True, False, or None (unset or auto); a UsageError naming a bad value."""
+    value = get(name)
     return None if value in (None, "auto") else value in _ON
 
 
-def fused_rope() -> bool:
-    """LONGCTX_FUSED_ROPE: True only when switched on (auto is off until it is measured on a GPU)."""
-    return get("LONGCTX_FUSED_ROPE") in _ON
+def switch(name: str, override: bool | None = None) -> bool | None:
+    """override where code set one (a module's ENABLED), else three_way(name) as it is now; a bad value reads as
+    auto here (the CLI's check() reports it before any model is built)."""
+    if override is not None:
+        return override
+    try:
+        return three_way(name)
+    except UsageError:
+        return None
+
+
+def varlen_attention() -> bool | None:
+    """LONGCTX_VARLEN_ATTENTION: True (1: wherever packed documents or a sliding window are), False (0: never) or
+    None (auto, unset: training's packed documents; attention.select_backend)."""
+    return switch("LONGCTX_VARLEN_ATTENTION")
 
 
 def fused_elementwise() -> bool | None:
     """LONGCTX_FUSED_ELEMENTWISE as longctx.model.fused.ENABLED: True, False or None (auto)."""
-    value = get("LONGCTX_FUSED_ELEMENTWISE")
-    return None if value in (None, "auto") else value in _ON
+    return three_way("LONGCTX_FUSED_ELEMENTWISE")
 
 
 # LONGCTX_KERNEL_CACHE=DIR: one directory for the compiled-kernel caches of every library the GPU path

@@ -78,19 +78,21 @@ def select_backend(q: torch.Tensor, layout: DocLayout, window: int | None) -> st
         if not inference:
             return "math"
         return "sdpa_docs" if layout.packed or window is not None else "sdpa"
-    if q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and _flash_fns():
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    flash_shape = half and q.shape[-1] <= 256  # what flash-attention's kernels (flash, varlen) take
+    if flash_shape and _flash_fns():
         return "flash"
     if not layout.packed and window is None:
         return "sdpa"
     switch = env.varlen_attention()  # True / False / None (auto)
-    varlen_ok = switch is not False and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
-    if switch and varlen_ok and varlen_fn():
+    varlen = switch is not False and flash_shape and bool(varlen_fn())
+    if switch and varlen:
         return "varlen"  # LONGCTX_VARLEN_ATTENTION=1: what flash does, from torch itself, training and inference
     if inference:
         return "sdpa_docs"
-    if window is not None and q.dtype in (torch.float16, torch.bfloat16) and _fla_attn():
+    if window is not None and half and _fla_attn():
         return "fla"  # transformer-1b trains at 16k/64k through it; flex's windowed compile did not finish
-    if varlen_ok and varlen_fn():
+    if varlen:
         return "varlen"  # auto: flex's speed on packed documents without its compile (docs/benchmarks.md)
     return "flex"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from longctx import env
-from longctx.errors import UsageError
 from longctx.model import optional
 
 ENABLED: bool | None = None
@@ -33,12 +32,7 @@ def _load():
 
 def enabled() -> bool | None:
     """ENABLED, or when that is None the LONGCTX_FUSED_ELEMENTWISE switch as it is now."""
-    if ENABLED is not None:
-        return ENABLED
-    try:
-        return env.fused_elementwise()
-    except UsageError:  # a bad value: the CLI says so (longctx.env.check) before any model is built
-        return None
+    return env.switch("LONGCTX_FUSED_ELEMENTWISE", ENABLED)
 
 
 def kernels(x: torch.Tensor):

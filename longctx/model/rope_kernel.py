@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 
 from longctx import env
-from longctx.errors import UsageError
 
 try:
     import triton
@@ -33,13 +32,8 @@ DEVICES = ("cuda",)
 
 
 def enabled() -> bool:
-    """ENABLED, or when that is None LONGCTX_FUSED_ROPE as it is now (auto: off)."""
-    if ENABLED is not None:
-        return ENABLED
-    try:
-        return env.fused_rope()
-    except UsageError:  # a bad value: the CLI says so (longctx.env.check) before any model is built
-        return False
+    """ENABLED, or when that is None LONGCTX_FUSED_ROPE as it is now (auto: off until measured on a GPU)."""
+    return bool(env.switch("LONGCTX_FUSED_ROPE", ENABLED))
 
 
 def applies(x: torch.Tensor, cos: torch.Tensor) -> bool:

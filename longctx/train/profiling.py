@@ -21,22 +21,19 @@ from pathlib import Path
 import torch
 
 
-def kernel_time_ms(events) -> float:
-    """GPU time of the profiled kernels: the device-side events' self time, as the profiler table's
-        "Self CUDA time total". The host ops that launched them carry the same time as their own device
-        time, so a sum over every event counts each kernel about twice (an older header did: 589.9 ms for a 294.6 ms
-    footer)."""
+def _kernel_events(events):
+    """The device-side kernel events: the host ops that launched them (and a Triton launcher's annotation) carry
+    the same time as their own device time, so a sum over every event counts each kernel about twice."""
     from torch.autograd import DeviceType
 
     device = {DeviceType.CUDA, DeviceType.PrivateUse1}
-    return (
-        sum(
-            e.self_device_time_total
-            for e in events
-            if e.device_type in device and not getattr(e, "is_user_annotation", False)
-        )
-        / 1e3
-    )
+    return [e for e in events if e.device_type in device and not getattr(e, "is_user_annotation", False)]
+
+
+def kernel_time_ms(events) -> float:
+    """GPU time of the profiled kernels: the kernel events' self time, as the profiler table's "Self CUDA time
+    total" (a sum over every event once gave 589.9 ms for a 294.6 ms footer)."""
+    return sum(e.self_device_time_total for e in _kernel_events(events)) / 1e3
 
 
 # Kernel kinds by name, first match wins (cuBLAS/nvjet matmuls, cuDNN/flash attention, fla's Triton kernels,
@@ -64,14 +61,7 @@ def kernel_kind(name: str) -> str:
 
 def device_kernels(events) -> list[tuple[str, int, float]]:
     """(name, calls, self ms) of every device-side kernel of a key_averages(), longest first."""
-    from torch.autograd import DeviceType
-
-    device = {DeviceType.CUDA, DeviceType.PrivateUse1}
-    rows = [
-        (e.key, e.count, e.self_device_time_total / 1e3)
-        for e in events
-        if e.device_type in device and not getattr(e, "is_user_annotation", False)
-    ]
+    rows = [(e.key, e.count, e.self_device_time_total / 1e3) for e in _kernel_events(events)]
     return sorted(rows, key=lambda r: -r[2])
 
 
@@ -103,9 +93,8 @@ def write_summary(
     groups = ""
     if cuda:
         kernels = device_kernels(events)
-        total = sum(ms for _, _, ms in kernels) or 1.0
         groups = "\n\nKernel time by kind (KERNEL_KINDS):\n" + "".join(
-            f"{kind:<18} {ms:9.2f} ms {100 * ms / total:5.1f}% {calls:6d} kernels\n"
+            f"{kind:<18} {ms:9.2f} ms {100 * ms / (kernel_ms or 1.0):5.1f}% {calls:6d} kernels\n"
             for kind, calls, ms in kernel_groups(kernels)
         )
         (out_dir / f"{label}.kernels.tsv").write_text(

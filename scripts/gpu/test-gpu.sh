@@ -11,9 +11,10 @@
 #
 # Arguments: SECONDS (default 540: the whole run stops there, leaving time to pack $OUT) and SHARDS
 # (default 3). ALONE_S (default 150) of the SECONDS are kept for the gpu_alone tests when there are any: the
-# shards stop that much earlier (on a fresh machine they may still be compiling), so vLLM's test always runs. The kernel cache: restored from the taken parts into /tmp/kcache (scripts/gpu/kcache.sh) and
-# LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); packed back into $OUT at the end. Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest
-# summary line, the slowest tests).
+# shards stop that much earlier (on a fresh machine they may still be compiling), so vLLM's test always runs.
+# The kernel cache: restored from the taken parts into /tmp/kcache (scripts/gpu/kcache.sh) and
+# LONGCTX_KERNEL_CACHE points there (tests/conftest.py applies it); packed back into $OUT at the end.
+# Summary: $OUT/gpu-tests.txt (per shard: rc, the pytest summary line, the slowest tests).
 set -u
 limit=${1:-540}
 shards=${2:-3}
