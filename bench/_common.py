@@ -64,10 +64,17 @@ def add_fused_arg(p) -> None:
         action="store_true",
         help="ours: plain-PyTorch RMSNorm and SwiGLU (the ablation against the fused kernels)",
     )
-    p.add_argument(
+    r = p.add_mutually_exclusive_group()
+    r.add_argument(
         "--fused-rope",
         action="store_true",
-        help="ours: LONGCTX_FUSED_ROPE=1, RoPE on q/k in one Triton kernel each way (longctx/model/rope_kernel.py)",
+        help="ours: LONGCTX_FUSED_ROPE=1, RoPE on q/k in one Triton kernel each way (longctx/model/rope_kernel.py; "
+        "the default on CUDA with Triton)",
+    )
+    r.add_argument(
+        "--plain-rope",
+        action="store_true",
+        help="ours: LONGCTX_FUSED_ROPE=0, RoPE through PyTorch ops (the ablation against the kernel)",
     )
 
 
@@ -85,6 +92,13 @@ def apply_varlen_arg(args) -> None:
         os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"
 
 
+def fused_rope_on() -> bool:
+    """Whether ours rotates q/k with longctx's RoPE kernel on CUDA (switch on, Triton installed), for the JSON."""
+    from longctx.model import rope_kernel
+
+    return rope_kernel.enabled() and rope_kernel.triton is not None
+
+
 def apply_fused_arg(args) -> str:
     """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON.
     A bad LONGCTX_* switch exits 2 with one line here, as the CLI does (longctx.env)."""
@@ -98,8 +112,8 @@ def apply_fused_arg(args) -> str:
         print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-    if args.fused_rope:
-        os.environ["LONGCTX_FUSED_ROPE"] = "1"  # rope_kernel reads it at each call
+    if args.fused_rope or args.plain_rope:
+        os.environ["LONGCTX_FUSED_ROPE"] = "1" if args.fused_rope else "0"  # rope_kernel reads it at each call
     if args.fused_elementwise:
         fused.ENABLED = True
     elif args.plain_elementwise:

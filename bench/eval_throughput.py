@@ -59,6 +59,7 @@ from _common import (
     apply_fused_arg,
     apply_varlen_arg,
     free,
+    fused_rope_on,
     is_oom,
     parse_lengths,
     parse_list,
@@ -662,7 +663,7 @@ def main(argv=None) -> int:
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
         "ours_varlen_attention": bool(args.varlen_attention),
         "ours_fused_elementwise": args.fused_elementwise_state,
-        "ours_fused_rope": bool(args.fused_rope),
+        "ours_fused_rope": fused_rope_on(),
     }
     results: list[dict] = []
     agreement: dict = {}

@@ -77,6 +77,7 @@ from _common import (
     apply_fused_arg,
     apply_varlen_arg,
     free,
+    fused_rope_on,
     is_oom,
     parse_lengths,
     parse_list,
@@ -361,7 +362,7 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
-        row["ours_fused_rope"] = bool(args.fused_rope)
+        row["ours_fused_rope"] = fused_rope_on()
         from longctx.train.loss import resolve_backend
 
         row["ours_loss_backend"] = resolve_backend(args.ce, device)
@@ -522,6 +523,7 @@ def main(argv=None) -> int:
             ("--fused-elementwise", args.fused_elementwise),
             ("--plain-elementwise", args.plain_elementwise),
             ("--fused-rope", args.fused_rope),
+            ("--plain-rope", args.plain_rope),
             (f"--ce {args.ce}", args.ce != "auto"),
             (f"--attn-backend {args.attn_backend}", args.attn_backend),
             (f"--docs {args.docs}", args.docs > 1),

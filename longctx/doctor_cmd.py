@@ -89,7 +89,7 @@ def _kernels(device: str) -> dict:
     """The kernel each part takes on `device`, from the functions that choose them."""
     import torch
 
-    from longctx.model import attention, fused, gdn
+    from longctx.model import attention, fused, gdn, rope_kernel
     from longctx.model.varlen import doc_layout
 
     dev = torch.device(device)
@@ -115,6 +115,8 @@ def _kernels(device: str) -> dict:
         out["rmsnorm / swiglu"] = "fla fused kernels" if fused.kernels(q) else "PyTorch"
     except RuntimeError as e:  # LONGCTX_FUSED_ELEMENTWISE=1 without fla: what the run would stop on
         out["rmsnorm / swiglu"] = f"error: {e}"
+    table = torch.empty(256, 64, dtype=torch.float32, device=dev)
+    out["rope"] = "longctx's Triton kernel" if rope_kernel.applies(q, table) else "PyTorch (transformers' ops)"
     from longctx.train.loss import resolve_backend
 
     ce = resolve_backend("auto", dev)

@@ -25,7 +25,7 @@ SWITCHES = {
     "LONGCTX_FUSED_ROPE": (
         ("1", "0", "auto"),
         _ON[1:] + _OFF[1:],
-        "RoPE on q/k in one Triton kernel (longctx.model.rope_kernel): 1 on CUDA, 0 / auto off",
+        "RoPE on q/k in one Triton kernel (longctx.model.rope_kernel): 1 / auto on CUDA with Triton, 0 off",
     ),
     "LONGCTX_DATA_PREFETCH": (("process", "thread", "off"), (), "where GPU training makes its batches ahead"),
     "LONGCTX_VARLEN_ATTENTION": (

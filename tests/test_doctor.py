@@ -27,6 +27,7 @@ def test_cpu_report(capsys, monkeypatch):
     assert k["attention, training, packed documents"].startswith("math (")
     assert k["attention, inference, packed documents"].startswith("sdpa_docs (")
     assert k["gated deltanet"] == "PyTorch reference" and k["rmsnorm / swiglu"] == "PyTorch"
+    assert k["rope"] == "PyTorch (transformers' ops)"  # the kernel is CUDA's
     assert k["cross-entropy (loss_backend auto)"] == "chunked (PyTorch)"
     assert r["notes"] == []  # the notes are about GPU runs
     assert main(["doctor"]) == 0
@@ -94,3 +95,16 @@ def test_vllm_without_the_plugin_is_noted(capsys, monkeypatch):
     monkeypatch.setattr(vllm_compat, "registered", lambda: False)
     r = _report(capsys)
     assert r["vllm_plugin"] is False and any("vllm.general_plugins" in n for n in r["notes"])
+
+
+def test_rope_kernel_row(capsys, monkeypatch):
+    """The rope row is rope_kernel.applies' verdict: the kernel where it serves (here made to serve CPU
+    tensors), PyTorch under LONGCTX_FUSED_ROPE=0."""
+    from longctx.model import rope_kernel
+
+    monkeypatch.setattr(rope_kernel, "DEVICES", ("cpu",))
+    monkeypatch.setattr(rope_kernel, "triton", object())
+    monkeypatch.delenv("LONGCTX_FUSED_ROPE", raising=False)
+    assert _report(capsys)["kernels"]["rope"] == "longctx's Triton kernel"
+    monkeypatch.setenv("LONGCTX_FUSED_ROPE", "0")
+    assert _report(capsys)["kernels"]["rope"] == "PyTorch (transformers' ops)"

@@ -117,25 +117,31 @@ def test_cuda_kernel_matches_the_reference():
     _check_errors(worst, differ_bf16=0.01)  # round-to-nearest-even as torch casts: only FMA ties differ
 
 
-def test_off_by_default_and_never_on_cpu(monkeypatch):
-    """auto / unset is off until measured; the switch on still leaves CPU tensors (and float tables with gradients,
-    or no Triton) to the reference."""
+def test_on_by_default_and_never_on_cpu(monkeypatch):
+    """unset / auto / 1 is on, 0 off, code's ENABLED over the switch; on still leaves CPU tensors (and float
+    tables with gradients, or no Triton) to the reference."""
     q = torch.zeros(1, 4, 2, 8)
     cos = torch.zeros(1, 4, 8)
     monkeypatch.setattr(rope_kernel, "ENABLED", None)
-    for value in (None, "auto", "0"):
+    for value, on in ((None, True), ("auto", True), ("1", True), ("on", True), ("0", False), ("off", False)):
         if value is None:
             monkeypatch.delenv("LONGCTX_FUSED_ROPE", raising=False)
         else:
             monkeypatch.setenv("LONGCTX_FUSED_ROPE", value)
-        assert rope_kernel.enabled() is False
+        assert rope_kernel.enabled() is on, value
+    monkeypatch.setattr(rope_kernel, "ENABLED", True)
+    assert rope_kernel.enabled() is True  # over the switch's 0
+    monkeypatch.setattr(rope_kernel, "ENABLED", False)
     monkeypatch.setenv("LONGCTX_FUSED_ROPE", "1")
-    assert rope_kernel.enabled() is True
+    assert rope_kernel.enabled() is False
+    monkeypatch.setattr(rope_kernel, "ENABLED", None)
     assert not rope_kernel.applies(q, cos)  # CPU tensors
     monkeypatch.setattr(rope_kernel, "DEVICES", ("cpu",))
     monkeypatch.setattr(rope_kernel, "triton", object())
     assert rope_kernel.applies(q, cos)
     assert not rope_kernel.applies(q, cos.to(torch.bfloat16))
+    assert not rope_kernel.applies(q, torch.zeros(1, 3, 8))  # 3 table rows for 4 positions: the reference
+    assert rope_kernel.applies(torch.zeros(2, 4, 2, 8), torch.zeros(2, 4, 8))  # a row per token
     assert not rope_kernel.applies(q, cos.requires_grad_())
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training-speed measurements of one lease, one after another on one GPU (nothing else on it), each cell's
 # raw JSON and log under OUT_DIR/<name>/: equal settings first (ours against transformers + fla and fla's own
-# hybrid model, both sides with or both without activation checkpointing), then ours' loss and attention
+# hybrid model, both sides with or both without activation checkpointing), then ours' loss, attention and RoPE
 # options, then packed documents (flex against torch's varlen flash-attention). Run it as a lane:
 #
 #   wheels as in scripts/gpu/start-lane.sh, then in the last wheel call
@@ -31,9 +31,8 @@ cells=(
   "t64-nockpt-varlen|--configs transformer-1b --lengths 65536 --impl ours --no-checkpointing --varlen-attention"
   "h16-docs8|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --attn-backend flex"
   "h16-docs8-varlen|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --docs 8 --varlen-attention"
-  "h16-nockpt-rope|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
-  "t16-nockpt-rope|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope"
-  "h16-nockpt-rope-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --fused-rope --profile"
+  "h16-nockpt-plain-rope|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --plain-rope"
+  "t16-nockpt-plain-rope|--configs transformer-1b --lengths 16384 --impl ours --no-checkpointing --plain-rope"
   "h16-nockpt-profile|--configs hybrid-1b --lengths 16384 --impl ours --no-checkpointing --profile"
   # eval: | arguments of bench/eval_throughput.py (the transformer's prefill: windowed layers by SDPA blocks or varlen)
   "t64-eval|eval:--config transformer-1b --lengths 65536 --samples 4 --impl ours --cuda-graphs"
