@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu/plan.sh study 'python3 -m longctx study configs/experiments/X.yaml --out /tmp/w/study ...'
 #   bash scripts/gpu/plan.sh speed        # scripts/gpu/speed-lane.sh as a lane
-#   bash scripts/gpu/plan.sh tests        # scripts/gpu/test-gpu.sh 540 3 in the last call
+#   bash scripts/gpu/plan.sh tests        # scripts/gpu/test-gpu.sh 540 4 in the last call
 #   bash scripts/gpu/plan.sh vllm         # bench/vllm_peer parts too, then scripts/gpu/vllm-lane.sh as a lane
 #
 # What it reads: .whl_parts/pK (scripts/gpu/stage-wheels.sh pack), .tcache/pK (scripts/gpu/kcache.sh arrange;
@@ -68,7 +68,7 @@ if [ "$lane" = vllm ]; then
 fi
 keep=${KEEP:+KEEP=\"$KEEP\" }
 if [ "$lane" = tests ]; then
-  call "[\"$last\"]" "$install && bash scripts/gpu/test-gpu.sh 540 3"
+  call "[\"$last\"]" "$install && bash scripts/gpu/test-gpu.sh 540 4"
 else
   call "[\"$last\"]" "$install && ${keep}bash scripts/gpu/start-lane.sh \"$job\" && bash scripts/gpu/poll.sh 300"
 fi

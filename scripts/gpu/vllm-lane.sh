@@ -43,7 +43,7 @@
 #   pytest-shared          tests/test_generate_shared.py's GPU test: prefill with shared prefixes (fla from forked
 #                          states; bf16 against fp32, and the host waits per level); the CUDA-graph decode test with
 #                          a kept graph replayed on the next call (ours runs --keep-graph in the throughput steps)
-#   pytest-gpu             scripts/gpu/test-gpu.sh: `pytest -m gpu` whole, 3 shards side by side, then the gpu_alone
+#   pytest-gpu             scripts/gpu/test-gpu.sh: `pytest -m gpu` whole, 4 shards side by side, then the gpu_alone
 #                          tests (vLLM's) by themselves, within the step's limit (OUT/gpu-tests.txt: each shard's
 #                          summary and slowest tests)
 #   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
@@ -109,7 +109,7 @@ steps=(
   "pytest-shared|python3 -m pytest -m gpu -s -q tests/test_generate_shared.py tests/test_hostcopy.py tests/test_model_gpu.py::test_greedy_cuda_graphs_match_eager"
   # the whole GPU test suite, sharded as `plan.sh tests` runs it, inside the step's limit (the goal: within one
   # 10-minute call); vLLM's test on the trained hybrid too
-  "pytest-gpu|env PYTHONPATH=$vpath TEST_GPU_NO_PACK=1 LONGCTX_VLLM_MODEL=$m/hybrid bash scripts/gpu/test-gpu.sh $((limit - 20)) 3"
+  "pytest-gpu|env PYTHONPATH=$vpath TEST_GPU_NO_PACK=1 LONGCTX_VLLM_MODEL=$m/hybrid bash scripts/gpu/test-gpu.sh $((limit - 20)) 4"
   # vLLM with each 64k prompt prefilled in one engine step instead of its default 16k chunks: what chunking costs it
   "throughput-64k-chunk64k|$tput --lengths 65536 --impl vllm --vllm-max-num-batched-tokens 65536 --out $out/throughput-64k-chunk64k"
 )
