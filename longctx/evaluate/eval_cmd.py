@@ -3,11 +3,12 @@
     longctx eval --model runs/drope-64k --lengths 4k,8k,16k,32k,64k --out runs/drope-64k/ruler.json
 
 Backends: `longctx` (our lm-eval adapter, default), `hf` (lm-eval's HF model, `pretrained=DIR`),
-`vllm` (lm-eval's vLLM model; vLLM serves OlmoHybridForCausalLM; checked against vllm 0.26.0's API on
-CPU, not yet run on a GPU; offline install: bench/vllm_peer/install.sh; `--dtype auto` there turns float32
-weights into bfloat16, unlike hf/longctx). Resumable: answers go to `<out>.partial.jsonl` as they are
-produced; rerunning the same command skips finished samples and (task, length) cells; the
-journal is kept after success (delete it to recompute; one made with another model, backend,
+`vllm` (lm-eval's vLLM model; vLLM 0.26 serves OlmoHybridForCausalLM and loads our exports with the loader
+fix longctx registers; on an H100, RULER on a trained hybrid gave the same answer text as `--backend longctx` on
+150 of 150 samples (docs/benchmarks.md, "Against vLLM"); offline install: bench/vllm_peer/install.sh;
+`--dtype auto` there turns float32 weights into bfloat16, unlike hf/longctx). Resumable: answers go to
+`<out>.partial.jsonl` as they are produced; rerunning the same command skips finished samples and (task, length)
+cells; the journal is kept after success (delete it to recompute; one made with another model, backend,
 weights or data option is refused). `--finished-only` writes the results of the cells such a journal
 finished without loading the model (an evaluation cut short by a time limit, its weights perhaps gone);
 the other cells are recorded as not finished, and the other flags must be the evaluation's own.
