@@ -92,13 +92,6 @@ def apply_varlen_arg(args) -> None:
         os.environ["LONGCTX_VARLEN_ATTENTION"] = "1"
 
 
-def fused_rope_on() -> bool:
-    """Whether ours rotates q/k with longctx's RoPE kernel on CUDA (switch on, Triton installed), for the JSON."""
-    from longctx.model import rope_kernel
-
-    return rope_kernel.enabled() and rope_kernel.triton is not None
-
-
 def apply_fused_arg(args) -> str:
     """Set longctx's fused-elementwise switch from --fused/--plain-elementwise; what ours uses, for the JSON.
     A bad LONGCTX_* switch exits 2 with one line here, as the CLI does (longctx.env)."""

@@ -59,7 +59,6 @@ from _common import (
     apply_fused_arg,
     apply_varlen_arg,
     free,
-    fused_rope_on,
     is_oom,
     parse_lengths,
     parse_list,
@@ -590,7 +589,7 @@ def main(argv=None) -> int:
     apply_varlen_arg(args)
     import torch
 
-    from longctx.model import HybridLM, load_config
+    from longctx.model import HybridLM, load_config, rope_kernel
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -663,7 +662,7 @@ def main(argv=None) -> int:
         "fla_intracard_cp": os.environ.get("FLA_INTRACARD_CP"),
         "ours_varlen_attention": bool(args.varlen_attention),
         "ours_fused_elementwise": args.fused_elementwise_state,
-        "ours_fused_rope": fused_rope_on(),
+        "ours_fused_rope": rope_kernel.available(),  # on CUDA: the kernel rotates q/k
     }
     results: list[dict] = []
     agreement: dict = {}

@@ -77,7 +77,6 @@ from _common import (
     apply_fused_arg,
     apply_varlen_arg,
     free,
-    fused_rope_on,
     is_oom,
     parse_lengths,
     parse_list,
@@ -355,14 +354,14 @@ def measure(impl, config, T, args, device, label: str = "model") -> dict:
         row["peer_class"] = type(model).__name__
         row["peer_attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     elif impl == "ours":
-        from longctx.model import gdn
+        from longctx.model import gdn, rope_kernel
 
         has_gdn = any(hasattr(layer, "linear_attn") for layer in model.model.layers)
         auto = "fla" if device.type == "cuda" and gdn.fla_ops() else "torch"
         row["ours_gdn_backend"] = (args.gdn_backend or gdn.default_backend() or auto) if has_gdn else None
         row["ours_attn_backend"] = args.attn_backend or "auto (attention.select_backend)"
         row["ours_fused_elementwise"] = args.fused_elementwise_state
-        row["ours_fused_rope"] = fused_rope_on()
+        row["ours_fused_rope"] = rope_kernel.available()  # on CUDA: the kernel rotates q/k
         from longctx.train.loss import resolve_backend
 
         row["ours_loss_backend"] = resolve_backend(args.ce, device)

@@ -619,22 +619,28 @@ def test_test_gpu_runs_gpu_alone_tests_after_the_shards(tmp_path):
 def test_test_gpu_keeps_time_for_the_gpu_alone_tests(tmp_path):
     """Shards still busy (a fresh machine compiling) stop ALONE_S before the limit, so the gpu_alone tests run:
     a 580 s run on a fresh H200 left vLLM's test 1 s."""
-    summary, notes = _fake_gpu_suite(tmp_path, shard_sleep=300, seconds=60, ALONE_S="25")
+    summary, notes = _fake_gpu_suite(tmp_path, shard_sleep=300, seconds=60, ALONE_S="25", TEST_GPU_NO_PACK="")
     assert [w for w, _ in notes].count("end") == 0 and [w for w, _ in notes].count("alone") == 1, notes
     assert summary.count("rc=124") == 2 and "## shard -alone: rc=0" in summary, summary
+    # the killed shards wrote no junit XML: their logs are packed all the same, none left loose
+    assert {"shard0.log", "shard1.log", "shard0.rc", "shard-alone.log"} <= _packed_logs(tmp_path / "out")
+
+
+def _packed_logs(out) -> set:
+    """The names in OUT/logs.tgz, after checking that OUT holds at most 8 files and no loose log, XML, ids or rc."""
+    import tarfile
+
+    names = sorted(p.name for p in out.iterdir())
+    assert "logs.tgz" in names and "gpu-tests.txt" in names and len(names) <= 8, names
+    assert not [n for n in names if n.endswith((".log", ".xml", ".rc", ".ids"))], names
+    with tarfile.open(out / "logs.tgz") as tar:
+        return set(tar.getnames())
 
 
 def test_test_gpu_packs_the_logs_into_one_file(tmp_path):
     """A device call brings back 8 files of $OUT: run on its own (not a lane's step), the shards' logs, junit XML,
     ids and rc files end up in logs.tgz beside the summary and the kernel cache's parts."""
-    import tarfile
-
     summary, _ = _fake_gpu_suite(tmp_path, shard_sleep=0.1, seconds=120, ALONE_S="20", TEST_GPU_NO_PACK="")
-    out = tmp_path / "out"
-    names = sorted(p.name for p in out.iterdir())
-    assert "logs.tgz" in names and "gpu-tests.txt" in names and len(names) <= 8, names
-    assert not [n for n in names if n.endswith((".log", ".xml", ".rc", ".ids"))], names
-    with tarfile.open(out / "logs.tgz") as tar:
-        packed = set(tar.getnames())
+    packed = _packed_logs(tmp_path / "out")
     assert {"shard0.log", "shard1.log", "shard-alone.log", "shard0.rc", "gpu-tests.ids"} <= packed, packed
     assert "rc=0" in summary

@@ -143,6 +143,9 @@ def test_on_by_default_and_never_on_cpu(monkeypatch):
     assert not rope_kernel.applies(q, torch.zeros(1, 3, 8))  # 3 table rows for 4 positions: the reference
     assert rope_kernel.applies(torch.zeros(2, 4, 2, 8), torch.zeros(2, 4, 8))  # a row per token
     assert not rope_kernel.applies(q, cos.requires_grad_())
+    assert rope_kernel.available()
+    monkeypatch.setattr(rope_kernel, "triton", None)
+    assert not rope_kernel.available() and not rope_kernel.applies(q, torch.zeros(1, 4, 8))
 
 
 def test_attention_takes_the_kernel_where_it_applies(monkeypatch):

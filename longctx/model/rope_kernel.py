@@ -38,12 +38,16 @@ def enabled() -> bool:
     return env.switch("LONGCTX_FUSED_ROPE", ENABLED) is not False
 
 
+def available() -> bool:
+    """On (enabled()) and Triton installed: a DEVICES tensor rotates through the kernel where applies() says so."""
+    return enabled() and triton is not None
+
+
 def applies(x: torch.Tensor, cos: torch.Tensor) -> bool:
-    """Whether rotate() serves this q/k [B, T, H, D] and table: on, Triton here, a DEVICES tensor, float32
+    """Whether rotate() serves this q/k [B, T, H, D] and table: available(), a DEVICES tensor, float32
     tables without gradients, an even head dim the table covers, one table row per token or per position."""
     return (
-        enabled()
-        and triton is not None
+        available()
         and x.device.type in DEVICES
         and cos.dtype == torch.float32
         and not cos.requires_grad
