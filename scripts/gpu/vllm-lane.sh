@@ -49,7 +49,9 @@
 #   throughput-64k-chunk64k  vLLM alone at 64k with a whole prompt per engine step (its default chunk is 16,384;
 #                          the JSON rows carry the settings its engine resolved)
 # DRY=1 prints the commands (a step of parts as name.0, name.1, ...). ONLY=step1,step2 runs those alone.
-# STEP_LIMIT caps one step (default 540 s).
+# STEP_LIMIT caps one step (default 540 s). HYBRID_STEPS (default 1200) cuts the hybrid's pretraining further where
+# only token agreement is asked (pytest-vllm, pytest-gpu, smoke-*: the transformer agreed 32/32 at 300); the RULER
+# steps need the 1200 to retrieve.
 set -u
 out=${1:-/tmp/w/vllm}
 limit=${STEP_LIMIT:-540}
@@ -79,7 +81,7 @@ smoke() {  # vLLM (eager: the agreement is the question here, not its speed) aga
 # RULER through both backends on the same samples, then sample by sample (longctx answers --against: a sign test)
 ruler="--model $m/hybrid --lengths 4096 --tasks niah_single_1,niah_single_2,niah_single_3 --samples 50 --dtype bfloat16"
 steps=(
-  "models|$pre/pretrain-hybrid-s1.yaml --steps 1200 --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --steps 300 --out $m/transformer"
+  "models|$pre/pretrain-hybrid-s1.yaml --steps ${HYBRID_STEPS:-1200} --out $m/hybrid & $pre/pretrain-transformer-s1.yaml --steps 300 --out $m/transformer"
   "ruler-longctx|$vpy -m longctx eval $ruler --backend longctx --out $out/ruler-longctx/ruler.json"
   "ruler-vllm|$vpy -m longctx eval $ruler --backend vllm --out $out/ruler-vllm/ruler.json"
   "ruler-paired|python3 -m longctx answers $out/ruler-vllm/ruler.json --against $out/ruler-longctx/ruler.json"
