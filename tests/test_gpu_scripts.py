@@ -296,6 +296,13 @@ def test_vllm_lane_steps_are_valid_commands(tmp_path, monkeypatch):
     speed = ["throughput-16k", "throughput-16k-eager", "throughput-64k", "throughput-16k-share", "throughput-16k-peer"]
     assert [n for n in order if n.startswith("throughput-16k") or n == "throughput-64k"] == speed
     assert order.index("throughput-16k") > order.index("ruler-b1-paired")
+    # the hybrid trains 1200 steps (what RULER needs to retrieve) unless HYBRID_STEPS says otherwise
+    assert "--steps 1200 --out" in steps["models.0"] and "models/hybrid" in steps["models.0"]
+    short = subprocess.run(["bash", str(lane), str(tmp_path)], capture_output=True, text=True, cwd=root,
+                           env={**env, "HYBRID_STEPS": "300", "ONLY": "models"})  # fmt: skip
+    assert dict(ln.split("|", 1) for ln in short.stdout.splitlines())["models.0"] == steps["models.0"].replace(
+        "--steps 1200", "--steps 300"
+    )
     # vLLM never shares the GPU with another process (its start-up memory profile fails when one frees memory)
     starts_vllm = ("bench/vllm_peer/smoke.py", "-m longctx eval", "bench/eval_throughput.py")  # RULER timed alone too
     assert not any("." in n and any(s in c for s in starts_vllm) for n, c in steps.items())
@@ -470,6 +477,11 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
     assert run.returncode == 0, run.stderr
     assert '"ONLY=h16-ckpt,t16-ckpt STEP_LIMIT=400 bash scripts/gpu/speed-lane.sh /tmp/w/speed"' in run.stdout
     assert "ONLY=" not in plan("speed").stdout
+    assert (
+        '"ONLY=models HYBRID_STEPS=300 bash scripts/gpu/speed-lane.sh'
+        in plan("speed", ONLY="models", HYBRID_STEPS="300").stdout
+    )
+    assert plan("speed", HYBRID_STEPS="3 0").returncode == 2
     bad = plan("speed", ONLY="a b")
     assert bad.returncode == 2 and "ONLY=a b" in bad.stderr and bad.stdout == ""
 
