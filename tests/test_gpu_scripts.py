@@ -477,11 +477,14 @@ def test_plan_lists_the_calls_in_order_and_refuses_parts_that_outgrew_the_tree(t
     assert run.returncode == 0, run.stderr
     assert '"ONLY=h16-ckpt,t16-ckpt STEP_LIMIT=400 bash scripts/gpu/speed-lane.sh /tmp/w/speed"' in run.stdout
     assert "ONLY=" not in plan("speed").stdout
-    assert (
-        '"ONLY=models HYBRID_STEPS=300 bash scripts/gpu/speed-lane.sh'
-        in plan("speed", ONLY="models", HYBRID_STEPS="300").stdout
-    )
-    assert plan("speed", HYBRID_STEPS="3 0").returncode == 2
+    # HYBRID_STEPS goes to the vllm lane alone (the speed lane trains no hybrid to cut)
+    (repo / ".vllm_parts" / "00").mkdir(parents=True)
+    (repo / ".vllm_parts" / "00" / "part").write_bytes(os.urandom(100_000))
+    run = plan("vllm", ONLY="models", HYBRID_STEPS="300")
+    assert run.returncode == 0, run.stderr
+    assert '"ONLY=models HYBRID_STEPS=300 bash scripts/gpu/vllm-lane.sh /tmp/w/vllm"' in run.stdout
+    assert "HYBRID_STEPS" not in plan("speed", HYBRID_STEPS="300").stdout
+    assert plan("vllm", HYBRID_STEPS="3 0").returncode == 2
     bad = plan("speed", ONLY="a b")
     assert bad.returncode == 2 and "ONLY=a b" in bad.stderr and bad.stdout == ""
 

@@ -11,9 +11,9 @@
 # optional), .vllm_parts/NN (bench/vllm_peer/fetch-wheels.sh; vllm only). A part that no longer fits beside the
 # tree (the tree grew since it was made) is named with the command that makes it again, and the exit code is 2.
 # KEEP=... passes through to start-lane.sh (scripts/gpu/keep.sh); ONLY=step1,step2 and STEP_LIMIT=S to the speed and
-# vllm lanes (scripts/gpu/steps.sh: those steps alone, in that order; the seconds one step may take), HYBRID_STEPS to the
-# vllm lane (its hybrid's pretraining steps). After the last
-# call: `bash scripts/gpu/poll.sh 300` calls back to back, each within 30 s of the one before.
+# vllm lanes (scripts/gpu/steps.sh: those steps alone, in that order; the seconds one step may take); HYBRID_STEPS=N to
+# the vllm lane alone (its hybrid's pretraining steps). After the last call: `bash scripts/gpu/poll.sh 300` calls back
+# to back, each within 30 s of the one before.
 set -u
 lane=${1:-}
 limit=$(( ${LONGCTX_CARRY_MIB:-64} * 1048576 ))
@@ -23,11 +23,11 @@ tree=$(tree_bytes)
 for v in ONLY STEP_LIMIT HYBRID_STEPS; do  # a step list or limit: no spaces or quotes, as they go into the lane's command
   case "${!v:-}" in *[!A-Za-z0-9_.,-]*) echo "plan: $v=${!v}: letters, digits and , . _ - only" >&2; exit 2 ;; esac
 done
-pass="${ONLY:+ONLY=$ONLY }${STEP_LIMIT:+STEP_LIMIT=$STEP_LIMIT }${HYBRID_STEPS:+HYBRID_STEPS=$HYBRID_STEPS }"
+pass="${ONLY:+ONLY=$ONLY }${STEP_LIMIT:+STEP_LIMIT=$STEP_LIMIT }"
 case "$lane" in
   study) [ -n "${2:-}" ] || { echo "plan: study needs the lane's command" >&2; exit 2; }; job=$2 ;;
   speed) job="${pass}bash scripts/gpu/speed-lane.sh /tmp/w/speed" ;;
-  vllm) job="${pass}bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" ;;
+  vllm) job="${pass}${HYBRID_STEPS:+HYBRID_STEPS=$HYBRID_STEPS }bash scripts/gpu/vllm-lane.sh /tmp/w/vllm" ;;
   tests) job="" ;;
   *) echo "usage: plan.sh study 'COMMAND' | speed | tests | vllm" >&2; exit 2 ;;
 esac
